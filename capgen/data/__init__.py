@@ -1,0 +1,3 @@
+from .datamodule import Batch, CaptionDataModule
+
+__all__ = ["Batch", "CaptionDataModule"]

@@ -1,0 +1,34 @@
+"""TensorBoard samples: generated vs reference captions and, for attention models, figures."""
+
+from __future__ import annotations
+
+import html
+
+import lightning as L
+import matplotlib.pyplot as plt
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from .data.datamodule import Batch
+from .viz import attention_figure
+
+
+def log_samples(module: L.LightningModule, batch: Batch, references: dict[int, list[str]], stage: str) -> None:
+    """Log the sample images' captions (a Markdown table) and per-word attention figures."""
+    loggers = [lg for lg in module.loggers if isinstance(lg, TensorBoardLogger)]
+    if not loggers:
+        return
+    tb = loggers[0].experiment
+    result = module.generate(batch.images)
+    step = module.global_step
+    rows = ["| image | generated | references |", "|---|---|---|"]
+    for k, image_id in enumerate(batch.image_ids.tolist()):
+        words = module.vocab.decode_words(result.tokens[k].tolist())
+        refs = "<br>".join(html.escape(r) for r in references.get(image_id, []))
+        rows.append(f"| {image_id} | **{html.escape(' '.join(words))}** | {refs} |")
+        if result.alphas is not None and words:
+            image = batch.images[k].permute(1, 2, 0).cpu().numpy()
+            # alphas row k: one map per emitted token; keep the words' maps (and <end>'s).
+            fig = attention_figure(image, words + ["<end>"], result.alphas[k], module.net.grid)
+            tb.add_figure(f"{stage}_attention/{k}", fig, global_step=step)
+            plt.close(fig)
+    tb.add_text(f"{stage}/captions", "\n".join(rows), global_step=step)

@@ -1,0 +1,91 @@
+"""Soft-attention LSTM decoder ("Show, Attend and Tell", Xu et al. 2015).
+
+At step t, with h = h_{t-1}:
+    e_p     = w . tanh(U f_p + W h)           additive attention over the P grid cells
+    alpha   = softmax_p(e)                    where to look, (B, P)
+    z       = sigmoid(f_beta h) * sum_p alpha_p f_p     gated context, (B, D)
+    h, c    = LSTM([E y_{t-1}; z], (h, c))
+    logits  = L_o dropout(h)
+h0 and c0 come from the mean feature. U f_p does not depend on t, so `prepare` computes it
+once per batch; the embedding's share of the LSTM input projection is likewise computed for
+all steps in one matrix product in the teacher-forced forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .decoders import Decoder, Tensors
+
+
+class AttentionDecoder(Decoder):
+    has_attention = True
+
+    def __init__(
+        self,
+        vocab_size: int,
+        feature_dim: int,
+        embed_dim: int = 128,
+        hidden_dim: int = 256,
+        attn_dim: int = 128,
+        dropout: float = 0.3,
+    ):
+        super().__init__(vocab_size, feature_dim)
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.feat_att = nn.Linear(feature_dim, attn_dim)  # U
+        self.hid_att = nn.Linear(hidden_dim, attn_dim)  # W
+        self.att_score = nn.Linear(attn_dim, 1)  # w
+        self.gate = nn.Linear(hidden_dim, feature_dim)  # f_beta
+        self.init_h = nn.Linear(feature_dim, hidden_dim)
+        self.init_c = nn.Linear(feature_dim, hidden_dim)
+        # The LSTM cell written out so the input projection can be split by source:
+        # gates = W_e E y + W_z z + W_h h + b, (B, 4H) in the order input, forget, cell, output.
+        self.gates_emb = nn.Linear(embed_dim, 4 * hidden_dim)
+        self.gates_ctx = nn.Linear(feature_dim, 4 * hidden_dim, bias=False)
+        self.gates_hid = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_dim, vocab_size)
+
+    def prepare(self, feats: torch.Tensor) -> Tensors:
+        """feats (B, P, D) -> (feats, U feats (B, P, A))."""
+        return feats, self.feat_att(feats)
+
+    def init_state(self, memory: Tensors) -> Tensors:
+        mean = memory[0].mean(dim=1)  # (B, D)
+        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+
+    def attend(self, h: torch.Tensor, memory: Tensors):
+        """h (B, H) -> gated context (B, D), alpha (B, P)."""
+        feats, feats_att = memory
+        scores = self.att_score(torch.tanh(feats_att + self.hid_att(h).unsqueeze(1))).squeeze(-1)  # (B, P)
+        alpha = scores.softmax(dim=-1)
+        context = torch.bmm(alpha.unsqueeze(1), feats).squeeze(1)  # (B, D)
+        return torch.sigmoid(self.gate(h)) * context, alpha
+
+    def _cell(self, emb_gates: torch.Tensor, state: Tensors, memory: Tensors):
+        """One LSTM step given the embedding's gate pre-activations (B, 4H)."""
+        h, c = state
+        context, alpha = self.attend(h, memory)
+        gates = emb_gates + self.gates_ctx(context) + self.gates_hid(h)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (h, c), alpha
+
+    def step(self, tokens: torch.Tensor, state: Tensors, memory: Tensors):
+        state, alpha = self._cell(self.gates_emb(self.embed(tokens)), state, memory)
+        return self.out(self.dropout(state[0])), state, alpha
+
+    def forward(self, feats: torch.Tensor, inputs: torch.Tensor):
+        """feats (B, P, D), inputs (B, T) -> logits (B, T, V), alphas (B, T, P)."""
+        memory = self.prepare(feats)
+        state = self.init_state(memory)
+        emb_gates = self.gates_emb(self.embed(inputs))  # (B, T, 4H), all steps at once
+        hs, alphas = [], []
+        for t in range(inputs.shape[1]):
+            state, alpha = self._cell(emb_gates[:, t], state, memory)
+            hs.append(state[0])
+            alphas.append(alpha)
+        hs = torch.stack(hs, dim=1)  # (B, T, H)
+        return self.out(self.dropout(hs)), torch.stack(alphas, dim=1)

@@ -1,0 +1,44 @@
+"""Encoder + decoder, the network the LightningModule trains."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .decoders import Decoder
+from .decoding import DecodeResult, greedy
+
+
+class Captioner(nn.Module):
+    """`decoder` is a factory (a Hydra `_partial_`) completed here with the vocabulary size
+    and the encoder's feature width, so configs never repeat either."""
+
+    def __init__(self, encoder: nn.Module, decoder: Callable[..., Decoder], vocab_size: int):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder(vocab_size=vocab_size, feature_dim=encoder.out_dim)
+
+    @property
+    def has_attention(self) -> bool:
+        return self.decoder.has_attention
+
+    @property
+    def grid(self) -> int:
+        return self.encoder.grid
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, 3, H, W) -> features (B, P, D), P = grid * grid."""
+        return self.encoder(images).flatten(2).transpose(1, 2)
+
+    def forward(self, images: torch.Tensor, inputs: torch.Tensor):
+        """Teacher forcing: inputs (B, T) -> logits (B, T, V), alphas (B, T, P) or None."""
+        return self.decoder(self.encode(images), inputs)
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, max_len: int, start_id: int, end_id: int, beam_size: int = 1) -> DecodeResult:
+        if beam_size != 1:
+            # Beam search lands with the decoding issue; until then only greedy exists.
+            raise NotImplementedError("beam_size > 1 is not implemented yet; use beam_size=1 (greedy)")
+        return greedy(self.decoder, self.encode(images), max_len, start_id, end_id)

@@ -1,0 +1,144 @@
+"""Image encoders: uint8 images (B, 3, H, W) -> a grid of features (B, D, h, w).
+
+Two kinds: a small CNN trained from scratch (the default for the built-in shapes data) and
+any torchvision classification backbone truncated to its last spatial feature map. Both
+pool adaptively to a fixed `grid` so the decoders attend over P = grid * grid cells.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import torch
+import torchvision
+from torch import nn
+
+# ImageNet statistics: torchvision backbones expect them, and they are a fine
+# normalisation for a CNN trained from scratch too.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+class _Normalize(nn.Module):
+    """uint8 or [0, 1] float images -> ImageNet-normalised float."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
+        return (images - self.mean) / self.std
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU stages (three stride-2) -> (B, width[-1], H/8, W/8), pooled to `grid`."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), grid: int = 8):
+        super().__init__()
+        layers, c_in = [], 3
+        for k, c_out in enumerate(widths):
+            stride = 2 if k < 3 else 1
+            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.normalize = _Normalize()
+        self.body = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.out_dim, self.grid = c_in, grid
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(self.normalize(images)))
+
+
+def _weights_file(weights: torchvision.models.WeightsEnum) -> str:
+    """Where torch.hub keeps a downloaded weight file ($TORCH_HOME/hub/checkpoints/...)."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+
+
+def _trunk(model: nn.Module, name: str) -> list[nn.Module]:
+    """The backbone's stages up to its last spatial feature map, as a list of blocks."""
+    if hasattr(model, "layer4"):  # resnet, resnext, wide_resnet
+        return list(model.children())[:-2]  # drop avgpool, fc
+    if hasattr(model, "trunk_output"):  # regnet
+        return [model.stem, *model.trunk_output.children()]
+    if hasattr(model, "features"):  # vgg, mobilenet, efficientnet, convnext, densenet
+        return list(model.features.children())
+    raise ValueError(
+        f"model.encoder.name={name!r}: cannot find its convolutional trunk; supported families "
+        "are resnet/resnext/wide_resnet, regnet, and models with a .features stack "
+        "(vgg, mobilenet, efficientnet, convnext, densenet)"
+    )
+
+
+class TorchvisionEncoder(nn.Module):
+    """A torchvision classification backbone truncated to its last spatial map.
+
+    finetune: "frozen" (no gradients, BatchNorm kept in eval mode), "last" (only the last
+    `finetune_last` stages train, as in the Show-Attend-Tell recipes), or "all".
+    weights: a torchvision weights name such as "IMAGENET1K_V1", or None for random init.
+    Nothing is downloaded unless `download=True`: offline, the error names the file.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet101",
+        weights: str | None = None,
+        grid: int = 14,
+        finetune: Literal["frozen", "last", "all"] = "frozen",
+        finetune_last: int = 2,
+        download: bool = False,
+    ):
+        super().__init__()
+        if finetune not in ("frozen", "last", "all"):
+            raise ValueError(f"model.encoder.finetune={finetune!r}: use one of frozen, last, all")
+        try:
+            builder = torchvision.models.get_model_builder(name)
+        except ValueError as e:
+            raise ValueError(
+                f"model.encoder.name={name!r} is not a torchvision model; see "
+                "torchvision.models.list_models() for valid names"
+            ) from e
+        model = builder(weights=None)
+        if weights is not None:
+            model.load_state_dict(self._load_weights(name, weights, download))
+        stages = _trunk(model, name)
+        self.normalize = _Normalize()
+        self.body = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.grid, self.finetune = grid, finetune
+        with torch.no_grad():  # the channel count of the last map, found by a dry run
+            self.out_dim = self.body(torch.zeros(1, 3, 64, 64)).shape[1]
+        n_frozen = {"frozen": len(stages), "last": max(len(stages) - finetune_last, 0), "all": 0}[finetune]
+        # A plain tuple, not a ModuleList: the stages are registered once, under body.
+        self._frozen = tuple(stages[:n_frozen])
+        for stage in self._frozen:
+            stage.requires_grad_(False)
+
+    @staticmethod
+    def _load_weights(name: str, weights: str, download: bool) -> dict:
+        try:
+            enum = torchvision.models.get_model_weights(name)[weights]
+        except KeyError as e:
+            options = [w.name for w in torchvision.models.get_model_weights(name)]
+            raise ValueError(f"model.encoder.weights={weights!r}: {name} offers {options} or null") from e
+        path = _weights_file(enum)
+        if not os.path.exists(path) and not download:
+            raise FileNotFoundError(
+                f"model.encoder.weights={weights}: the weight file {path} is missing. Download "
+                f"{enum.url} and put it there (torch looks in $TORCH_HOME/hub/checkpoints, "
+                f"TORCH_HOME={os.environ.get('TORCH_HOME', '~/.cache/torch')}), or set "
+                "model.encoder.download=true on a machine with internet, or weights=null."
+            )
+        return enum.get_state_dict(progress=True, check_hash=True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for stage in self._frozen:  # frozen stages keep their BatchNorm statistics
+            stage.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(self.normalize(images)))

@@ -1,0 +1,38 @@
+import torch
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+
+from capgen.metrics import CaptionScores, score_captions
+from capgen.vocab import Vocabulary
+
+REFS = {
+    10: ["a small red circle left of a big blue square", "there is a red circle to the left of a blue square"],
+    11: ["a large green triangle above a small yellow diamond", "a green triangle is over a yellow diamond"],
+    12: ["a big purple square in the middle", "there is a large purple square in the centre"],
+}
+PREDS = {10: "a small red circle left of a blue square", 11: "a green triangle above a diamond", 12: "a purple square"}
+
+
+def test_scores_equal_pycocoevalcap_called_directly():
+    scores = score_captions(PREDS, REFS)
+    gts = {i: r for i, r in REFS.items()}
+    res = {i: [p] for i, p in PREDS.items()}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    assert [scores[f"BLEU-{n}"] for n in range(1, 5)] == bleu
+    assert scores["CIDEr"] == cider
+    assert 0 < scores["BLEU-4"] < scores["BLEU-1"] < 1
+
+
+def test_metric_accumulates_batches_and_deduplicates_repeated_images():
+    vocab = Vocabulary.build([c for refs in REFS.values() for c in refs] + list(PREDS.values()))
+    metric = CaptionScores(vocab, REFS)
+    ids = {i: torch.tensor(vocab.encode(p)[1:]) for i, p in PREDS.items()}  # without <start>
+    metric.update(torch.tensor([10, 11]), torch.nn.utils.rnn.pad_sequence([ids[10], ids[11]], batch_first=True))
+    # a distributed sampler pads the last batch with an image already seen: counted once
+    metric.update(torch.tensor([12, 10]), torch.nn.utils.rnn.pad_sequence([ids[12], ids[10]], batch_first=True))
+    assert metric.predictions() == PREDS
+    assert metric.compute() == score_captions(PREDS, REFS)
+    metric.reset()
+    metric.update(torch.tensor([12]), ids[12][None])
+    assert metric.predictions() == {12: PREDS[12]}
