@@ -52,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/CIDEr"), "")
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(results[0] if results else {})
     return metrics

@@ -70,9 +70,10 @@ class CyclingReferenceSampler(DistributedSampler):
     set_epoch on it; each rank takes every world_size-th pair, padded to equal length.
     """
 
-    def __init__(self, pairs: CaptionPairs, shuffle: bool = True, seed: int = 0):
+    def __init__(self, pairs: CaptionPairs, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None, rank: int | None = None):
         ddp = dist.is_available() and dist.is_initialized()
-        world, rank = (dist.get_world_size(), dist.get_rank()) if ddp else (1, 0)
+        world = num_replicas if num_replicas is not None else dist.get_world_size() if ddp else 1
+        rank = rank if rank is not None else dist.get_rank() if ddp else 0
         super().__init__(pairs, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.pairs = pairs
         self.num_samples = math.ceil(len(pairs.counts) / world)

@@ -5,7 +5,9 @@ At step t, with h = h_{t-1}:
     alpha   = softmax_p(e)                    where to look, (B, P)
     z       = sigmoid(f_beta h) * sum_p alpha_p f_p     gated context, (B, D)
     h, c    = LSTM([E y_{t-1}; z], (h, c))
-    logits  = L_o dropout(h)
+    logits  = L_o dropout(E y_{t-1} + L_h h + L_z z)       the paper's deep output (eq. 7)
+The deep output gives the word emitted at step t a direct path from where the model looks
+at step t, which keeps the attention on the object being named rather than on the next.
 h0 and c0 come from the mean feature. U f_p does not depend on t, so `prepare` computes it
 once per batch; the embedding's share of the LSTM input projection is likewise computed for
 all steps in one matrix product in the teacher-forced forward.
@@ -44,8 +46,10 @@ class AttentionDecoder(Decoder):
         self.gates_emb = nn.Linear(embed_dim, 4 * hidden_dim)
         self.gates_ctx = nn.Linear(feature_dim, 4 * hidden_dim, bias=False)
         self.gates_hid = nn.Linear(hidden_dim, 4 * hidden_dim, bias=False)
+        self.out_h = nn.Linear(hidden_dim, embed_dim)  # L_h
+        self.out_z = nn.Linear(feature_dim, embed_dim, bias=False)  # L_z
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_dim, vocab_size)
+        self.out = nn.Linear(embed_dim, vocab_size)  # L_o
 
     def prepare(self, feats: torch.Tensor) -> Tensors:
         """feats (B, P, D) -> (feats, U feats (B, P, A))."""
@@ -64,28 +68,36 @@ class AttentionDecoder(Decoder):
         return torch.sigmoid(self.gate(h)) * context, alpha
 
     def _cell(self, emb_gates: torch.Tensor, state: Tensors, memory: Tensors):
-        """One LSTM step given the embedding's gate pre-activations (B, 4H)."""
+        """One LSTM step given the embedding's gate pre-activations (B, 4H).
+        Returns the new (h, c), the context (B, D) and alpha (B, P)."""
         h, c = state
         context, alpha = self.attend(h, memory)
         gates = emb_gates + self.gates_ctx(context) + self.gates_hid(h)
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-        return (h, c), alpha
+        return (h, c), context, alpha
+
+    def _logits(self, emb: torch.Tensor, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(emb + self.out_h(h) + self.out_z(context)))
 
     def step(self, tokens: torch.Tensor, state: Tensors, memory: Tensors):
-        state, alpha = self._cell(self.gates_emb(self.embed(tokens)), state, memory)
-        return self.out(self.dropout(state[0])), state, alpha
+        emb = self.embed(tokens)  # (B, E)
+        state, context, alpha = self._cell(self.gates_emb(emb), state, memory)
+        return self._logits(emb, state[0], context), state, alpha
 
     def forward(self, feats: torch.Tensor, inputs: torch.Tensor):
         """feats (B, P, D), inputs (B, T) -> logits (B, T, V), alphas (B, T, P)."""
         memory = self.prepare(feats)
         state = self.init_state(memory)
-        emb_gates = self.gates_emb(self.embed(inputs))  # (B, T, 4H), all steps at once
-        hs, alphas = [], []
+        emb = self.embed(inputs)  # (B, T, E)
+        emb_gates = self.gates_emb(emb)  # (B, T, 4H), all steps in one product
+        hs, contexts, alphas = [], [], []
         for t in range(inputs.shape[1]):
-            state, alpha = self._cell(emb_gates[:, t], state, memory)
+            state, context, alpha = self._cell(emb_gates[:, t], state, memory)
             hs.append(state[0])
+            contexts.append(context)
             alphas.append(alpha)
-        hs = torch.stack(hs, dim=1)  # (B, T, H)
-        return self.out(self.dropout(hs)), torch.stack(alphas, dim=1)
+        # the output layer for all steps at once: (B, T, V)
+        logits = self._logits(emb, torch.stack(hs, dim=1), torch.stack(contexts, dim=1))
+        return logits, torch.stack(alphas, dim=1)

@@ -1,0 +1,101 @@
+"""End-to-end training through the Hydra config, on tiny shapes data."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from capgen.cli.train import train
+from capgen.module import CaptioningModule
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "attn"])
+def test_fast_dev_run_each_model(make_cfg, model):
+    cfg = make_cfg(f"model={model}", "+trainer.fast_dev_run=2")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"])
+    for name in ("BLEU-1", "BLEU-4", "CIDEr"):
+        assert 0 <= metrics[f"test/{name}"] <= 10
+    assert "val/CIDEr" in metrics
+
+
+def test_train_writes_checkpoints_vocab_and_tensorboard(make_cfg, tmp_path):
+    cfg = make_cfg("model=attn", "trainer.max_epochs=2")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "vocab.json").is_file()
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("epoch") and "cider" in n for n in ckpts)
+    module = CaptioningModule.from_checkpoint(str(run / "checkpoints" / "last.ckpt"))
+    assert len(module.vocab) == module.net.decoder.vocab_size
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    tags = events.Tags()
+    assert {"train/loss", "val/loss", "val/BLEU-4", "val/CIDEr", "test/CIDEr"} <= set(tags["scalars"])
+    assert "val_attention/0" in tags["images"]
+    assert any(t.startswith("val/captions") for t in tags["tensors"])
+    assert math.isfinite(metrics["test/CIDEr"])
+
+
+def test_resume_from_last_checkpoint_continues_from_saved_epoch(make_cfg):
+    first = make_cfg("model=lstm", "trainer.max_epochs=2", "test=false", name="first")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 1 and saved["global_step"] == 6  # 2 epochs x 3 batches
+
+    resumed = make_cfg("model=lstm", "trainer.max_epochs=3", "test=false", f"ckpt_path={last}", name="second")
+    train(resumed)
+    after = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert after["epoch"] == 2 and after["global_step"] == 9  # one more epoch, not three
+    assert after["vocab"] == saved["vocab"]
+
+
+def test_short_overfit_run_drives_loss_down(make_cfg):
+    cfg = make_cfg("model=attn", "data.source.sizes.train=8", "data.batch_size=8", "model.decoder.dropout=0.0")
+    L.seed_everything(0)
+    dm = hydra.utils.instantiate(cfg.data)
+    from capgen.module import build_net
+
+    net_cfg = {"encoder": cfg.model.encoder, "decoder": cfg.model.decoder}
+    module = hydra.utils.instantiate(cfg.model.module, net=build_net(net_cfg, dm.vocab), vocab=dm.vocab, _recursive_=False)
+    batch = next(iter(dm.train_dataloader()))
+
+    def xent():
+        module.eval()
+        with torch.no_grad():
+            return module._loss(batch)[1].item()
+
+    before = xent()
+    trainer = L.Trainer(max_epochs=60, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))  # same batch, 60x
+    after = xent()
+    assert after < 0.2 * before, (before, after)
+
+
+def test_config_typo_fails_loudly(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="hiden_dim"):
+        make_cfg("model.decoder.hiden_dim=3")
+    with pytest.raises(ConfigCompositionException, match="modle"):
+        make_cfg("modle=rnn")
+
+
+def test_three_model_sweep_with_multirun(tmp_path):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    cmd = [sys.executable, "-m", "capgen.cli.train", "-m", "model=rnn,lstm,attn", "debug=fast", "test=false",
+           f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_model=rnn", "1_model=lstm", "2_model=attn"]
+    for job in jobs:
+        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
+        assert list((tmp_path / job / "tb").glob("events.out.tfevents.*"))
