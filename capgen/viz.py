@@ -15,19 +15,19 @@ from torchvision.transforms.functional import gaussian_blur  # noqa: E402
 
 
 def upsample_attention(alphas: torch.Tensor, grid: int, size: tuple[int, int]) -> np.ndarray:
-    """alphas (L, P) on a grid x grid lattice -> (L, H, W) smooth maps scaled to [0, 1] each.
+    """alphas (L, P) on a grid x grid lattice -> (L, H, W) smooth maps scaled to [0, 1].
 
     Bilinear upsampling, then a Gaussian blur about one cell wide, so the map reads as a
-    soft spotlight rather than a chequerboard.
+    soft spotlight rather than a chequerboard. All maps share one scale (the caption's
+    strongest weight is 1), so a diffuse step looks diffuse instead of being stretched to
+    the same contrast as a sharp one.
     """
     maps = alphas.detach().float().cpu().reshape(-1, 1, grid, grid)
     maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     cell = max(size) / grid
     k = int(2 * round(cell) + 1)
     maps = gaussian_blur(maps, kernel_size=[k, k], sigma=[cell / 2, cell / 2]).squeeze(1)
-    lo = maps.amin(dim=(1, 2), keepdim=True)
-    hi = maps.amax(dim=(1, 2), keepdim=True)
-    return ((maps - lo) / (hi - lo).clamp_min(1e-12)).numpy()
+    return (maps / maps.max().clamp_min(1e-12)).numpy()
 
 
 def attention_figure(image: np.ndarray, words: list[str], alphas: torch.Tensor, grid: int, cols: int = 5):

@@ -99,3 +99,9 @@ def test_three_model_sweep_with_multirun(tmp_path):
     for job in jobs:
         assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
         assert list((tmp_path / job / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_config_runs_fast(make_cfg, experiment):
+    cfg = make_cfg(f"experiment={experiment}", "+trainer.fast_dev_run=1")
+    assert math.isfinite(train(cfg)["train/loss"])
