@@ -136,7 +136,9 @@ class CaptioningModule(L.LightningModule):
             metric.reset()
             return
         scores = metric.compute()
-        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=False, rank_zero_only=False)
+        # compute() already gathered every rank's captions, so each rank holds the same scores;
+        # sync_dist averages identical values (exact), and keeps Lightning from warning.
+        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=True)
         refs = metric.references
         metric.reset()
         if stage in self._samples and self.trainer.is_global_zero:

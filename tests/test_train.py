@@ -74,6 +74,7 @@ def test_short_overfit_run_drives_loss_down(make_cfg):
             return module._loss(batch)[1].item()
 
     before = xent()
+    module.train()
     trainer = L.Trainer(max_epochs=60, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))  # same batch, 60x
@@ -95,7 +96,8 @@ def test_three_model_sweep_with_multirun(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == ["0_model=rnn", "1_model=lstm", "2_model=attn"]
+    # one folder per job, named by its overrides
+    assert jobs == [f"{i}_debug=fast,model={m},test=False" for i, m in enumerate(["rnn", "lstm", "attn"])]
     for job in jobs:
         assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
         assert list((tmp_path / job / "tb").glob("events.out.tfevents.*"))
