@@ -107,3 +107,10 @@ def test_three_model_sweep_with_multirun(tmp_path):
 def test_every_experiment_config_runs_fast(make_cfg, experiment):
     cfg = make_cfg(f"experiment={experiment}", "+trainer.fast_dev_run=1")
     assert math.isfinite(train(cfg)["train/loss"])
+
+
+def test_mixed_precision_through_trainer_precision(make_cfg):
+    """bf16 autocast (the GPU default) also runs on the CPU, so CI covers the mixed-precision path."""
+    cfg = make_cfg("model=attn", "trainer.precision=bf16-mixed", "+trainer.fast_dev_run=2")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/CIDEr"])

@@ -25,7 +25,7 @@ def greedy(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, e
     state = decoder.init_state(memory)
     tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
     done = torch.zeros(B, dtype=torch.bool, device=feats.device)
-    logprob = feats.new_zeros(B)
+    logprob = torch.zeros(B, device=feats.device)  # float32 even under bf16 autocast
     out, alphas = [], []
     for _ in range(max_len + 1):
         logits, state, alpha = decoder.step(tokens, state, memory)
