@@ -27,9 +27,10 @@ _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-
 _SPLIT_WORDS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "wanna": ("wan", "na"), "gotta": ("got", "ta")}
 # Clitics the PTB tokenizer splits off ("dog's" -> "dog 's", "don't" -> "do n't").
 _CLITIC = re.compile(r"(?i)(\w)(n't|'s|'re|'ve|'m|'ll|'d)\b")
-# A token is a run of word characters possibly joined by inner hyphens, periods (numbers,
-# abbreviations), apostrophes or slashes; anything else is a one-character token.
-_TOKEN = re.compile(r"\d+(?::\d+)+|\w+(?:[-./']\w+)*|'(?:s|re|ve|m|ll|d)\b|\.\.\.|--|\S")
+# A token is one of our special tokens (a caption that stores an unknown word as "<unk>"
+# keeps it), a clock time, a run of word characters possibly joined by inner hyphens,
+# periods (numbers, abbreviations), apostrophes or slashes; anything else is one character.
+_TOKEN = re.compile(r"<(?:pad|start|end|unk)>|\d+(?::\d+)+|\w+(?:[-./']\w+)*|'(?:s|re|ve|m|ll|d)\b|\.\.\.|--|\S")
 
 
 def tokenize(text: str) -> list[str]:

@@ -92,3 +92,15 @@ def test_collate_pads_with_zeros():
     b = collate([(torch.zeros(3, 2, 2, dtype=torch.uint8), [1, 5, 2], 7), (torch.ones(3, 2, 2, dtype=torch.uint8), [1, 5, 6, 6, 2], 8)])
     assert b.captions.tolist() == [[1, 5, 2, 0, 0], [1, 5, 6, 6, 2]]
     assert b.lengths.tolist() == [3, 5] and b.image_ids.tolist() == [7, 8]
+
+
+def test_a_source_with_its_own_vocabulary_is_read_with_it():
+    from capgen.vocab import Vocabulary
+
+    fixed = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "image", "caption"], max_len=5)
+
+    class WithVocab(TinySource):
+        vocabulary = fixed
+
+    dm = CaptionDataModule(source=lambda split: WithVocab(split))
+    assert dm.vocab is fixed

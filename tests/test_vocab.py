@@ -90,3 +90,10 @@ def test_matches_official_java_tokenizer_token_for_token():
     official = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(caps)})
     for i, c in enumerate(caps):
         assert tokenize(c) == official[i][0].split(), c
+
+
+def test_special_tokens_survive_tokenization_and_encode_to_their_ids():
+    v = Vocabulary.build(["a dog on the road"])
+    assert tokenize("a <unk> on the road") == ["a", "<unk>", "on", "the", "road"]
+    assert v.encode("a <unk> on the road")[2] == v.unk_id
+    assert tokenize("a <b> c") == ["a", "<", "b", ">", "c"]  # only our own specials are kept whole

@@ -3,8 +3,10 @@
 A source is one split of a data set with this small interface:
     len(source); source.image(i) -> uint8 (H, W, 3) array; source.captions(i) -> list[str];
     source.image_id(i) -> int
-The datamodule receives a factory `source(split=...)` (a Hydra `_partial_`), builds the
-vocabulary from the train split only, and yields `Batch`es:
+A source may also carry `vocabulary` (a Vocabulary it must be read with, e.g. the course
+file's own); otherwise the datamodule builds one from the train split only.
+The datamodule receives a factory `source(split=...)` (a Hydra `_partial_`) and yields
+`Batch`es:
     train:     every image once per epoch, paired with one of its references; the reference
                cycles with the epoch, so all are seen across epochs;
     val/test:  every image once, with reference 0 for the loss (scores use all references).
@@ -136,6 +138,9 @@ class CaptionDataModule(L.LightningDataModule):
         """Built from the train split on first use (or the one given, e.g. from a checkpoint)."""
         if self._vocab is None:
             train = self.source("train")
+            if getattr(train, "vocabulary", None) is not None:
+                self._vocab = train.vocabulary
+                return self._vocab
             self._vocab = Vocabulary.build(
                 (c for i in range(len(train)) for c in train.captions(i)), min_freq=self.min_freq, max_len=self.max_len
             )
