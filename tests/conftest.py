@@ -11,10 +11,14 @@ from capgen.cli.train import CONF_DIR
 def make_cfg(tmp_path):
     """Compose the train config as `capgen-train` would, writing into tmp_path."""
 
-    def make(*overrides: str, name: str = "run") -> DictConfig:
+    def make(*overrides: str, name: str = "run", small_shapes: bool = True) -> DictConfig:
         out = Path(tmp_path) / name
         out.mkdir(parents=True, exist_ok=True)
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return compose("train", overrides=["debug=fast", f"paths.output_dir={out}", *overrides])
+            cfg = compose("train", overrides=["debug=fast", f"paths.output_dir={out}", *overrides])
+        custom = any(o.startswith("data.source.sizes") for o in overrides)
+        if small_shapes and not custom and "ShapesSource" in cfg.data.source._target_:
+            cfg.data.source.sizes = {"train": 64, "val": 16, "test": 16}  # seconds, not minutes
+        return cfg
 
     return make
