@@ -1,0 +1,248 @@
+"""Sources over COCO 2014 and Flickr8k/30k, read from their standard on-disk layouts.
+
+Layouts, relative to `root`:
+    COCO 2014   train2014/*.jpg, val2014/*.jpg,
+                annotations/captions_train2014.json, annotations/captions_val2014.json
+                (official: {"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}),
+                dataset_coco.json (Karpathy's splits, optional)
+    Flickr8k    Flicker8k_Dataset/*.jpg (sic: the archive's own spelling), dataset_flickr8k.json
+    Flickr30k   flickr30k-images/*.jpg, dataset_flickr30k.json
+
+Karpathy's split files ({"dataset", "images": [{"filepath" (COCO only), "filename", "split",
+"sentences": [{"raw"}], "cocoid" (COCO only), "imgid"}]}) are the splits published results
+use. Their "restval" images (COCO val2014 images outside val and test) are trained on, so
+Karpathy COCO gives train 113,287, val 5,000, test 5,000 images.
+
+Each source indexes its split once, in __init__: a JSON parse, a dict of captions per image
+and one directory listing per image folder instead of a stat per file. Problems found then
+(a missing image file, an empty caption, an image left without captions) follow
+`on_bad_sample`; see images.BadSamples. A file that exists but cannot be decoded is only
+found when it is read: `image(i)` then raises BadSampleError under either policy, since a
+source cannot drop an item the sampler has already chosen, and a stand-in picture would
+silently train on garbage. Scan every image ahead of training (capgen-prepare does) and pass
+the ids it lists as bad in `exclude_ids`.
+
+Captions are kept whole and all of them (COCO has 5 to 7 per image): the vocabulary
+truncates long captions when it encodes them, and scores use every reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from .images import BadSamples, check_on_bad_sample, load_rgb
+
+SPLITS = ("train", "val", "test")
+_KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
+_HOW_TO_GET = "see the 'Data sets' section of the README (for COCO: scripts/download_coco.sh)"
+_FIX_ENTRY = "fix that entry in the annotation file, or set data.on_bad_sample=skip"
+_FIX_MISSING = "put the image file back (see the README's 'Data sets'), or set data.on_bad_sample=skip"
+
+# (image id, image file, raw captions, where the entry was read: for messages)
+_Record = tuple[int, str, list, str]
+
+
+class ImageFileSource:
+    """One split of images on disk, each with its reference captions.
+
+    Subclasses find their files and captions and hand `_keep` one record per image of the
+    split; what is kept is stored as three parallel lists, which pickle cheaply to workers.
+    """
+
+    def __init__(self, root: str, split: str, image_size: int, on_bad_sample: str, exclude_ids: Iterable[int] | None):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        check_on_bad_sample(on_bad_sample)
+        self.root = os.path.expanduser(str(root))
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(
+                f"data root {self.root} does not exist; {_HOW_TO_GET}, then point data.root at that folder"
+            )
+        self.split, self.image_size, self.on_bad_sample = split, image_size, on_bad_sample
+        self.exclude_ids = {int(i) for i in exclude_ids or ()}
+        self._ids: list[int] = []
+        self._paths: list[str] = []
+        self._captions: list[tuple[str, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def image(self, i: int) -> np.ndarray:
+        """uint8 (image_size, image_size, 3); BadSampleError if the file cannot be decoded."""
+        return load_rgb(self._paths[i], self.image_size)
+
+    def captions(self, i: int) -> list[str]:
+        return list(self._captions[i])
+
+    def image_id(self, i: int) -> int:
+        return self._ids[i]
+
+    def path(self, i: int) -> str:
+        return self._paths[i]
+
+    def _keep(self, records: Iterable[_Record], bad: BadSamples) -> None:
+        listings: dict[str, set[str]] = {}  # image folder -> names in it, listed once
+        total = 0
+        for image_id, path, raw, where in records:
+            total += 1
+            if image_id in self.exclude_ids:
+                bad.exclude()
+                continue
+            captions = []
+            for k, c in enumerate(raw):
+                text = c.strip() if isinstance(c, str) else ""
+                if text:
+                    captions.append(text)
+                else:
+                    bad.report("empty caption", where, f"caption {k} is empty ({c!r})", _FIX_ENTRY)
+            if not captions:
+                bad.report("image without captions", where, "has no non-empty caption", _FIX_ENTRY)
+                continue
+            if not _listed(path, listings):
+                bad.report("missing file", path, f"image file of {where} does not exist", _FIX_MISSING)
+                continue
+            self._ids.append(int(image_id))
+            self._paths.append(path)
+            self._captions.append(tuple(captions))
+        bad.summary(len(self._ids), total)
+
+
+class Coco2014Source(ImageFileSource):
+    """COCO 2014 captions, on Karpathy's splits when `karpathy_json` is given.
+
+    karpathy_json: path to dataset_coco.json, absolute or relative to root. Without it the
+    official splits are used: train = train2014, val = val2014 and test = val2014 too, since
+    the official test2014 images have no public captions; test scores are then val scores.
+    image_id is the COCO id, so results files match the official annotations.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        split: str,
+        karpathy_json: str | None = None,
+        image_size: int = 256,
+        on_bad_sample: str = "error",
+        exclude_ids: Iterable[int] | None = None,
+    ):
+        super().__init__(root, split, image_size, on_bad_sample, exclude_ids)
+        bad = BadSamples(on_bad_sample, f"coco2014 {split}")
+        if karpathy_json:
+            path = os.path.join(self.root, os.path.expanduser(karpathy_json))
+            images = _read_karpathy(path, ("coco",))[1]
+            records = _karpathy_records(images, path, split, self.root, "cocoid", folder=None)
+        else:
+            records = self._official_records()
+        self._keep(records, bad)
+
+    def _official_records(self) -> Iterator[_Record]:
+        part = "train" if self.split == "train" else "val"
+        path = os.path.join(self.root, "annotations", f"captions_{part}2014.json")
+        data = _load_json(
+            path, "COCO 2014 caption annotations", f"unpack annotations_trainval2014.zip into {self.root}; {_HOW_TO_GET}"
+        )
+        captions: dict[int, list] = {}  # image id -> its captions, in file order
+        for k, a in enumerate(_field(data, "annotations", path, "the file")):
+            captions.setdefault(_field(a, "image_id", path, f"annotation {k}"), []).append(
+                _field(a, "caption", path, f"annotation {k}")
+            )
+        for k, entry in enumerate(_field(data, "images", path, "the file")):
+            image_id = _field(entry, "id", path, f"image {k}")
+            name = _field(entry, "file_name", path, f"image {k}")
+            where = f"{path} (image id {image_id}, {name})"
+            yield image_id, os.path.join(self.root, f"{part}2014", name), captions.get(image_id, []), where
+
+
+class FlickrSource(ImageFileSource):
+    """Flickr8k or Flickr30k on Karpathy's splits (the data sets have no other standard ones).
+
+    karpathy_json: dataset_flickr8k.json or dataset_flickr30k.json, absolute or relative to
+    root. image_dir: the image folder under root; by default the one its archive unpacks to,
+    chosen from the file's "dataset" field. image_id is Karpathy's imgid.
+    """
+
+    IMAGE_DIRS = {"flickr8k": "Flicker8k_Dataset", "flickr30k": "flickr30k-images"}
+
+    def __init__(
+        self,
+        root: str,
+        split: str,
+        karpathy_json: str = "dataset_flickr8k.json",
+        image_dir: str | None = None,
+        image_size: int = 256,
+        on_bad_sample: str = "error",
+        exclude_ids: Iterable[int] | None = None,
+    ):
+        super().__init__(root, split, image_size, on_bad_sample, exclude_ids)
+        path = os.path.join(self.root, os.path.expanduser(karpathy_json))
+        dataset, images = _read_karpathy(path, tuple(self.IMAGE_DIRS))
+        self.dataset = dataset
+        folder = os.path.join(self.root, image_dir or self.IMAGE_DIRS[dataset])
+        bad = BadSamples(on_bad_sample, f"{dataset} {split}")
+        self._keep(_karpathy_records(images, path, split, self.root, "imgid", folder=folder), bad)
+
+
+def _read_karpathy(path: str, datasets: tuple[str, ...]) -> tuple[str, list]:
+    """(dataset name, image entries) of a Karpathy split file for one of `datasets`."""
+    data = _load_json(
+        path, "Karpathy split file", f"it is in Karpathy's caption_datasets.zip; {_HOW_TO_GET}"
+    )
+    dataset = _field(data, "dataset", path, "the file")
+    if dataset not in datasets:
+        raise ValueError(
+            f"{path} holds Karpathy's splits for {dataset!r}, but this source reads {' or '.join(datasets)}; "
+            f"point karpathy_json at dataset_{datasets[0]}.json"
+        )
+    return dataset, _field(data, "images", path, "the file")
+
+
+def _karpathy_records(
+    images: list, path: str, split: str, root: str, id_key: str, folder: str | None
+) -> Iterator[_Record]:
+    """Records of `split`'s images; files are in `folder`, or in root/<entry's filepath>."""
+    wanted = _KARPATHY_SPLITS[split]
+    for k, entry in enumerate(images):
+        where = f"image {k}"
+        part = _field(entry, "split", path, where)
+        if part not in ("train", "restval", "val", "test"):
+            raise ValueError(f"{path}: {where} has split {part!r}; Karpathy's splits are train, restval, val, test")
+        if part not in wanted:
+            continue
+        image_id = _field(entry, id_key, path, where)
+        name = _field(entry, "filename", path, where)
+        image_folder = folder or os.path.join(root, _field(entry, "filepath", path, where))
+        raw = [_field(s, "raw", path, f"{where} sentence {j}") for j, s in enumerate(_field(entry, "sentences", path, where))]
+        yield image_id, os.path.join(image_folder, name), raw, f"{path} ({where}, {id_key} {image_id}, {name})"
+
+
+def _listed(path: str, listings: dict[str, set[str]]) -> bool:
+    """Whether `path` exists, from one listing of its folder (much cheaper than a stat per file)."""
+    folder, name = os.path.split(path)
+    if folder not in listings:
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"image folder {folder} does not exist; {_HOW_TO_GET}")
+        listings[folder] = set(os.listdir(folder))
+    return name in listings[folder]
+
+
+def _load_json(path: str, what: str, how: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path} not found; {how}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged, download it again") from e
+
+
+def _field(entry, key: str, path: str, where: str):
+    try:
+        return entry[key]
+    except (KeyError, TypeError, IndexError):
+        raise ValueError(f"{path}: {where} has no {key!r} field; is this the right file for this source?") from None
