@@ -10,12 +10,19 @@ The datamodule receives a factory `source(split=...)` (a Hydra `_partial_`) and 
     train:     every image once per epoch, paired with one of its references; the reference
                cycles with the epoch, so all are seen across epochs;
     val/test:  every image once, with reference 0 for the loss (scores use all references).
+With `cache_dir` (a capgen-prepare folder, see capgen.data.cache) a split is read from its
+image cache when that is complete and made from the same source, else from the raw source
+(one log line says why); vocab.json there is the vocabulary. With `use_features` the batches
+carry the cached features of a frozen encoder instead of images, and a missing or mismatched
+feature cache is an error.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import lightning as L
@@ -25,10 +32,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..vocab import Vocabulary
+from .cache import CachedFeatures, CachedImages, CacheUnavailable, describe_source, load_vocab
+
+log = logging.getLogger(__name__)
 
 
 class Batch(NamedTuple):
-    images: torch.Tensor  # (B, 3, H, W) uint8
+    images: torch.Tensor  # (B, 3, H, W) uint8, or cached features (B, P, D) float16 (use_features)
     captions: torch.Tensor  # (B, T) <start> words <end> <pad>...
     lengths: torch.Tensor  # (B,) tokens per caption including <start> and <end>
     image_ids: torch.Tensor  # (B,)
@@ -44,7 +54,9 @@ def collate(items: list[tuple[torch.Tensor, list[int], int]]) -> Batch:
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()  # (3, H, W)
+    """uint8 image (H, W, 3) -> (3, H, W); cached features (P, D) stay as they are."""
+    x = torch.from_numpy(np.ascontiguousarray(image))
+    return x.permute(2, 0, 1).contiguous() if x.ndim == 3 else x
 
 
 class CaptionPairs(Dataset):
@@ -120,22 +132,65 @@ class CaptionDataModule(L.LightningDataModule):
         max_len: int = 20,
         seed: int = 0,
         vocab: Vocabulary | None = None,
+        cache_dir: str | None = None,
+        use_features: bool = False,
+        encoder: dict | None = None,
     ):
+        """encoder: the model's encoder config, which a feature cache must have been made by;
+        capgen-train leaves it None and it is read from the model being trained."""
         super().__init__()
+        if use_features and not cache_dir:
+            raise ValueError(
+                "data.use_features=true needs data.cache_dir: the folder capgen-prepare features=true wrote"
+            )
         self.source_factory = source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.min_freq, self.max_len, self.seed = num_workers, min_freq, max_len, seed
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.use_features, self.encoder = use_features, encoder
         self._vocab = vocab
         self._sources: dict[str, object] = {}
 
     def source(self, split: str):
         if split not in self._sources:
-            self._sources[split] = self.source_factory(split=split)
+            source = self.source_factory(split=split)
+            self._sources[split] = source if self.cache_dir is None else self._cached(split, source)
         return self._sources[split]
+
+    def _cached(self, split: str, raw):
+        """The split from the cache when there is a usable one (see the module docstring)."""
+        description, vocabulary = describe_source(self.source_factory, split, raw), getattr(raw, "vocabulary", None)
+        if self.use_features:
+            try:
+                return CachedFeatures(self.cache_dir, split, description, vocabulary)
+            except CacheUnavailable as e:
+                raise ValueError(
+                    f"data.use_features=true, but {e}. Write the feature cache with: capgen-prepare "
+                    f"data=<this data config> cache_dir={self.cache_dir} features=true model/encoder=<the "
+                    "training run's encoder>"
+                ) from None
+        try:
+            return CachedImages(self.cache_dir, split, description, vocabulary)
+        except CacheUnavailable as e:
+            log.info("no usable image cache for the %s split (%s): reading the raw source", split, e)
+            return raw
+
+    def vocab_recipe(self) -> dict:
+        """What the vocabulary is built from; vocab.json records it so a stale one is not used."""
+        train = self.source("train")
+        # A cached split keeps the description of the raw source it was made from.
+        source = getattr(train, "description", None) or describe_source(self.source_factory, "train", train)
+        return {"source": source, "min_freq": self.min_freq, "max_len": self.max_len}
 
     @property
     def vocab(self) -> Vocabulary:
-        """Built from the train split on first use (or the one given, e.g. from a checkpoint)."""
+        """Built from the train split on first use (or the one given, e.g. from a checkpoint,
+        or the cache's vocab.json)."""
+        if self._vocab is None and self.cache_dir is not None:
+            try:
+                self._vocab = load_vocab(self.cache_dir, self.vocab_recipe())
+            except CacheUnavailable as e:
+                log.info("%s: building the vocabulary from the train split", e)
         if self._vocab is None:
             train = self.source("train")
             if getattr(train, "vocabulary", None) is not None:
@@ -161,12 +216,32 @@ class CaptionDataModule(L.LightningDataModule):
             **kw,
         )
 
+    def _model_encoder(self):
+        if self.encoder is not None:
+            return self.encoder
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        net_config = module.hparams.get("net_config") if module is not None else None
+        if not net_config:
+            raise ValueError(
+                "data.use_features=true: the feature cache must be checked against the model's encoder "
+                "config; pass CaptionDataModule(encoder=<model.encoder config>) (capgen-train takes it "
+                "from the model)"
+            )
+        return net_config["encoder"]
+
+    def _loading(self, split: str):
+        """The split's source for a DataLoader; cached features only if the model's encoder made them."""
+        source = self.source(split)
+        if self.use_features:
+            source.check_encoder(self._model_encoder())
+        return source
+
     def train_dataloader(self) -> DataLoader:
-        pairs = CaptionPairs(self.source("train"), self.vocab)
+        pairs = CaptionPairs(self._loading("train"), self.vocab)
         return self._loader(pairs, self.batch_size, sampler=CyclingReferenceSampler(pairs, seed=self.seed), drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(EvalImages(self.source("val"), self.vocab), self.eval_batch_size)
+        return self._loader(EvalImages(self._loading("val"), self.vocab), self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(EvalImages(self.source("test"), self.vocab), self.eval_batch_size)
+        return self._loader(EvalImages(self._loading("test"), self.vocab), self.eval_batch_size)

@@ -29,11 +29,24 @@ class Captioner(nn.Module):
         return self.encoder.grid
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images (B, 3, H, W) -> features (B, P, D), P = grid * grid."""
+        """uint8 images (B, 3, H, W) -> features (B, P, D), P = grid * grid.
+
+        Floating-point (B, P, D) input is already features, a frozen encoder's from a
+        capgen-prepare cache (float16): the encoder does not run, they only take the
+        decoder's dtype.
+        """
+        if images.is_floating_point() and images.ndim == 3:
+            if images.shape[-1] != self.decoder.feature_dim:
+                raise ValueError(
+                    f"features of width D={images.shape[-1]} given, but the decoder takes the encoder's "
+                    f"D={self.decoder.feature_dim}: the feature cache was made by another encoder"
+                )
+            return images.to(next(self.decoder.parameters()).dtype)
         return self.encoder(images).flatten(2).transpose(1, 2)
 
     def forward(self, images: torch.Tensor, inputs: torch.Tensor):
-        """Teacher forcing: inputs (B, T) -> logits (B, T, V), alphas (B, T, P) or None."""
+        """Teacher forcing: images (B, 3, H, W) or features (B, P, D), inputs (B, T) -> logits
+        (B, T, V), alphas (B, T, P) or None."""
         return self.decoder(self.encode(images), inputs)
 
     @torch.no_grad()

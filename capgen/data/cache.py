@@ -1,0 +1,447 @@
+"""The caches capgen-prepare writes and the datamodule reads, all in one folder `cache_dir`:
+
+    vocab.json               the train split's vocabulary (Vocabulary.load reads it) and what
+                             it was built from, so a stale one is noticed
+    images_<split>.u8        uint8 rows (N, H, W, 3), C order, no header: np.memmap reads it
+    images_<split>.json      its index (below)
+    features_<split>.f16     float16 rows (N, P, D): a frozen encoder's features per image
+    features_<split>.json    its index, which also names the encoder (its full config)
+    bad_images.json          {split: [{image_id, error}]}: images left out under
+                             data.on_bad_sample=skip
+
+An index holds format, version, complete, split, source (a description of the source the rows
+were made from: a cache with another description is stale), shape, dtype, image_ids, captions
+and bad (rows whose image could not be read: left zero, never served).
+
+Raw files rather than .npy: the index carries shape and dtype anyway, and a raw file is
+resumed with a plain read-write memmap. Writing never leaves a file that looks complete:
+rows go to `<data>.partial`, and `<data>.progress.json` records how many of them are on
+disk (rewritten only after the rows are flushed); when all are, the data file is renamed
+to its final name and only then is the index written (tmp file + os.replace). A cache is
+complete iff its index exists and says so.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from ..vocab import Vocabulary
+
+FORMAT_VERSION = 1
+IMAGES, FEATURES = "images", "features"
+_SUFFIX = {IMAGES: ".u8", FEATURES: ".f16"}
+_DTYPE = {IMAGES: "uint8", FEATURES: "float16"}
+# Encoder arguments that change how its weights are obtained, not what it computes.
+_NOT_ENCODER_IDENTITY = ("download",)
+
+
+class CacheUnavailable(Exception):
+    """A cache that is missing, unfinished, stale or damaged; the message names the file."""
+
+
+def data_path(cache_dir: str | Path, kind: str, split: str) -> Path:
+    return Path(cache_dir) / f"{kind}_{split}{_SUFFIX[kind]}"
+
+
+def index_path(cache_dir: str | Path, kind: str, split: str) -> Path:
+    return Path(cache_dir) / f"{kind}_{split}.json"
+
+
+# ----- describing what a cache was made from ---------------------------------------------------
+
+def _json_default(value):
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return str(value)  # paths and anything else without a JSON form
+
+
+def _plain(value):
+    """A JSON-ready copy (configs become dicts, tuples lists, paths strings), so a value
+    compares equal to itself written to an index and read back."""
+    return json.loads(json.dumps(value, default=_json_default, sort_keys=True))
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _with_defaults(fn: Callable, given: dict) -> dict:
+    """`given` keyword arguments plus every default of fn's other parameters: configs list
+    only the values that differ from the defaults, and two configs that build the same thing
+    must compare equal."""
+    params = inspect.signature(fn).parameters.items()
+    return {**{k: p.default for k, p in params if p.default is not inspect.Parameter.empty}, **given}
+
+
+def describe_source(factory: Callable[..., object], split: str, source) -> dict:
+    """The source's class, split and size and the arguments its factory (a Hydra `_partial_`)
+    was configured with: what a cache's rows were made from."""
+    args = _with_defaults(factory.func, factory.keywords) if isinstance(factory, functools.partial) else {}
+    return _plain({"source": _qualname(type(source)), "split": split, "size": len(source), "args": args})
+
+
+def encoder_identity(config) -> dict:
+    """An encoder's full config (defaults filled in), whatever import path names its class."""
+    config = _plain(config)
+    cls = hydra.utils.get_class(config.pop("_target_"))
+    identity = _with_defaults(cls, config)
+    for key in _NOT_ENCODER_IDENTITY:
+        identity.pop(key, None)
+    return _plain({"_target_": _qualname(cls), **identity})
+
+
+# ----- small file helpers ----------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it and run capgen-prepare again") from e
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Write whole or not at all: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _write_json_if_changed(path: Path, value: dict) -> bool:
+    """Leave an identical file untouched (its mtime too); True if it was written."""
+    if _read_json(path) == _plain(value):
+        return False
+    _write_json(path, value)
+    return True
+
+
+# ----- vocabulary --------------------------------------------------------------------------
+
+def save_vocab(cache_dir: str | Path, vocab: Vocabulary, recipe: dict) -> bool:
+    """vocab.json: the Vocabulary.save fields plus `built_from` (what the datamodule builds
+    it from: train source, min_freq, max_len). True if the file was (re)written."""
+    return _write_json_if_changed(Path(cache_dir) / "vocab.json", {**vocab.to_dict(), "built_from": recipe})
+
+
+def load_vocab(cache_dir: str | Path, recipe: dict) -> Vocabulary:
+    path = Path(cache_dir) / "vocab.json"
+    saved = _read_json(path)
+    if saved is None:
+        raise CacheUnavailable(f"{path} does not exist")
+    if saved.get("built_from") != _plain(recipe):
+        raise CacheUnavailable(
+            f"{path} was built from {saved.get('built_from')}, not from the current {_plain(recipe)}"
+        )
+    return Vocabulary.from_dict(saved)
+
+
+def record_bad_images(cache_dir: str | Path, split: str, index: dict) -> bool:
+    """Keep bad_images.json in step with the split's index; True if the file changed."""
+    path = Path(cache_dir) / "bad_images.json"
+    record = _read_json(path) or {}
+    bad = [{"image_id": b["image_id"], "error": b["error"]} for b in index["bad"]]
+    if bad:
+        record[split] = bad
+    else:
+        record.pop(split, None)
+    if not record and not path.exists():
+        return False
+    return _write_json_if_changed(path, record)
+
+
+# ----- reading -------------------------------------------------------------------------------
+
+def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict | None) -> dict:
+    """The index of a complete cache, made from `description` (when given); else CacheUnavailable."""
+    path = index_path(cache_dir, kind, split)
+    index = _read_json(path)
+    if index is None:
+        raise CacheUnavailable(f"{path} does not exist")
+    if not index.get("complete"):
+        raise CacheUnavailable(f"{path} is not complete")
+    if index.get("version") != FORMAT_VERSION:
+        raise CacheUnavailable(f"{path} has format version {index.get('version')}, this capgen reads {FORMAT_VERSION}")
+    if description is not None and index["source"] != _plain(description):
+        raise CacheUnavailable(f"{path} was made from {index['source']}, not from the current {_plain(description)}")
+    data = data_path(cache_dir, kind, split)
+    expected = int(np.prod(index["shape"])) * np.dtype(index["dtype"]).itemsize
+    size = data.stat().st_size if data.exists() else None
+    if size != expected:
+        raise CacheUnavailable(f"{data} holds {size} bytes, its index {path} says {expected}")
+    return index
+
+
+class CachedImages:
+    """One split served from its image cache, in the source interface; bad rows are left out.
+
+    `description`: the current source's, which the cache must have been made from;
+    `vocabulary`: the raw source's own vocabulary, if it has one (see the datamodule).
+    """
+
+    kind = IMAGES
+
+    def __init__(
+        self, cache_dir: str | Path, split: str, description: dict | None = None, vocabulary: Vocabulary | None = None
+    ):
+        self.index = _load_index(cache_dir, self.kind, split, description)
+        self.vocabulary = vocabulary
+        self.path, self.index_file = data_path(cache_dir, self.kind, split), index_path(cache_dir, self.kind, split)
+        self.shape, self.dtype = tuple(self.index["shape"]), np.dtype(self.index["dtype"])
+        self.description, self.bad = self.index["source"], self.index["bad"]
+        bad_rows = {b["row"] for b in self.bad}
+        self._rows = [r for r in range(self.shape[0]) if r not in bad_rows]  # item i -> row
+        self._data: np.memmap | None = None
+
+    @property
+    def rows(self) -> np.memmap:
+        """All N rows, bad ones included, opened on first use (in each DataLoader worker)."""
+        if self._data is None:
+            self._data = np.memmap(self.path, dtype=self.dtype, mode="r", shape=self.shape)
+        return self._data
+
+    def __getstate__(self) -> dict:
+        # A worker maps the file itself; pickling the map would copy the whole array.
+        return {**self.__dict__, "_data": None}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def image(self, i: int) -> np.ndarray:
+        """uint8 (H, W, 3), a copy: callers may write to it, as to a freshly loaded image."""
+        return np.array(self.rows[self._rows[i]])
+
+    def captions(self, i: int) -> list[str]:
+        return list(self.index["captions"][self._rows[i]])
+
+    def image_id(self, i: int) -> int:
+        return self.index["image_ids"][self._rows[i]]
+
+
+class CachedFeatures(CachedImages):
+    """One split served from its feature cache: image(i) is the frozen encoder's (P, D) float16
+    features of the image, which the Captioner takes in place of the image."""
+
+    kind = FEATURES
+
+    @property
+    def encoder(self) -> dict:
+        """The full config of the encoder that made the features."""
+        return self.index["encoder"]
+
+    def check_encoder(self, config) -> None:
+        """Refuse features another encoder made: the model would be trained on them but run
+        with its own encoder on new images."""
+        wanted = encoder_identity(config)
+        if wanted != self.encoder:
+            differ = sorted(k for k in wanted.keys() | self.encoder.keys() if wanted.get(k) != self.encoder.get(k))
+            raise ValueError(
+                f"{self.index_file}: the features were made by encoder {json.dumps(self.encoder)}, but the "
+                f"model's encoder is {json.dumps(wanted)} (they differ in {', '.join(differ)}). Run "
+                "capgen-prepare features=true with the training run's model/encoder settings, or "
+                "train without data.use_features."
+            )
+
+
+# ----- writing -------------------------------------------------------------------------------
+
+class _RowWriter:
+    """Rows of one cache file, written into `<data>.partial` and resumable after a crash.
+
+    `<data>.progress.json` holds {identity, rows_done, bad}; `identity` (what the rows are
+    made from, and their shape) must match for a partial file to be resumed, else it starts
+    over. The record is rewritten only after the rows it counts are flushed to the file.
+    """
+
+    def __init__(self, final: Path, shape: tuple[int, ...], dtype: str, identity: dict):
+        if shape[0] == 0:
+            raise ValueError(f"{final}: the split has no images, there is nothing to cache")
+        self.final, self.identity = final, _plain({**identity, "shape": shape})
+        self.partial = final.with_name(final.name + ".partial")
+        self.progress = final.with_name(final.name + ".progress.json")
+        if final.exists():
+            # Data under its final name without a complete index (the caller checked): a crash
+            # between the rename and the index write, or a stale cache. Either way it is
+            # partial again; the progress record decides whether anything is kept.
+            os.replace(final, self.partial)
+        state = _read_json(self.progress)
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        resume = (
+            state is not None
+            and state["identity"] == self.identity
+            and self.partial.exists()
+            and self.partial.stat().st_size == expected
+        )
+        self.rows_done = state["rows_done"] if resume else 0
+        self.bad: list[dict] = state["bad"] if resume else []
+        self.rows = np.memmap(self.partial, dtype=dtype, mode="r+" if resume else "w+", shape=shape)
+
+    def checkpoint(self, rows_done: int) -> None:
+        self.rows.flush()
+        self.rows_done = rows_done
+        _write_json(self.progress, {"identity": self.identity, "rows_done": rows_done, "bad": self.bad})
+
+    def finish(self, index_file: Path, index: dict) -> dict:
+        self.rows.flush()
+        del self.rows  # unmap before the rename
+        os.replace(self.partial, self.final)
+        index = {"version": FORMAT_VERSION, "complete": True, "shape": self.identity["shape"], "bad": self.bad, **index}
+        _write_json(index_file, index)
+        self.progress.unlink()
+        return _plain(index)
+
+
+def _complete_index(cache_dir: Path, kind: str, split: str, description: dict) -> dict | None:
+    """The split's complete, current index; otherwise None, with any stale index removed so
+    that nothing claims completeness while the cache is rewritten."""
+    try:
+        return _load_index(cache_dir, kind, split, description)
+    except CacheUnavailable:
+        index_path(cache_dir, kind, split).unlink(missing_ok=True)
+        return None
+
+
+def _first_image_shape(source, split: str) -> tuple[int, int]:
+    """(H, W) of the first image that loads; every image of a split must share it."""
+    for i in range(len(source)):
+        try:
+            return source.image(i).shape[:2]
+        except ValueError:
+            continue  # the writing loop reports it, or skips it under on_bad_sample=skip
+    raise ValueError(f"{split} split: no image could be read, so there is nothing to cache")
+
+
+def write_image_cache(
+    source, cache_dir: str | Path, split: str, description: dict, on_bad_sample: str = "error", flush_every: int = 1000
+) -> dict:
+    """Write, finish or keep the split's image cache; returns its index.
+
+    An image whose loading raises ValueError (e.g. a corrupt file) stops the run under
+    on_bad_sample=error; under skip its row stays zero and is listed in the index's `bad`.
+    """
+    if on_bad_sample not in ("error", "skip"):
+        raise ValueError(f"data.on_bad_sample={on_bad_sample!r}: use error or skip")
+    cache_dir = Path(cache_dir)
+    index = _complete_index(cache_dir, IMAGES, split, description)
+    if index is not None:
+        return index
+    h, w = _first_image_shape(source, split)
+    n = len(source)
+    writer = _RowWriter(data_path(cache_dir, IMAGES, split), (n, h, w, 3), _DTYPE[IMAGES], {"source": description})
+    done = writer.rows_done
+    try:
+        for i in tqdm(range(writer.rows_done, n), total=n, initial=writer.rows_done, desc=f"images {split}", unit="img"):
+            try:
+                image = source.image(i)
+            except ValueError as e:
+                image_id = int(source.image_id(i))
+                if on_bad_sample != "skip":
+                    raise ValueError(
+                        f"{split} image {i} (image id {image_id}): {e}. Set data.on_bad_sample=skip to "
+                        "leave such images out (they are listed in the cache's bad_images.json)."
+                    ) from e
+                writer.bad.append({"row": i, "image_id": image_id, "error": str(e)})
+                image = 0  # a crashed run may have left bytes in this row
+            else:
+                if image.shape != (h, w, 3) or image.dtype != np.uint8:
+                    raise ValueError(
+                        f"{split} image {i} (image id {source.image_id(i)}) is {image.dtype} {image.shape}, "
+                        f"but the image cache holds uint8 ({h}, {w}, 3) like the split's first image: "
+                        "the source must resize every image to one size"
+                    )
+            writer.rows[i] = image
+            done = i + 1
+            if done % flush_every == 0:
+                writer.checkpoint(done)
+    finally:
+        # Also on an error or Ctrl-C: a re-run resumes after the last row written.
+        writer.checkpoint(done)
+    meta = {
+        "format": "capgen image cache",
+        "split": split,
+        "source": description,
+        "dtype": _DTYPE[IMAGES],
+        "image_ids": [int(source.image_id(i)) for i in range(n)],
+        "captions": [list(source.captions(i)) for i in range(n)],
+    }
+    return writer.finish(index_path(cache_dir, IMAGES, split), meta)
+
+
+def _encode_images(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> (B, P, D), as Captioner.encode does."""
+    return encoder(images).flatten(2).transpose(1, 2)
+
+
+def write_feature_cache(
+    cache_dir: str | Path,
+    split: str,
+    encoder: nn.Module,
+    encoder_config,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    flush_every: int = 1000,
+) -> dict:
+    """Write, finish or keep the split's feature cache from its (complete) image cache.
+
+    The encoder runs frozen: eval mode (BatchNorm uses its running statistics) under
+    inference_mode, in batches of `batch_size`. Returns the index.
+    """
+    cache_dir = Path(cache_dir)
+    try:
+        images = CachedImages(cache_dir, split)
+    except CacheUnavailable as e:
+        raise ValueError(f"the feature cache is made from the image cache, which is unusable: {e}") from e
+    identity = encoder_identity(encoder_config)
+    index = _complete_index(cache_dir, FEATURES, split, images.description)
+    if index is not None and index["encoder"] == identity:
+        return index
+    index_path(cache_dir, FEATURES, split).unlink(missing_ok=True)  # made by another encoder
+
+    encoder = encoder.to(device).eval()
+    n, h, w, _ = images.shape
+    with torch.inference_mode():
+        _, p, d = _encode_images(encoder, torch.zeros(1, 3, h, w, dtype=torch.uint8, device=device)).shape
+        writer = _RowWriter(
+            data_path(cache_dir, FEATURES, split), (n, p, d), _DTYPE[FEATURES],
+            {"source": images.description, "encoder": identity},
+        )
+        writer.bad = images.bad
+        bad_rows = np.array([b["row"] for b in images.bad], dtype=np.int64)
+        done, flushed = writer.rows_done, writer.rows_done
+        try:
+            with tqdm(total=n, initial=done, desc=f"features {split}", unit="img") as bar:
+                for start in range(writer.rows_done, n, batch_size):
+                    stop = min(start + batch_size, n)
+                    batch = torch.from_numpy(np.array(images.rows[start:stop])).to(device).permute(0, 3, 1, 2)
+                    feats = _encode_images(encoder, batch).to(torch.float16).cpu().numpy()  # (b, P, D)
+                    feats[bad_rows[(bad_rows >= start) & (bad_rows < stop)] - start] = 0  # bad images stay zero
+                    writer.rows[start:stop] = feats
+                    done = stop
+                    bar.update(stop - start)
+                    if done - flushed >= flush_every:
+                        writer.checkpoint(done)
+                        flushed = done
+        finally:
+            writer.checkpoint(done)
+    meta = {
+        "format": "capgen feature cache",
+        "split": split,
+        "source": images.description,
+        "dtype": _DTYPE[FEATURES],
+        "encoder": identity,
+        "image_ids": images.index["image_ids"],
+        "captions": images.index["captions"],
+    }
+    return writer.finish(index_path(cache_dir, FEATURES, split), meta)
