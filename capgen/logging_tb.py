@@ -6,6 +6,7 @@ import html
 
 import lightning as L
 import matplotlib.pyplot as plt
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .data.datamodule import Batch
@@ -20,13 +21,17 @@ def log_samples(module: L.LightningModule, batch: Batch, references: dict[int, l
     tb = loggers[0].experiment
     result = module.generate(batch.images)
     step = module.global_step
+    if batch.images.dtype == torch.uint8:  # (B, 3, H, W) pixels
+        pictures = list(batch.images.permute(0, 2, 3, 1).cpu().numpy())
+    else:  # cached features (B, P, D): the pixels come from the data set
+        pictures = module.trainer.datamodule.pictures(stage, batch.image_ids.tolist())
     rows = ["| image | generated | references |", "|---|---|---|"]
     for k, image_id in enumerate(batch.image_ids.tolist()):
         words = module.vocab.decode_words(result.tokens[k].tolist())
         refs = "<br>".join(html.escape(r) for r in references.get(image_id, []))
         rows.append(f"| {image_id} | **{html.escape(' '.join(words))}** | {refs} |")
         if result.alphas is not None and words:
-            image = batch.images[k].permute(1, 2, 0).cpu().numpy()
+            image = pictures[k]
             # alphas row k: one map per emitted token; keep the words' maps (and <end>'s).
             fig = attention_figure(image, words + ["<end>"], result.alphas[k], module.net.grid)
             tb.add_figure(f"{stage}_attention/{k}", fig, global_step=step)

@@ -19,6 +19,8 @@ feature cache is an error.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -135,14 +137,21 @@ class CaptionDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         use_features: bool = False,
         encoder: dict | None = None,
+        root: str | None = None,
+        on_bad_sample: str | None = None,
     ):
         """encoder: the model's encoder config, which a feature cache must have been made by;
-        capgen-train leaves it None and it is read from the model being trained."""
+        capgen-train leaves it None and it is read from the model being trained.
+        root, on_bad_sample: passed on to the source factory when set (file-based sources),
+        so every split's source shares them and `data.root=...` is the one place to say it."""
         super().__init__()
         if use_features and not cache_dir:
             raise ValueError(
                 "data.use_features=true needs data.cache_dir: the folder capgen-prepare features=true wrote"
             )
+        shared = {k: v for k, v in (("root", root), ("on_bad_sample", on_bad_sample)) if v is not None}
+        # Bound into the partial (not passed at call time) so cache descriptions include them.
+        source = functools.partial(source, **shared) if shared else source
         self.source_factory = source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.min_freq, self.max_len, self.seed = num_workers, min_freq, max_len, seed
@@ -150,6 +159,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.use_features, self.encoder = use_features, encoder
         self._vocab = vocab
         self._sources: dict[str, object] = {}
+        self._pictures: dict[str, tuple[object, dict[int, int]]] = {}
 
     def source(self, split: str):
         if split not in self._sources:
@@ -173,7 +183,30 @@ class CaptionDataModule(L.LightningDataModule):
             return CachedImages(self.cache_dir, split, description, vocabulary)
         except CacheUnavailable as e:
             log.info("no usable image cache for the %s split (%s): reading the raw source", split, e)
-            return raw
+        bad = self._bad_image_ids(split)
+        # Images capgen-prepare found unreadable are left out of the raw source as well.
+        return self.source_factory(split=split, exclude_ids=bad) if bad else raw
+
+    def _bad_image_ids(self, split: str) -> list[int]:
+        path = self.cache_dir / "bad_images.json"
+        if not path.is_file():
+            return []
+        return [int(b["image_id"]) for b in json.loads(path.read_text()).get(split, [])]
+
+    def pictures(self, split: str, image_ids: list[int]) -> list[np.ndarray]:
+        """The images (H, W, 3) uint8 of these ids, for figures, also when training reads features."""
+        if split not in self._pictures:
+            src = self.source(split)
+            if self.use_features:
+                raw = self.source_factory(split=split)
+                try:
+                    description = describe_source(self.source_factory, split, raw)
+                    src = CachedImages(self.cache_dir, split, description, getattr(raw, "vocabulary", None))
+                except CacheUnavailable:
+                    src = raw
+            self._pictures[split] = (src, {src.image_id(i): i for i in range(len(src))})
+        src, index = self._pictures[split]
+        return [src.image(index[int(i)]) for i in image_ids]
 
     def vocab_recipe(self) -> dict:
         """What the vocabulary is built from; vocab.json records it so a stale one is not used."""
