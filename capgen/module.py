@@ -55,6 +55,8 @@ class CaptioningModule(L.LightningModule):
         super().__init__()
         if scheduler not in ("none", "cosine"):
             raise ValueError(f"module.scheduler={scheduler!r}: use none or cosine")
+        if beam_size != 1:  # fail at start-up, not at the first validation
+            raise ValueError(f"model.module.beam_size={beam_size}: only greedy decoding (1) exists so far")
         if isinstance(net_config, DictConfig):  # plain data only, so checkpoints load weights_only
             net_config = OmegaConf.to_container(net_config, resolve=True)
         # net and vocab are live objects: the checkpoint keeps net_config and the vocabulary instead.

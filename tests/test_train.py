@@ -110,3 +110,10 @@ def test_mixed_precision_through_trainer_precision(make_cfg):
     cfg = make_cfg("model=attn", "trainer.precision=bf16-mixed", "+trainer.fast_dev_run=2")
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/CIDEr"])
+
+
+def test_unsupported_beam_size_fails_at_start_up(make_cfg):
+    from hydra.errors import InstantiationException  # Hydra wraps the module's ValueError
+
+    with pytest.raises(InstantiationException, match="beam_size=3: only greedy"):
+        train(make_cfg("+model.module.beam_size=3"))

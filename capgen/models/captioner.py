@@ -53,5 +53,5 @@ class Captioner(nn.Module):
     def generate(self, images: torch.Tensor, max_len: int, start_id: int, end_id: int, beam_size: int = 1) -> DecodeResult:
         if beam_size != 1:
             # Beam search lands with the decoding issue; until then only greedy exists.
-            raise NotImplementedError("beam_size > 1 is not implemented yet; use beam_size=1 (greedy)")
+            raise ValueError(f"beam_size={beam_size}: only greedy decoding (beam_size=1) exists so far")
         return greedy(self.decoder, self.encode(images), max_len, start_id, end_id)
