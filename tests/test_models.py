@@ -143,3 +143,11 @@ def test_torchvision_encoder_loads_weights_file_from_torch_home(tmp_path, monkey
     torch.save(src.state_dict(), path)
     enc = TorchvisionEncoder("resnet18", weights="IMAGENET1K_V1", grid=2)
     torch.testing.assert_close(enc.body[0].weight, src.conv1.weight)
+
+
+def test_greedy_token_logprobs_sum_to_the_caption_logprob():
+    dec = _decoder(AttentionDecoder)
+    res = greedy(dec, torch.randn(B, P, D, dtype=torch.float64), max_len=7, start_id=1, end_id=2)
+    assert res.token_logprobs.shape == res.tokens.shape
+    torch.testing.assert_close(res.token_logprobs.sum(1).double(), res.logprob.double())
+    assert (res.token_logprobs[res.tokens == 0] == 0).all() and (res.token_logprobs <= 0).all()

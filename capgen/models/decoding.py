@@ -12,6 +12,7 @@ from .decoders import Decoder
 class DecodeResult(NamedTuple):
     tokens: torch.Tensor  # (B, L) word ids, the first <end> included, then <pad>=0
     logprob: torch.Tensor  # (B,) sum of log-probabilities of the emitted tokens
+    token_logprobs: torch.Tensor  # (B, L) log-probability of each emitted token, 0 after <end>
     alphas: torch.Tensor | None  # (B, L, P) attention per emitted token, or None
 
 
@@ -26,17 +27,20 @@ def greedy(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, e
     tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
     done = torch.zeros(B, dtype=torch.bool, device=feats.device)
     logprob = torch.zeros(B, device=feats.device)  # float32 even under bf16 autocast
-    out, alphas = [], []
+    out, alphas, token_logprobs = [], [], []
     for _ in range(max_len + 1):
         logits, state, alpha = decoder.step(tokens, state, memory)
         logp = logits.float().log_softmax(dim=-1)
         best, tokens = logp.max(dim=-1)
         tokens = tokens.masked_fill(done, 0)  # finished captions only pad
-        logprob += best.masked_fill(done, 0)
+        best = best.masked_fill(done, 0)
+        logprob += best
         out.append(tokens)
+        token_logprobs.append(best)
         if alpha is not None:
             alphas.append(alpha)
         done |= tokens == end_id
         if done.all():
             break
-    return DecodeResult(torch.stack(out, 1), logprob, torch.stack(alphas, 1) if alphas else None)
+    alphas = torch.stack(alphas, 1) if alphas else None
+    return DecodeResult(torch.stack(out, 1), logprob, torch.stack(token_logprobs, 1), alphas)
