@@ -10,6 +10,9 @@ Data loading: images/s of a training epoch through the DataLoader (batch 64, 0 a
 from the raw shapes source (generating an image stands in for decoding one), from the image
 cache and from the feature cache (the default small CNN's features) that capgen-prepare
 writes; and, where capgen.data.images.load_rgb exists, decoding + resizing 640x480 JPEGs to 256.
+
+Caption decoding: captions/s of greedy, beam 3 and beam 5 with the attention model (trained
+100 steps so that it ends captions), the batch decoded at once vs one image at a time.
 """
 
 from __future__ import annotations
@@ -82,6 +85,61 @@ def data_loading(batch_size: int, repeats: int, n_images: int = 1024) -> dict:
     return results
 
 
+def decoding_speed(src: ShapesSource, vocab: Vocabulary, repeats: int, n_images: int = 64, train_steps: int = 100) -> dict:
+    """Captions/s of greedy, beam 3 and beam 5 with the default shapes attention model: the same
+    `n_images` validation images decoded as one batch and one image at a time.
+
+    Decoding only: the images are encoded once and generate() runs from the features. An
+    untrained decoder hardly ever emits <end>, so every caption would run to max_len and one
+    image at a time would do as many steps as the batch; `train_steps` Adam steps on `src`
+    make the model end most captions, as a trained one does (ended_fraction says how many).
+    """
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["model=attn"])
+    torch.manual_seed(0)
+    net = build_net({"encoder": cfg.model.encoder, "decoder": cfg.model.decoder}, vocab)
+    n_train = min(len(src), 1024)
+    images = torch.stack([torch.from_numpy(src.image(i)).permute(2, 0, 1) for i in range(n_train)])
+    captions = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(vocab.encode(src.captions(i)[0])) for i in range(n_train)], batch_first=True
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    net.train()
+    pick = torch.Generator().manual_seed(0)
+    for _ in range(train_steps):
+        idx = torch.randint(0, n_train, (64,), generator=pick)
+        caps = captions[idx]
+        caps = caps[:, : int((caps != 0).sum(1).max())]  # this batch's longest caption
+        logits, _ = net(images[idx], caps[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), caps[:, 1:].flatten(), ignore_index=0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+
+    val = ShapesSource("val", sizes={"val": n_images})
+    with torch.no_grad():
+        feats = net.encode(torch.stack([torch.from_numpy(val.image(i)).permute(2, 0, 1) for i in range(n_images)]))
+    results = {"train_steps": train_steps, "images": n_images, "max_len": vocab.max_len}
+    for name, beam in (("greedy", 1), ("beam3", 3), ("beam5", 5)):
+
+        def generate(x, beam=beam):
+            return net.generate(x, vocab.max_len, vocab.start_id, vocab.end_id, beam_size=beam)
+
+        batched = median_seconds(lambda: generate(feats), repeats)
+        one_by_one = median_seconds(lambda: [generate(feats[i : i + 1]) for i in range(n_images)], repeats)
+        tokens = generate(feats).tokens
+        ended = (tokens == vocab.end_id).any(1)
+        results[name] = {
+            "batched_captions_per_s": n_images / batched,
+            "one_at_a_time_captions_per_s": n_images / one_by_one,
+            "batched_speedup": one_by_one / batched,
+            "ended_fraction": ended.float().mean().item(),
+            "mean_caption_tokens": (tokens != 0).sum(1).float().mean().item(),
+        }
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -124,6 +182,8 @@ def main() -> None:
     load = median_seconds(lambda: [src.image(i) for i in range(B)], args.repeats)
     results["shapes_images_per_s"] = B / load
     results["data_loading"] = data_loading(B, args.repeats)
+    decode_repeats = min(args.repeats, 3)  # one image at a time is slow: a few runs
+    results["decoding"] = decoding_speed(src, vocab, decode_repeats, n_images=B)
 
     print(f"batch {B}, {results['threads']} threads, torch {results['torch']}")
     print(f"{'model':6} {'train step s':>13} {'train img/s':>12} {'greedy cap/s':>13}")
@@ -138,6 +198,15 @@ def main() -> None:
     if "jpeg_640x480_decode_resize256_images_per_s" in loading:
         print(f"JPEG 640x480 decode + resize to 256 (load_rgb, one process): "
               f"{loading['jpeg_640x480_decode_resize256_images_per_s']:.0f} images/s")
+    dec = results["decoding"]
+    print(f"\ndecoding, attention model after {dec['train_steps']} training steps, {dec['images']} shapes val images, "
+          f"from features (captions/s, median of {decode_repeats} runs)")
+    print(f"{'':8} {'batched':>9} {'one by one':>11} {'speed-up':>9} {'ended':>6} {'tokens':>7}")
+    for name in ("greedy", "beam3", "beam5"):
+        r = dec[name]
+        print(f"{name:8} {r['batched_captions_per_s']:9.1f} {r['one_at_a_time_captions_per_s']:11.1f} "
+              f"{r['batched_speedup']:8.1f}x {r['ended_fraction']:6.0%} {r['mean_caption_tokens']:7.1f}")
+    print("(ended: captions that emitted <end>; the others ran to the length limit, max_len + 1 tokens)")
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print(f"wrote {args.out}")

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from . import decoding
 from .decoders import Decoder
-from .decoding import DecodeResult, greedy
+from .decoding import DecodeResult
 
 
 class Captioner(nn.Module):
@@ -50,8 +51,32 @@ class Captioner(nn.Module):
         return self.decoder(self.encode(images), inputs)
 
     @torch.no_grad()
-    def generate(self, images: torch.Tensor, max_len: int, start_id: int, end_id: int, beam_size: int = 1) -> DecodeResult:
-        if beam_size != 1:
-            # Beam search lands with the decoding issue; until then only greedy exists.
-            raise ValueError(f"beam_size={beam_size}: only greedy decoding (beam_size=1) exists so far")
-        return greedy(self.decoder, self.encode(images), max_len, start_id, end_id)
+    def generate(
+        self,
+        images: torch.Tensor,
+        max_len: int,
+        start_id: int,
+        end_id: int,
+        beam_size: int = 1,
+        length_penalty: float = 0.0,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> DecodeResult:
+        """Captions for images (B, 3, H, W) or features (B, P, D); see capgen.models.decoding.
+
+        beam_size 1: greedy; > 1: beam search ranked with `length_penalty` (greedy has no
+        ranking, so the penalty only matters with a beam); sample=True: one random caption
+        per image drawn with `temperature`, `top_k` and `generator`.
+        """
+        if beam_size < 1:
+            raise ValueError(f"beam_size={beam_size}: must be at least 1")
+        if sample and beam_size != 1:
+            raise ValueError(f"sample=True with beam_size={beam_size}: sampling draws one caption, use beam_size=1")
+        feats = self.encode(images)
+        if sample:
+            return decoding.sample(self.decoder, feats, max_len, start_id, end_id, temperature, top_k, generator)
+        if beam_size == 1:
+            return decoding.greedy(self.decoder, feats, max_len, start_id, end_id)
+        return decoding.beam_search(self.decoder, feats, beam_size, max_len, start_id, end_id, length_penalty)

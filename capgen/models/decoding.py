@@ -1,7 +1,9 @@
-"""Decoding algorithms written once against the decoder protocol (see decoders.py)."""
+"""Decoding algorithms written once against the decoder protocol (see decoders.py):
+greedy, beam search and sampling. Shapes: B images, K beams, V vocabulary, L steps, P cells."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -37,6 +39,218 @@ def greedy(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, e
         logprob += best
         out.append(tokens)
         token_logprobs.append(best)
+        if alpha is not None:
+            alphas.append(alpha)
+        done |= tokens == end_id
+        if done.all():
+            break
+    alphas = torch.stack(alphas, 1) if alphas else None
+    return DecodeResult(torch.stack(out, 1), logprob, torch.stack(token_logprobs, 1), alphas)
+
+
+def beam_search(
+    decoder: Decoder,
+    feats: torch.Tensor,
+    beam_size: int,
+    max_len: int,
+    start_id: int,
+    end_id: int,
+    length_penalty: float = 0.0,
+) -> DecodeResult:
+    """The best caption per image found by a beam of `beam_size` hypotheses.
+
+    feats (B, P, D). The search space is greedy's: a caption is at most max_len + 1 tokens,
+    either up to max_len words then <end> (finished) or max_len + 1 words without <end>
+    (unfinished: the decoder never ended it). Hypotheses are ranked by
+        score = sum of token log-probs / len ** length_penalty,   len counting the <end>,
+    so 0 ranks by the raw log-probability and larger values favour longer captions.
+
+    All images' beams run as one batch of K rows per image (image i at rows i*K .. i*K+K-1),
+    so each step is one decoder call whatever the number of images; an image's rows leave
+    the batch as soon as its search is over.
+
+    Finishing rule. Each step takes the 2K best extensions of each image's K live beams:
+    an extension that emits <end> and ranks among the K best is a finished hypothesis (the
+    rank limit keeps beam_size=1 identical to greedy); the K best that do not emit <end>
+    become the next live beams. Each image keeps its best finished hypothesis, and is done
+    once no live beam can beat it: log-probs are <= 0, so a live beam of raw score s ends
+    with a raw score <= s and at most max_len + 1 tokens, hence a score
+    <= s / (max_len + 1) ** length_penalty. Stopping therefore never discards a hypothesis
+    the beam could still reach (with a beam at least as wide as the search space, the
+    result is the exact optimum). The search ends when every image is done or after
+    max_len + 1 steps; an image without a finished hypothesis by then returns its best
+    unfinished beam.
+
+    Returns the best caption per image: tokens (B, L) with its <end> if finished, then pad
+    0; logprob (B,) its raw sum of log-probs (float32); token_logprobs (B, L); alphas
+    (B, L, P) of the chosen hypothesis for attention decoders (0 after the caption), else None.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size={beam_size}: must be at least 1")
+    if length_penalty < 0:
+        raise ValueError(f"length_penalty={length_penalty}: must be >= 0 (0 ranks by the raw log-probability)")
+    B, K, device = feats.shape[0], beam_size, feats.device
+    max_tokens = max_len + 1  # max_len words + <end>, as greedy
+    bound_div = max_tokens**length_penalty  # the longest caption's length divisor
+    beam_offsets = torch.arange(K, device=device)
+
+    # Per-image work once, then each image's memory and state repeated for its K beams.
+    memory = decoder.prepare(feats)
+    state = decoder.init_state(memory)
+    memory = tuple(m.repeat_interleave(K, dim=0) for m in memory)  # (B*K, ...)
+    state = tuple(s.repeat_interleave(K, dim=0) for s in state)  # (B*K, ...)
+
+    # The search state covers the n images still searching (at first all B): `active` holds
+    # their ids, and every per-beam tensor their n*K rows.
+    active = torch.arange(B, device=device)  # (n,)
+    # At the start an image's K beams are the same empty caption: only the first is live
+    # (the others score -inf), otherwise the beam would fill with K copies of each caption.
+    scores = torch.full((B, K), -math.inf, device=device)  # (n, K) raw sums of log-probs, float32
+    scores[:, 0] = 0
+    tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)  # (n*K,) last tokens
+    hist_tokens = torch.zeros(B * K, 0, dtype=torch.long, device=device)  # (n*K, t) captions so far
+    hist_logp = torch.zeros(B * K, 0, device=device)  # (n*K, t) their token log-probs
+    hist_alpha = None  # (n*K, t, P) their attention maps, for attention decoders
+
+    # Each image's best finished hypothesis, laid out as the result.
+    best_norm = torch.full((B,), -math.inf, device=device)  # (B,) its normalised score
+    best_logprob = torch.zeros(B, device=device)  # (B,) its raw score
+    best_len = torch.zeros(B, dtype=torch.long, device=device)  # (B,) its tokens
+    best_tokens = torch.zeros(B, max_tokens, dtype=torch.long, device=device)  # (B, L)
+    best_logp = torch.zeros(B, max_tokens, device=device)  # (B, L)
+    best_alpha = None  # (B, L, P)
+
+    for t in range(max_tokens):
+        n = len(active)
+        logits, state, alpha = decoder.step(tokens, state, memory)  # (n*K, V), alpha (n*K, P) or None
+        logp = logits.float().log_softmax(dim=-1)  # (n*K, V), float32 even under bf16 autocast
+        V = logp.shape[-1]
+        if alpha is not None and hist_alpha is None:
+            hist_alpha = alpha.new_zeros(n * K, 0, alpha.shape[-1])
+            best_alpha = alpha.new_zeros(B, max_tokens, alpha.shape[-1])
+
+        # Every extension of every live beam, ranked per image over its K*V candidates. At
+        # most K of them emit <end> (one per beam), so the 2K best hold K that do not.
+        cand = scores.unsqueeze(-1) + logp.view(n, K, V)  # (n, K, V)
+        top_scores, top_idx = cand.view(n, K * V).topk(min(2 * K, K * V), dim=1)  # (n, 2K)
+        top_rows = torch.arange(n, device=device).unsqueeze(1) * K + top_idx // V  # (n, 2K) parent rows
+        top_tokens = top_idx % V  # (n, 2K)
+        is_end = top_tokens == end_id
+
+        # Finished hypotheses: <end> among the K best. They all have t + 1 tokens, so the
+        # raw maximum is also the normalised one; it replaces the image's best if better.
+        end_scores = top_scores.masked_fill(~is_end, -math.inf)
+        end_scores[:, K:] = -math.inf
+        step_best, step_pos = end_scores.max(dim=1)  # (n,)
+        step_norm = step_best / (t + 1) ** length_penalty
+        better = (step_norm > best_norm[active]).nonzero().squeeze(1)  # positions among the n
+        if len(better):
+            b, rows = active[better], top_rows[better, step_pos[better]]  # image ids, parent rows
+            # Hypotheses finish in order of length, so the new one overwrites all of the old.
+            best_norm[b], best_logprob[b], best_len[b] = step_norm[better], step_best[better], t + 1
+            best_tokens[b, :t] = hist_tokens[rows]
+            best_tokens[b, t] = end_id
+            best_logp[b, :t] = hist_logp[rows]
+            best_logp[b, t] = logp[rows, end_id]
+            if alpha is not None:
+                best_alpha[b, :t] = hist_alpha[rows]
+                best_alpha[b, t] = alpha[rows]
+
+        # Live beams: the K best extensions that do not emit <end> (a stable sort on is_end
+        # moves them to the front, still in score order).
+        keep = is_end.int().argsort(dim=1, stable=True)[:, :K]  # (n, K) positions in the 2K
+        scores = top_scores.gather(1, keep)  # (n, K)
+        rows = top_rows.gather(1, keep).view(-1)  # (n*K,) parent row of each new beam
+        tokens = top_tokens.gather(1, keep).view(-1)  # (n*K,)
+        # Reorder state and histories to the new beams, then append this step.
+        state = tuple(s.index_select(0, rows) for s in state)
+        hist_tokens = torch.cat([hist_tokens.index_select(0, rows), tokens.unsqueeze(1)], dim=1)
+        hist_logp = torch.cat([hist_logp.index_select(0, rows), logp[rows, tokens].unsqueeze(1)], dim=1)
+        if alpha is not None:
+            # a parent row's alpha is where it looked to emit the token chosen from it
+            hist_alpha = torch.cat([hist_alpha.index_select(0, rows), alpha.index_select(0, rows).unsqueeze(1)], dim=1)
+
+        # Done: even the best live beam, keeping its raw score up to the longest length,
+        # cannot beat the best finished hypothesis.
+        found = best_norm[active]
+        done = (found > -math.inf) & (found >= scores.max(dim=1).values / bound_div)  # (n,)
+        if done.all():
+            active = active[:0]
+            break
+        if done.any():  # drop the finished images' rows: later steps compute the others only
+            going = (~done).nonzero().squeeze(1)  # (n',) positions among the n
+            going_rows = (going.unsqueeze(1) * K + beam_offsets).view(-1)  # (n'*K,)
+            active, scores = active[going], scores[going]
+            memory = tuple(m.index_select(0, going_rows) for m in memory)
+            state = tuple(s.index_select(0, going_rows) for s in state)
+            tokens, hist_tokens, hist_logp = (x.index_select(0, going_rows) for x in (tokens, hist_tokens, hist_logp))
+            if hist_alpha is not None:
+                hist_alpha = hist_alpha.index_select(0, going_rows)
+
+    # Out of length without a finished hypothesis: the best unfinished beam instead.
+    unfinished = (best_norm[active] == -math.inf).nonzero().squeeze(1)  # positions among the n
+    if len(unfinished):
+        b = active[unfinished]
+        live_score, live_k = scores[unfinished].max(dim=1)
+        rows = unfinished * K + live_k
+        length = hist_tokens.shape[1]
+        best_logprob[b], best_len[b] = live_score, length
+        best_tokens[b, :length] = hist_tokens[rows]
+        best_logp[b, :length] = hist_logp[rows]
+        if hist_alpha is not None:
+            best_alpha[b, :length] = hist_alpha[rows]
+
+    L = int(best_len.max())  # as greedy: as wide as the longest caption
+    alphas = best_alpha[:, :L] if best_alpha is not None else None
+    return DecodeResult(best_tokens[:, :L], best_logprob, best_logp[:, :L], alphas)
+
+
+def sample(
+    decoder: Decoder,
+    feats: torch.Tensor,
+    max_len: int,
+    start_id: int,
+    end_id: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> DecodeResult:
+    """One random caption per image, for diverse captions; the same lengths as greedy.
+
+    feats (B, P, D). Each word is drawn from softmax(logits / temperature), restricted to
+    the `top_k` most likely words when given: temperature < 1 sharpens the distribution
+    (-> 0 gives greedy), > 1 flattens it. `generator` (on feats' device) makes the draws
+    reproducible.
+
+    logprob and token_logprobs are the model's own log-probabilities of the drawn words
+    (temperature 1, no top-k), so captions from any sampling settings rank on one scale.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature}: must be > 0 (use greedy decoding for the argmax)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k}: must be at least 1 (or None for the whole vocabulary)")
+    B = feats.shape[0]
+    memory = decoder.prepare(feats)
+    state = decoder.init_state(memory)
+    tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
+    done = torch.zeros(B, dtype=torch.bool, device=feats.device)
+    logprob = torch.zeros(B, device=feats.device)
+    out, alphas, token_logprobs = [], [], []
+    for _ in range(max_len + 1):
+        logits, state, alpha = decoder.step(tokens, state, memory)
+        logits = logits.float()  # (B, V)
+        scaled = logits / temperature
+        if top_k is not None and top_k < scaled.shape[-1]:
+            # everything below the k-th largest logit gets probability 0
+            kth = scaled.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+            scaled = scaled.masked_fill(scaled < kth, -math.inf)
+        tokens = torch.multinomial(scaled.softmax(dim=-1), 1, generator=generator).squeeze(1)  # (B,)
+        picked = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
+        tokens = tokens.masked_fill(done, 0)  # finished captions only pad
+        picked = picked.masked_fill(done, 0)
+        logprob += picked
+        out.append(tokens)
+        token_logprobs.append(picked)
         if alpha is not None:
             alphas.append(alpha)
         done |= tokens == end_id
