@@ -1,3 +1,4 @@
+import pytest
 import torch
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -36,3 +37,22 @@ def test_metric_accumulates_batches_and_deduplicates_repeated_images():
     metric.reset()
     metric.update(torch.tensor([12]), ids[12][None])
     assert metric.predictions() == {12: PREDS[12]}
+
+
+def test_metric_passes_its_metrics_and_tokenizer_to_score_captions():
+    vocab = Vocabulary.build([c for refs in REFS.values() for c in refs] + list(PREDS.values()))
+    metric = CaptionScores(vocab, REFS, metrics=("BLEU", "ROUGE-L"), tokenizer="python")
+    for i, p in PREDS.items():
+        metric.update(torch.tensor([i]), torch.tensor(vocab.encode(p)[1:])[None])
+    scores = metric.compute()
+    assert set(scores) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L"}
+    assert scores == score_captions(PREDS, REFS, metrics=("BLEU", "ROUGE-L"))
+    assert CaptionScores(vocab, REFS).metric_names == ("BLEU", "CIDEr")  # the default
+
+
+def test_metric_rejects_unknown_metrics_and_tokenizers_when_built():
+    vocab = Vocabulary.build(["a cat"])
+    with pytest.raises(ValueError, match="unknown caption metrics"):
+        CaptionScores(vocab, metrics=("BLEU", "Meteor"))
+    with pytest.raises(ValueError, match="tokenizer must be one of"):
+        CaptionScores(vocab, tokenizer="nltk")
