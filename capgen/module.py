@@ -49,14 +49,17 @@ class CaptioningModule(L.LightningModule):
         warmup_steps: int = 0,
         alpha_c: float = 1.0,
         beam_size: int = 1,
+        test_beam_size: int = 3,
+        length_penalty: float = 0.0,
         max_decode_len: int | None = None,
         num_log_samples: int = 4,
     ):
         super().__init__()
         if scheduler not in ("none", "cosine"):
             raise ValueError(f"module.scheduler={scheduler!r}: use none or cosine")
-        if beam_size != 1:  # fail at start-up, not at the first validation
-            raise ValueError(f"model.module.beam_size={beam_size}: only greedy decoding (1) exists so far")
+        for name, k in (("beam_size", beam_size), ("test_beam_size", test_beam_size)):
+            if k < 1:  # fail at start-up, not at the first validation
+                raise ValueError(f"model.module.{name}={k}: a beam holds at least 1 caption")
         if isinstance(net_config, DictConfig):  # plain data only, so checkpoints load weights_only
             net_config = OmegaConf.to_container(net_config, resolve=True)
         # net and vocab are live objects: the checkpoint keeps net_config and the vocabulary instead.
@@ -112,9 +115,14 @@ class CaptioningModule(L.LightningModule):
             self.test_scores.set_references(dm.references("test"))
 
     def generate(self, images: torch.Tensor, beam_size: int | None = None):
+        """Captions for a batch; validation decodes with `beam_size` (greedy by default, cheap
+        every epoch), test with `test_beam_size`, unless a beam size is given."""
+        if beam_size is None:
+            testing = self._trainer is not None and self.trainer.testing
+            beam_size = self.hparams.test_beam_size if testing else self.hparams.beam_size
         max_len = self.hparams.max_decode_len or self.vocab.max_len
         return self.net.generate(
-            images, max_len, self.vocab.start_id, self.vocab.end_id, beam_size or self.hparams.beam_size
+            images, max_len, self.vocab.start_id, self.vocab.end_id, beam_size, self.hparams.length_penalty
         )
 
     def _eval_step(self, batch: Batch, batch_idx: int, stage: str) -> None:

@@ -112,8 +112,23 @@ def test_mixed_precision_through_trainer_precision(make_cfg):
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/CIDEr"])
 
 
-def test_unsupported_beam_size_fails_at_start_up(make_cfg):
+def test_bad_beam_size_fails_at_start_up(make_cfg):
     from hydra.errors import InstantiationException  # Hydra wraps the module's ValueError
 
-    with pytest.raises(InstantiationException, match="beam_size=3: only greedy"):
-        train(make_cfg("+model.module.beam_size=3"))
+    with pytest.raises(InstantiationException, match="test_beam_size=0"):
+        train(make_cfg("+model.module.test_beam_size=0"))
+
+
+def test_test_split_is_decoded_with_the_test_beam(make_cfg, monkeypatch):
+    from capgen.models.captioner import Captioner
+
+    seen = []
+    original = Captioner.generate
+
+    def spy(self, images, *args, **kw):
+        seen.append(args[3] if len(args) > 3 else kw.get("beam_size"))
+        return original(self, images, *args, **kw)
+
+    monkeypatch.setattr(Captioner, "generate", spy)
+    train(make_cfg("model=lstm", "+model.module.test_beam_size=4", "test=true"))
+    assert 1 in seen and 4 in seen  # validation greedy, test with the beam
