@@ -8,6 +8,7 @@ Hydra config travels in the hyper-parameters and the vocabulary in every checkpo
 from __future__ import annotations
 
 import math
+import shutil
 from typing import Any, Literal
 
 import hydra
@@ -53,7 +54,15 @@ class CaptioningModule(L.LightningModule):
         length_penalty: float = 0.0,
         max_decode_len: int | None = None,
         num_log_samples: int = 4,
+        val_metrics: tuple[str, ...] = ("BLEU", "CIDEr"),
+        test_metrics: tuple[str, ...] | None = None,
+        tokenizer: str = "python",
     ):
+        """val_metrics are computed every epoch, so they are the cheap ones; test_metrics
+        default to BLEU, ROUGE-L, CIDEr, SPICE (skipped with a warning without its models)
+        and METEOR when `java` is on PATH (its JVM starts once per process). tokenizer:
+        "python" (capgen's, token for token equal to the official one on real captions and
+        no JVM start per evaluation), "java" (the official PTBTokenizer) or "auto"."""
         super().__init__()
         if scheduler not in ("none", "cosine"):
             raise ValueError(f"module.scheduler={scheduler!r}: use none or cosine")
@@ -65,8 +74,11 @@ class CaptioningModule(L.LightningModule):
         # net and vocab are live objects: the checkpoint keeps net_config and the vocabulary instead.
         self.save_hyperparameters(ignore=["net", "vocab"])
         self.net, self.vocab = net, vocab
-        self.val_scores = CaptionScores(vocab)
-        self.test_scores = CaptionScores(vocab)
+        if test_metrics is None:
+            java = shutil.which("java") is not None
+            test_metrics = ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "SPICE") if java else ("BLEU", "ROUGE-L", "CIDEr", "SPICE")
+        self.val_scores = CaptionScores(vocab, metrics=tuple(val_metrics), tokenizer=tokenizer)
+        self.test_scores = CaptionScores(vocab, metrics=tuple(test_metrics), tokenizer=tokenizer)
         self._samples: dict[str, Batch] = {}
 
     # ----- building from a checkpoint -------------------------------------------------
