@@ -1,8 +1,13 @@
-"""Attention figures: the image with each word's attention map over it (Xu et al. fig. 3)."""
+"""Attention figures: the image with each word's attention map over it (Xu et al. fig. 3).
+
+Two forms: a grid of panels, one per word (`attention_figure`, a matplotlib Figure for
+TensorBoard or a PNG), and an animated GIF, one frame per word (`save_attention_gif`).
+"""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -11,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 from torchvision.transforms.functional import gaussian_blur  # noqa: E402
 
 
@@ -48,3 +54,83 @@ def attention_figure(image: np.ndarray, words: list[str], alphas: torch.Tensor, 
         ax.set_title(word, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _overlay(image: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """image (H, W, 3) uint8, map (H, W) in [0, 1] -> the panel attention_figure draws: the
+    map in grey at 75% opacity over the image, bright where the model looks."""
+    out = 0.25 * image.astype(np.float32) + 0.75 * 255.0 * m[..., None]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _smooth_maps(alphas: torch.Tensor, grid: int, size: tuple[int, int], work: int = 128) -> np.ndarray:
+    """upsample_attention's maps for a large frame at a fraction of the cost: its blur (a
+    kernel about a cell wide) is made at `work` pixels on the longer side, then the smooth
+    maps are resized bilinearly, which changes them very little. (L, P) -> (L, H, W) in [0, 1]."""
+    h, w = size
+    if max(h, w) <= work:
+        return upsample_attention(alphas, grid, size)
+    small = (max(1, round(h * work / max(h, w))), max(1, round(w * work / max(h, w))))
+    maps = torch.from_numpy(upsample_attention(alphas, grid, small)).unsqueeze(1)  # (L, 1, h', w')
+    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False).squeeze(1)
+    return (maps / maps.max().clamp_min(1e-12)).numpy()
+
+
+def _font(size: int):
+    try:  # Pillow's bundled scalable font (needs FreeType)
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # an old Pillow or no FreeType: the bitmap font
+        return ImageFont.load_default()
+
+
+def _frame(picture: np.ndarray, left: str, right: str, font, band: int) -> Image.Image:
+    """picture (H, W, 3) under a white band of `band` pixels holding `left` and `right`."""
+    h, w = picture.shape[:2]
+    frame = Image.new("RGB", (w, h + band), "white")
+    frame.paste(Image.fromarray(picture), (0, band))
+    draw = ImageDraw.Draw(frame)
+    draw.text((6, band // 2), left, fill="black", font=font, anchor="lm")
+    draw.text((w - 6, band // 2), right, fill=(110, 110, 110), font=font, anchor="rm")
+    return frame
+
+
+def attention_frames(
+    image: np.ndarray, words: list[str], alphas: torch.Tensor, grid: int, probs: list[float] | None = None
+) -> list[Image.Image]:
+    """The GIF's frames: the plain image ("input"), then per word the image with that word's
+    map over it, the word and its probability above. image (H, W, 3) uint8, words (L),
+    alphas (L', P) with L' >= L (row k: the step that emitted word k), probs (L) or None.
+
+    Maps are drawn as attention_figure draws them, on one scale per caption (smoothed at a
+    lower resolution first for large images: the blur's cost grows with the 4th power of the side). Each frame's
+    band also says which word of how many it is, so no two frames are alike: GIF writers
+    merge identical consecutive frames, and the count is one frame per word plus one.
+    """
+    maps = _smooth_maps(alphas[: len(words)], grid, image.shape[:2])  # (L, H, W)
+    band = max(24, image.shape[0] // 10)
+    font = _font(band * 2 // 3)
+    n = len(words)
+    frames = [_frame(image, "input", f"0/{n}", font, band)]
+    for k, (word, m) in enumerate(zip(words, maps)):
+        label = word if probs is None else f"{word}  {probs[k]:.2f}"
+        frames.append(_frame(_overlay(image, m), label, f"{k + 1}/{n}", font, band))
+    return frames
+
+
+def save_attention_gif(
+    path: str | Path,
+    image: np.ndarray,
+    words: list[str],
+    alphas: torch.Tensor,
+    grid: int,
+    probs: list[float] | None = None,
+    frame_ms: int = 800,
+) -> Path:
+    """Write the animated GIF of attention_frames to `path` (looping; the last frame, the
+    whole caption seen, held twice as long). Returns the path."""
+    frames = attention_frames(image, words, alphas, grid, probs)
+    durations = [frame_ms] * len(frames)
+    durations[-1] = 2 * frame_ms
+    path = Path(path)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return path
