@@ -23,22 +23,30 @@ def greedy(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, e
 
     feats (B, P, D). At most `max_len` words plus <end> are emitted per caption.
     """
+    return _decode_loop(decoder, feats, max_len, start_id, end_id, lambda logits: logits.argmax(dim=-1))
+
+
+def _decode_loop(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, end_id: int, choose) -> DecodeResult:
+    """One caption per image, word by word: `choose(logits (B, V) float32) -> tokens (B,)`
+    picks each next word; stops when every caption has emitted <end>. The log-probabilities
+    recorded are the model's own (float32 even under bf16 autocast)."""
     B = feats.shape[0]
     memory = decoder.prepare(feats)
     state = decoder.init_state(memory)
     tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
     done = torch.zeros(B, dtype=torch.bool, device=feats.device)
-    logprob = torch.zeros(B, device=feats.device)  # float32 even under bf16 autocast
+    logprob = torch.zeros(B, device=feats.device)
     out, alphas, token_logprobs = [], [], []
     for _ in range(max_len + 1):
         logits, state, alpha = decoder.step(tokens, state, memory)
-        logp = logits.float().log_softmax(dim=-1)
-        best, tokens = logp.max(dim=-1)
+        logits = logits.float()  # (B, V)
+        tokens = choose(logits)  # (B,)
+        picked = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
         tokens = tokens.masked_fill(done, 0)  # finished captions only pad
-        best = best.masked_fill(done, 0)
-        logprob += best
+        picked = picked.masked_fill(done, 0)
+        logprob += picked
         out.append(tokens)
-        token_logprobs.append(best)
+        token_logprobs.append(picked)
         if alpha is not None:
             alphas.append(alpha)
         done |= tokens == end_id
@@ -46,7 +54,6 @@ def greedy(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, e
             break
     alphas = torch.stack(alphas, 1) if alphas else None
     return DecodeResult(torch.stack(out, 1), logprob, torch.stack(token_logprobs, 1), alphas)
-
 
 def beam_search(
     decoder: Decoder,
@@ -229,32 +236,13 @@ def sample(
         raise ValueError(f"temperature={temperature}: must be > 0 (use greedy decoding for the argmax)")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k={top_k}: must be at least 1 (or None for the whole vocabulary)")
-    B = feats.shape[0]
-    memory = decoder.prepare(feats)
-    state = decoder.init_state(memory)
-    tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
-    done = torch.zeros(B, dtype=torch.bool, device=feats.device)
-    logprob = torch.zeros(B, device=feats.device)
-    out, alphas, token_logprobs = [], [], []
-    for _ in range(max_len + 1):
-        logits, state, alpha = decoder.step(tokens, state, memory)
-        logits = logits.float()  # (B, V)
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B,)
         scaled = logits / temperature
         if top_k is not None and top_k < scaled.shape[-1]:
             # everything below the k-th largest logit gets probability 0
             kth = scaled.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
             scaled = scaled.masked_fill(scaled < kth, -math.inf)
-        tokens = torch.multinomial(scaled.softmax(dim=-1), 1, generator=generator).squeeze(1)  # (B,)
-        picked = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
-        tokens = tokens.masked_fill(done, 0)  # finished captions only pad
-        picked = picked.masked_fill(done, 0)
-        logprob += picked
-        out.append(tokens)
-        token_logprobs.append(picked)
-        if alpha is not None:
-            alphas.append(alpha)
-        done |= tokens == end_id
-        if done.all():
-            break
-    alphas = torch.stack(alphas, 1) if alphas else None
-    return DecodeResult(torch.stack(out, 1), logprob, torch.stack(token_logprobs, 1), alphas)
+        return torch.multinomial(scaled.softmax(dim=-1), 1, generator=generator).squeeze(1)
+
+    return _decode_loop(decoder, feats, max_len, start_id, end_id, draw)
