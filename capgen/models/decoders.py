@@ -7,8 +7,10 @@ written once (capgen.models.decoding):
     logits, state, alpha = dec.step(tokens, state, memory)   one word for every caption
     logits, alphas = dec(feats, inputs)         teacher-forced forward over whole captions
 `memory` and `state` are tuples of batch-first tensors, so a beam search can expand and
-reorder them with index_select(0, ...). Shapes: B batch, T steps, P grid cells, D feature
-dims, E embedding, H hidden, V vocabulary.
+reorder them with index_select(0, ...). `step` also accepts G rows of tokens and state per
+row of memory (rows i G .. i G + G - 1 belong to image i): a beam search keeps one copy of
+each image's memory for its K beams instead of K. Shapes: B batch, T steps, P grid cells,
+D feature dims, E embedding, H hidden, V vocabulary.
 """
 
 from __future__ import annotations

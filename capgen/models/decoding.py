@@ -1,5 +1,11 @@
 """Decoding algorithms written once against the decoder protocol (see decoders.py):
-greedy, beam search and sampling. Shapes: B images, K beams, V vocabulary, L steps, P cells."""
+greedy, beam search and sampling. Shapes: B images, K beams, V vocabulary, L steps, P cells.
+
+All three share two rules. A caption has at most `max_len` words: either up to max_len words
+then <end> (finished), or exactly max_len words when the decoder never ended it
+(unfinished). <pad> (id 0) and <start> are never emitted: the model is never trained to
+predict them, so their logits are set to -inf and the log-probabilities are those of the
+words that can be emitted."""
 
 from __future__ import annotations
 
@@ -18,6 +24,16 @@ class DecodeResult(NamedTuple):
     alphas: torch.Tensor | None  # (B, L, P) attention per emitted token, or None
 
 
+PAD_ID = 0  # capgen.vocab.Vocabulary.pad_id
+
+
+def _word_logits(logits: torch.Tensor, start_id: int) -> torch.Tensor:
+    """logits (R, V) -> float32 logits with <pad> and <start> excluded (-inf)."""
+    logits = logits.float()  # float32 even under bf16 autocast
+    logits[:, [PAD_ID, start_id]] = -math.inf
+    return logits
+
+
 def greedy(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, end_id: int) -> DecodeResult:
     """Most likely word at every step; stops when every caption has emitted <end>.
 
@@ -29,7 +45,8 @@ def greedy(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, e
 def _decode_loop(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, end_id: int, choose) -> DecodeResult:
     """One caption per image, word by word: `choose(logits (B, V) float32) -> tokens (B,)`
     picks each next word; stops when every caption has emitted <end>. The log-probabilities
-    recorded are the model's own (float32 even under bf16 autocast)."""
+    recorded are the model's own (float32 even under bf16 autocast). After max_len words
+    only <end> is taken: any other word is not emitted and the caption stays unfinished."""
     B = feats.shape[0]
     memory = decoder.prepare(feats)
     state = decoder.init_state(memory)
@@ -37,12 +54,14 @@ def _decode_loop(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: 
     done = torch.zeros(B, dtype=torch.bool, device=feats.device)
     logprob = torch.zeros(B, device=feats.device)
     out, alphas, token_logprobs = [], [], []
-    for _ in range(max_len + 1):
+    for t in range(max_len + 1):
         logits, state, alpha = decoder.step(tokens, state, memory)
-        logits = logits.float()  # (B, V)
+        logits = _word_logits(logits, start_id)  # (B, V)
         tokens = choose(logits)  # (B,)
         picked = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
-        tokens = tokens.masked_fill(done, 0)  # finished captions only pad
+        if t == max_len:  # max_len words already: <end> or nothing
+            done = done | (tokens != end_id)
+        tokens = tokens.masked_fill(done, PAD_ID)  # finished captions only pad
         picked = picked.masked_fill(done, 0)
         logprob += picked
         out.append(tokens)
@@ -52,8 +71,10 @@ def _decode_loop(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: 
         done |= tokens == end_id
         if done.all():
             break
-    alphas = torch.stack(alphas, 1) if alphas else None
-    return DecodeResult(torch.stack(out, 1), logprob, torch.stack(token_logprobs, 1), alphas)
+    out = torch.stack(out, 1)
+    L = int((out != PAD_ID).sum(1).max())  # as wide as the longest caption
+    alphas = torch.stack(alphas, 1)[:, :L] if alphas else None
+    return DecodeResult(out[:, :L], logprob, torch.stack(token_logprobs, 1)[:, :L], alphas)
 
 def beam_search(
     decoder: Decoder,
@@ -66,9 +87,9 @@ def beam_search(
 ) -> DecodeResult:
     """The best caption per image found by a beam of `beam_size` hypotheses.
 
-    feats (B, P, D). The search space is greedy's: a caption is at most max_len + 1 tokens,
-    either up to max_len words then <end> (finished) or max_len + 1 words without <end>
-    (unfinished: the decoder never ended it). Hypotheses are ranked by
+    feats (B, P, D). The search space is greedy's: up to max_len words then <end>
+    (finished), or max_len words without <end> (unfinished: the decoder never ended it).
+    Hypotheses are ranked by
         score = sum of token log-probs / len ** length_penalty,   len counting the <end>,
     so 0 ranks by the raw log-probability and larger values favour longer captions.
 
@@ -85,8 +106,8 @@ def beam_search(
     <= s / (max_len + 1) ** length_penalty. Stopping therefore never discards a hypothesis
     the beam could still reach (with a beam at least as wide as the search space, the
     result is the exact optimum). The search ends when every image is done or after
-    max_len + 1 steps; an image without a finished hypothesis by then returns its best
-    unfinished beam.
+    max_len + 1 steps, the last of which only finishes beams; an image without a finished
+    hypothesis by then returns its best unfinished beam (max_len words).
 
     Returns the best caption per image: tokens (B, L) with its <end> if finished, then pad
     0; logprob (B,) its raw sum of log-probs (float32); token_logprobs (B, L); alphas
@@ -101,14 +122,14 @@ def beam_search(
     bound_div = max_tokens**length_penalty  # the longest caption's length divisor
     beam_offsets = torch.arange(K, device=device)
 
-    # Per-image work once, then each image's memory and state repeated for its K beams.
-    memory = decoder.prepare(feats)
+    # Per-image work once; each image's state repeated for its K beams, which share one copy
+    # of its memory (the decoder protocol's G = K rows per memory row).
+    memory = decoder.prepare(feats)  # (B, ...)
     state = decoder.init_state(memory)
-    memory = tuple(m.repeat_interleave(K, dim=0) for m in memory)  # (B*K, ...)
     state = tuple(s.repeat_interleave(K, dim=0) for s in state)  # (B*K, ...)
 
     # The search state covers the n images still searching (at first all B): `active` holds
-    # their ids, and every per-beam tensor their n*K rows.
+    # their ids, memory their n rows and every per-beam tensor their n*K rows.
     active = torch.arange(B, device=device)  # (n,)
     # At the start an image's K beams are the same empty caption: only the first is live
     # (the others score -inf), otherwise the beam would fill with K copies of each caption.
@@ -130,7 +151,7 @@ def beam_search(
     for t in range(max_tokens):
         n = len(active)
         logits, state, alpha = decoder.step(tokens, state, memory)  # (n*K, V), alpha (n*K, P) or None
-        logp = logits.float().log_softmax(dim=-1)  # (n*K, V), float32 even under bf16 autocast
+        logp = _word_logits(logits, start_id).log_softmax(dim=-1)  # (n*K, V), float32
         V = logp.shape[-1]
         if alpha is not None and hist_alpha is None:
             hist_alpha = alpha.new_zeros(n * K, 0, alpha.shape[-1])
@@ -163,6 +184,8 @@ def beam_search(
                 best_alpha[b, :t] = hist_alpha[rows]
                 best_alpha[b, t] = alpha[rows]
 
+        if t == max_len:  # max_len words already: no live beam grows longer
+            break
         # Live beams: the K best extensions that do not emit <end> (a stable sort on is_end
         # moves them to the front, still in score order).
         keep = is_end.int().argsort(dim=1, stable=True)[:, :K]  # (n, K) positions in the 2K
@@ -188,7 +211,7 @@ def beam_search(
             going = (~done).nonzero().squeeze(1)  # (n',) positions among the n
             going_rows = (going.unsqueeze(1) * K + beam_offsets).view(-1)  # (n'*K,)
             active, scores = active[going], scores[going]
-            memory = tuple(m.index_select(0, going_rows) for m in memory)
+            memory = tuple(m.index_select(0, going) for m in memory)
             state = tuple(s.index_select(0, going_rows) for s in state)
             tokens, hist_tokens, hist_logp = (x.index_select(0, going_rows) for x in (tokens, hist_tokens, hist_logp))
             if hist_alpha is not None:
