@@ -22,7 +22,14 @@ The rule, exactly:
     scores exactly the chance level.
   * Chance. For each counted word, the share of all P cells that would hit; `chance` is its
     mean over the counted words: the expected score of a peak drawn uniformly at random.
-`score` is the mean hit over counted words. With no counted word both are NaN.
+  * Other object, the control for a word-agnostic gaze. The same peak scored against each
+    other object of the scene instead of the named one (mean over those objects); `other`
+    is its mean over the counted words of scenes with two or more objects. A model that
+    looks at whatever object stands out, whichever word it emits, scores `other` as high as
+    `score`: an untrained attention does (it peaks on salient colours, so far from chance,
+    both ways); only a model that looks at the object it names scores above `other`.
+`score` is the mean hit over counted words. With no counted word all three are NaN (other
+also with no scene of two or more objects).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torchmetrics import Metric
 
 from .data.shapes import COLOURS, SHAPES
 
@@ -39,6 +47,7 @@ from .data.shapes import COLOURS, SHAPES
 class GroundingScore(NamedTuple):
     score: float  # share of counted words whose attention peak hit the named object
     chance: float  # the same for a peak drawn uniformly over the grid, averaged over the words
+    other: float  # the same peaks scored against the scene's other objects (the control)
     n_words: int  # counted words
 
 
@@ -65,6 +74,37 @@ def named_objects(words: Sequence[str], scene) -> list[tuple[int, object]]:
     return out
 
 
+def caption_counts(alphas: torch.Tensor | np.ndarray, words: Sequence[str], scene, grid: int, image_size: int) -> np.ndarray:
+    """One caption's sums: [hits, chances, counted words, other-object hits, words with another
+    object] (float64 (5,)); grounding_score divides their totals. alphas (L, P) as below."""
+    counts = np.zeros(5)
+    counted = named_objects(words, scene)
+    if not counted:
+        return counts
+    a = alphas.detach().float().cpu().numpy() if isinstance(alphas, torch.Tensor) else np.asarray(alphas, float)
+    if a.ndim != 2 or a.shape[1] != grid * grid:
+        raise ValueError(f"grounding_score: attention of shape {a.shape}, expected (L, {grid * grid}) for a {grid}x{grid} grid")
+    if a.shape[0] < len(words):
+        raise ValueError(f"grounding_score: {a.shape[0]} attention rows for a caption of {len(words)} words")
+    for k, obj in counted:
+        on_object = hit_cells(obj.box, grid, image_size).reshape(-1)  # (P,)
+        peaks = a[k] == a[k].max()  # (P,) usually a single cell
+        counts[:3] += on_object[peaks].mean(), on_object.mean(), 1
+        rest = [o for o in scene.objects if o is not obj]
+        if rest:
+            counts[3:] += np.mean([hit_cells(o.box, grid, image_size).reshape(-1)[peaks].mean() for o in rest]), 1
+    return counts
+
+
+def score_from_counts(totals: np.ndarray) -> GroundingScore:
+    """GroundingScore from summed caption_counts (NaN where nothing was counted)."""
+    hits, chances, n, others, n_others = totals
+    nan = float("nan")
+    return GroundingScore(
+        float(hits / n) if n else nan, float(chances / n) if n else nan, float(others / n_others) if n_others else nan, int(n)
+    )
+
+
 def grounding_score(
     alphas_per_caption: Sequence[torch.Tensor | np.ndarray],
     words_per_caption: Sequence[Sequence[str]],
@@ -84,32 +124,54 @@ def grounding_score(
             f"grounding_score: {len(alphas_per_caption)} attention maps, {len(words_per_caption)} "
             f"captions and {len(scenes)} scenes; give one of each per caption"
         )
-    hits, chances = [], []
+    totals = np.zeros(5)
     for alphas, words, scene in zip(alphas_per_caption, words_per_caption, scenes):
-        counted = named_objects(words, scene)
-        if not counted:
-            continue
-        a = alphas.detach().float().cpu().numpy() if isinstance(alphas, torch.Tensor) else np.asarray(alphas, float)
-        if a.ndim != 2 or a.shape[1] != grid * grid:
-            raise ValueError(f"grounding_score: attention of shape {a.shape}, expected (L, {grid * grid}) for a {grid}x{grid} grid")
-        if a.shape[0] < len(words):
-            raise ValueError(f"grounding_score: {a.shape[0]} attention rows for a caption of {len(words)} words")
-        for k, obj in counted:
-            on_object = hit_cells(obj.box, grid, image_size).reshape(-1)  # (P,)
-            peaks = a[k] == a[k].max()  # (P,) usually a single cell
-            hits.append(on_object[peaks].mean())
-            chances.append(on_object.mean())
-    if not hits:
-        return GroundingScore(float("nan"), float("nan"), 0)
-    return GroundingScore(float(np.mean(hits)), float(np.mean(chances)), len(hits))
+        totals += caption_counts(alphas, words, scene, grid, image_size)
+    return score_from_counts(totals)
+
+
+class GroundingScores(Metric):
+    """The grounding score of a test epoch, safe under DDP: update(image_ids (B,), counts
+    (B, 5) from caption_counts) per batch; compute() -> GroundingScore. An image seen twice
+    (the distributed sampler repeats images to even out the ranks) counts once."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("image_ids", default=[], dist_reduce_fx="cat")
+        self.add_state("counts", default=[], dist_reduce_fx="cat")
+
+    def update(self, image_ids: torch.Tensor, counts: torch.Tensor) -> None:
+        self.image_ids.append(image_ids.long())
+        self.counts.append(counts.double())
+
+    def compute(self) -> GroundingScore:
+        ids = self.image_ids if isinstance(self.image_ids, torch.Tensor) else torch.cat(self.image_ids)
+        counts = self.counts if isinstance(self.counts, torch.Tensor) else torch.cat(self.counts)
+        first = {}  # image id -> its first row
+        for row, i in enumerate(ids.tolist()):
+            first.setdefault(i, row)
+        rows = torch.tensor(list(first.values()), dtype=torch.long)
+        return score_from_counts(counts.cpu()[rows].sum(0).numpy())
+
+
+def scene_index(datamodule, split: str):
+    """(source with scene(i) and image_size, {image id: index}) for the split, or None when
+    its images have no known scenes. A cached split's source has no scenes, so they come
+    from the raw source when its class has them (shapes: cheap, nothing is rendered)."""
+    source = datamodule.source(split)
+    if not hasattr(source, "scene"):
+        factory = datamodule.source_factory
+        if not hasattr(getattr(factory, "func", factory), "scene"):
+            return None
+        source = factory(split=split)
+    return source, {source.image_id(i): i for i in range(len(source))}
 
 
 def caption_words(tokens: Sequence[int], itos: Sequence[str], end_id: int) -> list[str]:
-    """The emitted tokens before the first <end> as words, one per decoding step.
-
-    Unlike Vocabulary.decode_words this keeps a stray <pad>/<start> an untrained model may
-    emit, so word k stays aligned with attention row k.
-    """
+    """The emitted tokens before the first <end> as words, one per decoding step, so that
+    word k stays aligned with attention row k (<unk> included, unlike a decoded caption)."""
     words = []
     for t in tokens:
         t = int(t)

@@ -13,11 +13,13 @@ from typing import Any, Literal
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from .data.datamodule import Batch
+from .grounding import GroundingScores, caption_counts, caption_words, scene_index
 from .metrics import CaptionScores
 from .models.captioner import Captioner
 from .vocab import Vocabulary
@@ -69,8 +71,11 @@ class CaptioningModule(L.LightningModule):
         for name, k in (("beam_size", beam_size), ("test_beam_size", test_beam_size)):
             if k < 1:  # fail at start-up, not at the first validation
                 raise ValueError(f"model.module.{name}={k}: a beam holds at least 1 caption")
-        if isinstance(net_config, DictConfig):  # plain data only, so checkpoints load weights_only
+        # Plain data only, so checkpoints load with weights_only (Hydra passes ListConfig/DictConfig).
+        if isinstance(net_config, DictConfig):
             net_config = OmegaConf.to_container(net_config, resolve=True)
+        val_metrics = tuple(val_metrics)
+        test_metrics = tuple(test_metrics) if test_metrics is not None else None
         # net and vocab are live objects: the checkpoint keeps net_config and the vocabulary instead.
         self.save_hyperparameters(ignore=["net", "vocab"])
         self.net, self.vocab = net, vocab
@@ -79,6 +84,9 @@ class CaptioningModule(L.LightningModule):
             test_metrics = ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "SPICE") if java else ("BLEU", "ROUGE-L", "CIDEr", "SPICE")
         self.val_scores = CaptionScores(vocab, metrics=tuple(val_metrics), tokenizer=tokenizer)
         self.test_scores = CaptionScores(vocab, metrics=tuple(test_metrics), tokenizer=tokenizer)
+        # test/grounding for attention models on data with known object boxes (shapes)
+        self.test_grounding = GroundingScores()
+        self._scenes = None  # (source with scene(i), {image id: index}) of the test split
         self._samples: dict[str, Batch] = {}
 
     # ----- building from a checkpoint -------------------------------------------------
@@ -125,6 +133,7 @@ class CaptioningModule(L.LightningModule):
             self.val_scores.set_references(dm.references("val"))
         if stage == "test":
             self.test_scores.set_references(dm.references("test"))
+            self._scenes = scene_index(dm, "test") if self.net.has_attention else None
 
     def generate(self, images: torch.Tensor, beam_size: int | None = None):
         """Captions for a batch; validation decodes with `beam_size` (greedy by default, cheap
@@ -142,9 +151,22 @@ class CaptioningModule(L.LightningModule):
         self.log(f"{stage}/loss", xent, batch_size=len(batch.images), sync_dist=True)
         result = self.generate(batch.images)
         (self.val_scores if stage == "val" else self.test_scores).update(batch.image_ids, result.tokens)
+        if stage == "test" and self._scenes is not None:
+            self._update_grounding(batch.image_ids, result)
         if batch_idx == 0:  # the same first images every epoch: compare runs image by image
             n = self.hparams.num_log_samples
             self._samples[stage] = Batch(*(x[:n] for x in batch))
+
+    def _update_grounding(self, image_ids: torch.Tensor, result) -> None:
+        source, index = self._scenes
+        counts = []
+        for k, image_id in enumerate(image_ids.tolist()):
+            if image_id not in index:
+                raise KeyError(f"test image id {image_id} is not in the test source's scenes")
+            words = caption_words(result.tokens[k].tolist(), self.vocab.itos, self.vocab.end_id)
+            scene = source.scene(index[image_id])
+            counts.append(caption_counts(result.alphas[k, : len(words)], words, scene, self.net.grid, source.image_size))
+        self.test_grounding.update(image_ids, torch.from_numpy(np.stack(counts)).to(image_ids.device))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -163,6 +185,13 @@ class CaptioningModule(L.LightningModule):
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=True)
         refs = metric.references
         metric.reset()
+        if stage == "test" and self._scenes is not None:
+            g = self.test_grounding.compute()  # gathered from every rank, like the scores
+            self.test_grounding.reset()
+            # grounding: attention peaks on the named object; chance: a uniform peak; other:
+            # the same peaks against the scene's other objects (see capgen.grounding)
+            values = {"grounding": g.score, "grounding_chance": g.chance, "grounding_other": g.other}
+            self.log_dict({f"test/{k}": v for k, v in values.items() if not math.isnan(v)}, sync_dist=True)
         if stage in self._samples and self.trainer.is_global_zero:
             from .logging_tb import log_samples  # matplotlib only where figures are drawn
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from capgen.data.shapes import Scene, ShapeObject, ShapesSource
-from capgen.grounding import caption_words, grounding_score, hit_cells, named_objects
+from capgen.grounding import GroundingScores, caption_counts, caption_words, grounding_score, hit_cells, named_objects
 
 GRID, SIZE = 8, 96  # the shapes default: 96 px images, an 8x8 attention grid, 12 px cells
 
@@ -57,9 +57,12 @@ def test_peak_on_the_box_scores_one_far_corner_zero_uniform_chance():
     s = scene(RED_CIRCLE, BLUE_SQUARE)
     # Counted steps: 3 (red circle, cells rows/cols 2..3) and 9 (blue square, top right).
     on = [None] * 3 + [cell(3, 2)] + [None] * 5 + [cell(1, 6)]
-    assert grounding_score([peaked(on)], [WORDS], [s], GRID, SIZE) == (1.0, pytest.approx((4 + 9) / 2 / 64), 2)
+    assert grounding_score([peaked(on)], [WORDS], [s], GRID, SIZE) == (1.0, pytest.approx((4 + 9) / 2 / 64), 0.0, 2)
     far = [None] * 3 + [cell(7, 7)] + [None] * 5 + [cell(7, 0)]
-    assert grounding_score([peaked(far)], [WORDS], [s], GRID, SIZE).score == 0.0
+    assert grounding_score([peaked(far)], [WORDS], [s], GRID, SIZE)[::2] == (0.0, 0.0)
+    # each word looking at the other object: a miss, and a hit for the control
+    swapped = [None] * 3 + [cell(1, 6)] + [None] * 5 + [cell(3, 2)]
+    assert grounding_score([peaked(swapped)], [WORDS], [s], GRID, SIZE)[::2] == (0.0, 1.0)
     uniform = grounding_score([peaked([])], [WORDS], [s], GRID, SIZE)
     assert uniform.score == pytest.approx(uniform.chance)  # ties share the hit: uniform is chance exactly
     assert uniform.chance == pytest.approx((4 / 64 + 9 / 64) / 2)  # the square: cells aligned, 3 x 3
@@ -69,7 +72,8 @@ def test_tied_peaks_score_the_share_on_the_object():
     a = peaked([])
     a[3] = 0.0
     a[3, cell(2, 2)] = a[3, cell(7, 7)] = 0.5  # one tied peak on the circle, one off
-    assert grounding_score([a], [WORDS[:4]], [scene(RED_CIRCLE)], GRID, SIZE) == (0.5, 4 / 64, 1)
+    g = grounding_score([a], [WORDS[:4]], [scene(RED_CIRCLE)], GRID, SIZE)
+    assert (g.score, g.chance, g.n_words) == (0.5, 4 / 64, 1) and np.isnan(g.other)  # no other object
 
 
 def test_chance_matches_a_brute_force_count_of_overlapping_cells():
@@ -103,6 +107,21 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match=r"expected \(L, 64\)"):
         grounding_score([torch.ones(len(WORDS), 49)], [WORDS], [scene(RED_CIRCLE)], GRID, SIZE)
     assert np.isnan(grounding_score([], [], [], GRID, SIZE).score)
+
+
+def test_metric_counts_an_image_repeated_across_batches_once():
+    """GroundingScores (the test step's, DDP-safe) equals grounding_score on the distinct
+    images when the distributed sampler repeats some."""
+    s = scene(RED_CIRCLE, BLUE_SQUARE)
+    hit = [None] * 3 + [cell(3, 2)] + [None] * 5 + [cell(1, 6)]
+    miss = [None] * 3 + [cell(7, 7)] + [None] * 5 + [cell(1, 6)]
+    captions = {10: peaked(hit), 11: peaked(miss)}
+    metric = GroundingScores()
+    for ids in ([10, 11], [11]):  # image 11 twice: once more in a padded last batch
+        counts = np.stack([caption_counts(captions[i], WORDS, s, GRID, SIZE) for i in ids])
+        metric.update(torch.tensor(ids), torch.from_numpy(counts))
+    expected = grounding_score(list(captions.values()), [WORDS] * 2, [s] * 2, GRID, SIZE)
+    assert metric.compute() == expected and expected.score == 0.75
 
 
 def test_caption_words_keep_one_word_per_step_up_to_end():
@@ -164,11 +183,12 @@ def test_an_untrained_model_does_not_look_at_the_named_object_more_than_at_anoth
     torch.manual_seed(seed)
     net = build_net({"encoder": cfg.model.encoder, "decoder": cfg.model.decoder}, vocab)
     alphas, words = teacher_forced_attention(net, vocab, scenes, images)
-    named = grounding_score(alphas, words, scenes, GRID, SIZE)
-    other = grounding_score(alphas, words, [renamed(s) for s in scenes], GRID, SIZE)
-    assert named.n_words == other.n_words > 300
-    # 0.06: three times the largest gap measured over six seeds (0.019).
-    assert abs(named.score - other.score) < 0.06, (named, other)
+    g = grounding_score(alphas, words, scenes, GRID, SIZE)
+    renamed_score = grounding_score(alphas, words, [renamed(s) for s in scenes], GRID, SIZE).score
+    assert g.n_words > 300
+    # 0.06: three times the largest gap measured over six seeds (0.019), for both controls:
+    # the `other` field (every other object) and renamed scenes (the next object only).
+    assert abs(g.score - g.other) < 0.06 and abs(g.score - renamed_score) < 0.06, (g, renamed_score)
 
 
 @pytest.mark.slow
@@ -188,12 +208,16 @@ def test_a_briefly_trained_model_peaks_on_named_objects_well_above_chance(tmp_pa
 
     run = tmp_path / "run"
     run.mkdir()
-    overrides = ["data.source.sizes={train:2000,val:50,test:200}", "trainer.max_epochs=2", "test=false"]
+    overrides = [f"data.source.sizes={{train:2000,val:50,test:{N_SCENES}}}", "trainer.max_epochs=2",
+                 "+model.module.test_beam_size=1", "+model.module.test_metrics=[BLEU,CIDEr]"]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        train(compose("train", overrides=[*overrides, f"paths.output_dir={run}"]))
+        trained = train(compose("train", overrides=[*overrides, f"paths.output_dir={run}"]))
+        best = next((run / "checkpoints").glob("epoch*.ckpt"))  # the one capgen-train tested
         # No saved run config beside this checkpoint: eval composes shapes, given the test size.
-        ev = ["metrics=[BLEU,CIDEr]", "beam_size=1", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-              f"data.source.sizes.test={N_SCENES}"]
+        ev = ["metrics=[BLEU,CIDEr]", "beam_size=1", f"ckpt_path={best}", f"data.source.sizes.test={N_SCENES}"]
         report = evaluate(compose("eval", overrides=[*ev, f"paths.output_dir={tmp_path / 'eval'}"]), ev)
     assert report["images"] == N_SCENES and report["grounding_words"] >= 80
     assert report["grounding"] > report["grounding_chance"] + 0.15, report
+    # capgen-train's own test step logs the same numbers
+    for key in ("grounding", "grounding_chance", "grounding_other"):
+        assert trained[f"test/{key}"] == pytest.approx(report[key], abs=1e-6), key

@@ -35,7 +35,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .. import metrics as capgen_metrics
-from ..grounding import caption_words, grounding_score
+from ..grounding import caption_words, grounding_score, scene_index
 from ..metrics import score_captions
 from ..module import CaptioningModule
 from .train import CONF_DIR
@@ -184,18 +184,6 @@ def _scores(predictions: dict[int, str], references: dict[int, list[str]], metri
     return score_captions(predictions, references, metrics=list(metrics))
 
 
-def _scene_source(datamodule, split: str):
-    """A source of the split with scene() (boxes for grounding), or None. A cached split has
-    no scenes, so they come from the raw source when its class has them (shapes: cheap)."""
-    source = datamodule.source(split)
-    if hasattr(source, "scene"):
-        return source
-    factory = datamodule.source_factory
-    if hasattr(getattr(factory, "func", factory), "scene"):
-        return factory(split=split)
-    return None
-
-
 def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     """Score cfg.ckpt_path on cfg.split; `overrides` are the command line's (for data.*).
     Writes the files named in the module docstring into cfg.paths.output_dir; returns metrics."""
@@ -215,8 +203,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     datamodule = hydra.utils.instantiate(data_cfg, vocab=module.vocab, **extra)
     loader = datamodule.val_dataloader() if cfg.split == "val" else datamodule.test_dataloader()
     references = datamodule.references(cfg.split)
-    scenes = _scene_source(datamodule, cfg.split) if module.net.has_attention else None
-    scene_index = {scenes.image_id(i): i for i in range(len(scenes))} if scenes is not None else {}
+    found = scene_index(datamodule, cfg.split) if module.net.has_attention else None
+    scenes, index = found or (None, {})  # the split's scenes, for the grounding score
     log.info("evaluating %s on %s (%d images), beam_size=%d, on %s",
              cfg.ckpt_path, cfg.split, len(references), cfg.beam_size, device)
 
@@ -235,11 +223,11 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
                 "references": references[image_id],
                 "logprob": float(result.logprob[k]),
             }
-            if result.alphas is not None and image_id in scene_index:
+            if result.alphas is not None and image_id in index:
                 words = caption_words(tokens, vocab.itos, vocab.end_id)
                 grounded[0].append(result.alphas[k, : len(words)].cpu())
                 grounded[1].append(words)
-                grounded[2].append(scenes.scene(scene_index[image_id]))
+                grounded[2].append(scenes.scene(index[image_id]))
 
     predictions = {i: r["caption"] for i, r in rows.items()}
     metrics = _scores(predictions, references, cfg.metrics)
@@ -248,6 +236,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         # JSON has no NaN: null when no generated word named an object of its scene.
         metrics["grounding"] = None if math.isnan(g.score) else g.score
         metrics["grounding_chance"] = None if math.isnan(g.chance) else g.chance
+        metrics["grounding_other"] = None if math.isnan(g.other) else g.other
         metrics["grounding_words"] = g.n_words
 
     report = {"checkpoint": str(cfg.ckpt_path), "split": cfg.split, "beam_size": cfg.beam_size,
