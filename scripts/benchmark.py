@@ -1,18 +1,42 @@
-"""Speed of the default shapes configuration: training step, greedy decoding, data loading.
+"""capgen's speed, measured: training steps, caption decoding, data loading and scoring, for
+the default shapes configuration and the reference Show-Attend-Tell configuration.
 
-    python scripts/benchmark.py [--batch-size 64] [--repeats 7] [--out benchmark.json]
+    python scripts/benchmark.py                               # everything, on this CPU
+    python scripts/benchmark.py --config reference --sections train,decode
+    python scripts/benchmark.py --device cuda                 # on a GPU, bf16-mixed
+    python scripts/benchmark.py --quick                       # a smoke run: tiny sizes, 1 repeat
 
-Prints a table and writes the numbers as JSON. Every timing is the median of `--repeats`
-runs after one warm-up run. (The performance issue extends this to the reference
-Show-Attend-Tell configuration and GPUs.)
+Prints tables and writes every number to --out (JSON).
 
-Data loading: images/s of a training epoch through the DataLoader (batch 64, 0 and 1 workers)
-from the raw shapes source (generating an image stands in for decoding one), from the image
-cache and from the feature cache (the default small CNN's features) that capgen-prepare
-writes; and, where capgen.data.images.load_rgb exists, decoding + resizing 640x480 JPEGs to 256.
+Configurations
+  shapes     the defaults of `capgen-train` (data=shapes, SmallCNN, 8x8 grid, the model/*.yaml
+             decoders), batch 64, shapes captions.
+  reference  the setting of the most widely used PyTorch Show-Attend-Tell tutorial, whose
+             timings on this machine the performance issue quotes: ResNet-101 (random init),
+             256x256 images, 14x14 grid, embedding/attention/decoder 512, dropout 0.5,
+             vocabulary 10,000, batch 32, captions of 20 tokens (random words).
 
-Caption decoding: captions/s of greedy, beam 3 and beam 5 with the attention model (trained
-100 steps so that it ends captions), the batch decoded at once vs one image at a time.
+Sections
+  train    one optimisation step exactly as capgen-train runs it (CaptioningModule._loss,
+           its AdamW groups, gradient clipping at 5) per decoder and encoder mode:
+           frozen (the encoder runs, without gradients), features (the decoder alone on
+           fp16 features, as with a capgen-prepare feature cache) and finetune (shapes: the
+           SmallCNN trains, as by default; reference: ResNet-101's last 3 stages, as the
+           tutorial's fine-tuning). Each runs in a fresh child process, so its peak memory
+           (max RSS on CPU, max allocated on CUDA) is its own.
+  decode   captions/s of greedy, beam 3 and beam 5 from encoder features at several batch
+           sizes; the batch decoded at once vs one image at a time; and for the reference,
+           images to captions including the encoder. Shapes: the attention model trained
+           100 steps so that it ends its captions as a trained one does. Reference: untrained,
+           as the quoted figures were, so no caption ends: every one runs to 50 words.
+  data     training-epoch images/s through the DataLoader from raw images (shapes: generated;
+           reference: 640x480 JPEGs in COCO's layout, decoded and resized to 256), from the
+           image cache and from the feature cache, with 0 and more workers.
+  metrics  seconds to score 5,000 images with the validation metrics (BLEU, CIDEr-D, capgen's
+           tokenizer), shapes captions against 4 references each (once, under the first
+           configuration: scoring does not depend on the model).
+
+Every timing is the median of --repeats runs after one warm-up run.
 """
 
 from __future__ import annotations
@@ -21,7 +45,10 @@ import argparse
 import functools
 import json
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,185 +57,323 @@ import hydra
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
-from capgen.cli.train import CONF_DIR
+from capgen.cli.train import CONF_DIR  # importing capgen.cli also sets the malloc thresholds
 from capgen.data import CaptionDataModule
 from capgen.data.cache import describe_source, write_feature_cache, write_image_cache
+from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
-from capgen.module import build_net
-from capgen.vocab import Vocabulary
+from capgen.metrics import score_captions
+from capgen.module import CaptioningModule, build_net
+from capgen.vocab import SPECIALS, Vocabulary
+
+DECODERS = ("rnn", "lstm", "attn")
+MODES = ("frozen", "features", "finetune")
 
 
-def median_seconds(fn, repeats: int) -> float:
+# ----- configurations ---------------------------------------------------------------------
+def model_config(config: str, decoder: str, mode: str = "frozen", quick: bool = False) -> dict:
+    """{"encoder": ..., "decoder": ..., "module": ...} as plain dicts, for build_net."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("train", overrides=[f"model={decoder}"]).model, resolve=True)
+    if config == "reference":
+        cfg["encoder"] = {"_target_": "capgen.models.TorchvisionEncoder", "name": "resnet101", "weights": None,
+                          "grid": 14, "finetune": "last" if mode == "finetune" else "frozen", "finetune_last": 3}
+        dims = {"embed_dim": 512, "hidden_dim": 512, "dropout": 0.5}
+        cfg["decoder"].update(dims | ({"attn_dim": 512} if decoder == "attn" else {}))
+        cfg["module"].update({"lr": 4e-4, "encoder_lr": 1e-4, "alpha_c": 1.0 if decoder == "attn" else 0.0})
+        if quick:
+            cfg["encoder"].update({"name": "resnet18", "grid": 4})
+    return cfg
+
+
+def shapes_vocab() -> Vocabulary:
+    src = ShapesSource("train", sizes={"train": 2000})
+    return Vocabulary.build((c for i in range(len(src)) for c in src.captions(i)), max_len=24)
+
+
+def reference_vocab(size: int) -> Vocabulary:
+    return Vocabulary([*SPECIALS, *(f"w{i}" for i in range(size - len(SPECIALS)))], max_len=50)
+
+
+def make_batch(config: str, batch_size: int, quick: bool) -> tuple[Batch, Vocabulary]:
+    """A training batch (uint8 images, captions <start> .. <end>) and its vocabulary."""
+    g = torch.Generator().manual_seed(0)
+    if config == "shapes":
+        vocab, src = shapes_vocab(), ShapesSource("train", sizes={"train": batch_size})
+        images = torch.stack([torch.from_numpy(src.image(i)).permute(2, 0, 1) for i in range(batch_size)])
+        caps = [torch.tensor(vocab.encode(src.captions(i)[0])) for i in range(batch_size)]
+        captions = torch.nn.utils.rnn.pad_sequence(caps, batch_first=True)
+    else:
+        vocab = reference_vocab(100 if quick else 10_000)
+        side, tokens = (64, 8) if quick else (256, 20)
+        images = torch.randint(0, 256, (batch_size, 3, side, side), dtype=torch.uint8, generator=g)
+        captions = torch.randint(len(SPECIALS), len(vocab), (batch_size, tokens), generator=g)
+        captions[:, 0], captions[:, -1] = vocab.start_id, vocab.end_id
+    lengths = (captions != 0).sum(1)
+    return Batch(images, captions, lengths, torch.arange(batch_size)), vocab
+
+
+def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
     fn()  # warm-up
+    sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def data_loading(batch_size: int, repeats: int, n_images: int = 1024) -> dict:
-    """images/s of one training epoch per (data form, DataLoader workers), and JPEG decoding."""
-    factory = functools.partial(ShapesSource, sizes={"train": n_images})
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        encoder_config = compose("train").model.encoder
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        source = factory(split="train")
-        write_image_cache(source, tmp, "train", describe_source(factory, "train", source))
-        torch.manual_seed(0)
-        write_feature_cache(tmp, "train", hydra.utils.instantiate(encoder_config), encoder_config)
-        forms = {"raw": {}, "image_cache": {"cache_dir": tmp},
-                 "feature_cache": {"cache_dir": tmp, "use_features": True, "encoder": encoder_config}}
-        for form, kw in forms.items():
-            for workers in (0, 1):
-                dm = CaptionDataModule(source=factory, batch_size=batch_size, num_workers=workers, max_len=24, **kw)
-                loader = dm.train_dataloader()  # persistent workers: started once, in the warm-up epoch
-                epoch = median_seconds(lambda: sum(len(b.images) for b in loader), repeats)
-                results[f"{form}_workers{workers}_images_per_s"] = len(loader) * batch_size / epoch
+def _sync(device: torch.device):
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-        try:
-            from capgen.data.images import load_rgb
-        except ImportError:
-            print("note: capgen.data.images.load_rgb does not exist yet; JPEG decoding not measured")
-            return results
-        paths, scenes = [], ShapesSource("train", sizes={"train": 256}, image_size=480)
-        for i in range(256):  # shapes scenes at 480x480 widened to 640: photo-like JPEG content
-            image = scenes.image(i)
-            paths.append(Path(tmp) / f"{i:03d}.jpg")
-            Image.fromarray(np.concatenate([image, image[:, :160]], axis=1)).save(paths[-1], quality=90)
-        decode = median_seconds(lambda: [load_rgb(p, 256) for p in paths], repeats)
-        results["jpeg_640x480_decode_resize256_images_per_s"] = len(paths) / decode
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+# ----- training step (each in a child process) --------------------------------------------
+def train_step_child(spec: dict) -> dict:
+    """One measurement: spec = {config, decoder, mode, batch_size, device, precision, repeats, quick}."""
+    device = torch.device(spec["device"])
+    batch, vocab = make_batch(spec["config"], spec["batch_size"], spec["quick"])
+    cfg = model_config(spec["config"], spec["decoder"], spec["mode"], spec["quick"])
+    torch.manual_seed(0)
+    net = build_net(cfg, vocab)
+    # the optimiser without its schedule: a schedule needs a Trainer and costs nothing per step
+    module_cfg = {k: v for k, v in cfg["module"].items() if k != "_target_"} | {"scheduler": "none"}
+    module = CaptioningModule(net, vocab, net_config=None, **module_cfg).to(device).train()
+    optimizer = module.configure_optimizers()
+    batch = Batch(*(x.to(device) for x in batch))
+    if spec["mode"] == "features":  # what a feature cache delivers: the frozen encoder's fp16 output
+        with torch.no_grad():
+            batch = batch._replace(images=net.encode(batch.images).half())
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def step():
+        with _autocast(device, spec["precision"]):
+            loss, _ = module._loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = median_seconds(step, spec["repeats"], _sync(device))
+    out = {"step_s": seconds, "images_per_s": spec["batch_size"] / seconds,
+           "params_updated": sum(p.numel() for p in params if p.grad is not None)}  # fmt: skip
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return out
+
+
+def train_section(config: str, args) -> dict:
+    batch_size = (4 if args.quick else 64) if config == "shapes" else (2 if args.quick else 32)
+    results = {"batch_size": batch_size}
+    for decoder in args.decoders:
+        for mode in MODES:
+            if config == "shapes" and mode == "frozen":
+                continue  # the SmallCNN is trained with its decoder: finetune is the default
+            spec = {"config": config, "decoder": decoder, "mode": mode, "batch_size": batch_size, "device": args.device,
+                    "precision": args.precision, "repeats": args.repeats, "quick": args.quick}
+            run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"training-step child {spec} failed:\n{run.stderr[-3000:]}")
+            results[f"{decoder}/{mode}"] = json.loads(run.stdout.strip().splitlines()[-1])
+            r = results[f"{decoder}/{mode}"]
+            print(f"  {config} {decoder:4} {mode:8} {r['step_s']:8.3f} s/step  peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)
     return results
 
 
-def decoding_speed(src: ShapesSource, vocab: Vocabulary, repeats: int, n_images: int = 64, train_steps: int = 100) -> dict:
-    """Captions/s of greedy, beam 3 and beam 5 with the default shapes attention model: the same
-    `n_images` validation images decoded as one batch and one image at a time.
-
-    Decoding only: the images are encoded once and generate() runs from the features. An
-    untrained decoder hardly ever emits <end>, so every caption would run to max_len and one
-    image at a time would do as many steps as the batch; `train_steps` Adam steps on `src`
-    make the model end most captions, as a trained one does (ended_fraction says how many).
-    """
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["model=attn"])
+# ----- decoding ---------------------------------------------------------------------------
+def _trained_shapes_attn(vocab: Vocabulary, steps: int) -> torch.nn.Module:
+    """The default shapes attention model after `steps` Adam steps: it ends most captions."""
+    src = ShapesSource("train", sizes={"train": 1024})
     torch.manual_seed(0)
-    net = build_net({"encoder": cfg.model.encoder, "decoder": cfg.model.decoder}, vocab)
-    n_train = min(len(src), 1024)
-    images = torch.stack([torch.from_numpy(src.image(i)).permute(2, 0, 1) for i in range(n_train)])
+    net = build_net(model_config("shapes", "attn"), vocab)
+    images = torch.stack([torch.from_numpy(src.image(i)).permute(2, 0, 1) for i in range(len(src))])
     captions = torch.nn.utils.rnn.pad_sequence(
-        [torch.tensor(vocab.encode(src.captions(i)[0])) for i in range(n_train)], batch_first=True
+        [torch.tensor(vocab.encode(src.captions(i)[0])) for i in range(len(src))], batch_first=True
     )
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
-    net.train()
     pick = torch.Generator().manual_seed(0)
-    for _ in range(train_steps):
-        idx = torch.randint(0, n_train, (64,), generator=pick)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(src), (64,), generator=pick)
         caps = captions[idx]
-        caps = caps[:, : int((caps != 0).sum(1).max())]  # this batch's longest caption
+        caps = caps[:, : int((caps != 0).sum(1).max())]
         logits, _ = net(images[idx], caps[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), caps[:, 1:].flatten(), ignore_index=0)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    net.eval()
+    return net.eval()
 
-    val = ShapesSource("val", sizes={"val": n_images})
-    with torch.no_grad():
-        feats = net.encode(torch.stack([torch.from_numpy(val.image(i)).permute(2, 0, 1) for i in range(n_images)]))
-    results = {"train_steps": train_steps, "images": n_images, "max_len": vocab.max_len}
+
+def decode_section(config: str, args) -> dict:
+    device = torch.device(args.device)
+    sync = _sync(device)
+    if config == "shapes":
+        vocab = shapes_vocab()
+        net = _trained_shapes_attn(vocab, 4 if args.quick else 100)
+        val = ShapesSource("val", sizes={"val": 64})
+        images = torch.stack([torch.from_numpy(val.image(i)).permute(2, 0, 1) for i in range(len(val))])
+        max_len, sizes, n_one = vocab.max_len, ((1, 8) if args.quick else (1, 16, 64)), 8 if args.quick else 64
+    else:
+        vocab = reference_vocab(100 if args.quick else 10_000)
+        torch.manual_seed(0)
+        net = build_net(model_config("reference", "attn", quick=args.quick), vocab).eval()
+        n = 4 if args.quick else 32
+        images = torch.randint(0, 256, (n, 3, 64 if args.quick else 256, 64 if args.quick else 256), dtype=torch.uint8)
+        max_len, sizes, n_one = (8 if args.quick else 50), ((1, 4) if args.quick else (1, 8, 32)), (2 if args.quick else 4)
+    net = net.to(device)
+    images = images.to(device)
+    with torch.no_grad(), _autocast(device, args.precision):
+        feats = net.encode(images)
+    results = {"max_len": max_len, "images": len(images)}
+
+    def generate(x, beam):
+        with _autocast(device, args.precision):
+            return net.generate(x, max_len, vocab.start_id, vocab.end_id, beam_size=beam)
+
+    repeats = min(args.repeats, 3)
     for name, beam in (("greedy", 1), ("beam3", 3), ("beam5", 5)):
-
-        def generate(x, beam=beam):
-            return net.generate(x, vocab.max_len, vocab.start_id, vocab.end_id, beam_size=beam)
-
-        batched = median_seconds(lambda: generate(feats), repeats)
-        one_by_one = median_seconds(lambda: [generate(feats[i : i + 1]) for i in range(n_images)], repeats)
-        tokens = generate(feats).tokens
-        ended = (tokens == vocab.end_id).any(1)
-        results[name] = {
-            "batched_captions_per_s": n_images / batched,
-            "one_at_a_time_captions_per_s": n_images / one_by_one,
-            "batched_speedup": one_by_one / batched,
-            "ended_fraction": ended.float().mean().item(),
-            "mean_caption_tokens": (tokens != 0).sum(1).float().mean().item(),
-        }
+        r = {}
+        for b in sizes:
+            x = feats[:b]
+            r[f"batch{b}_captions_per_s"] = b / median_seconds(lambda x=x: generate(x, beam), repeats, sync)
+        # the same images one at a time (the issue-4 comparison), on the first n_one images
+        one = median_seconds(lambda: [generate(feats[i : i + 1], beam) for i in range(n_one)], repeats, sync)
+        batched = median_seconds(lambda: generate(feats[:n_one], beam), repeats, sync)
+        tokens = generate(feats, beam).tokens
+        r.update({"one_at_a_time_captions_per_s": n_one / one, "batched_captions_per_s": n_one / batched,
+                  "batched_speedup": one / batched, "compared_images": n_one,
+                  "ended_fraction": (tokens == vocab.end_id).any(1).float().mean().item(),
+                  "mean_caption_tokens": (tokens != 0).sum(1).float().mean().item()})
+        results[name] = r
+        print(f"  {config} decode {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if isinstance(v, float)), flush=True)
+    if config == "reference":  # images -> captions, the encoder included, beam 3
+        end_to_end = median_seconds(lambda: generate(images, 3), repeats, sync)
+        one = median_seconds(lambda: [generate(images[i : i + 1], 3) for i in range(n_one)], repeats, sync)
+        results["images_to_captions"] = {"beam3_batch_captions_per_s": len(images) / end_to_end,
+                                         "beam3_one_at_a_time_captions_per_s": n_one / one,
+                                         "encoder_images_per_s": len(images) / median_seconds(
+                                             lambda: net.encode(images), repeats, sync)}  # fmt: skip
+        print(f"  reference images->captions: {results['images_to_captions']}", flush=True)
     return results
+
+
+# ----- data loading -----------------------------------------------------------------------
+def _write_coco(root: Path, n: int) -> None:
+    """n 640x480 JPEGs (shapes scenes: photo-like edges and colours) in COCO 2014's official layout."""
+    (root / "train2014").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    scenes = ShapesSource("train", sizes={"train": n}, image_size=480)
+    images, annotations = [], []
+    for i in range(n):
+        picture = scenes.image(i)
+        name = f"COCO_train2014_{i:012d}.jpg"
+        Image.fromarray(np.concatenate([picture, picture[:, :160]], axis=1)).save(root / "train2014" / name, quality=90)
+        images.append({"id": i, "file_name": name})
+        annotations += [{"image_id": i, "caption": c} for c in scenes.captions(i)]
+    (root / "annotations" / "captions_train2014.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+
+
+def data_section(config: str, args) -> dict:
+    """images/s of a training epoch per (data form, DataLoader workers)."""
+    n = 32 if args.quick else (1024 if config == "shapes" else 128)
+    batch_size = 16 if args.quick else (64 if config == "shapes" else 32)
+    results = {"images": n, "batch_size": batch_size}
+    with tempfile.TemporaryDirectory() as tmp:
+        if config == "shapes":
+            factory = functools.partial(ShapesSource, sizes={"train": n})
+            encoder_cfg = model_config("shapes", "attn")["encoder"]
+        else:
+            from capgen.data.karpathy import Coco2014Source
+
+            _write_coco(Path(tmp) / "coco", n)
+            factory = functools.partial(Coco2014Source, root=str(Path(tmp) / "coco"), image_size=256)
+            encoder_cfg = model_config("reference", "attn", quick=args.quick)["encoder"]
+        cache = Path(tmp) / "cache"
+        cache.mkdir()
+        source = factory(split="train")
+        write_image_cache(source, cache, "train", describe_source(factory, "train", source))
+        torch.manual_seed(0)
+        write_feature_cache(cache, "train", hydra.utils.instantiate(encoder_cfg), encoder_cfg)
+        forms = {"raw": {}, "image_cache": {"cache_dir": str(cache)},
+                 "feature_cache": {"cache_dir": str(cache), "use_features": True, "encoder": encoder_cfg}}
+        for form, kw in forms.items():
+            for workers in (0, 1, 2):
+                dm = CaptionDataModule(source=factory, batch_size=batch_size, num_workers=workers, max_len=24, **kw)
+                loader = dm.train_dataloader()  # persistent workers: started once, in the warm-up epoch
+                epoch = median_seconds(lambda: sum(len(b.images) for b in loader), args.repeats)
+                results[f"{form}_workers{workers}_images_per_s"] = len(loader) * batch_size / epoch
+            print(f"  {config} data {form}: " + ", ".join(
+                f"{w} workers {results[f'{form}_workers{w}_images_per_s']:.0f}/s" for w in (0, 1, 2)), flush=True)  # fmt: skip
+    return results
+
+
+# ----- metrics ----------------------------------------------------------------------------
+def metrics_section(config: str, args) -> dict:
+    n = 200 if args.quick else 5000
+    src = ShapesSource("val", sizes={"val": n})
+    predictions = {i: src.captions(i)[0] for i in range(n)}
+    references = {i: src.captions(i)[1:] for i in range(n)}
+    t0 = time.perf_counter()
+    scores = score_captions(predictions, references, metrics=["BLEU", "CIDEr"], tokenizer="python")
+    seconds = time.perf_counter() - t0
+    print(f"  validation metrics on {n} images: {seconds:.2f} s (CIDEr {scores['CIDEr']:.3f})", flush=True)
+    return {"images": n, "references_per_image": 4, "val_metrics_s": seconds}
+
+
+SECTIONS = {"train": train_section, "decode": decode_section, "data": data_section, "metrics": metrics_section}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--config", default="shapes,reference", help="shapes, reference or both (comma-separated)")
+    ap.add_argument("--sections", default="train,decode,data,metrics", help=f"any of {', '.join(SECTIONS)}")
+    ap.add_argument("--decoders", default=",".join(DECODERS), help="the training section's decoders")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--precision", default=None, help="32-true or bf16-mixed (default: 32-true on CPU, bf16-mixed on CUDA)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: checks the harness runs")
     ap.add_argument("--out", default="benchmark.json")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    B = args.batch_size
-
-    src = ShapesSource("train", sizes={"train": 2000})
-    vocab = Vocabulary.build((c for i in range(len(src)) for c in src.captions(i)), max_len=24)
-    images = torch.stack([torch.from_numpy(src.image(i)).permute(2, 0, 1) for i in range(B)])
-    caps = [vocab.encode(src.captions(i)[0]) for i in range(B)]
-    captions = torch.nn.utils.rnn.pad_sequence([torch.tensor(c) for c in caps], batch_first=True)
+    if args.child:  # one training-step measurement, for the parent process
+        print(json.dumps(train_step_child(json.loads(args.child))))
+        return
+    args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
+    if args.quick:
+        args.repeats = 1
+    configs, sections, args.decoders = args.config.split(","), args.sections.split(","), args.decoders.split(",")
+    for name, given, allowed in (("--config", configs, ("shapes", "reference")), ("--sections", sections, tuple(SECTIONS)),
+                                 ("--decoders", args.decoders, DECODERS)):  # fmt: skip
+        bad = [x for x in given if x not in allowed]
+        if bad:
+            ap.error(f"{name}: unknown {bad}; choose from {', '.join(allowed)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is visible")
 
     results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-               "torch": torch.__version__, "batch_size": B, "caption_tokens": captions.shape[1], "models": {}}
-    for model in ("rnn", "lstm", "attn"):
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[f"model={model}"])
-        torch.manual_seed(0)
-        net = build_net({"encoder": cfg.model.encoder, "decoder": cfg.model.decoder}, vocab)
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-
-        def train_step():
-            logits, _ = net(images, captions[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), captions[:, 1:].flatten(), ignore_index=0)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        def decode():
-            net.generate(images, vocab.max_len, vocab.start_id, vocab.end_id)
-
-        net.train()
-        step = median_seconds(train_step, args.repeats)
-        net.eval()
-        dec = median_seconds(decode, args.repeats)
-        results["models"][model] = {"train_step_s": step, "train_images_per_s": B / step, "greedy_captions_per_s": B / dec}
-
-    load = median_seconds(lambda: [src.image(i) for i in range(B)], args.repeats)
-    results["shapes_images_per_s"] = B / load
-    results["data_loading"] = data_loading(B, args.repeats)
-    decode_repeats = min(args.repeats, 3)  # one image at a time is slow: a few runs
-    results["decoding"] = decoding_speed(src, vocab, decode_repeats, n_images=B)
-
-    print(f"batch {B}, {results['threads']} threads, torch {results['torch']}")
-    print(f"{'model':6} {'train step s':>13} {'train img/s':>12} {'greedy cap/s':>13}")
-    for model, r in results["models"].items():
-        print(f"{model:6} {r['train_step_s']:13.3f} {r['train_images_per_s']:12.1f} {r['greedy_captions_per_s']:13.1f}")
-    print(f"shapes generator: {results['shapes_images_per_s']:.0f} images/s (one process)")
-    loading = results["data_loading"]
-    print(f"\ndata loading, training epoch through the DataLoader, batch {B} (images/s)")
-    print(f"{'from':14} {'0 workers':>10} {'1 worker':>10}")
-    for form in ("raw", "image_cache", "feature_cache"):
-        print(f"{form:14} {loading[form + '_workers0_images_per_s']:10.0f} {loading[form + '_workers1_images_per_s']:10.0f}")
-    if "jpeg_640x480_decode_resize256_images_per_s" in loading:
-        print(f"JPEG 640x480 decode + resize to 256 (load_rgb, one process): "
-              f"{loading['jpeg_640x480_decode_resize256_images_per_s']:.0f} images/s")
-    dec = results["decoding"]
-    print(f"\ndecoding, attention model after {dec['train_steps']} training steps, {dec['images']} shapes val images, "
-          f"from features (captions/s, median of {decode_repeats} runs)")
-    print(f"{'':8} {'batched':>9} {'one by one':>11} {'speed-up':>9} {'ended':>6} {'tokens':>7}")
-    for name in ("greedy", "beam3", "beam5"):
-        r = dec[name]
-        print(f"{name:8} {r['batched_captions_per_s']:9.1f} {r['one_at_a_time_captions_per_s']:11.1f} "
-              f"{r['batched_speedup']:8.1f}x {r['ended_fraction']:6.0%} {r['mean_caption_tokens']:7.1f}")
-    print("(ended: captions that emitted <end>; the others ran to the length limit, max_len + 1 tokens)")
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+               "torch": torch.__version__, "device": args.device, "precision": args.precision,
+               "repeats": args.repeats, "quick": args.quick}  # fmt: skip
+    if args.device == "cuda":
+        results["gpu"] = torch.cuda.get_device_name()
+    for config in configs:
+        for section in sections:
+            if section == "metrics" and config != configs[0]:
+                continue  # scoring does not depend on the model: measured once
+            print(f"[{config} / {section}]", flush=True)
+            results.setdefault(config, {})[section] = SECTIONS[section](config, args)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

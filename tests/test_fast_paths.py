@@ -3,14 +3,16 @@
 
 Fast paths checked: the attention decoder's feature projection hoisted out of the step loop,
 the embedding's gate projection for all steps in one product, the sigmoid form of the
-additive attention (tanh in the reference), memory shared by the K rows of a beam; the
-RNN/LSTM decoders' fused nn.RNN/nn.LSTM over the whole sequence (a hand-written cell here).
+additive attention (tanh in the reference), steps skipped after each caption's end (rows
+sorted by length), memory shared by the K rows of a beam; the RNN/LSTM decoders' fused
+nn.RNN/nn.LSTM over packed sequences (a hand-written cell over every step here).
 """
 
 import pytest
 import torch
 
 from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder
+from capgen.models.decoders import input_lengths
 from capgen.module import caption_loss
 
 V, B, T, P, D = 13, 4, 6, 9, 8
@@ -78,7 +80,8 @@ def _inputs_targets(seed=1):
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(B, P, D, dtype=torch.float64, generator=g)
     tokens = torch.randint(3, V, (B, T + 1), generator=g)
-    tokens[1, 4:] = 0  # a shorter caption: padding in both inputs and targets
+    tokens[1, 4:] = 0  # shorter captions: padding in inputs and targets, ragged lengths
+    tokens[3, 2:] = 0
     return feats, tokens[:, :-1], tokens[:, 1:]
 
 
@@ -95,8 +98,11 @@ def test_attention_fast_path_equals_the_paper_step_by_step():
     feats, inputs, targets = _inputs_targets()
     logits, alphas = dec(feats, inputs)
     ref_logits, ref_alphas = _plain_attention(dec, feats, inputs)
-    torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(alphas, ref_alphas, rtol=1e-10, atol=1e-12)
+    real = targets != 0  # (B, T) the steps the loss reads; the fast path skips the others
+    torch.testing.assert_close(logits[real], ref_logits[real], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(alphas[real], ref_alphas[real], rtol=1e-10, atol=1e-12)
+    skipped = torch.arange(T) >= input_lengths(inputs).unsqueeze(1)  # (B, T) after the last input
+    assert (alphas[skipped] == 0).all() and skipped.any()  # skipped steps: no attention
     assert alphas.max() > 2.0 / P  # the attention is not uniform: the comparison has teeth
     loss, grads = _loss_and_grads(dec, logits, targets)
     ref_loss, ref_grads = _loss_and_grads(dec, *_plain_attention(dec, feats, inputs)[:1], targets)
@@ -110,7 +116,8 @@ def test_fused_recurrent_forward_equals_a_written_out_cell(cls):
     feats, inputs, targets = _inputs_targets()
     logits, _ = dec(feats, inputs)
     ref = _plain_recurrent(dec, feats, inputs)
-    torch.testing.assert_close(logits, ref, rtol=1e-10, atol=1e-12)
+    real = targets != 0  # (B, T) the steps the loss reads; packing skips the others
+    torch.testing.assert_close(logits[real], ref[real], rtol=1e-10, atol=1e-12)
     _assert_same_grads(_loss_and_grads(dec, logits, targets)[1], _loss_and_grads(dec, ref, targets)[1])
 
 

@@ -23,9 +23,10 @@ the score layer has none.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .decoders import Decoder, Tensors
+from .decoders import Decoder, Tensors, input_lengths
 
 
 class AttentionDecoder(Decoder):
@@ -98,17 +99,28 @@ class AttentionDecoder(Decoder):
         return self._logits(emb, state[0], context), state, alpha
 
     def forward(self, feats: torch.Tensor, inputs: torch.Tensor):
-        """feats (B, P, D), inputs (B, T) -> logits (B, T, V), alphas (B, T, P)."""
-        memory = self.prepare(feats)
+        """feats (B, P, D), inputs (B, T) -> logits (B, T, V), alphas (B, T, P).
+
+        No work on padding: rows are sorted by caption length, longest first, so the n_t
+        captions still going at step t are the first n_t rows and each step runs on those
+        only. Steps after a row's last non-pad input give alpha 0 and h = z = 0 (their
+        targets are padding, which the loss ignores)."""
+        B, T = inputs.shape
+        lengths = input_lengths(inputs)  # (B,)
+        order = lengths.argsort(descending=True, stable=True)  # (B,) sorted row -> batch row
+        going = (lengths[order].unsqueeze(0) > torch.arange(T, device=inputs.device).unsqueeze(1)).sum(1).tolist()  # n_t
+        memory = self.prepare(feats[order])
         state = self.init_state(memory)
         emb = self.embed(inputs)  # (B, T, E)
-        emb_gates = self.gates_emb(emb)  # (B, T, 4H), all steps in one product
+        emb_gates = self.gates_emb(emb[order])  # (B, T, 4H), all steps in one product
         hs, contexts, alphas = [], [], []
-        for t in range(inputs.shape[1]):
-            state, context, alpha = self._cell(emb_gates[:, t], state, memory)
-            hs.append(state[0])
-            contexts.append(context)
-            alphas.append(alpha)
+        for t in range(T):
+            n = going[t]
+            state = (state[0][:n], state[1][:n])
+            state, context, alpha = self._cell(emb_gates[:n, t], state, tuple(m[:n] for m in memory))
+            for out, x in ((hs, state[0]), (contexts, context), (alphas, alpha)):
+                out.append(F.pad(x, (0, 0, 0, B - n)))  # (B, .) zeros for the ended rows
+        unsort = order.argsort()  # (B,) batch row -> sorted row
+        h, context, alpha = (torch.stack(x, dim=1)[unsort] for x in (hs, contexts, alphas))  # (B, T, .)
         # the output layer for all steps at once: (B, T, V)
-        logits = self._logits(emb, torch.stack(hs, dim=1), torch.stack(contexts, dim=1))
-        return logits, torch.stack(alphas, dim=1)
+        return self._logits(emb, h, context), alpha

@@ -21,6 +21,15 @@ from torch import nn
 Tensors = tuple[torch.Tensor, ...]
 
 
+def input_lengths(inputs: torch.Tensor) -> torch.Tensor:
+    """inputs (B, T) token ids, <pad>=0 after each caption -> (B,) steps up to the last
+    non-pad input: the steps the teacher-forced forward must run for each row. Later steps
+    only have padding targets, which the loss ignores, so their outputs are left at zero."""
+    T = inputs.shape[1]
+    positions = torch.arange(1, T + 1, device=inputs.device)  # (T,)
+    return ((inputs != 0) * positions).amax(dim=1)
+
+
 class Decoder(nn.Module):
     """Base class: subclasses define prepare / init_state / step / forward."""
 
@@ -45,8 +54,9 @@ class RecurrentDecoder(Decoder):
     """Image feature (mean over the grid, projected) -> initial hidden state;
     word embedding -> RNN/LSTM cell -> dropout -> vocabulary logits.
 
-    Training runs the fused nn.RNN / nn.LSTM over the whole sequence; `step` runs the very
-    same module for one time step, so both paths share weights and numerics.
+    Training runs the fused nn.RNN / nn.LSTM over the whole sequence, packed so that each
+    caption stops at its own length (no work on padding); `step` runs the very same module
+    for one time step, so both paths share weights and numerics.
     """
 
     cell = "rnn"
@@ -79,9 +89,15 @@ class RecurrentDecoder(Decoder):
         return logits, tuple(x.squeeze(0) for x in new), None
 
     def forward(self, feats: torch.Tensor, inputs: torch.Tensor):
-        """feats (B, P, D), inputs (B, T) token ids -> logits (B, T, V), None."""
+        """feats (B, P, D), inputs (B, T) token ids -> logits (B, T, V), None. Steps after a
+        row's last non-pad input are not run: their hidden output is zero."""
         state = self.init_state(self.prepare(feats))
-        out, _ = self.rnn(self.embed(inputs), self._rnn_state(state))  # (B, T, H)
+        T = inputs.shape[1]
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embed(inputs), input_lengths(inputs).cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.rnn(packed, self._rnn_state(state))
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, H)
         return self.out(self.dropout(out)), None
 
 
