@@ -36,7 +36,7 @@ def test_train_writes_checkpoints_vocab_and_tensorboard(make_cfg, tmp_path):
     assert "last.ckpt" in ckpts and any(n.startswith("epoch") and "cider" in n for n in ckpts)
     module = CaptioningModule.from_checkpoint(str(run / "checkpoints" / "last.ckpt"))
     assert len(module.vocab) == module.net.decoder.vocab_size
-    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    events = EventAccumulator(str(run / "tb" / "default"), size_guidance={"images": 0, "tensors": 0}).Reload()
     tags = events.Tags()
     assert {"train/loss", "val/loss", "val/BLEU-4", "val/CIDEr", "test/CIDEr"} <= set(tags["scalars"])
     assert "val_attention/0" in tags["images"]
@@ -101,7 +101,7 @@ def test_three_model_sweep_with_multirun(tmp_path):
     assert jobs == ["0_model=rnn", "1_model=lstm", "2_model=attn"]
     for job in jobs:
         assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
-        assert list((tmp_path / job / "tb").glob("events.out.tfevents.*"))
+        assert list((tmp_path / job / "tb" / job.split("_", 1)[1]).glob("events.out.tfevents.*"))
 
 
 

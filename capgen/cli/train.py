@@ -10,11 +10,15 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .. import resolvers
+from ..hparams import BestEpochMetrics, log_final_hparams
 from ..module import CaptioningModule, build_net
+from ..run_dir import run_recording_failure, write_summary
 from ..vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+resolvers.register()
 
 
 def vocab_from_checkpoint(path: str) -> Vocabulary:
@@ -47,21 +51,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in cfg.get("logger", {}).values()]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    best_epoch = BestEpochMetrics()
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks, best_epoch], logger=loggers)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # The run's result is its best epoch (the checkpoint kept and tested), not its last.
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/CIDEr"), "")
     if cfg.test:
-        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/CIDEr"), "")
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(results[0] if results else {})
+    log_final_hparams(trainer, cfg, metrics)
+    if trainer.is_global_zero:
+        write_summary(out, metrics, best)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    # The value a Hydra sweeper optimises.
+    metrics = run_recording_failure(train, cfg)
+    # The value a Hydra sweeper optimises: the best epoch's.
     return metrics.get("val/CIDEr")
 
 
