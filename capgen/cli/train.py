@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -11,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import resolvers
+from ..extras import require_plugins
 from ..hparams import BestEpochMetrics, log_final_hparams
 from ..module import CaptioningModule, build_net
 from ..run_dir import run_recording_failure, write_summary
@@ -68,10 +70,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     metrics = run_recording_failure(train, cfg)
     # The value a Hydra sweeper optimises: the best epoch's.
     return metrics.get("val/CIDEr")
+
+
+def main() -> None:
+    require_plugins(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":
