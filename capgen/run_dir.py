@@ -17,7 +17,6 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -50,6 +49,9 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
     try:
         return fn(cfg)
     except Exception as e:
+        # Imported here: capgen-compare reads run folders and should not wait for Lightning.
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
         rank = rank_zero_only.rank
         error_file = run / ("error.txt" if rank == 0 else f"error.rank{rank}.txt")
         run.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,20 @@ def with_run_data_choice(args: list[str]) -> list[str]:
     return [*args, f"data={choice}"]
 
 
+def quote_paths(args: list[str]) -> list[str]:
+    """run=... and ckpt_path=... with their path quoted for Hydra's override parser, which
+    would otherwise take a sweep job's folder name (`1_model=lstm,model.decoder.hidden_dim=512`)
+    for more overrides and a sweep."""
+    quoted = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if key in ("run", "ckpt_path") and sep and value and value[0] not in "'\"":
+            quote = "'" if "'" not in value else '"'
+            arg = f"{key}={quote}{value}{quote}"
+        quoted.append(arg)
+    return quoted
+
+
 def apply_data_overrides(data: DictConfig, overrides: list[str]) -> DictConfig:
     """Apply the data.* command-line overrides to `data` (a data config node) as Hydra would:
     `key=v` sets an existing key (a dict value merges in), `+key=v` adds one, `++key=v` sets
@@ -302,7 +316,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv[1:] = with_run_data_choice(sys.argv[1:])
+    sys.argv[1:] = with_run_data_choice(quote_paths(sys.argv[1:]))
     _main()
 
 
