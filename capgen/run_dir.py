@@ -55,12 +55,14 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
         rank = rank_zero_only.rank
         error_file = run / ("error.txt" if rank == 0 else f"error.rank{rank}.txt")
         run.mkdir(parents=True, exist_ok=True)
-        error_file.write_text("".join(traceback.format_exception(e)))
+        text = "".join(traceback.format_exception(e))
+        error_file.write_text(text)
         message = f"{type(e).__name__}: {e}"
         if rank == 0:
             summary = {"status": "failed", "error": message, "traceback": error_file.name}
             (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-        log.exception("run failed; traceback in %s", error_file)
+        # The text, not exc_info: a log handler that keeps records would keep the exception.
+        log.error("run failed; traceback in %s\n%s", error_file, text.rstrip())
     # Raised outside the except block so the original exception, and through its traceback the
     # failed run's frames (its model, and on a GPU its memory), are freed before Hydra starts
     # the sweep's next job: Hydra holds on to the exception it is given until the sweep ends.
