@@ -30,10 +30,12 @@ class RunFailed(RuntimeError):
 
 def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | None) -> None:
     """The completed run's final train/val/test metrics and its best checkpoint (relative to the
-    run, so the folder can be moved, e.g. copied off a cluster)."""
-    best = str(Path(best_checkpoint).absolute().relative_to(run.absolute())) if best_checkpoint else None
+    run when inside it, so the folder can be moved, e.g. copied off a cluster)."""
+    best = Path(best_checkpoint).absolute() if best_checkpoint else None
+    if best is not None and best.is_relative_to(run.absolute()):
+        best = best.relative_to(run.absolute())
     final = {k: v for k, v in metrics.items() if k.startswith(("train/", "val/", "test/"))}
-    summary = {"status": "completed", "metrics": final, "best_checkpoint": best}
+    summary = {"status": "completed", "metrics": final, "best_checkpoint": str(best) if best else None}
     (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
 
 

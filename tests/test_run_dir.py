@@ -96,6 +96,12 @@ def test_summary_names_the_best_checkpoint_relative_to_the_run(tmp_path):
     run.rename(moved)  # e.g. copied off the cluster
     assert best_checkpoint(moved) == moved / "checkpoints" / "epoch001-cider0.500.ckpt"
 
+    elsewhere = tmp_path / "store" / "best.ckpt"  # callbacks.model_checkpoint.dirpath set outside the run
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"")
+    write_summary(moved, {}, str(elsewhere))
+    assert best_checkpoint(moved) == elsewhere
+
 
 def test_a_malformed_summary_is_named(tmp_path):
     run = make_run(tmp_path / "run", [])
