@@ -10,11 +10,13 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .data.datamodule import Batch
-from .viz import attention_figure
+from .viz import attention_figure, caption_figure
 
 
 def log_samples(module: L.LightningModule, batch: Batch, references: dict[int, list[str]], stage: str) -> None:
-    """Log the sample images' captions (a Markdown table) and per-word attention figures."""
+    """Log the sample images' captions (a Markdown table), each image with its caption and, for
+    attention models, per-word attention figures. The samples are the same images every epoch
+    and in every run on the same data, so runs can be compared image by image."""
     loggers = [lg for lg in module.loggers if isinstance(lg, TensorBoardLogger)]
     if not loggers:
         return
@@ -30,6 +32,9 @@ def log_samples(module: L.LightningModule, batch: Batch, references: dict[int, l
         words = module.vocab.decode_words(result.tokens[k].tolist())
         refs = "<br>".join(html.escape(r) for r in references.get(image_id, []))
         rows.append(f"| {image_id} | **{html.escape(' '.join(words))}** | {refs} |")
+        fig = caption_figure(pictures[k], f"image {image_id}", " ".join(words))
+        tb.add_figure(f"{stage}_samples/{k}", fig, global_step=step)
+        plt.close(fig)
         if result.alphas is not None and words:
             image = pictures[k]
             # alphas row k: one map per emitted token; keep the words' maps (and <end>'s).

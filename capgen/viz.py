@@ -7,6 +7,7 @@ TensorBoard or a PNG), and an animated GIF, one frame per word (`save_attention_
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -52,6 +53,16 @@ def attention_figure(image: np.ndarray, words: list[str], alphas: torch.Tensor, 
         ax.imshow(image)
         ax.imshow(m, cmap="gray", alpha=0.75, vmin=0, vmax=1)  # bright where the model looks
         ax.set_title(word, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def caption_figure(image: np.ndarray, title: str, caption: str, width: int = 36):
+    """image (H, W, 3) uint8 -> a Figure of the image under its title and (wrapped) caption."""
+    fig, ax = plt.subplots(figsize=(3.2, 3.6))
+    ax.imshow(image)
+    ax.axis("off")
+    ax.set_title(f"{title}\n{textwrap.fill(caption, width)}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -1,10 +1,13 @@
 """capgen-eval: score a checkpoint on a split with the data settings of the run that made it.
 
-    capgen-eval ckpt_path=outputs/train/<run>/checkpoints/last.ckpt [split=test] [beam_size=3]
+    capgen-eval run=outputs/train/<run> [split=test] [beam_size=3]     # the run's best checkpoint
+    capgen-eval ckpt_path=outputs/train/<run>/checkpoints/last.ckpt  # or any checkpoint
     capgen-eval ckpt_path=... data.source.sizes.test=100      # the run's data, one setting changed
     capgen-eval ckpt_path=... data=coco2014 data.root=/mnt/coco   # other data altogether
 
-The model and its vocabulary come from the checkpoint. The data config comes from the run:
+`run=<run folder>` evaluates the run's best checkpoint by val/CIDEr (named in its
+summary.json); the model, its vocabulary and its decoding settings (the beam size it was
+tested with, unless beam_size= is given) come from the checkpoint. The data config comes from the run:
 a checkpoint in <run>/checkpoints/ has the run's saved config in <run>/.hydra/config.yaml,
 and its `data` node is used as it was trained, with the user's data.* overrides on top. A
 `data=<name>` naming another data config replaces it. Without a saved run config the data
@@ -38,6 +41,7 @@ from .. import metrics as capgen_metrics
 from ..grounding import caption_words, grounding_score, scene_index
 from ..metrics import score_captions
 from ..module import CaptioningModule
+from ..run_dir import best_checkpoint, is_run
 from .train import CONF_DIR
 
 log = logging.getLogger(__name__)
@@ -88,8 +92,9 @@ def run_config(ckpt_path: str) -> DictConfig | None:
 
 
 def run_data_choice(ckpt_path: str) -> str | None:
-    """The data config the run was composed with (`data=<name>`), from its .hydra/hydra.yaml."""
-    run = run_dir(ckpt_path)
+    """The data config the run was composed with (`data=<name>`), from its .hydra/hydra.yaml;
+    `ckpt_path` is one of the run's checkpoints or the run folder itself."""
+    run = Path(ckpt_path) if is_run(Path(ckpt_path)) else run_dir(ckpt_path)
     hydra_yaml = run / ".hydra" / "hydra.yaml" if run else None
     if hydra_yaml is None or not hydra_yaml.is_file():
         return None
@@ -108,13 +113,27 @@ def with_run_data_choice(args: list[str]) -> list[str]:
     except HydraException:
         return args  # Hydra reports the bad override itself
     given = {o.key_or_group: o for o in parsed}
-    ckpt = given.get("ckpt_path")
+    ckpt = given.get("ckpt_path") or given.get("run")
     if "data" in given or ckpt is None or ckpt.is_sweep_override() or not isinstance(ckpt.value(), str):
         return args
     choice = run_data_choice(ckpt.value())
     if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
         return args
     return [*args, f"data={choice}"]
+
+
+def quote_paths(args: list[str]) -> list[str]:
+    """run=... and ckpt_path=... with their path quoted for Hydra's override parser, which
+    would otherwise take a sweep job's folder name (`1_model=lstm,model.decoder.hidden_dim=512`)
+    for more overrides and a sweep."""
+    quoted = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if key in ("run", "ckpt_path") and sep and value and value[0] not in "'\"":
+            quote = "'" if "'" not in value else '"'
+            arg = f"{key}={quote}{value}{quote}"
+        quoted.append(arg)
+    return quoted
 
 
 def apply_data_overrides(data: DictConfig, overrides: list[str]) -> DictConfig:
@@ -184,15 +203,29 @@ def _scores(predictions: dict[int, str], references: dict[int, list[str]], metri
     return score_captions(predictions, references, metrics=list(metrics))
 
 
+def checkpoint_to_evaluate(cfg: DictConfig) -> str:
+    """cfg.ckpt_path, or the best checkpoint of the run folder cfg.run."""
+    if cfg.run and cfg.ckpt_path:
+        raise ValueError(f"run={cfg.run} and ckpt_path={cfg.ckpt_path}: give one of them")
+    if cfg.run:
+        return str(best_checkpoint(Path(cfg.run)))
+    if not cfg.ckpt_path:
+        raise ValueError("give run=<run folder> (its best checkpoint) or ckpt_path=<checkpoint file>")
+    return cfg.ckpt_path
+
+
 def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
-    """Score cfg.ckpt_path on cfg.split; `overrides` are the command line's (for data.*).
-    Writes the files named in the module docstring into cfg.paths.output_dir; returns metrics."""
+    """Score cfg.ckpt_path (or the best checkpoint of cfg.run) on cfg.split; `overrides` are
+    the command line's (for data.*). Writes the files named in the module docstring into
+    cfg.paths.output_dir; returns metrics."""
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split={cfg.split}: evaluate on val or test")
     device = resolve_device(cfg.device)
-    module = load_checkpoint(cfg.ckpt_path, device)
-    run_cfg = run_config(cfg.ckpt_path)
-    data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(cfg.ckpt_path) if run_cfg else None)
+    ckpt_path = checkpoint_to_evaluate(cfg)
+    module = load_checkpoint(ckpt_path, device)
+    beam_size = module.hparams.test_beam_size if cfg.beam_size is None else cfg.beam_size
+    run_cfg = run_config(ckpt_path)
+    data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(data_cfg, out / "data.yaml")
@@ -206,13 +239,13 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     found = scene_index(datamodule, cfg.split) if module.net.has_attention else None
     scenes, index = found or (None, {})  # the split's scenes, for the grounding score
     log.info("evaluating %s on %s (%d images), beam_size=%d, on %s",
-             cfg.ckpt_path, cfg.split, len(references), cfg.beam_size, device)
+             ckpt_path, cfg.split, len(references), beam_size, device)
 
     vocab = module.vocab
     rows: dict[int, dict] = {}  # image id -> captions.jsonl row; an image seen twice counts once
     grounded = ([], [], [])  # alphas (L, P), words (L), scene per caption, for grounding_score
     for batch in loader:
-        result = module.generate(batch.images.to(device), beam_size=cfg.beam_size)
+        result = module.generate(batch.images.to(device), beam_size=beam_size)
         for k, image_id in enumerate(batch.image_ids.tolist()):
             if image_id in rows:
                 continue
@@ -239,7 +272,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         metrics["grounding_other"] = None if math.isnan(g.other) else g.other
         metrics["grounding_words"] = g.n_words
 
-    report = {"checkpoint": str(cfg.ckpt_path), "split": cfg.split, "beam_size": cfg.beam_size,
+    report = {"checkpoint": str(ckpt_path), "split": cfg.split, "beam_size": beam_size,
               "images": len(rows), **metrics}
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     with open(out / "captions.jsonl", "w") as f:
@@ -272,7 +305,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv[1:] = with_run_data_choice(sys.argv[1:])
+    sys.argv[1:] = with_run_data_choice(quote_paths(sys.argv[1:]))
     _main()
 
 

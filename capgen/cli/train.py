@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -10,11 +11,16 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .. import resolvers
+from ..extras import require_plugins
+from ..hparams import BestEpochMetrics, log_final_hparams
 from ..module import CaptioningModule, build_net
+from ..run_dir import run_recording_failure, write_summary
 from ..vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+resolvers.register()
 
 
 def vocab_from_checkpoint(path: str) -> Vocabulary:
@@ -47,22 +53,32 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [hydra.utils.instantiate(c) for c in cfg.get("logger", {}).values()]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    best_epoch = BestEpochMetrics()
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks, best_epoch], logger=loggers)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # The run's result is its best epoch (the checkpoint kept and tested), not its last.
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/CIDEr"), "")
     if cfg.test:
-        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/CIDEr"), "")
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(results[0] if results else {})
+    log_final_hparams(trainer, cfg, metrics)
+    if trainer.is_global_zero:
+        write_summary(out, metrics, best)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    # The value a Hydra sweeper optimises.
+def _main(cfg: DictConfig) -> float | None:
+    metrics = run_recording_failure(train, cfg)
+    # The value a Hydra sweeper optimises: the best epoch's.
     return metrics.get("val/CIDEr")
+
+
+def main() -> None:
+    require_plugins(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""OmegaConf resolvers that capgen's configs use; `register()` makes them known.
+
+    ${capgen.run_name:}                    conf/logger/tensorboard.yaml: the TensorBoard run's name
+    ${capgen.slurm_tasks:${trainer.devices}}            conf/hydra/launcher/slurm.yaml
+    ${capgen.slurm_gpus:${trainer.accelerator},${trainer.devices}}
+    ${capgen.slurm_cpus:${data.num_workers}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+# A path component may not exceed 255 bytes; long override lists are cut, with a hash kept
+# so that two runs whose names share their first 180 characters stay apart.
+_MAX_NAME = 180
+
+
+def run_name() -> str:
+    """The run's command-line overrides as Hydra writes them for a sweep job's folder
+    (`hydra.job.override_dirname`: sorted, with its excluded keys left out), so that in
+    `tensorboard --logdir outputs` every run is named by what was changed. "default" for a
+    run with no overrides, and outside a Hydra app (a config composed in a test or a
+    notebook), where no command line exists."""
+    name = HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
+    if not name:
+        return "default"
+    if len(name.encode()) > _MAX_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = name.encode()[:_MAX_NAME].decode(errors="ignore") + "..." + digest
+    return name
+
+
+def slurm_tasks(devices) -> int:
+    """SLURM tasks per node: one per device, as Lightning's DDP on SLURM expects."""
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(
+            f"trainer.devices={devices!r}: on SLURM give the number of devices per node as a positive "
+            "number (e.g. trainer.devices=4); hydra.launcher.tasks_per_node and gpus_per_node follow it"
+        )
+    return devices
+
+
+def slurm_gpus(accelerator: str, devices) -> int | None:
+    """GPUs to ask SLURM for per node: one per task on a GPU trainer, none on a CPU one."""
+    tasks = slurm_tasks(devices)
+    return None if accelerator == "cpu" else tasks
+
+
+def slurm_cpus(num_workers: int) -> int:
+    """CPUs per task: the training process and its DataLoader workers."""
+    return num_workers + 1
+
+
+def register() -> None:
+    for name, fn in (("capgen.run_name", run_name), ("capgen.slurm_tasks", slurm_tasks),
+                     ("capgen.slurm_gpus", slurm_gpus), ("capgen.slurm_cpus", slurm_cpus)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

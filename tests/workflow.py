@@ -1,0 +1,56 @@
+"""Helpers for the tests that run capgen-train as a user would, and read what it leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+# Tiny shapes data and a few batches; these settings stay out of the job folders' names.
+SMALL = ["debug=fast", "data.source.sizes={train:64,val:16,test:16}"]
+UNNAMED = "hydra.job.config.override_dirname.exclude_keys=[ckpt_path,trainer.devices,hparams_search,debug,data.source.sizes,test,trainer.max_epochs]"
+
+
+def capgen(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m capgen.cli.<module> args...`, as the console script would run it."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", f"capgen.cli.{module}", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    """A sweep's job folders, in job order."""
+    jobs = [p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(jobs, key=lambda p: int(p.name.split("_", 1)[0]))
+
+
+def summary(job: Path) -> dict:
+    return json.loads((job / "summary.json").read_text())
+
+
+def tensorboard_runs(root: Path) -> dict[str, Path]:
+    """TensorBoard's runs under root, by the name `tensorboard --logdir root` shows for them."""
+    dirs = {p.parent for p in root.rglob("events.out.tfevents.*")}
+    return {str(d.relative_to(root)): d for d in dirs}
+
+
+def read_events(run: Path) -> EventAccumulator:
+    return EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0, "scalars": 0}).Reload()
+
+
+def hparams_entry(events: EventAccumulator) -> tuple[dict, list[str]]:
+    """The run's HPARAMS entry: its hyper-parameters and the metric names it is scored by."""
+    params, metric_names = {}, []
+    for content in events.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            for key, value in data.session_start_info.hparams.items():
+                params[key] = getattr(value, value.WhichOneof("kind"))  # string, number or bool
+        if data.HasField("experiment"):
+            metric_names += [m.name.tag for m in data.experiment.metric_infos]
+    return params, metric_names
