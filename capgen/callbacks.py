@@ -15,47 +15,64 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.resumable import ResumableLoader
+
 log = logging.getLogger(__name__)
 
 
-class RandomState(L.Callback):
-    """Saves the random number generators in every checkpoint and restores them on resume.
+class ExactResume(L.Callback):
+    """Saves what Lightning does not restore exactly, and puts it back on resume.
 
     Lightning restores weights, optimizer, scheduler, loop counters and the checkpoint
-    callbacks' best-so-far, but not the generators, so dropout would draw other masks after a
-    resume. The states are taken when a checkpoint is written and put back right before the
-    first training batch after resuming: nothing between those two moments in an
-    uninterrupted run draws from them (the training DataLoader has its own generator, and
-    validation decodes greedily in eval mode), so the resumed run continues the same stream.
-    Under DDP the checkpoint holds rank 0's states and every rank restarts from them, as
+    callbacks' best-so-far. Two more things decide what an uninterrupted run does next:
+
+    - the random generators (dropout masks). They are taken when a checkpoint is written and
+      put back right before the first training batch after resuming: nothing between those
+      two moments in an uninterrupted run draws from them (the training DataLoader has its
+      own generator; validation decodes greedily in eval mode), so the stream continues.
+    - where the training loader stood in its epoch, for checkpoints written mid-epoch
+      (capgen.data.resumable.ResumableLoader). Lightning hands a loader its saved state only
+      if the loader exists after the checkpoint is restored, which a learning-rate schedule
+      sized by `estimated_stepping_batches` prevents; the state is therefore given to the
+      loader here, at the start of training, before its first batch is drawn.
+
+    Under DDP the checkpoint holds rank 0's generators and every rank restarts from them, as
     every rank starts from the same seed.
     """
+
+    KEY = "capgen_exact_resume"
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
 
-    def state_dict(self) -> dict[str, Any]:
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         name, keys, pos, has_gauss, gauss = np.random.get_state()
         # Tensors and plain numbers only, so that checkpoints still load with weights_only=True.
-        numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
-        state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+               "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        loader = trainer.train_dataloader
+        checkpoint[self.KEY] = {"rng": rng, "train_loader": loader.state_dict() if isinstance(loader, ResumableLoader) else None}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get(self.KEY)  # None: a checkpoint from before this callback
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        loader = trainer.train_dataloader
+        if self._pending and self._pending["train_loader"] and isinstance(loader, ResumableLoader):
+            loader.load_state_dict(self._pending["train_loader"])
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self._pending is None:
             return
-        state, self._pending = self._pending, None
-        torch.set_rng_state(state["torch"])
-        name, keys, pos, has_gauss, gauss = state["numpy"]
+        rng, self._pending = self._pending["rng"], None
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        name, keys, pos, has_gauss, gauss = rng["numpy"]
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        random.setstate(state["python"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -150,3 +167,16 @@ class BatchNormPolicy(L.Callback):
             for m in pl_module.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
+
+
+class FlushLogsOnCheckpoint(L.Callback):
+    """Flushes the loggers whenever a checkpoint is written.
+
+    TensorBoard's writer buffers events for up to two minutes; a run killed meanwhile would
+    lose points that lie before its last checkpoint, which the resumed run does not log
+    again. Flushed here, the curve up to every checkpoint is on disk before the checkpoint.
+    """
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        for logger in trainer.loggers:
+            logger.save()

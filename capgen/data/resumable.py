@@ -1,12 +1,11 @@
 """A training DataLoader that Lightning can save and restore mid-epoch.
 
-Lightning stores a loader's `state_dict()` in each checkpoint and hands it back to
-`load_state_dict()` before iterating again; a loader without the pair restarts a
-half-finished epoch from its first batch (Lightning warns "your dataloader is not
-resumable"). This loader records the epoch and how many batches it has served, and on
+A loader without `state_dict()` / `load_state_dict()` restarts a half-finished epoch from
+its first batch (Lightning warns "your dataloader is not resumable"). This loader records the epoch and how many batches it has served, and on
 restore tells its CyclingReferenceSampler to leave out those pairs in that epoch, so a
 run resumed from a checkpoint saved every N steps sees exactly the batches an
-uninterrupted run would have seen.
+uninterrupted run would have seen. capgen.callbacks.ExactResume saves and restores the state
+(Lightning's own restore misses it when the loader is built before the checkpoint is read).
 
 Its iterator is created on the first `next()` rather than on `iter()`: Lightning calls
 `iter()` on a resumed run before it sets the sampler's epoch, and worker processes would
@@ -36,6 +35,5 @@ class ResumableLoader(DataLoader):
         return {"epoch": self.sampler.epoch, "batches": getattr(self, "_served", 0)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Lightning sets the epoch again itself; an epoch the checkpoint finished is never replayed.
-        self.sampler.set_epoch(state_dict["epoch"])
+        # An epoch the checkpoint finished is never replayed, so its skip is never applied.
         self.sampler.resume_at(state_dict["epoch"], state_dict["batches"] * self.batch_size)

@@ -1,0 +1,100 @@
+"""Training N epochs in one go equals training, crashing and resuming: same weights, same logs.
+
+The attention model is used because it has dropout (random masks each step) and a warm-up
+plus cosine learning-rate schedule: a resume that lost the generators, the schedule's step
+or the data order would show up as different weights. The crash is an exception raised at
+the start of a training step, after the checkpoint it resumes from was written, so the
+interrupted run itself logged nothing past that checkpoint's step (the kill test in
+test_kill_resume.py covers runs killed at any moment).
+"""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from capgen.cli.train import train
+
+ONE_RUN = ["model=attn", "trainer.max_epochs=2", "test=false"]  # 2 epochs x 3 steps (debug=fast)
+
+
+class Crash(L.Callback):
+    """Raises when the step `at_step` is about to start, as a crash would."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            raise RuntimeError(f"simulated crash at step {self.at_step}")
+
+
+def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar curve of a run's TensorBoard folder (all its event files, as TensorBoard shows them)."""
+    events = EventAccumulator(str(run / "tb")).Reload()
+    return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k  # bit-identical, not merely close
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def crash_then_resume(make_cfg, monkeypatch, at_step: int, *extra: str) -> Path:
+    """Run ONE_RUN in folder "split", crash it at `at_step`, then resume=<that folder> to the end."""
+    cfg = make_cfg(*ONE_RUN, *extra, name="split")
+    run = Path(cfg.paths.output_dir)
+    # The crash callback goes in through the trainer, as an extra callback would.
+    original = L.Trainer.__init__
+
+    def with_crash(self, *args, callbacks=(), **kw):
+        original(self, *args, callbacks=[*callbacks, Crash(at_step)], **kw)
+
+    monkeypatch.setattr(L.Trainer, "__init__", with_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg)
+    monkeypatch.setattr(L.Trainer, "__init__", original)
+    train(make_cfg(*ONE_RUN, *extra, f"resume={run}", name="split"))
+    return run
+
+
+@pytest.mark.parametrize(
+    "at_step, extra",
+    [
+        (3, ()),  # epoch 1 about to start: resumes from the end-of-epoch-0 last.ckpt
+        (5, ("callbacks.last_checkpoint.every_n_train_steps=2",)),  # mid-epoch 1: last.ckpt of step 4
+    ],
+    ids=["epoch-end-checkpoint", "mid-epoch-checkpoint"],
+)
+def test_crash_and_resume_equals_one_uninterrupted_run(make_cfg, monkeypatch, at_step, extra):
+    full = make_cfg(*ONE_RUN, *extra, name="full")
+    train(full)
+    split = crash_then_resume(make_cfg, monkeypatch, at_step, *extra)
+
+    a, b = checkpoint(Path(full.paths.output_dir)), checkpoint(split)
+    assert_same_training_state(a, b)
+    # The best-checkpoint tracker continued too: same best score, same file kept.
+    best = next(k for k in a["callbacks"] if "val/CIDEr" in k)
+    assert a["callbacks"][best]["best_model_score"] == b["callbacks"][best]["best_model_score"]
+    assert Path(a["callbacks"][best]["best_model_path"]).name == Path(b["callbacks"][best]["best_model_path"]).name
+    assert sorted(p.name for p in (split / "checkpoints").glob("*.ckpt")) == sorted(
+        p.name for p in (Path(full.paths.output_dir) / "checkpoints").glob("*.ckpt"))
+
+    # One folder, one curve per metric, point for point the uninterrupted run's (same float32 values).
+    logged_full, logged_split = scalars(Path(full.paths.output_dir)), scalars(split)
+    assert logged_split.keys() == logged_full.keys()
+    for tag in logged_full:
+        assert logged_split[tag] == logged_full[tag], tag
+    assert [s for s, _ in logged_full["train/loss"]] == list(range(6))
+    assert len(list((split / "tb").glob("events.out.tfevents.*"))) == 2  # the crashed run's and the resumed one's
