@@ -83,7 +83,7 @@ class FiniteLossGuard(L.Callback):
     """Stops (action="stop", the default) or skips (action="skip") a step whose loss is NaN/inf.
 
     The check runs before the backward pass, so the weights are still those of the last good
-    step. "stop" saves them with the optimizer state to `<checkpoints>/last-good-step<N>.ckpt`
+    step (BatchNorm statistics, which the bad forward pass moved, are put back too). "stop" saves them with the optimizer state to `<checkpoints>/last-good-step<N>.ckpt`
     and raises NonFiniteLossError naming the step, that file and what to change; last.ckpt
     and the best checkpoint are left as they were. "skip" lets the backward pass run but
     drops every gradient before the optimizer step, so neither the weights nor the
@@ -102,6 +102,12 @@ class FiniteLossGuard(L.Callback):
         self.action = action
         self.skipped = 0
         self._drop_gradients = False
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # The forward pass updates BatchNorm's running statistics before the loss is known;
+        # kept here (a few small tensors) so a bad batch leaves no trace in them either.
+        self._buffers = {name: b.detach().clone() for name, b in pl_module.named_buffers()}
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
         bad = not bool(torch.isfinite(loss.detach()).all())
@@ -109,11 +115,12 @@ class FiniteLossGuard(L.Callback):
             return
         step, epoch = trainer.global_step, trainer.current_epoch
         if self.action == "skip":
-            self._drop_gradients = True
+            self._drop_gradients = True  # and the statistics restored, once backward no longer needs them
             self.skipped += 1
             log.warning("non-finite training loss (%s) at step %d (epoch %d): step skipped (%d so far)",
                         loss.item(), step, epoch, self.skipped)
             return
+        self._restore_buffers(pl_module)
         folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.default_root_dir)
         kept = folder / f"last-good-step{step}.ckpt"
         trainer.save_checkpoint(kept)
@@ -130,7 +137,13 @@ class FiniteLossGuard(L.Callback):
         if self._drop_gradients:
             for p in pl_module.parameters():
                 p.grad = None  # optimizers leave parameters without a gradient untouched
+            self._restore_buffers(pl_module)
             self._drop_gradients = False
+
+    def _restore_buffers(self, pl_module: L.LightningModule) -> None:
+        with torch.no_grad():
+            for name, b in pl_module.named_buffers():
+                b.copy_(self._buffers[name])
 
 
 class BatchNormPolicy(L.Callback):
