@@ -70,3 +70,22 @@ def test_synchronised_batchnorm_on_cpu_processes_is_refused_at_start_up(tmp_path
         BatchNormPolicy("batch").setup(trainer, None, "fit")
     BatchNormPolicy("batch").setup(  # without sync_batchnorm: per-process statistics, no error
         L.Trainer(accelerator="cpu", strategy="ddp", devices=2, logger=False, default_root_dir=tmp_path), None, "fit")
+
+
+@pytest.mark.slow
+def test_ddp_cpu_under_a_multirun_sweep_runs_each_job_on_two_processes(tmp_path):
+    """Lightning starts the second process by re-running the command line, `-m` included; it
+    joins the sweep's jobs one by one, so it must find the same sweep folder: hydra.sweep.dir
+    is given (the README says so), as a `${now:...}` default could differ by a second."""
+    cmd = [sys.executable, "-m", "capgen.cli.train", "-m", "model=rnn,lstm", "trainer=ddp_cpu", "debug=fast", "test=false",
+           "data.source.sizes={train:64,val:15,test:16}", f"hydra.sweep.dir={tmp_path}",
+           "hydra.job.config.override_dirname.exclude_keys=[data.source.sizes,debug,test,trainer]"]
+    done = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_model=rnn", "1_model=lstm"]
+    for job, decoder in zip(jobs, ("RNNDecoder", "LSTMDecoder")):
+        assert (tmp_path / job / "train_ddp_process_1.log").is_file()  # its second process joined this job
+        last = torch.load(tmp_path / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["global_step"] == 3 and last["hyper_parameters"]["net_config"]["decoder"]["_target_"].endswith(decoder)
