@@ -130,7 +130,15 @@ def read_resume_checkpoint(path: str, net_config: dict) -> ResumePoint:
             "Resume with the run's own settings (resume=<its run dir> reuses them), or give the same model=... "
             "and model.* overrides it was trained with."
         )
-    return ResumePoint(Vocabulary.from_dict(ckpt["vocab"]), int(ckpt.get("global_step", 0)))
+    vocab = Vocabulary.from_dict(ckpt["vocab"])
+    out = ckpt.get("state_dict", {}).get("net.decoder.out.weight")  # (V, D): one row per word
+    if out is not None and out.shape[0] != len(vocab):
+        raise ValueError(
+            f"ckpt_path={path}: its vocabulary has {len(vocab)} words but its weights were trained for "
+            f"{out.shape[0]}; the file was altered or assembled from two runs. Resume from a checkpoint as "
+            "capgen-train wrote it, e.g. the run's last.ckpt."
+        )
+    return ResumePoint(vocab, int(ckpt.get("global_step", 0)))
 
 
 def _differences(saved: dict, now: dict, prefix: str = "model") -> list[str]:
