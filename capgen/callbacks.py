@@ -165,6 +165,7 @@ class BatchNormPolicy(L.Callback):
         self.mode = mode
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning keeps Trainer(sync_batchnorm=True) as the strategy's layer-sync plugin.
         sync = getattr(trainer.strategy, "_layer_sync", None) is not None
         if sync and trainer.world_size > 1 and trainer.strategy.root_device.type == "cpu":
             raise ValueError(

@@ -15,7 +15,6 @@ from the wrong file fails with a message that names it and the fix.
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import shutil
@@ -31,7 +30,6 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpointing import check_format
 from .vocab import Vocabulary
 
-log = logging.getLogger(__name__)
 
 # Lightning's DDP launcher re-runs the command for ranks > 0 with this job name added (see
 # lightning.fabric.strategies.launchers.subprocess_script): that command is already rewritten.
