@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpointing import check_format, stamp
 from .data.datamodule import Batch
 from .grounding import GroundingScores, caption_counts, caption_words, scene_index
+from .loss_metric import ImageMeanLoss
 from .metrics import CaptionScores
 from .models.captioner import Captioner
 from .vocab import Vocabulary
@@ -87,11 +89,13 @@ class CaptioningModule(L.LightningModule):
         # test/grounding for attention models on data with known object boxes (shapes)
         self.test_grounding = GroundingScores()
         self._scenes = None  # (source with scene(i), {image id: index}) of the test split
+        self.eval_loss = torch.nn.ModuleDict({"val": ImageMeanLoss(), "test": ImageMeanLoss()})
         self._samples: dict[str, Batch] = {}
 
     # ----- building from a checkpoint -------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vocab"] = self.vocab.to_dict()
+        stamp(checkpoint)  # format and capgen version, checked when the file is read back
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str | torch.device = "cpu") -> "CaptioningModule":
@@ -99,6 +103,7 @@ class CaptioningModule(L.LightningModule):
         for key in ("vocab", "hyper_parameters", "state_dict"):
             if key not in ckpt:
                 raise ValueError(f"{path}: not a capgen checkpoint (no '{key}' entry)")
+        check_format(ckpt, path)
         hp = dict(ckpt["hyper_parameters"])
         if hp.get("net_config") is None:
             raise ValueError(f"{path}: the checkpoint has no net_config; it was not written by capgen-train")
@@ -147,8 +152,12 @@ class CaptioningModule(L.LightningModule):
         )
 
     def _eval_step(self, batch: Batch, batch_idx: int, stage: str) -> None:
-        _, xent = self._loss(batch)
-        self.log(f"{stage}/loss", xent, batch_size=len(batch.images), sync_dist=True)
+        inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
+        logits, _ = self.net(batch.images, inputs)
+        pad = self.vocab.pad_id
+        per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad, reduction="none")
+        # Per image, so DDP's repeated images count once (capgen.loss_metric).
+        self.eval_loss[stage].update(batch.image_ids, per_token.view_as(targets).sum(1), (targets != pad).sum(1))
         result = self.generate(batch.images)
         (self.val_scores if stage == "val" else self.test_scores).update(batch.image_ids, result.tokens)
         if stage == "test" and self._scenes is not None:
@@ -176,10 +185,13 @@ class CaptioningModule(L.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         metric = self.val_scores if stage == "val" else self.test_scores
+        loss = self.eval_loss[stage]
         if self.trainer.sanity_checking:
             metric.reset()
+            loss.reset()
             return
-        scores = metric.compute()
+        scores = {**metric.compute(), "loss": loss.compute()}
+        loss.reset()
         # compute() already gathered every rank's captions, so each rank holds the same scores;
         # sync_dist averages identical values (exact), and keeps Lightning from warning.
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=True)

@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from ..data.images import load_rgb
+from ..data.images import FIX_GIVEN, load_rgb
 from ..viz import attention_figure, save_attention_gif
 from .eval import load_checkpoint, resolve_device, run_config
 from .train import CONF_DIR
@@ -127,7 +127,7 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     rows, taken = [], set()
     for start in range(0, len(paths), cfg.batch_size):
         chunk = paths[start : start + cfg.batch_size]
-        pixels = np.stack([load_rgb(p, size) for p in chunk])  # (B, S, S, 3) uint8
+        pixels = np.stack([load_rgb(p, size, FIX_GIVEN) for p in chunk])  # (B, S, S, 3) uint8
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)  # (B, 3, S, S)
         result = module.generate(images, beam_size=cfg.beam_size)
         for k, path in enumerate(chunk):

@@ -60,7 +60,8 @@ def load_checkpoint(path: str, device: str = "cpu") -> CaptioningModule:
         module = CaptioningModule.from_checkpoint(str(p), map_location="cpu")
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and "state_dict" in str(e):  # read fine, but the weights do not fit
-            raise ValueError(f"ckpt_path={path}: its weights do not fit the network its net_config builds ({e})") from None
+            detail = " ".join(str(e).split())  # torch lists each mismatch on its own line
+            raise ValueError(f"ckpt_path={path}: its weights do not fit the network its net_config builds ({detail})") from None
         raise ValueError(f"ckpt_path={path}: not a checkpoint torch can read ({type(e).__name__}: {e})") from None
     except (AttributeError, TypeError) as e:  # e.g. a plain tensor or state_dict saved with torch.save
         raise ValueError(f"ckpt_path={path}: not a capgen checkpoint ({type(e).__name__}: {e})") from None

@@ -8,29 +8,18 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import resolvers
 from ..extras import require_plugins
 from ..hparams import BestEpochMetrics, log_final_hparams
-from ..module import CaptioningModule, build_net
+from ..module import build_net
+from ..resume import logger_kwargs, read_resume_checkpoint, resume_argv, resume_checkpoint
 from ..run_dir import run_recording_failure, write_summary
-from ..vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 resolvers.register()
-
-
-def vocab_from_checkpoint(path: str) -> Vocabulary:
-    """The vocabulary saved in a checkpoint: resuming must keep word ids unchanged."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "vocab" not in ckpt:
-        raise ValueError(f"ckpt_path={path}: not a capgen checkpoint (it has no 'vocab' entry)")
-    return Vocabulary.from_dict(ckpt["vocab"])
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -38,25 +27,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
 
-    vocab = vocab_from_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
-    datamodule = hydra.utils.instantiate(cfg.data, vocab=vocab)
+    net_config = OmegaConf.to_container(cfg.model, resolve=True)
+    net_config.pop("module")
+    ckpt_path = resume_checkpoint(cfg)
+    # Checked before anything is built; resuming keeps the checkpoint's word ids.
+    start = read_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
+    datamodule = hydra.utils.instantiate(cfg.data, vocab=start.vocab if start else None)
     vocab = datamodule.vocab
     vocab.save(out / "vocab.json")
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 
-    net_config = OmegaConf.to_container(cfg.model, resolve=True)
-    net_config.pop("module")
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
     module = hydra.utils.instantiate(
         cfg.model.module, net=build_net(net_config, vocab), vocab=vocab, net_config=net_config, _recursive_=False
     )
 
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    loggers = [hydra.utils.instantiate(c) for c in cfg.get("logger", {}).values()]
+    loggers = [hydra.utils.instantiate(c, **logger_kwargs(c, start)) for c in cfg.get("logger", {}).values()]
     best_epoch = BestEpochMetrics()
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks, best_epoch], logger=loggers)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # The run's result is its best epoch (the checkpoint kept and tested), not its last.
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
     best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == "val/CIDEr"), "")
@@ -78,6 +69,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     require_plugins(sys.argv[1:])
+    sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's settings and folder
     _main()
 
 

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..vocab import Vocabulary
 from .cache import CachedFeatures, CachedImages, CacheUnavailable, describe_source, load_vocab
+from .resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,12 @@ class CyclingReferenceSampler(DistributedSampler):
         self.pairs = pairs
         self.num_samples = math.ceil(len(pairs.counts) / world)
         self.total_size = self.num_samples * world
+        self.resumed_epoch, self.resumed_skip = -1, 0
+
+    def resume_at(self, epoch: int, served: int) -> None:
+        """In `epoch`, leave out the first `served` pairs of this rank: a run resumed from a
+        mid-epoch checkpoint continues where it stopped (see capgen.data.resumable)."""
+        self.resumed_epoch, self.resumed_skip = epoch, served
 
     def __len__(self) -> int:
         return self.num_samples
@@ -107,6 +114,8 @@ class CyclingReferenceSampler(DistributedSampler):
             order = list(range(n))
         order += order[: self.total_size - n]  # pad so ranks get equal counts
         mine = order[self.rank : self.total_size : self.num_replicas]
+        if self.epoch == self.resumed_epoch:
+            mine = mine[self.resumed_skip :]
         return iter(int(self.pairs.offsets[i]) + (self.epoch + i) % self.pairs.counts[i] for i in mine)
 
 
@@ -238,8 +247,8 @@ class CaptionDataModule(L.LightningDataModule):
         src = self.source(split)
         return {src.image_id(i): list(src.captions(i)) for i in range(len(src))}
 
-    def _loader(self, dataset: Dataset, batch_size: int, **kw) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: Dataset, batch_size: int, cls: type[DataLoader] = DataLoader, **kw) -> DataLoader:
+        return cls(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
@@ -271,7 +280,11 @@ class CaptionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         pairs = CaptionPairs(self._loading("train"), self.vocab)
-        return self._loader(pairs, self.batch_size, sampler=CyclingReferenceSampler(pairs, seed=self.seed), drop_last=True)
+        sampler = CyclingReferenceSampler(pairs, seed=self.seed)
+        # Its own generator: creating its iterator must not draw from the global one that
+        # dropout uses, or a resumed run's dropout masks would differ (capgen.callbacks.RandomState).
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader(pairs, self.batch_size, sampler=sampler, drop_last=True, generator=generator, cls=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(EvalImages(self._loading("val"), self.vocab), self.eval_batch_size)

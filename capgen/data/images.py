@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 
 ON_BAD_SAMPLE = ("error", "skip")
 FIX_FILE = "delete or replace the file, or set data.on_bad_sample=skip"
+# A file that fails while training reads it: the sampler already chose it, so skipping is
+# no longer possible; capgen-prepare finds every such file first.
+FIX_UNREADABLE = ("delete or replace the file, or list every unreadable image with capgen-prepare "
+                  "data.on_bad_sample=skip cache_dir=<folder> and train with data.cache_dir=<folder>, "
+                  "which leaves them out")
+# A bad file among the pictures given to capgen-caption.
+FIX_GIVEN = "replace the file, or give images= a folder or pattern that leaves it out"
 
 
 class BadSampleError(ValueError):
@@ -37,8 +44,9 @@ class BadSampleError(ValueError):
         super().__init__(str(path) if reason is None else f"{path}: {reason}; {fix}")
 
 
-def load_rgb(path, size: int | None = None) -> np.ndarray:
+def load_rgb(path, size: int | None = None, fix: str = FIX_FILE) -> np.ndarray:
     """The picture in `path` as uint8 (size, size, 3), or (H, W, 3) when size is None.
+    `fix` ends the BadSampleError message: what the caller's user can do about a bad file.
 
     PIL picks the decoder from the file's content, not its extension, so PNG bytes in a .jpg
     file load fine. The image is turned upright by its EXIF orientation tag, then converted
@@ -58,17 +66,17 @@ def load_rgb(path, size: int | None = None) -> np.ndarray:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.array(img, dtype=np.uint8)  # (H, W, 3), a writable copy for torch
     except FileNotFoundError:
-        raise BadSampleError(path, "file not found") from None
+        raise BadSampleError(path, "file not found", fix) from None
     except IsADirectoryError:
-        raise BadSampleError(path, "is a directory, not an image file") from None
+        raise BadSampleError(path, "is a directory, not an image file", fix) from None
     except UnidentifiedImageError:
         empty = os.path.getsize(path) == 0
         reason = "empty file (0 bytes)" if empty else "not an image file PIL can read"
-        raise BadSampleError(path, reason) from None
+        raise BadSampleError(path, reason, fix) from None
     except Exception as e:
         # A malformed file can make PIL's decoders raise almost any type (OSError,
         # SyntaxError, struct.error, DecompressionBombError, ...): each means a bad file.
-        raise BadSampleError(path, f"corrupt or truncated image ({type(e).__name__}: {e})") from e
+        raise BadSampleError(path, f"corrupt or truncated image ({type(e).__name__}: {e})", fix) from e
 
 
 def check_on_bad_sample(value: str) -> str:

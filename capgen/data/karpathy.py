@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .images import BadSamples, check_on_bad_sample, load_rgb
+from .images import FIX_UNREADABLE, BadSamples, check_on_bad_sample, load_rgb
 
 SPLITS = ("train", "val", "test")
 _KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
@@ -75,7 +75,7 @@ class ImageFileSource:
 
     def image(self, i: int) -> np.ndarray:
         """uint8 (image_size, image_size, 3); BadSampleError if the file cannot be decoded."""
-        return load_rgb(self._paths[i], self.image_size)
+        return load_rgb(self._paths[i], self.image_size, FIX_UNREADABLE)
 
     def captions(self, i: int) -> list[str]:
         return list(self._captions[i])

@@ -1,0 +1,39 @@
+"""A training DataLoader that Lightning can save and restore mid-epoch.
+
+A loader without `state_dict()` / `load_state_dict()` restarts a half-finished epoch from
+its first batch (Lightning warns "your dataloader is not resumable"). This loader records the epoch and how many batches it has served, and on
+restore tells its CyclingReferenceSampler to leave out those pairs in that epoch, so a
+run resumed from a checkpoint saved every N steps sees exactly the batches an
+uninterrupted run would have seen. capgen.callbacks.ExactResume saves and restores the state
+(Lightning's own restore misses it when the loader is built before the checkpoint is read).
+
+Its iterator is created on the first `next()` rather than on `iter()`: Lightning calls
+`iter()` on a resumed run before it sets the sampler's epoch, and worker processes would
+otherwise draw their first indices from the wrong epoch's order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a CyclingReferenceSampler with Lightning's state_dict protocol."""
+
+    def __iter__(self):
+        return self._served_batches()
+
+    def _served_batches(self):
+        self._served = 0  # batches handed out in this epoch (the sized loader is never prefetched)
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.sampler.epoch, "batches": getattr(self, "_served", 0)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # An epoch the checkpoint finished is never replayed, so its skip is never applied.
+        self.sampler.resume_at(state_dict["epoch"], state_dict["batches"] * self.batch_size)
