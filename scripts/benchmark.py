@@ -144,6 +144,8 @@ def train_step_child(spec: dict) -> dict:
     cfg = model_config(spec["config"], spec["decoder"], spec["mode"], spec["quick"])
     torch.manual_seed(0)
     net = build_net(cfg, vocab)
+    if spec.get("compile"):
+        net.use_torch_compile()
     # the optimiser without its schedule: a schedule needs a Trainer and costs nothing per step
     module_cfg = {k: v for k, v in cfg["module"].items() if k != "_target_"} | {"scheduler": "none"}
     module = CaptioningModule(net, vocab, net_config=None, **module_cfg).to(device).train()
@@ -181,7 +183,7 @@ def train_section(config: str, args) -> dict:
             if config == "shapes" and mode == "frozen":
                 continue  # the SmallCNN is trained with its decoder: finetune is the default
             spec = {"config": config, "decoder": decoder, "mode": mode, "batch_size": batch_size, "device": args.device,
-                    "precision": args.precision, "repeats": args.repeats, "quick": args.quick}
+                    "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile}
             run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
             if run.returncode != 0:
                 raise RuntimeError(f"training-step child {spec} failed:\n{run.stderr[-3000:]}")
@@ -343,6 +345,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--precision", default=None, help="32-true or bf16-mixed (default: 32-true on CPU, bf16-mixed on CUDA)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--compile", action="store_true", help="training steps with Captioner.use_torch_compile()")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: checks the harness runs")
     ap.add_argument("--out", default="benchmark.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -364,7 +367,7 @@ def main() -> None:
 
     results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "device": args.device, "precision": args.precision,
-               "repeats": args.repeats, "quick": args.quick}  # fmt: skip
+               "repeats": args.repeats, "quick": args.quick, "compile": args.compile}  # fmt: skip
     if args.device == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
     for config in configs:

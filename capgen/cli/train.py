@@ -37,10 +37,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     vocab.save(out / "vocab.json")
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 
+    net = build_net(net_config, vocab)
+    if cfg.get("compile"):
+        net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
-    module = hydra.utils.instantiate(
-        cfg.model.module, net=build_net(net_config, vocab), vocab=vocab, net_config=net_config, _recursive_=False
-    )
+    module = hydra.utils.instantiate(cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False)
 
     callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [hydra.utils.instantiate(c, **logger_kwargs(c, start)) for c in cfg.get("logger", {}).values()]

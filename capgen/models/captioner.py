@@ -29,6 +29,14 @@ class Captioner(nn.Module):
     def grid(self) -> int:
         return self.encoder.grid
 
+    def use_torch_compile(self) -> None:
+        """torch.compile the encoder and the decoder's per-step cell (where it has one) in place,
+        so parameter names and checkpoints stay as they are. The cell's batch shrinks as
+        captions end, hence dynamic shapes; the step loop itself stays in Python."""
+        self.encoder.compile()
+        if hasattr(self.decoder, "_cell"):
+            self.decoder._cell = torch.compile(self.decoder._cell, dynamic=True)
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (B, 3, H, W) -> features (B, P, D), P = grid * grid.
 
