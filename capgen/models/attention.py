@@ -73,8 +73,10 @@ class AttentionDecoder(Decoder):
         feats, feats_att2 = memory  # (N, P, D), (N, P, A)
         N, P, A = feats_att2.shape
         query = 2 * self.hid_att(h).view(N, -1, 1, A)  # (N, G, 1, A)
-        act = torch.sigmoid(feats_att2.unsqueeze(1) + query)  # (N, G, P, A)
-        scores = 2 * self.att_score(act).squeeze(-1)  # (N, G, P), e up to a constant per row
+        # The step's largest tensor: sigmoid in place (no second copy; autograd keeps only the
+        # sigmoid's output), scored by a matrix-vector product with 2w.
+        act = (feats_att2.unsqueeze(1) + query).sigmoid_()  # (N, G, P, A)
+        scores = act @ (2 * self.att_score.weight[0])  # (N, G, P), e up to a constant per row
         alpha = scores.softmax(dim=-1)
         context = torch.bmm(alpha, feats).view(h.shape[0], -1)  # (N, G, D) -> (R, D)
         return torch.sigmoid(self.gate(h)) * context, alpha.view(h.shape[0], P)
