@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -230,11 +231,19 @@ def test_training_image_size_comes_from_the_run_config(tiny_run):
 
 
 def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_path):
-    args = [f"ckpt_path={ckpt}", f"images={photo_dir / 'scene.png'}", "beam_size=1"]
+    # A checkpoint inside a sweep job's folder and an image in a folder with `=`, `,` and a
+    # space: the command must read both as paths, not as more Hydra overrides.
+    job_ckpt = tmp_path / "multirun" / "1_model=attn,seed=2" / "last.ckpt"
+    job_ckpt.parent.mkdir(parents=True)
+    shutil.copy(ckpt, job_ckpt)
+    image = tmp_path / "my photos=1,2" / "scene.png"
+    image.parent.mkdir()
+    shutil.copy(photo_dir / "scene.png", image)
+    args = [f"ckpt_path={job_ckpt}", f"images={image}", "beam_size=1"]
     done = subprocess.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
                           cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.startswith(f"{photo_dir / 'scene.png'}\t") and done.stdout.count("\n") == 1
+    assert done.stdout.startswith(f"{image}\t") and done.stdout.count("\n") == 1
     (out,) = (tmp_path / "outputs" / "caption").iterdir()
     assert str(out) in done.stderr and (out / "captions.jsonl").is_file()
 

@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from workflow import SMALL, UNNAMED, capgen, hparams_entry, job_dirs, read_events, summary, tensorboard_runs
 
-from capgen.cli.eval import evaluate, load_checkpoint, quote_paths, with_run_data_choice
+from capgen.cli.argv import quote_paths
+from capgen.cli.eval import PATH_KEYS, evaluate, load_checkpoint, with_run_data_choice
 from capgen.cli.train import CONF_DIR
 
 pytestmark = pytest.mark.slow  # each test runs capgen-train in subprocesses, jobs one after another
@@ -99,7 +100,7 @@ def test_compare_lists_the_runs_with_their_overrides_and_metrics(sweep, tmp_path
 
 def run_eval(out: Path, *overrides: str) -> dict:
     """capgen-eval in-process, as its main() would hand the command line to evaluate()."""
-    overrides = with_run_data_choice(quote_paths(["metrics=[BLEU,CIDEr]", *overrides]))
+    overrides = with_run_data_choice(quote_paths(["metrics=[BLEU,CIDEr]", *overrides], PATH_KEYS))
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("eval", overrides=[*overrides, f"paths.output_dir={out}"])
     return evaluate(cfg, overrides)

@@ -29,6 +29,7 @@ from PIL import Image
 
 from ..data.images import FIX_GIVEN, load_rgb
 from ..viz import attention_figure, save_attention_gif
+from .argv import quote_paths
 from .eval import load_checkpoint, resolve_device, run_config
 from .train import CONF_DIR
 
@@ -162,8 +163,13 @@ def caption_images(cfg: DictConfig) -> list[dict]:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="caption")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     caption_images(cfg)
+
+
+def main() -> None:
+    sys.argv[1:] = quote_paths(sys.argv[1:], ("ckpt_path", "images"))  # see capgen.cli.argv
+    _main()
 
 
 if __name__ == "__main__":

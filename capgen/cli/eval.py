@@ -42,9 +42,11 @@ from ..grounding import caption_words, grounding_score, scene_index
 from ..metrics import score_captions
 from ..module import CaptioningModule
 from ..run_dir import best_checkpoint, is_run
+from .argv import quote_paths
 from .train import CONF_DIR
 
 log = logging.getLogger(__name__)
+PATH_KEYS = ("run", "ckpt_path")  # quoted for Hydra, see capgen.cli.argv
 
 
 # ----- the checkpoint and the run it belongs to --------------------------------------------
@@ -121,20 +123,6 @@ def with_run_data_choice(args: list[str]) -> list[str]:
     if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
         return args
     return [*args, f"data={choice}"]
-
-
-def quote_paths(args: list[str]) -> list[str]:
-    """run=... and ckpt_path=... with their path quoted for Hydra's override parser, which
-    would otherwise take a sweep job's folder name (`1_model=lstm,model.decoder.hidden_dim=512`)
-    for more overrides and a sweep."""
-    quoted = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if key in ("run", "ckpt_path") and sep and value and value[0] not in "'\"":
-            quote = "'" if "'" not in value else '"'
-            arg = f"{key}={quote}{value}{quote}"
-        quoted.append(arg)
-    return quoted
 
 
 def apply_data_overrides(data: DictConfig, overrides: list[str]) -> DictConfig:
@@ -306,7 +294,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv[1:] = with_run_data_choice(quote_paths(sys.argv[1:]))
+    sys.argv[1:] = with_run_data_choice(quote_paths(sys.argv[1:], PATH_KEYS))
     _main()
 
 

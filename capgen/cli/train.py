@@ -16,6 +16,7 @@ from ..hparams import BestEpochMetrics, log_final_hparams
 from ..module import build_net
 from ..resume import logger_kwargs, read_resume_checkpoint, resume_argv, resume_checkpoint
 from ..run_dir import run_recording_failure, write_summary
+from .argv import quote_paths
 
 log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -69,6 +70,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path"))  # see capgen.cli.argv
     require_plugins(sys.argv[1:])
     sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's settings and folder
     _main()
