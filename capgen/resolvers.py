@@ -1,6 +1,7 @@
 """OmegaConf resolvers that capgen's configs use; `register()` makes them known.
 
     ${capgen.run_name:}                    conf/logger/tensorboard.yaml: the TensorBoard run's name
+    ${capgen.dirname:${hydra.job.override_dirname}}    conf/hydra/default.yaml: a sweep job's folder
     ${capgen.slurm_tasks:${trainer.devices}}            conf/hydra/launcher/slurm.yaml
     ${capgen.slurm_gpus:${trainer.accelerator},${trainer.devices}}
     ${capgen.slurm_cpus:${data.num_workers}}
@@ -18,6 +19,18 @@ from omegaconf import OmegaConf
 _MAX_NAME = 180
 
 
+def dirname(name: str) -> str:
+    """`name` (overrides such as `data.root=/mnt/coco,model=lstm`) as ONE folder name: a `/`
+    in a value would otherwise nest folders (`data.root=` / `mnt` / ...), so it becomes `_`;
+    names over _MAX_NAME bytes are cut and end in a hash of the whole."""
+    whole = name
+    name = name.replace("/", "_")
+    if len(name.encode()) > _MAX_NAME:
+        digest = hashlib.sha1(whole.encode()).hexdigest()[:8]
+        name = name.encode()[:_MAX_NAME].decode(errors="ignore") + "..." + digest
+    return name
+
+
 def run_name() -> str:
     """The run's command-line overrides as Hydra writes them for a sweep job's folder
     (`hydra.job.override_dirname`: sorted, with its excluded keys left out), so that in
@@ -25,12 +38,7 @@ def run_name() -> str:
     run with no overrides, and outside a Hydra app (a config composed in a test or a
     notebook), where no command line exists."""
     name = HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
-    if not name:
-        return "default"
-    if len(name.encode()) > _MAX_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        name = name.encode()[:_MAX_NAME].decode(errors="ignore") + "..." + digest
-    return name
+    return dirname(name) if name else "default"
 
 
 def slurm_tasks(devices) -> int:
@@ -55,7 +63,7 @@ def slurm_cpus(num_workers: int) -> int:
 
 
 def register() -> None:
-    for name, fn in (("capgen.run_name", run_name), ("capgen.slurm_tasks", slurm_tasks),
+    for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.slurm_tasks", slurm_tasks),
                      ("capgen.slurm_gpus", slurm_gpus), ("capgen.slurm_cpus", slurm_cpus)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
