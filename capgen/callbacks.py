@@ -20,6 +20,26 @@ from .data.resumable import ResumableLoader
 log = logging.getLogger(__name__)
 
 
+def _random_state() -> dict[str, Any]:
+    """This process's generators, as tensors and plain numbers only (so that checkpoints
+    still load with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _set_random_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    name, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 class ExactResume(L.Callback):
     """Saves what Lightning does not restore exactly, and puts it back on resume.
 
@@ -30,14 +50,15 @@ class ExactResume(L.Callback):
       put back right before the first training batch after resuming: nothing between those
       two moments in an uninterrupted run draws from them (the training DataLoader has its
       own generator; validation decodes greedily in eval mode), so the stream continues.
+      Under DDP every rank keeps its own: the ranks start from one seed, but their batches
+      differ in length, so their dropout draws, and hence their generators, part ways. The
+      checkpoint holds one state per rank (gathered when it is written, which every rank
+      does) and each rank takes back its own.
     - where the training loader stood in its epoch, for checkpoints written mid-epoch
       (capgen.data.resumable.ResumableLoader). Lightning hands a loader its saved state only
       if the loader exists after the checkpoint is restored, which a learning-rate schedule
       sized by `estimated_stepping_batches` prevents; the state is therefore given to the
       loader here, at the start of training, before its first batch is drawn.
-
-    Under DDP the checkpoint holds rank 0's generators and every rank restarts from them, as
-    every rank starts from the same seed.
     """
 
     KEY = "capgen_exact_resume"
@@ -46,17 +67,25 @@ class ExactResume(L.Callback):
         self._pending: dict[str, Any] | None = None
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        # Tensors and plain numbers only, so that checkpoints still load with weights_only=True.
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
-               "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        states = [_random_state()]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            states = [None] * trainer.world_size
+            torch.distributed.all_gather_object(states, _random_state())  # rank r's at index r
         loader = trainer.train_dataloader
-        checkpoint[self.KEY] = {"rng": rng, "train_loader": loader.state_dict() if isinstance(loader, ResumableLoader) else None}
+        checkpoint[self.KEY] = {"rng": states, "train_loader": loader.state_dict() if isinstance(loader, ResumableLoader) else None}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         self._pending = checkpoint.get(self.KEY)  # None: a checkpoint from before this callback
+        if self._pending is None:
+            return
+        states = self._pending["rng"]
+        if isinstance(states, dict):  # written before states were kept per rank: rank 0's only
+            states = [states]
+        if len(states) != trainer.world_size:
+            log.warning("resuming on %d processes from a checkpoint written by %d: each process's data shard and "
+                        "random stream differ from the interrupted run's, so the run continues but not exactly "
+                        "as it would have", trainer.world_size, len(states))
+        self._pending["rng"] = states[trainer.global_rank % len(states)]
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         loader = trainer.train_dataloader
@@ -67,12 +96,7 @@ class ExactResume(L.Callback):
         if self._pending is None:
             return
         rng, self._pending = self._pending["rng"], None
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        name, keys, pos, has_gauss, gauss = rng["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        _set_random_state(rng)
 
 
 class NonFiniteLossError(FloatingPointError):

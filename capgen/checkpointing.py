@@ -7,6 +7,8 @@ every trainer config). A process killed at any moment, even half-way through wri
 (`os.replace` is atomic on POSIX and Windows); the folder is fsynced so the rename itself
 survives a power cut. A stale `<name>.tmp` from a killed write is overwritten by the next save.
 
+`LastCheckpoint` writes last.ckpt so that a resumed run misses no validation (see its docstring).
+
 `stamp` / `check_format` put a format number and the capgen version into every checkpoint
 (CaptioningModule.on_save_checkpoint) and refuse, with a message that names the file and the
 fix, checkpoints that this capgen cannot read.
@@ -19,8 +21,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import __version__
@@ -82,3 +87,39 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """last.ckpt, the checkpoint a run resumes from (conf/callbacks/default.yaml).
+
+    Written at epoch ends, after validation, or every N optimizer steps
+    (`every_n_train_steps=N`). In the step mode a save can fall on the last step before a
+    validation (an epoch's last step), and Lightning then skips the save after that
+    validation, as it already saved at that step. A run resumed from that file would start
+    after the validation without having run it: that epoch's val scores, and its place in
+    the best-checkpoint tracker, would be missing. So once a validation is settled at a step
+    that was saved, last.ckpt is written again, now holding its results. "Settled" is when
+    the best checkpoint is saved too (Lightning's rule, `_should_save_on_train_epoch_end`):
+    at the epoch's end for the usual once-per-epoch validation, else when validation ends.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._write_again_if_saved_at_this_step(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._write_again_if_saved_at_this_step(trainer)
+
+    def _write_again_if_saved_at_this_step(self, trainer: L.Trainer) -> None:
+        if (self._every_n_train_steps >= 1 and self._last_global_step_saved == trainer.global_step
+                and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and not trainer.fast_dev_run):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    @property
+    def state_key(self) -> str:
+        # The key Lightning's ModelCheckpoint uses (it starts with the class name), so that a
+        # run whose last.ckpt was written by ModelCheckpoint resumes with its state.
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)

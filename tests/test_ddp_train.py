@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from capgen.callbacks import BatchNormPolicy
 from capgen.module import CaptioningModule
-from test_exact_resume import scalars
+from test_exact_resume import assert_same_training_state, checkpoint, scalars
 
 # 15 validation images in batches of 4 over 2 processes: Lightning's distributed sampler
 # pads them to 16, so one image is decoded on both ranks and must be scored once.
@@ -89,3 +89,36 @@ def test_ddp_cpu_under_a_multirun_sweep_runs_each_job_on_two_processes(tmp_path)
         assert (tmp_path / job / "train_ddp_process_1.log").is_file()  # its second process joined this job
         last = torch.load(tmp_path / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert last["global_step"] == 3 and last["hyper_parameters"]["net_config"]["decoder"]["_target_"].endswith(decoder)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("at_step, every", [(3, 3), (5, 2)], ids=["epoch-end-checkpoint", "mid-epoch-checkpoint"])
+def test_ddp_cpu_crash_and_resume_equals_one_uninterrupted_run(tmp_path, at_step, every):
+    """Two epochs of 3 steps on two processes in one go, against a run that crashes on both
+    processes at `at_step` and is resumed with `resume=`: the same weights, optimizer and
+    schedule state bit for bit, and the same loss curve. Dropout makes each rank's random
+    stream matter; the mid-epoch case resumes from step 4's checkpoint, so each rank's
+    sampler must skip the batches it had already served."""
+    run_args = [*DDP_RUN, "trainer.max_epochs=2", "model.decoder.dropout=0.5",
+                f"callbacks.last_checkpoint.every_n_train_steps={every}"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+    def train_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "capgen.cli.train", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    done = train_cli(*run_args, f"hydra.run.dir={whole}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    crash = ["+callbacks.crash._target_=crash_once.CrashOnce", f"+callbacks.crash.at_step={at_step}",
+             f"+callbacks.crash.marker={tmp_path / 'crashed'}"]
+    done = train_cli(*run_args, *crash, f"hydra.run.dir={split}")
+    assert done.returncode != 0 and f"simulated crash at step {at_step}" in done.stderr
+    assert {p.name for p in tmp_path.glob("crashed.*")} == {"crashed.0", "crashed.1"}  # both processes crashed
+    done = train_cli(f"resume={split}")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    assert (split / "train_ddp_process_1.log").is_file()  # the resumed run had its second process too
+    assert_same_training_state(checkpoint(split), checkpoint(whole))
+    assert checkpoint(split)["global_step"] == 6
+    assert scalars(split)["train/loss"] == scalars(whole)["train/loss"]

@@ -100,8 +100,11 @@ def crash_then_resume(make_cfg, monkeypatch, at_step: int, *extra: str) -> Path:
     [
         (3, ()),  # epoch 1 about to start: resumes from the end-of-epoch-0 last.ckpt
         (5, ("callbacks.last_checkpoint.every_n_train_steps=2",)),  # mid-epoch 1: last.ckpt of step 4
+        # last.ckpt of step 3, written before epoch 0's validation: that validation must not
+        # move the random stream the resumed run continues from
+        (3, ("callbacks.last_checkpoint.every_n_train_steps=3",)),
     ],
-    ids=["epoch-end-checkpoint", "mid-epoch-checkpoint"],
+    ids=["epoch-end-checkpoint", "mid-epoch-checkpoint", "step-checkpoint-before-validation"],
 )
 def test_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, monkeypatch, at_step, extra):
     # Same checkpoint settings on both sides: last.ckpt written at an epoch's last step (the

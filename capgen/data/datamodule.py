@@ -287,7 +287,15 @@ class CaptionDataModule(L.LightningDataModule):
         return self._loader(pairs, self.batch_size, sampler=sampler, drop_last=True, generator=generator, cls=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(EvalImages(self._loading("val"), self.vocab), self.eval_batch_size)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(EvalImages(self._loading("test"), self.vocab), self.eval_batch_size)
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        # Its own generator too: each pass over a loader seeds its iterator from the loader's
+        # generator, or from the global one that dropout uses when it has none. Validation
+        # between a checkpoint and the next training step would then move dropout's stream by
+        # two draws that a run resumed from that checkpoint never makes.
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader(EvalImages(self._loading(split), self.vocab), self.eval_batch_size, generator=generator)
