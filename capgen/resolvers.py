@@ -1,6 +1,7 @@
 """OmegaConf resolvers that capgen's configs use; `register()` makes them known.
 
     ${capgen.run_name:}                    conf/logger/tensorboard.yaml: the TensorBoard run's name
+    ${capgen.launch_time:%Y-%m-%d_%H-%M-%S}            conf/hydra/default.yaml: run and sweep folders
     ${capgen.dirname:${hydra.job.override_dirname}}    conf/hydra/default.yaml: a sweep job's folder
     ${capgen.slurm_tasks:${trainer.devices}}            conf/hydra/launcher/slurm.yaml
     ${capgen.slurm_gpus:${trainer.accelerator},${trainer.devices}}
@@ -10,6 +11,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
@@ -41,6 +44,18 @@ def run_name() -> str:
     return dirname(name) if name else "default"
 
 
+# The launch time of a capgen-train command, set by its main() for the DDP processes it starts.
+LAUNCH_TIME_ENV = "CAPGEN_LAUNCH_TIME"
+
+
+def launch_time(fmt: str) -> str:
+    """When the command was launched, as `fmt` (strftime). Like Hydra's ${now:}, except that
+    the processes Lightning starts for DDP (which re-run the command line, `-m` included, and
+    inherit the environment) get their parent's time, so that a sweep's folder, named by it,
+    is the same for all of them instead of one a few seconds later."""
+    return time.strftime(fmt, time.localtime(float(os.environ.get(LAUNCH_TIME_ENV, time.time()))))
+
+
 def slurm_tasks(devices) -> int:
     """SLURM tasks per node: one per device, as Lightning's DDP on SLURM expects."""
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
@@ -63,7 +78,8 @@ def slurm_cpus(num_workers: int) -> int:
 
 
 def register() -> None:
-    for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.slurm_tasks", slurm_tasks),
+    for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.launch_time", launch_time),
+                     ("capgen.slurm_tasks", slurm_tasks),
                      ("capgen.slurm_gpus", slurm_gpus), ("capgen.slurm_cpus", slurm_cpus)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

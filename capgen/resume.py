@@ -33,14 +33,14 @@ from .vocab import Vocabulary
 
 # Lightning's DDP launcher re-runs the command for ranks > 0 with this job name added (see
 # lightning.fabric.strategies.launchers.subprocess_script): that command is already rewritten.
-_DDP_CHILD = "hydra.job.name=train_ddp_process_"
+DDP_CHILD = "hydra.job.name=train_ddp_process_"
 
 
 def resume_argv(args: list[str]) -> list[str]:
     """`args` (sys.argv[1:]) rewritten for `resume=<run dir>` as the module docstring says."""
     overrides = [a for a in args if not a.startswith("-")]
     given = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(overrides)}
-    if "resume" not in given or given["resume"].value() in (None, "null") or any(a.startswith(_DDP_CHILD) for a in args):
+    if "resume" not in given or given["resume"].value() in (None, "null") or any(a.startswith(DDP_CHILD) for a in args):
         return args
     run = Path(str(given["resume"].value())).expanduser().absolute()
     if "-m" in args or "--multirun" in args:

@@ -75,19 +75,22 @@ def test_synchronised_batchnorm_on_cpu_processes_is_refused_at_start_up(tmp_path
 @pytest.mark.slow
 def test_ddp_cpu_under_a_multirun_sweep_runs_each_job_on_two_processes(tmp_path):
     """Lightning starts the second process by re-running the command line, `-m` included; it
-    joins the sweep's jobs one by one, so it must find the same sweep folder: hydra.sweep.dir
-    is given (the README says so), as a `${now:...}` default could differ by a second."""
+    joins the sweep's jobs one by one, so it must find the same sweep folder, which is named
+    by the time. That process starts seconds later: the folder's time is the launch time
+    that the first process hands down (capgen.resolvers.launch_time), not the time now."""
     cmd = [sys.executable, "-m", "capgen.cli.train", "-m", "model=rnn,lstm", "trainer=ddp_cpu", "debug=fast", "test=false",
-           "data.source.sizes={train:64,val:15,test:16}", f"hydra.sweep.dir={tmp_path}",
+           "data.source.sizes={train:64,val:15,test:16}",
            "hydra.job.config.override_dirname.exclude_keys=[data.source.sizes,debug,test,trainer]"]
     done = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    (sweep,) = (tmp_path / "outputs" / "train").iterdir()  # one sweep folder for both processes
+    assert sweep.name.startswith("multirun_")
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == ["0_model=rnn", "1_model=lstm"]
     for job, decoder in zip(jobs, ("RNNDecoder", "LSTMDecoder")):
-        assert (tmp_path / job / "train_ddp_process_1.log").is_file()  # its second process joined this job
-        last = torch.load(tmp_path / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # its second process joined this job
+        last = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert last["global_step"] == 3 and last["hyper_parameters"]["net_config"]["decoder"]["_target_"].endswith(decoder)
 
 

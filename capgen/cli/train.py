@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -14,7 +16,7 @@ from .. import resolvers
 from ..extras import require_plugins
 from ..hparams import BestEpochMetrics, log_final_hparams
 from ..module import build_net
-from ..resume import logger_kwargs, read_resume_checkpoint, resume_argv, resume_checkpoint
+from ..resume import DDP_CHILD, logger_kwargs, read_resume_checkpoint, resume_argv, resume_checkpoint
 from ..run_dir import run_recording_failure, write_summary
 from .argv import quote_paths
 
@@ -71,6 +73,8 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path"))  # see capgen.cli.argv
+    if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child
+        os.environ[resolvers.LAUNCH_TIME_ENV] = str(time.time())
     require_plugins(sys.argv[1:])
     sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's settings and folder
     _main()
