@@ -219,10 +219,16 @@ def test_no_end_returns_the_best_unfinished_caption(cls):
     assert torch.equal(b.tokens, g.tokens)
 
 
-def test_beam_returns_the_attention_maps_of_the_chosen_caption():
+@pytest.mark.parametrize("decode", ["beam", "greedy"])
+def test_the_attention_maps_are_those_of_the_chosen_caption(decode):
     dec = _varied(AttentionDecoder)
     feats = _feats(6)
-    res = beam_search(dec, feats, 4, max_len=7, start_id=START, end_id=END, length_penalty=1.0)
+    if decode == "beam":
+        res = beam_search(dec, feats, 4, max_len=7, start_id=START, end_id=END, length_penalty=1.0)
+    else:  # captions of 1, 2 and 3 tokens: ended rows leave the batch, their maps stop there
+        dec = _decoder(AttentionDecoder, seed=1, scale=1.0, end_bias=2.0)
+        res = greedy(dec, feats, max_len=7, start_id=START, end_id=END)
+        assert set(_lengths(res.tokens).tolist()) == {1, 2, 3}
     assert res.alphas.shape == (*res.tokens.shape, P)
     n = _lengths(res.tokens)
     valid = torch.arange(res.tokens.shape[1]) < n.unsqueeze(1)

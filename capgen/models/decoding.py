@@ -43,38 +43,49 @@ def greedy(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, e
 
 
 def _decode_loop(decoder: Decoder, feats: torch.Tensor, max_len: int, start_id: int, end_id: int, choose) -> DecodeResult:
-    """One caption per image, word by word: `choose(logits (B, V) float32) -> tokens (B,)`
+    """One caption per image, word by word: `choose(logits (n, V) float32) -> tokens (n,)`
     picks each next word; stops when every caption has emitted <end>. The log-probabilities
     recorded are the model's own (float32 even under bf16 autocast). After max_len words
-    only <end> is taken: any other word is not emitted and the caption stays unfinished."""
-    B = feats.shape[0]
+    only <end> is taken: any other word is not emitted and the caption stays unfinished.
+    A caption's row leaves the batch once it has ended, so later steps compute only the n
+    captions still going (as beam search does)."""
+    B, device = feats.shape[0], feats.device
+    max_tokens = max_len + 1
     memory = decoder.prepare(feats)
     state = decoder.init_state(memory)
-    tokens = torch.full((B,), start_id, dtype=torch.long, device=feats.device)
-    done = torch.zeros(B, dtype=torch.bool, device=feats.device)
-    logprob = torch.zeros(B, device=feats.device)
-    out, alphas, token_logprobs = [], [], []
-    for t in range(max_len + 1):
+    active = torch.arange(B, device=device)  # (n,) the images whose captions are still going
+    tokens = torch.full((B,), start_id, dtype=torch.long, device=device)  # (n,) last tokens
+    out = torch.zeros(B, max_tokens, dtype=torch.long, device=device)  # (B, L), <pad> after <end>
+    token_logprobs = torch.zeros(B, max_tokens, device=device)
+    logprob = torch.zeros(B, device=device)  # summed step by step, in beam search's order
+    alphas = None  # (B, L, P) for attention decoders, 0 after the caption
+    for t in range(max_tokens):
         logits, state, alpha = decoder.step(tokens, state, memory)
-        logits = _word_logits(logits, start_id)  # (B, V)
-        tokens = choose(logits)  # (B,)
-        picked = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
+        logits = _word_logits(logits, start_id)  # (n, V)
+        tokens = choose(logits)  # (n,)
+        picked = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (n,)
         if t == max_len:  # max_len words already: <end> or nothing
-            done = done | (tokens != end_id)
-        tokens = tokens.masked_fill(done, PAD_ID)  # finished captions only pad
-        picked = picked.masked_fill(done, 0)
-        logprob += picked
-        out.append(tokens)
-        token_logprobs.append(picked)
+            unfinished = tokens != end_id
+            tokens, picked = tokens.masked_fill(unfinished, PAD_ID), picked.masked_fill(unfinished, 0)
+        out[active, t] = tokens
+        token_logprobs[active, t] = picked
+        logprob[active] += picked
         if alpha is not None:
-            alphas.append(alpha)
-        done |= tokens == end_id
-        if done.all():
-            break
-    out = torch.stack(out, 1)
+            if alphas is None:
+                alphas = alpha.new_zeros(B, max_tokens, alpha.shape[-1])
+            alphas[active, t] = alpha
+        ended = tokens == end_id
+        if ended.any():  # the captions that just ended leave the batch
+            going = (~ended).nonzero().squeeze(1)  # (n',) positions among the n
+            if len(going) == 0:
+                break
+            active, tokens = active[going], tokens[going]
+            state = tuple(x.index_select(0, going) for x in state)
+            memory = tuple(x.index_select(0, going) for x in memory)
     L = int((out != PAD_ID).sum(1).max())  # as wide as the longest caption
-    alphas = torch.stack(alphas, 1)[:, :L] if alphas else None
-    return DecodeResult(out[:, :L], logprob, torch.stack(token_logprobs, 1)[:, :L], alphas)
+    alphas = alphas[:, :L] if alphas is not None else None
+    return DecodeResult(out[:, :L], logprob, token_logprobs[:, :L], alphas)
+
 
 def beam_search(
     decoder: Decoder,
