@@ -116,16 +116,17 @@ def make_batch(config: str, batch_size: int, quick: bool) -> tuple[Batch, Vocabu
     return Batch(images, captions, lengths, torch.arange(batch_size)), vocab
 
 
-def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
-    fn()  # warm-up
+def seconds(fn, sync=lambda: None) -> float:
+    """Wall time of one call of fn, device work included."""
+    t0 = time.perf_counter()
+    fn()
     sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return time.perf_counter() - t0
+
+
+def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
+    seconds(fn, sync)  # warm-up
+    return statistics.median(seconds(fn, sync) for _ in range(repeats))
 
 
 def _sync(device: torch.device):
@@ -255,10 +256,16 @@ def decode_section(config: str, args) -> dict:
         # Timed in alternation, the speedup the median of the pairs' ratios: on a shared
         # 2-core VM what the second core is worth drifts over seconds (it moved the batched
         # times 1.0-1.6x between runs, the one-at-a-time ones hardly), and pairs see the same.
-        one, batched = [], []
+        def one_by_one():
+            return [generate(feats[i : i + 1], beam) for i in range(n_one)]
+
+        def batch():
+            return generate(feats[:n_one], beam)
+
+        one, batched = [], []  # no warm-up needed: the loop above already ran batch 1 and larger ones
         for _ in range(1 if args.quick else max(repeats, 5)):
-            one.append(median_seconds(lambda: [generate(feats[i : i + 1], beam) for i in range(n_one)], 1, sync))
-            batched.append(median_seconds(lambda: generate(feats[:n_one], beam), 1, sync))
+            one.append(seconds(one_by_one, sync))
+            batched.append(seconds(batch, sync))
         tokens = generate(feats, beam).tokens
         r.update({"one_at_a_time_captions_per_s": n_one / statistics.median(one),
                   "batched_captions_per_s": n_one / statistics.median(batched),
