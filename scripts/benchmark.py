@@ -12,7 +12,7 @@ Configurations
   shapes     the defaults of `capgen-train` (data=shapes, SmallCNN, 8x8 grid, the model/*.yaml
              decoders), batch 64, shapes captions.
   reference  the setting of the most widely used PyTorch Show-Attend-Tell tutorial, whose
-             timings on this machine the performance issue quotes: ResNet-101 (random init),
+             timings on this machine are quoted in docs/performance.md: ResNet-101 (random init),
              256x256 images, 14x14 grid, embedding/attention/decoder 512, dropout 0.5,
              vocabulary 10,000, batch 32, captions of 20 tokens (random words).
 
@@ -60,13 +60,15 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from capgen.cli.train import CONF_DIR  # importing capgen.cli also sets the malloc thresholds
+import capgen.cli  # noqa: F401  (importing capgen.cli sets the malloc thresholds, as every command does)
 from capgen.data import CaptionDataModule
 from capgen.data.cache import describe_source, write_feature_cache, write_image_cache
 from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
 from capgen.metrics import score_captions
-from capgen.module import CaptioningModule, build_net
+from capgen.models import build_captioner
+from capgen.training import config as capgen_config
+from capgen.training.module import CaptioningModule
 from capgen.vocab import SPECIALS, Vocabulary
 
 DECODERS = ("rnn", "lstm", "attn")
@@ -75,8 +77,9 @@ MODES = ("frozen", "features", "finetune")
 
 # ----- configurations ---------------------------------------------------------------------
 def model_config(config: str, decoder: str, mode: str = "frozen", quick: bool = False) -> dict:
-    """{"encoder": ..., "decoder": ..., "module": ...} as plain dicts, for build_net."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    """{"encoder": ..., "decoder": ..., "module": ...} as plain dicts, for build_captioner."""
+    capgen_config.register()
+    with initialize_config_dir(config_dir=capgen_config.CONF_DIR, version_base="1.3"):
         cfg = OmegaConf.to_container(compose("train", overrides=[f"model={decoder}"]).model, resolve=True)
     if config == "reference":
         cfg["encoder"] = {"_target_": "capgen.models.TorchvisionEncoder", "name": "resnet101", "weights": None,
@@ -144,7 +147,7 @@ def train_step_child(spec: dict) -> dict:
     batch, vocab = make_batch(spec["config"], spec["batch_size"], spec["quick"])
     cfg = model_config(spec["config"], spec["decoder"], spec["mode"], spec["quick"])
     torch.manual_seed(0)
-    net = build_net(cfg, vocab)
+    net = build_captioner(cfg, len(vocab))
     if spec.get("compile"):
         net.use_torch_compile()
     # the optimiser without its schedule: a schedule needs a Trainer and costs nothing per step
@@ -200,7 +203,7 @@ def _trained_shapes_attn(vocab: Vocabulary, steps: int) -> torch.nn.Module:
     """The default shapes attention model after `steps` Adam steps: it ends most captions."""
     src = ShapesSource("train", sizes={"train": 1024})
     torch.manual_seed(0)
-    net = build_net(model_config("shapes", "attn"), vocab)
+    net = build_captioner(model_config("shapes", "attn"), len(vocab))
     images = torch.stack([torch.from_numpy(src.image(i)).permute(2, 0, 1) for i in range(len(src))])
     captions = torch.nn.utils.rnn.pad_sequence(
         [torch.tensor(vocab.encode(src.captions(i)[0])) for i in range(len(src))], batch_first=True
@@ -232,7 +235,7 @@ def decode_section(config: str, args) -> dict:
     else:
         vocab = reference_vocab(100 if args.quick else 10_000)
         torch.manual_seed(0)
-        net = build_net(model_config("reference", "attn", quick=args.quick), vocab).eval()
+        net = build_captioner(model_config("reference", "attn", quick=args.quick), len(vocab)).eval()
         n = 4 if args.quick else 32
         images = torch.randint(0, 256, (n, 3, 64 if args.quick else 256, 64 if args.quick else 256), dtype=torch.uint8)
         max_len, sizes, n_one = (8 if args.quick else 50), ((1, 4) if args.quick else (1, 8, 32)), (2 if args.quick else 4)
@@ -252,7 +255,7 @@ def decode_section(config: str, args) -> dict:
         for b in sizes:
             x = feats[:b]
             r[f"batch{b}_captions_per_s"] = b / median_seconds(lambda x=x: generate(x, beam), repeats, sync)
-        # The same images one at a time (the issue-4 comparison), on the first n_one images.
+        # The same images one at a time, on the first n_one images: what batching gains.
         # Timed in alternation, the speedup the median of the pairs' ratios: on a shared
         # 2-core VM what the second core is worth drifts over seconds (it moved the batched
         # times 1.0-1.6x between runs, the one-at-a-time ones hardly), and pairs see the same.

@@ -1,10 +1,18 @@
+"""Shared fixtures. Layout: unit/ tests one piece of the library or training program each;
+e2e/ runs whole commands (capgen-train, -eval, -caption, sweeps, DDP, kills); helpers/ is
+what they share (data in the exact on-disk formats, command-line workflows); data/ holds
+the official demo results file the tokenizer is checked on."""
+
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from capgen.cli.train import CONF_DIR
+from capgen.training import config
+from capgen.training.config import CONF_DIR
+
+config.register()  # what every capgen command does before Hydra composes its configs
 
 
 @pytest.fixture

@@ -1,168 +1,24 @@
-"""capgen-caption: caption your own images with a checkpoint.
+"""capgen-caption: caption your own images with a checkpoint (capgen.training.caption).
 
     capgen-caption ckpt_path=outputs/train/<run>/checkpoints/last.ckpt images=photos/
     capgen-caption ckpt_path=... images='photos/*.jpg' beam_size=1 device=cuda
-
-`images` is an image file, a folder (its images, not sub-folders) or a glob pattern. Each
-image is read as RGB whatever its format and resized to the side the model was trained on
-(image_size, see conf/caption.yaml). Prints `path<TAB>caption` per image on stdout and
-writes into the run dir (outputs/caption/<time>, named on stderr):
-    captions.jsonl                     {path, caption, words, word_probs, logprob} per image
-    <name>_attention.png, <name>_attention.gif   attention models: one panel / frame per word
 """
 
 from __future__ import annotations
 
-import glob
-import inspect
-import json
-import logging
 import sys
-from pathlib import Path
 
 import hydra
-import matplotlib.pyplot as plt
-import numpy as np
-import torch
 from omegaconf import DictConfig
-from PIL import Image
 
-from ..data.images import FIX_GIVEN, load_rgb
-from ..viz import attention_figure, save_attention_gif
+from ..training import config
+from ..training.caption import caption_images
 from .argv import quote_paths
-from .eval import load_checkpoint, resolve_device, run_config
-from .train import CONF_DIR
 
-log = logging.getLogger(__name__)
-
-# What PIL reads and cameras/web pages produce; matched case-insensitively.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-DEFAULT_IMAGE_SIZE = 256
+config.register()
 
 
-def find_images(spec: str) -> list[Path]:
-    """The image files `spec` names (a file, a folder, or a glob), sorted; errors say what was
-    found instead and which extensions are accepted."""
-    accepted = ", ".join(IMAGE_EXTENSIONS)
-
-    def is_image(p: Path) -> bool:
-        return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-
-    p = Path(spec).expanduser()
-    if p.is_file():
-        if not is_image(p):
-            raise ValueError(f"images={spec}: not an image file (extension {p.suffix or 'none'!r}); accepted: {accepted}")
-        return [p]
-    if p.is_dir():
-        found = sorted(f for f in p.iterdir() if is_image(f))
-        if not found:
-            others = sorted(f.name for f in p.iterdir())
-            what = f"{len(others)} other entries ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else "nothing"
-            raise ValueError(f"images={spec}: no images in this folder, found {what}; accepted extensions: {accepted}")
-        return found
-    matches = sorted(Path(m) for m in glob.glob(str(p)))
-    if not matches:
-        raise FileNotFoundError(f"images={spec}: no such file or folder, and no file matches it as a pattern")
-    found = [m for m in matches if is_image(m)]
-    if not found:
-        raise ValueError(
-            f"images={spec}: the pattern matches {len(matches)} paths ({', '.join(map(str, matches[:5]))}) but no "
-            f"image files; accepted extensions: {accepted}"
-        )
-    return found
-
-
-def training_image_size(run_cfg: DictConfig | None) -> int | None:
-    """The side the run's images were resized to: data.source.image_size, else the source
-    class's default for it (96 for shapes); None when the run does not say."""
-    source = run_cfg.get("data", {}).get("source") if run_cfg is not None else None
-    if source is None:
-        return None
-    if source.get("image_size") is not None:
-        return int(source.image_size)
-    try:
-        default = inspect.signature(hydra.utils.get_class(source._target_)).parameters["image_size"].default
-    except Exception:  # no such class here, or no image_size parameter (e.g. coco.pt's fixed 112 px)
-        return None
-    return int(default) if isinstance(default, int) else None
-
-
-def _shrink(picture: np.ndarray, longest: int) -> np.ndarray:
-    """picture (H, W, 3) uint8 resized, aspect kept, so that its longer side is `longest`."""
-    image = Image.fromarray(picture)
-    scale = longest / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
-
-
-def _display(path: Path, longest: int) -> np.ndarray:
-    """The image at its own aspect ratio with its longer side `longest`, for the figures
-    (the model sees it squashed to a square; its grid still covers the whole picture)."""
-    return _shrink(load_rgb(path), longest)
-
-
-def _unique_stem(path: Path, taken: set[str]) -> str:
-    """A file-name stem for the image's figures; a.jpg and a.png do not overwrite each other."""
-    stem, n = path.stem, 2
-    while stem in taken:
-        stem, n = f"{path.stem}_{n}", n + 1
-    taken.add(stem)
-    return stem
-
-
-def caption_images(cfg: DictConfig) -> list[dict]:
-    """Caption every image cfg.images names; writes the files in the module docstring."""
-    paths = find_images(str(cfg.images))
-    device = resolve_device(cfg.device)
-    module = load_checkpoint(cfg.ckpt_path, device)
-    size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))
-    if size is None:
-        size = DEFAULT_IMAGE_SIZE
-        log.warning("the training image size is unknown (no saved run config with data.source.image_size beside "
-                    "the checkpoint): resizing to %d; set image_size=... to match training", size)
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    vocab, net = module.vocab, module.net
-    figures = cfg.figures and net.has_attention
-
-    rows, taken = [], set()
-    for start in range(0, len(paths), cfg.batch_size):
-        chunk = paths[start : start + cfg.batch_size]
-        pixels = np.stack([load_rgb(p, size, FIX_GIVEN) for p in chunk])  # (B, S, S, 3) uint8
-        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)  # (B, 3, S, S)
-        result = module.generate(images, beam_size=cfg.beam_size)
-        for k, path in enumerate(chunk):
-            tokens = result.tokens[k].tolist()  # (L,) words, <end>, then <pad>
-            n = tokens.index(vocab.end_id) if vocab.end_id in tokens else len(tokens)
-            # Steps that emitted a word (a stray <pad>/<start> from a weak model is not one).
-            steps = [t for t in range(n) if tokens[t] not in (vocab.pad_id, vocab.start_id)]
-            words = [vocab.itos[tokens[t]] for t in steps]
-            probs = [float(result.token_logprobs[k, t].exp()) for t in steps]
-            caption = " ".join(words)
-            print(f"{path}\t{caption}", flush=True)
-            row = {"path": str(path), "caption": caption, "words": words, "word_probs": probs,
-                   "logprob": float(result.logprob[k])}
-            if figures and words:
-                alphas = result.alphas[k, steps].cpu()  # (L, P), row l for word l
-                picture = _display(path, cfg.figure_size)
-                stem = _unique_stem(path, taken)
-                # The grid's panels are 200 px wide: a larger picture would only slow the blur.
-                fig = attention_figure(_shrink(picture, 200), words, alphas, net.grid)
-                fig.savefig(out / f"{stem}_attention.png", dpi=100)
-                plt.close(fig)
-                save_attention_gif(out / f"{stem}_attention.gif", picture, words, alphas, net.grid, probs,
-                                   frame_ms=cfg.gif_frame_ms)
-                row.update(png=f"{stem}_attention.png", gif=f"{stem}_attention.gif")
-            rows.append(row)
-    with open(out / "captions.jsonl", "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    what = "captions and attention figures" if figures else "captions"
-    print(f"wrote {what} for {len(rows)} images to {out}", file=sys.stderr)
-    return rows
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="caption")
+@hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="caption")
 def _main(cfg: DictConfig) -> None:
     caption_images(cfg)
 

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..run_dir import find_runs, read_summary, run_overrides
+from ..training.run_dir import find_runs, read_summary, run_overrides
 
 DEFAULT_METRICS = ("val/CIDEr", "val/BLEU-4", "test/CIDEr", "test/BLEU-4")
 

@@ -10,9 +10,10 @@ import torch
 from omegaconf import DictConfig
 
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
-from .train import CONF_DIR
+from ..training import config
 
 log = logging.getLogger(__name__)
+config.register()
 SPLITS = ("train", "val", "test")
 
 
@@ -20,7 +21,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     """Write (or finish, or keep) every cache; returns the number of bad images per split."""
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    on_bad_sample = cfg.data.get("on_bad_sample", "error")
+    on_bad_sample = cfg.data.get("on_bad_sample") or "error"
     # The raw sources: this datamodule must not read from the caches it is writing.
     datamodule = hydra.utils.instantiate(cfg.data, cache_dir=None, use_features=False)
     if save_vocab(cache_dir, datamodule.vocab, datamodule.vocab_recipe()):
@@ -56,7 +57,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     return bad
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
+@hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     prepare(cfg)
 

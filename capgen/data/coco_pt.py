@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..vocab import SPECIALS, Vocabulary, tokenize
+from ..tokenizer import tokenize
+from ..vocab import SPECIALS, Vocabulary
 
 FILE_SPECIALS = ("<NULL>", "<START>", "<END>", "<UNK>")  # same ids as capgen's SPECIALS
 MAX_WORDS = 15  # words per caption in the course format (17 columns less <START> and <END>)

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..vocab import Vocabulary
 from .cache import CachedFeatures, CachedImages, CacheUnavailable, describe_source, load_vocab
 from .resumable import ResumableLoader
+from .scenes import Scenes
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ class CaptionDataModule(L.LightningDataModule):
         root: str | None = None,
         on_bad_sample: str | None = None,
     ):
-        """encoder: the model's encoder config, which a feature cache must have been made by;
-        capgen-train leaves it None and it is read from the model being trained.
+        """encoder: the model's encoder config, which a feature cache must have been made by
+        (given by capgen-train and capgen-eval; needed with use_features only).
         root, on_bad_sample: passed on to the source factory when set (file-based sources),
         so every split's source shares them and `data.root=...` is the one place to say it."""
         super().__init__()
@@ -243,6 +244,18 @@ class CaptionDataModule(L.LightningDataModule):
             )
         return self._vocab
 
+    def scenes(self, split: str) -> Scenes | None:
+        """The split's scenes (known object boxes, for the grounding score), or None when its
+        images have none. A cached split's source has no scenes, so they come from the raw
+        source when its class has them (shapes: cheap, nothing is rendered)."""
+        source = self.source(split)
+        if not hasattr(source, "scene"):
+            factory = self.source_factory
+            if not hasattr(getattr(factory, "func", factory), "scene"):
+                return None
+            source = factory(split=split)
+        return Scenes(source)
+
     def references(self, split: str) -> dict[int, list[str]]:
         src = self.source(split)
         return {src.image_id(i): list(src.captions(i)) for i in range(len(src))}
@@ -258,41 +271,35 @@ class CaptionDataModule(L.LightningDataModule):
             **kw,
         )
 
-    def _model_encoder(self):
-        if self.encoder is not None:
-            return self.encoder
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        net_config = module.hparams.get("net_config") if module is not None else None
-        if not net_config:
-            raise ValueError(
-                "data.use_features=true: the feature cache must be checked against the model's encoder "
-                "config; pass CaptionDataModule(encoder=<model.encoder config>) (capgen-train takes it "
-                "from the model)"
-            )
-        return net_config["encoder"]
-
     def _loading(self, split: str):
         """The split's source for a DataLoader; cached features only if the model's encoder made them."""
         source = self.source(split)
         if self.use_features:
-            source.check_encoder(self._model_encoder())
+            if self.encoder is None:
+                raise ValueError(
+                    "data.use_features=true: the feature cache must be checked against the model's encoder config; "
+                    "pass CaptionDataModule(encoder=<model.encoder config>) (capgen-train and capgen-eval pass the "
+                    "model's)"
+                )
+            source.check_encoder(self.encoder)
         return source
 
     def train_dataloader(self) -> DataLoader:
         pairs = CaptionPairs(self._loading("train"), self.vocab)
         sampler = CyclingReferenceSampler(pairs, seed=self.seed)
         # Its own generator: creating its iterator must not draw from the global one that
-        # dropout uses, or a resumed run's dropout masks would differ (capgen.callbacks.RandomState).
+        # dropout uses, or a resumed run's dropout masks would differ (capgen.training.callbacks.ExactResume).
         generator = torch.Generator().manual_seed(self.seed)
         return self._loader(pairs, self.batch_size, sampler=sampler, drop_last=True, generator=generator, cls=ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.eval_dataloader("test")
 
-    def _eval_loader(self, split: str) -> DataLoader:
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Every image of `split` once, with reference 0 for the loss."""
         # Its own generator too: each pass over a loader seeds its iterator from the loader's
         # generator, or from the global one that dropout uses when it has none. Validation
         # between a checkpoint and the next training step would then move dropout's stream by

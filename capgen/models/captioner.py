@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import hydra
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from . import decoding
@@ -88,3 +90,11 @@ class Captioner(nn.Module):
         if beam_size == 1:
             return decoding.greedy(self.decoder, feats, max_len, start_id, end_id)
         return decoding.beam_search(self.decoder, feats, beam_size, max_len, start_id, end_id, length_penalty)
+
+
+def build_captioner(net_config: Mapping, vocab_size: int) -> Captioner:
+    """The Captioner a model config's `encoder` and `decoder` nodes describe (Hydra `_target_`s;
+    a checkpoint keeps them as its `net_config`)."""
+    cfg = OmegaConf.create(dict(net_config))
+    encoder = hydra.utils.instantiate(cfg.encoder)
+    return Captioner(encoder=encoder, decoder=hydra.utils.instantiate(cfg.decoder), vocab_size=vocab_size)

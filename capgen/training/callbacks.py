@@ -1,0 +1,326 @@
+"""Every callback capgen-train runs, all listed in conf/callbacks/default.yaml:
+
+    LastCheckpoint         last.ckpt, the file a run resumes from
+    ExactResume            random generators and the loader's place, so a resume is exact
+    FlushLogsOnCheckpoint  logged points are on disk before each checkpoint
+    FiniteLossGuard        a NaN/inf loss stops (keeping the last good weights) or is skipped
+    BatchNormPolicy        BatchNorm statistics per batch or frozen, and DDP's sync checked
+    BestEpochMetrics       the val/* metrics of the best epoch by the monitored metric
+    CaptionSamples         generated vs reference captions and attention figures in TensorBoard
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import nn
+
+from ..data.datamodule import Batch
+from ..data.resumable import ResumableLoader
+from . import compat
+
+log = logging.getLogger(__name__)
+
+
+def _random_state() -> dict[str, Any]:
+    """This process's generators, as tensors and plain numbers only (so that checkpoints
+    still load with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _set_random_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    name, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """last.ckpt, the checkpoint a run resumes from.
+
+    Written at epoch ends, after validation, or every N optimizer steps
+    (`every_n_train_steps=N`). In the step mode a save can fall on the last step before a
+    validation (an epoch's last step), and Lightning then skips the save after that
+    validation, as it already saved at that step. A run resumed from that file would start
+    after the validation without having run it: that epoch's val scores, and its place in
+    the best-checkpoint tracker, would be missing. So once a validation is settled at a step
+    that was saved, last.ckpt is written again, now holding its results. "Settled" is when
+    the best checkpoint is saved too (Lightning's rule, compat.saves_on_train_epoch_end):
+    at the epoch's end for the usual once-per-epoch validation, else when validation ends.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not compat.saves_on_train_epoch_end(self, trainer):
+            self._write_again_if_saved_at_this_step(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if compat.saves_on_train_epoch_end(self, trainer):
+            self._write_again_if_saved_at_this_step(trainer)
+
+    def _write_again_if_saved_at_this_step(self, trainer: L.Trainer) -> None:
+        if (compat.every_n_train_steps(self) >= 1 and compat.last_saved_step(self) == trainer.global_step
+                and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and not trainer.fast_dev_run):
+            compat.save_now(self, trainer)
+
+
+class ExactResume(L.Callback):
+    """Saves what Lightning does not restore exactly, and puts it back on resume.
+
+    Lightning restores weights, optimizer, scheduler, loop counters and the checkpoint
+    callbacks' best-so-far. Two more things decide what an uninterrupted run does next:
+
+    - the random generators (dropout masks). They are taken when a checkpoint is written and
+      put back right before the first training batch after resuming: nothing between those
+      two moments in an uninterrupted run draws from them (the training DataLoader has its
+      own generator; validation decodes greedily in eval mode), so the stream continues.
+      Under DDP every rank keeps its own: the ranks start from one seed, but their batches
+      differ in length, so their dropout draws, and hence their generators, part ways. The
+      checkpoint holds one state per rank (gathered when it is written, which every rank
+      does) and each rank takes back its own.
+    - where the training loader stood in its epoch, for checkpoints written mid-epoch
+      (capgen.data.resumable.ResumableLoader). Lightning hands a loader its saved state only
+      if the loader exists after the checkpoint is restored, which a learning-rate schedule
+      sized by `estimated_stepping_batches` prevents; the state is therefore given to the
+      loader here, at the start of training, before its first batch is drawn.
+    """
+
+    KEY = "capgen_exact_resume"
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        states = [_random_state()]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            states = [None] * trainer.world_size
+            torch.distributed.all_gather_object(states, _random_state())  # rank r's at index r
+        loader = trainer.train_dataloader
+        checkpoint[self.KEY] = {"rng": states, "train_loader": loader.state_dict() if isinstance(loader, ResumableLoader) else None}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get(self.KEY)
+        if self._pending is None:
+            log.warning("the checkpoint was written without the exact_resume callback: the run continues, but its "
+                        "random streams and loader position start afresh")
+            return
+        states = self._pending["rng"]
+        if len(states) != trainer.world_size:
+            log.warning("resuming on %d processes from a checkpoint written by %d: each process's data shard and "
+                        "random stream differ from the interrupted run's, so the run continues but not exactly "
+                        "as it would have", trainer.world_size, len(states))
+        self._pending["rng"] = states[trainer.global_rank % len(states)]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        loader = trainer.train_dataloader
+        if self._pending and self._pending["train_loader"] and isinstance(loader, ResumableLoader):
+            loader.load_state_dict(self._pending["train_loader"])
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        rng, self._pending = self._pending["rng"], None
+        _set_random_state(rng)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite (see FiniteLossGuard)."""
+
+
+class FiniteLossGuard(L.Callback):
+    """Stops (action="stop", the default) or skips (action="skip") a step whose loss is NaN/inf.
+
+    The check runs before the backward pass, so the weights are still those of the last good
+    step (BatchNorm statistics, which the bad forward pass moved, are put back too). "stop" saves them with the optimizer state to `<checkpoints>/last-good-step<N>.ckpt`
+    and raises NonFiniteLossError naming the step, that file and what to change; last.ckpt
+    and the best checkpoint are left as they were. "skip" lets the backward pass run but
+    drops every gradient before the optimizer step, so neither the weights nor the
+    optimizer's moments change (the learning-rate schedule still advances), and logs a
+    warning per skipped step. Under DDP the ranks agree first (any rank's bad loss counts for
+    all), so they stop or skip together instead of hanging.
+
+    Under fp16 mixed precision Lightning's gradient scaler handles overflowing *gradients*
+    itself (it skips that step and lowers the scale); the loss is computed in float32, so an
+    overflow there does not trip this guard.
+    """
+
+    def __init__(self, action: Literal["stop", "skip"] = "stop"):
+        if action not in ("stop", "skip"):
+            raise ValueError(f"callbacks.finite_loss.action={action!r}: use stop or skip")
+        self.action = action
+        self.skipped = 0
+        self._drop_gradients = False
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # The forward pass updates BatchNorm's running statistics before the loss is known;
+        # kept here (a few small tensors) so a bad batch leaves no trace in them either.
+        self._buffers = {name: b.detach().clone() for name, b in pl_module.named_buffers()}
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
+            return
+        step, epoch = trainer.global_step, trainer.current_epoch
+        if self.action == "skip":
+            self._drop_gradients = True  # and the statistics restored, once backward no longer needs them
+            self.skipped += 1
+            log.warning("non-finite training loss (%s) at step %d (epoch %d): step skipped (%d so far)",
+                        loss.item(), step, epoch, self.skipped)
+            return
+        self._restore_buffers(pl_module)
+        folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.default_root_dir)
+        kept = folder / f"last-good-step{step}.ckpt"
+        trainer.save_checkpoint(kept)
+        raise NonFiniteLossError(
+            f"the training loss is {loss.item()} at step {step} (epoch {epoch}, batch "
+            f"{trainer.fit_loop.epoch_loop.batch_idx}); the run stopped before this step changed any weight. The "
+            f"weights and optimizer state of the last good step are in {kept}; the checkpoints written before it "
+            "are unchanged. Usual fixes: a lower model.module.lr, gradient clipping (trainer.gradient_clip_val, 5 "
+            "by default), trainer.precision=32-true instead of 16-mixed; or skip such steps with "
+            "callbacks.finite_loss.action=skip."
+        )
+
+    def on_before_optimizer_step(self, trainer, pl_module: L.LightningModule, optimizer) -> None:
+        if self._drop_gradients:
+            for p in pl_module.parameters():
+                p.grad = None  # optimizers leave parameters without a gradient untouched
+            self._restore_buffers(pl_module)
+            self._drop_gradients = False
+
+    def _restore_buffers(self, pl_module: L.LightningModule) -> None:
+        with torch.no_grad():
+            for name, b in pl_module.named_buffers():
+                b.copy_(self._buffers[name])
+
+
+class BatchNormPolicy(L.Callback):
+    """How the encoder's BatchNorm layers learn their statistics.
+
+    mode="batch" (default): normalise by the batch and update the running statistics. With
+    several processes each normalises by its own share of the batch, unless
+    `trainer.sync_batchnorm=true` (the `ddp` trainer config) turns them into SyncBatchNorm,
+    which torch implements for GPUs only; on CPU processes (`trainer=ddp_cpu`) that is refused
+    at start-up. mode="frozen": BatchNorm layers stay in eval mode while training, so they
+    normalise with their stored running statistics and never update them (the usual choice
+    for fine-tuning a pretrained encoder with small per-process batches); their scale and
+    shift still train.
+    """
+
+    def __init__(self, mode: Literal["batch", "frozen"] = "batch"):
+        if mode not in ("batch", "frozen"):
+            raise ValueError(f"callbacks.batchnorm.mode={mode!r}: use batch or frozen")
+        self.mode = mode
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if compat.syncs_batchnorm(trainer) and trainer.world_size > 1 and trainer.strategy.root_device.type == "cpu":
+            raise ValueError(
+                "trainer.sync_batchnorm=true with processes on the CPU: torch's SyncBatchNorm runs on GPUs only. "
+                "Set trainer.sync_batchnorm=false and either keep per-process statistics "
+                "(callbacks.batchnorm.mode=batch) or freeze them (callbacks.batchnorm.mode=frozen)."
+            )
+
+    def on_train_batch_start(self, trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # Lightning switches the whole model to train mode at each epoch start and after
+        # every validation; putting the layers back per batch keeps them frozen throughout.
+        if self.mode == "frozen":
+            for m in pl_module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+
+class FlushLogsOnCheckpoint(L.Callback):
+    """Flushes the loggers whenever a checkpoint is written.
+
+    TensorBoard's writer buffers events for up to two minutes; a run killed meanwhile would
+    lose points that lie before its last checkpoint, which the resumed run does not log
+    again. Flushed here, the curve up to every checkpoint is on disk before the checkpoint.
+    """
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
+class BestEpochMetrics(L.Callback):
+    """Keeps the val/* metrics of the epoch with the best `monitor` (the run's result, also in
+    summary.json and TensorBoard's HPARAMS tab). Saved in checkpoints, so a resumed run still
+    knows the best epoch from before the resume."""
+
+    def __init__(self, monitor: str = "val/CIDEr", mode: Literal["max", "min"] = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"monitor_mode={mode!r}: use max or min")
+        self.monitor, self.mode = monitor, mode
+        self.best: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run
+        # before the module's, which is where the epoch's scores are logged.
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        best = self.best.get(self.monitor)
+        if best is None or (score > best if self.mode == "max" else score < best):
+            self.best = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": dict(self.best)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = dict(state_dict["best"])
+
+
+class CaptionSamples(L.Callback):
+    """Logs, after every validation and test, the first `num_samples` images of the split's
+    first batch with their generated and reference captions (a Markdown table and a figure
+    each) and, for attention models, a per-word attention figure. The images are the same
+    every epoch and in every run on the same data, so runs can be compared image by image.
+
+    `pictures(split, image_ids)` gives the images when batches carry cached features instead
+    of pixels; capgen.training.train hands it the datamodule's."""
+
+    def __init__(self, num_samples: int = 4) -> None:
+        self.num_samples = num_samples
+        self.pictures: Callable[[str, list[int]], list[np.ndarray]] | None = None
+        self._batches: dict[str, Batch] = {}
+
+    def _keep(self, stage: str, batch: Batch, batch_idx: int) -> None:
+        if batch_idx == 0 and self.num_samples > 0:
+            self._batches[stage] = Batch(*(x[: self.num_samples] for x in batch))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._keep("val", batch, batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._keep("test", batch, batch_idx)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._log(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._log(trainer, pl_module, "test")
+
+    def _log(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        batch = self._batches.pop(stage, None)
+        if batch is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from .samples import log_samples  # matplotlib only where figures are drawn
+
+        log_samples(trainer, pl_module, batch, stage, self.pictures)

@@ -1,0 +1,213 @@
+"""The LightningModule: losses, decoding for validation/test, metrics, optimizers.
+
+It receives its network already built (a Captioner) and the vocabulary, and from whoever
+runs it (capgen.training.train, capgen-eval) the references of the splits it scores and, for
+the grounding score, the test split's scenes: it never reads the datamodule. The network's
+Hydra config travels in the hyper-parameters and the vocabulary in every checkpoint, so
+`CaptioningModule.from_checkpoint(path)` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.datamodule import Batch
+from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, Scenes, default_metrics
+from ..models.captioner import Captioner, build_captioner
+from ..models.losses import caption_loss, doubly_stochastic, token_losses
+from ..vocab import Vocabulary
+from . import compat
+from .checkpoint import read_checkpoint, stamp
+
+
+class CaptioningModule(L.LightningModule):
+    def __init__(
+        self,
+        net: Captioner,
+        vocab: Vocabulary,
+        net_config: dict | None = None,
+        lr: float = 2e-3,
+        encoder_lr: float | None = None,
+        weight_decay: float = 0.0,
+        scheduler: Literal["none", "cosine"] = "cosine",
+        warmup_steps: int = 100,
+        alpha_c: float = 1.0,
+        beam_size: int = 1,
+        test_beam_size: int = 3,
+        length_penalty: float = 0.0,
+        max_decode_len: int | None = None,
+        val_metrics: Sequence[str] = ("BLEU", "CIDEr"),
+        test_metrics: Sequence[str] | None = None,
+        tokenizer: str = "python",
+    ):
+        """val_metrics are computed every epoch, so they are the cheap ones; test_metrics
+        default to every score that can run here (capgen.metrics.default_metrics). tokenizer:
+        "python" (capgen's, token for token equal to the official one on real captions and
+        no JVM start per evaluation), "java" (the official PTBTokenizer) or "auto"."""
+        super().__init__()
+        if scheduler not in ("none", "cosine"):
+            raise ValueError(f"model.module.scheduler={scheduler!r}: use none or cosine")
+        for name, k in (("beam_size", beam_size), ("test_beam_size", test_beam_size)):
+            if k < 1:  # fail at start-up, not at the first validation
+                raise ValueError(f"model.module.{name}={k}: a beam holds at least 1 caption")
+        # Plain data only, so checkpoints load with weights_only (Hydra passes ListConfig/DictConfig).
+        if isinstance(net_config, DictConfig):
+            net_config = OmegaConf.to_container(net_config, resolve=True)
+        val_metrics = tuple(val_metrics)
+        test_metrics = tuple(test_metrics) if test_metrics is not None else None
+        # net and vocab are live objects: the checkpoint keeps net_config and the vocabulary instead.
+        self.save_hyperparameters(ignore=["net", "vocab"])
+        self.net, self.vocab = net, vocab
+        self.val_scores = CaptionScores(vocab, metrics=val_metrics, tokenizer=tokenizer)
+        self.test_scores = CaptionScores(vocab, metrics=test_metrics or default_metrics(), tokenizer=tokenizer)
+        self.eval_loss = torch.nn.ModuleDict({"val": ImageMeanLoss(), "test": ImageMeanLoss()})
+        # test/grounding: attention models on data with known object boxes (shapes), see set_scenes
+        self.test_grounding = GroundingScores()
+        self.scenes: Scenes | None = None
+        self.test_beam_size = test_beam_size
+        # What the last test decoded and scored, for capgen-eval's files (every rank holds it all).
+        self.last_test: dict[str, Any] = {}
+
+    # ----- what the module is given -----------------------------------------------------
+    def set_references(self, stage: Literal["val", "test"], references: Mapping[int, Sequence[str]]) -> None:
+        """The reference captions of the split that `stage` scores (image id -> captions)."""
+        self.scores(stage).set_references(references)
+
+    def set_scenes(self, scenes: Scenes | None) -> None:
+        """The test split's scenes, for test/grounding (attention models only; None: no score)."""
+        self.scenes = scenes if self.net.has_attention else None
+
+    def configure_test(self, beam_size: int | None = None, metrics: Sequence[str] | None = None) -> None:
+        """Decoding and scores of the next test, where they differ from the hyper-parameters."""
+        if beam_size is not None:
+            if beam_size < 1:
+                raise ValueError(f"beam_size={beam_size}: a beam holds at least 1 caption")
+            self.test_beam_size = beam_size
+        if metrics is not None:
+            references = self.test_scores.references
+            self.test_scores = CaptionScores(self.vocab, references, metrics=tuple(metrics), tokenizer=self.hparams.tokenizer)
+
+    def scores(self, stage: str) -> CaptionScores:
+        return self.val_scores if stage == "val" else self.test_scores
+
+    # ----- checkpoints ------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vocab"] = self.vocab.to_dict()
+        stamp(checkpoint)  # format and capgen version, checked when the file is read back
+
+    @classmethod
+    def from_checkpoint(cls, path: str, setting: str = "ckpt_path") -> CaptioningModule:
+        """The module a capgen checkpoint holds, on the CPU (capgen.training.checkpoint says
+        what is checked; errors name `setting`=path)."""
+        ckpt = read_checkpoint(path, setting)
+        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **ckpt.hparams)
+        try:
+            module.load_state_dict(ckpt.state_dict)
+        except RuntimeError as e:  # read fine, but the weights do not fit
+            detail = " ".join(str(e).split())  # torch lists each mismatch on its own line
+            raise ValueError(f"{setting}={path}: its weights do not fit the network its net_config builds ({detail})") from None
+        return module
+
+    # ----- training ---------------------------------------------------------------------
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
+        logits, alphas = self.net(batch.images, inputs)
+        xent = caption_loss(logits, targets, self.vocab.pad_id)
+        if alphas is None or self.hparams.alpha_c == 0:
+            return xent, xent
+        reg = doubly_stochastic(alphas, targets != self.vocab.pad_id)
+        return xent + self.hparams.alpha_c * reg, xent
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss, xent = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.images))
+        self.log("train/xent", xent, batch_size=len(batch.images))
+        return loss
+
+    # ----- validation / test ------------------------------------------------------------
+    def generate(self, images: torch.Tensor, beam_size: int | None = None):
+        """Captions for a batch; validation decodes with `beam_size` (greedy by default, cheap
+        every epoch), test with `test_beam_size`, unless a beam size is given."""
+        if beam_size is None:
+            trainer = compat.attached_trainer(self)
+            beam_size = self.test_beam_size if trainer is not None and trainer.testing else self.hparams.beam_size
+        max_len = self.hparams.max_decode_len or self.vocab.max_len
+        return self.net.generate(
+            images, max_len, self.vocab.start_id, self.vocab.end_id, beam_size, self.hparams.length_penalty
+        )
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
+        logits, _ = self.net(batch.images, inputs)
+        pad = self.vocab.pad_id
+        # Per image, so DDP's repeated images count once (capgen.metrics.per_image).
+        self.eval_loss[stage].update(batch.image_ids, token_losses(logits, targets, pad).sum(1), (targets != pad).sum(1))
+        result = self.generate(batch.images)
+        self.scores(stage).update(batch.image_ids, result.tokens, result.logprob)
+        if stage == "test" and self.scenes is not None:
+            self.test_grounding.add_captions(batch.image_ids, result.tokens, result.alphas, self.scenes,
+                                             self.vocab.itos, self.vocab.end_id, self.net.grid)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metric, loss = self.scores(stage), self.eval_loss[stage]
+        if self.trainer.sanity_checking:
+            metric.reset()
+            loss.reset()
+            return
+        scores = {**metric.compute(), "loss": loss.compute()}
+        loss.reset()
+        # compute() already gathered every rank's captions, so each rank holds the same scores;
+        # sync_dist averages identical values (exact), and keeps Lightning from warning.
+        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=True)
+        if stage == "test":
+            self.last_test = {"captions": metric.captions(), "grounding": None}
+        metric.reset()
+        if stage == "test" and self.scenes is not None:
+            g = self.test_grounding.compute()  # gathered from every rank, like the scores
+            self.test_grounding.reset()
+            self.last_test["grounding"] = g
+            # grounding: attention peaks on the named object; chance: a uniform peak; other:
+            # the same peaks against the scene's other objects (see capgen.metrics.grounding)
+            values = {"grounding": g.score, "grounding_chance": g.chance, "grounding_other": g.other}
+            self.log_dict({f"test/{k}": v for k, v in values.items() if not math.isnan(v)}, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ----- optimisation -----------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [
+            {"params": [p for p in self.net.decoder.parameters() if p.requires_grad], "lr": hp.lr},
+            {"params": [p for p in self.net.encoder.parameters() if p.requires_grad], "lr": hp.encoder_lr or hp.lr},
+        ]
+        groups = [g for g in groups if g["params"]]
+        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        warmup = min(hp.warmup_steps, max(total - 1, 0))
+
+        def factor(step: int) -> float:  # linear warm-up, then cosine to zero
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(total - warmup, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,129 @@
+"""Resuming a training run in its own folder: `capgen-train resume=<run dir>`.
+
+Before Hydra starts, `resume_argv` turns the command line into the run's own one: the
+overrides the run was started with (<run>/.hydra/overrides.yaml), then the ones given now
+(so `trainer.max_epochs=20` can extend it), and `hydra.run.dir=<run>` so that Hydra writes
+into the same folder instead of a new one. The run's previous .hydra/*.yaml are first copied
+to .hydra/before-resume-<time>/, since Hydra rewrites them. `train()` then resumes from
+<run>/checkpoints/last.ckpt (or `ckpt_path=` when given too) and the TensorBoard logger
+appends to the run's event folder, telling TensorBoard to drop whatever the interrupted run
+logged after that checkpoint (`purge_step`), so each curve continues without a doubled tail.
+
+`check_resume_checkpoint` checks a checkpoint before Lightning touches it, so that resuming
+from the wrong file fails with a message that names it and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import Checkpoint, read_checkpoint
+
+# Lightning's DDP launcher re-runs the command for ranks > 0 with this job name added (see
+# lightning.fabric.strategies.launchers.subprocess_script): that command is already rewritten.
+DDP_CHILD = "hydra.job.name=train_ddp_process_"
+
+
+def resume_argv(args: list[str]) -> list[str]:
+    """`args` (sys.argv[1:]) rewritten for `resume=<run dir>` as the module docstring says."""
+    overrides = [a for a in args if not a.startswith("-")]
+    given = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(overrides)}
+    if "resume" not in given or given["resume"].value() in (None, "null") or any(a.startswith(DDP_CHILD) for a in args):
+        return args
+    run = Path(str(given["resume"].value())).expanduser().absolute()
+    if "-m" in args or "--multirun" in args:
+        raise ValueError(
+            f"resume={run} with -m: resume= continues one run. To continue a sweep, resume each of its job "
+            "folders: capgen-train resume=<sweep dir>/<job folder>."
+        )
+    check_run_dir(run)
+    saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
+    own = [o.input_line for o in OverridesParser.create().parse_overrides(saved)
+           if o.key_or_group not in ("resume", "ckpt_path") and not o.key_or_group.startswith("hydra.")]
+    if os.environ.get("RANK", "0") == "0":
+        _keep_previous_config(run)
+    return [*own, *args, f'hydra.run.dir="{run}"']
+
+
+def check_run_dir(run: Path, started_by_hydra: bool = True) -> None:
+    """Errors for a resume= folder that cannot be resumed; `started_by_hydra`: it must hold
+    the .hydra/ record of its settings too (always, from the command line)."""
+    if not run.is_dir():
+        raise FileNotFoundError(
+            f"resume={run}: no such folder. Give the run folder that capgen-train wrote "
+            "(outputs/train/<date_time>, or a sweep's <sweep dir>/<job folder>), the one holding checkpoints/last.ckpt."
+        )
+    if started_by_hydra and not (run / ".hydra" / "overrides.yaml").is_file():
+        raise FileNotFoundError(
+            f"resume={run}: not a capgen-train run folder (no .hydra/overrides.yaml in it). Give the run folder "
+            "itself, not its checkpoints/ folder; to resume from a lone checkpoint file use ckpt_path=<file> instead."
+        )
+    if not (run / "checkpoints" / "last.ckpt").is_file():
+        raise FileNotFoundError(
+            f"resume={run}: the run has no checkpoints/last.ckpt, so it stopped before its first checkpoint was "
+            "written. Start it again without resume=, or give ckpt_path=<a .ckpt file> of this run."
+        )
+
+
+def _keep_previous_config(run: Path) -> None:
+    """Copy .hydra/*.yaml aside: Hydra overwrites them when the resumed job starts."""
+    keep = run / ".hydra" / f"before-resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in (run / ".hydra").glob("*.yaml"):
+        shutil.copy2(f, keep / f.name)
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint a run starts from: ckpt_path, else <resume>/checkpoints/last.ckpt, else None."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    if cfg.get("resume"):
+        check_run_dir(Path(cfg.resume), started_by_hydra=False)  # train(cfg) may be called without Hydra
+        return str(Path(cfg.resume) / "checkpoints" / "last.ckpt")
+    return None
+
+
+def check_resume_checkpoint(path: str, net_config: dict) -> Checkpoint:
+    """The checkpoint a run resumes from, checked before Lightning touches it: a capgen
+    checkpoint (capgen.training.checkpoint.read_checkpoint) of the network `net_config` builds."""
+    ckpt = read_checkpoint(path)
+    differ = _differences(ckpt.net_config, net_config)
+    if differ:
+        raise ValueError(
+            f"ckpt_path={path}: the checkpoint holds another network than this run builds ({'; '.join(differ[:4])}). "
+            "Resume with the run's own settings (resume=<its run dir> reuses them), or give the same model=... "
+            "and model.* overrides it was trained with."
+        )
+    return ckpt
+
+
+def _differences(saved: dict, now: dict, prefix: str = "model") -> list[str]:
+    """'model.decoder._target_: checkpoint X, now Y' for each setting that differs."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}.{key}")
+        elif a != b:
+            out.append(f"{prefix}.{key}: checkpoint {a!r}, now {b!r}")
+    return out
+
+
+def logger_kwargs(logger_cfg: DictConfig, start: Checkpoint | None) -> dict:
+    """Extra arguments for a logger of a resumed run: TensorBoard's purge_step (see above), and
+    the run's existing event folder as the version. The version is otherwise named by the
+    command-line overrides, which a resume changes (resume=, trainer.max_epochs=...): the
+    curves would split into a second TensorBoard run."""
+    if start is None or not str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
+        return {}
+    kwargs = {"purge_step": start.global_step}
+    runs = [p for p in (Path(logger_cfg.save_dir) / logger_cfg.name).glob("*") if p.is_dir()]
+    if runs:  # the one the interrupted run wrote last
+        kwargs["version"] = max(runs, key=lambda p: p.stat().st_mtime).name
+    return kwargs

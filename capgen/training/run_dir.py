@@ -1,0 +1,156 @@
+"""What a training run leaves in its folder besides Hydra's `.hydra/` and Lightning's files,
+and reading it back (capgen-compare, `capgen-eval run=...`).
+
+    <run>/summary.json    {"status": "completed", "metrics": {...}, "best_checkpoint": "checkpoints/..."}
+                          or {"status": "failed", "error": "<type>: <message>", "traceback": "error.txt"}
+    <run>/error.txt       the full traceback of a failed run (error.rank<N>.txt from DDP rank N > 0)
+
+A run folder without summary.json is still running, or was stopped before it could write one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "summary.json"
+
+
+class RunFailed(RuntimeError):
+    """A run raised; its traceback is in the file named in the message."""
+
+
+def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | None) -> None:
+    """The completed run's final train/val/test metrics and its best checkpoint (relative to the
+    run when inside it, so the folder can be moved, e.g. copied off a cluster)."""
+    best = Path(best_checkpoint).absolute() if best_checkpoint else None
+    if best is not None and best.is_relative_to(run.absolute()):
+        best = best.relative_to(run.absolute())
+    final = {k: v for k, v in metrics.items() if k.startswith(("train/", "val/", "test/"))}
+    summary = {"status": "completed", "metrics": final, "best_checkpoint": str(best) if best else None}
+    (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
+    """fn(cfg), and if it raises: the traceback to the log and to <run>/error.txt, a failed
+    summary.json, then RunFailed naming the file.
+
+    Hydra's launchers catch a job's exception and go on with the sweep's other jobs, but keep
+    the exception until the sweep ends and then only report the first one; so each job keeps
+    its own traceback, and capgen-compare can list it as failed.
+    """
+    run = Path(cfg.paths.output_dir)
+    try:
+        return fn(cfg)
+    except Exception as e:
+        # Imported here: capgen-compare reads run folders and should not wait for Lightning.
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        rank = rank_zero_only.rank
+        error_file = run / ("error.txt" if rank == 0 else f"error.rank{rank}.txt")
+        run.mkdir(parents=True, exist_ok=True)
+        text = "".join(traceback.format_exception(e))
+        error_file.write_text(text)
+        message = f"{type(e).__name__}: {e}"
+        if rank == 0:
+            summary = {"status": "failed", "error": message, "traceback": error_file.name}
+            (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        # The text, not exc_info: a log handler that keeps records would keep the exception.
+        log.error("run failed; traceback in %s\n%s", error_file, text.rstrip())
+    # Raised outside the except block so the original exception, and through its traceback the
+    # failed run's frames (its model, and on a GPU its memory), are freed before Hydra starts
+    # the sweep's next job: Hydra holds on to the exception it is given until the sweep ends.
+    raise RunFailed(f"{message} (run {run}; traceback in {error_file})")
+
+
+def read_summary(run: Path) -> dict | None:
+    """The run's summary.json, or None when it has none; a malformed one is an error naming it."""
+    path = run / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it or re-run the job") from None
+    if not isinstance(summary, dict) or summary.get("status") not in ("completed", "failed"):
+        raise ValueError(f"{path}: not a capgen run summary (needs status completed or failed)")
+    return summary
+
+
+def is_run(path: Path) -> bool:
+    return (path / ".hydra" / "config.yaml").is_file()
+
+
+def find_runs(root: Path) -> list[Path]:
+    """The run folders at or under `root` (those holding .hydra/config.yaml), sorted by path."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if is_run(root):
+        return [root]
+    return sorted((p.parent.parent for p in root.glob("**/.hydra/config.yaml")), key=_natural_key)
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key where 10_... comes after 9_... (Hydra numbers sweep jobs from 0)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def run_overrides(run: Path) -> list[str]:
+    """The run's command-line overrides, as Hydra saved them in .hydra/overrides.yaml."""
+    path = run / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+
+
+def best_checkpoint(run: Path) -> Path:
+    """The run's best checkpoint (by its `monitor`), as its summary.json names it."""
+    if not run.is_dir():
+        raise FileNotFoundError(f"run={run}: no such folder")
+    if not is_run(run):
+        raise ValueError(f"run={run}: not a capgen-train run folder (it has no .hydra/config.yaml)")
+    summary = read_summary(run)
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    hint = f"give ckpt_path=<file> instead; {run / 'checkpoints'} holds {ckpts or 'no checkpoints'}"
+    if summary is None or summary["status"] != "completed":
+        state = "did not finish" if summary is None else "failed"
+        raise ValueError(f"run={run}: the run {state}, so it has no best checkpoint recorded in {SUMMARY}; {hint}")
+    if not summary.get("best_checkpoint"):
+        raise ValueError(f"run={run}: no best checkpoint was saved (validation never ran?); {hint}")
+    path = run / summary["best_checkpoint"]
+    if not path.is_file():
+        raise FileNotFoundError(f"run={run}: its best checkpoint {path} is missing; {hint}")
+    return path
+
+
+def run_of_checkpoint(ckpt_path: str) -> Path | None:
+    """The training run a checkpoint belongs to: its grandparent, when that holds the
+    run's saved config (<run>/.hydra/config.yaml, the checkpoint in <run>/checkpoints/).
+    Where the checkpoint is given wins; a symlink's target's run is the fallback."""
+    for path in (Path(ckpt_path).absolute(), Path(ckpt_path).resolve()):
+        run = path.parent.parent
+        if is_run(run):
+            return run
+    return None
+
+
+def run_config(ckpt_path: str) -> DictConfig | None:
+    """The saved config of the run a checkpoint belongs to, or None."""
+    run = run_of_checkpoint(ckpt_path)
+    return OmegaConf.load(run / ".hydra" / "config.yaml") if run else None
+
+
+def run_data_choice(path: str) -> str | None:
+    """The data config the run was composed with (`data=<name>`), from its .hydra/hydra.yaml;
+    `path` is one of the run's checkpoints or the run folder itself."""
+    run = Path(path) if is_run(Path(path)) else run_of_checkpoint(path)
+    hydra_yaml = run / ".hydra" / "hydra.yaml" if run else None
+    if hydra_yaml is None or not hydra_yaml.is_file():
+        return None
+    return OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices.data", default=None)

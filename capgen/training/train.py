@@ -1,0 +1,74 @@
+"""`train(cfg)`: what capgen-train runs, from a composed Hydra config to a finished run folder.
+
+It builds the datamodule and the module and hands each what it needs from the other (the
+model's encoder config to the datamodule, for a feature cache; the splits' references and
+scenes to the module), so neither reads the other through the trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from ..data.datamodule import CaptionDataModule
+from ..models.captioner import build_captioner
+from .callbacks import BestEpochMetrics, CaptionSamples
+from .hparams import log_final_hparams
+from .module import CaptioningModule
+from .resume import check_resume_checkpoint, logger_kwargs, resume_checkpoint
+from .run_dir import write_summary
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) as configured; returns the final logged metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.paths.output_dir)
+
+    net_config = OmegaConf.to_container(cfg.model, resolve=True)
+    net_config.pop("module")
+    ckpt_path = resume_checkpoint(cfg)
+    # Checked before anything is built; resuming keeps the checkpoint's word ids.
+    start = check_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
+    datamodule: CaptionDataModule = hydra.utils.instantiate(
+        cfg.data, vocab=start.vocab if start else None, encoder=net_config["encoder"]
+    )
+    vocab = datamodule.vocab
+    vocab.save(out / "vocab.json")
+    log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
+
+    net = build_captioner(net_config, len(vocab))
+    if cfg.get("compile"):
+        net.use_torch_compile()
+    # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
+    module: CaptioningModule = hydra.utils.instantiate(
+        cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
+    )
+    module.set_references("val", datamodule.references("val"))
+
+    callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    for callback in callbacks:
+        if isinstance(callback, CaptionSamples):
+            callback.pictures = datamodule.pictures  # the images, when batches carry features
+    loggers = [hydra.utils.instantiate(c, **logger_kwargs(c, start)) for c in cfg.get("logger", {}).values()]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    # The run's result is its best epoch (the checkpoint kept and tested), not its last.
+    best_epoch = next((c.best for c in callbacks if isinstance(c, BestEpochMetrics)), {})
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
+    if cfg.test:
+        module.set_references("test", datamodule.references("test"))
+        module.set_scenes(datamodule.scenes("test"))
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update(results[0] if results else {})
+    log_final_hparams(trainer, cfg, metrics)
+    if trainer.is_global_zero:
+        write_summary(out, metrics, best)
+    return metrics

@@ -1,0 +1,1 @@
+# capgen's Hydra configs, installed as the package data `capgen.conf` (see pyproject.toml).

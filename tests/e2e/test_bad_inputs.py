@@ -1,0 +1,289 @@
+"""The table of bad inputs: each one, fed to the command a user would feed it to, gives a
+one-paragraph error that names the file or setting and the fix, or a documented graceful
+result, and leaves the outputs already on disk as they were.
+
+| input                                   | command          | result                                         |
+|-----------------------------------------|------------------|------------------------------------------------|
+| data root missing                       | train            | error naming the root and the README section   |
+| data set file missing                   | train            | error naming the file and where to get it      |
+| corrupt / empty / non-image image file  | train            | error naming the file and the fix              |
+| empty caption                           | train            | error naming the annotation file and image id  |
+| all-unknown caption                     | vocabulary       | kept, read as <unk> words                      |
+| caption longer than data.max_len        | datamodule       | kept, cut to max_len words                     |
+| checkpoint of another model type        | resume           | error naming the differing settings            |
+| checkpoint of another vocabulary        | eval/caption/resume | error: vocabulary and weights do not fit    |
+| checkpoint of another capgen format     | eval/caption/resume | error naming both versions and the fix      |
+| truncated checkpoint                    | eval/caption/resume | error: not a checkpoint torch can read      |
+| resume= a folder that is not a run      | resume           | error naming the folder and what to give       |
+| config override with a typo             | train/eval/caption | Hydra's error naming the key                 |
+| caption: folder without images, text file | caption        | error saying what was found, what is accepted  |
+| caption: a corrupt image among good ones | caption         | error naming the file and the fix              |
+| caption: 1x1 and 10,000x10,000 images   | caption          | captioned like any other image                 |
+
+The readers' own tests (test_karpathy.py, test_images.py, test_vocab.py) cover each case
+at the source level; here they go through the entry points.
+"""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from PIL import Image
+
+from capgen.data.images import BadSampleError
+from capgen.training.caption import caption_images
+from capgen.training.config import CONF_DIR
+from capgen.training.evaluate import evaluate
+from capgen.training.resume import resume_argv
+from capgen.training.train import train
+from capgen.vocab import Vocabulary
+
+from helpers.fixtures_real import edit_json, make_flickr, make_odd_images
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_paragraph(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message.strip(), message
+    return message
+
+
+@pytest.fixture(scope="module")
+def lstm_run(tmp_path_factory) -> Path:
+    """A finished tiny lstm run (checkpoints/last.ckpt), trained once for this file."""
+    run = tmp_path_factory.mktemp("lstm") / "run"
+    run.mkdir()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["debug=fast", "model=lstm", "test=false", f"paths.output_dir={run}",
+                                          "data.source.sizes={train:64,val:8,test:8}"])
+    train(cfg)
+    return run
+
+
+def compose_cfg(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+def altered(run: Path, tmp_path: Path, change) -> Path:
+    """A copy of the run's last.ckpt with `change(ckpt)` applied."""
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    change(ckpt)
+    path = tmp_path / "altered.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def earlier_output(tmp_path: Path) -> Path:
+    """An output folder holding an earlier command's results, which must survive."""
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"CIDEr": 1.0}\n')
+    (out / "captions.jsonl").write_text('{"image_id": 1, "caption": "a red circle"}\n')
+    return out
+
+
+# ----- data ------------------------------------------------------------------------------------
+def flickr_cfg(make_cfg, root: Path):
+    return make_cfg("data=flickr8k", f"data.root={root}", "data.source.image_size=32", "data.batch_size=2",
+                    "data.min_freq=1", "model=lstm", "test=false")
+
+
+def test_missing_data_root_and_data_set_file(make_cfg, tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        train(flickr_cfg(make_cfg, tmp_path / "nowhere"))
+    assert str(tmp_path / "nowhere") in one_paragraph(err)
+    root = tmp_path / "flickr"
+    make_flickr(root, "8k")
+    (root / "dataset_flickr8k.json").unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        train(flickr_cfg(make_cfg, root))
+    assert "dataset_flickr8k.json" in one_paragraph(err) and "caption_datasets.zip" in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "text"])
+def test_corrupt_empty_or_non_image_file_among_the_images_stops_training_naming_it(make_cfg, tmp_path, kind):
+    root = tmp_path / "flickr"
+    facts = make_flickr(root, "8k")
+    bad = facts["paths"][facts["splits"]["train"][0]]
+    shutil.copyfile(make_odd_images(tmp_path / "odd")[kind], bad)
+    with pytest.raises(BadSampleError) as err:
+        train(flickr_cfg(make_cfg, root))
+    message = one_paragraph(err)
+    assert str(bad) in message and "capgen-prepare" in message
+
+
+def test_an_empty_caption_stops_training_naming_the_file_and_image(make_cfg, tmp_path):
+    root = tmp_path / "flickr"
+    facts = make_flickr(root, "8k")
+    target = facts["splits"]["train"][0]
+
+    def blank(data):
+        image = next(i for i in data["images"] if i["imgid"] == target)
+        image["sentences"][0]["raw"] = "   "
+
+    edit_json(facts["karpathy_json"], blank)
+    with pytest.raises(BadSampleError) as err:
+        train(flickr_cfg(make_cfg, root))
+    message = one_paragraph(err)
+    assert "dataset_flickr8k.json" in message and str(target) in message and "on_bad_sample=skip" in message
+
+
+def test_an_all_unknown_caption_is_read_as_unknown_words():
+    vocab = Vocabulary.build(["a red circle", "a blue square"])
+    ids = vocab.encode("zebras grazing quietly")
+    assert ids == [vocab.start_id, vocab.unk_id, vocab.unk_id, vocab.unk_id, vocab.end_id]
+
+
+def test_a_caption_longer_than_max_len_is_cut_to_it(make_cfg):
+    import hydra
+
+    cfg = make_cfg("data.max_len=4")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch.captions.shape[1] == 4 + 2  # <start>, 4 words, <end>: every shapes caption is longer
+    assert (batch.lengths == 6).all()
+
+
+# ----- checkpoints -----------------------------------------------------------------------------
+def run_eval(ckpt: Path, out: Path) -> dict:
+    cfg = compose_cfg("eval", f"ckpt_path={ckpt}", "metrics=[BLEU,CIDEr]", "beam_size=1", f"paths.output_dir={out}")
+    return evaluate(cfg, [f"ckpt_path={ckpt}"])
+
+
+def run_caption(ckpt: Path, images: Path, out: Path) -> list[dict]:
+    cfg = compose_cfg("caption", f"ckpt_path={ckpt}", f"images={images}", "beam_size=1", f"paths.output_dir={out}")
+    return caption_images(cfg)
+
+
+def resume_from(make_cfg, ckpt: Path, *overrides: str):
+    return train(make_cfg("model=lstm", "test=false", f"ckpt_path={ckpt}", *overrides, name="resumed"))
+
+
+def other_vocabulary(ckpt: dict) -> None:
+    words = [f"word{i}" for i in range(7)]
+    ckpt["vocab"] = Vocabulary.build(words).to_dict()
+
+
+def newer_format(ckpt: dict) -> None:
+    ckpt["capgen"] = {"format": 99, "version": "9.0.0"}
+
+
+CHECKPOINT_FAULTS = {
+    "other-vocabulary": (other_vocabulary, "do not fit", "vocabulary has 11 words but its weights were trained for"),
+    "newer-capgen-format": (newer_format, "capgen 9.0.0 in checkpoint format 99", "capgen 9.0.0 in checkpoint format 99"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(CHECKPOINT_FAULTS))
+def test_a_checkpoint_that_does_not_fit_is_refused_by_eval_caption_and_resume(lstm_run, make_cfg, tmp_path, fault):
+    change, eval_says, resume_says = CHECKPOINT_FAULTS[fault]
+    ckpt = altered(lstm_run, tmp_path, change)
+    out = earlier_output(tmp_path)
+    before, run_before = snapshot(out), snapshot(lstm_run)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(photo)
+    with pytest.raises(ValueError) as err:
+        run_eval(ckpt, out)
+    assert str(ckpt) in one_paragraph(err) and eval_says in str(err.value)
+    with pytest.raises(ValueError) as err:
+        run_caption(ckpt, photo, out)
+    assert str(ckpt) in one_paragraph(err) and eval_says in str(err.value)
+    with pytest.raises(ValueError) as err:
+        resume_from(make_cfg, ckpt)
+    assert str(ckpt) in one_paragraph(err) and resume_says in str(err.value)
+    assert snapshot(out) == before and snapshot(lstm_run) == run_before
+
+
+def test_a_truncated_checkpoint_is_refused_by_eval_caption_and_resume(lstm_run, make_cfg, tmp_path):
+    data = (lstm_run / "checkpoints" / "last.ckpt").read_bytes()
+    ckpt = tmp_path / "cut.ckpt"
+    ckpt.write_bytes(data[: len(data) // 2])  # a copy that stopped half-way
+    out = earlier_output(tmp_path)
+    before = snapshot(out)
+    for call in (lambda: run_eval(ckpt, out), lambda: run_caption(ckpt, out / "metrics.json", out)):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert "not a" in one_paragraph(err)
+    with pytest.raises(ValueError) as err:
+        resume_from(make_cfg, ckpt)
+    assert f"ckpt_path={ckpt}: not a checkpoint torch can read" in one_paragraph(err) and "truncated" in str(err.value)
+    assert snapshot(out) == before
+
+
+def test_resuming_another_model_type_names_the_differing_settings(lstm_run, make_cfg):
+    run_before = snapshot(lstm_run)
+    with pytest.raises(ValueError) as err:
+        train(make_cfg("model=attn", "test=false", f"resume={lstm_run}", name="resumed"))
+    message = one_paragraph(err)
+    assert "model.decoder._target_: checkpoint 'capgen.models.LSTMDecoder', now 'capgen.models.AttentionDecoder'" in message
+    assert "resume=<its run dir>" in message
+    assert snapshot(lstm_run) == run_before
+
+
+def test_resume_of_a_folder_that_is_not_a_run(lstm_run, tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        resume_argv([f"resume={tmp_path / 'missing'}"])
+    assert "no such folder" in one_paragraph(err)
+    with pytest.raises(FileNotFoundError) as err:
+        resume_argv([f"resume={lstm_run / 'checkpoints'}"])  # one level too deep
+    assert "not a capgen-train run folder" in one_paragraph(err) and "ckpt_path=<file>" in str(err.value)
+    with pytest.raises(ValueError, match="resume= continues one run"):
+        resume_argv(["-m", f"resume={lstm_run}"])
+
+
+def test_config_typos_fail_in_every_command():
+    for name, typo in (("train", "trainer.max_epoch=3"), ("eval", "beam_sise=3"), ("caption", "imagess=x")):
+        with pytest.raises(ConfigCompositionException, match=typo.split("=")[0].replace(".", r"\.")):
+            compose_cfg(name, typo)
+
+
+# ----- capgen-caption --------------------------------------------------------------------------
+def test_caption_of_a_folder_without_images_or_a_text_file_keeps_earlier_outputs(lstm_run, tmp_path):
+    out = earlier_output(tmp_path)
+    before = snapshot(out)
+    empty, notes = tmp_path / "empty", tmp_path / "notes.txt"
+    empty.mkdir()
+    notes.write_text("a caption\n")
+    ckpt = lstm_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError) as err:
+        run_caption(ckpt, empty, out)
+    assert "no images in this folder" in one_paragraph(err) and "accepted extensions" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        run_caption(ckpt, notes, out)
+    assert "not an image file" in one_paragraph(err)
+    assert snapshot(out) == before
+
+
+def test_caption_of_a_corrupt_image_among_good_ones_names_it(lstm_run, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (250, 0, 0)).save(photos / "good.png")
+    shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], photos / "broken.jpg")
+    out = earlier_output(tmp_path)
+    before = snapshot(out)
+    with pytest.raises(BadSampleError) as err:
+        run_caption(lstm_run / "checkpoints" / "last.ckpt", photos, out)
+    message = one_paragraph(err)
+    assert str(photos / "broken.jpg") in message and "corrupt or truncated" in message and "images=" in message
+    assert snapshot(out) == before
+
+
+def test_tiny_and_huge_images_are_captioned(lstm_run, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (1, 1), (250, 0, 0)).save(photos / "dot.png")
+    # 10,000 x 10,000 (100 Mpixel, past PIL's 89 Mpixel warning but under its 179 Mpixel refusal).
+    Image.fromarray(np.full((10_000, 10_000, 3), 90, dtype=np.uint8)).save(photos / "huge.png", compress_level=1)
+    rows = run_caption(lstm_run / "checkpoints" / "last.ckpt", photos, tmp_path / "out")
+    assert [Path(r["path"]).name for r in rows] == ["dot.png", "huge.png"]
+    assert all(isinstance(r["caption"], str) and r["logprob"] <= 0 for r in rows)

@@ -1,0 +1,43 @@
+"""scripts/benchmark.py runs end to end (--quick: tiny sizes) and writes every promised number."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
+
+
+def _positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--decoders", "attn", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())
+    for config in ("shapes", "reference"):
+        train = r[config]["train"]
+        modes = ("features", "finetune") if config == "shapes" else ("frozen", "features", "finetune")
+        for mode in modes:
+            assert _positive(train[f"attn/{mode}"]["step_s"]) and _positive(train[f"attn/{mode}"]["peak_rss_mb"])
+        # on cached features the encoder never runs: it gets no gradient, fine-tuning does
+        assert train["attn/features"]["params_updated"] < train["attn/finetune"]["params_updated"]
+        for name in ("greedy", "beam3", "beam5"):
+            d = r[config]["decode"][name]
+            assert _positive(d["batched_speedup"]) and _positive(d["one_at_a_time_captions_per_s"])
+        for form in ("raw", "image_cache", "feature_cache"):
+            assert all(_positive(r[config]["data"][f"{form}_workers{w}_images_per_s"]) for w in (0, 1, 2))
+    assert _positive(r["reference"]["decode"]["images_to_captions"]["beam3_batch_captions_per_s"])
+    assert _positive(r["shapes"]["metrics"]["val_metrics_s"]) and "metrics" not in r["reference"]
+
+
+def test_unknown_options_are_clear_errors(tmp_path):
+    run = subprocess.run([sys.executable, str(SCRIPT), "--sections", "trian"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 2 and "--sections: unknown ['trian']" in run.stderr

@@ -1,0 +1,134 @@
+"""Training N epochs in one go equals training, crashing and resuming: same weights, same logs.
+
+The LSTM model has dropout (random masks each step) and a warm-up plus cosine learning-rate
+schedule: a resume that lost the generators, the schedule's step or the data order would
+show up as different weights. The crash is an exception raised at
+the start of a training step, after the checkpoint it resumes from was written, so the
+interrupted run itself logged nothing past that checkpoint's step (the kill test in
+test_kill_resume.py covers runs killed at any moment).
+"""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from capgen.training.config import CONF_DIR
+from capgen.training.train import train
+
+ONE_RUN = ["model=lstm", "trainer.max_epochs=2", "test=false"]  # 2 epochs x 3 steps (debug=fast)
+
+
+class Crash(L.Callback):
+    """Raises when the step `at_step` is about to start, as a crash would."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            raise RuntimeError(f"simulated crash at step {self.at_step}")
+
+
+def tb_run(run: Path) -> Path:
+    """The run's one TensorBoard run folder (<run>/tb/<name>): a resume must not start a second."""
+    folders = [p for p in (run / "tb").iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar curve of a run's TensorBoard folder (all its event files, as TensorBoard shows them)."""
+    events = EventAccumulator(str(tb_run(run))).Reload()
+    return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k  # bit-identical, not merely close
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted run of ONE_RUN + extra overrides (each trained once per module)."""
+    runs: dict[tuple[str, ...], Path] = {}
+
+    def run_of(*extra: str) -> Path:
+        if extra not in runs:
+            run = tmp_path_factory.mktemp("uninterrupted")
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                cfg = compose("train", overrides=["debug=fast", *ONE_RUN, *extra, f"paths.output_dir={run}",
+                                                  "data.source.sizes={train:64,val:16,test:16}"])  # as make_cfg's
+            train(cfg)
+            runs[extra] = run
+        return runs[extra]
+
+    return run_of
+
+
+def crash_then_resume(make_cfg, monkeypatch, at_step: int, *extra: str) -> Path:
+    """Run ONE_RUN in folder "split", crash it at `at_step`, then resume=<that folder> to the end."""
+    cfg = make_cfg(*ONE_RUN, *extra, name="split")
+    run = Path(cfg.paths.output_dir)
+    # The crash callback goes in through the trainer, as an extra callback would.
+    original = L.Trainer.__init__
+
+    def with_crash(self, *args, callbacks=(), **kw):
+        original(self, *args, callbacks=[*callbacks, Crash(at_step)], **kw)
+
+    monkeypatch.setattr(L.Trainer, "__init__", with_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg)
+    monkeypatch.setattr(L.Trainer, "__init__", original)
+    train(make_cfg(*ONE_RUN, *extra, f"resume={run}", name="split"))
+    return run
+
+
+@pytest.mark.parametrize(
+    "at_step, extra",
+    [
+        (3, ()),  # epoch 1 about to start: resumes from the end-of-epoch-0 last.ckpt
+        (5, ("callbacks.last_checkpoint.every_n_train_steps=2",)),  # mid-epoch 1: last.ckpt of step 4
+        # last.ckpt of step 3, written before epoch 0's validation: that validation must not
+        # move the random stream the resumed run continues from
+        (3, ("callbacks.last_checkpoint.every_n_train_steps=3",)),
+    ],
+    ids=["epoch-end-checkpoint", "mid-epoch-checkpoint", "step-checkpoint-before-validation"],
+)
+def test_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, monkeypatch, at_step, extra):
+    # Same checkpoint settings on both sides: last.ckpt written at an epoch's last step (the
+    # mid-epoch case) precedes that epoch's validation, so it holds an older best score.
+    full = uninterrupted(*extra)
+    split = crash_then_resume(make_cfg, monkeypatch, at_step, *extra)
+
+    a, b = checkpoint(full), checkpoint(split)
+    assert_same_training_state(a, b)
+    # The best-checkpoint tracker continued too: same best score, same file kept.
+    best = next(k for k in a["callbacks"] if "val/CIDEr" in k)
+    assert a["callbacks"][best]["best_model_score"] == b["callbacks"][best]["best_model_score"]
+    assert Path(a["callbacks"][best]["best_model_path"]).name == Path(b["callbacks"][best]["best_model_path"]).name
+    assert sorted(p.name for p in (split / "checkpoints").glob("*.ckpt")) == sorted(
+        p.name for p in (full / "checkpoints").glob("*.ckpt"))
+
+    # One folder, one curve per metric, point for point the uninterrupted run's (same float32 values).
+    logged_full, logged_split = scalars(full), scalars(split)
+    assert logged_split.keys() == logged_full.keys()
+    for tag in logged_full:
+        assert logged_split[tag] == logged_full[tag], tag
+    assert [s for s, _ in logged_full["train/loss"]] == list(range(6))
+    # The same event files as the uninterrupted run (training's, then the final hparams entry's)
+    # plus the crashed run's own.
+    files = [len(list(tb_run(r).glob("events.out.tfevents.*"))) for r in (full, split)]
+    assert files[1] == files[0] + 1, files

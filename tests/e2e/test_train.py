@@ -1,0 +1,117 @@
+"""End-to-end training through the Hydra config, on tiny shapes data."""
+
+import math
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from capgen.training.module import CaptioningModule
+from capgen.training.train import train
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "attn"])
+def test_fast_dev_run_each_model(make_cfg, model):
+    cfg = make_cfg(f"model={model}", "+trainer.fast_dev_run=2")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"])
+    for name in ("BLEU-1", "BLEU-4", "CIDEr"):
+        assert 0 <= metrics[f"test/{name}"] <= 10
+    assert "val/CIDEr" in metrics
+
+
+def test_train_writes_checkpoints_vocab_and_tensorboard(make_cfg, tmp_path):
+    # A list override reaches the module as a ListConfig: the checkpoint must still load with
+    # weights_only, as the test step after fitting loads it.
+    cfg = make_cfg("model=attn", "trainer.max_epochs=2", "model.module.test_metrics=[BLEU,CIDEr]")
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert (run / "vocab.json").is_file()
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("epoch") and "-best" in n for n in ckpts)
+    module = CaptioningModule.from_checkpoint(str(run / "checkpoints" / "last.ckpt"))
+    assert len(module.vocab) == module.net.decoder.vocab_size
+    events = EventAccumulator(str(run / "tb" / "default"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    tags = events.Tags()
+    assert {"train/loss", "val/loss", "val/BLEU-4", "val/CIDEr", "test/CIDEr"} <= set(tags["scalars"])
+    assert "val_attention/0" in tags["images"]
+    assert any(t.startswith("val/captions") for t in tags["tensors"])
+    assert math.isfinite(metrics["test/CIDEr"])
+
+
+def test_resume_from_last_checkpoint_continues_from_saved_epoch(make_cfg):
+    first = make_cfg("model=lstm", "trainer.max_epochs=2", "test=false", name="first")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 1 and saved["global_step"] == 6  # 2 epochs x 3 batches
+
+    resumed = make_cfg("model=lstm", "trainer.max_epochs=3", "test=false", f"ckpt_path={last}", name="second")
+    train(resumed)
+    after = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert after["epoch"] == 2 and after["global_step"] == 9  # one more epoch, not three
+    assert after["vocab"] == saved["vocab"]
+
+
+def test_short_overfit_run_drives_loss_down(make_cfg):
+    cfg = make_cfg("model=attn", "data.source.sizes.train=8", "data.batch_size=8", "model.decoder.dropout=0.0")
+    L.seed_everything(0)
+    dm = hydra.utils.instantiate(cfg.data)
+    from capgen.models import build_captioner
+
+    net_cfg = {"encoder": cfg.model.encoder, "decoder": cfg.model.decoder}
+    module = hydra.utils.instantiate(cfg.model.module, net=build_captioner(net_cfg, len(dm.vocab)), vocab=dm.vocab, _recursive_=False)
+    batch = next(iter(dm.train_dataloader()))
+
+    def xent():
+        module.eval()
+        with torch.no_grad():
+            return module._loss(batch)[1].item()
+
+    before = xent()
+    module.train()
+    trainer = L.Trainer(max_epochs=60, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))  # same batch, 60x
+    after = xent()
+    assert after < 0.2 * before, (before, after)
+
+
+def test_config_typo_fails_loudly(make_cfg):
+    with pytest.raises(ConfigCompositionException, match="hiden_dim"):
+        make_cfg("model.decoder.hiden_dim=3")
+    with pytest.raises(ConfigCompositionException, match="modle"):
+        make_cfg("modle=rnn")
+
+
+def test_mixed_precision_through_trainer_precision(make_cfg):
+    """bf16 autocast (the GPU default) also runs on the CPU, so CI covers the mixed-precision path."""
+    cfg = make_cfg("model=attn", "trainer.precision=bf16-mixed", "+trainer.fast_dev_run=2")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/CIDEr"])
+
+
+def test_bad_beam_size_fails_at_start_up(make_cfg):
+    from hydra.errors import InstantiationException  # Hydra wraps the module's ValueError
+
+    with pytest.raises(InstantiationException, match="test_beam_size=0"):
+        train(make_cfg("model.module.test_beam_size=0"))
+
+
+def test_test_split_is_decoded_with_the_test_beam(make_cfg, monkeypatch):
+    from capgen.models.captioner import Captioner
+
+    seen = []
+    original = Captioner.generate
+
+    def spy(self, images, *args, **kw):
+        seen.append(args[3] if len(args) > 3 else kw.get("beam_size"))
+        return original(self, images, *args, **kw)
+
+    monkeypatch.setattr(Captioner, "generate", spy)
+    train(make_cfg("model=lstm", "model.module.test_beam_size=4", "test=true"))
+    assert 1 in seen and 4 in seen  # validation greedy, test with the beam

@@ -1,0 +1,1 @@
+"""Helpers the tests share: real-format data makers, command-line workflows, a crash callback."""

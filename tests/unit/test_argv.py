@@ -1,0 +1,45 @@
+"""Path arguments quoted for Hydra: folders named by a sweep's overrides must stay one path."""
+
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from capgen.cli.argv import quote_paths
+from capgen.training.resume import resume_argv
+
+# What sweeps and users name folders: a job folder, spaces, a glob, quotes.
+AWKWARD = ["multirun/2026-11-25/1_model=lstm,model.decoder.hidden_dim=512", "my photos/a b.jpg",
+           "photos/*.jpg", "it's here/x.ckpt", 'say "hi"/x.ckpt', "plain/last.ckpt"]
+
+
+@pytest.mark.parametrize("path", AWKWARD)
+def test_a_quoted_path_parses_back_to_itself_as_one_value(path):
+    (arg,) = quote_paths([f"ckpt_path={path}"], ["ckpt_path"])
+    (override,) = OverridesParser.create().parse_overrides([arg])
+    assert override.key_or_group == "ckpt_path" and not override.is_sweep_override()
+    assert override.value() == path
+
+
+def test_only_the_named_keys_are_quoted_and_quoted_values_are_left_alone():
+    args = ["-m", "model=rnn,lstm", "run=a=b", "ckpt_path='already=quoted'", "images=", "seed=1"]
+    assert quote_paths(args, ["run", "ckpt_path", "images"]) == \
+        ["-m", "model=rnn,lstm", "run='a=b'", "ckpt_path='already=quoted'", "images=", "seed=1"]
+
+
+def test_a_path_with_both_quote_characters_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="rename the folder"):
+        quote_paths(["""resume=a'b"c"""], ["resume"])
+
+
+def test_resume_of_a_sweep_job_folder_keeps_the_folder_whole(tmp_path):
+    run = tmp_path / "sweep" / "1_model=lstm,trainer.max_epochs=2"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=lstm\n- trainer.max_epochs=2\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    args = resume_argv(quote_paths([f"resume={run}", "trainer.max_epochs=4"], ["resume", "ckpt_path"]))
+    assert args[:2] == ["model=lstm", "trainer.max_epochs=2"] and args[-1] == f'hydra.run.dir="{run}"'
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(args)}
+    assert parsed["resume"] == str(run) and parsed["hydra.run.dir"] == str(run)
+    assert args.index("trainer.max_epochs=4") > args.index("trainer.max_epochs=2")  # the one given now comes last
+    assert any((run / ".hydra").glob("before-resume-*/overrides.yaml"))  # the old config kept aside

@@ -1,0 +1,81 @@
+"""Checkpoint writes are all-or-nothing; the format stamp refuses files this capgen cannot read."""
+
+import builtins
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import capgen.training.checkpoint as ck
+from capgen.training.checkpoint import AtomicCheckpointIO, check_format, stamp
+from capgen.training.resume import resume_argv
+
+
+def test_a_save_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+    io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    assert io.load_checkpoint(path)["step"] == 2
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_a_write_that_dies_half_way_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, path)
+    before = path.read_bytes()
+
+    class Dies:
+        """A file whose write stops after a few bytes, as a killed process's would."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(bytes(data[:10]))
+            raise OSError("disk full")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+    monkeypatch.setattr(ck, "open", lambda p, mode: Dies(builtins.open(p, mode)), raising=False)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": 2}, path)
+    assert path.read_bytes() == before  # the old checkpoint, byte for byte
+    monkeypatch.delattr(ck, "open")
+    io.save_checkpoint({"step": 3}, path)  # the torn .tmp is simply written over next time
+    assert io.load_checkpoint(path)["step"] == 3 and not path.with_name("last.ckpt.tmp").exists()
+
+
+def test_format_stamp_is_checked():
+    ckpt = {}
+    stamp(ckpt)
+    check_format(ckpt, "a.ckpt")
+    with pytest.raises(ValueError, match=r"ckpt_path=other\.ckpt: the checkpoint has no capgen format stamp"):
+        check_format({"state_dict": {}}, "other.ckpt")
+    with pytest.raises(ValueError, match=r"ckpt_path=new\.ckpt: this checkpoint was written by capgen 2\.0 in "
+                                         r"checkpoint format 2, but this capgen \(.+\) reads format 1"):
+        check_format({"capgen": {"format": 2, "version": "2.0"}}, "new.ckpt")
+
+
+def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    OmegaConf.save(OmegaConf.create(["model=lstm", "trainer.max_epochs=2", "ckpt_path=/old.ckpt"]),
+                   run / ".hydra" / "overrides.yaml")
+    (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    args = resume_argv([f"resume={run}", "trainer.max_epochs=4"])
+    # The run's own settings first, the new ones after (later wins), the run's folder last.
+    assert args == ["model=lstm", "trainer.max_epochs=2", f"resume={run}", "trainer.max_epochs=4",
+                    f'hydra.run.dir="{run}"']
+    [kept] = (run / ".hydra").glob("before-resume-*")
+    assert (kept / "config.yaml").read_text() == "seed: 42\n"
+    # Lightning's second DDP process re-runs the rewritten command: left as it is.
+    child = [*args, "hydra.job.name=train_ddp_process_1"]
+    assert resume_argv(child) == child

@@ -1,0 +1,77 @@
+"""The Hydra configs: every constructor argument is a setting, one `monitor` drives the
+best-checkpoint choice, and the configs travel with the installed package."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from capgen.data.datamodule import CaptionDataModule
+from capgen.training.callbacks import BestEpochMetrics
+from capgen.training.config import CONF_DIR, signature_node
+from capgen.training.module import CaptioningModule
+
+DATA_CONFIGS = ("shapes", "coco2014", "flickr8k", "flickr30k", "coco_pt")
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def arguments(cls, skip: tuple[str, ...]) -> set[str]:
+    return {n for n in inspect.signature(cls.__init__).parameters if n not in ("self", *skip)}
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "attn"])
+def test_every_module_argument_is_a_setting_that_overrides_without_plus(model):
+    cfg = compose_train(f"model={model}")
+    assert set(cfg.model.module) - {"_target_"} == arguments(CaptioningModule, ("net", "vocab", "net_config"))
+    changed = compose_train(f"model={model}", "model.module.length_penalty=0.7", "model.module.test_beam_size=1",
+                            "model.module.val_metrics=[BLEU]")
+    assert (changed.model.module.length_penalty, changed.model.module.test_beam_size) == (0.7, 1)
+    assert list(changed.model.module.val_metrics) == ["BLEU"]
+    # The YAML states only what differs: the rest are the constructor's own defaults.
+    defaults = signature_node(CaptioningModule, ("net", "vocab", "net_config"))
+    assert cfg.model.module.lr == defaults["lr"] and cfg.model.module.warmup_steps == defaults["warmup_steps"]
+
+
+@pytest.mark.parametrize("data", DATA_CONFIGS)
+def test_every_datamodule_argument_is_a_setting(data):
+    cfg = compose_train(f"data={data}", "data.eval_batch_size=7")
+    assert set(cfg.data) - {"_target_", "source"} == arguments(CaptionDataModule, ("source", "vocab", "encoder"))
+    assert cfg.data.eval_batch_size == 7 and cfg.data.seed == cfg.seed
+
+
+def test_a_misspelt_setting_still_fails():
+    with pytest.raises(Exception, match="lenght_penalty"):
+        compose_train("model.module.lenght_penalty=0.7")
+
+
+def test_one_monitor_setting_drives_checkpoint_best_epoch_and_its_direction():
+    cfg = compose_train("monitor=val/loss", "monitor_mode=min", "paths.output_dir=/tmp/unused")
+    checkpoint = cfg.callbacks.model_checkpoint
+    assert (checkpoint.monitor, checkpoint.mode) == ("val/loss", "min")
+    assert checkpoint.filename == "epoch{epoch:03d}-best{val/loss:.3f}"
+    best = instantiate(cfg.callbacks.best_epoch)
+    assert isinstance(best, BestEpochMetrics) and (best.monitor, best.mode) == ("val/loss", "min")
+
+
+def test_best_epoch_metrics_follow_the_monitor_direction():
+    best = BestEpochMetrics(monitor="val/loss", mode="min")
+
+    class Trainer:
+        sanity_checking = False
+        callback_metrics: dict = {}
+
+    import torch
+
+    for loss in (0.9, 0.5, 0.7):
+        Trainer.callback_metrics = {"val/loss": torch.tensor(loss), "val/CIDEr": torch.tensor(1 - loss)}
+        best.on_validation_end(Trainer, None)
+    assert best.best["val/loss"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="monitor_mode='up'"):
+        BestEpochMetrics(mode="up")

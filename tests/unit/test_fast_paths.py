@@ -1,0 +1,175 @@
+"""The decoders' fast paths against plain step-by-step computations written from the equations
+(float64, tight tolerance): same logits, attention, loss and gradients.
+
+Fast paths checked: the attention decoder's feature projection hoisted out of the step loop,
+the embedding's gate projection for all steps in one product, the sigmoid form of the
+additive attention (tanh in the reference), steps skipped after each caption's end (rows
+sorted by length), memory shared by the K rows of a beam; the RNN/LSTM decoders' fused
+nn.RNN/nn.LSTM over packed sequences (a hand-written cell over every step here).
+"""
+
+import pytest
+import torch
+
+from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder
+from capgen.models.decoders import input_lengths
+from capgen.models.losses import caption_loss
+
+V, B, T, P, D = 13, 4, 6, 9, 8
+
+
+def _decoder(cls, seed=0):
+    torch.manual_seed(seed)
+    dec = cls(vocab_size=V, feature_dim=D, embed_dim=5, hidden_dim=7, dropout=0.0).double()
+    with torch.no_grad():  # larger weights than the init: sharper attention, bigger gradients
+        for p in dec.parameters():
+            p.mul_(2.0)
+    return dec
+
+
+def _plain_attention(dec: AttentionDecoder, feats, inputs):
+    """Show-Attend-Tell as written in the paper, one step at a time, nothing hoisted:
+    e = w . tanh(U f + W h), alpha = softmax(e), z = sigmoid(f_beta h) * sum alpha f,
+    LSTM([E y; z], h, c), logits = L_o(E y + L_h h + L_z z). -> logits (B, T, V), alphas (B, T, P)."""
+    mean = feats.mean(1)
+    h, c = torch.tanh(dec.init_h(mean)), torch.tanh(dec.init_c(mean))
+    logits, alphas = [], []
+    for t in range(inputs.shape[1]):
+        emb = dec.embed(inputs[:, t])  # (B, E)
+        e = torch.stack([dec.att_score(torch.tanh(dec.feat_att(feats[:, p]) + dec.hid_att(h))).squeeze(-1)
+                         for p in range(feats.shape[1])], dim=1)  # (B, P)  # fmt: skip
+        alpha = torch.exp(e - e.max(1, keepdim=True).values)
+        alpha = alpha / alpha.sum(1, keepdim=True)
+        z = torch.sigmoid(dec.gate(h)) * (alpha.unsqueeze(-1) * feats).sum(1)  # (B, D)
+        gates = dec.gates_emb(emb) + dec.gates_ctx(z) + dec.gates_hid(h)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        logits.append(dec.out(emb + dec.out_h(h) + dec.out_z(z)))
+        alphas.append(alpha)
+    return torch.stack(logits, 1), torch.stack(alphas, 1)
+
+
+def _plain_recurrent(dec, feats, inputs):
+    """The RNN/LSTM decoder with the cell written out from nn.RNN/nn.LSTM's documented
+    equations (gate order i, f, g, o), one step at a time. -> logits (B, T, V)."""
+    rnn = dec.rnn
+    w_ih, w_hh, b = rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0 + rnn.bias_hh_l0
+    state = torch.tanh(dec.init_proj(feats.mean(1)))
+    h, c = state.chunk(2, dim=-1) if dec.cell == "lstm" else (state, None)
+    out = []
+    for t in range(inputs.shape[1]):
+        pre = dec.embed(inputs[:, t]) @ w_ih.T + h @ w_hh.T + b
+        if dec.cell == "lstm":
+            i, f, g, o = pre.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        else:
+            h = torch.tanh(pre)
+        out.append(dec.out(h))
+    return torch.stack(out, 1)
+
+
+def _loss_and_grads(dec, logits, targets):
+    loss = caption_loss(logits, targets)
+    grads = torch.autograd.grad(loss, [p for p in dec.parameters()], allow_unused=True)
+    return loss, grads
+
+
+def _inputs_targets(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(B, P, D, dtype=torch.float64, generator=g)
+    tokens = torch.randint(3, V, (B, T + 1), generator=g)
+    tokens[1, 4:] = 0  # shorter captions: padding in inputs and targets, ragged lengths
+    tokens[3, 2:] = 0
+    return feats, tokens[:, :-1], tokens[:, 1:]
+
+
+def _assert_same_grads(fast, plain):
+    for gf, gp in zip(fast, plain):
+        if gp is None:  # a parameter the plain computation does not use: the fast one neither
+            assert gf is None or torch.count_nonzero(gf) == 0
+        else:
+            torch.testing.assert_close(gf, gp, rtol=1e-9, atol=1e-11)
+
+
+def test_attention_fast_path_equals_the_paper_step_by_step():
+    dec = _decoder(AttentionDecoder)
+    feats, inputs, targets = _inputs_targets()
+    logits, alphas = dec(feats, inputs)
+    ref_logits, ref_alphas = _plain_attention(dec, feats, inputs)
+    real = targets != 0  # (B, T) the steps the loss reads; the fast path skips the others
+    torch.testing.assert_close(logits[real], ref_logits[real], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(alphas[real], ref_alphas[real], rtol=1e-10, atol=1e-12)
+    skipped = torch.arange(T) >= input_lengths(inputs).unsqueeze(1)  # (B, T) after the last input
+    assert (alphas[skipped] == 0).all() and skipped.any()  # skipped steps: no attention
+    assert alphas.max() > 2.0 / P  # the attention is not uniform: the comparison has teeth
+    loss, grads = _loss_and_grads(dec, logits, targets)
+    ref_loss, ref_grads = _loss_and_grads(dec, *_plain_attention(dec, feats, inputs)[:1], targets)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+    _assert_same_grads(grads, ref_grads)
+
+
+@pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder])
+def test_fused_recurrent_forward_equals_a_written_out_cell(cls):
+    dec = _decoder(cls)
+    feats, inputs, targets = _inputs_targets()
+    logits, _ = dec(feats, inputs)
+    ref = _plain_recurrent(dec, feats, inputs)
+    real = targets != 0  # (B, T) the steps the loss reads; packing skips the others
+    torch.testing.assert_close(logits[real], ref[real], rtol=1e-10, atol=1e-12)
+    _assert_same_grads(_loss_and_grads(dec, logits, targets)[1], _loss_and_grads(dec, ref, targets)[1])
+
+
+@pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder, AttentionDecoder])
+def test_step_with_memory_shared_by_groups_of_rows(cls):
+    """Beam search passes K rows of state per image and one copy of the image's memory; the
+    step must equal the step on memory repeated K times."""
+    dec = _decoder(cls).eval()
+    K = 3
+    feats = torch.randn(B, P, D, dtype=torch.float64)
+    memory = dec.prepare(feats)
+    state = tuple(s.repeat_interleave(K, 0) + 0.1 * torch.randn_like(s.repeat_interleave(K, 0))
+                  for s in dec.init_state(memory))  # fmt: skip  # K different states per image
+    tokens = torch.randint(3, V, (B * K,))
+    shared = dec.step(tokens, state, memory)
+    repeated = dec.step(tokens, state, tuple(m.repeat_interleave(K, 0) for m in memory))
+    for a, b in zip(shared[:2], repeated[:2]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    if cls.has_attention:
+        torch.testing.assert_close(shared[2], repeated[2], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_loss_and_gradients():
+    """compile=true (Captioner.use_torch_compile): the shapes attention model's loss and
+    gradients equal the eager ones (float32, so a float32 tolerance), parameter names unchanged."""
+    from hydra import compose, initialize_config_dir
+
+    from capgen.models import build_captioner
+    from capgen.training.config import CONF_DIR
+    from capgen.vocab import Vocabulary
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train")
+    vocab = Vocabulary([*"<pad> <start> <end> <unk>".split(), *(f"w{i}" for i in range(20))])
+    nets = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        net = build_captioner({"encoder": cfg.model.encoder, "decoder": cfg.model.decoder}, len(vocab)).eval()  # no dropout
+        if compiled:
+            net.use_torch_compile()
+        nets.append(net)
+    assert list(nets[0].state_dict()) == list(nets[1].state_dict())
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 96, 96), dtype=torch.uint8, generator=g)
+    captions = torch.randint(4, len(vocab), (6, 9), generator=g)
+    captions[2, 5:] = 0  # ragged: the compiled cell sees shrinking batches
+    results = []
+    for net in nets:
+        logits, _ = net(images, captions[:, :-1])
+        loss = caption_loss(logits, captions[:, 1:])
+        results.append((loss, torch.autograd.grad(loss, list(net.parameters()))))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,228 @@
+import functools
+import logging
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from capgen.data.datamodule import CaptionDataModule
+from capgen.data.images import BadSampleError
+from capgen.data.karpathy import Coco2014Source, FlickrSource
+from capgen.tokenizer import tokenize
+
+from helpers.fixtures_real import (
+    LONG_WORDS,
+    PUNCTUATED,
+    RESTVAL_WORD,
+    VAL_TEST_WORD,
+    edit_json,
+    make_coco2014,
+    make_flickr,
+    make_odd_images,
+)
+
+SPLITS = ("train", "val", "test")
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    """A COCO fixture the tests only read; tests that plant faults build their own."""
+    root = tmp_path_factory.mktemp("coco")
+    return root, make_coco2014(root)
+
+
+def _ids(source):
+    return [source.image_id(i) for i in range(len(source))]
+
+
+def _summary_lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_karpathy_splits_ids_paths_and_all_references(coco, split):
+    root, facts = coco
+    src = Coco2014Source(root=str(root), split=split, karpathy_json="dataset_coco.json", image_size=32)
+    assert _ids(src) == facts["karpathy"][split]
+    for i, image_id in enumerate(_ids(src)):
+        assert src.captions(i) == facts["captions"][image_id] and 5 <= len(src.captions(i)) <= 7
+        assert src.path(i) == str(facts["paths"][image_id])
+
+
+def test_karpathy_train_is_train_plus_restval_and_splits_are_disjoint(coco):
+    root, facts = coco
+    ids = {s: set(_ids(Coco2014Source(root, s, karpathy_json=str(facts["karpathy_json"])))) for s in SPLITS}
+    assert ids["train"] >= set(facts["official"]["train"])  # absolute karpathy_json works too
+    assert ids["train"] - set(facts["official"]["train"]) <= set(facts["official"]["val"])  # restval
+    assert len(ids["train"]) > len(facts["official"]["train"])
+    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+
+
+def test_official_splits_group_shuffled_annotations_and_test_is_val2014(coco):
+    root, facts = coco
+    train, val, test = (Coco2014Source(root, s) for s in SPLITS)
+    assert _ids(train) == facts["official"]["train"]
+    assert _ids(val) == _ids(test) == facts["official"]["val"]
+    for src in (train, val):
+        for i, image_id in enumerate(_ids(src)):
+            assert sorted(src.captions(i)) == sorted(facts["captions"][image_id])
+
+
+def test_karpathy_needs_no_official_annotations(tmp_path):
+    facts = make_coco2014(tmp_path, odd_images=False)
+    shutil.rmtree(tmp_path / "annotations")
+    assert _ids(Coco2014Source(tmp_path, "val", karpathy_json="dataset_coco.json")) == facts["karpathy"]["val"]
+
+
+def test_long_and_punctuated_captions_are_kept_whole(coco):
+    root, _ = coco
+    src = Coco2014Source(root, "train", karpathy_json="dataset_coco.json")
+    captions = [c for i in range(len(src)) for c in src.captions(i)]
+    assert PUNCTUATED in captions
+    assert sum(len(c.split()) == LONG_WORDS for c in captions) == len(src)  # one per image
+
+
+@pytest.mark.parametrize("version", ["8k", "30k"])
+def test_flickr_splits_default_image_dir_and_imgids(tmp_path, version):
+    facts = make_flickr(tmp_path, version)
+    for split in SPLITS:
+        src = FlickrSource(tmp_path, split, karpathy_json=f"dataset_flickr{version}.json", image_size=16)
+        assert src.dataset == f"flickr{version}"
+        assert _ids(src) == facts["splits"][split]
+        assert [src.captions(i) for i in range(len(src))] == [facts["captions"][j] for j in facts["splits"][split]]
+        assert all(f"/{facts['image_dir']}/" in src.path(i) for i in range(len(src)))
+        assert src.image(0).shape == (16, 16, 3)
+
+
+def test_flickr_image_dir_can_be_given(tmp_path):
+    facts = make_flickr(tmp_path, "8k")
+    (tmp_path / facts["image_dir"]).rename(tmp_path / "images")
+    assert _ids(FlickrSource(tmp_path, "test", image_dir="images")) == facts["splits"]["test"]
+
+
+def test_vocabulary_comes_from_train_and_restval_only_and_encode_truncates(coco):
+    root, facts = coco
+    dm = CaptionDataModule(source=functools.partial(Coco2014Source, root=str(root), karpathy_json="dataset_coco.json"),
+                           max_len=16, min_freq=1)
+    assert VAL_TEST_WORD not in dm.vocab.stoi and RESTVAL_WORD in dm.vocab.stoi
+    assert any(VAL_TEST_WORD in tokenize(c) for c in dm.references("val")[facts["karpathy"]["val"][0]])
+    long_caption = facts["captions"][facts["karpathy"]["train"][0]][0]
+    assert len(tokenize(long_caption)) > 16 and len(dm.vocab.encode(long_caption)) == 16 + 2
+
+
+def test_datamodule_batches_stack_every_image_including_odd_files(coco):
+    root, facts = coco
+    dm = CaptionDataModule(source=functools.partial(Coco2014Source, root=str(root), karpathy_json="dataset_coco.json",
+                                                    image_size=24), batch_size=4, max_len=16)
+    train = next(iter(dm.train_dataloader()))
+    assert train.images.shape == (4, 3, 24, 24) and train.images.dtype == torch.uint8
+    val_ids = []
+    for batch in dm.val_dataloader():
+        assert batch.images.dtype == torch.uint8 and batch.images.shape[1:] == (3, 24, 24)
+        val_ids += batch.image_ids.tolist()
+    assert val_ids == facts["karpathy"]["val"]
+    # every image of the official splits decodes, the odd files among them
+    for split in ("train", "val"):
+        src = Coco2014Source(root, split, image_size=24)
+        assert all(src.image(i).shape == (24, 24, 3) for i in range(len(src)))
+
+
+def test_sources_pickle_for_dataloader_workers(coco):
+    root, _ = coco
+    src = Coco2014Source(root, "val", karpathy_json="dataset_coco.json", on_bad_sample="skip", exclude_ids=[1])
+    again = pickle.loads(pickle.dumps(src))
+    assert _ids(again) == _ids(src) and again.captions(1) == src.captions(1) and (again.image(0) == src.image(0)).all()
+
+
+def test_missing_root_annotation_split_file_and_image_folder_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.*Data sets"):
+        Coco2014Source(tmp_path / "nowhere", "train")
+    make_coco2014(tmp_path, odd_images=False)
+    (tmp_path / "annotations" / "captions_val2014.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"annotations/captions_val2014\.json.*download_coco\.sh"):
+        Coco2014Source(tmp_path, "test")
+    with pytest.raises(FileNotFoundError, match=r"dataset_flickr8k\.json.*caption_datasets\.zip"):
+        FlickrSource(tmp_path, "train")
+    shutil.rmtree(tmp_path / "train2014")
+    with pytest.raises(FileNotFoundError, match="train2014"):
+        Coco2014Source(tmp_path, "train")
+
+
+def test_a_split_file_for_another_data_set_is_refused(tmp_path):
+    make_flickr(tmp_path, "30k")
+    with pytest.raises(ValueError, match=r"dataset_flickr30k\.json.*'flickr30k'.*coco"):
+        Coco2014Source(tmp_path, "train", karpathy_json="dataset_flickr30k.json")
+
+
+def test_missing_image_file_errors_or_is_skipped_with_one_summary(tmp_path, caplog):
+    facts = make_coco2014(tmp_path, odd_images=False)
+    gone = facts["karpathy"]["test"][0]
+    facts["paths"][gone].unlink()
+    with pytest.raises(BadSampleError) as err:
+        Coco2014Source(tmp_path, "test", karpathy_json="dataset_coco.json")
+    assert str(facts["paths"][gone]) in str(err.value) and f"cocoid {gone}" in str(err.value)
+    with caplog.at_level(logging.WARNING):
+        src = Coco2014Source(tmp_path, "test", karpathy_json="dataset_coco.json", on_bad_sample="skip")
+    assert _ids(src) == [i for i in facts["karpathy"]["test"] if i != gone]
+    n = len(facts["karpathy"]["test"])
+    [line] = _summary_lines(caplog)
+    assert f"skipped 1 of {n} images in coco2014 test" in line and "1 missing file" in line
+    assert str(facts["paths"][gone]) in line
+
+
+def test_empty_captions_are_dropped_and_captionless_images_skipped(tmp_path, caplog):
+    facts = make_coco2014(tmp_path, odd_images=False)
+    one_empty, all_empty = facts["official"]["val"][:2]
+
+    def blank(data):
+        for a in data["annotations"]:
+            if a["image_id"] == all_empty:
+                a["caption"] = "  \n"
+        first = next(a for a in data["annotations"] if a["image_id"] == one_empty)
+        first["caption"] = ""
+
+    ann = tmp_path / "annotations" / "captions_val2014.json"
+    edit_json(ann, blank)
+    with pytest.raises(BadSampleError) as err:
+        Coco2014Source(tmp_path, "val")
+    assert str(ann) in str(err.value) and f"image id {one_empty}" in str(err.value) and "empty" in str(err.value)
+
+    with caplog.at_level(logging.WARNING):
+        src = Coco2014Source(tmp_path, "val", on_bad_sample="skip")
+    ids = _ids(src)
+    assert all_empty not in ids and one_empty in ids and len(ids) == len(facts["official"]["val"]) - 1
+    assert len(src.captions(ids.index(one_empty))) == len(facts["captions"][one_empty]) - 1
+    assert "" not in src.captions(ids.index(one_empty))
+    [line] = _summary_lines(caplog)
+    n_blank = 1 + len(facts["captions"][all_empty])
+    assert f"skipped 1 of {len(facts['official']['val'])} images" in line
+    assert f"{n_blank} empty captions" in line and "1 image without captions" in line
+
+
+def test_excluded_ids_are_left_out_under_either_policy(coco):
+    root, facts = coco
+    drop = facts["karpathy"]["val"][0]
+    for policy in ("error", "skip"):
+        src = Coco2014Source(root, "val", karpathy_json="dataset_coco.json", on_bad_sample=policy, exclude_ids=[drop])
+        assert _ids(src) == facts["karpathy"]["val"][1:]
+
+
+def test_an_image_that_breaks_after_indexing_raises_under_both_policies(tmp_path):
+    facts = make_coco2014(tmp_path, odd_images=False)
+    odd = make_odd_images(tmp_path / "odd")
+    for policy in ("error", "skip"):
+        src = Coco2014Source(tmp_path, "val", on_bad_sample=policy)
+        facts["paths"][src.image_id(0)].write_bytes(odd["truncated"].read_bytes())
+        with pytest.raises(BadSampleError, match=str(facts["paths"][src.image_id(0)])):
+            src.image(0)
+
+
+def test_bad_arguments_name_what_to_change(coco):
+    root, _ = coco
+    with pytest.raises(ValueError, match="data.on_bad_sample"):
+        Coco2014Source(root, "train", on_bad_sample="ignore")
+    with pytest.raises(ValueError, match="split"):
+        Coco2014Source(root, "restval")
+    with pytest.raises(ValueError, match="image_size"):
+        Coco2014Source(root, "val", image_size=0)

@@ -1,0 +1,149 @@
+"""Run folders' records (summary.json, error.txt), the best-epoch metrics, the TensorBoard run
+name, capgen-compare's table and the optional extras' check, without training."""
+
+import json
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from capgen.cli.compare import as_markdown, as_text, compare
+from capgen.training import config as resolvers
+from capgen.training import plugins as extras
+from capgen.training.callbacks import BestEpochMetrics
+from capgen.training.config import CONF_DIR
+from capgen.training.run_dir import RunFailed, best_checkpoint, find_runs, read_summary, run_recording_failure, write_summary
+
+
+def make_run(path: Path, overrides: list[str], summary: dict | None = None) -> Path:
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    OmegaConf.save(OmegaConf.create(overrides), path / ".hydra" / "overrides.yaml")
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_best_epoch_metrics_keep_the_best_val_cider_epoch_and_survive_a_resume():
+    callback = BestEpochMetrics()
+    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={})
+    for cider, bleu in [(0.2, 0.1), (0.5, 0.3), (0.4, 0.4)]:
+        trainer.callback_metrics = {"val/CIDEr": torch.tensor(cider), "val/BLEU-4": torch.tensor(bleu),
+                                    "train/loss": torch.tensor(1.0)}
+        callback.on_validation_end(trainer, None)
+    assert callback.best == pytest.approx({"val/CIDEr": 0.5, "val/BLEU-4": 0.3})  # not the last epoch's
+
+    resumed = BestEpochMetrics()
+    resumed.load_state_dict(callback.state_dict())
+    trainer.callback_metrics = {"val/CIDEr": torch.tensor(0.45), "val/BLEU-4": torch.tensor(0.5)}
+    resumed.on_validation_end(trainer, None)
+    assert resumed.best == pytest.approx({"val/CIDEr": 0.5, "val/BLEU-4": 0.3})
+
+    trainer.sanity_checking = True  # the sanity check's scores are not an epoch's
+    trainer.callback_metrics = {"val/CIDEr": torch.tensor(9.0)}
+    resumed.on_validation_end(trainer, None)
+    assert resumed.best["val/CIDEr"] == pytest.approx(0.5)
+
+
+def test_tensorboard_run_name_is_the_jobs_overrides():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["model=lstm", "model.decoder.hidden_dim=512", "ckpt_path=/x.ckpt"],
+                      return_hydra_config=True)
+        long = compose("train", overrides=[f"+k{i}=" + "v" * 20 for i in range(12)], return_hydra_config=True)
+        paths = compose("train", overrides=["data=coco2014", "data.root=/mnt/coco"], return_hydra_config=True)
+    try:
+        HydraConfig.instance().set_config(cfg)
+        assert resolvers.run_name() == "model.decoder.hidden_dim=512,model=lstm"  # ckpt_path left out
+        # A path in a value: one folder, not data.root= / mnt / coco, for the run and a sweep job.
+        HydraConfig.instance().set_config(paths)
+        assert resolvers.run_name() == "data.root=_mnt_coco,data=coco2014"
+        OmegaConf.set_readonly(paths.hydra, False)
+        paths.hydra.job.num = 3  # as Hydra sets it for a sweep's job 3
+        assert paths.hydra.sweep.subdir == "3_data.root=_mnt_coco,data=coco2014"
+        HydraConfig.instance().set_config(long)
+        name = resolvers.run_name()
+        assert len(name) < 200 and name.startswith("+k0=vvvv")  # a path component must stay short
+    finally:
+        HydraConfig.instance().cfg = None
+    assert resolvers.run_name() == "default"  # no command line outside a Hydra app
+
+
+def test_a_failing_run_leaves_its_traceback_and_a_failed_summary(tmp_path):
+    run = make_run(tmp_path / "run", ["model=attn"])
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
+    held = []
+
+    def fail(cfg):
+        model = torch.nn.Linear(2, 2)
+        held.append(weakref.ref(model))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(RunFailed, match=r"OutOfMemoryError: CUDA out of memory.*error.txt") as raised:
+        run_recording_failure(fail, cfg)
+    assert read_summary(run) == {"status": "failed", "traceback": "error.txt",
+                                 "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"}
+    assert "in fail" in (run / "error.txt").read_text()
+    # The failed run's objects are not kept alive by the error Hydra holds until the sweep ends.
+    assert raised.value.__context__ is None and held[0]() is None
+    with pytest.raises(ValueError, match="the run failed.*give ckpt_path="):
+        best_checkpoint(run)
+
+
+def test_summary_names_the_best_checkpoint_relative_to_the_run(tmp_path):
+    run = make_run(tmp_path / "run", [])
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "epoch001-cider0.500.ckpt").write_bytes(b"")
+    write_summary(run, {"val/CIDEr": 0.5, "lr-AdamW/pg1": 1e-3}, str(run / "checkpoints" / "epoch001-cider0.500.ckpt"))
+    assert read_summary(run)["metrics"] == {"val/CIDEr": 0.5}  # the run's scores, not the optimiser's state
+    moved = tmp_path / "copied"
+    run.rename(moved)  # e.g. copied off the cluster
+    assert best_checkpoint(moved) == moved / "checkpoints" / "epoch001-cider0.500.ckpt"
+
+    elsewhere = tmp_path / "store" / "best.ckpt"  # callbacks.model_checkpoint.dirpath set outside the run
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"")
+    write_summary(moved, {}, str(elsewhere))
+    assert best_checkpoint(moved) == elsewhere
+
+
+def test_a_malformed_summary_is_named(tmp_path):
+    run = make_run(tmp_path / "run", [])
+    (run / "summary.json").write_text("{")
+    with pytest.raises(ValueError, match=r"run/summary.json: not valid JSON"):
+        read_summary(run)
+
+
+def test_compare_shows_varying_overrides_and_puts_failed_and_unfinished_runs_last(tmp_path):
+    done = {"status": "completed", "metrics": {"val/CIDEr": 0.8, "test/CIDEr": 0.7}}
+    for i in range(11):  # job 10 sorts after job 9
+        make_run(tmp_path / f"{i}_lr={i}", ["debug=fast", f"model.module.lr={i}"], {**done, "metrics": {"val/CIDEr": i / 10}})
+    make_run(tmp_path / "11_lr=bad", ["debug=fast", "model.module.lr=bad"], {"status": "failed", "error": "ValueError: bad lr"})
+    make_run(tmp_path / "12_lr=slow", ["debug=fast", "model.module.lr=slow"])
+    assert [p.name for p in find_runs(tmp_path)][9:11] == ["9_lr=9", "10_lr=10"]
+
+    table = compare([tmp_path], ["val/CIDEr", "test/CIDEr"])
+    assert table.common == ["debug=fast"]
+    assert table.header == ["model.module.lr", "status", "val/CIDEr", "test/CIDEr", "run"]
+    assert table.rows[0] == ["10", "completed", "1.0000", "-", "10_lr=10"]
+    assert [r[1] for r in table.rows[-2:]] == ["failed", "unfinished"]
+    assert table.notes[0] == "11_lr=bad: failed: ValueError: bad lr"
+    assert "12_lr=slow: unfinished: no summary.json" in table.notes[1]
+    assert as_text(table).splitlines()[0] == "all runs: debug=fast"
+    markdown = as_markdown(table)
+    assert "| model.module.lr | status | val/CIDEr | test/CIDEr | run |\n|---|---|---|---|---|\n| 10 | completed |" in markdown
+    with pytest.raises(SystemExit, match="no capgen-train runs"):
+        compare([tmp_path / "0_lr=0" / ".hydra"], ["val/CIDEr"])
+
+
+def test_a_missing_optional_plugin_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match=r"hparams_search=attn_optuna needs .*pip install -e \"\.\[sweep\]\""):
+        extras.require_plugins(["model=attn", "hparams_search=attn_optuna"])
+    with pytest.raises(SystemExit, match=r"pip install -e \"\.\[cluster\]\""):
+        extras.require_plugins(["-m", "hydra/launcher=slurm"])
+    extras.require_plugins(["-m", "model=rnn,lstm", "hparams_search=null"])  # nothing optional asked for
