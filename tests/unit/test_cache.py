@@ -17,7 +17,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf.errors import MissingMandatoryValue
 
-from capgen.cli.prepare import SPLITS, prepare
 from capgen.data import cache
 from capgen.data.cache import (
     CachedFeatures,
@@ -32,6 +31,7 @@ from capgen.data.shapes import ShapesSource
 from capgen.models import AttentionDecoder, Captioner
 from capgen.models.losses import caption_loss
 from capgen.training.config import CONF_DIR
+from capgen.training.prepare import SPLITS, prepare
 from capgen.vocab import Vocabulary
 
 SIZES = {"train": 40, "val": 12, "test": 12}

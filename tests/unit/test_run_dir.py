@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from capgen.cli.compare import as_markdown, as_text, compare
 from capgen.training import config as resolvers
 from capgen.training import plugins as extras
 from capgen.training.callbacks import BestEpochMetrics
+from capgen.training.compare import as_markdown, as_text, compare
 from capgen.training.config import CONF_DIR
 from capgen.training.run_dir import RunFailed, best_checkpoint, find_runs, read_summary, run_recording_failure, write_summary
 
