@@ -320,4 +320,9 @@ class CaptionScores(PerImageMetric):
         return {row["image_id"]: row["caption"] for row in self.captions()}
 
     def compute(self) -> dict[str, float]:
+        if not self.references:
+            raise ValueError(
+                "CaptionScores has no reference captions to score against: give them first, e.g. "
+                "CaptioningModule.set_references(stage, datamodule.references(split)) (capgen-train and capgen-eval do)"
+            )
         return score_captions(self.predictions(), self.references, metrics=self.metric_names, tokenizer=self.tokenizer)

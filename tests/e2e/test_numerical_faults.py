@@ -73,7 +73,7 @@ def test_inf_loss_step_is_skipped_under_the_skip_setting(make_cfg, monkeypatch, 
     weights = Weights()
     with_callbacks(monkeypatch, weights)
     poison_loss(monkeypatch, at_call=5, value=math.inf)
-    with caplog.at_level(logging.WARNING, logger="capgen.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="capgen.training.callbacks"):
         train(cfg)
     assert "non-finite training loss (inf) at step 4 (epoch 1): step skipped (1 so far)" in caplog.text
     assert sorted(weights.after) == [1, 2, 3, 4, 5, 6]  # the run went on to its end

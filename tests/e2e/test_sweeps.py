@@ -70,7 +70,7 @@ def test_every_run_logs_the_same_sample_images_each_epoch(sweep):
     seen = []
     for run in tensorboard_runs(sweep).values():
         events = read_events(run)
-        for k in range(4):  # model.module.num_log_samples
+        for k in range(4):  # callbacks.caption_samples.num_samples
             assert len(events.Images(f"val_samples/{k}")) == 2  # one per epoch, for every model
         tables = [e.tensor_proto.string_val[0].decode() for e in events.Tensors("val/captions/text_summary")]
         ids = [re.findall(r"^\| (\d+) \|", t, flags=re.M) for t in tables]

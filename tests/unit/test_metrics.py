@@ -77,3 +77,11 @@ def test_per_image_rows_count_each_image_once_whatever_the_batches():
     grounding.update(torch.tensor([5, 6, 5]), rows)  # image 5 twice: counted once
     score = grounding.compute()
     assert (score.score, score.chance, score.n_words) == (0.5, 0.5, 2)
+
+
+def test_scores_without_references_say_how_to_give_them():
+    vocab = Vocabulary.build(["a red circle"])
+    scores = CaptionScores(vocab)
+    scores.update(torch.tensor([1]), torch.tensor([[vocab.stoi["a"], vocab.end_id]]))
+    with pytest.raises(ValueError, match=r"set_references\(stage, datamodule.references\(split\)\)"):
+        scores.compute()

@@ -12,8 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from capgen.training import config as resolvers
-from capgen.training import plugins as extras
+from capgen.training import config, plugins
 from capgen.training.callbacks import BestEpochMetrics
 from capgen.training.compare import as_markdown, as_text, compare
 from capgen.training.config import CONF_DIR
@@ -58,19 +57,19 @@ def test_tensorboard_run_name_is_the_jobs_overrides():
         paths = compose("train", overrides=["data=coco2014", "data.root=/mnt/coco"], return_hydra_config=True)
     try:
         HydraConfig.instance().set_config(cfg)
-        assert resolvers.run_name() == "model.decoder.hidden_dim=512,model=lstm"  # ckpt_path left out
+        assert config.run_name() == "model.decoder.hidden_dim=512,model=lstm"  # ckpt_path left out
         # A path in a value: one folder, not data.root= / mnt / coco, for the run and a sweep job.
         HydraConfig.instance().set_config(paths)
-        assert resolvers.run_name() == "data.root=_mnt_coco,data=coco2014"
+        assert config.run_name() == "data.root=_mnt_coco,data=coco2014"
         OmegaConf.set_readonly(paths.hydra, False)
         paths.hydra.job.num = 3  # as Hydra sets it for a sweep's job 3
         assert paths.hydra.sweep.subdir == "3_data.root=_mnt_coco,data=coco2014"
         HydraConfig.instance().set_config(long)
-        name = resolvers.run_name()
+        name = config.run_name()
         assert len(name) < 200 and name.startswith("+k0=vvvv")  # a path component must stay short
     finally:
         HydraConfig.instance().cfg = None
-    assert resolvers.run_name() == "default"  # no command line outside a Hydra app
+    assert config.run_name() == "default"  # no command line outside a Hydra app
 
 
 def test_a_failing_run_leaves_its_traceback_and_a_failed_summary(tmp_path):
@@ -141,9 +140,9 @@ def test_compare_shows_varying_overrides_and_puts_failed_and_unfinished_runs_las
 
 
 def test_a_missing_optional_plugin_names_the_extra_to_install(monkeypatch):
-    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(plugins.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SystemExit, match=r"hparams_search=attn_optuna needs .*pip install -e \"\.\[sweep\]\""):
-        extras.require_plugins(["model=attn", "hparams_search=attn_optuna"])
+        plugins.require_plugins(["model=attn", "hparams_search=attn_optuna"])
     with pytest.raises(SystemExit, match=r"pip install -e \"\.\[cluster\]\""):
-        extras.require_plugins(["-m", "hydra/launcher=slurm"])
-    extras.require_plugins(["-m", "model=rnn,lstm", "hparams_search=null"])  # nothing optional asked for
+        plugins.require_plugins(["-m", "hydra/launcher=slurm"])
+    plugins.require_plugins(["-m", "model=rnn,lstm", "hparams_search=null"])  # nothing optional asked for
