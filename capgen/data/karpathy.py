@@ -83,9 +83,6 @@ class ImageFileSource:
     def image_id(self, i: int) -> int:
         return self._ids[i]
 
-    def path(self, i: int) -> str:
-        return self._paths[i]
-
     def _keep(self, records: Iterable[_Record], bad: BadSamples) -> None:
         listings: dict[str, set[str]] = {}  # image folder -> names in it, listed once
         total = 0

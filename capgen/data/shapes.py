@@ -103,7 +103,8 @@ class Scene:
     objects: tuple[ShapeObject, ...]  # 1 to 3
     captions: tuple[str, ...]  # distinct reference captions
     # Per caption, aligned with tokenize(caption): index of the object a word names (its size,
-    # colour or shape word), else -1.
+    # colour or shape word), else -1. The data set's ground truth of which words name which
+    # object: the tests check every caption against the geometry with it.
     word_objects: tuple[tuple[int, ...], ...]
 
 
