@@ -97,6 +97,10 @@ def _fsync_dir(folder: Path) -> None:
 
 
 
+class UnreadableCheckpoint(ValueError):
+    """The file is not a checkpoint torch can read (truncated, or not a checkpoint at all)."""
+
+
 @dataclass
 class Checkpoint:
     """What capgen reads from a checkpoint file (Lightning restores the rest itself)."""
@@ -123,7 +127,7 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> Chec
         # values in it, the module's metric lists included).
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
-        raise ValueError(
+        raise UnreadableCheckpoint(
             f"{setting}={path}: not a checkpoint torch can read ({type(e).__name__}: {' '.join(str(e).split())}). "
             "It may be truncated (a copy or download that stopped early): use another checkpoint of the run."
         ) from None

@@ -15,6 +15,7 @@ from the wrong file fails with a message that names it and the fix.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -23,7 +24,9 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import Checkpoint, read_checkpoint
+from .checkpoint import Checkpoint, UnreadableCheckpoint, read_checkpoint
+
+log = logging.getLogger(__name__)
 
 # Lightning's DDP launcher re-runs the command for ranks > 0 with this job name added (see
 # lightning.fabric.strategies.launchers.subprocess_script): that command is already rewritten.
@@ -46,9 +49,69 @@ def resume_argv(args: list[str]) -> list[str]:
     saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
     own = [o.input_line for o in OverridesParser.create().parse_overrides(saved)
            if o.key_or_group not in ("resume", "ckpt_path") and not o.key_or_group.startswith("hydra.")]
+    # Everything is checked before the first byte is written into the run: a refused resume
+    # leaves the folder as it was, so the plain `resume=<run>` still works afterwards.
+    fallback = check_resume(run, own, overrides)
     if os.environ.get("RANK", "0") == "0":
         _keep_previous_config(run)
-    return [*own, *args, f'hydra.run.dir="{run}"']
+    extra = [f'ckpt_path="{fallback}"'] if fallback else []
+    return [*own, *args, *extra, f'hydra.run.dir="{run}"']
+
+
+def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
+    """Compose the resumed run's config (its own overrides, then `given`) and check the
+    checkpoint it resumes from against it. Raises, naming the override and the command that
+    works, when the resume cannot go on; returns the checkpoint to resume from instead of a
+    damaged last.ckpt (the newest of the run's other checkpoints that loads), else None."""
+    from hydra import compose, initialize_config_dir
+
+    from .config import CONF_DIR, register
+
+    register()
+    # Hydra's own settings (hydra.run.dir, hydra/launcher=...) do not change what is trained.
+    overrides = [o for o in [*own, *given] if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    net_config = OmegaConf.to_container(cfg.model, resolve=True)
+    net_config.pop("module")
+    last = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else run / "checkpoints" / "last.ckpt"
+    plain = f"capgen-train resume={run}"
+    try:
+        check_resume_checkpoint(str(last), net_config)
+        return None
+    except NetworkMismatch as e:
+        changed = [o for o in given if not o.startswith(("resume=", "hydra."))]
+        raise ValueError(
+            f"resume={run}: {' '.join(changed) or 'the settings given'} would build another network than the "
+            f"run trained ({'; '.join(e.differences[:4])}), so it cannot continue from {last}. Nothing in the run "
+            f"folder was changed. Resume with the run's own network: {plain} (other settings such as "
+            "trainer.max_epochs=... may be added), or start a new run with the new settings."
+        ) from None
+    except UnreadableCheckpoint as e:
+        if cfg.get("ckpt_path"):
+            raise
+        fallback = _newest_loadable(run / "checkpoints", net_config, exclude=last)
+        if fallback is None:
+            raise ValueError(
+                f"resume={run}: {e} No other checkpoint in {run / 'checkpoints'} loads either, so the run cannot be "
+                f"resumed; start it again without resume= (capgen-train {' '.join(own)})."
+            ) from None
+        log.warning("resume=%s: %s is damaged (%s); resuming from %s, the newest checkpoint of the run that loads",
+                    run, last, e, fallback)
+        return fallback
+
+
+def _newest_loadable(folder: Path, net_config: dict, exclude: Path) -> Path | None:
+    """The checkpoint in `folder` with the most optimizer steps that loads and fits `net_config`."""
+    found = []
+    for path in folder.glob("*.ckpt"):
+        if path == exclude:
+            continue
+        try:
+            found.append((check_resume_checkpoint(str(path), net_config).global_step, path.stat().st_mtime, path))
+        except ValueError as e:
+            log.warning("resume: %s does not load either (%s)", path, e)
+    return max(found)[2] if found else None
 
 
 def check_run_dir(run: Path, started_by_hydra: bool = True) -> None:
@@ -89,13 +152,21 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return None
 
 
+class NetworkMismatch(ValueError):
+    """A checkpoint of another network than the config builds."""
+
+    def __init__(self, differences: list[str], message: str):
+        super().__init__(message)
+        self.differences = differences
+
+
 def check_resume_checkpoint(path: str, net_config: dict) -> Checkpoint:
     """The checkpoint a run resumes from, checked before Lightning touches it: a capgen
     checkpoint (capgen.training.checkpoint.read_checkpoint) of the network `net_config` builds."""
     ckpt = read_checkpoint(path)
     differ = _differences(ckpt.net_config, net_config)
     if differ:
-        raise ValueError(
+        raise NetworkMismatch(differ,
             f"ckpt_path={path}: the checkpoint holds another network than this run builds ({'; '.join(differ[:4])}). "
             "Resume with the run's own settings (resume=<its run dir> reuses them), or give the same model=... "
             "and model.* overrides it was trained with."

@@ -1,0 +1,77 @@
+"""Resumes that cannot go on are refused before anything in the run folder is written, and a
+damaged last.ckpt falls back to the newest checkpoint of the run that loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from capgen.training.resume import resume_argv
+
+SMALL = ["debug=fast", "model=lstm", "test=false", "data.source.sizes={train:64,val:16,test:16}"]
+
+
+def capgen_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "capgen-train"
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    folder = tmp_path / "run"
+    done = capgen_train(*SMALL, f"hydra.run.dir={folder}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_the_run_byte_for_byte_and_the_plain_resume_still_works(run, tmp_path):
+    before = snapshot(run)
+    for change in (["model.decoder.hidden_dim=512"], ["model=attn"]):
+        done = capgen_train(f"resume={run}", *change, cwd=tmp_path)
+        assert done.returncode != 0
+        assert "would build another network than the run trained" in done.stderr
+        assert f"capgen-train resume={run}" in done.stderr  # the command that works
+        assert snapshot(run) == before, change
+    done = capgen_train(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_misspelt_override_on_resume_is_refused_before_any_write(run):
+    before = snapshot(run)
+    with pytest.raises(Exception, match="hiden_dim"):
+        resume_argv([f"resume={run}", "model.decoder.hiden_dim=3"])
+    assert snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_a_damaged_last_ckpt_falls_back_to_the_newest_checkpoint_that_loads(run, tmp_path, caplog):
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy that stopped half-way
+    [best] = [p for p in (run / "checkpoints").glob("epoch*.ckpt")]
+    args = resume_argv([f"resume={run}", "trainer.max_epochs=2"])
+    assert f'ckpt_path="{best}"' in args
+    assert any("is damaged" in r.getMessage() and best.name in r.getMessage() for r in caplog.records)
+    done = capgen_train(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_no_loadable_checkpoint_names_the_command_that_works(run):
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        ckpt.write_bytes(b"not a checkpoint")
+    before = snapshot(run)
+    with pytest.raises(ValueError) as err:
+        resume_argv([f"resume={run}"])
+    message = str(err.value)
+    assert "No other checkpoint" in message and "start it again without resume=" in message and "model=lstm" in message
+    assert snapshot(run) == before
