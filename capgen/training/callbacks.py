@@ -1,5 +1,6 @@
 """Every callback capgen-train runs, all listed in conf/callbacks/default.yaml:
 
+    BestCheckpoint         the best epoch's checkpoint; its state follows a moved run folder
     LastCheckpoint         last.ckpt, the file a run resumes from
     ExactResume            random generators and the loader's place, so a resume is exact
     FlushLogsOnCheckpoint  logged points are on disk before each checkpoint
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +53,45 @@ def _set_random_state(rng: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-class LastCheckpoint(ModelCheckpoint):
+class RelocatableCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose saved state follows the run folder when it is moved or copied.
+
+    The state (best and k-th best file, the top-k files, the last file) names absolute paths in
+    the folder the run was in. Lightning restores it only when the folder is the same, and
+    otherwise forgets the top-k files but keeps `best_model_path` pointing into the old folder:
+    a moved run then keeps its old best file beside a new one (save_top_k broken), and a copy
+    tests and records the other copy's file. Paths inside the old checkpoint folder are
+    rebased onto this one before Lightning restores them.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and os.path.normpath(old) != os.path.normpath(new):
+            state_dict = _rebased(state_dict, old, new)
+        super().load_state_dict(state_dict)
+
+
+def _rebased(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    def move(path):
+        if not path:
+            return path
+        rel = os.path.relpath(path, old)
+        return path if rel.startswith(os.pardir) else os.path.join(new, rel)
+
+    state = dict(state, dirpath=new)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = move(state[key])
+    if "best_k_models" in state:
+        state["best_k_models"] = {move(p): v for p, v in state["best_k_models"].items()}
+    return state
+
+
+class BestCheckpoint(RelocatableCheckpoint):
+    """The best epoch by the run's monitor (Lightning's ModelCheckpoint; see RelocatableCheckpoint)."""
+
+
+class LastCheckpoint(RelocatableCheckpoint):
     """last.ckpt, the checkpoint a run resumes from.
 
     Written at epoch ends, after validation, or every N optimizer steps

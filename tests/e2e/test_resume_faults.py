@@ -4,6 +4,7 @@ damaged last.ckpt falls back to the newest checkpoint of the run that loads."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,21 @@ def test_no_loadable_checkpoint_names_the_command_that_works(run):
     message = str(err.value)
     assert "No other checkpoint" in message and "start it again without resume=" in message and "model=lstm" in message
     assert snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_a_copied_run_resumes_as_itself_and_keeps_one_best_checkpoint(tmp_path):
+    # Judged by val/loss (it falls at every epoch here), so the resumed epochs make new bests.
+    original = tmp_path / "original"
+    done = capgen_train(*SMALL, "monitor=val/loss", "monitor_mode=min", f"hydra.run.dir={original}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(original, copy)
+    before = snapshot(original)
+    done = capgen_train(f"resume={copy}", "trainer.max_epochs=3", "test=true", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert snapshot(original) == before  # the copy never reached into the original
+    bests = sorted(p.name for p in (copy / "checkpoints").glob("epoch*.ckpt"))
+    assert len(bests) == 1 and bests[0].startswith("epoch002"), bests  # save_top_k=1 across the resume
+    summary = json.loads((copy / "summary.json").read_text())
+    assert summary["best_checkpoint"] == f"checkpoints/{bests[0]}"
