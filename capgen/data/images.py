@@ -158,6 +158,13 @@ class BadSamples:
         if self.first is None:
             self.first = f"{where}: {reason}"
 
+    def elsewhere(self, where: str, reason: str, fix: str = FIX_FILE) -> None:
+        """A problem found while indexing this split that belongs to another one (e.g. a repeated
+        id across splits): raise under "error", so a run stops when it starts rather than when
+        that split is first read; under "skip" that split drops and counts it, this one does not."""
+        if self.policy == "error":
+            raise BadSampleError(where, reason, fix)
+
     def exclude(self) -> None:
         """Count an image the user listed as bad (e.g. by a scan of every file) in either mode."""
         self.kinds["excluded image"] += 1

@@ -306,3 +306,13 @@ def test_8_bit_files_load_exactly_as_pil_converts_them(odd, kind):
         img.load()
         expected = ImageOps.exif_transpose(img).convert("RGB").resize((24, 24), Image.Resampling.BILINEAR)
     assert np.array_equal(load_rgb(odd[kind], 24), np.asarray(expected))
+
+
+def test_a_problem_of_another_split_stops_under_error_and_is_not_counted_under_skip(caplog):
+    with pytest.raises(BadSampleError, match="f.json: repeated id; fix it"):
+        BadSamples("error", "x test").elsewhere("f.json", "repeated id", "fix it")
+    bad = BadSamples("skip", "x test")
+    bad.elsewhere("f.json", "repeated id")
+    with caplog.at_level(logging.DEBUG):
+        bad.summary(kept=4, total=4)
+    assert not caplog.records
