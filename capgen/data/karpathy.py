@@ -15,12 +15,22 @@ Karpathy COCO gives train 113,287, val 5,000, test 5,000 images.
 
 Each source indexes its split once, in __init__: a JSON parse, a dict of captions per image
 and one directory listing per image folder instead of a stat per file. Problems found then
-(a missing image file, an empty caption, an image left without captions) follow
-`on_bad_sample`; see images.BadSamples. A file that exists but cannot be decoded is only
-found when it is read: `image(i)` then raises BadSampleError under either policy, since a
+(a missing image file, an empty caption, an image left without captions, an image id an
+earlier entry already has) follow `on_bad_sample`; see images.BadSamples. A file that exists
+but cannot be decoded is only found when it is read: `image(i)` then raises BadSampleError under either policy, since a
 source cannot drop an item the sampler has already chosen, and a stand-in picture would
 silently train on garbage. Scan every image ahead of training (capgen-prepare does) and pass
 the ids it lists as bad in `exclude_ids`.
+
+Image ids must be unique, since captions are grouped, predictions scored and bad images
+listed by id: two images under one id would share captions, or one would go unscored. The
+rule: unique within an official annotation file (each split reads only its own, and nothing
+joins ids across splits), and across the whole Karpathy file, all splits together (one
+cocoid in train and test is one COCO image both trained and tested on). Every split reads
+the whole Karpathy file, so under "error" a repeated id anywhere in it stops the indexing
+of any split: a run stops when it starts, not when it first reads its test split. Under
+"skip" an entry is kept only if it is the first with its id in the file, so the splits stay
+disjoint; each split counts what it drops.
 
 Captions are kept whole and all of them (COCO has 5 to 7 per image): the vocabulary
 truncates long captions when it encodes them, and scores use every reference.
@@ -41,9 +51,14 @@ _KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("te
 _HOW_TO_GET = "see the 'Data sets' section of the README (for COCO: scripts/download_coco.sh)"
 _FIX_ENTRY = "fix that entry in the annotation file, or set data.on_bad_sample=skip"
 _FIX_MISSING = "put the image file back (see the README's 'Data sets'), or set data.on_bad_sample=skip"
+_FIX_DUPLICATE = (
+    "give each image its own id in the annotation file, or delete the repeated entry, or set "
+    "data.on_bad_sample=skip to keep only the first entry with each id"
+)
 
-# (image id, image file, raw captions, where the entry was read: for messages)
-_Record = tuple[int, str, list, str]
+# (image id, image file, raw captions, where the entry was read: for messages, and why its
+# id repeats an earlier entry's: for messages; None when it is the first with that id)
+_Record = tuple[int, str, list, str, "str | None"]
 
 
 class ImageFileSource:
@@ -86,8 +101,11 @@ class ImageFileSource:
     def _keep(self, records: Iterable[_Record], bad: BadSamples) -> None:
         listings: dict[str, set[str]] = {}  # image folder -> names in it, listed once
         total = 0
-        for image_id, path, raw, where in records:
+        for image_id, path, raw, where, repeat in records:
             total += 1
+            if repeat is not None:
+                bad.report("duplicate image id", where, repeat, _FIX_DUPLICATE)
+                continue
             if image_id in self.exclude_ids:
                 bad.exclude()
                 continue
@@ -104,7 +122,7 @@ class ImageFileSource:
             if not _listed(path, listings):
                 bad.report("missing file", path, f"image file of {where} does not exist", _FIX_MISSING)
                 continue
-            self._ids.append(int(image_id))
+            self._ids.append(image_id)
             self._paths.append(path)
             self._captions.append(tuple(captions))
         bad.summary(len(self._ids), total)
@@ -133,7 +151,7 @@ class Coco2014Source(ImageFileSource):
         if karpathy_json:
             path = os.path.join(self.root, os.path.expanduser(karpathy_json))
             images = _read_karpathy(path, ("coco",))[1]
-            records = _karpathy_records(images, path, split, self.root, "cocoid", folder=None)
+            records = _karpathy_records(images, path, split, self.root, "cocoid", None, bad)
         else:
             records = self._official_records()
         self._keep(records, bad)
@@ -146,14 +164,16 @@ class Coco2014Source(ImageFileSource):
         )
         captions: dict[int, list] = {}  # image id -> its captions, in file order
         for k, a in enumerate(_field(data, "annotations", path, "the file")):
-            captions.setdefault(_field(a, "image_id", path, f"annotation {k}"), []).append(
+            captions.setdefault(_image_id(a, "image_id", path, f"annotation {k}"), []).append(
                 _field(a, "caption", path, f"annotation {k}")
             )
+        first: dict[int, str] = {}  # image id -> its first entry, described for messages
         for k, entry in enumerate(_field(data, "images", path, "the file")):
-            image_id = _field(entry, "id", path, f"image {k}")
+            image_id = _image_id(entry, "id", path, f"image {k}")
             name = _field(entry, "file_name", path, f"image {k}")
             where = f"{path} (image id {image_id}, {name})"
-            yield image_id, os.path.join(self.root, f"{part}2014", name), captions.get(image_id, []), where
+            repeat = _repeat(first, image_id, "image id", f"image {k} ({name})")
+            yield image_id, os.path.join(self.root, f"{part}2014", name), captions.get(image_id, []), where, repeat
 
 
 class FlickrSource(ImageFileSource):
@@ -182,7 +202,7 @@ class FlickrSource(ImageFileSource):
         self.dataset = dataset
         folder = os.path.join(self.root, image_dir or self.IMAGE_DIRS[dataset])
         bad = BadSamples(on_bad_sample, f"{dataset} {split}")
-        self._keep(_karpathy_records(images, path, split, self.root, "imgid", folder=folder), bad)
+        self._keep(_karpathy_records(images, path, split, self.root, "imgid", folder, bad), bad)
 
 
 def _read_karpathy(path: str, datasets: tuple[str, ...]) -> tuple[str, list]:
@@ -200,22 +220,43 @@ def _read_karpathy(path: str, datasets: tuple[str, ...]) -> tuple[str, list]:
 
 
 def _karpathy_records(
-    images: list, path: str, split: str, root: str, id_key: str, folder: str | None
+    images: list, path: str, split: str, root: str, id_key: str, folder: str | None, bad: BadSamples
 ) -> Iterator[_Record]:
-    """Records of `split`'s images; files are in `folder`, or in root/<entry's filepath>."""
+    """Records of `split`'s images; files are in `folder`, or in root/<entry's filepath>.
+
+    Ids are checked across the whole file (see the module docstring): a repeated id outside
+    `split` goes to `bad.elsewhere`, which stops under "error" and leaves it to its own split
+    under "skip"."""
     wanted = _KARPATHY_SPLITS[split]
+    first: dict[int, str] = {}  # id -> its first entry, described for messages
     for k, entry in enumerate(images):
         where = f"image {k}"
         part = _field(entry, "split", path, where)
         if part not in ("train", "restval", "val", "test"):
             raise ValueError(f"{path}: {where} has split {part!r}; Karpathy's splits are train, restval, val, test")
-        if part not in wanted:
-            continue
-        image_id = _field(entry, id_key, path, where)
+        image_id = _image_id(entry, id_key, path, where)
         name = _field(entry, "filename", path, where)
+        described = f"{path} ({where}, split {part}, {id_key} {image_id}, {name})"
+        repeat = _repeat(first, image_id, id_key, f"{where} (split {part}, {name})")
+        if part not in wanted:
+            if repeat is not None:
+                bad.elsewhere(described, repeat, _FIX_DUPLICATE)
+            continue
         image_folder = folder or os.path.join(root, _field(entry, "filepath", path, where))
         raw = [_field(s, "raw", path, f"{where} sentence {j}") for j, s in enumerate(_field(entry, "sentences", path, where))]
-        yield image_id, os.path.join(image_folder, name), raw, f"{path} ({where}, {id_key} {image_id}, {name})"
+        yield image_id, os.path.join(image_folder, name), raw, described, repeat
+
+
+def _repeat(first: dict[int, str], image_id: int, id_name: str, entry: str) -> str | None:
+    """Why this entry's id repeats an earlier entry's, for messages; None (and `first`
+    remembers `entry`, its description) when it is the first entry with that id."""
+    if image_id not in first:
+        first[image_id] = entry
+        return None
+    return (
+        f"its {id_name} {image_id} is also that of {first[image_id]}, an earlier entry of the same file; "
+        "one id must name one image"
+    )
 
 
 def _listed(path: str, listings: dict[str, set[str]]) -> bool:
@@ -236,6 +277,15 @@ def _load_json(path: str, what: str, how: str) -> dict:
             return json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged, download it again") from e
+
+
+def _image_id(entry, key: str, path: str, where: str) -> int:
+    """entry[key] as an int: ids are compared (captions grouped, duplicates found) as ints."""
+    value = _field(entry, key, path, where)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: {where} has {key} {value!r}, which is not an integer image id; fix that entry") from None
 
 
 def _field(entry, key: str, path: str, where: str):

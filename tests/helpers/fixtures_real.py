@@ -8,6 +8,7 @@ id, file paths), computed here and not by the code under test.
                           dataset_coco.json (Karpathy's splits)
     make_flickr(root, v)  Flicker8k_Dataset/ or flickr30k-images/, dataset_flickr{8k,30k}.json
     make_odd_images(dir)  one file per awkward or broken kind of image file
+    write_png16(path, a)  a 16-bit PNG of any channel count (PIL writes only 16-bit grey)
     edit_json(path, fn)   change a written JSON file in place (to plant a fault)
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 import io
 import json
 import random
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -185,6 +188,24 @@ def make_odd_images(folder: Path) -> dict[str, Path]:
     paths["empty"].write_bytes(b"")
     paths["text"].write_text("this is not an image\n")
     return paths
+
+
+def write_png16(path: Path, samples: np.ndarray) -> Path:
+    """`samples` (H, W) or (H, W, C) with C = 2 (grey, alpha), 3 (RGB) or 4 (RGBA), values
+    0..65535, as a 16-bit PNG written chunk by chunk: PIL saves 16-bit PNGs of one channel only."""
+    height, width = samples.shape[:2]
+    channels = 1 if samples.ndim == 2 else samples.shape[2]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = np.asarray(samples, dtype=">u2").reshape(height, width * channels)  # PNG is big-endian
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)  # each row: filter type 0 (none), samples
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)  # deflate, standard filters, no interlace
+    path = Path(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
 
 
 def edit_json(path: Path, change: Callable[[dict], None]) -> None:

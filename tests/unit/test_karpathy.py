@@ -229,3 +229,95 @@ def test_bad_arguments_name_what_to_change(coco):
         Coco2014Source(root, "restval")
     with pytest.raises(ValueError, match="image_size"):
         Coco2014Source(root, "val", image_size=0)
+
+
+def _set_id(key, old, new):
+    """An edit_json change: the image entry whose `key` is `old` gets id `new`."""
+    return lambda data: next(e for e in data["images"] if e[key] == old).update({key: new})
+
+
+def _assert_names_duplicate(message, *parts):
+    assert "\n" not in message  # one paragraph
+    for part in (*parts, "is also that of", "its own id", "data.on_bad_sample=skip"):
+        assert part in message, part
+
+
+def test_official_coco_repeated_image_id_errors_or_keeps_the_first_entry(tmp_path, caplog):
+    facts = make_coco2014(tmp_path, odd_images=False)
+    first, second = facts["official"]["val"][1], facts["official"]["val"][3]
+    ann = tmp_path / "annotations" / "captions_val2014.json"
+    edit_json(ann, _set_id("id", second, first))  # the second file now claims the first one's id
+    with pytest.raises(BadSampleError) as err:
+        Coco2014Source(tmp_path, "val")
+    _assert_names_duplicate(str(err.value), str(ann), f"image id {first}", facts["paths"][first].name,
+                            facts["paths"][second].name)
+
+    with caplog.at_level(logging.WARNING):
+        src = Coco2014Source(tmp_path, "val", on_bad_sample="skip", image_size=16)
+    ids = _ids(src)
+    assert ids == [i for i in facts["official"]["val"] if i != second]
+    k = ids.index(first)
+    assert sorted(src.captions(k)) == sorted(facts["captions"][first])
+    assert np.array_equal(src.image(k), load_rgb(facts["paths"][first], 16))  # the first file, not the second
+    [line] = _summary_lines(caplog)
+    n = len(facts["official"]["val"])
+    assert f"skipped 1 of {n} images in coco2014 val" in line and "1 duplicate image id" in line
+
+
+def test_karpathy_repeated_cocoid_within_a_split_errors_or_keeps_the_first_entry(tmp_path, caplog):
+    facts = make_coco2014(tmp_path, odd_images=False)
+    first, second = facts["karpathy"]["test"]
+    kp = tmp_path / "dataset_coco.json"
+    edit_json(kp, _set_id("cocoid", second, first))
+    for split in SPLITS:  # every split reads the whole file, so every one of them stops
+        with pytest.raises(BadSampleError) as err:
+            Coco2014Source(tmp_path, split, karpathy_json="dataset_coco.json")
+        _assert_names_duplicate(str(err.value), str(kp), f"cocoid {first}", facts["paths"][first].name,
+                                facts["paths"][second].name, "split test")
+
+    with caplog.at_level(logging.WARNING):
+        ids = {s: _ids(Coco2014Source(tmp_path, s, karpathy_json="dataset_coco.json", on_bad_sample="skip"))
+               for s in SPLITS}
+    assert ids == {"train": facts["karpathy"]["train"], "val": facts["karpathy"]["val"], "test": [first]}
+    [line] = _summary_lines(caplog)
+    assert "skipped 1 of 2 images in coco2014 test" in line and "1 duplicate image id" in line
+
+
+def test_karpathy_cocoid_in_two_splits_keeps_the_first_entry_in_the_file(tmp_path, caplog):
+    facts = make_coco2014(tmp_path, odd_images=False)
+    tested, trained = facts["karpathy"]["test"][0], facts["official"]["train"][2]
+    kp = tmp_path / "dataset_coco.json"
+    # The file lists the val2014 images (the test split among them) first: the train entry repeats.
+    edit_json(kp, _set_id("cocoid", trained, tested))
+    for split in SPLITS:
+        with pytest.raises(BadSampleError) as err:
+            Coco2014Source(tmp_path, split, karpathy_json="dataset_coco.json")
+        _assert_names_duplicate(str(err.value), str(kp), f"cocoid {tested}", facts["paths"][tested].name,
+                                facts["paths"][trained].name, "split test", "split train")
+
+    with caplog.at_level(logging.WARNING):
+        ids = {s: _ids(Coco2014Source(tmp_path, s, karpathy_json="dataset_coco.json", on_bad_sample="skip"))
+               for s in SPLITS}
+    assert ids["test"] == facts["karpathy"]["test"] and ids["val"] == facts["karpathy"]["val"]
+    assert ids["train"] == [i for i in facts["karpathy"]["train"] if i != trained]
+    [line] = _summary_lines(caplog)  # counted once, by the split that drops it
+    assert "in coco2014 train" in line and "1 duplicate image id" in line
+
+
+def test_flickr_repeated_imgid_follows_the_same_rule(tmp_path):
+    facts = make_flickr(tmp_path, "8k")
+    kept, repeat = facts["splits"]["val"][0], facts["splits"]["train"][1]
+    edit_json(tmp_path / "dataset_flickr8k.json", _set_id("imgid", repeat, kept))
+    with pytest.raises(BadSampleError) as err:
+        FlickrSource(tmp_path, "test")
+    _assert_names_duplicate(str(err.value), "dataset_flickr8k.json", f"imgid {kept}", facts["paths"][kept].name,
+                            facts["paths"][repeat].name)
+    train = FlickrSource(tmp_path, "train", on_bad_sample="skip")
+    assert _ids(train) == [i for i in facts["splits"]["train"] if i != repeat]
+
+
+def test_an_image_id_that_is_not_an_integer_names_the_entry(tmp_path):
+    make_coco2014(tmp_path, odd_images=False)
+    edit_json(tmp_path / "dataset_coco.json", lambda data: data["images"][0].update(cocoid="abc"))
+    with pytest.raises(ValueError, match=r"dataset_coco\.json: image 0 has cocoid 'abc', which is not an integer"):
+        Coco2014Source(tmp_path, "test", karpathy_json="dataset_coco.json")
