@@ -14,16 +14,23 @@ SPECIALS = (PAD, START, END, UNK)  # ids 0, 1, 2, 3
 
 
 class Vocabulary:
-    """Word <-> id mapping with `<pad>`=0, `<start>`=1, `<end>`=2, `<unk>`=3."""
+    """Word <-> id mapping with `<pad>`=0, `<start>`=1, `<end>`=2, `<unk>`=3.
+
+    The special tokens are ids, not words: `stoi` maps caption words to ids >= 4 only, so a
+    caption that says "<end>" or "<unk>" as text (the tokenizer keeps them whole) reads them
+    as ordinary words, kept when frequent enough and `<unk>` otherwise; only the framing
+    ever gives `<start>`/`<end>` and nothing gives `<pad>`. A kept word may therefore share
+    its text with a special token ("<unk>" at id 3 and at, say, id 57).
+    """
 
     def __init__(self, words: Sequence[str], max_len: int = 20):
         words = list(words)
         if tuple(words[: len(SPECIALS)]) != SPECIALS:
             raise ValueError(f"vocabulary must start with {SPECIALS}, got {words[:4]}")
-        if len(set(words)) != len(words):
+        if len(set(words[len(SPECIALS):])) != len(words) - len(SPECIALS):
             raise ValueError("vocabulary has duplicate words")
         self.itos = words
-        self.stoi = {w: i for i, w in enumerate(words)}
+        self.stoi = {w: i for i, w in enumerate(words) if i >= len(SPECIALS)}
         self.max_len = max_len  # words per caption, not counting <start>/<end>
 
     pad_id, start_id, end_id, unk_id = 0, 1, 2, 3

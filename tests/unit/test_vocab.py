@@ -24,7 +24,8 @@ def test_special_token_ids():
     v = Vocabulary.build(["a cat", "a dog"])
     assert v.itos[:4] == list(SPECIALS)
     assert (v.pad_id, v.start_id, v.end_id, v.unk_id) == (0, 1, 2, 3)
-    assert [v.stoi[s] for s in SPECIALS] == [0, 1, 2, 3]
+    # the specials are ids, not words: no caption word maps to them
+    assert not set(SPECIALS) & v.stoi.keys() and sorted(v.stoi.values()) == list(range(4, len(v)))
 
 
 def test_build_min_freq_orders_by_frequency_and_counts_only_max_len_words():
@@ -95,11 +96,44 @@ def test_matches_official_java_tokenizer_token_for_token():
         assert tokenize(c) == official[i][0].split(), c
 
 
-def test_special_tokens_survive_tokenization_and_encode_to_their_ids():
+def test_special_tokens_stay_whole_and_an_unknown_one_encodes_to_unk():
     v = Vocabulary.build(["a dog on the road"])
     assert tokenize("a <unk> on the road") == ["a", "<unk>", "on", "the", "road"]
-    assert v.encode("a <unk> on the road")[2] == v.unk_id
+    # a caption decoded with <unk> (the course file's captions are) encodes back to <unk>
+    assert v.encode(v.decode([1, 4, 3, 2])) == [1, 4, 3, 2] and v.encode("a <unk> on the road")[2] == v.unk_id
     assert tokenize("a <b> c") == ["a", "<", "b", ">", "c"]  # only our own specials are kept whole
+
+
+def test_caption_text_equal_to_a_special_token_is_an_ordinary_word():
+    # frequent: each is a word of its own, with an id after the specials
+    caps = ["a <unk> dog", "a <END> cat", "the <pad> and <start>"] * 2
+    v = Vocabulary.build(caps, min_freq=2)
+    assert v.itos[:4] == list(SPECIALS) and {"<unk>", "<end>", "<pad>", "<start>"} <= set(v.itos[4:])
+    ids = v.encode("the <end> <pad> <start> <unk> dog")
+    assert ids[0] == v.start_id and ids[-1] == v.end_id
+    assert all(i >= 4 for i in ids[1:-1]) and [v.itos[i] for i in ids[1:-1]] == ["the", "<end>", "<pad>", "<start>",
+                                                                                  "<unk>", "dog"]
+    assert v.decode(ids) == "the <end> <pad> <start> <unk> dog"
+    # rare: unknown words, so <unk>, never <pad>/<start>/<end> inside the caption
+    v = Vocabulary.build(["a dog", "a dog", "a <end> <pad> <start> <unk> dog"], min_freq=2)
+    assert v.itos == [*SPECIALS, "a", "dog"]
+    assert v.encode("a <end> <pad> <start> <unk> dog") == [1, 4, 3, 3, 3, 3, 5, 2]
+    assert Vocabulary.from_dict(Vocabulary.build(caps).to_dict()) == Vocabulary.build(caps)
+
+
+def test_encode_never_gives_a_special_id_inside_a_caption():
+    rng = random.Random(0)
+    pool = ["a", "dog", "cat", "<unk>", "<UNK>", "<end>", "<pad>", "<start>", "<Start>", "<b>", "end", "pad", "."]
+    for _ in range(200):
+        caps = [" ".join(rng.choices(pool, k=rng.randint(0, 8))) for _ in range(rng.randint(1, 6))]
+        v = Vocabulary.build(caps, min_freq=rng.randint(1, 3), max_len=rng.randint(1, 8))
+        for c in caps + [" ".join(rng.choices(pool, k=8))]:
+            ids = v.encode(c)
+            inner = ids[1:-1]
+            assert ids[0] == v.start_id and ids[-1] == v.end_id and min(inner, default=3) >= v.unk_id, (c, ids)
+            # <unk> exactly where the word is not in the vocabulary
+            words = tokenize(c)[: v.max_len]
+            assert [i == v.unk_id for i in inner] == [w not in v.itos[4:] for w in words], (c, ids)
 
 
 # ---- parity with the official (Java) PTB tokenizer ---------------------------------------
