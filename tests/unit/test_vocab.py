@@ -1,10 +1,12 @@
 import json
 import random
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from capgen.tokenizer import tokenize
 from capgen.vocab import SPECIALS, Vocabulary
@@ -62,8 +64,72 @@ def test_load_bad_file_names_the_file(tmp_path):
     bad.write_text('{"nope": 1}')
     with pytest.raises(ValueError, match="vocab.json.*words"):
         Vocabulary.load(bad)
+    bad.write_text('{"words": [')
+    with pytest.raises(ValueError, match="vocab.json: not a capgen vocabulary file.*Vocabulary.save"):
+        Vocabulary.load(bad)
     with pytest.raises(ValueError, match="must start with"):
         Vocabulary(["a", "b"])
+
+
+GOOD = {"words": [*SPECIALS, "a", "dog"], "max_len": 16}
+# what is wrong -> (the saved dict, a pattern of what the message must say)
+INCONSISTENT = {
+    "duplicate word": ({**GOOD, "words": [*SPECIALS, "a", "dog", "a"]}, r"'a' twice \(ids 4 and 6\)"),
+    "specials missing": ({**GOOD, "words": ["a", "dog"]}, r"must start with \('<pad>', '<start>', '<end>', '<unk>'\)"),
+    "specials out of place": ({**GOOD, "words": ["<pad>", "<end>", "<start>", "<unk>", "a"]}, "must start with"),
+    "a special twice": ({**GOOD, "words": [*SPECIALS, "<unk>", "a", "<unk>"]}, r"'<unk>' twice \(ids 4 and 6\)"),
+    "word not a string": ({**GOOD, "words": [*SPECIALS, "a", 7]}, r"must all be strings, but id 5 is 7 \(int\)"),
+    "words not a list": ({**GOOD, "words": "<pad><start><end><unk>"}, "'words' must be a list of strings, got str"),
+    "max_len missing": ({"words": GOOD["words"]}, r"needs the keys 'words' and 'max_len', got \['words'\]"),
+    "max_len a string": ({**GOOD, "max_len": "16"}, r"'max_len' .*positive whole number, got '16'"),
+    "max_len zero": ({**GOOD, "max_len": 0}, "positive whole number, got 0"),
+    "max_len a bool": ({**GOOD, "max_len": True}, "positive whole number, got True"),
+    "max_len a float": ({**GOOD, "max_len": 16.0}, "positive whole number, got 16.0"),
+    "not a dict": ([*SPECIALS], "needs the keys 'words' and 'max_len', got list"),
+}
+
+
+@pytest.mark.parametrize("case", INCONSISTENT)
+def test_inconsistent_vocabulary_file_names_itself_the_problem_and_the_fix(tmp_path, case):
+    saved, problem = INCONSISTENT[case]
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError) as e:
+        Vocabulary.load(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: not a consistent capgen vocabulary: ") and "\n" not in message
+    assert re.search(problem, message), message
+    assert message.endswith("as Vocabulary.save writes it; save the vocabulary again")
+
+
+def test_inconsistent_vocabulary_in_a_checkpoint_names_the_checkpoint(tmp_path):
+    from capgen.training.checkpoint import read_checkpoint, stamp
+
+    ckpt = {"vocab": INCONSISTENT["duplicate word"][0], "hyper_parameters": {"net_config": {"decoder": "lstm"}},
+            "state_dict": {}}
+    stamp(ckpt)
+    path = tmp_path / "last.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError) as e:
+        read_checkpoint(path, setting="ckpt_path")
+    message = str(e.value)
+    assert message.startswith(f"ckpt_path={path}: its 'vocab' entry: not a consistent capgen vocabulary: ")
+    assert "'a' twice (ids 4 and 6)" in message and message.endswith("use a checkpoint as capgen-train wrote it")
+    ckpt["vocab"] = GOOD
+    torch.save(ckpt, path)
+    assert read_checkpoint(path).vocab == Vocabulary.from_dict(GOOD)
+
+
+def test_inconsistent_cached_vocabulary_names_the_file(tmp_path):
+    from capgen.data.cache import load_vocab, save_vocab
+
+    recipe = {"source": "shapes", "min_freq": 1, "max_len": 16}
+    save_vocab(tmp_path, Vocabulary.from_dict(GOOD), recipe)
+    assert load_vocab(tmp_path, recipe) == Vocabulary.from_dict(GOOD)
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({**INCONSISTENT["max_len a string"][0], "built_from": recipe}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: .*got '16'; delete it and run capgen-prepare again$"):
+        load_vocab(tmp_path, recipe)
 
 
 def _ngram_counts(token_lists, n_max=4):
