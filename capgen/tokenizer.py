@@ -30,8 +30,11 @@ def tokenize(text: str) -> list[str]:
     Differences that remain, by design or because only the Java run can know:
 
     - Tags: any SGML/HTML-like tag ("<b>", "<br/>") is one token for the Java tokenizer; here
-      only capgen's own special tokens ("<unk>", ...) stay whole and other tags are split
-      into "<", name, ">", so a caption cannot smuggle new "words" into the vocabulary.
+      only capgen's own special tokens ("<unk>", ...) stay whole, so that a decoded caption's
+      "<unk>" is one token as it is for Java, and other tags are split into "<", name, ">",
+      so a caption cannot smuggle new "words" into the vocabulary. A caption that says
+      "<unk>" or "<end>" still never yields a special id: capgen.vocab reads these tokens
+      as ordinary words.
     - Context from the next caption: the official run tokenizes all captions as the lines of
       one file, and a few rules look past the end of a line. Here a caption is tokenized as
       if the line after it started with a lower-case word. So when a caption ends in a single

@@ -145,7 +145,7 @@ def load_vocab(cache_dir: str | Path, recipe: dict) -> Vocabulary:
         raise CacheUnavailable(
             f"{path} was built from {saved.get('built_from')}, not from the current {_plain(recipe)}"
         )
-    return Vocabulary.from_dict(saved)
+    return Vocabulary.from_dict(saved, source=str(path), fix="delete it and run capgen-prepare again")
 
 
 def record_bad_images(cache_dir: str | Path, split: str, index: dict) -> bool:

@@ -141,7 +141,10 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> Chec
     hparams = dict(ckpt["hyper_parameters"])
     if not hparams.get("net_config"):
         raise ValueError(f"{setting}={path}: the checkpoint has no net_config; it was not written by capgen-train")
-    vocab = Vocabulary.from_dict(ckpt["vocab"])
+    vocab = Vocabulary.from_dict(
+        ckpt["vocab"], source=f"{setting}={path}: its 'vocab' entry",
+        fix="the file was altered or not written by capgen-train; use a checkpoint as capgen-train wrote it",
+    )
     out = ckpt["state_dict"].get("net.decoder.out.weight")  # (V, D): one row per word
     if out is not None and out.shape[0] != len(vocab):
         raise ValueError(

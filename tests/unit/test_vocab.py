@@ -1,10 +1,12 @@
 import json
 import random
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from capgen.tokenizer import tokenize
 from capgen.vocab import SPECIALS, Vocabulary
@@ -24,7 +26,8 @@ def test_special_token_ids():
     v = Vocabulary.build(["a cat", "a dog"])
     assert v.itos[:4] == list(SPECIALS)
     assert (v.pad_id, v.start_id, v.end_id, v.unk_id) == (0, 1, 2, 3)
-    assert [v.stoi[s] for s in SPECIALS] == [0, 1, 2, 3]
+    # the specials are ids, not words: no caption word maps to them
+    assert not set(SPECIALS) & v.stoi.keys() and sorted(v.stoi.values()) == list(range(4, len(v)))
 
 
 def test_build_min_freq_orders_by_frequency_and_counts_only_max_len_words():
@@ -61,8 +64,72 @@ def test_load_bad_file_names_the_file(tmp_path):
     bad.write_text('{"nope": 1}')
     with pytest.raises(ValueError, match="vocab.json.*words"):
         Vocabulary.load(bad)
+    bad.write_text('{"words": [')
+    with pytest.raises(ValueError, match="vocab.json: not a capgen vocabulary file.*Vocabulary.save"):
+        Vocabulary.load(bad)
     with pytest.raises(ValueError, match="must start with"):
         Vocabulary(["a", "b"])
+
+
+GOOD = {"words": [*SPECIALS, "a", "dog"], "max_len": 16}
+# what is wrong -> (the saved dict, a pattern of what the message must say)
+INCONSISTENT = {
+    "duplicate word": ({**GOOD, "words": [*SPECIALS, "a", "dog", "a"]}, r"'a' twice \(ids 4 and 6\)"),
+    "specials missing": ({**GOOD, "words": ["a", "dog"]}, r"must start with \('<pad>', '<start>', '<end>', '<unk>'\)"),
+    "specials out of place": ({**GOOD, "words": ["<pad>", "<end>", "<start>", "<unk>", "a"]}, "must start with"),
+    "a special twice": ({**GOOD, "words": [*SPECIALS, "<unk>", "a", "<unk>"]}, r"'<unk>' twice \(ids 4 and 6\)"),
+    "word not a string": ({**GOOD, "words": [*SPECIALS, "a", 7]}, r"must all be strings, but id 5 is 7 \(int\)"),
+    "words not a list": ({**GOOD, "words": "<pad><start><end><unk>"}, "'words' must be a list of strings, got str"),
+    "max_len missing": ({"words": GOOD["words"]}, r"needs the keys 'words' and 'max_len', got \['words'\]"),
+    "max_len a string": ({**GOOD, "max_len": "16"}, r"'max_len' .*positive whole number, got '16'"),
+    "max_len zero": ({**GOOD, "max_len": 0}, "positive whole number, got 0"),
+    "max_len a bool": ({**GOOD, "max_len": True}, "positive whole number, got True"),
+    "max_len a float": ({**GOOD, "max_len": 16.0}, "positive whole number, got 16.0"),
+    "not a dict": ([*SPECIALS], "needs the keys 'words' and 'max_len', got list"),
+}
+
+
+@pytest.mark.parametrize("case", INCONSISTENT)
+def test_inconsistent_vocabulary_file_names_itself_the_problem_and_the_fix(tmp_path, case):
+    saved, problem = INCONSISTENT[case]
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError) as e:
+        Vocabulary.load(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: not a consistent capgen vocabulary: ") and "\n" not in message
+    assert re.search(problem, message), message
+    assert message.endswith("as Vocabulary.save writes it; save the vocabulary again")
+
+
+def test_inconsistent_vocabulary_in_a_checkpoint_names_the_checkpoint(tmp_path):
+    from capgen.training.checkpoint import read_checkpoint, stamp
+
+    ckpt = {"vocab": INCONSISTENT["duplicate word"][0], "hyper_parameters": {"net_config": {"decoder": "lstm"}},
+            "state_dict": {}}
+    stamp(ckpt)
+    path = tmp_path / "last.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError) as e:
+        read_checkpoint(path, setting="ckpt_path")
+    message = str(e.value)
+    assert message.startswith(f"ckpt_path={path}: its 'vocab' entry: not a consistent capgen vocabulary: ")
+    assert "'a' twice (ids 4 and 6)" in message and message.endswith("use a checkpoint as capgen-train wrote it")
+    ckpt["vocab"] = GOOD
+    torch.save(ckpt, path)
+    assert read_checkpoint(path).vocab == Vocabulary.from_dict(GOOD)
+
+
+def test_inconsistent_cached_vocabulary_names_the_file(tmp_path):
+    from capgen.data.cache import load_vocab, save_vocab
+
+    recipe = {"source": "shapes", "min_freq": 1, "max_len": 16}
+    save_vocab(tmp_path, Vocabulary.from_dict(GOOD), recipe)
+    assert load_vocab(tmp_path, recipe) == Vocabulary.from_dict(GOOD)
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({**INCONSISTENT["max_len a string"][0], "built_from": recipe}))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: .*got '16'; delete it and run capgen-prepare again$"):
+        load_vocab(tmp_path, recipe)
 
 
 def _ngram_counts(token_lists, n_max=4):
@@ -95,11 +162,44 @@ def test_matches_official_java_tokenizer_token_for_token():
         assert tokenize(c) == official[i][0].split(), c
 
 
-def test_special_tokens_survive_tokenization_and_encode_to_their_ids():
+def test_special_tokens_stay_whole_and_an_unknown_one_encodes_to_unk():
     v = Vocabulary.build(["a dog on the road"])
     assert tokenize("a <unk> on the road") == ["a", "<unk>", "on", "the", "road"]
-    assert v.encode("a <unk> on the road")[2] == v.unk_id
+    # a caption decoded with <unk> (the course file's captions are) encodes back to <unk>
+    assert v.encode(v.decode([1, 4, 3, 2])) == [1, 4, 3, 2] and v.encode("a <unk> on the road")[2] == v.unk_id
     assert tokenize("a <b> c") == ["a", "<", "b", ">", "c"]  # only our own specials are kept whole
+
+
+def test_caption_text_equal_to_a_special_token_is_an_ordinary_word():
+    # frequent: each is a word of its own, with an id after the specials
+    caps = ["a <unk> dog", "a <END> cat", "the <pad> and <start>"] * 2
+    v = Vocabulary.build(caps, min_freq=2)
+    assert v.itos[:4] == list(SPECIALS) and {"<unk>", "<end>", "<pad>", "<start>"} <= set(v.itos[4:])
+    ids = v.encode("the <end> <pad> <start> <unk> dog")
+    assert ids[0] == v.start_id and ids[-1] == v.end_id
+    assert all(i >= 4 for i in ids[1:-1]) and [v.itos[i] for i in ids[1:-1]] == ["the", "<end>", "<pad>", "<start>",
+                                                                                  "<unk>", "dog"]
+    assert v.decode(ids) == "the <end> <pad> <start> <unk> dog"
+    # rare: unknown words, so <unk>, never <pad>/<start>/<end> inside the caption
+    v = Vocabulary.build(["a dog", "a dog", "a <end> <pad> <start> <unk> dog"], min_freq=2)
+    assert v.itos == [*SPECIALS, "a", "dog"]
+    assert v.encode("a <end> <pad> <start> <unk> dog") == [1, 4, 3, 3, 3, 3, 5, 2]
+    assert Vocabulary.from_dict(Vocabulary.build(caps).to_dict()) == Vocabulary.build(caps)
+
+
+def test_encode_never_gives_a_special_id_inside_a_caption():
+    rng = random.Random(0)
+    pool = ["a", "dog", "cat", "<unk>", "<UNK>", "<end>", "<pad>", "<start>", "<Start>", "<b>", "end", "pad", "."]
+    for _ in range(200):
+        caps = [" ".join(rng.choices(pool, k=rng.randint(0, 8))) for _ in range(rng.randint(1, 6))]
+        v = Vocabulary.build(caps, min_freq=rng.randint(1, 3), max_len=rng.randint(1, 8))
+        for c in caps + [" ".join(rng.choices(pool, k=8))]:
+            ids = v.encode(c)
+            inner = ids[1:-1]
+            assert ids[0] == v.start_id and ids[-1] == v.end_id and min(inner, default=3) >= v.unk_id, (c, ids)
+            # <unk> exactly where the word is not in the vocabulary
+            words = tokenize(c)[: v.max_len]
+            assert [i == v.unk_id for i in inner] == [w not in v.itos[4:] for w in words], (c, ids)
 
 
 # ---- parity with the official (Java) PTB tokenizer ---------------------------------------
