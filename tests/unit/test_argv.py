@@ -5,6 +5,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from capgen.cli.argv import quote_paths
+from capgen.training import resume
 from capgen.training.resume import resume_argv
 
 # What sweeps and users name folders: a job folder, spaces, a glob, quotes.
@@ -31,7 +32,9 @@ def test_a_path_with_both_quote_characters_is_refused_with_the_fix():
         quote_paths(["""resume=a'b"c"""], ["resume"])
 
 
-def test_resume_of_a_sweep_job_folder_keeps_the_folder_whole(tmp_path):
+def test_resume_of_a_sweep_job_folder_keeps_the_folder_whole(tmp_path, monkeypatch):
+    # The checkpoint check itself is tested on real runs (tests/e2e/test_resume_faults.py).
+    monkeypatch.setattr(resume, "check_resume", lambda run, own, given: None)
     run = tmp_path / "sweep" / "1_model=lstm,trainer.max_epochs=2"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- model=lstm\n- trainer.max_epochs=2\n")
