@@ -8,6 +8,7 @@
     BatchNormPolicy        BatchNorm statistics per batch or frozen, and DDP's sync checked
     BestEpochMetrics       the val/* metrics of the best epoch by the monitored metric
     CaptionSamples         generated vs reference captions and attention figures in TensorBoard
+    StopOnSignal           SIGTERM / SIGUSR1: save last.ckpt at the step's end, stop, record "interrupted"
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -364,3 +366,65 @@ class CaptionSamples(L.Callback):
         from .samples import log_samples  # matplotlib only where figures are drawn
 
         log_samples(trainer, pl_module, batch, stage, self.pictures)
+
+
+class RunInterrupted(SystemExit):
+    """The run stopped on a signal after saving last.ckpt (see StopOnSignal). A SystemExit, so
+    that a sweep stops with it too, as the machine it runs on is going away."""
+
+    def __init__(self, signum: int, saved: bool):
+        super().__init__(128 + signum)  # the shell's code for "ended by signal signum"
+        self.signum, self.saved = signum, saved
+
+
+class StopOnSignal(L.Callback):
+    """SIGTERM (what SLURM and most schedulers send before they stop a job) and SIGUSR1 (sent
+    ahead of a time limit with `sbatch --signal=USR1@<s>`) stop training at the next step
+    boundary: last.ckpt is written exactly as a step checkpoint (`every_n_train_steps`) is,
+    then, before the next batch, RunInterrupted ends the run (a validation due at that step
+    runs first, and an epoch's end writes last.ckpt again as usual), which is recorded as interrupted (summary.json) and
+    continues exactly with `capgen-train resume=<run>`.
+
+    A signal during a validation outside training is acted on by Lightning (it stops the
+    loop); the run is then recorded as interrupted with the last.ckpt it already had. Under
+    DDP the ranks agree first, so they save and stop at the same step. Where Lightning runs
+    inside SLURM with auto-requeue, SIGUSR1 is left to Lightning (it saves and requeues).
+    """
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._saved: bool | None = None  # set once last.ckpt is written for the stop
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        slurm_requeue = compat.slurm_requeues(trainer)
+        for name in self.SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is None or (name == "SIGUSR1" and slurm_requeue):
+                continue
+            self._previous[signum] = signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame) -> None:
+        log.warning("received %s: saving last.ckpt at the end of this step, then stopping", signal.Signals(signum).name)
+        self.received = signum
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._saved is not None or not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        # Saved where a step checkpoint is saved, so resuming from it is as exact; the stop
+        # itself waits for the next batch, so this step's logged points are written first.
+        last = next((c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
+        if last is not None:
+            compat.save_now(last, trainer)
+        self._saved = last is not None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._saved is not None:
+            raise RunInterrupted(self.received or signal.SIGTERM, saved=self._saved)
+
+    def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

@@ -24,7 +24,7 @@ DEFAULT_METRICS = ("val/CIDEr", "val/BLEU-4", "test/CIDEr", "test/BLEU-4")
 class Run:
     path: Path
     overrides: dict[str, str]  # key (as written, e.g. +trainer.fast_dev_run) -> value
-    status: str  # completed, failed or unfinished
+    status: str  # completed, failed, interrupted or unfinished
     metrics: dict[str, float]
     error: str = ""
 
@@ -37,7 +37,8 @@ def load_run(path: Path) -> Run:
     summary = read_summary(path)
     if summary is None:
         return Run(path, overrides, "unfinished", {}, "no summary.json: still running, or stopped before the end")
-    return Run(path, overrides, summary["status"], summary.get("metrics", {}), summary.get("error", ""))
+    note = summary.get("error", "") or (f"{summary['signal']}; continue with {summary['resume']}" if summary["status"] == "interrupted" else "")
+    return Run(path, overrides, summary["status"], summary.get("metrics", {}), note)
 
 
 @dataclass

@@ -51,3 +51,13 @@ def saves_on_train_epoch_end(callback: ModelCheckpoint, trainer: L.Trainer) -> b
 def save_now(callback: ModelCheckpoint, trainer: L.Trainer) -> None:
     """Write the callback's checkpoint with the current monitored values."""
     callback._save_topk_checkpoint(trainer, callback._monitor_candidates(trainer))
+
+
+def slurm_requeues(trainer: L.Trainer) -> bool:
+    """Whether Lightning itself handles SLURM's requeue signal (SLURMEnvironment with
+    auto_requeue): the cluster environment is only reachable through the accelerator
+    connector."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    environment = trainer._accelerator_connector.cluster_environment
+    return isinstance(environment, SLURMEnvironment) and environment.auto_requeue

@@ -3,6 +3,7 @@ and reading it back (capgen-compare, `capgen-eval run=...`).
 
     <run>/summary.json    {"status": "completed", "metrics": {...}, "best_checkpoint": "checkpoints/..."}
                           or {"status": "failed", "error": "<type>: <message>", "traceback": "error.txt"}
+                          or {"status": "interrupted", "signal": "SIGTERM", "resume": "capgen-train resume=<run>"}
     <run>/error.txt       the full traceback of a failed run (error.rank<N>.txt from DDP rank N > 0)
 
 A run folder without summary.json is still running, or was stopped before it could write one.
@@ -50,6 +51,12 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
     run = Path(cfg.paths.output_dir)
     try:
         return fn(cfg)
+    except SystemExit as e:
+        interrupted = _interruption(e)
+        if interrupted is None:
+            raise
+        _record_interruption(run, *interrupted)
+        raise SystemExit(e.code if isinstance(e.code, int) and e.code else 128 + interrupted[1]) from None
     except Exception as e:
         # Imported here: capgen-compare reads run folders and should not wait for Lightning.
         from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -71,6 +78,35 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
     raise RunFailed(f"{message} (run {run}; traceback in {error_file})")
 
 
+def _interruption(e: SystemExit) -> tuple[str, int, bool] | None:
+    """(signal name, number, whether last.ckpt was written at the stop) when `e` ended the run on a
+    signal: capgen's RunInterrupted, or Lightning's SIGTERMException (a SIGTERM outside training
+    steps); None for any other exit."""
+    import signal
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    signum = getattr(e, "signum", None)
+    if signum is not None:
+        return signal.Signals(signum).name, signum, bool(getattr(e, "saved", False))
+    if isinstance(e, SIGTERMException):
+        return "SIGTERM", int(signal.SIGTERM), False
+    return None
+
+
+def _record_interruption(run: Path, name: str, signum: int, saved: bool) -> None:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0 or not run.is_dir():
+        return
+    where = "at the end of the step it was in" if saved else "earlier (the stop came outside a training step)"
+    summary = {"status": "interrupted", "signal": name, "checkpoint": "checkpoints/last.ckpt",
+               "resume": f"capgen-train resume={run}"}
+    (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    log.warning("%s: the run stopped; its last.ckpt was written %s. Continue it with: capgen-train resume=%s",
+                name, where, run)
+
+
 def read_summary(run: Path) -> dict | None:
     """The run's summary.json, or None when it has none; a malformed one is an error naming it."""
     path = run / SUMMARY
@@ -80,8 +116,8 @@ def read_summary(run: Path) -> dict | None:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e}); delete it or re-run the job") from None
-    if not isinstance(summary, dict) or summary.get("status") not in ("completed", "failed"):
-        raise ValueError(f"{path}: not a capgen run summary (needs status completed or failed)")
+    if not isinstance(summary, dict) or summary.get("status") not in ("completed", "failed", "interrupted"):
+        raise ValueError(f"{path}: not a capgen run summary (needs status completed, failed or interrupted)")
     return summary
 
 
@@ -119,7 +155,7 @@ def best_checkpoint(run: Path) -> Path:
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     hint = f"give ckpt_path=<file> instead; {run / 'checkpoints'} holds {ckpts or 'no checkpoints'}"
     if summary is None or summary["status"] != "completed":
-        state = "did not finish" if summary is None else "failed"
+        state = "did not finish" if summary is None else summary["status"]
         raise ValueError(f"run={run}: the run {state}, so it has no best checkpoint recorded in {SUMMARY}; {hint}")
     if not summary.get("best_checkpoint"):
         raise ValueError(f"run={run}: no best checkpoint was saved (validation never ran?); {hint}")
