@@ -125,6 +125,7 @@ POSITIVE_SETTINGS = {
 
 
 def check_settings(cfg: DictConfig) -> None:
+    """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int."""
     for key, what in POSITIVE_SETTINGS.items():
         value = cfg.get(key)
         if key == "image_size" and value is None:
