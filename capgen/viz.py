@@ -24,16 +24,23 @@ from torchvision.transforms.functional import gaussian_blur  # noqa: E402
 def upsample_attention(alphas: torch.Tensor, grid: int, size: tuple[int, int]) -> np.ndarray:
     """alphas (L, P) on a grid x grid lattice -> (L, H, W) smooth maps scaled to [0, 1].
 
-    Bilinear upsampling, then a Gaussian blur about one cell wide, so the map reads as a
+    Bilinear upsampling, then a Gaussian blur about one cell across, so the map reads as a
     soft spotlight rather than a chequerboard. All maps share one scale (the caption's
     strongest weight is 1), so a diffuse step looks diffuse instead of being stretched to
     the same contrast as a sharp one.
     """
     maps = alphas.detach().float().cpu().reshape(-1, 1, grid, grid)
     maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-    cell = max(size) / grid
-    k = int(2 * round(cell) + 1)
-    maps = gaussian_blur(maps, kernel_size=[k, k], sigma=[cell / 2, cell / 2]).squeeze(1)
+    # A cell is H/grid pixels high and W/grid wide, so each axis gets its own blur: one
+    # length for both would smear a panorama's short side with the long side's cell. The
+    # kernel's radius stays under the side, as the blur's reflect padding requires (a 1 px
+    # side gets no blur, a grid of 1 cell a blur as wide as the picture).
+    radius = [min(round(side / grid), side - 1) for side in size]  # (y, x)
+    maps = gaussian_blur(
+        maps,
+        kernel_size=[2 * radius[1] + 1, 2 * radius[0] + 1],  # torchvision's order: (x, y)
+        sigma=[size[1] / grid / 2, size[0] / grid / 2],
+    ).squeeze(1)
     return (maps / maps.max().clamp_min(1e-12)).numpy()
 
 
@@ -94,14 +101,15 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _frame(picture: np.ndarray, left: str, right: str, font, band: int) -> Image.Image:
-    """picture (H, W, 3) under a white band of `band` pixels holding `left` and `right`."""
+def _frame(picture: np.ndarray, left: str, right: str, font, band: int, width: int) -> Image.Image:
+    """picture (H, W, 3), centred in a white frame `width` >= W wide, under a white band of
+    `band` pixels holding `left` and `right`."""
     h, w = picture.shape[:2]
-    frame = Image.new("RGB", (w, h + band), "white")
-    frame.paste(Image.fromarray(picture), (0, band))
+    frame = Image.new("RGB", (width, h + band), "white")
+    frame.paste(Image.fromarray(picture), ((width - w) // 2, band))
     draw = ImageDraw.Draw(frame)
     draw.text((6, band // 2), left, fill="black", font=font, anchor="lm")
-    draw.text((w - 6, band // 2), right, fill=(110, 110, 110), font=font, anchor="rm")
+    draw.text((width - 6, band // 2), right, fill=(110, 110, 110), font=font, anchor="rm")
     return frame
 
 
@@ -121,11 +129,14 @@ def attention_frames(
     band = max(24, image.shape[0] // 10)
     font = _font(band * 2 // 3)
     n = len(words)
-    frames = [_frame(image, "input", f"0/{n}", font, band)]
-    for k, (word, m) in enumerate(zip(words, maps)):
-        label = word if probs is None else f"{word}  {probs[k]:.2f}"
-        frames.append(_frame(_overlay(image, m), label, f"{k + 1}/{n}", font, band))
-    return frames
+    labels = [("input", f"0/{n}")] + [
+        (word if probs is None else f"{word}  {probs[k]:.2f}", f"{k + 1}/{n}") for k, word in enumerate(words)
+    ]
+    # A narrow picture (a tall strip) is framed wider, so every label shows in full: frames
+    # whose labels fell outside would look alike, and be merged, wherever the maps do.
+    width = max(image.shape[1], *(math.ceil(font.getlength(left) + font.getlength(right)) + 24 for left, right in labels))
+    pictures = [image] + [_overlay(image, m) for m in maps]
+    return [_frame(p, left, right, font, band, width) for p, (left, right) in zip(pictures, labels)]
 
 
 def save_attention_gif(

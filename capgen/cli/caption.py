@@ -20,7 +20,11 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="caption")
 def _main(cfg: DictConfig) -> None:
-    caption_images(cfg)
+    rows = caption_images(cfg)
+    # Images that failed are in captions.jsonl and on stderr; scripts learn of them here.
+    # SystemExit passes through Hydra, which only reports Exceptions.
+    if any("error" in row for row in rows):
+        raise SystemExit(1)
 
 
 def main() -> None:

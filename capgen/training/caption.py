@@ -5,10 +5,15 @@
 
 `images` is an image file, a folder (its images, not sub-folders) or a glob pattern. Each
 image is read as RGB whatever its format and resized to the side the model was trained on
-(image_size, see conf/caption.yaml). Prints `path<TAB>caption` per image on stdout and
-writes into the run dir (outputs/caption/<time>, named on stderr):
+(image_size, see conf/caption.yaml). Prints `path<TAB>caption` per captioned image on stdout
+and writes into the run dir (outputs/caption/<time>, named on stderr):
     captions.jsonl                     {path, caption, words, word_probs, logprob} per image
     <name>_attention.png, <name>_attention.gif   attention models: one panel / frame per word
+
+An image that cannot be read, or whose figures cannot be drawn, does not stop the others:
+its row is {path, error} (a one-paragraph message, also on stderr), and the last stderr
+line says `N of M images failed, listed in <run dir>/captions.jsonl` (capgen-caption then
+exits with status 1). A bad setting or checkpoint stops the command before it writes anything.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from ..data.images import FIX_GIVEN, load_rgb
+from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
 from ..viz import attention_figure, save_attention_gif
 from .evaluate import load_module, resolve_device
 from .run_dir import run_config
@@ -109,9 +114,100 @@ def _unique_stem(path: Path, taken: set[str]) -> str:
     return stem
 
 
+# Settings that act inside each image's own error handling: checked first, since a bad one
+# would otherwise read as every image failing. None (image_size's default) passes.
+POSITIVE_SETTINGS = {
+    "image_size": "pixels, or null for the training run's",
+    "batch_size": "images per forward pass",
+    "figure_size": "pixels on the figures' longer side",
+    "gif_frame_ms": "milliseconds per GIF frame",
+}
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int."""
+    for key, what in POSITIVE_SETTINGS.items():
+        value = cfg.get(key)
+        if key == "image_size" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}={value}: give a positive whole number ({what}), e.g. {key}=32")
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def _failed(path: Path, message: str) -> dict:
+    """The row of an image that got no caption; its error also goes to stderr at once."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return {"path": str(path), "error": message}
+
+
+def _draw(cfg: DictConfig, out: Path, stem: str, path: Path, words, alphas, grid: int, probs) -> dict:
+    """The image's attention PNG and GIF; {png, gif} file names for its row. On an error
+    neither file is left behind: a row without figures has none beside it."""
+    png, gif = out / f"{stem}_attention.png", out / f"{stem}_attention.gif"
+    try:
+        picture = _display(path, cfg.figure_size)
+        # The grid's panels are 200 px wide: a larger picture would only slow the blur.
+        fig = attention_figure(_shrink(picture, 200), words, alphas, grid)
+        try:
+            fig.savefig(png, dpi=100)
+        finally:
+            plt.close(fig)
+        save_attention_gif(gif, picture, words, alphas, grid, probs, frame_ms=cfg.gif_frame_ms)
+    except Exception:
+        png.unlink(missing_ok=True)
+        gif.unlink(missing_ok=True)
+        raise
+    return {"png": png.name, "gif": gif.name}
+
+
+def _caption_chunk(cfg: DictConfig, module, paths: list[Path], size: int, out: Path, taken: set[str]) -> list[dict]:
+    """The rows of one batch of images, in order: each image's own failure (unreadable, or
+    its figures) becomes its row's error, and the rest go on. The model's own errors concern
+    every image alike (a setting, the checkpoint) and stop the command."""
+    vocab, net = module.vocab, module.net
+    rows: dict[int, dict] = {}
+    readable, pixels = [], []
+    for i, path in enumerate(paths):
+        try:
+            pixels.append(load_rgb(path, size, FIX_GIVEN))  # (S, S, 3) uint8
+            readable.append(i)
+        except BadSampleError as e:
+            rows[i] = _failed(path, " ".join(str(e).split()))
+    if readable:
+        images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).to(module.device)  # (B, 3, S, S)
+        result = module.generate(images, beam_size=cfg.beam_size)
+    for k, i in enumerate(readable):
+        path = paths[i]
+        tokens = result.tokens[k].tolist()  # (L,) words, <end>, then <pad>
+        n = tokens.index(vocab.end_id) if vocab.end_id in tokens else len(tokens)
+        # Steps that emitted a word (a stray <pad>/<start> from a weak model is not one).
+        steps = [t for t in range(n) if tokens[t] not in (vocab.pad_id, vocab.start_id)]
+        words = [vocab.itos[tokens[t]] for t in steps]
+        probs = [float(result.token_logprobs[k, t].exp()) for t in steps]
+        row = {"path": str(path), "caption": " ".join(words), "words": words, "word_probs": probs,
+               "logprob": float(result.logprob[k])}
+        if cfg.figures and net.has_attention and words:
+            alphas = result.alphas[k, steps].cpu()  # (L, P), row l for word l
+            try:
+                row.update(_draw(cfg, out, _unique_stem(path, taken), path, words, alphas, net.grid, probs))
+            except Exception as e:  # any error of one image's figures: recorded in its row, and the exit status
+                rows[i] = _failed(path, f"{path}: its attention figures could not be drawn ({_one_line(e)}); "
+                                        "give figures=false to caption it without them")
+                continue
+        print(f"{path}\t{row['caption']}", flush=True)
+        rows[i] = row
+    return [rows[i] for i in range(len(paths))]
+
+
 def caption_images(cfg: DictConfig) -> list[dict]:
-    """Caption every image cfg.images names; writes the files in the module docstring."""
+    """Caption every image cfg.images names; writes the files in the module docstring.
+    An image that cannot be read or drawn gets a row {path, error} instead of a caption."""
     paths = find_images(str(cfg.images))
+    check_settings(cfg)
     device = resolve_device(cfg.device)
     module = load_module(cfg.ckpt_path, device)
     size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))
@@ -121,41 +217,16 @@ def caption_images(cfg: DictConfig) -> list[dict]:
                     "the checkpoint): resizing to %d; set image_size=... to match training", size)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vocab, net = module.vocab, module.net
-    figures = cfg.figures and net.has_attention
 
     rows, taken = [], set()
     for start in range(0, len(paths), cfg.batch_size):
-        chunk = paths[start : start + cfg.batch_size]
-        pixels = np.stack([load_rgb(p, size, FIX_GIVEN) for p in chunk])  # (B, S, S, 3) uint8
-        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)  # (B, 3, S, S)
-        result = module.generate(images, beam_size=cfg.beam_size)
-        for k, path in enumerate(chunk):
-            tokens = result.tokens[k].tolist()  # (L,) words, <end>, then <pad>
-            n = tokens.index(vocab.end_id) if vocab.end_id in tokens else len(tokens)
-            # Steps that emitted a word (a stray <pad>/<start> from a weak model is not one).
-            steps = [t for t in range(n) if tokens[t] not in (vocab.pad_id, vocab.start_id)]
-            words = [vocab.itos[tokens[t]] for t in steps]
-            probs = [float(result.token_logprobs[k, t].exp()) for t in steps]
-            caption = " ".join(words)
-            print(f"{path}\t{caption}", flush=True)
-            row = {"path": str(path), "caption": caption, "words": words, "word_probs": probs,
-                   "logprob": float(result.logprob[k])}
-            if figures and words:
-                alphas = result.alphas[k, steps].cpu()  # (L, P), row l for word l
-                picture = _display(path, cfg.figure_size)
-                stem = _unique_stem(path, taken)
-                # The grid's panels are 200 px wide: a larger picture would only slow the blur.
-                fig = attention_figure(_shrink(picture, 200), words, alphas, net.grid)
-                fig.savefig(out / f"{stem}_attention.png", dpi=100)
-                plt.close(fig)
-                save_attention_gif(out / f"{stem}_attention.gif", picture, words, alphas, net.grid, probs,
-                                   frame_ms=cfg.gif_frame_ms)
-                row.update(png=f"{stem}_attention.png", gif=f"{stem}_attention.gif")
-            rows.append(row)
+        rows += _caption_chunk(cfg, module, paths[start : start + cfg.batch_size], size, out, taken)
     with open(out / "captions.jsonl", "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    what = "captions and attention figures" if figures else "captions"
-    print(f"wrote {what} for {len(rows)} images to {out}", file=sys.stderr)
+    failed = sum("error" in row for row in rows)
+    what = "captions and attention figures" if cfg.figures and module.net.has_attention else "captions"
+    print(f"wrote {what} for {len(rows) - failed} images to {out}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(rows)} images failed, listed in {out / 'captions.jsonl'}", file=sys.stderr)
     return rows

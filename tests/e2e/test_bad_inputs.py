@@ -17,7 +17,8 @@ result, and leaves the outputs already on disk as they were.
 | resume= a folder that is not a run      | resume           | error naming the folder and what to give       |
 | config override with a typo             | train/eval/caption | Hydra's error naming the key                 |
 | caption: folder without images, text file | caption        | error saying what was found, what is accepted  |
-| caption: a corrupt image among good ones | caption         | error naming the file and the fix              |
+| caption: a corrupt image among good ones | caption         | its row and stderr name the file and the fix;  |
+|                                         |                  | the others are captioned; exit status 1        |
 | caption: 1x1 and 10,000x10,000 images   | caption          | captioned like any other image                 |
 
 The readers' own tests (test_karpathy.py, test_images.py, test_vocab.py) cover each case
@@ -25,6 +26,7 @@ at the source level; here they go through the entry points.
 """
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -264,18 +266,21 @@ def test_caption_of_a_folder_without_images_or_a_text_file_keeps_earlier_outputs
     assert snapshot(out) == before
 
 
-def test_caption_of_a_corrupt_image_among_good_ones_names_it(lstm_run, tmp_path):
+def test_caption_of_a_corrupt_image_among_good_ones_names_it_in_its_row_and_captions_the_others(lstm_run, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.new("RGB", (40, 30), (250, 0, 0)).save(photos / "good.png")
     shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], photos / "broken.jpg")
-    out = earlier_output(tmp_path)
-    before = snapshot(out)
-    with pytest.raises(BadSampleError) as err:
-        run_caption(lstm_run / "checkpoints" / "last.ckpt", photos, out)
-    message = one_paragraph(err)
+    out = tmp_path / "out"
+    broken, good = run_caption(lstm_run / "checkpoints" / "last.ckpt", photos, out)
+    message = broken["error"]
+    assert "\n" not in message.strip(), message  # one paragraph
     assert str(photos / "broken.jpg") in message and "corrupt or truncated" in message and "images=" in message
-    assert snapshot(out) == before
+    assert set(broken) == {"path", "error"} and isinstance(good["caption"], str) and "error" not in good
+    captured = capsys.readouterr()
+    assert f"error: {message}" in captured.err.splitlines() and "broken.jpg" not in captured.out
+    assert captured.err.splitlines()[-1] == f"1 of 2 images failed, listed in {out / 'captions.jsonl'}"
+    assert [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()] == [broken, good]
 
 
 def test_tiny_and_huge_images_are_captioned(lstm_run, tmp_path):

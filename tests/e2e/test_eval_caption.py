@@ -20,6 +20,8 @@ from capgen.training.config import CONF_DIR
 from capgen.training.evaluate import evaluate, load_module, with_run_data_choice
 from capgen.training.train import train
 
+from helpers.fixtures_real import make_odd_images
+
 # val and test differ in size so the tests can tell which split, and whose settings, were used.
 SIZES = "data.source.sizes={train:64,val:12,test:16}"
 
@@ -200,6 +202,98 @@ def test_caption_a_folder_of_mixed_images_with_attention_png_and_gif(ckpt, photo
     assert any(r["words"] for r in rows)
 
 
+@pytest.fixture
+def odd_photos(photo_dir, tmp_path) -> Path:
+    """photo_dir plus a corrupt JPEG and pictures of extreme shapes: a 3000x300 panorama and
+    a 300x3000 tower of the scene (the model sees the scene squashed back to a square), a
+    10000x10 strip and a 1x1 dot."""
+    scene = Image.open(photo_dir / "scene.png")
+    scene.resize((3000, 300)).save(photo_dir / "pano.png")
+    scene.resize((300, 3000)).save(photo_dir / "tower.png")
+    scene.resize((10_000, 10)).save(photo_dir / "strip.png")
+    Image.new("RGB", (1, 1), (250, 0, 0)).save(photo_dir / "dot.png")
+    shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], photo_dir / "broken.jpg")
+    return photo_dir
+
+
+def test_a_corrupt_image_is_reported_in_its_row_and_every_shape_of_picture_is_drawn(ckpt, odd_photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={odd_photos}", "beam_size=1", "batch_size=3")
+    captured = capsys.readouterr()
+    assert [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()] == rows
+    names = ["big.JPG", "broken.jpg", "dot.png", "gray.jpg", "pano.png", "scene.png", "strip.png", "tower.png"]
+    assert [Path(r["path"]).name for r in rows] == names  # every image, the failed one in its place
+    broken = odd_photos / "broken.jpg"
+    (bad,) = [r for r in rows if "error" in r]
+    assert bad == {"path": str(broken), "error": bad["error"]} and "\n" not in bad["error"]  # no caption
+    assert bad["error"].startswith(f"{broken}: corrupt or truncated") and "images=" in bad["error"]
+
+    # stdout: a line per captioned image only; stderr: the error as it happened, then the count.
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [r["path"] for r in rows if r is not bad]
+    err_lines = captured.err.splitlines()
+    assert f"error: {bad['error']}" in err_lines
+    assert err_lines[-1] == f"1 of 8 images failed, listed in {out / 'captions.jsonl'}"
+
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert by_name["pano.png"]["words"] and by_name["tower.png"]["words"]  # the scene's caption: figures drawn
+    for row in rows:
+        if row is bad or not row["words"]:
+            continue
+        assert Image.open(out / row["png"]).format == "PNG"
+        gif = Image.open(out / row["gif"])
+        assert gif.n_frames == len(row["words"]) + 1
+    assert Image.open(out / by_name["pano.png"]["gif"]).size[0] == 320  # its long side, at figure_size
+    assert not list(out.glob("broken*"))
+
+
+def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, photo_dir, tmp_path, capsys, monkeypatch):
+    import capgen.training.caption as caption
+
+    def gif_fails_for_the_scene(path, *args, **kwargs):
+        if Path(path).name.startswith("scene"):
+            raise RuntimeError("no room\nfor this one")  # a multi-line message, as torch's often are
+        return save_attention_gif(path, *args, **kwargs)
+
+    save_attention_gif = caption.save_attention_gif
+    monkeypatch.setattr(caption, "save_attention_gif", gif_fails_for_the_scene)
+    out = tmp_path / "out"
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1")
+    captured = capsys.readouterr()
+    scene = photo_dir / "scene.png"
+    assert rows[2] == {"path": str(scene), "error": (
+        f"{scene}: its attention figures could not be drawn (RuntimeError: no room for this one); "
+        "give figures=false to caption it without them")}
+    assert not list(out.glob("scene*"))  # its PNG, written before the GIF failed, is gone too
+    assert str(scene) not in captured.out and captured.out.count("\n") == 2
+    assert captured.err.splitlines()[-1] == f"1 of 3 images failed, listed in {out / 'captions.jsonl'}"
+    assert all("caption" in r for r in rows[:2])
+
+
+def test_capgen_caption_command_exits_1_when_an_image_failed(ckpt, photo_dir, tmp_path):
+    broken = photo_dir / "broken.jpg"
+    shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], broken)
+    args = [f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1"]
+    done = subprocess.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr[-3000:]
+    captioned = sorted(Path(line.split("\t")[0]).name for line in done.stdout.splitlines())
+    assert captioned == ["big.JPG", "gray.jpg", "scene.png"], done.stderr[-3000:]
+    (out,) = (tmp_path / "outputs" / "caption").iterdir()
+    err_lines = done.stderr.splitlines()
+    assert err_lines[-1] == f"1 of 4 images failed, listed in {out / 'captions.jsonl'}"
+    assert any(line.startswith(f"error: {broken}: corrupt or truncated") for line in err_lines)
+    rows = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+    assert [sorted(r) for r in rows if "caption" not in r] == [["error", "path"]]
+
+
+@pytest.mark.parametrize("setting", ["image_size=0", "batch_size=0", "figure_size=-5", "gif_frame_ms=fast"])
+def test_a_bad_caption_setting_stops_before_anything_is_written(ckpt, photo_dir, tmp_path, setting):
+    key, value = setting.split("=")
+    with pytest.raises(ValueError, match=rf"^{key}={value}: give a positive whole number .*, e\.g\. {key}=32$"):
+        run_caption(tmp_path / "out", f"ckpt_path={ckpt}", f"images={photo_dir}", setting)
+    assert not (tmp_path / "out").exists()
+
+
 def test_caption_errors_say_what_was_found_and_what_is_accepted(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -252,10 +346,10 @@ def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_pa
 def test_attention_gif_has_one_frame_per_word_even_when_frames_would_repeat(tmp_path):
     from capgen.viz import save_attention_gif
 
-    image = np.full((60, 80, 3), 90, dtype=np.uint8)
+    image = np.full((60, 120, 3), 90, dtype=np.uint8)
     words = ["a", "a", "a"]  # the same word with the same map and probability three times
     alphas = torch.full((4, 16), 1 / 16)  # one more row (<end>'s) than words, as decoding gives
     path = save_attention_gif(tmp_path / "x.gif", image, words, alphas, grid=4, probs=[0.5, 0.5, 0.5])
     gif = Image.open(path)
-    assert gif.n_frames == 4 and gif.size == (80, 60 + 24)  # the picture under a band for the word
+    assert gif.n_frames == 4 and gif.size == (120, 60 + 24)  # the picture under a band for the word
     assert gif.info["loop"] == 0
