@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
+from pathlib import Path
 
 import hydra
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..training import config
+from ..training.lock import RunFolderInUse, hold, named_run_dir, run_lock
 from ..training.plugins import require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
@@ -22,7 +26,9 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    metrics = run_recording_failure(train, cfg)
+    # One writer per run folder (capgen.training.lock); rank 0 only, as in main().
+    with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
+        metrics = run_recording_failure(train, cfg)
     # The value a Hydra sweeper optimises: the best epoch's.
     return metrics.get(cfg.monitor)
 
@@ -32,6 +38,15 @@ def main() -> None:
     if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child
         os.environ[config.LAUNCH_TIME_ENV] = str(time.time())
     require_plugins(sys.argv[1:])
+    # A folder the command names is locked before resume_argv copies its .hydra/ aside and Hydra
+    # writes into it. Only by global rank 0: DDP's processes (and torchrun's or SLURM's other
+    # ranks) have a rank in their environment and write into its folder under its lock.
+    folder = named_run_dir(sys.argv[1:]) if rank_zero_only.rank == 0 else None
+    if folder is not None:
+        try:
+            hold(folder)  # until this process ends
+        except RunFolderInUse as e:
+            raise SystemExit(str(e)) from None  # one paragraph, not a traceback
     sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's settings and folder
     _main()
 

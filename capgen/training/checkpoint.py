@@ -3,10 +3,7 @@ that wrote it, and read back by one function, `read_checkpoint`.
 
 `AtomicCheckpointIO` is the trainer's checkpoint writer (conf/trainer/cpu.yaml, inherited by
 every trainer config). A process killed at any moment, even half-way through writing
-`last.ckpt`, leaves the previous complete `last.ckpt` in place: the bytes go to
-`<name>.tmp`, are flushed to disk (fsync), and only then renamed over the final name
-(`os.replace` is atomic on POSIX and Windows); the folder is fsynced so the rename itself
-survives a power cut. A stale `<name>.tmp` from a killed write is overwritten by the next save.
+`last.ckpt`, leaves the previous complete `last.ckpt` in place (capgen.training.atomic).
 
 A capgen checkpoint is Lightning's (weights, optimizer, loops, callbacks' states) plus the
 vocabulary (`vocab`) and the network's Hydra config (`hyper_parameters.net_config`), so that
@@ -31,6 +28,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .. import __version__
 from ..vocab import Vocabulary
+from .atomic import write_atomically
 from .compat import is_local_path
 
 # The layout of a capgen checkpoint: Lightning's keys plus "vocab" and hyper_parameters with
@@ -70,31 +68,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)  # serialise first: a failure here touches no file
         write_atomically(Path(path), buffer.getbuffer())
-
-
-def write_atomically(path: Path, data: bytes | memoryview) -> None:
-    """Write `data` to `path` so that `path` holds either its old content or all of `data`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (POSIX); Windows cannot open folders and needs none."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 
 
 class UnreadableCheckpoint(ValueError):

@@ -5,7 +5,9 @@ A run is a folder holding .hydra/config.yaml (as capgen-train leaves it); its ov
 from .hydra/overrides.yaml and its metrics from summary.json (the best epoch's val/* and the
 test/* of that checkpoint). Overrides shared by every run are printed once above the table;
 the ones that differ get a column each, and the run's folder comes last. Rows are sorted by
-the first metric, best first; failed and unfinished runs come last, with their error.
+the first metric, best first; failed, unfinished and unreadable runs come last, with their
+error. A run whose summary.json or overrides.yaml cannot be read is listed as unreadable, with
+the reason, and the table goes on with the others.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run_dir import find_runs, read_summary, run_overrides
+from .run_dir import UnreadableRecord, find_runs, read_summary, run_overrides
 
 DEFAULT_METRICS = ("val/CIDEr", "val/BLEU-4", "test/CIDEr", "test/BLEU-4")
 
@@ -24,17 +26,20 @@ DEFAULT_METRICS = ("val/CIDEr", "val/BLEU-4", "test/CIDEr", "test/BLEU-4")
 class Run:
     path: Path
     overrides: dict[str, str]  # key (as written, e.g. +trainer.fast_dev_run) -> value
-    status: str  # completed, failed, interrupted or unfinished
+    status: str  # completed, failed, interrupted, unfinished or unreadable
     metrics: dict[str, float]
     error: str = ""
 
 
 def load_run(path: Path) -> Run:
     overrides = {}
-    for line in run_overrides(path):
-        key, _, value = line.partition("=")
-        overrides[key] = value
-    summary = read_summary(path)
+    try:
+        for line in run_overrides(path):
+            key, _, value = line.partition("=")
+            overrides[key] = value
+        summary = read_summary(path)
+    except UnreadableRecord as e:  # listed as such, with what was read of it
+        return Run(path, overrides, "unreadable", {}, str(e))
     if summary is None:
         return Run(path, overrides, "unfinished", {}, "no summary.json: still running, or stopped before the end")
     note = summary.get("error", "") or (f"{summary['signal']}; continue with {summary['resume']}" if summary["status"] == "interrupted" else "")
@@ -46,7 +51,7 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     common: list[str]  # overrides every run shares
-    notes: list[str]  # one line per failed or unfinished run
+    notes: list[str]  # one line per run that did not complete
 
 
 def compare(roots: list[Path], metrics: list[str]) -> Table:

@@ -7,9 +7,9 @@ node is used as it was trained, with the user's data.* overrides on top. A `data
 naming another data config replaces it. Without a saved run config the data config is
 composed from conf/eval.yaml (and a warning says so).
 
-Writes into cfg.paths.output_dir: metrics.json, captions.jsonl (one {image_id, caption,
-references, logprob} per image), results.json (the COCO caption server's [{image_id,
-caption}]) and data.yaml (the data config the scores are for).
+Writes into cfg.paths.output_dir, each file atomically: metrics.json, captions.jsonl (one
+{image_id, caption, references, logprob} per image), results.json (the COCO caption server's
+[{image_id, caption}]) and data.yaml (the data config the scores are for).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..metrics import default_metrics
+from .atomic import write_atomically
 from .config import CONF_DIR
 from .module import CaptioningModule
 from .run_dir import best_checkpoint, run_config, run_data_choice
@@ -171,14 +172,13 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
 
     report = {"checkpoint": str(ckpt_path), "split": cfg.split, "beam_size": module.test_beam_size,
               "images": len(rows), **metrics}
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(data_cfg, out / "data.yaml")
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    with open(out / "captions.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps({k: r[k] for k in ("image_id", "caption", "references", "logprob")}) + "\n")
+    captions = "".join(json.dumps({k: r[k] for k in ("image_id", "caption", "references", "logprob")}) + "\n"
+                       for r in rows)
     results = [{"image_id": int(r["image_id"]), "caption": r["caption"]} for r in rows]
-    (out / "results.json").write_text(json.dumps(results))
+    # Each file whole or not at all (capgen.training.atomic); metrics.json last, as the mark of a finished evaluation.
+    for name, text in (("data.yaml", OmegaConf.to_yaml(data_cfg)), ("captions.jsonl", captions),
+                       ("results.json", json.dumps(results)), ("metrics.json", json.dumps(report, indent=2) + "\n")):
+        write_atomically(out / name, text.encode())
     print(metrics_table(report))
     print(f"wrote metrics.json, captions.jsonl, results.json to {out}")
     return report

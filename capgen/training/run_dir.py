@@ -7,6 +7,9 @@ and reading it back (capgen-compare, `capgen-eval run=...`).
     <run>/error.txt       the full traceback of a failed run (error.rank<N>.txt from DDP rank N > 0)
 
 A run folder without summary.json is still running, or was stopped before it could write one.
+Both files are written atomically (capgen.training.atomic): a reader finds all of one or none.
+A record that cannot be read (written by hand, or by a tool that was cut off) is an
+UnreadableRecord naming the file: capgen-compare lists that run as unreadable and goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .atomic import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,14 @@ class RunFailed(RuntimeError):
     """A run raised; its traceback is in the file named in the message."""
 
 
+class UnreadableRecord(ValueError):
+    """A run's record (summary.json, .hydra/overrides.yaml) cannot be read; the message names it."""
+
+
+def _write_json(path: Path, value: dict) -> None:
+    write_atomically(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
 def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | None) -> None:
     """The completed run's final train/val/test metrics and its best checkpoint (relative to the
     run when inside it, so the folder can be moved, e.g. copied off a cluster)."""
@@ -37,7 +51,7 @@ def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | N
         best = best.relative_to(run.absolute())
     final = {k: v for k, v in metrics.items() if k.startswith(("train/", "val/", "test/"))}
     summary = {"status": "completed", "metrics": final, "best_checkpoint": str(best) if best else None}
-    (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    _write_json(run / SUMMARY, summary)
 
 
 def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
@@ -63,19 +77,23 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
 
         rank = rank_zero_only.rank
         error_file = run / ("error.txt" if rank == 0 else f"error.rank{rank}.txt")
-        run.mkdir(parents=True, exist_ok=True)
         text = "".join(traceback.format_exception(e))
-        error_file.write_text(text)
         message = f"{type(e).__name__}: {e}"
-        if rank == 0:
-            summary = {"status": "failed", "error": message, "traceback": error_file.name}
-            (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        where = f"traceback in {error_file}"
+        try:
+            write_atomically(error_file, text.encode())
+            if rank == 0:
+                _write_json(run / SUMMARY, {"status": "failed", "error": message, "traceback": error_file.name})
+        except OSError as write_error:
+            # A full disk is often why the run failed: its records cannot be written then, but the
+            # run's own error stays the one raised, with the write's error next to it.
+            where = f"its records could not be written: {write_error}"
         # The text, not exc_info: a log handler that keeps records would keep the exception.
-        log.error("run failed; traceback in %s\n%s", error_file, text.rstrip())
+        log.error("run failed; %s\n%s", where, text.rstrip())
     # Raised outside the except block so the original exception, and through its traceback the
     # failed run's frames (its model, and on a GPU its memory), are freed before Hydra starts
     # the sweep's next job: Hydra holds on to the exception it is given until the sweep ends.
-    raise RunFailed(f"{message} (run {run}; traceback in {error_file})")
+    raise RunFailed(f"{message} (run {run}; {where})")
 
 
 def _interruption(e: SystemExit) -> tuple[str, int, bool] | None:
@@ -102,22 +120,26 @@ def _record_interruption(run: Path, name: str, signum: int, saved: bool) -> None
     where = "at the end of the step it was in" if saved else "earlier (the stop came outside a training step)"
     summary = {"status": "interrupted", "signal": name, "checkpoint": "checkpoints/last.ckpt",
                "resume": f"capgen-train resume={run}"}
-    (run / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    _write_json(run / SUMMARY, summary)
     log.warning("%s: the run stopped; its last.ckpt was written %s. Continue it with: capgen-train resume=%s",
                 name, where, run)
 
 
 def read_summary(run: Path) -> dict | None:
-    """The run's summary.json, or None when it has none; a malformed one is an error naming it."""
+    """The run's summary.json, or None when it has none; UnreadableRecord when it cannot be read
+    or is not a summary as write_summary and run_recording_failure write them."""
     path = run / SUMMARY
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
         summary = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); delete it or re-run the job") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnreadableRecord(f"{path}: cannot be read as JSON ({e})") from None
     if not isinstance(summary, dict) or summary.get("status") not in ("completed", "failed", "interrupted"):
-        raise ValueError(f"{path}: not a capgen run summary (needs status completed, failed or interrupted)")
+        raise UnreadableRecord(f"{path}: not a capgen run summary (it needs status completed, failed or interrupted)")
+    metrics = summary.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise UnreadableRecord(f"{path}: its metrics are not a mapping of names to numbers")
     return summary
 
 
@@ -140,9 +162,18 @@ def _natural_key(path: Path) -> list:
 
 
 def run_overrides(run: Path) -> list[str]:
-    """The run's command-line overrides, as Hydra saved them in .hydra/overrides.yaml."""
+    """The run's command-line overrides, as Hydra saved them in .hydra/overrides.yaml;
+    UnreadableRecord when that file is not a list."""
     path = run / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    if not path.exists():
+        return []
+    try:
+        overrides = OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UnreadableRecord(f"{path}: cannot be read as YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(overrides, ListConfig):
+        raise UnreadableRecord(f"{path}: not a list of overrides")
+    return [str(o) for o in overrides]
 
 
 def best_checkpoint(run: Path) -> Path:
@@ -151,9 +182,12 @@ def best_checkpoint(run: Path) -> Path:
         raise FileNotFoundError(f"run={run}: no such folder")
     if not is_run(run):
         raise ValueError(f"run={run}: not a capgen-train run folder (it has no .hydra/config.yaml)")
-    summary = read_summary(run)
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     hint = f"give ckpt_path=<file> instead; {run / 'checkpoints'} holds {ckpts or 'no checkpoints'}"
+    try:
+        summary = read_summary(run)
+    except UnreadableRecord as e:
+        raise ValueError(f"run={run}: its best checkpoint is named in {SUMMARY}, which is unreadable: {e}; {hint}") from None
     if summary is None or summary["status"] != "completed":
         state = "did not finish" if summary is None else summary["status"]
         raise ValueError(f"run={run}: the run {state}, so it has no best checkpoint recorded in {SUMMARY}; {hint}")

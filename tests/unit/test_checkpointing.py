@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import capgen.training.checkpoint as ck
+import capgen.training.atomic as ck
 from capgen.training import resume
 from capgen.training.checkpoint import AtomicCheckpointIO, check_format, stamp
 from capgen.training.resume import resume_argv
@@ -47,8 +47,9 @@ def test_a_write_that_dies_half_way_leaves_the_previous_checkpoint(tmp_path, mon
     with pytest.raises(OSError, match="disk full"):
         io.save_checkpoint({"step": 2}, path)
     assert path.read_bytes() == before  # the old checkpoint, byte for byte
+    assert not path.with_name("last.ckpt.tmp").exists()  # the torn .tmp is removed
     monkeypatch.delattr(ck, "open")
-    io.save_checkpoint({"step": 3}, path)  # the torn .tmp is simply written over next time
+    io.save_checkpoint({"step": 3}, path)
     assert io.load_checkpoint(path)["step"] == 3 and not path.with_name("last.ckpt.tmp").exists()
 
 

@@ -1,7 +1,13 @@
-"""Run folders' records (summary.json, error.txt), the best-epoch metrics, the TensorBoard run
-name, capgen-compare's table and the optional extras' check, without training."""
+"""Run folders' records (summary.json, error.txt), their atomic writes and lenient reads, the
+run folder's lock, the best-epoch metrics, the TensorBoard run name, capgen-compare's table and
+the optional extras' check, without training."""
 
+import builtins
+import errno
+import fcntl
 import json
+import logging
+import os
 import weakref
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,11 +18,21 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from capgen.training import config, plugins
+import capgen.training.atomic as atomic
+from capgen.training import config, lock, plugins
 from capgen.training.callbacks import BestEpochMetrics
 from capgen.training.compare import as_markdown, as_text, compare
 from capgen.training.config import CONF_DIR
-from capgen.training.run_dir import RunFailed, best_checkpoint, find_runs, read_summary, run_recording_failure, write_summary
+from capgen.training.lock import RunFolderInUse, named_run_dir, run_lock
+from capgen.training.run_dir import (
+    RunFailed,
+    UnreadableRecord,
+    best_checkpoint,
+    find_runs,
+    read_summary,
+    run_recording_failure,
+    write_summary,
+)
 
 
 def make_run(path: Path, overrides: list[str], summary: dict | None = None) -> Path:
@@ -113,8 +129,178 @@ def test_summary_names_the_best_checkpoint_relative_to_the_run(tmp_path):
 def test_a_malformed_summary_is_named(tmp_path):
     run = make_run(tmp_path / "run", [])
     (run / "summary.json").write_text("{")
-    with pytest.raises(ValueError, match=r"run/summary.json: not valid JSON"):
+    with pytest.raises(UnreadableRecord, match=r"run/summary.json: cannot be read as JSON"):
         read_summary(run)
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "metrics": {"val/CIDEr": "high"}}))
+    with pytest.raises(UnreadableRecord, match=r"run/summary.json: its metrics are not a mapping of names to numbers"):
+        read_summary(run)
+
+
+def half_written(summary: dict) -> str:
+    """The first half of summary.json as written before records were atomic: a write cut off."""
+    text = json.dumps(summary, indent=2)
+    return text[: len(text) // 2]
+
+
+def test_compare_lists_unreadable_records_as_such_and_shows_the_other_runs(tmp_path):
+    done = {"status": "completed", "metrics": {"val/CIDEr": 0.8}, "best_checkpoint": None}
+    make_run(tmp_path / "0_lr=1", ["model.module.lr=1"], done)
+    torn = make_run(tmp_path / "1_lr=2", ["model.module.lr=2"])
+    (torn / "summary.json").write_text(half_written(done))
+    make_run(tmp_path / "2_lr=3", ["model.module.lr=3"], {"status": "exploded"})
+    bad_yaml = make_run(tmp_path / "3_lr=4", [], done)
+    (bad_yaml / ".hydra" / "overrides.yaml").write_text("- model.module.lr=4\n- [unclosed\n")
+    make_run(tmp_path / "4_lr=5", ["model.module.lr=5"], {**done, "metrics": {"val/CIDEr": 0.9}})
+
+    table = compare([tmp_path], ["val/CIDEr"])
+    assert [r[-3:] for r in table.rows[:2]] == [["completed", "0.9000", "4_lr=5"], ["completed", "0.8000", "0_lr=1"]]
+    assert [(r[1], r[-1]) for r in table.rows[2:]] == [("unreadable", "1_lr=2"), ("unreadable", "2_lr=3"),
+                                                        ("unreadable", "3_lr=4")]
+    assert table.rows[2][0] == "2"  # what could be read of the run (its overrides) is still shown
+    assert table.notes[0].startswith(f"1_lr=2: unreadable: {torn / 'summary.json'}: cannot be read as JSON (")
+    assert "2_lr=3: unreadable: " in table.notes[1] and "needs status completed or failed" in table.notes[1]
+    assert table.notes[2].startswith(f"3_lr=4: unreadable: {bad_yaml / '.hydra' / 'overrides.yaml'}: cannot be read as YAML")
+    assert "unreadable" in as_text(table) and "| 2 | unreadable | - | 1_lr=2 |" in as_markdown(table)
+
+
+def test_eval_of_a_run_with_a_half_written_summary_says_what_is_wrong_and_what_to_give(tmp_path):
+    run = make_run(tmp_path / "run", [])
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "summary.json").write_text(half_written({"status": "completed", "metrics": {"val/CIDEr": 0.5}}))
+    with pytest.raises(ValueError, match=r"run=.*/run: its best checkpoint is named in summary.json, which is unreadable: "
+                                         r".*/run/summary.json: cannot be read as JSON .*give ckpt_path=<file> instead; "
+                                         r".*checkpoints holds \['last.ckpt'\]") as raised:
+        best_checkpoint(run)
+    assert "\n" not in str(raised.value)
+
+
+def test_records_are_replaced_whole_and_leave_no_temporary(tmp_path):
+    run = make_run(tmp_path / "run", [])
+    write_summary(run, {"val/CIDEr": 0.25}, None)
+    write_summary(run, {"val/CIDEr": 0.5}, None)
+    assert read_summary(run)["metrics"] == {"val/CIDEr": 0.5}
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "summary.json"]
+
+
+class DiskFills:
+    """A file whose write puts a few bytes down and then finds the disk full (or read-only)."""
+
+    def __init__(self, f, code: int):
+        self.f, self.code = f, code
+
+    def write(self, data):
+        self.f.write(bytes(data[:10]))
+        raise OSError(self.code, os.strerror(self.code))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+
+@pytest.mark.parametrize("code, kind", [(errno.ENOSPC, OSError), (errno.EACCES, PermissionError)])
+def test_a_full_disk_or_a_read_only_folder_names_the_record_and_keeps_the_old_one(tmp_path, monkeypatch, code, kind):
+    run = make_run(tmp_path / "run", [])
+    write_summary(run, {"val/CIDEr": 0.25}, None)
+    before = (run / "summary.json").read_bytes()
+    monkeypatch.setattr(atomic, "open", lambda p, mode: DiskFills(builtins.open(p, mode), code), raising=False)
+    with pytest.raises(kind) as raised:
+        write_summary(run, {"val/CIDEr": 0.5}, None)
+    message = str(raised.value)
+    assert message.startswith(f"could not write {run / 'summary.json'}: {os.strerror(code)}. Free space on its disk, or "
+                              f"make {run} writable") and "\n" not in message
+    assert raised.value.errno == code
+    assert (run / "summary.json").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "summary.json"]  # no summary.json.tmp
+
+
+def test_a_run_that_fails_on_a_full_disk_still_reports_its_own_error(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "run", [])
+    monkeypatch.setattr(atomic, "open", lambda p, mode: DiskFills(builtins.open(p, mode), errno.ENOSPC), raising=False)
+
+    def fail(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run / "checkpoints" / "last.ckpt"))
+
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
+    with pytest.raises(RunFailed, match=r"^OSError: \[Errno 28\] No space left on device: '.*last.ckpt' \(run .*; its records "
+                                        r"could not be written: could not write .*/run/error.txt: No space left on device\."):
+        run_recording_failure(fail, cfg)
+    assert sorted(p.name for p in run.iterdir()) == [".hydra"]  # neither a torn error.txt nor a .tmp
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the EACCES case above covers the message")
+def test_a_record_in_a_read_only_folder_is_a_permission_error_naming_it(tmp_path):
+    run = make_run(tmp_path / "run", [])
+    run.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match=f"could not write {run / 'summary.json'}: Permission denied"):
+            write_summary(run, {}, None)
+    finally:
+        run.chmod(0o755)
+    assert sorted(p.name for p in run.iterdir()) == [".hydra"]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_folder_locked_by_another_holder_is_refused_naming_it_and_left_as_it_was(tmp_path):
+    run = make_run(tmp_path / "run", ["model=lstm"])
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)  # another open of the file: another holder
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242 gpu07\n")
+    before = snapshot(run)
+    try:
+        with pytest.raises(RunFolderInUse) as raised, run_lock(run):
+            pass
+    finally:
+        os.close(fd)  # the holder ends: its lock goes with it
+    message = str(raised.value)
+    assert message.startswith(f"{run} is in use: capgen-train process 4242 on host gpu07 is writing into it")
+    assert "kill 4242 on gpu07" in message and "hydra.run.dir=<new folder>" in message and "\n" not in message
+    assert snapshot(run) == before
+    with run_lock(run):  # free again
+        assert (run / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_a_run_lock_is_held_once_per_process_and_released_after_the_job(tmp_path):
+    run = tmp_path / "run"
+    assert lock.hold(run) and not lock.hold(run)  # the second take, e.g. the job's after main()'s, is a no-op
+    with run_lock(run):
+        pass
+    assert run.resolve() in lock._held  # a lock taken before the job outlives it
+    lock.release(run)
+    with run_lock(run):
+        assert run.resolve() in lock._held
+    assert run.resolve() not in lock._held
+    fd = os.open(run / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it now
+    os.close(fd)
+
+
+def test_a_file_system_without_locks_warns_and_lets_the_run_go_on(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING), run_lock(tmp_path / "run"):
+        pass
+    assert "this file system cannot lock files" in caplog.text and str(tmp_path / "run") in caplog.text
+
+
+def test_the_folder_a_command_line_names_is_the_one_locked_before_hydra_starts(tmp_path):
+    run = make_run(tmp_path / "run, with a comma", [])
+    other = make_run(tmp_path / "other", [])
+    assert named_run_dir([f"resume='{run}'", "trainer.max_epochs=9"]) == run
+    assert named_run_dir([f"resume='{run}'", f"hydra.run.dir={other}"]) == run  # resume= decides (resume_argv)
+    assert named_run_dir([f"hydra.run.dir={other}"]) == other
+    assert named_run_dir(["resume=null", f"hydra.run.dir={other}"]) == other
+    assert named_run_dir([f"hydra.run.dir={tmp_path / 'new'}"]) is None  # made and locked when the job starts
+    assert named_run_dir(["-m", f"hydra.run.dir={other}", "model=rnn,lstm"]) is None  # each job its own folder
+    assert named_run_dir([f"hydra.run.dir={other}" + "/${now:%H}"]) is None
+    assert named_run_dir(["model=lstm"]) is None
 
 
 def test_compare_shows_varying_overrides_and_puts_failed_and_unfinished_runs_last(tmp_path):
