@@ -158,7 +158,7 @@ def test_compare_lists_unreadable_records_as_such_and_shows_the_other_runs(tmp_p
                                                         ("unreadable", "3_lr=4")]
     assert table.rows[2][0] == "2"  # what could be read of the run (its overrides) is still shown
     assert table.notes[0].startswith(f"1_lr=2: unreadable: {torn / 'summary.json'}: cannot be read as JSON (")
-    assert "2_lr=3: unreadable: " in table.notes[1] and "needs status completed or failed" in table.notes[1]
+    assert "2_lr=3: unreadable: " in table.notes[1] and "needs status completed, failed or interrupted" in table.notes[1]
     assert table.notes[2].startswith(f"3_lr=4: unreadable: {bad_yaml / '.hydra' / 'overrides.yaml'}: cannot be read as YAML")
     assert "unreadable" in as_text(table) and "| 2 | unreadable | - | 1_lr=2 |" in as_markdown(table)
 
