@@ -156,8 +156,8 @@ _FIXES = ("Usual fixes: a lower model.module.lr, gradient clipping (trainer.grad
 class _StepUndo:
     """What one optimizer step changes (the parameters it updates and its state: Adam's
     moments and step counts), copied before each step so that a step whose result is not
-    finite can be undone. The copies are made once and refilled in place with one fused
-    copy per step; they cost as much memory again as the weights and optimizer state."""
+    finite can be undone. The copies are made once and refilled in place each step (fused
+    copies); they cost as much memory again as the weights and optimizer state."""
 
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.optimizer = optimizer
@@ -178,7 +178,7 @@ class _StepUndo:
         if layout != self._layout:  # the first step creates the optimizer's state
             self._layout, self._kept = layout, [t.detach().clone() for t in tensors]
         else:
-            torch._foreach_copy_(self._kept, tensors)
+            _copy(self._kept, tensors)
         self._values = {i: {k: v for k, v in self.optimizer.state[p].items() if not torch.is_tensor(v)}
                         for i, p in enumerate(self.params) if p in self.optimizer.state}
 
@@ -192,7 +192,19 @@ class _StepUndo:
             for k in set(state) - set(keys):
                 del state[k]
             state.update(self._values.get(i, {}))
-        torch._foreach_copy_(self.tensors(), self._kept)
+        _copy(self.tensors(), self._kept)
+
+
+def _copy(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """targets[i].copy_(sources[i]) for every i, fused per device and dtype: a list that mixes
+    them (Adam keeps its step counts on the CPU) would fall back to one copy per tensor."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for target, source in zip(targets, sources):
+        pair = groups.setdefault((target.device, target.dtype), ([], []))
+        pair[0].append(target)
+        pair[1].append(source)
+    for group_targets, group_sources in groups.values():
+        torch._foreach_copy_(group_targets, group_sources)
 
 
 def _non_finite(tensors: list[torch.Tensor]) -> bool:
