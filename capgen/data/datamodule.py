@@ -10,6 +10,10 @@ The datamodule receives a factory `source(split=...)` (a Hydra `_partial_`) and 
     train:     every image once per epoch, paired with one of its references; the reference
                cycles with the epoch, so all are seen across epochs;
     val/test:  every image once, with reference 0 for the loss (scores use all references).
+An image that fails to decode while training reads it (no capgen-prepare scan first, or a
+file changed after its split was indexed) follows the source's `on_bad_sample`: "error"
+stops the run with a one-paragraph error naming the file, "skip" leaves it out of its
+batch and reports the count once per epoch (see TrainLoader).
 With `cache_dir` (a capgen-prepare folder, see capgen.data.cache) a split is read from its
 image cache when that is complete and made from the same source, else from the raw source
 (one log line says why); vocab.json there is the vocabulary. With `use_features` the batches
@@ -35,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..vocab import Vocabulary
 from .cache import CachedFeatures, CachedImages, CacheUnavailable, describe_source, load_vocab
+from .images import BadSampleError
 from .resumable import ResumableLoader
 from .scenes import Scenes
 
@@ -57,6 +62,33 @@ def collate(items: list[tuple[torch.Tensor, list[int], int]]) -> Batch:
     return Batch(torch.stack(images), captions, lengths, torch.tensor(image_ids))
 
 
+# A training image that turns out unreadable when it is read.
+FIX_TRAINING = ("delete or replace the file; or set data.on_bad_sample=skip, which leaves such images out of their "
+                "batches; or list every unreadable image ahead with capgen-prepare data.on_bad_sample=skip "
+                "cache_dir=<folder> and train with data.cache_dir=<folder>, which leaves them out")
+_NAMES_REPORTED = 5  # file names per epoch report
+
+
+class Unreadable(NamedTuple):
+    """A training item whose image could not be decoded: its BadSampleError, as data."""
+
+    path: str
+    reason: str
+
+
+class TrainingBatch(NamedTuple):
+    """The training collate's result: the batch of the readable items (None if there are
+    none) and the unreadable ones, which TrainLoader takes out."""
+
+    batch: Batch | None
+    unreadable: tuple[Unreadable, ...]
+
+
+def collate_training(items: list) -> TrainingBatch:
+    kept = [x for x in items if not isinstance(x, Unreadable)]
+    return TrainingBatch(collate(kept) if kept else None, tuple(x for x in items if isinstance(x, Unreadable)))
+
+
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 image (H, W, 3) -> (3, H, W); cached features (P, D) stay as they are."""
     x = torch.from_numpy(np.ascontiguousarray(image))
@@ -64,7 +96,11 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class CaptionPairs(Dataset):
-    """Item k is (image i, reference r): the flat list of every image's references."""
+    """Item k is (image i, reference r): the flat list of every image's references.
+
+    An image that cannot be decoded gives an Unreadable marker instead of raising: raised in
+    a DataLoader worker, the error would reach the main process as a traceback text, and it
+    would end the run even under on_bad_sample=skip. TrainLoader applies the policy."""
 
     def __init__(self, source, vocab: Vocabulary):
         self.source, self.vocab = source, vocab
@@ -77,7 +113,11 @@ class CaptionPairs(Dataset):
     def __getitem__(self, k: int):
         i = int(np.searchsorted(self.offsets, k, side="right") - 1)
         caption = self.source.captions(i)[k - self.offsets[i]]
-        return _to_tensor(self.source.image(i)), self.vocab.encode(caption), self.source.image_id(i)
+        try:
+            image = self.source.image(i)
+        except BadSampleError as e:
+            return Unreadable(e.path, e.reason or "unreadable")
+        return _to_tensor(image), self.vocab.encode(caption), self.source.image_id(i)
 
 
 class CyclingReferenceSampler(DistributedSampler):
@@ -118,6 +158,70 @@ class CyclingReferenceSampler(DistributedSampler):
         if self.epoch == self.resumed_epoch:
             mine = mine[self.resumed_skip :]
         return iter(int(self.pairs.offsets[i]) + (self.epoch + i) % self.pairs.counts[i] for i in mine)
+
+
+class TrainLoader(ResumableLoader):
+    """The training DataLoader (collate_fn=collate_training): it applies `on_bad_sample` to
+    the images that could not be decoded. "error" raises the one-paragraph BadSampleError
+    here, in the main process, also when a worker read the file. "skip" leaves the image out
+    of its batch, counts it and logs the epoch's count and first file names once its
+    batches are all drawn (or, for an epoch cut short, when the next one starts or fitting
+    ends: CaptionDataModule.teardown).
+
+    The sampler's order and the loader's position are unchanged, so resuming stays exact: a
+    batch is only smaller. A batch that loses every item is handed on as None, which
+    Lightning answers by skipping the step (no forward pass, no optimizer step; the
+    learning-rate schedule advances, as for a step FiniteLossGuard skips). Under DDP one
+    process cannot skip a step alone (the others would wait for its gradients), so there
+    such a batch stops the run instead.
+    """
+
+    def __init__(self, *args, on_bad_sample: str = "error", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_bad_sample = on_bad_sample
+        self.unreadable: list[Unreadable] = []  # left out and not reported yet
+        self._epoch = 0  # the epoch they were left out in
+
+    def __iter__(self):
+        self.report()
+        return self._readable(super().__iter__())
+
+    def _readable(self, batches):
+        for batch, unreadable in batches:
+            if unreadable:
+                self._leave_out(batch, unreadable)
+            yield batch
+        self.report()
+
+    def _leave_out(self, batch: Batch | None, unreadable: tuple[Unreadable, ...]) -> None:
+        first = unreadable[0]
+        if self.on_bad_sample != "skip":
+            raise BadSampleError(first.path, first.reason, FIX_TRAINING)
+        if batch is None and self.sampler.num_replicas > 1:
+            raise BadSampleError(
+                first.path,
+                f"{first.reason}; every image of its training batch is unreadable ({', '.join(u.path for u in unreadable)}), "
+                f"and with {self.sampler.num_replicas} processes one cannot skip a step alone, as the others would wait for it",
+                "delete or replace those files, or list every unreadable image ahead with capgen-prepare "
+                "data.on_bad_sample=skip cache_dir=<folder> and train with data.cache_dir=<folder>, which leaves them out",
+            )
+        self.unreadable += unreadable
+        self._epoch = self.sampler.epoch
+
+    def report(self) -> None:
+        """Log the images left out since the last report, if any."""
+        if not self.unreadable:
+            return
+        names = list(dict.fromkeys(u.path for u in self.unreadable))
+        more = f" and {len(names) - _NAMES_REPORTED} more" if len(names) > _NAMES_REPORTED else ""
+        log.warning(
+            "epoch %d: %d unreadable training image%s left out of %s (data.on_bad_sample=skip): %s%s; the "
+            "first: %s. capgen-prepare data.on_bad_sample=skip cache_dir=<folder> lists every such file ahead, and "
+            "training with data.cache_dir=<folder> leaves them out", self._epoch, len(self.unreadable),
+            "" if len(self.unreadable) == 1 else "s", "its batch" if len(self.unreadable) == 1 else "their batches",
+            ", ".join(names[:_NAMES_REPORTED]), more, self.unreadable[0].reason,
+        )
+        self.unreadable = []
 
 
 class EvalImages(Dataset):
@@ -170,6 +274,7 @@ class CaptionDataModule(L.LightningDataModule):
         self._vocab = vocab
         self._sources: dict[str, object] = {}
         self._pictures: dict[str, tuple[object, dict[int, int]]] = {}
+        self._train_loader: TrainLoader | None = None
 
     def source(self, split: str):
         if split not in self._sources:
@@ -265,10 +370,9 @@ class CaptionDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
-            collate_fn=collate,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            **kw,
+            **{"collate_fn": collate, **kw},
         )
 
     def _loading(self, split: str):
@@ -285,12 +389,21 @@ class CaptionDataModule(L.LightningDataModule):
         return source
 
     def train_dataloader(self) -> DataLoader:
-        pairs = CaptionPairs(self._loading("train"), self.vocab)
+        source = self._loading("train")
+        pairs = CaptionPairs(source, self.vocab)
         sampler = CyclingReferenceSampler(pairs, seed=self.seed)
         # Its own generator: creating its iterator must not draw from the global one that
         # dropout uses, or a resumed run's dropout masks would differ (capgen.training.callbacks.ExactResume).
         generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(pairs, self.batch_size, sampler=sampler, drop_last=True, generator=generator, cls=ResumableLoader)
+        # File-based sources carry their policy; the others never fail to decode an image.
+        policy = getattr(source, "on_bad_sample", "error")
+        self._train_loader = self._loader(pairs, self.batch_size, sampler=sampler, drop_last=True, generator=generator,
+                                          cls=TrainLoader, collate_fn=collate_training, on_bad_sample=policy)
+        return self._train_loader
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self._train_loader is not None:
+            self._train_loader.report()  # the last epoch's, when it was cut short
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")

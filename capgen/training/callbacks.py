@@ -4,7 +4,7 @@
     LastCheckpoint         last.ckpt, the file a run resumes from
     ExactResume            random generators and the loader's place, so a resume is exact
     FlushLogsOnCheckpoint  logged points are on disk before each checkpoint
-    FiniteLossGuard        a NaN/inf loss stops (keeping the last good weights) or is skipped
+    FiniteLossGuard        a NaN/inf loss or update stops (keeping the last good weights) or is skipped
     BatchNormPolicy        BatchNorm statistics per batch or frozen, and DDP's sync checked
     BestEpochMetrics       the val/* metrics of the best epoch by the monitored metric
     CaptionSamples         generated vs reference captions and attention figures in TensorBoard
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -186,21 +187,110 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite (see FiniteLossGuard)."""
 
 
-class FiniteLossGuard(L.Callback):
-    """Stops (action="stop", the default) or skips (action="skip") a step whose loss is NaN/inf.
+class NonFiniteWeightsError(FloatingPointError):
+    """An optimizer step made the weights or the optimizer state NaN or infinite (see FiniteLossGuard)."""
 
-    The check runs before the backward pass, so the weights are still those of the last good
-    step (BatchNorm statistics, which the bad forward pass moved, are put back too). "stop" saves them with the optimizer state to `<checkpoints>/last-good-step<N>.ckpt`
-    and raises NonFiniteLossError naming the step, that file and what to change; last.ckpt
-    and the best checkpoint are left as they were. "skip" lets the backward pass run but
-    drops every gradient before the optimizer step, so neither the weights nor the
-    optimizer's moments change (the learning-rate schedule still advances), and logs a
-    warning per skipped step. Under DDP the ranks agree first (any rank's bad loss counts for
-    all), so they stop or skip together instead of hanging.
+
+_FIXES = ("Usual fixes: a lower model.module.lr, gradient clipping (trainer.gradient_clip_val, 5 by default), "
+          "trainer.precision=32-true instead of 16-mixed; or skip such steps with callbacks.finite_loss.action=skip.")
+
+
+class _StepUndo:
+    """What one optimizer step changes (the parameters it updates and its state: Adam's
+    moments and step counts), copied before each step so that a step whose result is not
+    finite can be undone. The copies are made once and refilled in place each step (fused
+    copies); they cost as much memory again as the weights and optimizer state."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self._layout: list[tuple[str, ...]] = []  # per parameter, its state's keys when copied
+        self._kept: list[torch.Tensor] = []
+        self._values: dict[int, dict[str, Any]] = {}  # non-tensor state entries, by parameter index
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The parameters, then every state tensor, in a fixed order."""
+        state = [v for p in self.params for v in self.optimizer.state.get(p, {}).values() if torch.is_tensor(v)]
+        return [*self.params, *state]
+
+    @torch.no_grad()
+    def keep(self) -> None:
+        layout = [tuple(self.optimizer.state.get(p, {})) for p in self.params]
+        tensors = self.tensors()
+        if layout != self._layout:  # the first step creates the optimizer's state
+            self._layout, self._kept = layout, [t.detach().clone() for t in tensors]
+        else:
+            _copy(self._kept, tensors)
+        self._values = {i: {k: v for k, v in self.optimizer.state[p].items() if not torch.is_tensor(v)}
+                        for i, p in enumerate(self.params) if p in self.optimizer.state}
+
+    @torch.no_grad()
+    def undo(self) -> None:
+        for i, (p, keys) in enumerate(zip(self.params, self._layout)):
+            if not keys:
+                self.optimizer.state.pop(p, None)  # state this step created
+                continue
+            state = self.optimizer.state[p]
+            for k in set(state) - set(keys):
+                del state[k]
+            state.update(self._values.get(i, {}))
+        _copy(self.tensors(), self._kept)
+
+
+def _copy(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """targets[i].copy_(sources[i]) for every i, fused per device and dtype: a list that mixes
+    them (Adam keeps its step counts on the CPU) would fall back to one copy per tensor."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for target, source in zip(targets, sources):
+        pair = groups.setdefault((target.device, target.dtype), ([], []))
+        pair[0].append(target)
+        pair[1].append(source)
+    for group_targets, group_sources in groups.values():
+        torch._foreach_copy_(group_targets, group_sources)
+
+
+def _non_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether any element of `tensors` is NaN or infinite, with one device sync.
+
+    A NaN or inf element makes the total 2-norm NaN or inf (the norm clip_grad_norm_ fuses
+    per device and dtype, the cheapest reduction here), so a finite norm proves every
+    element finite. An infinite one may also be an overflow of finite values, so it is
+    confirmed element by element, on that rare path only."""
+    floats = [t.detach() for t in tensors if t.is_floating_point()]
+    if not floats or bool(torch.isfinite(torch.nn.utils.get_total_norm(floats, 2.0))):
+        return False
+    return not all(bool(torch.isfinite(t).all()) for t in floats)
+
+
+class FiniteLossGuard(L.Callback):
+    """Stops (action="stop", the default) or skips (action="skip") a step whose loss is
+    NaN/inf, or whose update makes the weights or the optimizer state NaN/inf.
+
+    The loss is checked before the backward pass, so the weights are still those of the
+    last good step (BatchNorm statistics, which the bad forward pass moved, are put back
+    too). The update is checked right after each optimizer step (a NaN learning rate, an
+    overflow, a NaN gradient can each spoil the weights while the loss that led there was
+    finite): the parameters and optimizer state are copied before the step, and a step
+    whose result is not all finite is undone from that copy. So every state the guard keeps
+    has been checked finite: at the start of training, and after every step since.
+
+    "stop" saves the last good state with the optimizer's to
+    `<checkpoints>/last-good-step<N>.ckpt` (N optimizer steps done) and raises
+    NonFiniteLossError or NonFiniteWeightsError naming the step, that file and what to
+    change; last.ckpt and the best checkpoint are left as they were. "skip" lets a bad
+    loss's backward pass run but drops every gradient before the optimizer step, and undoes
+    a bad update, so neither the weights nor the optimizer's moments change (the
+    learning-rate schedule still advances); it logs a warning per skipped step. Under DDP the
+    ranks agree first (any rank's bad loss counts for all), so they stop or skip together
+    instead of hanging.
+
+    Cost per step: one fused copy and one fused finiteness check of the weights and the
+    optimizer state, and a device sync; the copy takes as much memory again as they do
+    (about 1% of a default shapes step on a CPU: docs/reliability.md).
 
     Under fp16 mixed precision Lightning's gradient scaler handles overflowing *gradients*
-    itself (it skips that step and lowers the scale); the loss is computed in float32, so an
-    overflow there does not trip this guard.
+    itself (it skips that step and lowers the scale, and the optimizer step, copy and check
+    do not run); the loss is computed in float32, so an overflow there does not trip this guard.
     """
 
     def __init__(self, action: Literal["stop", "skip"] = "stop"):
@@ -210,6 +300,25 @@ class FiniteLossGuard(L.Callback):
         self.skipped = 0
         self._drop_gradients = False
         self._buffers: dict[str, torch.Tensor] = {}
+        self._hooks: list[Any] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Optimizers exist and a resumed run's checkpoint is restored by now.
+        for optimizer in trainer.optimizers:
+            undo = _StepUndo(optimizer)
+            self._hooks += [optimizer.register_step_pre_hook(lambda *_, u=undo: u.keep()),
+                            optimizer.register_step_post_hook(lambda *_, u=undo: self._check_update(trainer, pl_module, u))]
+            if _non_finite([*undo.tensors(), *pl_module.buffers()]):
+                raise NonFiniteWeightsError(
+                    f"the weights or optimizer state are already NaN/inf when training starts (from "
+                    f"{trainer.ckpt_path or 'the model as built'}): there is no good state to train from. Resume from a "
+                    "checkpoint written before the fault (ckpt_path=...), or start the run afresh."
+                )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
 
     def on_train_batch_start(self, trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         # The forward pass updates BatchNorm's running statistics before the loss is known;
@@ -220,24 +329,16 @@ class FiniteLossGuard(L.Callback):
         bad = not bool(torch.isfinite(loss.detach()).all())
         if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
-        step, epoch = trainer.global_step, trainer.current_epoch
         if self.action == "skip":
             self._drop_gradients = True  # and the statistics restored, once backward no longer needs them
-            self.skipped += 1
-            log.warning("non-finite training loss (%s) at step %d (epoch %d): step skipped (%d so far)",
-                        loss.item(), step, epoch, self.skipped)
+            self._skip(trainer, f"non-finite training loss ({loss.item()})")
             return
         self._restore_buffers(pl_module)
-        folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.default_root_dir)
-        kept = folder / f"last-good-step{step}.ckpt"
-        trainer.save_checkpoint(kept)
+        kept = self._save_last_good(trainer)
         raise NonFiniteLossError(
-            f"the training loss is {loss.item()} at step {step} (epoch {epoch}, batch "
-            f"{trainer.fit_loop.epoch_loop.batch_idx}); the run stopped before this step changed any weight. The "
-            f"weights and optimizer state of the last good step are in {kept}; the checkpoints written before it "
-            "are unchanged. Usual fixes: a lower model.module.lr, gradient clipping (trainer.gradient_clip_val, 5 "
-            "by default), trainer.precision=32-true instead of 16-mixed; or skip such steps with "
-            "callbacks.finite_loss.action=skip."
+            f"the training loss is {loss.item()} at step {trainer.global_step} ({self._where(trainer)}); the run "
+            f"stopped before this step changed any weight. The weights and optimizer state of the last good step are "
+            f"in {kept}; the checkpoints written before it are unchanged. {_FIXES}"
         )
 
     def on_before_optimizer_step(self, trainer, pl_module: L.LightningModule, optimizer) -> None:
@@ -246,6 +347,46 @@ class FiniteLossGuard(L.Callback):
                 p.grad = None  # optimizers leave parameters without a gradient untouched
             self._restore_buffers(pl_module)
             self._drop_gradients = False
+
+    def _check_update(self, trainer: L.Trainer, pl_module: L.LightningModule, undo: _StepUndo) -> None:
+        """Right after an optimizer step, before Lightning counts it: global_step is still the
+        number of steps whose updates the kept copy holds."""
+        bad = _non_finite([*undo.tensors(), *pl_module.buffers()])
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):
+            return
+        lrs = [group["lr"] for group in undo.optimizer.param_groups]
+        undo.undo()
+        self._restore_buffers(pl_module)
+        if self.action == "skip":
+            self._skip(trainer, f"non-finite weights or optimizer state after the update (learning rates {lrs})")
+            return
+        kept = self._save_last_good(trainer)
+        if all(math.isfinite(lr) for lr in lrs):
+            fix = _FIXES
+        else:
+            fix = ("The learning rate is not finite: set a finite model.module.lr (and model.module.encoder_lr) and "
+                   "start the run again; the optimizer saved in that file keeps the learning rate it was given.")
+        raise NonFiniteWeightsError(
+            f"optimizer step {trainer.global_step} ({self._where(trainer)}) made the weights or the optimizer state "
+            f"NaN/inf, with learning rates {lrs}; the run stopped and undid that step. The weights and optimizer state "
+            f"of the last good step (all finite) are in {kept}; the checkpoints written before it are unchanged. {fix}"
+        )
+
+    def _skip(self, trainer: L.Trainer, what: str) -> None:
+        self.skipped += 1
+        log.warning("%s at step %d (epoch %d): step skipped (%d so far)", what, trainer.global_step,
+                    trainer.current_epoch, self.skipped)
+
+    @staticmethod
+    def _where(trainer: L.Trainer) -> str:
+        return f"epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}"
+
+    @staticmethod
+    def _save_last_good(trainer: L.Trainer) -> Path:
+        folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.default_root_dir)
+        kept = folder / f"last-good-step{trainer.global_step}.ckpt"
+        trainer.save_checkpoint(kept)
+        return kept
 
     def _restore_buffers(self, pl_module: L.LightningModule) -> None:
         with torch.no_grad():
