@@ -147,7 +147,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     run_cfg = run_config(ckpt_path)
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)
     # The encoder a feature cache must have been made by: the checkpoint's.
-    datamodule = hydra.utils.instantiate(data_cfg, vocab=module.vocab, encoder=module.hparams.net_config["encoder"])
+    datamodule = hydra.utils.instantiate(data_cfg, vocab=module.vocab)
+    datamodule.encoder = module.hparams.net_config["encoder"]  # after: instantiate would build it
     loader = datamodule.eval_dataloader(cfg.split)
     references = datamodule.references(cfg.split)
     module.set_references("test", references)

@@ -35,9 +35,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resume_checkpoint(cfg)
     # Checked before anything is built; resuming keeps the checkpoint's word ids.
     start = check_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
-    datamodule: CaptionDataModule = hydra.utils.instantiate(
-        cfg.data, vocab=start.vocab if start else None, encoder=net_config["encoder"]
-    )
+    datamodule: CaptionDataModule = hydra.utils.instantiate(cfg.data, vocab=start.vocab if start else None)
+    # Set after instantiate, which would build the encoder this config describes (drawing its
+    # random weights from the seeded generator) instead of handing the config over.
+    datamodule.encoder = net_config["encoder"]
     vocab = datamodule.vocab
     vocab.save(out / "vocab.json")
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)

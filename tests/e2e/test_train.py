@@ -115,3 +115,24 @@ def test_test_split_is_decoded_with_the_test_beam(make_cfg, monkeypatch):
     monkeypatch.setattr(Captioner, "generate", spy)
     train(make_cfg("model=lstm", "model.module.test_beam_size=4", "test=true"))
     assert 1 in seen and 4 in seen  # validation greedy, test with the beam
+
+
+def test_the_initial_weights_depend_on_the_seed_alone(make_cfg, monkeypatch):
+    """Nothing draws from the seeded generator between seeding and building the network (an
+    earlier version built a throwaway encoder while handing its config to the datamodule)."""
+    import lightning as L
+
+    import capgen.training.train as train_module
+
+    seen = []
+    real = train_module.build_captioner
+
+    def recording(net_config, vocab_size):
+        seen.append(torch.get_rng_state())
+        return real(net_config, vocab_size)
+
+    monkeypatch.setattr(train_module, "build_captioner", recording)
+    cfg = make_cfg("test=false")
+    train(cfg)
+    L.seed_everything(cfg.seed)
+    assert torch.equal(seen[0], torch.get_rng_state())
