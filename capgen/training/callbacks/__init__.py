@@ -1,0 +1,23 @@
+"""Every callback capgen-train runs, all listed in conf/callbacks/default.yaml:
+
+    BestCheckpoint         the best epoch's checkpoint; its state follows a moved run folder
+    LastCheckpoint         last.ckpt, the file a run resumes from
+    ExactResume            random generators and the loader's place, so a resume is exact
+    FlushLogsOnCheckpoint  logged points are on disk before each checkpoint
+    FiniteLossGuard        a NaN/inf loss or update stops (keeping the last good weights) or is skipped
+    BatchNormPolicy        BatchNorm statistics per batch or frozen, and DDP's sync checked
+    BestEpochMetrics       the val/* metrics of the best epoch by the monitored metric
+    CaptionSamples         generated vs reference captions and attention figures in TensorBoard
+    StopOnSignal           SIGTERM / SIGUSR1: save last.ckpt at the step's end, stop, record "interrupted"
+"""
+
+from .checkpoints import BestCheckpoint, ExactResume, LastCheckpoint, RelocatableCheckpoint
+from .faults import FiniteLossGuard, NonFiniteLossError, NonFiniteWeightsError, RunInterrupted, StopOnSignal
+from .results import BestEpochMetrics, CaptionSamples
+from .training import BatchNormPolicy, FlushLogsOnCheckpoint
+
+__all__ = [
+    "BatchNormPolicy", "BestCheckpoint", "BestEpochMetrics", "CaptionSamples", "ExactResume", "FiniteLossGuard",
+    "FlushLogsOnCheckpoint", "LastCheckpoint", "NonFiniteLossError", "NonFiniteWeightsError", "RelocatableCheckpoint",
+    "RunInterrupted", "StopOnSignal",
+]

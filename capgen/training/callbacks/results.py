@@ -1,0 +1,78 @@
+"""A run's results: the best epoch's metrics, and caption samples in TensorBoard."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+
+from ...data.datamodule import Batch
+
+
+class BestEpochMetrics(L.Callback):
+    """Keeps the val/* metrics of the epoch with the best `monitor` (the run's result, also in
+    summary.json and TensorBoard's HPARAMS tab). Saved in checkpoints, so a resumed run still
+    knows the best epoch from before the resume."""
+
+    def __init__(self, monitor: str = "val/CIDEr", mode: Literal["max", "min"] = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"monitor_mode={mode!r}: use max or min")
+        self.monitor, self.mode = monitor, mode
+        self.best: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run
+        # before the module's, which is where the epoch's scores are logged.
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        best = self.best.get(self.monitor)
+        if best is None or (score > best if self.mode == "max" else score < best):
+            self.best = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": dict(self.best)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = dict(state_dict["best"])
+
+
+class CaptionSamples(L.Callback):
+    """Logs, after every validation and test, the first `num_samples` images of the split's
+    first batch with their generated and reference captions (a Markdown table and a figure
+    each) and, for attention models, a per-word attention figure. The images are the same
+    every epoch and in every run on the same data, so runs can be compared image by image.
+
+    `pictures(split, image_ids)` gives the images when batches carry cached features instead
+    of pixels; capgen.training.train hands it the datamodule's."""
+
+    def __init__(self, num_samples: int = 4) -> None:
+        self.num_samples = num_samples
+        self.pictures: Callable[[str, list[int]], list[np.ndarray]] | None = None
+        self._batches: dict[str, Batch] = {}
+
+    def _keep(self, stage: str, batch: Batch, batch_idx: int) -> None:
+        if batch_idx == 0 and self.num_samples > 0:
+            self._batches[stage] = Batch(*(x[: self.num_samples] for x in batch))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._keep("val", batch, batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._keep("test", batch, batch_idx)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._log(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._log(trainer, pl_module, "test")
+
+    def _log(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        batch = self._batches.pop(stage, None)
+        if batch is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from ..samples import log_samples  # matplotlib only where figures are drawn
+
+        log_samples(trainer, pl_module, batch, stage, self.pictures)
