@@ -259,6 +259,10 @@ class CaptionDataModule(L.LightningDataModule):
         root, on_bad_sample: passed on to the source factory when set (file-based sources),
         so every split's source shares them and `data.root=...` is the one place to say it."""
         super().__init__()
+        for name, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size or 1, 1),
+                                   ("num_workers", num_workers, 0), ("min_freq", min_freq, 1), ("max_len", max_len, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"data.{name}={value!r}: must be a whole number of at least {least}")
         if use_features and not cache_dir:
             raise ValueError(
                 "data.use_features=true needs data.cache_dir: the folder capgen-prepare features=true wrote"

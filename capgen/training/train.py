@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
@@ -25,6 +26,17 @@ from .run_dir import write_summary
 log = logging.getLogger(__name__)
 
 
+def build(node, **kwargs):
+    """hydra.utils.instantiate, except that a constructor's own ValueError (which names the
+    setting and the fix) is raised as it is, not inside Hydra's multi-line wrapper."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ValueError):
+            raise e.__cause__ from None
+        raise
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as configured; returns the final logged metrics."""
     L.seed_everything(cfg.seed, workers=True)
@@ -35,10 +47,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resume_checkpoint(cfg)
     # Checked before anything is built; resuming keeps the checkpoint's word ids.
     start = check_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
-    datamodule: CaptionDataModule = hydra.utils.instantiate(cfg.data, vocab=start.vocab if start else None)
+    datamodule: CaptionDataModule = build(cfg.data, vocab=start.vocab if start else None)
     # Set after instantiate, which would build the encoder this config describes (drawing its
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
+    check_splits(cfg, datamodule)
     vocab = datamodule.vocab
     vocab.save(out / "vocab.json")
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
@@ -47,17 +60,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("compile"):
         net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
-    module: CaptioningModule = hydra.utils.instantiate(
+    module: CaptioningModule = build(
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
     module.set_references("val", datamodule.references("val"))
 
-    callbacks = [hydra.utils.instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    callbacks = [build(c) for c in cfg.get("callbacks", {}).values()]
     for callback in callbacks:
         if isinstance(callback, CaptionSamples):
             callback.pictures = datamodule.pictures  # the images, when batches carry features
-    loggers = [hydra.utils.instantiate(c, **logger_kwargs(c, start)) for c in cfg.get("logger", {}).values()]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    loggers = [build(c, **logger_kwargs(c, start)) for c in cfg.get("logger", {}).values()]
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # The run's result is its best epoch (the checkpoint kept and tested), not its last.
@@ -73,3 +86,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_summary(out, metrics, best)
     return metrics
+
+
+def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
+    """Every split the run will use has images: a run without them would train, validate or
+    test on nothing and still report itself completed."""
+    uses = {"train": True, "val": cfg.trainer.get("limit_val_batches", 1.0) != 0, "test": bool(cfg.test)}
+    skip = {"train": "", "val": " or skip validation with trainer.limit_val_batches=0",
+            "test": " or leave the test out with test=false"}
+    for split, used in uses.items():
+        if used and len(datamodule.source(split)) == 0:
+            raise ValueError(
+                f"data: the {split} split has no images (data.source sizes, data.root or the annotation files leave "
+                f"it empty), so the run would {'train' if split == 'train' else 'score'} on nothing. Give the "
+                f"{split} split images{skip[split]}."
+            )

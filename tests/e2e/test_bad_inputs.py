@@ -292,3 +292,26 @@ def test_tiny_and_huge_images_are_captioned(lstm_run, tmp_path):
     rows = run_caption(lstm_run / "checkpoints" / "last.ckpt", photos, tmp_path / "out")
     assert [Path(r["path"]).name for r in rows] == ["dot.png", "huge.png"]
     assert all(isinstance(r["caption"], str) and r["logprob"] <= 0 for r in rows)
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("data.source.sizes={train:0,val:16,test:16}", "the train split has no images"),
+    ("data.source.sizes={train:64,val:0,test:16}", "the val split has no images"),
+    ("data.source.sizes={train:64,val:16,test:0}", "the test split has no images"),
+    ("model.decoder.hidden_dim=0", "model.decoder.hidden_dim=0: must be a positive whole number"),
+    ("model.decoder.attn_dim=-3", "model.decoder.attn_dim=-3: must be a positive whole number"),
+    ("model.decoder.dropout=1.5", "model.decoder.dropout=1.5: must be a probability"),
+    ("data.max_len=0", "data.max_len=0: must be a whole number of at least 1"),
+    ("data.batch_size=0", "data.batch_size=0: must be a whole number of at least 1"),
+])
+def test_a_meaningless_run_stops_at_start_up_instead_of_completing(make_cfg, override, says):
+    cfg = make_cfg(override)
+    with pytest.raises(ValueError) as err:
+        train(cfg)
+    assert says in one_paragraph(err)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()  # nothing trained, nothing saved
+
+
+def test_an_empty_split_the_run_does_not_use_is_fine(make_cfg):
+    metrics = train(make_cfg("data.source.sizes={train:64,val:16,test:0}", "test=false"))
+    assert "val/CIDEr" in metrics

@@ -141,17 +141,17 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
                   f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     failed, ok = job_dirs(tmp_path)
     assert done.returncode != 0  # the sweep reports the failure...
-    assert "hidden_size must be greater than zero" in done.stderr and str(failed / "error.txt") in done.stderr
+    assert "model.decoder.hidden_dim=-1: must be a positive whole number, e.g. model.decoder.hidden_dim=256" in done.stderr and str(failed / "error.txt") in done.stderr
     assert summary(ok)["status"] == "completed"  # ...after running the job after it
     assert (ok / summary(ok)["best_checkpoint"]).is_file()
-    assert summary(failed) == {"status": "failed", "error": "ValueError: hidden_size must be greater than zero",
+    assert summary(failed) == {"status": "failed", "error": "ValueError: model.decoder.hidden_dim=-1: must be a positive whole number, e.g. model.decoder.hidden_dim=256",
                                "traceback": "error.txt"}
     traceback = (failed / "error.txt").read_text()
-    assert traceback.startswith("Traceback") and "torch/nn/modules/rnn.py" in traceback
+    assert traceback.startswith("Traceback") and "capgen/models/decoders.py" in traceback
 
     listed = capgen("compare", str(tmp_path), cwd=tmp_path).stdout.splitlines()
     assert [line.split()[:2] for line in listed[2:4]] == [["16", "completed"], ["-1", "failed"]]
-    assert listed[4] == f"{failed.name}: failed: ValueError: hidden_size must be greater than zero"
+    assert listed[4] == f"{failed.name}: failed: ValueError: model.decoder.hidden_dim=-1: must be a positive whole number, e.g. model.decoder.hidden_dim=256"
 
 
 def test_optuna_search_runs_its_trials_and_maximises_the_best_val_cider(tmp_path):
