@@ -46,6 +46,22 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def assert_equals_uninterrupted(run: Path, make_cfg, overrides: list[str], steps: int, note: str) -> None:
+    """`run`, interrupted and resumed, ended with the weights and the curves of one uninterrupted
+    run of `overrides` (trained here); each of its `steps` training steps logged once."""
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == steps, note
+    reference = make_cfg(*overrides, name="uninterrupted")
+    train(reference)
+    expected = torch.load(Path(reference.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][key], value), f"{key} differs ({note})"
+    logged, expected_logs = scalars(run), scalars(Path(reference.paths.output_dir))
+    assert [s for s, _ in logged["train/loss"]] == list(range(steps))  # each step once, none missing
+    for tag in ("train/loss", "val/loss", "val/CIDEr", "val/BLEU-4"):
+        assert logged[tag] == expected_logs[tag], f"{tag} ({note})"
+
+
 def checkpoint(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
 
