@@ -14,7 +14,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..training import config
-from ..training.lock import RunFolderInUse, hold, named_run_dir, run_lock
+from ..training.lock import RunFolderInUse, hold, named_run_dir, record_holder, run_lock
 from ..training.plugins import require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
@@ -44,10 +44,12 @@ def main() -> None:
     folder = named_run_dir(sys.argv[1:]) if rank_zero_only.rank == 0 else None
     if folder is not None:
         try:
-            hold(folder)  # until this process ends
+            hold(folder, record=False)  # until this process ends; nothing written before the checks
         except RunFolderInUse as e:
             raise SystemExit(str(e)) from None  # one paragraph, not a traceback
     sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's settings and folder
+    if folder is not None:
+        record_holder(folder)  # accepted: name this process as the folder's writer
     _main()
 
 

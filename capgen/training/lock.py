@@ -1,10 +1,13 @@
-"""One writer per run folder: capgen-train holds an OS lock on `<run>/.lock` while it writes there.
+"""One writer per run folder: capgen-train holds an OS lock on the run folder while it writes there.
 
 Two capgen-train processes in one folder (two `resume=<run>` at once, or a new run given
 `hydra.run.dir=` an existing run) would interleave their checkpoints, logs and records. The
-lock is `flock` on `<run>/.lock`, which holds the holder's pid and host. The OS releases it
-when the holder ends, however it ends (SIGKILL, a node's crash), so a `.lock` file left behind
-never blocks a later run; the file itself stays.
+lock is `flock` on the folder itself, so taking it writes nothing: a command refused after
+taking it (a resume that does not fit the run) leaves the folder byte for byte as it was.
+Once a command is accepted, `record_holder` writes its pid and host into `<run>/.lock`, which
+is what a refused second process names; the file is information, not the lock. The OS
+releases the lock when the holder ends, however it ends (SIGKILL, a node's crash), so a
+`.lock` file left behind never blocks a later run.
 
 capgen.cli.train takes it in two places, both in the launching process only (global rank 0:
 the processes DDP starts write into its folder under its lock):
@@ -38,9 +41,10 @@ class RunFolderInUse(RuntimeError):
     """Another process holds the run folder's lock; the message names the folder, the holder and the fix."""
 
 
-def hold(folder: Path) -> bool:
-    """Lock `folder` for this process until it exits or `release(folder)`; False (and nothing
-    done) when this process holds it already. RunFolderInUse when another process holds it."""
+def hold(folder: Path, record: bool = True) -> bool:
+    """Lock `folder` for this process until it exits or `release(folder)`, and (with `record`)
+    name this process in its .lock file; False (and nothing done) when this process holds it
+    already. RunFolderInUse when another process holds it."""
     folder = folder.resolve()
     if folder in _held:
         return False
@@ -49,38 +53,43 @@ def hold(folder: Path) -> bool:
         return False
     import fcntl  # POSIX only
 
-    path = folder / LOCK_FILE
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # an existing file is opened as it is
+        fd = os.open(folder, os.O_RDONLY)
     except OSError as e:
-        error = type(e)(f"could not create {path}: {e.strerror or e}. capgen-train writes the run into {folder}: "
-                        "make it writable, or give another folder (hydra.run.dir=...).")
+        error = type(e)(f"could not open {folder}: {e.strerror or e}. capgen-train writes the run into it: make it "
+                        "writable, or give another folder (hydra.run.dir=...).")
         error.errno = e.errno
         raise error from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 200).decode(errors="replace").split()
         os.close(fd)
-        pid, host = (holder + ["unknown", "unknown"])[:2]  # empty while the holder is writing its pid
+        path = folder / LOCK_FILE
+        holder = path.read_text(errors="replace").split() if path.is_file() else []
+        pid, host = (holder + ["unknown", "unknown"])[:2]  # unknown until the holder has written it
         raise RunFolderInUse(
-            f"{folder} is in use: capgen-train process {pid} on host {host} is writing into it (it holds {path}). "
-            f"Wait for that run to end or stop it (kill {pid} on {host}), then run this command again; to train "
-            "alongside it, give another folder (another resume=, or hydra.run.dir=<new folder>)."
+            f"{folder} is in use: capgen-train process {pid} on host {host} is writing into it (it holds the folder's "
+            f"lock; {path} names it). Wait for that run to end or stop it (kill {pid} on {host}), then run this "
+            "command again; to train alongside it, give another folder (another resume=, or hydra.run.dir=<new folder>)."
         ) from None
     except OSError as e:
         os.close(fd)
         if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
             raise
         # A file system without locks (some NFS or Lustre mounts): the run goes on, as before locks.
-        log.warning("%s: this file system cannot lock files (%s), so nothing stops a second capgen-train from "
-                    "writing into %s at the same time; start one per folder", path, e.strerror, folder)
+        log.warning("%s: this file system cannot lock folders (%s), so nothing stops a second capgen-train from "
+                    "writing into it at the same time; start one per folder", folder, e.strerror)
         return False
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
     _held[folder] = fd
+    if record:
+        record_holder(folder)
     return True
+
+
+def record_holder(folder: Path) -> None:
+    """Write this process's pid and host into `<folder>/.lock`, for a refused second process to name."""
+    (folder.resolve() / LOCK_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
 
 
 def release(folder: Path) -> None:

@@ -248,9 +248,9 @@ def snapshot(folder):
 
 def test_a_run_folder_locked_by_another_holder_is_refused_naming_it_and_left_as_it_was(tmp_path):
     run = make_run(tmp_path / "run", ["model=lstm"])
-    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)  # another open of the file: another holder
+    (run / ".lock").write_text("4242 gpu07\n")  # the holder named itself
+    fd = os.open(run, os.O_RDONLY)  # another open of the folder: another holder
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.write(fd, b"4242 gpu07\n")
     before = snapshot(run)
     try:
         with pytest.raises(RunFolderInUse) as raised, run_lock(run):
@@ -275,7 +275,7 @@ def test_a_run_lock_is_held_once_per_process_and_released_after_the_job(tmp_path
     with run_lock(run):
         assert run.resolve() in lock._held
     assert run.resolve() not in lock._held
-    fd = os.open(run / ".lock", os.O_RDWR)
+    fd = os.open(run, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it now
     os.close(fd)
 
@@ -287,7 +287,7 @@ def test_a_file_system_without_locks_warns_and_lets_the_run_go_on(tmp_path, monk
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with caplog.at_level(logging.WARNING), run_lock(tmp_path / "run"):
         pass
-    assert "this file system cannot lock files" in caplog.text and str(tmp_path / "run") in caplog.text
+    assert "this file system cannot lock folders" in caplog.text and str(tmp_path / "run") in caplog.text
 
 
 def test_the_folder_a_command_line_names_is_the_one_locked_before_hydra_starts(tmp_path):
