@@ -26,7 +26,12 @@ class ResumableLoader(DataLoader):
         return self._served_batches()
 
     def _served_batches(self):
-        self._served = 0  # batches handed out in this epoch (the sized loader is never prefetched)
+        # Batches handed out in this epoch (the sized loader is never prefetched), counting those
+        # a resumed epoch leaves out: a checkpoint written later in that epoch must say where the
+        # epoch stands, not how far this process got, or a second resume repeats batches.
+        sampler = self.sampler
+        resumed = sampler.epoch == sampler.resumed_epoch
+        self._served = sampler.resumed_skip // self.batch_size if resumed else 0
         for batch in super().__iter__():
             self._served += 1
             yield batch

@@ -94,19 +94,26 @@ def uninterrupted(tmp_path_factory):
     return run_of
 
 
-def crash_then_resume(make_cfg, monkeypatch, at_step: int, *extra: str) -> Path:
-    """Run ONE_RUN in folder "split", crash it at `at_step`, then resume=<that folder> to the end."""
+def crash_then_resume(make_cfg, monkeypatch, at_step: int, *extra: str, crash_again_at: int | None = None) -> Path:
+    """Run ONE_RUN in folder "split", crash it at `at_step` (and the resumed run at
+    `crash_again_at`), then resume=<that folder> to the end."""
     cfg = make_cfg(*ONE_RUN, *extra, name="split")
     run = Path(cfg.paths.output_dir)
     # The crash callback goes in through the trainer, as an extra callback would.
     original = L.Trainer.__init__
 
-    def with_crash(self, *args, callbacks=(), **kw):
-        original(self, *args, callbacks=[*callbacks, Crash(at_step)], **kw)
+    def crashing_at(step: int):
+        def with_crash(self, *args, callbacks=(), **kw):
+            original(self, *args, callbacks=[*callbacks, Crash(step)], **kw)
+        return with_crash
 
-    monkeypatch.setattr(L.Trainer, "__init__", with_crash)
+    monkeypatch.setattr(L.Trainer, "__init__", crashing_at(at_step))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg)
+    if crash_again_at is not None:
+        monkeypatch.setattr(L.Trainer, "__init__", crashing_at(crash_again_at))
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(make_cfg(*ONE_RUN, *extra, f"resume={run}", name="split"))
     monkeypatch.setattr(L.Trainer, "__init__", original)
     train(make_cfg(*ONE_RUN, *extra, f"resume={run}", name="split"))
     return run
@@ -148,3 +155,16 @@ def test_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, 
     # plus the crashed run's own.
     files = [len(list(tb_run(r).glob("events.out.tfevents.*"))) for r in (full, split)]
     assert files[1] == files[0] + 1, files
+
+
+def test_two_resumes_within_one_epoch_equal_one_uninterrupted_run(uninterrupted, make_cfg, monkeypatch):
+    """Crash at step 4 and at step 5 of epoch 1 (steps 3-5), resuming each time from a step
+    checkpoint: the second resume must know where the epoch stands, not how far the first
+    resumed process got in it (it repeated a batch before)."""
+    extra = ("callbacks.last_checkpoint.every_n_train_steps=1",)
+    full = uninterrupted(*extra)
+    split = crash_then_resume(make_cfg, monkeypatch, 4, *extra, crash_again_at=5)
+    assert_same_training_state(checkpoint(full), checkpoint(split))
+    logged_full, logged_split = scalars(full), scalars(split)
+    for tag in ("train/loss", "val/loss", "val/CIDEr"):
+        assert logged_split[tag] == logged_full[tag], tag
