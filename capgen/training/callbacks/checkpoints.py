@@ -108,6 +108,21 @@ class LastCheckpoint(RelocatableCheckpoint):
             compat.save_now(self, trainer)
 
 
+def _mend_epoch_progress(checkpoint: dict[str, Any]) -> None:
+    """Repair a count Lightning gets wrong, before it restores its loops (callbacks are restored
+    first). A run resumed from a step checkpoint written at the last batch of an epoch does not
+    count the next epoch as started (its epoch progress stays ready = started = completed); a
+    step checkpoint it writes in that next epoch then makes a second resume re-run that epoch's
+    batches from the start of Lightning's count. An epoch with batches in progress is started."""
+    fit = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs, batches = fit.get("epoch_progress"), fit.get("epoch_loop.batch_progress")
+    if not epochs or not batches or batches["current"]["ready"] == 0:
+        return
+    for counts in (epochs["total"], epochs["current"]):
+        if counts["started"] <= counts["completed"]:
+            counts["ready"] = counts["started"] = counts["completed"] + 1
+
+
 class ExactResume(L.Callback):
     """Saves what Lightning does not restore exactly, and puts it back on resume.
 
@@ -143,6 +158,7 @@ class ExactResume(L.Callback):
         checkpoint[self.KEY] = {"rng": states, "train_loader": loader.state_dict() if isinstance(loader, ResumableLoader) else None}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        _mend_epoch_progress(checkpoint)
         self._pending = checkpoint.get(self.KEY)
         if self._pending is None:
             log.warning("the checkpoint was written without the exact_resume callback: the run continues, but its "
