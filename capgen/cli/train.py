@@ -34,7 +34,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path"))  # see capgen.cli.argv
+    sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.cli.argv
     if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child
         os.environ[config.LAUNCH_TIME_ENV] = str(time.time())
     require_plugins(sys.argv[1:])
