@@ -18,7 +18,8 @@ The log-probabilities come from one teacher-forced pass of the decoder over all 
 captions, which stops at each caption's end (no work on padding). They are those of the
 distribution the words were drawn from: <pad> and <start> excluded, temperature 1.
 Sampling runs the decoder as training does (dropout on, as the reference code samples); the
-teacher-forced pass draws its own dropout masks. Shapes: B images, n samples per image,
+teacher-forced pass draws its own dropout masks. The attention model's doubly stochastic
+regulariser belongs to cross-entropy training and is not part of this loss. Shapes: B images, n samples per image,
 N = B*n captions, L their width, P grid cells, D feature dims, V vocabulary.
 """
 

@@ -59,6 +59,15 @@ def test_scst_from_an_xe_run_starts_from_its_weights_and_logs_the_reward(xe_run,
     assert "train/xent" not in logged
     assert math.isfinite(metrics["train/reward"]) and math.isfinite(metrics["test/CIDEr"])
 
+    # Resumed with its own settings (init_from among them, as resume= replays them), the run
+    # continues from its own checkpoint: one more epoch, not a new start from the XE weights.
+    train(make_cfg("model=lstm", *SCST, f"init_from={xe_run}", "model.module.scst_lr=1e-12", "data.max_len=7",
+                   "model.module.test_metrics=[BLEU,CIDEr]", "trainer.max_epochs=2", "test=false", f"resume={run}",
+                   name="scst"))
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 6 and resumed["epoch"] == 1
+    assert [s for s, _ in scalars(run)["train/reward"]] == [0, 1, 2, 3, 4, 5]
+
 
 def test_init_from_refuses_another_network_and_a_resume_checkpoint(xe_run, make_cfg):
     with pytest.raises(ValueError, match=r"^init_from=.*another network than this run builds \(model\.decoder\._target_"):
