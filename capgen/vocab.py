@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .atomic import write_atomically
 from .tokenizer import tokenize
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
@@ -82,7 +83,8 @@ class Vocabulary:
             raise ValueError(f"{source}: not a consistent capgen vocabulary: {e}; {fix}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=0))
+        """Written whole or not at all (capgen.atomic): a run killed while saving keeps its file readable."""
+        write_atomically(Path(path), json.dumps(self.to_dict(), indent=0).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:

@@ -14,13 +14,15 @@ from omegaconf import DictConfig
 from ..training import config
 from ..training.caption import caption_images
 from .argv import quote_paths
+from .failure import one_paragraph_on_failure
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="caption")
 def _main(cfg: DictConfig) -> None:
-    rows = caption_images(cfg)
+    with one_paragraph_on_failure("capgen-caption"):
+        rows = caption_images(cfg)
     # Images that failed are in captions.jsonl and on stderr; scripts learn of them here.
     # SystemExit passes through Hydra, which only reports Exceptions.
     if any("error" in row for row in rows):

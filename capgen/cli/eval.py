@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from ..training import config
 from ..training.evaluate import evaluate, with_run_data_choice
 from .argv import quote_paths
+from .failure import one_paragraph_on_failure
 
 PATH_KEYS = ("run", "ckpt_path")  # quoted for Hydra, see capgen.cli.argv
 config.register()
@@ -25,7 +26,8 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="eval")
 def _main(cfg: DictConfig) -> float | None:
-    report = evaluate(cfg, list(HydraConfig.get().overrides.task))
+    with one_paragraph_on_failure("capgen-eval"):
+        report = evaluate(cfg, list(HydraConfig.get().overrides.task))
     return report.get("CIDEr")
 
 

@@ -20,6 +20,7 @@ from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
 from ..training.train import train
 from .argv import quote_paths
+from .failure import one_paragraph_on_failure
 
 config.register()
 
@@ -28,7 +29,8 @@ config.register()
 def _main(cfg: DictConfig) -> float | None:
     # One writer per run folder (capgen.training.lock); rank 0 only, as in main().
     with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
-        metrics = run_recording_failure(train, cfg)
+        with one_paragraph_on_failure("capgen-train"):
+            metrics = run_recording_failure(train, cfg)
     # The value a Hydra sweeper optimises: the best epoch's.
     return metrics.get(cfg.monitor)
 

@@ -52,13 +52,13 @@ _HOW_TO_GET = "see the 'Data sets' section of the README (for COCO: scripts/down
 _FIX_ENTRY = "fix that entry in the annotation file, or set data.on_bad_sample=skip"
 _FIX_MISSING = "put the image file back (see the README's 'Data sets'), or set data.on_bad_sample=skip"
 _FIX_DUPLICATE = (
-    "give each image its own id in the annotation file, or delete the repeated entry, or set "
-    "data.on_bad_sample=skip to keep only the first entry with each id"
+    "give each image its own id and its own file in the annotation file, or delete the repeated entry, or set "
+    "data.on_bad_sample=skip to keep only the first entry with each id and file"
 )
 
 # (image id, image file, raw captions, where the entry was read: for messages, and why its
 # id repeats an earlier entry's: for messages; None when it is the first with that id)
-_Record = tuple[int, str, list, str, "str | None"]
+_Record = tuple[int, str, list, str, "tuple[str, str] | None"]  # id, file, captions, where, (kind, why) of a repeat
 
 
 class ImageFileSource:
@@ -104,7 +104,8 @@ class ImageFileSource:
         for image_id, path, raw, where, repeat in records:
             total += 1
             if repeat is not None:
-                bad.report("duplicate image id", where, repeat, _FIX_DUPLICATE)
+                kind, reason = repeat
+                bad.report(kind, where, reason, _FIX_DUPLICATE)
                 continue
             if image_id in self.exclude_ids:
                 bad.exclude()
@@ -167,13 +168,14 @@ class Coco2014Source(ImageFileSource):
             captions.setdefault(_image_id(a, "image_id", path, f"annotation {k}"), []).append(
                 _field(a, "caption", path, f"annotation {k}")
             )
-        first: dict[int, str] = {}  # image id -> its first entry, described for messages
+        first: dict = {}  # image id and file -> the first entry with it, described for messages
         for k, entry in enumerate(_field(data, "images", path, "the file")):
             image_id = _image_id(entry, "id", path, f"image {k}")
             name = _field(entry, "file_name", path, f"image {k}")
             where = f"{path} (image id {image_id}, {name})"
-            repeat = _repeat(first, image_id, "image id", f"image {k} ({name})")
-            yield image_id, os.path.join(self.root, f"{part}2014", name), captions.get(image_id, []), where, repeat
+            file = os.path.join(self.root, f"{part}2014", name)
+            repeat = _repeat(first, image_id, file, "image id", f"image {k} ({name})")
+            yield image_id, file, captions.get(image_id, []), where, repeat
 
 
 class FlickrSource(ImageFileSource):
@@ -228,7 +230,7 @@ def _karpathy_records(
     `split` goes to `bad.elsewhere`, which stops under "error" and leaves it to its own split
     under "skip"."""
     wanted = _KARPATHY_SPLITS[split]
-    first: dict[int, str] = {}  # id -> its first entry, described for messages
+    first: dict = {}  # id and file -> the first entry with it, described for messages
     for k, entry in enumerate(images):
         where = f"image {k}"
         part = _field(entry, "split", path, where)
@@ -236,27 +238,29 @@ def _karpathy_records(
             raise ValueError(f"{path}: {where} has split {part!r}; Karpathy's splits are train, restval, val, test")
         image_id = _image_id(entry, id_key, path, where)
         name = _field(entry, "filename", path, where)
+        file = os.path.join(folder or os.path.join(root, _field(entry, "filepath", path, where)), name)
         described = f"{path} ({where}, split {part}, {id_key} {image_id}, {name})"
-        repeat = _repeat(first, image_id, id_key, f"{where} (split {part}, {name})")
+        repeat = _repeat(first, image_id, file, id_key, f"{where} (split {part}, {name})")
         if part not in wanted:
             if repeat is not None:
-                bad.elsewhere(described, repeat, _FIX_DUPLICATE)
+                bad.elsewhere(described, repeat[1], _FIX_DUPLICATE)
             continue
-        image_folder = folder or os.path.join(root, _field(entry, "filepath", path, where))
         raw = [_field(s, "raw", path, f"{where} sentence {j}") for j, s in enumerate(_field(entry, "sentences", path, where))]
-        yield image_id, os.path.join(image_folder, name), raw, described, repeat
+        yield image_id, file, raw, described, repeat
 
 
-def _repeat(first: dict[int, str], image_id: int, id_name: str, entry: str) -> str | None:
-    """Why this entry's id repeats an earlier entry's, for messages; None (and `first`
-    remembers `entry`, its description) when it is the first entry with that id."""
-    if image_id not in first:
-        first[image_id] = entry
-        return None
-    return (
-        f"its {id_name} {image_id} is also that of {first[image_id]}, an earlier entry of the same file; "
-        "one id must name one image"
-    )
+def _repeat(first: dict, image_id: int, file: str, id_name: str, entry: str) -> tuple[str, str] | None:
+    """(kind, why) when this entry's id, or else its image file, is an earlier entry's, for
+    messages; None (and `first` remembers `entry`, its description, under both) when neither
+    is. One file under two ids would be trained on, or scored, as two images."""
+    if image_id in first:
+        why = f"its {id_name} {image_id} is also that of {first[image_id]}, an earlier entry of the same file"
+        return "duplicate image id", why + "; one id must name one image"
+    if file in first:
+        why = f"its image file {file} is also that of {first[file]}, an earlier entry of the same file"
+        return "duplicate image file", why + "; one file must be one image"
+    first[image_id] = first[file] = entry
+    return None
 
 
 def _listed(path: str, listings: dict[str, set[str]]) -> bool:

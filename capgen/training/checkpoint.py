@@ -3,7 +3,7 @@ that wrote it, and read back by one function, `read_checkpoint`.
 
 `AtomicCheckpointIO` is the trainer's checkpoint writer (conf/trainer/cpu.yaml, inherited by
 every trainer config). A process killed at any moment, even half-way through writing
-`last.ckpt`, leaves the previous complete `last.ckpt` in place (capgen.training.atomic).
+`last.ckpt`, leaves the previous complete `last.ckpt` in place (capgen.atomic).
 
 A capgen checkpoint is Lightning's (weights, optimizer, loops, callbacks' states) plus the
 vocabulary (`vocab`) and the network's Hydra config (`hyper_parameters.net_config`), so that
@@ -27,8 +27,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .. import __version__
+from ..atomic import write_atomically
 from ..vocab import Vocabulary
-from .atomic import write_atomically
 from .compat import is_local_path
 
 # The layout of a capgen checkpoint: Lightning's keys plus "vocab" and hyper_parameters with

@@ -105,6 +105,29 @@ def slurm_cpus(num_workers: int) -> int:
     return num_workers + 1
 
 
+# Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
+# `-p pkg`, ...): that value is not an override. `--info` takes one of INFO_CHOICES, or none.
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+INFO_FLAGS, INFO_CHOICES = {"--info", "-i"}, {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def command_overrides(args: list[str]) -> list[str]:
+    """The overrides (`key=value`) of a command line (sys.argv[1:]), without Hydra's flags and
+    their values, so that `capgen-train --cfg job model=lstm` reads as the one override
+    `model=lstm` (each capgen command looks at its overrides before Hydra starts)."""
+    overrides, skip_next = [], False
+    for i, arg in enumerate(args):
+        if skip_next:
+            skip_next = False
+        elif arg.startswith("-"):
+            takes_value = arg in HYDRA_VALUE_FLAGS or (arg in INFO_FLAGS and args[i + 1:i + 2] and args[i + 1] in INFO_CHOICES)
+            skip_next = bool(takes_value)
+        else:
+            overrides.append(arg)
+    return overrides
+
+
 def signature_node(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """{_target_: cls, argument: default, ...} for every constructor argument with a default
     (except `skip`): the single place those defaults are written is the constructor."""

@@ -26,9 +26,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..atomic import write_atomically
 from ..metrics import default_metrics
-from .atomic import write_atomically
-from .config import CONF_DIR
+from .config import CONF_DIR, command_overrides
 from .module import CaptioningModule
 from .run_dir import best_checkpoint, run_config, run_data_choice
 
@@ -58,7 +58,7 @@ def with_run_data_choice(args: list[str]) -> list[str]:
     refused as unknown before the run's config is even read.
     """
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
     except HydraException:
         return args  # Hydra reports the bad override itself
     given = {o.key_or_group: o for o in parsed}
@@ -176,7 +176,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     captions = "".join(json.dumps({k: r[k] for k in ("image_id", "caption", "references", "logprob")}) + "\n"
                        for r in rows)
     results = [{"image_id": int(r["image_id"]), "caption": r["caption"]} for r in rows]
-    # Each file whole or not at all (capgen.training.atomic); metrics.json last, as the mark of a finished evaluation.
+    # Each file whole or not at all (capgen.atomic); metrics.json last, as the mark of a finished evaluation.
     for name, text in (("data.yaml", OmegaConf.to_yaml(data_cfg)), ("captions.jsonl", captions),
                        ("results.json", json.dumps(results)), ("metrics.json", json.dumps(report, indent=2) + "\n")):
         write_atomically(out / name, text.encode())

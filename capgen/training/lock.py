@@ -31,6 +31,8 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
+from .config import command_overrides
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
@@ -116,7 +118,7 @@ def named_run_dir(args: list[str]) -> Path | None:
     if "-m" in args or "--multirun" in args:
         return None
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
     except HydraException:
         return None  # Hydra reports the bad override itself
     given = {o.key_or_group: o.value() for o in parsed if not o.is_sweep_override()}

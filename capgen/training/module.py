@@ -19,11 +19,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import Batch
 from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, Scenes, default_metrics
+from ..metrics.captions import METRICS
 from ..models.captioner import Captioner, build_captioner
 from ..models.losses import caption_loss, doubly_stochastic, token_losses
 from ..vocab import Vocabulary
 from . import compat
 from .checkpoint import read_checkpoint, stamp
+
+
+def check_optimisation(lr: float, encoder_lr: float | None, weight_decay: float, warmup_steps: int, alpha_c: float) -> None:
+    """The optimisation settings are in range (their types are checked against the annotations
+    at start-up: capgen.training.settings)."""
+    rules = (("lr", lr, lr > 0 and math.isfinite(lr), "a positive number, e.g. 2e-3"),
+             ("encoder_lr", encoder_lr, encoder_lr is None or (encoder_lr > 0 and math.isfinite(encoder_lr)),
+              "a positive number, or null for model.module.lr"),
+             ("weight_decay", weight_decay, weight_decay >= 0 and math.isfinite(weight_decay), "at least 0, e.g. 0.0"),
+             ("warmup_steps", warmup_steps, warmup_steps >= 0, "at least 0 (0: no warm-up)"),
+             ("alpha_c", alpha_c, alpha_c >= 0 and math.isfinite(alpha_c), "at least 0 (0: no attention regularisation)"))
+    for name, value, ok, fix in rules:
+        if not ok:
+            raise ValueError(f"model.module.{name}={value}: must be {fix}")
 
 
 class CaptioningModule(L.LightningModule):
@@ -53,6 +68,11 @@ class CaptioningModule(L.LightningModule):
         super().__init__()
         if scheduler not in ("none", "cosine"):
             raise ValueError(f"model.module.scheduler={scheduler!r}: use none or cosine")
+        check_optimisation(lr, encoder_lr, weight_decay, warmup_steps, alpha_c)
+        for name, chosen in (("val_metrics", val_metrics), ("test_metrics", test_metrics or ())):
+            unknown = [m for m in chosen if m not in METRICS]
+            if unknown:
+                raise ValueError(f"model.module.{name}={list(chosen)}: unknown metric(s) {unknown}; choose from {list(METRICS)}")
         for name, k in (("beam_size", beam_size), ("test_beam_size", test_beam_size)):
             if k < 1:  # fail at start-up, not at the first validation
                 raise ValueError(f"model.module.{name}={k}: a beam holds at least 1 caption")

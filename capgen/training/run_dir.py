@@ -7,7 +7,7 @@ and reading it back (capgen-compare, `capgen-eval run=...`).
     <run>/error.txt       the full traceback of a failed run (error.rank<N>.txt from DDP rank N > 0)
 
 A run folder without summary.json is still running, or was stopped before it could write one.
-Both files are written atomically (capgen.training.atomic): a reader finds all of one or none.
+Both files are written atomically (capgen.atomic): a reader finds all of one or none.
 A record that cannot be read (written by hand, or by a tool that was cut off) is an
 UnreadableRecord naming the file: capgen-compare lists that run as unreadable and goes on.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .atomic import write_atomically
+from ..atomic import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
         rank = rank_zero_only.rank
         error_file = run / ("error.txt" if rank == 0 else f"error.rank{rank}.txt")
         text = "".join(traceback.format_exception(e))
-        message = f"{type(e).__name__}: {e}"
+        message = one_paragraph(e)
         where = f"traceback in {error_file}"
         try:
             write_atomically(error_file, text.encode())
@@ -89,11 +89,33 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
             # run's own error stays the one raised, with the write's error next to it.
             where = f"its records could not be written: {write_error}"
         # The text, not exc_info: a log handler that keeps records would keep the exception.
-        log.error("run failed; %s\n%s", where, text.rstrip())
+        if where.startswith("traceback in"):
+            log.error("run failed: %s (%s)", message, where)  # one paragraph; error.txt has the traceback
+        else:
+            log.error("run failed; %s\n%s", where, text.rstrip())  # the traceback's only copy
     # Raised outside the except block so the original exception, and through its traceback the
     # failed run's frames (its model, and on a GPU its memory), are freed before Hydra starts
     # the sweep's next job: Hydra holds on to the exception it is given until the sweep ends.
     raise RunFailed(f"{message} (run {run}; {where})")
+
+
+def one_paragraph(e: BaseException) -> str:
+    """`Type: message` on one line. An error raised in a DataLoader worker reaches the main
+    process as torch re-raises it: "Caught ValueError in DataLoader worker process 0." then
+    the worker's whole traceback in the message; the paragraph is the worker's own error
+    line(s), and which worker (the traceback is kept in error.txt)."""
+    text = str(e)
+    caught, marker, traceback_text = text.partition("\nOriginal Traceback (most recent call last):\n")
+    if marker:
+        # The error's own text follows the last frame ('  File "..."' and its indented code lines).
+        lines = traceback_text.rstrip().splitlines()
+        start = max((i + 1 for i, line in enumerate(lines) if line.startswith('  File "')), default=0)
+        while start < len(lines) - 1 and lines[start].startswith("    "):
+            start += 1
+        own = " ".join(line.strip() for line in lines[start:])
+        where = caught.removeprefix("Caught ").split(" ", 1)[-1].rstrip(".")
+        return f"{own} ({where})"
+    return f"{type(e).__name__}: {' '.join(text.split())}"
 
 
 def _interruption(e: SystemExit) -> tuple[str, int, bool] | None:

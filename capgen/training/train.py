@@ -16,12 +16,14 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
+from ..metrics.captions import METRICS
 from ..models.captioner import build_captioner
 from .callbacks import BestEpochMetrics, CaptionSamples
 from .hparams import log_final_hparams
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, logger_kwargs, resume_checkpoint
 from .run_dir import write_summary
+from .settings import check_types
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ def build(node, **kwargs):
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as configured; returns the final logged metrics."""
+    check_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
 
@@ -53,7 +56,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.encoder = net_config["encoder"]
     check_splits(cfg, datamodule)
     vocab = datamodule.vocab
-    vocab.save(out / "vocab.json")
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 
     net = build_captioner(net_config, len(vocab))
@@ -71,6 +73,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             callback.pictures = datamodule.pictures  # the images, when batches carry features
     loggers = [build(c, **logger_kwargs(c, start)) for c in cfg.get("logger", {}).values()]
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers)
+    # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
+    vocab.save(out / "vocab.json")
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # The run's result is its best epoch (the checkpoint kept and tested), not its last.
@@ -101,3 +105,40 @@ def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
                 f"it empty), so the run would {'train' if split == 'train' else 'score'} on nothing. Give the "
                 f"{split} split images{skip[split]}."
             )
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The settings a run would only trip over later (an optimizer given lr=abc, a run that
+    trains on nothing, a monitor no epoch logs), checked before anything is built; each error
+    names the key, the value and the fix. Ranges of single settings are checked by the
+    constructors they go to, types against their annotations (capgen.training.settings)."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r}: must be a whole number, e.g. seed=42")
+    if cfg.monitor_mode not in ("max", "min"):  # before the callbacks it is handed to
+        raise ValueError(f"monitor_mode={cfg.monitor_mode!r}: must be max (scores such as val/CIDEr) or min (val/loss)")
+    nodes = ["model.encoder", "model.decoder", "model.module", "data", "trainer"]
+    nodes += [f"{group}.{name}" for group in ("callbacks", "logger") for name in cfg.get(group) or {}]
+    for key in nodes:
+        node = OmegaConf.select(cfg, key)
+        if isinstance(node, DictConfig):
+            check_types(node, key)
+    trainer = cfg.trainer
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        if trainer.get(key) == 0:
+            raise ValueError(
+                f"trainer.{key}=0: the run would train on nothing and still report itself completed. Give "
+                f"trainer.{key} a positive value, or evaluate an existing checkpoint with capgen-eval."
+            )
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and clip < 0:
+        raise ValueError(f"trainer.gradient_clip_val={clip}: must be at least 0 (0 or null: no clipping), e.g. 1.0")
+    val_metrics = list(cfg.model.module.val_metrics)
+    if any(m not in METRICS for m in val_metrics):
+        return  # CaptioningModule names the unknown ones
+    logged = ["val/loss", *(f"val/{name}" for m in val_metrics for name in METRICS[m]), "train/loss", "train/xent"]
+    if cfg.monitor not in logged:
+        raise ValueError(
+            f"monitor={cfg.monitor!r}: no epoch of this run logs it, so no checkpoint could be chosen as the best. "
+            f"Use one of {', '.join(logged)} (val/* scores come from model.module.val_metrics)."
+        )

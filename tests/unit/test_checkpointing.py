@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import capgen.training.atomic as ck
+import capgen.atomic as ck
 from capgen.training import resume
 from capgen.training.checkpoint import AtomicCheckpointIO, check_format, stamp
 from capgen.training.resume import resume_argv
