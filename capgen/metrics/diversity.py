@@ -126,24 +126,29 @@ class TfIdf:
     def __init__(self, frequencies: Mapping[tuple[str, ...], int], n_images: int):
         self.frequencies, self.log_n = frequencies, math.log(n_images)
 
-    def vectors(self, captions: Sequence[Sequence[str]], n: int) -> np.ndarray:
-        """(m, G) float64: each caption's tf-idf weights over the G distinct n-grams of all m captions."""
-        counts = [Counter(ngrams(c, range(n, n + 1))) for c in captions]
-        vocab = sorted({g for c in counts for g in c})
-        weight = np.array([self.log_n - math.log(max(1, self.frequencies.get(g, 0))) for g in vocab])
-        tf = np.array([[c[g] for g in vocab] for c in counts], dtype=np.float64).reshape(len(captions), len(vocab))
-        return tf * weight
+    def vectors(self, captions: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """(m, G) float64: each caption's tf-idf weights over the G distinct n-grams (n = 1..4) of
+        all m captions; and (G,) the n of each column."""
+        counts = [Counter(ngrams(c, range(1, 5))) for c in captions]
+        column = {g: k for k, g in enumerate({g for c in counts for g in c})}
+        tf = np.zeros((len(captions), len(column)))
+        for row, c in enumerate(counts):
+            for g, count in c.items():
+                tf[row, column[g]] = count
+        weight = np.array([self.log_n - math.log(max(1, self.frequencies.get(g, 0))) for g in column])
+        return tf * weight, np.array([len(g) for g in column], dtype=np.int64)
 
 
 def self_cider(captions: Sequence[Sequence[str]], idf: TfIdf) -> float:
     """Wang & Chan's self-CIDEr of one image's m >= 2 captions (token lists); see the module docstring."""
     m = len(captions)
-    kernel = np.zeros((m, m))
-    for n in range(1, 5):
-        x = idf.vectors(captions, n)  # (m, G)
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)  # a zero vector stays 0
-        kernel += unit @ unit.T / 4
+    x, order = idf.vectors(captions)  # (m, G), (G,)
+    # Each caption's norm within each n-gram order, spread to that order's columns: (m, G).
+    blocks = (order[:, None] == np.arange(1, 5)).astype(np.float64)  # (G, 4) one-hot of n
+    norms = np.sqrt((x * x) @ blocks)[:, order - 1]
+    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)  # a zero vector stays 0
+    # Columns of different orders never meet in a dot product, so one product sums the 4 cosines.
+    kernel = unit @ unit.T / 4  # (m, m)
     roots = np.sqrt(np.clip(np.linalg.eigvalsh(kernel), 0.0, None))
     if roots.sum() == 0:
         return 0.0

@@ -14,6 +14,7 @@ from pycocoevalcap.cider.cider import Cider
 from capgen.metrics import CaptionScores, score_captions, score_captions_per_image
 from capgen.metrics.caption_stats import caption_statistics
 from capgen.metrics.diversity import diversity_statistics
+from capgen.training.eval_statistics import corpus_statistics, diversity
 from capgen.vocab import Vocabulary
 
 # The fixture. Tokens after the official tokenization (lower case, punctuation dropped):
@@ -147,3 +148,20 @@ def test_the_metric_keeps_each_images_caption_with_its_scores():
     _, per_image = score_captions_per_image(PREDS, REFS)
     assert [(r["image_id"], r["caption"], r["BLEU-4"], r["CIDEr"]) for r in metric.scored_captions] == [
         (i, p, per_image[i]["BLEU-4"], per_image[i]["CIDEr"]) for i, p in PREDS.items()]
+
+
+# ----- capgen-eval's use of them ------------------------------------------------------------
+def test_eval_rows_with_several_captions_get_diversity_and_the_first_caption_counts_for_the_corpus():
+    class Data:  # a datamodule's references(), as capgen-eval reads the training split
+        def references(self, split):
+            assert split == "train"
+            return {1: TRAINING}
+
+    rows = [{"image_id": 7, "caption": FIVE}, {"image_id": 8, "caption": ["a red circle", "a blue square"]}]
+    stats = corpus_statistics(rows, Data(), "python")
+    assert stats == caption_statistics([FIVE[0], "a red circle"], TRAINING)  # each image's first (best) caption
+    references = {7: TRAINING, 8: ["a red circle"]}
+    means = diversity({7: FIVE, 8: rows[1]["caption"]}, references, "python", rows)
+    expected_means, expected = diversity_statistics({7: FIVE, 8: rows[1]["caption"]}, references)
+    assert means == expected_means
+    assert {k: rows[0][k] for k in expected[7]} == expected[7] and {k: rows[1][k] for k in expected[8]} == expected[8]
