@@ -8,8 +8,15 @@ naming another data config replaces it. Without a saved run config the data conf
 composed from conf/eval.yaml (and a warning says so).
 
 Writes into cfg.paths.output_dir, each file atomically: metrics.json, captions.jsonl (one
-{image_id, caption, references, logprob} per image), results.json (the COCO caption server's
+{image_id, caption, references, logprob, BLEU-4, CIDEr} per image: its own BLEU-4 and CIDEr-D
+as pycocoevalcap scores each image), results.json (the COCO caption server's
 [{image_id, caption}]) and data.yaml (the data config the scores are for).
+
+metrics.json also holds statistics of the captions (capgen.metrics.caption_stats):
+vocabulary, mean_length, unique_percent and novel_percent (against the training split's
+references; null, with novel_note saying why, when the training split cannot be read). Rows
+whose caption is a list (several per image) add Div-1, Div-2, mBLEU-4 and self-CIDEr
+(capgen.metrics.diversity), per image in captions.jsonl and averaged in metrics.json.
 """
 
 from __future__ import annotations
@@ -29,10 +36,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..atomic import write_atomically
 from ..metrics import default_metrics
 from .config import CONF_DIR, command_overrides
+from .eval_statistics import corpus_statistics, diversity, first_caption
 from .module import CaptioningModule
 from .run_dir import best_checkpoint, run_config, run_data_choice
 
 log = logging.getLogger(__name__)
+
+# A captions.jsonl row's fields, in this order, those a row has (diversity only with several captions).
+CAPTION_KEYS = ("image_id", "caption", "references", "logprob", "BLEU-4", "CIDEr", "Div-1", "Div-2", "mBLEU-4",
+                "self-CIDEr")
 
 
 def load_module(path: str, device: str = "cpu") -> CaptioningModule:
@@ -173,9 +185,12 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
 
     report = {"checkpoint": str(ckpt_path), "split": cfg.split, "beam_size": module.test_beam_size,
               "images": len(rows), **metrics}
-    captions = "".join(json.dumps({k: r[k] for k in ("image_id", "caption", "references", "logprob")}) + "\n"
-                       for r in rows)
-    results = [{"image_id": int(r["image_id"]), "caption": r["caption"]} for r in rows]
+    report.update(corpus_statistics(rows, datamodule, module.hparams.tokenizer))
+    several = {r["image_id"]: r["caption"] for r in rows if not isinstance(r["caption"], str) and len(r["caption"]) > 1}
+    if several:
+        report.update(diversity(several, references, module.hparams.tokenizer, rows))
+    captions = "".join(json.dumps({k: r[k] for k in CAPTION_KEYS if k in r}) + "\n" for r in rows)
+    results = [{"image_id": int(r["image_id"]), "caption": first_caption(r)} for r in rows]
     # Each file whole or not at all (capgen.atomic); metrics.json last, as the mark of a finished evaluation.
     for name, text in (("data.yaml", OmegaConf.to_yaml(data_cfg)), ("captions.jsonl", captions),
                        ("results.json", json.dumps(results)), ("metrics.json", json.dumps(report, indent=2) + "\n")):
@@ -189,10 +204,12 @@ def metrics_table(report: dict) -> str:
     lines = [f"{report['checkpoint']} on {report['split']} ({report['images']} images, beam {report['beam_size']})"]
     width = max(len(k) for k in report)
     for key, value in report.items():
-        if key in ("checkpoint", "split", "images", "beam_size", "grounding_words"):
+        if key in ("checkpoint", "split", "images", "beam_size", "grounding_words", "novel_note"):
             continue
         shown = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
         if key == "grounding" and "grounding_words" in report:
             shown += f"  ({report['grounding_words']} shape words)"
+        if key == "novel_percent" and "novel_note" in report:
+            shown += f"  ({report['novel_note']})"
         lines.append(f"  {key:<{width}}  {shown}")
     return "\n".join(lines)

@@ -91,7 +91,8 @@ class CaptioningModule(L.LightningModule):
         self.test_grounding = GroundingScores()
         self.scenes: Scenes | None = None
         self.test_beam_size = test_beam_size
-        # What the last test decoded and scored, for capgen-eval's files (every rank holds it all).
+        # What the last test decoded and scored (each image's caption with its BLEU-4 and CIDEr),
+        # for capgen-eval's files and the run's test_captions.jsonl (every rank holds it all).
         self.last_test: dict[str, Any] = {}
 
     # ----- what the module is given -----------------------------------------------------
@@ -192,7 +193,7 @@ class CaptioningModule(L.LightningModule):
         # sync_dist averages identical values (exact), and keeps Lightning from warning.
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=True)
         if stage == "test":
-            self.last_test = {"captions": metric.captions(), "grounding": None}
+            self.last_test = {"captions": metric.scored_captions, "grounding": None}
         metric.reset()
         if stage == "test" and self.scenes is not None:
             g = self.test_grounding.compute()  # gathered from every rank, like the scores

@@ -5,9 +5,11 @@ and reading it back (capgen-compare, `capgen-eval run=...`).
                           or {"status": "failed", "error": "<type>: <message>", "traceback": "error.txt"}
                           or {"status": "interrupted", "signal": "SIGTERM", "resume": "capgen-train resume=<run>"}
     <run>/error.txt       the full traceback of a failed run (error.rank<N>.txt from DDP rank N > 0)
+    <run>/test_captions.jsonl  the test of the best checkpoint, one {"image_id", "caption", "BLEU-4",
+                          "CIDEr"} per image (pycocoevalcap's per-image scores), for capgen-compare --paired
 
 A run folder without summary.json is still running, or was stopped before it could write one.
-Both files are written atomically (capgen.atomic): a reader finds all of one or none.
+These files are written atomically (capgen.atomic): a reader finds all of one or none.
 A record that cannot be read (written by hand, or by a tool that was cut off) is an
 UnreadableRecord naming the file: capgen-compare lists that run as unreadable and goes on.
 """
@@ -29,6 +31,8 @@ from ..atomic import write_atomically
 log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
+TEST_CAPTIONS = "test_captions.jsonl"
+PER_IMAGE_SCORES = ("BLEU-4", "CIDEr")
 
 
 class RunFailed(RuntimeError):
@@ -52,6 +56,39 @@ def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | N
     final = {k: v for k, v in metrics.items() if k.startswith(("train/", "val/", "test/"))}
     summary = {"status": "completed", "metrics": final, "best_checkpoint": str(best) if best else None}
     _write_json(run / SUMMARY, summary)
+
+
+def write_test_captions(run: Path, rows: list[dict]) -> None:
+    """The test's caption and per-image scores of every image (rows as CaptionScores.scored_captions)."""
+    keys = ("image_id", "caption", *PER_IMAGE_SCORES)
+    text = "".join(json.dumps({k: r[k] for k in keys if k in r}) + "\n" for r in rows)
+    write_atomically(run / TEST_CAPTIONS, text.encode())
+
+
+def read_test_captions(run: Path) -> dict[int, dict[str, float]]:
+    """Image id -> {"BLEU-4": ..., "CIDEr": ...} from the run's test_captions.jsonl; a ValueError
+    that names the file and what writes it when the run has none, UnreadableRecord when it
+    cannot be read."""
+    path = run / TEST_CAPTIONS
+    if not path.is_file():
+        raise ValueError(
+            f"{run} has no per-image test scores: {path} is missing. capgen-train writes it when it tests the "
+            f"run's best checkpoint at the end of training (test=true, the default); this run was trained with "
+            f"test=false, stopped before its test, or by a capgen older than this file. Train it again with "
+            f"capgen-train <its overrides> test=true (its overrides are in {run / '.hydra' / 'overrides.yaml'})."
+        )
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UnreadableRecord(f"{path}: cannot be read ({e})") from None
+    scores = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            scores[int(row["image_id"])] = {k: float(row[k]) for k in PER_IMAGE_SCORES if k in row}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UnreadableRecord(f"{path}: line {number} is not a test caption record ({e!r})") from None
+    return scores
 
 
 def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:

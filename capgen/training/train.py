@@ -22,7 +22,7 @@ from .callbacks import BestEpochMetrics, CaptionSamples
 from .hparams import log_final_hparams
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, logger_kwargs, resume_checkpoint
-from .run_dir import write_summary
+from .run_dir import write_summary, write_test_captions
 from .settings import check_types
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         module.set_scenes(datamodule.scenes("test"))
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(results[0] if results else {})
+        if trainer.is_global_zero and module.last_test.get("captions"):
+            write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
     log_final_hparams(trainer, cfg, metrics)
     if trainer.is_global_zero:
         write_summary(out, metrics, best)

@@ -13,11 +13,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
 
 from capgen.data.shapes import ShapesSource
+from capgen.tokenizer import tokenize
 from capgen.training.caption import caption_images, find_images, training_image_size
 from capgen.training.config import CONF_DIR
-from capgen.training.evaluate import evaluate, load_module, with_run_data_choice
+from capgen.training.eval_statistics import corpus_statistics
+from capgen.training.evaluate import evaluate, load_module, metrics_table, with_run_data_choice
+from capgen.training.run_dir import TEST_CAPTIONS
 from capgen.training.train import train
 
 from helpers.fixtures_real import make_odd_images
@@ -95,9 +100,52 @@ def test_eval_writes_metrics_captions_and_coco_results_for_the_runs_test_split(c
     rows = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
     assert [r["image_id"] for r in rows] == [r["image_id"] for r in results]
     for r in rows:
-        assert set(r) == {"image_id", "caption", "references", "logprob"}
+        assert set(r) == {"image_id", "caption", "references", "logprob", "BLEU-4", "CIDEr"}
         assert len(r["references"]) == 5 and r["logprob"] <= 0
     assert "val: 12" in (tmp_path / "data.yaml").read_text()  # the run's data config, saved with the scores
+
+    # Each image's BLEU-4 and CIDEr-D are pycocoevalcap's per-image scores of the same captions.
+    gts = {r["image_id"]: [" ".join(tokenize(c)) for c in r["references"]] for r in rows}
+    res = {r["image_id"]: [" ".join(tokenize(r["caption"]))] for r in rows}
+    _, bleu = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, per_image_cider = Cider().compute_score(gts, res)
+    assert [r["BLEU-4"] for r in rows] == bleu[3] and [r["CIDEr"] for r in rows] == per_image_cider.tolist()
+    assert metrics["CIDEr"] == pytest.approx(cider, rel=1e-6)  # logged through Lightning: float32
+
+    # Statistics of the captions; novel against the run's 64 training images' references.
+    words = [tokenize(r["caption"]) for r in rows]
+    training = ShapesSource("train", sizes={"train": 64})
+    seen = {" ".join(tokenize(c)) for i in range(64) for c in training.captions(i)}
+    assert metrics["vocabulary"] == len({w for t in words for w in t})
+    assert metrics["mean_length"] == pytest.approx(sum(map(len, words)) / 16)
+    assert metrics["unique_percent"] == pytest.approx(100 * len({" ".join(t) for t in words}) / 16)
+    assert metrics["novel_percent"] == pytest.approx(100 * sum(" ".join(t) not in seen for t in words) / 16)
+    assert "novel_note" not in metrics
+
+
+def test_the_runs_own_test_wrote_each_images_caption_and_scores_as_eval_gives_them(tiny_run, tmp_path):
+    # capgen-train tested its best checkpoint on the 16 test images; capgen-eval run= scores the same
+    # checkpoint with the same beam: the same captions and per-image scores.
+    trained = [json.loads(line) for line in (tiny_run / TEST_CAPTIONS).read_text().splitlines()]
+    run_eval(tmp_path, f"run={tiny_run}")
+    evaluated = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
+    assert len(trained) == 16 and all(set(r) == {"image_id", "caption", "BLEU-4", "CIDEr"} for r in trained)
+    assert trained == [{k: r[k] for k in ("image_id", "caption", "BLEU-4", "CIDEr")} for r in evaluated]
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["metrics"]["test/CIDEr"] == pytest.approx(sum(r["CIDEr"] for r in trained) / 16)
+
+
+def test_novel_percent_is_left_out_with_the_reason_when_the_training_split_cannot_be_read(ckpt, tmp_path):
+    class NoTrainingSplit:
+        def references(self, split):
+            raise FileNotFoundError("annotation file captions_train2014.json not found")
+
+    rows = [{"image_id": 1, "caption": "a red circle"}, {"image_id": 2, "caption": "a blue square"}]
+    stats = corpus_statistics(rows, NoTrainingSplit(), "python")
+    assert stats["novel_percent"] is None and stats["vocabulary"] == 5
+    assert stats["novel_note"] == "the training split could not be read (annotation file captions_train2014.json not found)"
+    table = metrics_table({"checkpoint": ckpt, "split": "test", "images": 2, "beam_size": 1, **stats})
+    assert "novel_percent   n/a  (the training split could not be read (annotation file" in table
 
 
 def test_eval_split_and_data_overrides_change_the_runs_settings(ckpt, tmp_path):

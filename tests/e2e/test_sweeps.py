@@ -123,6 +123,20 @@ def test_eval_of_a_run_folder_uses_its_best_checkpoint_data_and_model_settings(s
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["images"] == 8
 
 
+def test_compare_paired_compares_two_jobs_on_their_per_image_test_scores(sweep, tmp_path):
+    attn, lstm = ([j for j in job_dirs(sweep) if j.name.endswith(f"model={m}")][0] for m in ("attn", "lstm"))
+    done = capgen("compare", "--paired", str(attn), str(lstm), "--resamples", "500", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "over the 16 test images both were tested on (A 16, B 16), 500 resamples, seed 0" in lines[2]
+    cider = lines[4].split()
+    assert cider[0] == "CIDEr"
+    # each side's mean of its per-image CIDEr-D is the run's corpus test/CIDEr (CIDEr-D is a mean over images)
+    assert [float(v) for v in cider[1:4]] == pytest.approx(
+        [summary(attn)["metrics"]["test/CIDEr"], summary(lstm)["metrics"]["test/CIDEr"],
+         summary(attn)["metrics"]["test/CIDEr"] - summary(lstm)["metrics"]["test/CIDEr"]], abs=1e-4)
+
+
 def test_eval_of_a_run_folder_without_a_finished_run_says_what_to_do(sweep, tmp_path):
     (job,) = [j for j in job_dirs(sweep) if j.name.endswith("model=rnn")]
     unfinished = tmp_path / "unfinished"
