@@ -36,6 +36,7 @@ from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
 from ..viz import attention_figure, save_attention_gif
 from .evaluate import load_module, resolve_device
 from .run_dir import run_config
+from .settings import check_values
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,9 @@ POSITIVE_SETTINGS = {
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int."""
+    """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int, or
+    a switch that is not true/false."""
+    check_values(cfg, {"figures": bool})
     for key, what in POSITIVE_SETTINGS.items():
         value = cfg.get(key)
         if key == "image_size" and value is None:

@@ -95,6 +95,12 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> Chec
     if not p.is_file():
         where = "is a folder; give a .ckpt file in it" if p.is_dir() else "no such file"
         raise FileNotFoundError(f"{setting}={path}: {where}")
+    if not zipfile.is_zipfile(p):  # torch's own error would suggest weights_only=False, which is no fix here
+        raise UnreadableCheckpoint(
+            f"{setting}={path}: not a checkpoint torch can read (not a whole zip archive, as torch.save writes: "
+            "truncated by a copy or download that stopped early, or another kind of file). Use another checkpoint "
+            "of the run, e.g. one in its checkpoints/ folder."
+        )
     try:
         # weights_only: a checkpoint is data, never code (capgen keeps only tensors and plain
         # values in it, the module's metric lists included).

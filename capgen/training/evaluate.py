@@ -55,10 +55,17 @@ def load_module(path: str, device: str = "cpu") -> CaptioningModule:
 
 
 def resolve_device(device: str) -> str:
+    """`device` (auto, cpu, cuda, cuda:N, ...) as a torch device name, checked here."""
+    if not isinstance(device, str):
+        raise ValueError(f"device={device!r}: give auto, cpu, cuda or cuda:N")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device}: no CUDA device is available here; use device=cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device}: not a device torch knows; give auto, cpu, cuda or cuda:N") from None
     return device
 
 

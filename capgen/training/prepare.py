@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
+from .settings import check_types, check_values
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -17,6 +18,10 @@ SPLITS = ("train", "val", "test")
 
 def prepare(cfg: DictConfig) -> dict[str, int]:
     """Write (or finish, or keep) every cache; returns the number of bad images per split."""
+    check_values(cfg, {"features": bool, "feature_batch_size": int})  # before anything is written
+    if cfg.feature_batch_size < 1:
+        raise ValueError(f"feature_batch_size={cfg.feature_batch_size}: give a positive whole number, e.g. 64")
+    check_types(cfg.data, "data")
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     on_bad_sample = cfg.data.get("on_bad_sample") or "error"

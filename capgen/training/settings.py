@@ -31,6 +31,15 @@ def check_types(node: DictConfig, key: str) -> None:
     _check(values, key)
 
 
+def check_values(cfg: DictConfig, hints: dict[str, Any]) -> None:
+    """The same check for a command's own settings, which go to no constructor (capgen-caption's
+    `figures`, capgen-prepare's `features`): `hints` maps each key to its type."""
+    for key, hint in hints.items():
+        value = OmegaConf.select(cfg, key)
+        if not _fits(value, hint):
+            raise ValueError(f"{key}={value!r}: must be {_describe(hint)}.")
+
+
 def _check(values: dict, key: str) -> None:
     target = values.get("_target_")
     if not isinstance(target, str):

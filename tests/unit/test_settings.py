@@ -119,3 +119,24 @@ def test_an_error_from_a_dataloader_worker_is_one_paragraph_with_the_workers_own
     assert one_paragraph(err.value) == "ValueError: data.root=/x: image 7 has no file put it there (in DataLoader worker process 0)"
     assert one_paragraph(RuntimeError("sizes differ:\n  a\n  b")) == "RuntimeError: sizes differ: a b"
     torch.manual_seed(0)  # the worker drew from the global generator; leave the next test a fixed state
+
+
+def test_a_commands_own_settings_are_checked_by_type():
+    from capgen.training.settings import check_values
+
+    cfg = OmegaConf.create({"figures": "maybe", "n": 3})
+    with pytest.raises(ValueError, match=r"^figures='maybe': must be true or false\.$"):
+        check_values(cfg, {"n": int, "figures": bool})
+    check_values(OmegaConf.create({"figures": True}), {"figures": bool})
+
+
+@pytest.mark.parametrize("device, says", [("tpu", "device=tpu: not a device torch knows"), ("cuda:0", "no CUDA device"),
+                                          (3, "device=3: give auto, cpu, cuda or cuda:N")])
+def test_a_device_torch_does_not_know_is_named(device, says):
+    from capgen.training.evaluate import resolve_device
+
+    if device == "cuda:0" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match=says):
+        resolve_device(device)
+    assert resolve_device("cpu") == "cpu"
