@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give the folders of the runs to list, or --paired RUN_A RUN_B")
     for folder in args.folders:
         if not folder.is_dir():
-            parser.error(f"{folder}: no such folder")
+            parser.error(f"{folder}: {'a file, not a folder' if folder.exists() else 'no such folder'}; give run folders")
     table = compare(args.folders, args.metrics, group_seeds=not args.each)
     print(as_text(table))
     if args.markdown:

@@ -59,8 +59,9 @@ def hold(folder: Path, record: bool = True) -> bool:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY)
     except OSError as e:
-        error = type(e)(f"could not open {folder}: {e.strerror or e}. capgen-train writes the run into it: make it "
-                        "writable, or give another folder (hydra.run.dir=...).")
+        why = "it is a file, not a folder" if folder.is_file() else e.strerror or str(e)
+        error = type(e)(f"could not open {folder}: {why}. capgen-train writes the run into it: make it "
+                        "a writable folder, or give another folder (hydra.run.dir=...).")
         error.errno = e.errno
         raise error from None
     try:
