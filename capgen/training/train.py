@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
@@ -132,6 +133,11 @@ def check_settings(cfg: DictConfig) -> None:
                 f"trainer.{key}=0: the run would train on nothing and still report itself completed. Give "
                 f"trainer.{key} a positive value, or evaluate an existing checkpoint with capgen-eval."
             )
+    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator={trainer.accelerator}: no CUDA GPU is available here (torch sees none). Train on the "
+            "CPU with trainer=cpu, or in several CPU processes with trainer=ddp_cpu."
+        )
     clip = trainer.get("gradient_clip_val")
     if clip is not None and clip < 0:
         raise ValueError(f"trainer.gradient_clip_val={clip}: must be at least 0 (0 or null: no clipping), e.g. 1.0")

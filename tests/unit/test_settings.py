@@ -85,6 +85,8 @@ def compose_train(tmp_path, *overrides):
     ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1: must be at least 0"),
     ("trainer.precision=bogus", "trainer.precision='bogus': must be one of 64, 32, 16"),
     ("seed=abc", "seed='abc': must be a whole number"),
+    pytest.param("trainer=ddp", "trainer.accelerator=gpu: no CUDA GPU is available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
     ("monitor=val/FOO", "monitor='val/FOO': no epoch of this run logs it"),
     ("monitor_mode=up", "monitor_mode='up': must be max"),
     ("callbacks.caption_samples.num_samples=-1", "callbacks.caption_samples.num_samples=-1: must be at least 0"),
