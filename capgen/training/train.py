@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
 from ..metrics.captions import METRICS
 from ..models.captioner import build_captioner
+from ..models.captioner import instantiate as build
 from .callbacks import BestEpochMetrics, CaptionSamples
 from .hparams import log_final_hparams
 from .module import CaptioningModule
@@ -27,17 +26,6 @@ from .run_dir import write_summary, write_test_captions
 from .settings import check_types
 
 log = logging.getLogger(__name__)
-
-
-def build(node, **kwargs):
-    """hydra.utils.instantiate, except that a constructor's own ValueError (which names the
-    setting and the fix) is raised as it is, not inside Hydra's multi-line wrapper."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, ValueError):
-            raise e.__cause__ from None
-        raise
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

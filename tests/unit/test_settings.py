@@ -142,3 +142,14 @@ def test_a_device_torch_does_not_know_is_named(device, says):
     with pytest.raises(ValueError, match=says):
         resolve_device(device)
     assert resolve_device("cpu") == "cpu"
+
+
+def test_a_missing_pretrained_weight_file_reaches_the_user_as_the_encoders_own_error(tmp_path, monkeypatch):
+    """Built through Hydra, the encoder's FileNotFoundError used to arrive inside Hydra's
+    InstantiationException ("Error in call to target ..."); it is raised as it is."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cfg = compose_train(tmp_path, "model/encoder=torchvision", "model.encoder.name=resnet18",
+                        "model.encoder.weights=IMAGENET1K_V1")
+    with pytest.raises(FileNotFoundError) as err:
+        train(cfg)
+    assert str(err.value).startswith("model.encoder.weights=IMAGENET1K_V1: the weight file")
