@@ -127,6 +127,8 @@ def decode_rows(
         if t == max_len:  # max_len words already: <end> or nothing
             unfinished = tokens != end_id
             tokens, picked = tokens.masked_fill(unfinished, PAD_ID), picked.masked_fill(unfinished, 0)
+            if alpha is not None:  # no word, no map: 0 after the caption
+                alpha = alpha.masked_fill(unfinished.unsqueeze(1), 0)
         out[active, t] = tokens
         token_logprobs[active, t] = picked
         logprob[active] += picked
