@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(results[0] if results else {})
     log_final_hparams(trainer, cfg, metrics)
     if trainer.is_global_zero:
-        write_summary(out, metrics, best)
+        write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
     return metrics
 
 

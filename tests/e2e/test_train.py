@@ -97,23 +97,23 @@ def test_mixed_precision_through_trainer_precision(make_cfg):
 
 def test_bad_beam_size_fails_at_start_up(make_cfg):
     # The module's own ValueError, naming the setting, not Hydra's wrapper around it.
-    with pytest.raises(ValueError, match=r"^model\.module\.test_beam_size=0: a beam holds at least 1 caption$"):
-        train(make_cfg("model.module.test_beam_size=0"))
+    with pytest.raises(ValueError, match=r"^model\.module\.test_decode\.beam_size=0: a beam holds at least 1 caption\.$"):
+        train(make_cfg("model.module.test_decode.beam_size=0"))
 
 
 def test_test_split_is_decoded_with_the_test_beam(make_cfg, monkeypatch):
     from capgen.models.captioner import Captioner
 
     seen = []
-    original = Captioner.generate
+    original = Captioner.decode
 
-    def spy(self, images, *args, **kw):
-        seen.append(args[3] if len(args) > 3 else kw.get("beam_size"))
-        return original(self, images, *args, **kw)
+    def spy(self, images, settings, *args, **kw):
+        seen.append((settings.method, settings.beam_size))
+        return original(self, images, settings, *args, **kw)
 
-    monkeypatch.setattr(Captioner, "generate", spy)
-    train(make_cfg("model=lstm", "model.module.test_beam_size=4", "test=true"))
-    assert 1 in seen and 4 in seen  # validation greedy, test with the beam
+    monkeypatch.setattr(Captioner, "decode", spy)
+    train(make_cfg("model=lstm", "model.module.test_decode.beam_size=4", "test=true"))
+    assert ("greedy", 1) in seen and ("beam", 4) in seen  # validation greedy, test with the beam
 
 
 def test_the_initial_weights_depend_on_the_seed_alone(make_cfg, monkeypatch):

@@ -336,6 +336,18 @@ def test_n_best_batch_equals_one_image_at_a_time(method):
         torch.testing.assert_close(batch.logprob[i], one.logprob[0])
 
 
+@pytest.mark.parametrize("cls", DECODERS)
+def test_the_n_best_of_a_beam_are_distinct_captions(cls):
+    """Each hypothesis of a beam is its own path, and a beam finished by its <end> at the
+    length limit is not listed again as the same words unfinished."""
+    for seed in range(3):
+        dec = _decoder(cls, seed=seed, scale=2.0, end_bias=1.0)
+        res = _decode(dec, _feats(6, seed=seed), 3, method="beam", beam_size=5, n_best=5)
+        for i in range(6):
+            words = [tuple(w) for w in _words(res.tokens[i])]
+            assert len(set(words)) == 5, words
+
+
 def test_no_end_fills_the_n_best_with_unfinished_captions():
     dec = _decoder(RNNDecoder)
     with torch.no_grad():

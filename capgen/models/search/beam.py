@@ -51,15 +51,17 @@ def beam_search(
     result is the exact n best). The search ends when every image is done or after
     max_len + 1 steps, the last of which only finishes beams; an image with fewer than
     n_best finished hypotheses by then fills its other places with its best unfinished
-    beams (max_len words), after the finished ones.
+    beams (max_len words; not those just finished, which would read the same), after the
+    finished ones.
 
     Diverse beam (groups > 1; Vijayakumar et al. 2016). The K beams form G groups of K/G;
     each group starts from the empty caption and runs the rule above on its own beams, the
     groups one after another within a step. Group g ranks an extension by its score minus
     diversity_strength times the number of earlier groups whose new live beams end in the
     same word at this step (Hamming diversity); the hypotheses it finishes keep their own
-    score, and all groups' finished hypotheses compete for the n_best places. groups=1 is
-    the plain beam.
+    score, and all groups' finished hypotheses compete for the n_best places (two groups
+    may reach the same caption: the n best can then hold it twice). groups=1 is the plain
+    beam.
 
     Returns tokens (B, L) or (B, N, L) with each caption's <end> if finished, then pad 0;
     logprob its raw sum of log-probs (float32); token_logprobs; alphas (B, [N,] L, P) of the
@@ -158,6 +160,9 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
                  hist_tokens, hist_logp, logp, hist_alpha, alpha)
 
         if t == max_len:
+            # A beam whose <end> just finished it is in the pool already: not again unfinished.
+            offered = end_rows[end_scores > -math.inf]
+            scores = scores.masked_fill(torch.isin(first_rows + beam_offsets, offered), -math.inf)
             break
         scores, rows, tokens = (torch.cat(x, dim=1) for x in zip(*live))  # (n, K) each
         rows, tokens = rows.view(-1), tokens.view(-1)  # (n*K,) parent row and token of each new beam

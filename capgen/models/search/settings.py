@@ -96,12 +96,13 @@ class DecodeSettings:
         return dataclasses.replace(self, max_len=max_len)
 
     def describe(self) -> str:
-        """A short name for tables and logs: `greedy`, `beam 3`, `beam 5, n_best 5, min_len 3`, ..."""
+        """A short name for tables and logs: `greedy`, `beam 3`, `beam 5, n_best 5, min_len 3`, ...
+        (max_len left out: mostly the vocabulary's, and in metrics.json)."""
         head = f"{self.method} {self.beam_size}" if self.method in BEAM_METHODS else self.method
         if self.method == "diverse_beam":
             head += f" in {self.groups} groups, strength {self.diversity_strength:g}"
         neutral = DecodeSettings()
-        shown = ("n_best", "length_penalty", "min_len", "max_len", "no_repeat_ngram_size", "suppress_unk",
+        shown = ("n_best", "length_penalty", "min_len", "no_repeat_ngram_size", "suppress_unk",
                  "temperature", "top_k", "top_p")
         extra = [f"{k} {getattr(self, k)}" for k in shown if getattr(self, k) != getattr(neutral, k)]
         if self.method == "sample":
