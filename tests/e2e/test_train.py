@@ -116,6 +116,27 @@ def test_test_split_is_decoded_with_the_test_beam(make_cfg, monkeypatch):
     assert ("greedy", 1) in seen and ("beam", 4) in seen  # validation greedy, test with the beam
 
 
+def test_sampled_validation_and_an_n_best_test_leave_training_as_it_was(make_cfg, tmp_path):
+    """Validation may sample (its own seeded generator, not the global one: the run trains
+    exactly as with greedy validation) and the test may keep the n best: each image's first
+    is scored, and summary.json says how the test decoded."""
+    import json
+
+    greedy = train(make_cfg("model=lstm", "trainer.max_epochs=2", "test=false", name="greedy"))
+    cfg = make_cfg("model=lstm", "trainer.max_epochs=2", "model.module.val_decode.method=sample",
+                   "model.module.val_decode.n_best=3", "model.module.val_decode.top_p=0.8",
+                   "model.module.test_decode.n_best=2", "model.module.test_decode.no_repeat_ngram_size=2", name="sampled")
+    sampled = train(cfg)
+    weights = [torch.load(Path(tmp_path) / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+               for run in ("greedy", "sampled")]
+    assert sampled["train/loss"] == greedy["train/loss"] and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert sampled["val/CIDEr"] != greedy["val/CIDEr"]  # the captions scored were drawn
+    assert math.isfinite(sampled["test/CIDEr"])
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert (summary["test_decode"]["method"], summary["test_decode"]["n_best"]) == ("beam", 2)
+    assert summary["test_decode"]["no_repeat_ngram_size"] == 2 and summary["metrics"]["test/CIDEr"] == sampled["test/CIDEr"]
+
+
 def test_the_initial_weights_depend_on_the_seed_alone(make_cfg, monkeypatch):
     """Nothing draws from the seeded generator between seeding and building the network (an
     earlier version built a throwaway encoder while handing its config to the datamodule)."""
