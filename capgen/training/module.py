@@ -63,13 +63,14 @@ class CaptioningModule(L.LightningModule):
         if scheduler not in ("none", "cosine"):
             raise ValueError(f"model.module.scheduler={scheduler!r}: use none or cosine")
         # Checked at start-up, not at the first validation; errors name model.module.<stage>_decode.<key>.
+        given = {"val": val_decode, "test": test_decode}
         self.decoding: dict[str, DecodeSettings] = {}  # "val", "test" -> settings, max_len given
-        for stage, node in (("val", val_decode), ("test", test_decode)):
+        for stage, node in given.items():
             where = f"model.module.{stage}_decode"
-            self.decoding[stage] = DecodeSettings.from_config(node, where).with_max_len(vocab.max_len, where)
+            given[stage] = DecodeSettings.from_config(node, where)
+            self.decoding[stage] = given[stage].with_max_len(vocab.max_len, where)
         # Plain data only, so checkpoints load with weights_only (Hydra passes ListConfig/DictConfig).
-        val_decode = dataclasses.asdict(DecodeSettings.from_config(val_decode))
-        test_decode = dataclasses.asdict(DecodeSettings.from_config(test_decode))
+        val_decode, test_decode = dataclasses.asdict(given["val"]), dataclasses.asdict(given["test"])
         if isinstance(net_config, DictConfig):
             net_config = OmegaConf.to_container(net_config, resolve=True)
         val_metrics = tuple(val_metrics)
