@@ -25,7 +25,10 @@ Sections
            tutorial's fine-tuning). Each runs in a fresh child process, so its peak memory
            (max RSS on CPU, max allocated on CUDA) is its own.
   decode   captions/s of greedy, beam 3 and beam 5 from encoder features at several batch
-           sizes; the batch decoded at once vs one image at a time; and for the reference,
+           sizes; the batch decoded at once vs one image at a time; images/s of the other
+           decoding controls (beam 3 keeping its 3 best, beam 3 with min length, no repeated
+           bigram and no <unk>, diverse beam 6 in 3 groups, 5 samples with top-p 0.9) at the
+           largest batch; and for the reference,
            images to captions including the encoder. Shapes: the attention model trained
            100 steps so that it ends its captions as a trained one does. Reference: untrained,
            as the quoted figures were, so no caption ends: every one runs to 50 words.
@@ -67,6 +70,7 @@ from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
 from capgen.metrics import score_captions
 from capgen.models import build_captioner
+from capgen.models.decoding import DecodeSettings
 from capgen.training import config as capgen_config
 from capgen.training.module import CaptioningModule
 from capgen.vocab import SPECIALS, Vocabulary
@@ -277,6 +281,20 @@ def decode_section(config: str, args) -> dict:
                   "mean_caption_tokens": (tokens != 0).sum(1).float().mean().item()})
         results[name] = r
         print(f"  {config} decode {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if isinstance(v, float)), flush=True)
+    # The other decoding controls (capgen.models.decoding.decode), at the largest batch: images/s.
+    b = sizes[-1]
+    for name, settings in (("beam3_nbest3", DecodeSettings(method="beam", beam_size=3, n_best=3)),
+                           ("beam3_constrained", DecodeSettings(method="beam", beam_size=3, min_len=3,
+                                                                no_repeat_ngram_size=2, suppress_unk=True)),
+                           ("diverse_beam6_groups3", DecodeSettings(method="diverse_beam", beam_size=6, groups=3,
+                                                                    diversity_strength=0.5)),
+                           ("sample5_top_p0.9", DecodeSettings(method="sample", n_best=5, top_p=0.9))):
+        def decode(settings=settings):
+            with _autocast(device, args.precision):
+                return net.decode(feats[:b], settings, vocab.start_id, vocab.end_id, vocab.unk_id, max_len)
+
+        results[name] = {f"batch{b}_images_per_s": b / median_seconds(decode, repeats, sync), "settings": settings.describe()}
+        print(f"  {config} decode {name}: {results[name]}", flush=True)
     if config == "reference":  # images -> captions, the encoder included, beam 3
         end_to_end = median_seconds(lambda: generate(images, 3), repeats, sync)
         one = median_seconds(lambda: [generate(images[i : i + 1], 3) for i in range(n_one)], repeats, sync)

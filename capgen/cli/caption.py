@@ -1,7 +1,7 @@
 """capgen-caption: caption your own images with a checkpoint (capgen.training.caption).
 
     capgen-caption ckpt_path=outputs/train/<run>/checkpoints/last.ckpt images=photos/
-    capgen-caption ckpt_path=... images='photos/*.jpg' beam_size=1 device=cuda
+    capgen-caption ckpt_path=... images='photos/*.jpg' decode=greedy device=cuda
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """capgen-eval: score a checkpoint on a split with the data settings of the run that made it
 (capgen.training.evaluate).
 
-    capgen-eval run=outputs/train/<run> [split=test] [beam_size=3]     # the run's best checkpoint
+    capgen-eval run=outputs/train/<run> [split=test] [decode.beam_size=5]   # the run's best checkpoint
     capgen-eval ckpt_path=outputs/train/<run>/checkpoints/last.ckpt  # or any checkpoint
     capgen-eval ckpt_path=... data.source.sizes.test=100      # the run's data, one setting changed
     capgen-eval ckpt_path=... data=coco2014 data.root=/mnt/coco   # other data altogether

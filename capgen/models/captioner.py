@@ -92,6 +92,21 @@ class Captioner(nn.Module):
             return decoding.greedy(self.decoder, feats, max_len, start_id, end_id)
         return decoding.beam_search(self.decoder, feats, beam_size, max_len, start_id, end_id, length_penalty)
 
+    @torch.no_grad()
+    def decode(
+        self,
+        images: torch.Tensor,
+        settings: decoding.DecodeSettings,
+        start_id: int,
+        end_id: int,
+        unk_id: int,
+        max_len: int,
+        generator: torch.Generator | None = None,
+    ) -> DecodeResult | decoding.NBestResult:
+        """Captions for images (B, 3, H, W) or features (B, P, D) as `settings` say; max_len:
+        the words per caption where settings.max_len is null (capgen.models.decoding.decode)."""
+        return decoding.decode(self.decoder, self.encode(images), settings, start_id, end_id, unk_id, max_len, generator)
+
 
 def build_captioner(net_config: Mapping, vocab_size: int) -> Captioner:
     """The Captioner a model config's `encoder` and `decoder` nodes describe (Hydra `_target_`s;

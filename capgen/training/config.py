@@ -6,7 +6,9 @@ adds two things:
 - Config nodes generated from constructor signatures, so that every constructor argument
   can be overridden without `+` while the YAML files state only what differs from its
   default: `model/module: captioning` (CaptioningModule) and `data: _datamodule`
-  (CaptionDataModule), the bases the model and data configs start from.
+  (CaptionDataModule), the bases the model and data configs start from; and from the
+  fields of DecodeSettings, `decode: _settings` (the base of conf/decode/'s presets) and
+  `decode: run` (capgen-eval's default: the run's own test decode).
 - The OmegaConf resolvers below.
 
     ${capgen.run_name:}                    conf/logger/tensorboard.yaml: the TensorBoard run's name
@@ -19,6 +21,7 @@ adds two things:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.resources
 import inspect
@@ -134,16 +137,30 @@ def signature_node(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     node: dict[str, Any] = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
     for name, p in inspect.signature(cls.__init__).parameters.items():
         if name != "self" and name not in skip and p.default is not inspect.Parameter.empty:
-            node[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+            node[name] = _config_value(p.default)
     return node
+
+
+def _config_value(default: Any) -> Any:
+    """A constructor default as config data: a tuple as a list, a dataclass (a settings
+    object such as DecodeSettings) as the dict of its fields, so each field is a setting."""
+    if isinstance(default, tuple):
+        return list(default)
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
+        return dataclasses.asdict(default)
+    return default
 
 
 def register() -> None:
     # Imported here: capgen-compare imports this package's run records without Lightning.
     from ..data.datamodule import CaptionDataModule
+    from .decode import config_nodes as decode_nodes
     from .module import CaptioningModule
 
     store = ConfigStore.instance()
+    # decode/_settings (the presets' base) and decode/run (the run's test decode), see capgen.training.decode
+    for name, node in decode_nodes().items():
+        store.store(group="decode", name=name, node=node)
     # net, vocab, net_config: built by capgen.training.train; vocab, encoder: handed over by it.
     store.store(group="model/module", name="captioning", node=signature_node(CaptioningModule, ("net", "vocab", "net_config")))
     store.store(group="data", name="_datamodule", node={**signature_node(CaptionDataModule, ("vocab", "encoder")), "seed": "${seed}"})

@@ -13,11 +13,6 @@ from ..metrics.diversity import diversity_statistics
 log = logging.getLogger(__name__)
 
 
-def first_caption(row: dict) -> str:
-    """The row's caption, or the first (best) of its several."""
-    return row["caption"] if isinstance(row["caption"], str) else row["caption"][0]
-
-
 def training_captions(datamodule) -> tuple[list[str] | None, str]:
     """(every reference caption of the training split, "") or (None, why it cannot be read)."""
     try:
@@ -32,9 +27,10 @@ def training_captions(datamodule) -> tuple[list[str] | None, str]:
 
 
 def corpus_statistics(rows: list[dict], datamodule, tokenizer: str) -> dict:
-    """vocabulary, mean_length, unique_percent and novel_percent of each image's (first) caption."""
+    """vocabulary, mean_length, unique_percent and novel_percent of each image's caption (its first,
+    with n_best > 1)."""
     training, note = training_captions(datamodule)
-    stats = caption_statistics([first_caption(r) for r in rows], training, tokenizer)
+    stats = caption_statistics([r["caption"] for r in rows], training, tokenizer)
     return {**stats, "novel_note": note} if note else stats
 
 

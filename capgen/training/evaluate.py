@@ -7,16 +7,21 @@ node is used as it was trained, with the user's data.* overrides on top. A `data
 naming another data config replaces it. Without a saved run config the data config is
 composed from conf/eval.yaml (and a warning says so).
 
-Writes into cfg.paths.output_dir, each file atomically: metrics.json, captions.jsonl (one
-{image_id, caption, references, logprob, BLEU-4, CIDEr} per image: its own BLEU-4 and CIDEr-D
-as pycocoevalcap scores each image), results.json (the COCO caption server's
-[{image_id, caption}]) and data.yaml (the data config the scores are for).
+Decoding: the run's test decode with the `decode.*` overrides on top, or a preset
+(`decode=beam`, ...; capgen.training.decode). With n_best > 1 each image's first caption is
+scored and all of them are written.
+
+Writes into cfg.paths.output_dir, each file atomically: metrics.json (with the decode
+settings used), captions.jsonl (one {image_id, caption, references, logprob, BLEU-4, CIDEr}
+per image: its own BLEU-4 and CIDEr-D as pycocoevalcap scores each image; plus {captions,
+logprobs}: the image's n_best captions, when n_best > 1), results.json (the COCO caption
+server's [{image_id, caption}]) and data.yaml (the data config the scores are for).
 
 metrics.json also holds statistics of the captions (capgen.metrics.caption_stats):
 vocabulary, mean_length, unique_percent and novel_percent (against the training split's
-references; null, with novel_note saying why, when the training split cannot be read). Rows
-whose caption is a list (several per image) add Div-1, Div-2, mBLEU-4 and self-CIDEr
-(capgen.metrics.diversity), per image in captions.jsonl and averaged in metrics.json.
+references; null, with novel_note saying why, when the training split cannot be read). With
+several captions per image (n_best > 1) Div-1, Div-2, mBLEU-4 and self-CIDEr
+(capgen.metrics.diversity) are added, per image in captions.jsonl and averaged in metrics.json.
 """
 
 from __future__ import annotations
@@ -35,16 +40,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..atomic import write_atomically
 from ..metrics import default_metrics
+from ..models.decoding import DecodeSettings
 from .config import CONF_DIR, command_overrides
-from .eval_statistics import corpus_statistics, diversity, first_caption
+from .decode import command_settings
+from .eval_statistics import corpus_statistics, diversity
 from .module import CaptioningModule
 from .run_dir import best_checkpoint, run_config, run_data_choice
 
 log = logging.getLogger(__name__)
 
 # A captions.jsonl row's fields, in this order, those a row has (diversity only with several captions).
-CAPTION_KEYS = ("image_id", "caption", "references", "logprob", "BLEU-4", "CIDEr", "Div-1", "Div-2", "mBLEU-4",
-                "self-CIDEr")
+CAPTION_KEYS = ("image_id", "caption", "references", "logprob", "BLEU-4", "CIDEr", "captions", "logprobs", "Div-1",
+                "Div-2", "mBLEU-4", "self-CIDEr")
 
 
 def load_module(path: str, device: str = "cpu") -> CaptioningModule:
@@ -162,7 +169,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     device = resolve_device(cfg.device)
     ckpt_path = checkpoint_to_evaluate(cfg)
     module = load_module(ckpt_path)
-    module.configure_test(beam_size=cfg.beam_size, metrics=cfg.metrics or default_metrics())
+    decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
+    module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)
     # The encoder a feature cache must have been made by: the checkpoint's.
@@ -173,8 +181,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     module.set_references("test", references)
     module.set_scenes(datamodule.scenes(cfg.split))
     out = Path(cfg.paths.output_dir)
-    log.info("evaluating %s on %s (%d images), beam_size=%d, on %s",
-             ckpt_path, cfg.split, len(references), module.test_beam_size, device)
+    log.info("evaluating %s on %s (%d images), decoding: %s, on %s",
+             ckpt_path, cfg.split, len(references), decode.describe(), device)
 
     accelerator, devices = ("cpu", 1) if device == "cpu" else ("gpu", [torch.device(device).index or 0])
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
@@ -190,14 +198,14 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         metrics["grounding_words"] = grounding.n_words
     rows = [{**r, "references": references[r["image_id"]]} for r in module.last_test["captions"]]
 
-    report = {"checkpoint": str(ckpt_path), "split": cfg.split, "beam_size": module.test_beam_size,
+    report = {"checkpoint": str(ckpt_path), "split": cfg.split, "decode": module.last_test["decode"],
               "images": len(rows), **metrics}
     report.update(corpus_statistics(rows, datamodule, module.hparams.tokenizer))
-    several = {r["image_id"]: r["caption"] for r in rows if not isinstance(r["caption"], str) and len(r["caption"]) > 1}
+    several = {r["image_id"]: r["captions"] for r in rows if len(r.get("captions", ())) > 1}
     if several:
         report.update(diversity(several, references, module.hparams.tokenizer, rows))
     captions = "".join(json.dumps({k: r[k] for k in CAPTION_KEYS if k in r}) + "\n" for r in rows)
-    results = [{"image_id": int(r["image_id"]), "caption": first_caption(r)} for r in rows]
+    results = [{"image_id": int(r["image_id"]), "caption": r["caption"]} for r in rows]
     # Each file whole or not at all (capgen.atomic); metrics.json last, as the mark of a finished evaluation.
     for name, text in (("data.yaml", OmegaConf.to_yaml(data_cfg)), ("captions.jsonl", captions),
                        ("results.json", json.dumps(results)), ("metrics.json", json.dumps(report, indent=2) + "\n")):
@@ -208,10 +216,11 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
 
 
 def metrics_table(report: dict) -> str:
-    lines = [f"{report['checkpoint']} on {report['split']} ({report['images']} images, beam {report['beam_size']})"]
+    decode = DecodeSettings.from_config(report["decode"]).describe()
+    lines = [f"{report['checkpoint']} on {report['split']} ({report['images']} images, {decode})"]
     width = max(len(k) for k in report)
     for key, value in report.items():
-        if key in ("checkpoint", "split", "images", "beam_size", "grounding_words", "novel_note"):
+        if key in ("checkpoint", "split", "images", "decode", "grounding_words", "novel_note"):
             continue
         shown = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
         if key == "grounding" and "grounding_words" in report:

@@ -9,6 +9,7 @@ Hydra config travels in the hyper-parameters and the vocabulary in every checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -20,11 +21,18 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.datamodule import Batch
 from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, Scenes, default_metrics
 from ..metrics.captions import METRICS
+from ..metrics.per_image import PerImageMetric
 from ..models.captioner import Captioner, build_captioner
+from ..models.decoding import DecodeResult, DecodeSettings, NBestResult, first_captions
 from ..models.losses import caption_loss, doubly_stochastic, token_losses
 from ..vocab import Vocabulary
 from . import compat
 from .checkpoint import read_checkpoint, stamp
+from .decode import upgrade_hparams
+
+# The default decoding: greedy every epoch (cheap), a beam of 3 for the test.
+VAL_DECODE = DecodeSettings()
+TEST_DECODE = DecodeSettings(method="beam", beam_size=3)
 
 
 def check_optimisation(lr: float, encoder_lr: float | None, weight_decay: float, warmup_steps: int, alpha_c: float) -> None:
@@ -53,18 +61,19 @@ class CaptioningModule(L.LightningModule):
         scheduler: Literal["none", "cosine"] = "cosine",
         warmup_steps: int = 100,
         alpha_c: float = 1.0,
-        beam_size: int = 1,
-        test_beam_size: int = 3,
-        length_penalty: float = 0.0,
-        max_decode_len: int | None = None,
+        val_decode: Mapping[str, Any] | DecodeSettings = VAL_DECODE,
+        test_decode: Mapping[str, Any] | DecodeSettings = TEST_DECODE,
         val_metrics: Sequence[str] = ("BLEU", "CIDEr"),
         test_metrics: Sequence[str] | None = None,
         tokenizer: str = "python",
     ):
-        """val_metrics are computed every epoch, so they are the cheap ones; test_metrics
-        default to every score that can run here (capgen.metrics.default_metrics). tokenizer:
-        "python" (capgen's, token for token equal to the official one on real captions and
-        no JVM start per evaluation), "java" (the official PTBTokenizer) or "auto"."""
+        """val_decode and test_decode: how validation (greedy by default, cheap every epoch)
+        and the test (beam 3) decode, as DecodeSettings or their keys (missing ones at their
+        defaults); with n_best > 1 the first caption of each image is scored. val_metrics are
+        computed every epoch, so they are the cheap ones; test_metrics default to every score
+        that can run here (capgen.metrics.default_metrics). tokenizer: "python" (capgen's,
+        token for token equal to the official one on real captions and no JVM start per
+        evaluation), "java" (the official PTBTokenizer) or "auto"."""
         super().__init__()
         if scheduler not in ("none", "cosine"):
             raise ValueError(f"model.module.scheduler={scheduler!r}: use none or cosine")
@@ -73,10 +82,15 @@ class CaptioningModule(L.LightningModule):
             unknown = [m for m in chosen if m not in METRICS]
             if unknown:
                 raise ValueError(f"model.module.{name}={list(chosen)}: unknown metric(s) {unknown}; choose from {list(METRICS)}")
-        for name, k in (("beam_size", beam_size), ("test_beam_size", test_beam_size)):
-            if k < 1:  # fail at start-up, not at the first validation
-                raise ValueError(f"model.module.{name}={k}: a beam holds at least 1 caption")
+        # Checked at start-up, not at the first validation; errors name model.module.<stage>_decode.<key>.
+        given = {"val": val_decode, "test": test_decode}
+        self.decoding: dict[str, DecodeSettings] = {}  # "val", "test" -> settings, max_len given
+        for stage, node in given.items():
+            where = f"model.module.{stage}_decode"
+            given[stage] = DecodeSettings.from_config(node, where)
+            self.decoding[stage] = given[stage].with_max_len(vocab.max_len, where)
         # Plain data only, so checkpoints load with weights_only (Hydra passes ListConfig/DictConfig).
+        val_decode, test_decode = dataclasses.asdict(given["val"]), dataclasses.asdict(given["test"])
         if isinstance(net_config, DictConfig):
             net_config = OmegaConf.to_container(net_config, resolve=True)
         val_metrics = tuple(val_metrics)
@@ -90,7 +104,8 @@ class CaptioningModule(L.LightningModule):
         # test/grounding: attention models on data with known object boxes (shapes), see set_scenes
         self.test_grounding = GroundingScores()
         self.scenes: Scenes | None = None
-        self.test_beam_size = test_beam_size
+        self.test_nbest = NBestCaptions(vocab)  # every caption of each image, when the test decodes n_best > 1
+        self.draws: torch.Generator | None = None  # where a sampling evaluation draws from, seeded per epoch
         # What the last test decoded and scored (each image's caption with its BLEU-4 and CIDEr),
         # for capgen-eval's files and the run's test_captions.jsonl (every rank holds it all).
         self.last_test: dict[str, Any] = {}
@@ -104,12 +119,10 @@ class CaptioningModule(L.LightningModule):
         """The test split's scenes, for test/grounding (attention models only; None: no score)."""
         self.scenes = scenes if self.net.has_attention else None
 
-    def configure_test(self, beam_size: int | None = None, metrics: Sequence[str] | None = None) -> None:
+    def configure_test(self, decode: DecodeSettings | None = None, metrics: Sequence[str] | None = None) -> None:
         """Decoding and scores of the next test, where they differ from the hyper-parameters."""
-        if beam_size is not None:
-            if beam_size < 1:
-                raise ValueError(f"beam_size={beam_size}: a beam holds at least 1 caption")
-            self.test_beam_size = beam_size
+        if decode is not None:
+            self.decoding["test"] = decode.with_max_len(self.vocab.max_len)
         if metrics is not None:
             references = self.test_scores.references
             self.test_scores = CaptionScores(self.vocab, references, metrics=tuple(metrics), tokenizer=self.hparams.tokenizer)
@@ -127,7 +140,8 @@ class CaptioningModule(L.LightningModule):
         """The module a capgen checkpoint holds, on the CPU (capgen.training.checkpoint says
         what is checked; errors name `setting`=path)."""
         ckpt = read_checkpoint(path, setting)
-        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **ckpt.hparams)
+        hparams = upgrade_hparams(ckpt.hparams)  # a checkpoint of an older capgen: its beam sizes as decode settings
+        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **hparams)
         try:
             module.load_state_dict(ckpt.state_dict)
         except RuntimeError as e:  # read fine, but the weights do not fit
@@ -152,16 +166,32 @@ class CaptioningModule(L.LightningModule):
         return loss
 
     # ----- validation / test ------------------------------------------------------------
-    def generate(self, images: torch.Tensor, beam_size: int | None = None):
-        """Captions for a batch; validation decodes with `beam_size` (greedy by default, cheap
-        every epoch), test with `test_beam_size`, unless a beam size is given."""
-        if beam_size is None:
-            trainer = compat.attached_trainer(self)
-            beam_size = self.test_beam_size if trainer is not None and trainer.testing else self.hparams.beam_size
-        max_len = self.hparams.max_decode_len or self.vocab.max_len
-        return self.net.generate(
-            images, max_len, self.vocab.start_id, self.vocab.end_id, beam_size, self.hparams.length_penalty
-        )
+    def _stage(self) -> str:
+        trainer = compat.attached_trainer(self)
+        return "test" if trainer is not None and trainer.testing else "val"
+
+    def generate(self, images: torch.Tensor, decode: DecodeSettings | None = None,
+                 generator: torch.Generator | None = None) -> DecodeResult | NBestResult:
+        """Captions for a batch (capgen.models.decoding.decode): as `decode` says, else as the
+        stage decodes (the test's settings while testing, else validation's), sampling from
+        `generator`, else from the evaluation's own (seeded at its start with decode.seed)."""
+        if decode is None:
+            decode, generator = self.decoding[self._stage()], generator if generator is not None else self.draws
+        decode = decode.with_max_len(self.vocab.max_len)
+        v = self.vocab
+        return self.net.decode(images, decode, v.start_id, v.end_id, v.unk_id, v.max_len, generator)
+
+    def _start_draws(self) -> None:
+        settings = self.decoding[self._stage()]
+        self.draws = None
+        if settings.method == "sample":  # the same draws every epoch, and the global RNG untouched
+            self.draws = torch.Generator(device=self.device).manual_seed(settings.seed)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_draws()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_draws()
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
@@ -170,9 +200,12 @@ class CaptioningModule(L.LightningModule):
         # Per image, so DDP's repeated images count once (capgen.metrics.per_image).
         self.eval_loss[stage].update(batch.image_ids, token_losses(logits, targets, pad).sum(1), (targets != pad).sum(1))
         result = self.generate(batch.images)
-        self.scores(stage).update(batch.image_ids, result.tokens, result.logprob)
+        first = first_captions(result)  # each image's first (best) caption is the one scored
+        self.scores(stage).update(batch.image_ids, first.tokens, first.logprob)
+        if stage == "test" and isinstance(result, NBestResult):
+            self.test_nbest.update(batch.image_ids, result)
         if stage == "test" and self.scenes is not None:
-            self.test_grounding.add_captions(batch.image_ids, result.tokens, result.alphas, self.scenes,
+            self.test_grounding.add_captions(batch.image_ids, first.tokens, first.alphas, self.scenes,
                                              self.vocab.itos, self.vocab.end_id, self.net.grid)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -193,7 +226,13 @@ class CaptioningModule(L.LightningModule):
         # sync_dist averages identical values (exact), and keeps Lightning from warning.
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=True)
         if stage == "test":
-            self.last_test = {"captions": metric.scored_captions, "grounding": None}
+            decode = self.decoding["test"]
+            self.last_test = {"captions": metric.scored_captions, "grounding": None, "decode": dataclasses.asdict(decode)}
+            if decode.n_best > 1:  # every caption of each image beside the scored first
+                every = self.test_nbest.compute()
+                self.test_nbest.reset()
+                for row in self.last_test["captions"]:
+                    row.update(every[row["image_id"]])
         metric.reset()
         if stage == "test" and self.scenes is not None:
             g = self.test_grounding.compute()  # gathered from every rank, like the scores
@@ -232,3 +271,30 @@ class CaptioningModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class NBestCaptions(PerImageMetric):
+    """Every caption of each image when a test decodes n_best > 1: update(image_ids (B,),
+    NBestResult (B, N, L)) per batch; compute() -> {image_id: {"captions": [N strings],
+    "logprobs": [N floats, None where the search found no caption]}}, gathered across ranks."""
+
+    FIELDS = ("tokens", "logprobs")
+
+    def __init__(self, vocab: Vocabulary):
+        super().__init__()
+        self.vocab = vocab
+        self.width = vocab.max_len + 2  # fixed, so that every rank's rows concatenate
+
+    def update(self, image_ids: torch.Tensor, result: NBestResult) -> None:
+        tokens = result.tokens[:, :, : self.width]
+        padded = tokens.new_zeros(*tokens.shape[:2], self.width)
+        padded[:, :, : tokens.shape[2]] = tokens
+        self.add_rows(image_ids, tokens=padded.long(), logprobs=result.logprob.detach().double())
+
+    def compute(self) -> dict[int, dict[str, list]]:
+        ids, rows = self.per_image()
+        return {
+            i: {"captions": [self.vocab.decode(t) for t in tokens],
+                "logprobs": [lp if math.isfinite(lp) else None for lp in logprobs]}
+            for i, tokens, logprobs in zip(ids, rows["tokens"].tolist(), rows["logprobs"].tolist())
+        }

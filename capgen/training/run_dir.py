@@ -47,14 +47,18 @@ def _write_json(path: Path, value: dict) -> None:
     write_atomically(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
-def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | None) -> None:
+def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | None,
+                  test_decode: dict | None = None) -> None:
     """The completed run's final train/val/test metrics and its best checkpoint (relative to the
-    run when inside it, so the folder can be moved, e.g. copied off a cluster)."""
+    run when inside it, so the folder can be moved, e.g. copied off a cluster); and, when it
+    was tested, the decode settings its test/* metrics are for."""
     best = Path(best_checkpoint).absolute() if best_checkpoint else None
     if best is not None and best.is_relative_to(run.absolute()):
         best = best.relative_to(run.absolute())
     final = {k: v for k, v in metrics.items() if k.startswith(("train/", "val/", "test/"))}
     summary = {"status": "completed", "metrics": final, "best_checkpoint": str(best) if best else None}
+    if test_decode is not None:
+        summary["test_decode"] = test_decode
     _write_json(run / SUMMARY, summary)
 
 

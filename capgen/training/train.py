@@ -79,7 +79,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
     log_final_hparams(trainer, cfg, metrics)
     if trainer.is_global_zero:
-        write_summary(out, metrics, best)
+        write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
     return metrics
 
 

@@ -32,6 +32,9 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         for name in ("greedy", "beam3", "beam5"):
             d = r[config]["decode"][name]
             assert _positive(d["batched_speedup"]) and _positive(d["one_at_a_time_captions_per_s"])
+        for name in ("beam3_nbest3", "beam3_constrained", "diverse_beam6_groups3", "sample5_top_p0.9"):
+            (rate,) = [v for k, v in r[config]["decode"][name].items() if k.endswith("_images_per_s")]
+            assert _positive(rate)
         for form in ("raw", "image_cache", "feature_cache"):
             assert all(_positive(r[config]["data"][f"{form}_workers{w}_images_per_s"]) for w in (0, 1, 2))
     assert _positive(r["reference"]["decode"]["images_to_captions"]["beam3_batch_captions_per_s"])

@@ -28,7 +28,7 @@ def sweep(tmp_path_factory) -> Path:
     """`capgen-train -m model=rnn,lstm,attn` (2 epochs, hidden 40, tested with beam 2) on tiny data."""
     out = tmp_path_factory.mktemp("sweep")
     done = capgen("train", "-m", "model=" + ",".join(MODELS), "model.decoder.hidden_dim=40",
-                  "model.module.test_beam_size=2", "trainer.max_epochs=2", *SMALL, UNNAMED,
+                  "model.module.test_decode.beam_size=2", "trainer.max_epochs=2", *SMALL, UNNAMED,
                   f"hydra.sweep.dir={out}", cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -36,7 +36,7 @@ def sweep(tmp_path_factory) -> Path:
 
 def test_sweep_writes_one_folder_per_job_named_by_its_overrides(sweep):
     names = [p.name for p in job_dirs(sweep)]
-    assert names == [f"{i}_model.decoder.hidden_dim=40,model.module.test_beam_size=2,model={m}"
+    assert names == [f"{i}_model.decoder.hidden_dim=40,model.module.test_decode.beam_size=2,model={m}"
                      for i, m in enumerate(MODELS)]
     for job in job_dirs(sweep):
         assert summary(job)["status"] == "completed"
@@ -113,13 +113,13 @@ def test_eval_of_a_run_folder_uses_its_best_checkpoint_data_and_model_settings(s
     report = run_eval(tmp_path / "a", f"run={job}")
     assert report["checkpoint"] == str(job / summary(job)["best_checkpoint"])
     assert report["images"] == 16  # the run's test split, not eval.yaml's 500-image one
-    assert report["beam_size"] == 2  # the beam the run was tested with
+    assert report["decode"]["method"] == "beam" and report["decode"]["beam_size"] == 2  # the run's test decode
     net = load_module(report["checkpoint"]).net
     assert type(net.decoder).__name__ == "LSTMDecoder" and net.decoder.rnn.hidden_size == 40
 
     # Overrides on top of the run's settings.
     report = run_eval(tmp_path / "b", f"run={job}", "split=val", "beam_size=1", "data.source.sizes.val=8")
-    assert (report["split"], report["images"], report["beam_size"]) == ("val", 8, 1)
+    assert (report["split"], report["images"], report["decode"]["method"]) == ("val", 8, "greedy")
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["images"] == 8
 
 
