@@ -14,6 +14,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..training import config
+from ..training.decode import upgrade_overrides
 from ..training.lock import RunFolderInUse, hold, named_run_dir, record_holder, run_lock
 from ..training.plugins import require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
@@ -36,7 +37,9 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path"))  # see capgen.cli.argv
+    sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.cli.argv
+    # model.module.beam_size=... and the other decoding keys of earlier versions, as decode settings
+    sys.argv[1:] = upgrade_overrides(sys.argv[1:])
     if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child
         os.environ[config.LAUNCH_TIME_ENV] = str(time.time())
     require_plugins(sys.argv[1:])

@@ -54,6 +54,29 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     return hparams
 
 
+def upgrade_overrides(overrides: list[str]) -> list[str]:
+    """A run's saved overrides (.hydra/overrides.yaml) with the old decoding keys
+    (model.module.beam_size=2, ...) turned into val_decode/test_decode ones as upgrade_hparams
+    turns a checkpoint's, so that `capgen-train resume=<run>` of a run started before the
+    decode settings composes; other overrides are returned as they are, in order."""
+    prefix = "model.module."
+    old: dict[str, Any] = {}
+    kept = []
+    for line in overrides:
+        key, _, value = line.partition("=")
+        if key.startswith(prefix) and key[len(prefix):] in OLD_KEYS:
+            old[key[len(prefix):]] = None if value == "null" else float(value) if key.endswith("penalty") else int(value)
+        else:
+            kept.append(line)
+    if not old:
+        return overrides
+    new = upgrade_hparams(old)
+    added = [f"{prefix}{stage}.{k}={v}" for stage in ("val_decode", "test_decode") for k, v in new[stage].items()
+             if v is not None]
+    log.info("the run's old decoding overrides %s are read as %s", old, added)
+    return kept + added
+
+
 def command_settings(cfg: DictConfig, run: DecodeSettings, vocab_max_len: int) -> DecodeSettings:
     """capgen-eval's and capgen-caption's decode settings: the run's test decode `run` with
     cfg.decode's non-null keys on top, then the old `beam_size=N` (if given) as

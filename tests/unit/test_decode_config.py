@@ -95,3 +95,22 @@ def test_the_module_checks_its_decode_settings_at_start_up():
     with pytest.raises(ValueError, match=r"^model\.module\.test_decode\.max_len=7: the model was trained on captions of "
                                          r"at most 6 words"):
         CaptioningModule(net, vocab, test_decode={"method": "beam", "beam_size": 2, "max_len": 7})
+
+
+def test_a_run_started_with_the_old_decoding_overrides_still_composes_for_resume():
+    from hydra import compose, initialize_config_dir
+
+    from capgen.training.config import CONF_DIR, register
+    from capgen.training.decode import upgrade_overrides
+
+    saved = ["model=lstm", "model.module.beam_size=2", "model.module.test_beam_size=4",
+             "model.module.length_penalty=0.5", "model.module.max_decode_len=12", "trainer.max_epochs=3"]
+    upgraded = upgrade_overrides(saved)
+    assert upgraded[:2] == ["model=lstm", "trainer.max_epochs=3"]  # the others kept, in order
+    register()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=upgraded)
+    val, test = cfg.model.module.val_decode, cfg.model.module.test_decode
+    assert (val.method, val.beam_size, val.length_penalty, val.max_len) == ("beam", 2, 0.5, 12)
+    assert (test.method, test.beam_size, test.length_penalty, test.max_len) == ("beam", 4, 0.5, 12)
+    assert upgrade_overrides(["model=attn"]) == ["model=attn"]
