@@ -138,7 +138,8 @@ def test_novel_percent_is_left_out_with_the_reason_when_the_training_split_canno
     stats = corpus_statistics(rows, NoTrainingSplit(), "python")
     assert stats["novel_percent"] is None and stats["vocabulary"] == 5
     assert stats["novel_note"] == "the training split could not be read (annotation file captions_train2014.json not found)"
-    table = metrics_table({"checkpoint": ckpt, "split": "test", "images": 2, "beam_size": 1, **stats})
+    table = metrics_table({"checkpoint": ckpt, "split": "test", "images": 2,
+                           "decode": dataclasses.asdict(DecodeSettings(method="greedy")), **stats})
     assert "novel_percent   n/a  (the training split could not be read (annotation file" in table
 
 
