@@ -157,11 +157,13 @@ def test_eval_rows_with_several_captions_get_diversity_and_the_first_caption_cou
             assert split == "train"
             return {1: TRAINING}
 
-    rows = [{"image_id": 7, "caption": FIVE}, {"image_id": 8, "caption": ["a red circle", "a blue square"]}]
+    # capgen-eval's rows with n_best > 1: the scored first caption, and every caption of the image
+    rows = [{"image_id": 7, "caption": FIVE[0], "captions": FIVE},
+            {"image_id": 8, "caption": "a red circle", "captions": ["a red circle", "a blue square"]}]
     stats = corpus_statistics(rows, Data(), "python")
     assert stats == caption_statistics([FIVE[0], "a red circle"], TRAINING)  # each image's first (best) caption
     references = {7: TRAINING, 8: ["a red circle"]}
-    means = diversity({7: FIVE, 8: rows[1]["caption"]}, references, "python", rows)
-    expected_means, expected = diversity_statistics({7: FIVE, 8: rows[1]["caption"]}, references)
+    means = diversity({7: FIVE, 8: rows[1]["captions"]}, references, "python", rows)
+    expected_means, expected = diversity_statistics({7: FIVE, 8: rows[1]["captions"]}, references)
     assert means == expected_means
     assert {k: rows[0][k] for k in expected[7]} == expected[7] and {k: rows[1][k] for k in expected[8]} == expected[8]

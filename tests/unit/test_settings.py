@@ -74,7 +74,7 @@ def compose_train(tmp_path, *overrides):
     ("model.module.weight_decay=-0.1", "model.module.weight_decay=-0.1: must be at least 0"),
     ("model.module.warmup_steps=-5", "model.module.warmup_steps=-5: must be at least 0"),
     ("model.module.alpha_c=-1", "model.module.alpha_c=-1: must be at least 0"),
-    ("model.module.test_beam_size=2.5", "model.module.test_beam_size=2.5: must be a whole number"),
+    ("model.module.test_decode.beam_size=2.5", "model.module.test_decode.beam_size=2.5: give a whole number"),
     ("model.module.scheduler=linear", "model.module.scheduler='linear': must be one of none, cosine"),
     ("model.module.val_metrics=[FOO]", "model.module.val_metrics=['FOO']: unknown metric(s) ['FOO']"),
     ("data.batch_size=abc", "data.batch_size='abc': must be a whole number"),
