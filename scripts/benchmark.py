@@ -38,6 +38,12 @@ Sections
   metrics  seconds to score 5,000 images with the validation metrics (BLEU, CIDEr-D, capgen's
            tokenizer), shapes captions against 4 references each (once, under the first
            configuration: scoring does not depend on the model).
+  scst     shapes only: a self-critical training step (5 sampled captions per image, mean
+           baseline, the CIDEr-D reward, one teacher-forced pass, AdamW, clipping at 5) against a
+           cross-entropy step of the same model on the same batch of 64, timed in alternation;
+           and the reward alone for the step's 320 sampled captions, with document frequencies
+           from the 10,000 training images. The attention model trained 100 steps, as in
+           decode, so its samples end as a trained model's do.
 
 Every timing is the median of --repeats runs after one warm-up run.
 """
@@ -69,7 +75,8 @@ from capgen.data.cache import describe_source, write_feature_cache, write_image_
 from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
 from capgen.metrics import score_captions
-from capgen.models import build_captioner
+from capgen.metrics.cider_reward import CiderDReward
+from capgen.models import build_captioner, scst
 from capgen.models.decoding import DecodeSettings
 from capgen.training import config as capgen_config
 from capgen.training.module import CaptioningModule
@@ -203,6 +210,19 @@ def train_section(config: str, args) -> dict:
 
 
 # ----- decoding ---------------------------------------------------------------------------
+@functools.cache
+def _trained_shapes_attn_weights(steps: int) -> dict[str, torch.Tensor]:
+    """The weights _trained_shapes_attn trains (on the shapes vocabulary), once per process."""
+    return _trained_shapes_attn(shapes_vocab(), steps).state_dict()
+
+
+def trained_shapes_attn(vocab: Vocabulary, steps: int) -> torch.nn.Module:
+    """A new copy of the shapes attention model trained `steps` steps (trained once), in eval mode."""
+    net = build_captioner(model_config("shapes", "attn"), len(vocab))
+    net.load_state_dict(_trained_shapes_attn_weights(steps))
+    return net.eval()
+
+
 def _trained_shapes_attn(vocab: Vocabulary, steps: int) -> torch.nn.Module:
     """The default shapes attention model after `steps` Adam steps: it ends most captions."""
     src = ShapesSource("train", sizes={"train": 1024})
@@ -232,7 +252,7 @@ def decode_section(config: str, args) -> dict:
     sync = _sync(device)
     if config == "shapes":
         vocab = shapes_vocab()
-        net = _trained_shapes_attn(vocab, 4 if args.quick else 100)
+        net = trained_shapes_attn(vocab, 4 if args.quick else 100)
         val = ShapesSource("val", sizes={"val": 64})
         images = torch.stack([torch.from_numpy(val.image(i)).permute(2, 0, 1) for i in range(len(val))])
         max_len, sizes, n_one = vocab.max_len, ((1, 8) if args.quick else (1, 16, 64)), 8 if args.quick else 64
@@ -369,13 +389,77 @@ def metrics_section(config: str, args) -> dict:
     return {"images": n, "references_per_image": 4, "val_metrics_s": seconds}
 
 
-SECTIONS = {"train": train_section, "decode": decode_section, "data": data_section, "metrics": metrics_section}
+# ----- self-critical training -------------------------------------------------------------
+def scst_section(config: str, args) -> dict:
+    """SCST step vs XE step on one shapes batch, and the reward's share of the SCST step."""
+    device, sync = torch.device(args.device), _sync(torch.device(args.device))
+    batch_size, samples = (4, 5) if args.quick else (64, 5)
+    vocab = shapes_vocab()
+    train_src = ShapesSource("train", sizes={"train": 200 if args.quick else 10_000})
+    references = {train_src.image_id(i): train_src.captions(i) for i in range(len(train_src))}
+    t0 = time.perf_counter()
+    reward = CiderDReward.from_captions(references, vocab)  # tokenizing the captions included
+    build_s = time.perf_counter() - t0
+    reward.to(device)
+    net = trained_shapes_attn(vocab, 4 if args.quick else 100)
+    hp = model_config("shapes", "attn")["module"]
+    module_cfg = {k: v for k, v in hp.items() if k != "_target_"} | {"scheduler": "none"}
+    module = CaptioningModule(net, vocab, net_config=None, **module_cfg).to(device).train()
+    optimizer = module.configure_optimizers()
+    batch, _ = make_batch("shapes", batch_size, args.quick)  # the first training images
+    batch = batch._replace(image_ids=torch.tensor([train_src.image_id(i) for i in range(batch_size)]))
+    batch = Batch(*(x.to(device) for x in batch))
+    params = [p for p in module.parameters() if p.requires_grad]
+    last = {}
+
+    def update(loss):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+
+    def xe_step():
+        with _autocast(device, args.precision):
+            loss, _ = module._loss(batch)
+        update(loss)
+
+    def scst_step():
+        with _autocast(device, args.precision):
+            out = scst.self_critical_step(net, batch.images, batch.image_ids, reward, vocab.start_id, vocab.end_id,
+                                          vocab.max_len, samples, "mean")
+        update(out.loss)
+        last["tokens"] = out.tokens
+
+    # The weights move with every step; both kinds stay near the trained model over the few
+    # steps timed. Alternated, so that both see the same share of a shared machine.
+    xe_step(), scst_step()  # warm-up
+    xe, sc = [], []
+    for _ in range(args.repeats):
+        xe.append(seconds(xe_step, sync))
+        sc.append(seconds(scst_step, sync))
+    tokens, ids = last["tokens"], batch.image_ids.repeat_interleave(samples)
+    reward_s = median_seconds(lambda: reward(ids, tokens), max(args.repeats, 5), sync)
+    results = {"batch_size": batch_size, "samples": samples, "captions": len(tokens),
+               "xe_step_s": statistics.median(xe), "scst_step_s": statistics.median(sc),
+               "scst_over_xe": statistics.median(s / x for s, x in zip(sc, xe)),
+               "reward_s": reward_s, "reward_per_320_captions_s": reward_s * 320 / len(tokens),
+               "reward_share_of_scst_step": reward_s / statistics.median(sc),
+               "reward_build_s": build_s, "reward_images": len(train_src),
+               "mean_sample_tokens": (tokens != 0).sum(1).float().mean().item()}  # fmt: skip
+    print(f"  shapes scst: XE step {results['xe_step_s']:.3f} s, SCST step {results['scst_step_s']:.3f} s "
+          f"({results['scst_over_xe']:.2f}x), reward {results['reward_per_320_captions_s'] * 1e3:.1f} ms per 320 "
+          f"captions ({100 * results['reward_share_of_scst_step']:.1f}% of the SCST step)", flush=True)
+    return results
+
+
+SECTIONS = {"train": train_section, "decode": decode_section, "data": data_section, "metrics": metrics_section,
+            "scst": scst_section}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="shapes,reference", help="shapes, reference or both (comma-separated)")
-    ap.add_argument("--sections", default="train,decode,data,metrics", help=f"any of {', '.join(SECTIONS)}")
+    ap.add_argument("--sections", default="train,decode,data,metrics,scst", help=f"any of {', '.join(SECTIONS)}")
     ap.add_argument("--decoders", default=",".join(DECODERS), help="the training section's decoders")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--precision", default=None, help="32-true or bf16-mixed (default: 32-true on CPU, bf16-mixed on CUDA)")
@@ -410,8 +494,8 @@ def main() -> None:
         results["gpu"] = torch.cuda.get_device_name()
     for config in configs:
         for section in sections:
-            if section == "metrics" and config != configs[0]:
-                continue  # scoring does not depend on the model: measured once
+            if (section == "metrics" and config != configs[0]) or (section == "scst" and config != "shapes"):
+                continue  # scoring does not depend on the model: measured once; SCST: on shapes
             print(f"[{config} / {section}]", flush=True)
             results.setdefault(config, {})[section] = SECTIONS[section](config, args)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

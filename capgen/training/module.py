@@ -1,8 +1,9 @@
 """The LightningModule: losses, decoding for validation/test, metrics, optimizers.
 
 It receives its network already built (a Captioner) and the vocabulary, and from whoever
-runs it (capgen.training.train, capgen-eval) the references of the splits it scores and, for
-the grounding score, the test split's scenes: it never reads the datamodule. The network's
+runs it (capgen.training.train, capgen-eval) the references of the splits it scores, for
+self-critical training the training references, and, for the grounding score, the test
+split's scenes: it never reads the datamodule. The network's
 Hydra config travels in the hyper-parameters and the vocabulary in every checkpoint, so
 `CaptioningModule.from_checkpoint(path)` needs nothing else.
 """
@@ -21,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.datamodule import Batch
 from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, Scenes, default_metrics
 from ..metrics.captions import METRICS
+from ..metrics.cider_reward import CiderDReward
 from ..metrics.per_image import PerImageMetric
+from ..models import scst
 from ..models.captioner import Captioner, build_captioner
 from ..models.decoding import DecodeResult, DecodeSettings, NBestResult, first_captions
 from ..models.losses import caption_loss, doubly_stochastic, token_losses
@@ -66,6 +69,12 @@ class CaptioningModule(L.LightningModule):
         val_metrics: Sequence[str] = ("BLEU", "CIDEr"),
         test_metrics: Sequence[str] | None = None,
         tokenizer: str = "python",
+        objective: Literal["xe", "scst"] = "xe",
+        scst_samples: int = 5,
+        scst_baseline: Literal["greedy", "mean"] = "mean",
+        scst_max_len: int | None = None,
+        scst_from_epoch: int = 0,
+        scst_lr: float = 5e-5,
     ):
         """val_decode and test_decode: how validation (greedy by default, cheap every epoch)
         and the test (beam 3) decode, as DecodeSettings or their keys (missing ones at their
@@ -73,10 +82,29 @@ class CaptioningModule(L.LightningModule):
         computed every epoch, so they are the cheap ones; test_metrics default to every score
         that can run here (capgen.metrics.default_metrics). tokenizer: "python" (capgen's,
         token for token equal to the official one on real captions and no JVM start per
-        evaluation), "java" (the official PTBTokenizer) or "auto"."""
+        evaluation), "java" (the official PTBTokenizer) or "auto".
+
+        objective: "xe" (cross-entropy) or "scst" (self-critical sequence training,
+        capgen.models.scst): from epoch `scst_from_epoch` on (the epochs before it train with
+        cross-entropy, so one run can chain both), each image gets `scst_samples` sampled
+        captions of at most `scst_max_len` words (None: the vocabulary's max_len), rewarded
+        with CIDEr-D against its training references, against the `scst_baseline` (mean:
+        the image's other samples; greedy: its greedy caption). The SCST epochs run at the
+        constant learning rate `scst_lr` (every parameter group's rate scaled by scst_lr / lr,
+        so the encoder keeps its ratio); the epochs before them follow `scheduler` as a run
+        of scst_from_epoch epochs would."""
         super().__init__()
         if scheduler not in ("none", "cosine"):
             raise ValueError(f"model.module.scheduler={scheduler!r}: use none or cosine")
+        if objective not in ("xe", "scst"):
+            raise ValueError(f"model.module.objective={objective!r}: use xe (cross-entropy) or scst (self-critical)")
+        scst.check_settings(scst_samples, scst_baseline, scst_max_len)
+        if isinstance(scst_from_epoch, bool) or not isinstance(scst_from_epoch, int) or scst_from_epoch < 0:
+            raise ValueError(f"model.module.scst_from_epoch={scst_from_epoch!r}: the first self-critical epoch, a whole "
+                             "number of at least 0 (0: from the start, e.g. after init_from=<an XE run>)")
+        if not isinstance(scst_lr, (int, float)) or not scst_lr > 0:
+            raise ValueError(f"model.module.scst_lr={scst_lr!r}: the learning rate of the self-critical epochs, a "
+                             "positive number (5e-5 in the reference recipe)")
         check_optimisation(lr, encoder_lr, weight_decay, warmup_steps, alpha_c)
         for name, chosen in (("val_metrics", val_metrics), ("test_metrics", test_metrics or ())):
             unknown = [m for m in chosen if m not in METRICS]
@@ -109,11 +137,21 @@ class CaptioningModule(L.LightningModule):
         # What the last test decoded and scored (each image's caption with its BLEU-4 and CIDEr),
         # for capgen-eval's files and the run's test_captions.jsonl (every rank holds it all).
         self.last_test: dict[str, Any] = {}
+        self.reward: CiderDReward | None = None  # SCST's, from set_train_references
 
     # ----- what the module is given -----------------------------------------------------
     def set_references(self, stage: Literal["val", "test"], references: Mapping[int, Sequence[str]]) -> None:
         """The reference captions of the split that `stage` scores (image id -> captions)."""
         self.scores(stage).set_references(references)
+
+    def set_train_references(self, references: Mapping[int, Sequence[str]]) -> None:
+        """The training split's reference captions (image id -> captions), for the SCST reward:
+        CIDEr-D with document frequencies from all of them (capgen.metrics.cider_reward)."""
+        self.reward = CiderDReward.from_captions(references, self.vocab)
+
+    @property
+    def uses_scst(self) -> bool:
+        return self.hparams.objective == "scst"
 
     def set_scenes(self, scenes: Scenes | None) -> None:
         """The test split's scenes, for test/grounding (attention models only; None: no score)."""
@@ -159,11 +197,35 @@ class CaptioningModule(L.LightningModule):
         reg = doubly_stochastic(alphas, targets != self.vocab.pad_id)
         return xent + self.hparams.alpha_c * reg, xent
 
+    def on_train_start(self) -> None:
+        if self.uses_scst and self.reward is None:
+            raise ValueError(
+                "model.module.objective=scst: the module has no training references to reward its samples with; give "
+                "them with module.set_train_references(datamodule.references('train')) (capgen-train does)"
+            )
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self.uses_scst and self.current_epoch >= self.hparams.scst_from_epoch:
+            return self._self_critical_step(batch)
         loss, xent = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.images))
         self.log("train/xent", xent, batch_size=len(batch.images))
         return loss
+
+    def _self_critical_step(self, batch: Batch) -> torch.Tensor:
+        hp = self.hparams
+        if self.reward.device != self.device:
+            self.reward.to(self.device)
+        out = scst.self_critical_step(
+            self.net, batch.images, batch.image_ids, self.reward, self.vocab.start_id, self.vocab.end_id,
+            hp.scst_max_len or self.vocab.max_len, hp.scst_samples, hp.scst_baseline,
+        )
+        words = ((out.tokens != self.vocab.pad_id) & (out.tokens != self.vocab.end_id)).sum(1)
+        B = len(batch.images)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=B)
+        self.log_dict({"train/reward": out.reward.mean(), "train/baseline": out.baseline.mean(),
+                       "train/advantage": out.advantage.mean(), "train/sample_len": words.float().mean()}, batch_size=B)
+        return out.loss
 
     # ----- validation / test ------------------------------------------------------------
     def _stage(self) -> str:
@@ -258,12 +320,20 @@ class CaptioningModule(L.LightningModule):
         ]
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
+        if hp.scheduler == "none" and not self.uses_scst:
             return optimizer
         total = self.trainer.estimated_stepping_batches
+        scst_from = math.inf  # the first self-critical step
+        if self.uses_scst:  # the schedule spans the cross-entropy epochs only
+            per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+            scst_from = total = hp.scst_from_epoch * per_epoch
         warmup = min(hp.warmup_steps, max(total - 1, 0))
 
-        def factor(step: int) -> float:  # linear warm-up, then cosine to zero
+        def factor(step: int) -> float:  # linear warm-up, then cosine to zero; SCST: constant scst_lr
+            if step >= scst_from:
+                return hp.scst_lr / hp.lr
+            if hp.scheduler == "none":
+                return 1.0
             if step < warmup:
                 return (step + 1) / warmup
             progress = (step - warmup) / max(total - warmup, 1)

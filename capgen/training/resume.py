@@ -166,7 +166,7 @@ def check_resume_checkpoint(path: str, net_config: dict) -> Checkpoint:
     """The checkpoint a run resumes from, checked before Lightning touches it: a capgen
     checkpoint (capgen.training.checkpoint.read_checkpoint) of the network `net_config` builds."""
     ckpt = read_checkpoint(path)
-    differ = _differences(ckpt.net_config, net_config)
+    differ = network_differences(ckpt.net_config, net_config)
     if differ:
         raise NetworkMismatch(differ,
             f"ckpt_path={path}: the checkpoint holds another network than this run builds ({'; '.join(differ[:4])}). "
@@ -176,13 +176,13 @@ def check_resume_checkpoint(path: str, net_config: dict) -> Checkpoint:
     return ckpt
 
 
-def _differences(saved: dict, now: dict, prefix: str = "model") -> list[str]:
+def network_differences(saved: dict, now: dict, prefix: str = "model") -> list[str]:
     """'model.decoder._target_: checkpoint X, now Y' for each setting that differs."""
     out = []
     for key in sorted(set(saved) | set(now)):
         a, b = saved.get(key), now.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}.{key}")
+            out += network_differences(a, b, f"{prefix}.{key}")
         elif a != b:
             out.append(f"{prefix}.{key}: checkpoint {a!r}, now {b!r}")
     return out

@@ -20,6 +20,7 @@ from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
 from .callbacks import BestEpochMetrics, CaptionSamples
 from .hparams import log_final_hparams
+from .init_from import init_checkpoint, load_network
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, logger_kwargs, resume_checkpoint
 from .run_dir import write_summary, write_test_captions
@@ -39,7 +40,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resume_checkpoint(cfg)
     # Checked before anything is built; resuming keeps the checkpoint's word ids.
     start = check_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
-    datamodule: CaptionDataModule = build(cfg.data, vocab=start.vocab if start else None)
+    init = init_checkpoint(cfg, net_config)  # init_from=: a new run from another's network weights
+    given_vocab = start.vocab if start else init.vocab if init else None
+    datamodule: CaptionDataModule = build(cfg.data, vocab=given_vocab)
     # Set after instantiate, which would build the encoder this config describes (drawing its
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
@@ -48,6 +51,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 
     net = build_captioner(net_config, len(vocab))
+    if init is not None:
+        load_network(net, init)
+        log.info("network weights from %s (init_from)", init.path)
     if cfg.get("compile"):
         net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
@@ -55,6 +61,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
     module.set_references("val", datamodule.references("val"))
+    if module.uses_scst:
+        module.set_train_references(datamodule.references("train"))
 
     callbacks = [build(c) for c in cfg.get("callbacks", {}).values()]
     for callback in callbacks:

@@ -39,6 +39,10 @@ def test_quick_benchmark_writes_every_section(tmp_path):
             assert all(_positive(r[config]["data"][f"{form}_workers{w}_images_per_s"]) for w in (0, 1, 2))
     assert _positive(r["reference"]["decode"]["images_to_captions"]["beam3_batch_captions_per_s"])
     assert _positive(r["shapes"]["metrics"]["val_metrics_s"]) and "metrics" not in r["reference"]
+    sc = r["shapes"]["scst"]
+    assert all(_positive(sc[k]) for k in ("xe_step_s", "scst_step_s", "scst_over_xe", "reward_per_320_captions_s",
+                                          "reward_share_of_scst_step", "mean_sample_tokens"))
+    assert sc["captions"] == sc["batch_size"] * sc["samples"] and "scst" not in r["reference"]
 
 
 def test_unknown_options_are_clear_errors(tmp_path):

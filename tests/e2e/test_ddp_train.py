@@ -126,3 +126,18 @@ def test_ddp_cpu_crash_and_resume_equals_one_uninterrupted_run(tmp_path, at_step
     assert_same_training_state(checkpoint(split), checkpoint(whole))
     assert checkpoint(split)["global_step"] == 6
     assert scalars(split)["train/loss"] == scalars(whole)["train/loss"]
+
+
+@pytest.mark.slow
+def test_ddp_cpu_self_critical_training(tmp_path):
+    """SCST needs nothing across processes beyond DDP's gradients: each rank samples and
+    rewards its own images against the training references it holds."""
+    run = tmp_path / "run"
+    args = [*DDP_RUN, "model.module.objective=scst", "model.module.scst_samples=3", f"hydra.run.dir={run}"]
+    done = subprocess.run([sys.executable, "-m", "capgen.cli.train", *args], cwd=tmp_path,
+                          env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    logged = scalars(run)
+    for tag in ("train/reward", "train/baseline", "train/sample_len"):
+        assert [s for s, _ in logged[tag]] == [0, 1, 2], tag

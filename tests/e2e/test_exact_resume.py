@@ -168,3 +168,18 @@ def test_two_resumes_within_one_epoch_equal_one_uninterrupted_run(uninterrupted,
     logged_full, logged_split = scalars(full), scalars(split)
     for tag in ("train/loss", "val/loss", "val/CIDEr"):
         assert logged_split[tag] == logged_full[tag], tag
+
+
+def test_xe_then_scst_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, monkeypatch):
+    """Self-critical training samples its captions from torch's global generator: a run
+    resumed in its SCST epoch, from a step checkpoint written mid-epoch, draws the captions
+    (and so the rewards and the updates) of the uninterrupted run."""
+    extra = ("model.module.objective=scst", "model.module.scst_from_epoch=1", "model.module.scst_samples=3",
+             "callbacks.last_checkpoint.every_n_train_steps=2")
+    full = uninterrupted(*extra)
+    split = crash_then_resume(make_cfg, monkeypatch, 5, *extra)  # resumes from the checkpoint of step 4
+    assert_same_training_state(checkpoint(full), checkpoint(split))
+    logged_full, logged_split = scalars(full), scalars(split)
+    assert [s for s, _ in logged_full["train/reward"]] == [3, 4, 5]
+    for tag in ("train/loss", "train/reward", "train/sample_len", "val/CIDEr"):
+        assert logged_split[tag] == logged_full[tag], tag
