@@ -209,7 +209,7 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     paths = find_images(str(cfg.images))
     check_settings(cfg)
     device = resolve_device(cfg.device)
-    module = load_module(cfg.ckpt_path, device)
+    module = load_module(cfg.ckpt_path, device, cfg.get("channels_last", "auto"))
     size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))
     if size is None:
         size = DEFAULT_IMAGE_SIZE

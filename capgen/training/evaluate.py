@@ -27,6 +27,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..metrics import default_metrics
+from ..models.hardware import configure_encoder
 from .atomic import write_atomically
 from .config import CONF_DIR
 from .module import CaptioningModule
@@ -35,11 +36,14 @@ from .run_dir import best_checkpoint, run_config, run_data_choice
 log = logging.getLogger(__name__)
 
 
-def load_module(path: str, device: str = "cpu") -> CaptioningModule:
-    """The checkpoint's module in eval mode on `device` (errors name the file and the fix)."""
+def load_module(path: str, device: str = "cpu", channels_last="auto") -> CaptioningModule:
+    """The checkpoint's module in eval mode on `device`, its encoder in the memory format
+    `channels_last` asks for (capgen.models.hardware); errors name the file and the fix."""
     if not path:
         raise ValueError("ckpt_path is not set: give ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-    return CaptioningModule.from_checkpoint(str(path)).to(device).eval()
+    module = CaptioningModule.from_checkpoint(str(path))
+    configure_encoder(module.net.encoder, channels_last)
+    return module.to(device).eval()
 
 
 def resolve_device(device: str) -> str:
@@ -142,7 +146,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         raise ValueError(f"split={cfg.split}: evaluate on val or test")
     device = resolve_device(cfg.device)
     ckpt_path = checkpoint_to_evaluate(cfg)
-    module = load_module(ckpt_path)
+    module = load_module(ckpt_path, channels_last=cfg.get("channels_last", "auto"))
     module.configure_test(beam_size=cfg.beam_size, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)

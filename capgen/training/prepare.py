@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
+from ..models.hardware import configure_encoder, parse_channels_last
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -17,6 +18,7 @@ SPLITS = ("train", "val", "test")
 
 def prepare(cfg: DictConfig) -> dict[str, int]:
     """Write (or finish, or keep) every cache; returns the number of bad images per split."""
+    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops before any cache is written
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     on_bad_sample = cfg.data.get("on_bad_sample") or "error"
@@ -35,6 +37,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
                 "from the weights it has now, and training on them leaves it as it is",
                 cfg.model.encoder._target_,
             )
+        configure_encoder(encoder, cfg.get("channels_last", "auto"))
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
     bad = {}

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
 from ..models.captioner import build_captioner
+from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
 from .callbacks import BestEpochMetrics, CaptionSamples
 from .hparams import log_final_hparams
 from .module import CaptioningModule
@@ -41,6 +43,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as configured; returns the final logged metrics."""
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
+    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops here, before any work
+    choose_precision(cfg)
 
     net_config = OmegaConf.to_container(cfg.model, resolve=True)
     net_config.pop("module")
@@ -57,6 +61,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 
     net = build_captioner(net_config, len(vocab))
+    configure_encoder(net.encoder, cfg.get("channels_last", "auto"))
     if cfg.get("compile"):
         net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
@@ -86,6 +91,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_summary(out, metrics, best)
     return metrics
+
+
+def choose_precision(cfg: DictConfig) -> None:
+    """On the CPU, a bf16 trainer.precision becomes 32-true where the CPU has no native bf16
+    (it would run several times slower; capgen.models.hardware.cpu_precision warns), unless
+    allow_slow_bf16=true. The config is changed in place, so the run's records say what ran."""
+    allow = cfg.get("allow_slow_bf16", False)
+    if not isinstance(allow, bool):
+        raise ValueError(f"allow_slow_bf16={allow!r}: use true or false")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and cfg.trainer.get("precision") is not None:
+        cfg.trainer.precision = cpu_precision(cfg.trainer.precision, allow)
 
 
 def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
