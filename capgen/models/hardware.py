@@ -1,11 +1,14 @@
 """What the machine offers, and how an encoder runs best on it.
 
-Two choices depend on the hardware and are made here, from rules measured on the CPUs capgen
-runs on (figures in docs/performance.md):
+Two choices depend on the hardware and are made here, by rules measured on the CPUs capgen
+runs on (alternating pairs in one process; figures in docs/performance.md):
 
-- Memory format. A torchvision backbone (ResNet, RegNet, ...) runs channels_last: oneDNN's
-  convolutions are faster on NHWC. The default SmallCNN stays contiguous: at its 3-16-128
-  channels on 96x96 images channels_last gains nothing. `channels_last=true|false` forces it.
+- Memory format. On the CPU the convolutional encoders run channels_last (NHWC), which
+  oneDNN's convolutions run faster: ResNet-101's frozen forward 1.3x (AVX-512) to 1.5x (AVX2),
+  RegNetX-400MF 1.3x, and the default SmallCNN's training step a few per cent (its
+  forward and backward 1.2-1.3x at one thread, 1.0-1.05x at two). On other devices they stay
+  contiguous: not measured there yet (scripts/benchmark.py's encoder section measures it).
+  The `channels_last` setting (auto, true or false) forces either.
 - bf16 on the CPU. Mixed bf16 is fast only where the CPU computes in bf16 natively
   (AVX512_BF16 or AMX on x86, FEAT_BF16 on Arm); elsewhere oneDNN emulates it and a step
   runs several times slower than fp32, so capgen keeps fp32 there unless forced
@@ -90,36 +93,33 @@ def cpu_precision(precision: str, allow_slow_bf16: bool = False, flags: frozense
 
 
 def parse_channels_last(value) -> bool | None:
-    """The `channels_last` setting: true, false, or auto (None: decided per encoder and device)."""
+    """The `channels_last` setting: true, false, or auto (None: decided per device)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("auto", "true", "false"):
         return {"auto": None, "true": True, "false": False}[value.lower()]
     raise ValueError(
-        f"channels_last={value!r}: use auto (channels_last for torchvision backbones, contiguous for the "
-        "small CNN), true or false"
+        f"channels_last={value!r}: use auto (channels_last for convolutional encoders on the CPU, where it "
+        "measured faster), true or false"
     )
 
 
-def prefers_channels_last(encoder: nn.Module) -> bool:
-    """The auto rule: channels_last for torchvision backbones, contiguous for the small CNN
-    (see the module docstring; the same on CPU and GPU, where cuDNN's mixed-precision
-    convolutions also want NHWC)."""
-    from .encoder import TorchvisionEncoder
-
-    return isinstance(encoder, TorchvisionEncoder)
+def prefers_channels_last(device_type: str) -> bool:
+    """The auto rule (see the module docstring): channels_last on the CPU, contiguous elsewhere."""
+    return device_type == "cpu"
 
 
-def configure_encoder(encoder: nn.Module, channels_last="auto") -> bool:
-    """Put `encoder` into the memory format that `channels_last` (true, false or auto) asks
-    for; returns whether it is channels_last. Encoders without a set_memory_format (not
-    convolutional) are left as they are."""
+def configure_encoder(encoder: nn.Module, channels_last="auto", device_type: str = "cpu") -> bool:
+    """Put `encoder`, which is to run on a `device_type` device ("cpu", "cuda"...), into the
+    memory format that `channels_last` (true, false or auto) asks for; returns whether it is
+    channels_last. Encoders without a set_memory_format (not convolutional) are left as they are."""
     choice = parse_channels_last(channels_last)
     if not hasattr(encoder, "set_memory_format"):
         return False
-    on = prefers_channels_last(encoder) if choice is None else choice
+    on = prefers_channels_last(device_type) if choice is None else choice
     encoder.set_memory_format(channels_last=on)
-    log.info("encoder memory format: %s (channels_last=%s)", "channels_last" if on else "contiguous", channels_last)
+    log.info("encoder memory format: %s (channels_last=%s, on %s)", "channels_last" if on else "contiguous",
+             channels_last, device_type)
     return on
 
 

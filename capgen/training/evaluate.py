@@ -42,7 +42,7 @@ def load_module(path: str, device: str = "cpu", channels_last="auto") -> Caption
     if not path:
         raise ValueError("ckpt_path is not set: give ckpt_path=<run dir>/checkpoints/<name>.ckpt")
     module = CaptioningModule.from_checkpoint(str(path))
-    configure_encoder(module.net.encoder, channels_last)
+    configure_encoder(module.net.encoder, channels_last, torch.device(device).type)
     return module.to(device).eval()
 
 
@@ -146,7 +146,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         raise ValueError(f"split={cfg.split}: evaluate on val or test")
     device = resolve_device(cfg.device)
     ckpt_path = checkpoint_to_evaluate(cfg)
-    module = load_module(ckpt_path, channels_last=cfg.get("channels_last", "auto"))
+    module = load_module(ckpt_path, device, cfg.get("channels_last", "auto"))
     module.configure_test(beam_size=cfg.beam_size, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)

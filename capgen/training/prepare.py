@@ -37,8 +37,8 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
                 "from the weights it has now, and training on them leaves it as it is",
                 cfg.model.encoder._target_,
             )
-        configure_encoder(encoder, cfg.get("channels_last", "auto"))
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        configure_encoder(encoder, cfg.get("channels_last", "auto"), device)
 
     bad = {}
     for split in SPLITS:

@@ -44,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops here, before any work
+    device_type = "cpu" if trains_on_cpu(cfg) else "cuda"
     choose_precision(cfg)
 
     net_config = OmegaConf.to_container(cfg.model, resolve=True)
@@ -61,7 +62,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 
     net = build_captioner(net_config, len(vocab))
-    configure_encoder(net.encoder, cfg.get("channels_last", "auto"))
+    configure_encoder(net.encoder, cfg.get("channels_last", "auto"), device_type)
     if cfg.get("compile"):
         net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
@@ -93,6 +94,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def trains_on_cpu(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
 def choose_precision(cfg: DictConfig) -> None:
     """On the CPU, a bf16 trainer.precision becomes 32-true where the CPU has no native bf16
     (it would run several times slower; capgen.models.hardware.cpu_precision warns), unless
@@ -100,9 +106,7 @@ def choose_precision(cfg: DictConfig) -> None:
     allow = cfg.get("allow_slow_bf16", False)
     if not isinstance(allow, bool):
         raise ValueError(f"allow_slow_bf16={allow!r}: use true or false")
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and cfg.trainer.get("precision") is not None:
+    if trains_on_cpu(cfg) and cfg.trainer.get("precision") is not None:
         cfg.trainer.precision = cpu_precision(cfg.trainer.precision, allow)
 
 

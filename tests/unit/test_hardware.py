@@ -86,14 +86,16 @@ def test_channels_last_frozen_encoder_features_in_inference():
 
 
 def test_auto_rule_and_forced_settings(caplog):
-    small, backbone = _encoders()
-    with caplog.at_level(logging.INFO, logger=hardware.__name__):
-        assert hardware.configure_encoder(small, "auto") is False and not small.channels_last
-        assert hardware.configure_encoder(backbone, "auto") is True and backbone.channels_last
-    assert "encoder memory format: channels_last" in caplog.text
-    assert hardware.configure_encoder(small, True) is True and small.channels_last
-    assert hardware.configure_encoder(small, "false") is False and not small.channels_last
-    assert next(small.parameters()).is_contiguous()
+    """auto: channels_last on the CPU (measured faster for both encoders), contiguous on other
+    devices (not measured); true/false force it; non-convolutional encoders are left alone."""
+    for encoder in _encoders():
+        with caplog.at_level(logging.INFO, logger=hardware.__name__):
+            assert hardware.configure_encoder(encoder, "auto", "cpu") is True and encoder.channels_last
+        assert "encoder memory format: channels_last (channels_last=auto, on cpu)" in caplog.text
+        assert hardware.configure_encoder(encoder, "auto", "cuda") is False and not encoder.channels_last
+        assert next(encoder.parameters()).is_contiguous()
+        assert hardware.configure_encoder(encoder, True, "cuda") is True and encoder.channels_last
+        assert hardware.configure_encoder(encoder, "false", "cpu") is False and not encoder.channels_last
     assert hardware.configure_encoder(torch.nn.Linear(2, 2), True) is False  # not convolutional: left alone
 
 
@@ -128,6 +130,20 @@ def test_bf16_on_a_cpu_without_native_bf16_keeps_fp32_and_warns(caplog):
 def test_bf16_on_a_cpu_with_native_bf16_stays():
     for text in (SAPPHIRE_RAPIDS, ARM_NEOVERSE_V1):
         assert hardware.cpu_precision("bf16-mixed", flags=hardware.parse_cpuinfo(text)[1]) == "bf16-mixed"
+
+
+def test_capgen_train_runs_the_encoder_channels_last_on_the_cpu(make_cfg, monkeypatch):
+    """What capgen-train builds: the default SmallCNN on the CPU runs channels_last, and
+    channels_last=false keeps it contiguous (debug=fast, a few batches)."""
+    from capgen.training import train as training
+
+    built, real = [], training.build_captioner
+    monkeypatch.setattr(training, "build_captioner", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    for setting, expected in (("auto", True), ("false", False)):
+        training.train(make_cfg(f"channels_last={setting}", "test=false", name=setting))
+        assert built[-1].encoder.channels_last is expected
+        conv = next(m for m in built[-1].encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected
 
 
 def _train_cfg(*overrides):
