@@ -46,3 +46,25 @@ def test_every_gpu_command_composes(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(gpu_check, "checks", lambda work: [bad])
     assert gpu_check.dry_run(tmp_path) == 1
     assert "typo            does not compose" in capsys.readouterr().out
+
+
+def test_the_harness_runs_checks_and_reports_each_in_one_line(tmp_path):
+    """The GPU checks' own runner and result readers, on CPU twins of the GPU commands (the GPU
+    ones cannot run here): a training run and an evaluation of its checkpoint pass, a check that
+    runs out of time fails with its process group stopped, and a check whose input failed is
+    skipped."""
+    g = _script()
+    train = g.Check("train-cpu", "train", ["trainer=cpu", *g.SMALL, "test=false"], 300, g._summary)
+    ckpt = tmp_path / "train-cpu" / "checkpoints" / "last.ckpt"
+    evaluate = g.Check("eval-cpu", "eval", [f"ckpt_path={ckpt}", "device=cpu", "beam_size=1"], 300, g._eval,
+                       needs="train-cpu")
+    not_passed = set()
+    line = g.run_check(train, tmp_path / "train-cpu", not_passed, 600)
+    assert line.startswith("ok (") and "completed, val/CIDEr" in line, line
+    line = g.run_check(evaluate, tmp_path / "eval-cpu", not_passed, 600)
+    assert line.startswith("ok (") and "16 images, beam 1, CIDEr" in line, line
+
+    slow = g.Check("slow", "train", ["trainer=cpu", *g.SMALL], 300, g._summary)
+    assert g.run_check(slow, tmp_path / "slow", not_passed, 2) == (
+        "failed: no result within 2 s (what was left of the budget)")
+    assert g.run_check(evaluate, tmp_path / "eval-2", {"train-cpu"}, 600) == "skipped: needs train-cpu, which did not pass"
