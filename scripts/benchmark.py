@@ -32,9 +32,10 @@ Sections
            images to captions including the encoder. Shapes: the attention model trained
            100 steps so that it ends its captions as a trained one does. Reference: untrained,
            as the quoted figures were, so no caption ends: every one runs to 50 words.
-  data     training-epoch images/s through the DataLoader from raw images (shapes: generated;
-           reference: 640x480 JPEGs in COCO's layout, decoded and resized to 256), from the
-           image cache and from the feature cache, with 0 and more workers.
+  data     training-epoch images/s through the DataLoader from raw images (shapes: generated,
+           and after the warm-up epoch kept in memory by the source; reference: 640x480 JPEGs in
+           COCO's layout, decoded and resized to 256), from the image cache and from the feature
+           cache, with 0 and more workers.
   metrics  seconds to score 5,000 images with the validation metrics (BLEU, CIDEr-D, capgen's
            tokenizer), shapes captions against 4 references each (once, under the first
            configuration: scoring does not depend on the model).
@@ -44,16 +45,27 @@ Sections
            and the reward alone for the step's 320 sampled captions, with document frequencies
            from the 10,000 training images. The attention model trained 100 steps, as in
            decode, so its samples end as a trained model's do.
+  encoder  the encoder alone as training runs it (shapes: the SmallCNN forward and backward;
+           reference: ResNet-101's frozen forward in inference mode), contiguous against
+           channels_last (and bf16 autocast where the CPU has native bf16, or when asked for with
+           --precision bf16-mixed) in alternating pairs: seconds, GFLOP/s (FLOPs counted by
+           torch.utils.flop_counter) and the share of an ESTIMATED fp32 peak (below).
 
 Every timing is the median of --repeats runs after one warm-up run.
+
+The machine is printed first and written under "machine": CPU model, the ISA flags that decide
+fp32 and bf16 speed (avx2, fma, avx512f, avx512_bf16, amx_bf16), torch threads, GPU. The fp32
+peak is an estimate, not a measurement: threads (at most the cores) x clock (/proc/cpuinfo's
+"cpu MHz", the nominal clock in most VMs) x fp32 FLOPs per cycle and core from the ISA, 64 with
+AVX-512 and 32 with AVX2 + FMA (two FMA units of 16 or 8 lanes, 2 FLOPs each), 16 with AVX.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -76,7 +88,7 @@ from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
 from capgen.metrics import score_captions
 from capgen.metrics.cider_reward import CiderDReward
-from capgen.models import build_captioner, scst
+from capgen.models import build_captioner, hardware, scst
 from capgen.models.decoding import DecodeSettings
 from capgen.training import config as capgen_config
 from capgen.training.module import CaptioningModule
@@ -159,6 +171,7 @@ def train_step_child(spec: dict) -> dict:
     cfg = model_config(spec["config"], spec["decoder"], spec["mode"], spec["quick"])
     torch.manual_seed(0)
     net = build_captioner(cfg, len(vocab))
+    hardware.configure_encoder(net.encoder, spec["channels_last"], device.type)  # as capgen-train does
     if spec.get("compile"):
         net.use_torch_compile()
     # the optimiser without its schedule: a schedule needs a Trainer and costs nothing per step
@@ -198,7 +211,8 @@ def train_section(config: str, args) -> dict:
             if config == "shapes" and mode == "frozen":
                 continue  # the SmallCNN is trained with its decoder: finetune is the default
             spec = {"config": config, "decoder": decoder, "mode": mode, "batch_size": batch_size, "device": args.device,
-                    "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile}
+                    "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
+                    "channels_last": args.channels_last}
             threads = [] if args.threads is None else ["--threads", str(args.threads)]
             run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec), *threads], capture_output=True, text=True)
             if run.returncode != 0:
@@ -260,6 +274,7 @@ def decode_section(config: str, args) -> dict:
         vocab = reference_vocab(100 if args.quick else 10_000)
         torch.manual_seed(0)
         net = build_captioner(model_config("reference", "attn", quick=args.quick), len(vocab)).eval()
+        hardware.configure_encoder(net.encoder, args.channels_last, device.type)  # as capgen-caption does
         n = 4 if args.quick else 32
         images = torch.randint(0, 256, (n, 3, 64 if args.quick else 256, 64 if args.quick else 256), dtype=torch.uint8)
         max_len, sizes, n_one = (8 if args.quick else 50), ((1, 4) if args.quick else (1, 8, 32)), (2 if args.quick else 4)
@@ -449,17 +464,100 @@ def scst_section(config: str, args) -> dict:
     print(f"  shapes scst: XE step {results['xe_step_s']:.3f} s, SCST step {results['scst_step_s']:.3f} s "
           f"({results['scst_over_xe']:.2f}x), reward {results['reward_per_320_captions_s'] * 1e3:.1f} ms per 320 "
           f"captions ({100 * results['reward_share_of_scst_step']:.1f}% of the SCST step)", flush=True)
+# ----- encoder ----------------------------------------------------------------------------
+def cpu_ghz() -> float | None:
+    """The clock /proc/cpuinfo states (in most VMs the nominal one); None where it says none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+    except OSError:
+        return None
+    return mhz[0] / 1000 if mhz else None
+
+
+def fp32_flops_per_cycle(isa: dict) -> int:
+    """Per core: two FMA units of 16 (AVX-512) or 8 (AVX2) fp32 lanes, 2 FLOPs per FMA."""
+    if isa.get("avx512f"):
+        return 64
+    if isa.get("avx2") and isa.get("fma"):
+        return 32
+    return 16  # AVX without FMA, or not x86: a guess
+
+
+def fp32_peak(machine: dict) -> dict:
+    """An ESTIMATE of the fp32 peak of the threads torch uses (see the module docstring)."""
+    ghz, per_cycle = cpu_ghz(), fp32_flops_per_cycle(machine["isa"])
+    cores = min(machine["threads"], machine["cores"] or machine["threads"])
+    gflops = cores * ghz * per_cycle if ghz else None
+    return {"estimate": True, "cores": cores, "ghz": ghz, "flops_per_cycle_per_core": per_cycle, "gflops": gflops}
+
+
+def encoder_section(config: str, args) -> dict:
+    """The encoder alone: contiguous vs channels_last (vs bf16), alternating pairs, GFLOP/s."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = torch.device(args.device)
+    sync = _sync(device)
+    training = config == "shapes"  # the SmallCNN trains with its decoder; ResNet-101 is frozen
+    enc_cfg = model_config(config, "attn", "finetune" if training else "frozen", args.quick)["encoder"]
+    torch.manual_seed(0)
+    plain = hydra.utils.instantiate(enc_cfg).to(device).train(training)
+    nhwc = copy.deepcopy(plain)
+    nhwc.set_memory_format(channels_last=True)
+    batch, side = {"shapes": (8, 96) if args.quick else (64, 96), "reference": (2, 64) if args.quick else (32, 256)}[config]
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8, generator=g).to(device)
+    native_bf16 = device.type == "cuda" or hardware.has_native_bf16()
+    variants = {"contiguous": (plain, False), "channels_last": (nhwc, False)}
+    if native_bf16 or args.precision == "bf16-mixed":
+        variants["channels_last_bf16"] = (nhwc, True)
+
+    def run(encoder, bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if training:
+                encoder(images).float().mean().backward()
+            else:
+                with torch.inference_mode():
+                    encoder(images)
+
+    with FlopCounterMode(display=False) as counter:
+        run(plain, False)
+    flops = counter.get_total_flops()
+    times = {name: [] for name in variants}
+    for encoder, bf16 in variants.values():
+        seconds(lambda: run(encoder, bf16), sync)  # warm-up
+    for _ in range(args.repeats):
+        for name, (encoder, bf16) in variants.items():
+            times[name].append(seconds(lambda: run(encoder, bf16), sync))
+    peak = args.peak["gflops"] if device.type == "cpu" else None
+    results = {"encoder": enc_cfg.get("name", enc_cfg["_target_"].rsplit(".", 1)[-1]), "batch_size": batch,
+               "image_side": side, "pass": "forward+backward (training)" if training else "forward (frozen, inference mode)",
+               "gflop": flops / 1e9, "auto_channels_last": hardware.prefers_channels_last(device.type),
+               "bf16": "measured" if "channels_last_bf16" in variants else
+                       f"not measured: no native bf16 on this CPU ({hardware.EMULATED_BF16_SLOWDOWN})"}  # fmt: skip
+    for name, ts in times.items():
+        s_med = statistics.median(ts)
+        r = {"s": s_med, "images_per_s": batch / s_med, "gflops_per_s": flops / 1e9 / s_med}
+        if peak:
+            r["share_of_estimated_fp32_peak"] = r["gflops_per_s"] / peak
+        if name != "contiguous":
+            r["speedup_vs_contiguous"] = statistics.median(c / t for c, t in zip(times["contiguous"], ts))
+        results[name] = r
+        share = f", {r['share_of_estimated_fp32_peak']:.0%} of the estimated fp32 peak" if peak else ""
+        speedup = f", {r['speedup_vs_contiguous']:.2f}x contiguous" if "speedup_vs_contiguous" in r else ""
+        print(f"  {config} encoder {results['encoder']} {results['pass']} batch {batch}: {name} {s_med:.3f} s, "
+              f"{r['gflops_per_s']:.1f} GFLOP/s{share}{speedup}", flush=True)
     return results
 
 
 SECTIONS = {"train": train_section, "decode": decode_section, "data": data_section, "metrics": metrics_section,
-            "scst": scst_section}
+            "scst": scst_section, "encoder": encoder_section}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="shapes,reference", help="shapes, reference or both (comma-separated)")
-    ap.add_argument("--sections", default="train,decode,data,metrics,scst", help=f"any of {', '.join(SECTIONS)}")
+    ap.add_argument("--sections", default="encoder,train,decode,data,metrics,scst", help=f"any of {', '.join(SECTIONS)}")
     ap.add_argument("--decoders", default=",".join(DECODERS), help="the training section's decoders")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--precision", default=None, help="32-true or bf16-mixed (default: 32-true on CPU, bf16-mixed on CUDA)")
@@ -467,6 +565,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="training steps with Captioner.use_torch_compile()")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: checks the harness runs")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    ap.add_argument("--channels-last", default="auto", help="the encoder's memory format in the training and "
+                    "decoding sections, as capgen-train's channels_last setting: auto, true or false")
     ap.add_argument("--out", default="benchmark.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -476,6 +576,10 @@ def main() -> None:
         print(json.dumps(train_step_child(json.loads(args.child))))
         return
     args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
+    try:
+        hardware.parse_channels_last(args.channels_last)
+    except ValueError as e:
+        ap.error(f"--channels-last: {e}")
     if args.quick:
         args.repeats = 1
     configs, sections, args.decoders = args.config.split(","), args.sections.split(","), args.decoders.split(",")
@@ -487,11 +591,20 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is visible")
 
-    results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    machine = hardware.machine()
+    args.peak = fp32_peak(machine)
+    results = {"machine": machine, "estimated_fp32_peak": args.peak, "threads": torch.get_num_threads(),
                "torch": torch.__version__, "device": args.device, "precision": args.precision,
-               "repeats": args.repeats, "quick": args.quick, "compile": args.compile}  # fmt: skip
+               "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
+               "channels_last": args.channels_last}  # fmt: skip
     if args.device == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
+    flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["isa"].items())
+    peak = f"{args.peak['gflops']:.0f} GFLOP/s" if args.peak["gflops"] else "unknown (no clock in /proc/cpuinfo)"
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores; {flags}; torch {machine['torch']} "
+          f"({machine['torch_cpu_capability']}), {machine['threads']} threads; GPU: {machine['gpu'] or 'none'}\n"
+          f"estimated fp32 peak of {args.peak['cores']} cores (an estimate: cores x GHz x FLOPs/cycle from the ISA): {peak}",
+          flush=True)
     for config in configs:
         for section in sections:
             if (section == "metrics" and config != configs[0]) or (section == "scst" and config != "shapes"):

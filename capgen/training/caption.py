@@ -231,7 +231,7 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     paths = find_images(str(cfg.images))
     check_settings(cfg)
     device = resolve_device(cfg.device)
-    module = load_module(cfg.ckpt_path, device)
+    module = load_module(cfg.ckpt_path, device, cfg.get("channels_last", "auto"))
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
     size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))

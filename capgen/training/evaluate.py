@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..atomic import write_atomically
 from ..metrics import default_metrics
 from ..models.decoding import DecodeSettings
+from ..models.hardware import configure_encoder
 from .config import CONF_DIR, command_overrides
 from .decode import command_settings
 from .eval_statistics import corpus_statistics, diversity
@@ -54,11 +55,14 @@ CAPTION_KEYS = ("image_id", "caption", "references", "logprob", "BLEU-4", "CIDEr
                 "Div-2", "mBLEU-4", "self-CIDEr")
 
 
-def load_module(path: str, device: str = "cpu") -> CaptioningModule:
-    """The checkpoint's module in eval mode on `device` (errors name the file and the fix)."""
+def load_module(path: str, device: str = "cpu", channels_last="auto") -> CaptioningModule:
+    """The checkpoint's module in eval mode on `device`, its encoder in the memory format
+    `channels_last` asks for (capgen.models.hardware); errors name the file and the fix."""
     if not path:
         raise ValueError("ckpt_path is not set: give ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-    return CaptioningModule.from_checkpoint(str(path)).to(device).eval()
+    module = CaptioningModule.from_checkpoint(str(path))
+    configure_encoder(module.net.encoder, channels_last, torch.device(device).type)
+    return module.to(device).eval()
 
 
 def resolve_device(device: str) -> str:
@@ -168,7 +172,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         raise ValueError(f"split={cfg.split}: evaluate on val or test")
     device = resolve_device(cfg.device)
     ckpt_path = checkpoint_to_evaluate(cfg)
-    module = load_module(ckpt_path)
+    module = load_module(ckpt_path, device, cfg.get("channels_last", "auto"))
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)

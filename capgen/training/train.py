@@ -18,6 +18,7 @@ from ..data.datamodule import CaptionDataModule
 from ..metrics.captions import METRICS
 from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
+from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
 from .callbacks import BestEpochMetrics, CaptionSamples
 from .hparams import log_final_hparams
 from .init_from import init_checkpoint, load_network
@@ -34,6 +35,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
+    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops here, before any work
+    device_type = "cpu" if trains_on_cpu(cfg) else "cuda"
+    choose_precision(cfg)
 
     net_config = OmegaConf.to_container(cfg.model, resolve=True)
     net_config.pop("module")
@@ -54,6 +58,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if init is not None:
         load_network(net, init)
         log.info("network weights from %s (init_from)", init.path)
+    configure_encoder(net.encoder, cfg.get("channels_last", "auto"), device_type)
     if cfg.get("compile"):
         net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
@@ -89,6 +94,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
     return metrics
+
+
+def trains_on_cpu(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def choose_precision(cfg: DictConfig) -> None:
+    """On the CPU, a bf16 trainer.precision becomes 32-true where the CPU has no native bf16
+    (it would run several times slower; capgen.models.hardware.cpu_precision warns), unless
+    allow_slow_bf16=true. The config is changed in place, so the run's records say what ran."""
+    allow = cfg.get("allow_slow_bf16", False)
+    if not isinstance(allow, bool):
+        raise ValueError(f"allow_slow_bf16={allow!r}: use true or false")
+    if trains_on_cpu(cfg) and cfg.trainer.get("precision") is not None:
+        cfg.trainer.precision = cpu_precision(cfg.trainer.precision, allow)
 
 
 def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:

@@ -38,6 +38,17 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         for form in ("raw", "image_cache", "feature_cache"):
             assert all(_positive(r[config]["data"][f"{form}_workers{w}_images_per_s"]) for w in (0, 1, 2))
     assert _positive(r["reference"]["decode"]["images_to_captions"]["beam3_batch_captions_per_s"])
+    # the machine it ran on, and the encoder's speed against an estimated peak
+    assert set(r["machine"]["isa"]) in ({"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"}, {"asimd", "sve", "bf16"})
+    assert r["machine"]["cpu"] and r["machine"]["threads"] >= 1 and r["machine"]["gpu"] is None
+    assert r["estimated_fp32_peak"]["estimate"] is True
+    assert "machine: " in run.stdout and "estimated fp32 peak" in run.stdout
+    for config in ("shapes", "reference"):
+        enc = r[config]["encoder"]
+        assert enc["gflop"] > 0 and _positive(enc["contiguous"]["gflops_per_s"])
+        assert _positive(enc["channels_last"]["speedup_vs_contiguous"])
+        if r["estimated_fp32_peak"]["gflops"]:
+            assert 0 < enc["channels_last"]["share_of_estimated_fp32_peak"] < 1
     assert _positive(r["shapes"]["metrics"]["val_metrics_s"]) and "metrics" not in r["reference"]
     sc = r["shapes"]["scst"]
     assert all(_positive(sc[k]) for k in ("xe_step_s", "scst_step_s", "scst_over_xe", "reward_per_320_captions_s",
