@@ -22,9 +22,12 @@ from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, Scenes, def
 from ..metrics.captions import METRICS
 from ..models.captioner import Captioner, build_captioner
 from ..models.losses import caption_loss, doubly_stochastic, token_losses
+from ..models.scheduled_sampling import sampled_forward, sampling_probability
+from ..models.word_vectors import load_word_vectors
 from ..vocab import Vocabulary
 from . import compat
 from .checkpoint import read_checkpoint, stamp
+from .recipes import check_recipe, lr_scheduler
 
 
 def check_optimisation(lr: float, encoder_lr: float | None, weight_decay: float, warmup_steps: int, alpha_c: float) -> None:
@@ -50,7 +53,7 @@ class CaptioningModule(L.LightningModule):
         lr: float = 2e-3,
         encoder_lr: float | None = None,
         weight_decay: float = 0.0,
-        scheduler: Literal["none", "cosine"] = "cosine",
+        scheduler: Literal["none", "cosine", "step", "plateau"] = "cosine",
         warmup_steps: int = 100,
         alpha_c: float = 1.0,
         beam_size: int = 1,
@@ -60,15 +63,34 @@ class CaptioningModule(L.LightningModule):
         val_metrics: Sequence[str] = ("BLEU", "CIDEr"),
         test_metrics: Sequence[str] | None = None,
         tokenizer: str = "python",
+        lr_decay: float = 0.1,
+        lr_step_epochs: int = 10,
+        lr_patience: int = 2,
+        monitor: str = "val/CIDEr",
+        monitor_mode: Literal["max", "min"] = "max",
+        label_smoothing: float = 0.0,
+        scheduled_sampling: float = 0.0,
+        scheduled_sampling_start: int = 0,
+        scheduled_sampling_ramp: int = 1,
+        word_vectors: str | None = None,
+        freeze_word_vectors: bool = False,
     ):
         """val_metrics are computed every epoch, so they are the cheap ones; test_metrics
         default to every score that can run here (capgen.metrics.default_metrics). tokenizer:
         "python" (capgen's, token for token equal to the official one on real captions and
-        no JVM start per evaluation), "java" (the official PTBTokenizer) or "auto"."""
+        no JVM start per evaluation), "java" (the official PTBTokenizer) or "auto".
+
+        Recipe options (defaults: off): scheduler step/plateau with lr_decay, lr_step_epochs,
+        lr_patience and the run's monitor/monitor_mode (capgen.training.recipes);
+        label_smoothing of the training cross-entropy (val/loss stays the plain one);
+        scheduled_sampling, the highest probability of feeding the model's own previous word,
+        reached linearly over scheduled_sampling_ramp epochs from epoch scheduled_sampling_start
+        (capgen.models.scheduled_sampling); word_vectors, a GloVe-format file for the decoder's
+        word embedding, frozen or fine-tuned (capgen.models.word_vectors)."""
         super().__init__()
-        if scheduler not in ("none", "cosine"):
-            raise ValueError(f"model.module.scheduler={scheduler!r}: use none or cosine")
         check_optimisation(lr, encoder_lr, weight_decay, warmup_steps, alpha_c)
+        check_recipe(scheduler, lr_decay, lr_step_epochs, lr_patience, monitor_mode, label_smoothing, scheduled_sampling,
+                     scheduled_sampling_start, scheduled_sampling_ramp)
         for name, chosen in (("val_metrics", val_metrics), ("test_metrics", test_metrics or ())):
             unknown = [m for m in chosen if m not in METRICS]
             if unknown:
@@ -136,10 +158,29 @@ class CaptioningModule(L.LightningModule):
         return module
 
     # ----- training ---------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Before a resumed run's checkpoint is restored (it then overwrites the vectors) and
+        # before the optimizer is made (which leaves out a frozen table).
+        if stage == "fit" and self.hparams.word_vectors:
+            load_word_vectors(self.net.decoder.embed, self.hparams.word_vectors, self.vocab,
+                              self.hparams.freeze_word_vectors)
+
+    def sampling_probability(self) -> float:
+        """Scheduled sampling's probability in the current epoch (0: teacher forcing)."""
+        hp = self.hparams
+        return sampling_probability(self.current_epoch, hp.scheduled_sampling, hp.scheduled_sampling_start,
+                                    hp.scheduled_sampling_ramp)
+
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
-        logits, alphas = self.net(batch.images, inputs)
-        xent = caption_loss(logits, targets, self.vocab.pad_id)
+        p = self.sampling_probability() if self.training else 0.0
+        if p > 0:
+            logits, alphas = sampled_forward(self.net, batch.images, inputs, p, self.vocab.start_id)
+            if compat.attached_trainer(self) is not None:
+                self.log("train/sampling_prob", p, batch_size=len(batch.images))
+        else:
+            logits, alphas = self.net(batch.images, inputs)  # teacher forcing, the decoders' fast path
+        xent = caption_loss(logits, targets, self.vocab.pad_id, self.hparams.label_smoothing)
         if alphas is None or self.hparams.alpha_c == 0:
             return xent, xent
         reg = doubly_stochastic(alphas, targets != self.vocab.pad_id)
@@ -219,16 +260,6 @@ class CaptioningModule(L.LightningModule):
         ]
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
-            return optimizer
-        total = self.trainer.estimated_stepping_batches
-        warmup = min(hp.warmup_steps, max(total - 1, 0))
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine to zero
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        total = self.trainer.estimated_stepping_batches if hp.scheduler == "cosine" else None
+        scheduler = lr_scheduler(optimizer, hp, total)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
