@@ -80,7 +80,7 @@ _KEEPS_PERIOD = set(
 
 
 def _plain_words(text: str) -> list[str] | None:
-    # Vocabularies tokenize every training caption (570k for COCO), so this path is kept
+    # A vocabulary tokenizes every caption of the train split (570k for COCO), so this path is kept
     # to a regex test and a few str methods: _PLAIN admits only ASCII letters, spaces,
     # commas and one final period, so the words are the runs between those.
     if not _PLAIN.fullmatch(text):
