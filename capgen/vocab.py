@@ -37,7 +37,9 @@ class Vocabulary:
     @classmethod
     def build(cls, captions: Iterable[str], min_freq: int = 1, max_len: int = 20) -> Vocabulary:
         """Words seen at least `min_freq` times, most frequent first (ties alphabetical)."""
-        counts = Counter(w for c in captions for w in tokenize(c)[:max_len])
+        counts: Counter[str] = Counter()
+        for c in captions:
+            counts.update(tokenize(c)[:max_len])  # counted in C, a caption at a time
         kept = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
         return cls(list(SPECIALS) + kept, max_len=max_len)
 

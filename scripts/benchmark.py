@@ -5,6 +5,7 @@ the default shapes configuration and the reference Show-Attend-Tell configuratio
     python scripts/benchmark.py --config reference --sections train,decode
     python scripts/benchmark.py --device cuda                 # on a GPU, bf16-mixed
     python scripts/benchmark.py --quick                       # a smoke run: tiny sizes, 1 repeat
+    python scripts/benchmark.py --sections startup            # start-up at COCO scale (not in the default set)
 
 Prints tables and writes every number to --out (JSON).
 
@@ -50,6 +51,13 @@ Sections
            channels_last (and bf16 autocast where the CPU has native bf16, or when asked for with
            --precision bf16-mixed) in alternating pairs: seconds, GFLOP/s (FLOPs counted by
            torch.utils.flop_counter) and the share of an ESTIMATED fp32 peak (below).
+  startup  start-up at COCO scale (once, independent of --config): a synthetic Karpathy-sized
+           COCO in a temporary folder (123,287 images, 619,489 captions of 8-16 words from a
+           12k-word Zipfian vocabulary; image files are hard links to 4 JPEGs), then, each in
+           a fresh process, the seconds of indexing the three splits, building the
+           vocabulary, the references of val and test and the training loader; and the
+           whole `capgen-train data=coco2014 debug=fast` from its launch to its first
+           training step, and to its end (--quick: 1,200 images).
 
 Every timing is the median of --repeats runs after one warm-up run.
 
@@ -66,6 +74,7 @@ import argparse
 import copy
 import functools
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -75,6 +84,7 @@ import time
 from pathlib import Path
 
 import hydra
+import lightning as L
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
@@ -464,6 +474,9 @@ def scst_section(config: str, args) -> dict:
     print(f"  shapes scst: XE step {results['xe_step_s']:.3f} s, SCST step {results['scst_step_s']:.3f} s "
           f"({results['scst_over_xe']:.2f}x), reward {results['reward_per_320_captions_s'] * 1e3:.1f} ms per 320 "
           f"captions ({100 * results['reward_share_of_scst_step']:.1f}% of the SCST step)", flush=True)
+    return results
+
+
 # ----- encoder ----------------------------------------------------------------------------
 def cpu_ghz() -> float | None:
     """The clock /proc/cpuinfo states (in most VMs the nominal one); None where it says none."""
@@ -550,8 +563,141 @@ def encoder_section(config: str, args) -> dict:
     return results
 
 
+# ----- start-up at COCO scale -------------------------------------------------------------
+# Karpathy's COCO: 113,287 train+restval, 5,000 val and 5,000 test images, 616,767 captions in
+# the real file; the synthetic one has the issue's 619,489.
+COCO_SCALE = {"images": 123_287, "captions": 619_489, "restval": 30_504, "val": 5000, "test": 5000, "words": 12_000}
+QUICK_SCALE = {"images": 1200, "captions": 6030, "restval": 300, "val": 100, "test": 100, "words": 2000}
+
+
+def write_synthetic_coco(root: Path, images: int, captions: int, restval: int, val: int, test: int, words: int,
+                         jpegs: int = 4, seed: int = 0) -> None:
+    """COCO 2014's layout with a Karpathy split file of the given size: captions of 8-16 words
+    drawn from a Zipfian vocabulary (word k with probability proportional to 1/k), written as
+    real captions are ("A man riding ... ."), with Karpathy's "tokens" beside each; the image
+    files are hard links to `jpegs` 640x480 JPEGs, one name per image in train2014/ or val2014/."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocabulary: dict[str, None] = {}
+    while len(vocabulary) < words:
+        vocabulary["".join(rng.choice(letters, int(rng.integers(2, 10))))] = None
+    words_by_rank = np.array(list(vocabulary), dtype=object)
+    zipf = 1.0 / np.arange(1, words + 1)
+    per_image = np.full(images, captions // images)
+    per_image[rng.choice(images, captions - int(per_image.sum()), replace=False)] += 1  # 5 or 6 each
+    lengths = rng.integers(8, 17, captions)
+    drawn = words_by_rank[rng.choice(words, int(lengths.sum()), p=zipf / zipf.sum())]
+    root.mkdir(parents=True)
+    originals = []
+    for k in range(jpegs):
+        originals.append(root / f"original{k}.jpg")
+        Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(originals[-1], quality=90)
+    for part in ("train2014", "val2014"):
+        (root / part).mkdir(parents=True)
+    n_train = images - restval - val - test
+    entries, word, caption = [], 0, 0
+    for i in range(images):
+        split = ("train" if i < n_train else "restval" if i < n_train + restval
+                 else "val" if i < n_train + restval + val else "test")  # fmt: skip
+        part = "train2014" if split == "train" else "val2014"
+        cocoid = 9 + 7 * i
+        name = f"COCO_{part}_{cocoid:012d}.jpg"
+        os.link(originals[i % jpegs], root / part / name)
+        sentences = []
+        for _ in range(per_image[i]):
+            tokens = drawn[word : word + lengths[caption]].tolist()
+            word, caption = word + lengths[caption], caption + 1
+            sentences.append({"tokens": tokens, "raw": " ".join(tokens).capitalize() + ".", "imgid": i, "sentid": caption - 1})
+        entries.append({"filepath": part, "sentids": [x["sentid"] for x in sentences], "filename": name, "imgid": i,
+                        "split": split, "sentences": sentences, "cocoid": cocoid})
+    (root / "dataset_coco.json").write_text(json.dumps({"images": entries, "dataset": "coco"}))
+
+
+def startup_child(root: str) -> dict:
+    """Seconds of each start-up phase of a coco2014 run, in this fresh process: what
+    capgen.training.train does before fitting, phase by phase."""
+    from capgen.data.karpathy import Coco2014Source
+
+    factory = functools.partial(Coco2014Source, root=root, karpathy_json="dataset_coco.json", image_size=256)
+    dm = CaptionDataModule(source=factory, batch_size=8, min_freq=5, max_len=16)
+    out = {}
+    for split in ("train", "val", "test"):
+        out[f"index_{split}_s"] = seconds(lambda: dm.source(split))
+    out["vocabulary_s"] = seconds(lambda: dm.vocab)
+    out["references_s"] = seconds(lambda: (dm.references("val"), dm.references("test")))
+    out["train_loader_s"] = seconds(dm.train_dataloader)
+    out["index_s"] = sum(out[f"index_{s}_s"] for s in ("train", "val", "test"))
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["vocabulary_words"], out["train_images"] = len(dm.vocab), len(dm.source("train"))
+    return out
+
+
+class FirstStepTime(L.Callback):
+    """Added to the timed capgen-train (+callbacks.first_step=...): writes the time the first
+    training step starts to the file $CAPGEN_BENCH_FIRST_STEP."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        path = Path(os.environ["CAPGEN_BENCH_FIRST_STEP"])
+        if not path.exists():
+            path.write_text(repr(time.time()))
+
+
+def _timed_train(root: Path, out: Path, quick: bool) -> dict:
+    """The whole capgen-train command: launch to first training step, launch to exit, peak RSS."""
+    first = out.with_suffix(".first_step")
+    overrides = ["data=coco2014", "debug=fast", f"data.root={root}", f"hydra.run.dir={out}",
+                 "+callbacks.first_step._target_=benchmark.FirstStepTime"]
+    if quick:  # the harness only: small images, one batch of validation and test
+        overrides += ["data.source.image_size=64", "trainer.limit_val_batches=1", "test=false"]
+    env = {**os.environ, "CAPGEN_BENCH_FIRST_STEP": str(first),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)}
+    launched = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "capgen.cli.train", *overrides], env=env, cwd=out.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    ended = time.time()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or not first.exists():
+        raise RuntimeError(f"capgen-train failed ({proc.returncode}):\n{err[-3000:]}")
+    return {"to_first_step_s": float(first.read_text()) - launched, "end_to_end_s": ended - launched,
+            "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def startup_section(config: str, args) -> dict:
+    scale = QUICK_SCALE if args.quick else COCO_SCALE
+    repeats = 1 if args.quick else min(args.repeats, 3)
+    results: dict = {"scale": scale, "repeats": repeats, "load_average": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "coco2014"
+        # Written by a child process: a child's peak RSS counts its parent's at the fork, and
+        # building the file takes more memory than any start-up.
+        fixture = [sys.executable, __file__, "--startup-fixture", json.dumps({"root": str(root), **scale})]
+        results["fixture_s"] = seconds(lambda: subprocess.run(fixture, check=True))
+        print(f"  synthetic COCO ({scale['images']} images, {scale['captions']} captions) written in "
+              f"{results['fixture_s']:.1f} s", flush=True)
+        phases = []
+        for _ in range(repeats):
+            run = subprocess.run([sys.executable, __file__, "--startup-child", str(root)], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"start-up child failed:\n{run.stderr[-3000:]}")
+            phases.append(json.loads(run.stdout.strip().splitlines()[-1]))
+            # What capgen-train imports (torch, Lightning, Hydra, torchvision, ...), in a process that does only that.
+            phases[-1]["imports_s"] = seconds(lambda: subprocess.run([sys.executable, "-c", "import capgen.cli.train"],
+                                                                     check=True))
+        results["phases"] = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
+        print("  phases (median): " + ", ".join(f"{k} {v:.2f}" for k, v in results["phases"].items()), flush=True)
+        runs = [_timed_train(root, Path(tmp) / f"run{k}", args.quick) for k in range(repeats)]
+        results["train_command"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        results["train_command_runs"] = runs
+        print("  capgen-train data=coco2014 debug=fast (median): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in results["train_command"].items()), flush=True)
+    results["load_average_after"] = os.getloadavg()
+    return results
+
+
 SECTIONS = {"train": train_section, "decode": decode_section, "data": data_section, "metrics": metrics_section,
-            "scst": scst_section, "encoder": encoder_section}
+            "scst": scst_section, "encoder": encoder_section, "startup": startup_section}
 
 
 def main() -> None:
@@ -569,11 +715,20 @@ def main() -> None:
                     "decoding sections, as capgen-train's channels_last setting: auto, true or false")
     ap.add_argument("--out", default="benchmark.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--startup-child", help=argparse.SUPPRESS)
+    ap.add_argument("--startup-fixture", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.child:  # one training-step measurement, for the parent process
         print(json.dumps(train_step_child(json.loads(args.child))))
+        return
+    if args.startup_child:  # one measurement of the start-up phases, in a fresh process
+        print(json.dumps(startup_child(args.startup_child)))
+        return
+    if args.startup_fixture:  # the synthetic COCO, written apart from the measuring process
+        spec = json.loads(args.startup_fixture)
+        write_synthetic_coco(Path(spec.pop("root")), **spec)
         return
     args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
     try:
@@ -607,8 +762,8 @@ def main() -> None:
           flush=True)
     for config in configs:
         for section in sections:
-            if (section == "metrics" and config != configs[0]) or (section == "scst" and config != "shapes"):
-                continue  # scoring does not depend on the model: measured once; SCST: on shapes
+            if (section in ("metrics", "startup") and config != configs[0]) or (section == "scst" and config != "shapes"):
+                continue  # scoring and start-up do not depend on the model: measured once; SCST: on shapes
             print(f"[{config} / {section}]", flush=True)
             results.setdefault(config, {})[section] = SECTIONS[section](config, args)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -162,7 +162,11 @@ def register() -> None:
     for name, node in decode_nodes().items():
         store.store(group="decode", name=name, node=node)
     # net, vocab, net_config: built by capgen.training.train; vocab, encoder: handed over by it.
-    store.store(group="model/module", name="captioning", node=signature_node(CaptioningModule, ("net", "vocab", "net_config")))
+    # The run's monitor drives the plateau schedule too (oc.select: configs without a top-level
+    # monitor, such as capgen-prepare's, still resolve).
+    module = {**signature_node(CaptioningModule, ("net", "vocab", "net_config")),
+              "monitor": "${oc.select:monitor,val/CIDEr}", "monitor_mode": "${oc.select:monitor_mode,max}"}
+    store.store(group="model/module", name="captioning", node=module)
     store.store(group="data", name="_datamodule", node={**signature_node(CaptionDataModule, ("vocab", "encoder")), "seed": "${seed}"})
     for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.launch_time", launch_time),
                      ("capgen.slurm_tasks", slurm_tasks),

@@ -28,10 +28,13 @@ from ..models import scst
 from ..models.captioner import Captioner, build_captioner
 from ..models.decoding import DecodeResult, DecodeSettings, NBestResult, first_captions
 from ..models.losses import caption_loss, doubly_stochastic, token_losses
+from ..models.scheduled_sampling import sampled_forward, sampling_probability
+from ..models.word_vectors import load_word_vectors
 from ..vocab import Vocabulary
 from . import compat
 from .checkpoint import read_checkpoint, stamp
 from .decode import upgrade_hparams
+from .recipes import check_recipe, lr_scheduler
 
 # The default decoding: greedy every epoch (cheap), a beam of 3 for the test.
 VAL_DECODE = DecodeSettings()
@@ -61,7 +64,7 @@ class CaptioningModule(L.LightningModule):
         lr: float = 2e-3,
         encoder_lr: float | None = None,
         weight_decay: float = 0.0,
-        scheduler: Literal["none", "cosine"] = "cosine",
+        scheduler: Literal["none", "cosine", "step", "plateau"] = "cosine",
         warmup_steps: int = 100,
         alpha_c: float = 1.0,
         val_decode: Mapping[str, Any] | DecodeSettings = VAL_DECODE,
@@ -75,6 +78,17 @@ class CaptioningModule(L.LightningModule):
         scst_max_len: int | None = None,
         scst_from_epoch: int = 0,
         scst_lr: float = 5e-5,
+        lr_decay: float = 0.1,
+        lr_step_epochs: int = 10,
+        lr_patience: int = 2,
+        monitor: str = "val/CIDEr",
+        monitor_mode: Literal["max", "min"] = "max",
+        label_smoothing: float = 0.0,
+        scheduled_sampling: float = 0.0,
+        scheduled_sampling_start: int = 0,
+        scheduled_sampling_ramp: int = 1,
+        word_vectors: str | None = None,
+        freeze_word_vectors: bool = False,
     ):
         """val_decode and test_decode: how validation (greedy by default, cheap every epoch)
         and the test (beam 3) decode, as DecodeSettings or their keys (missing ones at their
@@ -92,10 +106,16 @@ class CaptioningModule(L.LightningModule):
         the image's other samples; greedy: its greedy caption). The SCST epochs run at the
         constant learning rate `scst_lr` (every parameter group's rate scaled by scst_lr / lr,
         so the encoder keeps its ratio); the epochs before them follow `scheduler` as a run
-        of scst_from_epoch epochs would."""
+        of scst_from_epoch epochs would.
+
+        Recipe options (defaults: off): scheduler step/plateau with lr_decay, lr_step_epochs,
+        lr_patience and the run's monitor/monitor_mode (capgen.training.recipes);
+        label_smoothing of the training cross-entropy (val/loss stays the plain one);
+        scheduled_sampling, the highest probability of feeding the model's own previous word,
+        reached linearly over scheduled_sampling_ramp epochs from epoch scheduled_sampling_start
+        (capgen.models.scheduled_sampling); word_vectors, a GloVe-format file for the decoder's
+        word embedding, frozen or fine-tuned (capgen.models.word_vectors)."""
         super().__init__()
-        if scheduler not in ("none", "cosine"):
-            raise ValueError(f"model.module.scheduler={scheduler!r}: use none or cosine")
         if objective not in ("xe", "scst"):
             raise ValueError(f"model.module.objective={objective!r}: use xe (cross-entropy) or scst (self-critical)")
         scst.check_settings(scst_samples, scst_baseline, scst_max_len)
@@ -105,7 +125,12 @@ class CaptioningModule(L.LightningModule):
         if not isinstance(scst_lr, (int, float)) or not scst_lr > 0:
             raise ValueError(f"model.module.scst_lr={scst_lr!r}: the learning rate of the self-critical epochs, a "
                              "positive number (5e-5 in the reference recipe)")
+        if objective == "scst" and scheduler in ("step", "plateau"):
+            raise ValueError(f"model.module.scheduler={scheduler}: the self-critical epochs (objective=scst) run at the "
+                             "constant model.module.scst_lr; use scheduler=cosine or none for the epochs before them")
         check_optimisation(lr, encoder_lr, weight_decay, warmup_steps, alpha_c)
+        check_recipe(scheduler, lr_decay, lr_step_epochs, lr_patience, monitor_mode, label_smoothing, scheduled_sampling,
+                     scheduled_sampling_start, scheduled_sampling_ramp)
         for name, chosen in (("val_metrics", val_metrics), ("test_metrics", test_metrics or ())):
             unknown = [m for m in chosen if m not in METRICS]
             if unknown:
@@ -188,10 +213,29 @@ class CaptioningModule(L.LightningModule):
         return module
 
     # ----- training ---------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Before a resumed run's checkpoint is restored (it then overwrites the vectors) and
+        # before the optimizer is made (which leaves out a frozen table).
+        if stage == "fit" and self.hparams.word_vectors:
+            load_word_vectors(self.net.decoder.embed, self.hparams.word_vectors, self.vocab,
+                              self.hparams.freeze_word_vectors)
+
+    def sampling_probability(self) -> float:
+        """Scheduled sampling's probability in the current epoch (0: teacher forcing)."""
+        hp = self.hparams
+        return sampling_probability(self.current_epoch, hp.scheduled_sampling, hp.scheduled_sampling_start,
+                                    hp.scheduled_sampling_ramp)
+
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
-        logits, alphas = self.net(batch.images, inputs)
-        xent = caption_loss(logits, targets, self.vocab.pad_id)
+        p = self.sampling_probability() if self.training else 0.0
+        if p > 0:
+            logits, alphas = sampled_forward(self.net, batch.images, inputs, p, self.vocab.start_id)
+            if compat.attached_trainer(self) is not None:
+                self.log("train/sampling_prob", p, batch_size=len(batch.images))
+        else:
+            logits, alphas = self.net(batch.images, inputs)  # teacher forcing, the decoders' fast path
+        xent = caption_loss(logits, targets, self.vocab.pad_id, self.hparams.label_smoothing)
         if alphas is None or self.hparams.alpha_c == 0:
             return xent, xent
         reg = doubly_stochastic(alphas, targets != self.vocab.pad_id)
@@ -320,13 +364,13 @@ class CaptioningModule(L.LightningModule):
         ]
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none" and not self.uses_scst:
-            return optimizer
-        total = self.trainer.estimated_stepping_batches
-        scst_from = math.inf  # the first self-critical step
-        if self.uses_scst:  # the schedule spans the cross-entropy epochs only
-            per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
-            scst_from = total = hp.scst_from_epoch * per_epoch
+        if not self.uses_scst:
+            total = self.trainer.estimated_stepping_batches if hp.scheduler == "cosine" else None
+            scheduler = lr_scheduler(optimizer, hp, total)
+            return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        # SCST: the schedule (cosine or none) spans the cross-entropy epochs only, then scst_lr holds.
+        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        scst_from = total = hp.scst_from_epoch * per_epoch  # the first self-critical step
         warmup = min(hp.warmup_steps, max(total - 1, 0))
 
         def factor(step: int) -> float:  # linear warm-up, then cosine to zero; SCST: constant scst_lr

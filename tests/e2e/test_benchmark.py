@@ -59,3 +59,19 @@ def test_quick_benchmark_writes_every_section(tmp_path):
 def test_unknown_options_are_clear_errors(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), "--sections", "trian"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2 and "--sections: unknown ['trian']" in run.stderr
+
+
+def test_quick_startup_section_times_each_phase_and_the_train_command(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--sections", "startup", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())["shapes"]["startup"]
+    assert r["scale"]["images"] == 1200 and r["scale"]["captions"] == 6030
+    phases = r["phases"]
+    for key in ("index_train_s", "index_val_s", "index_test_s", "vocabulary_s", "references_s", "train_loader_s", "imports_s",
+                "peak_rss_mb"):
+        assert isinstance(phases[key], float) and phases[key] >= 0, key
+    assert phases["train_images"] == 1200 - 100 - 100  # train + restval of the synthetic Karpathy file
+    command = r["train_command"]
+    assert 0 < command["to_first_step_s"] < command["end_to_end_s"] and _positive(command["peak_rss_mb"])
