@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .atomic import write_atomically
 from .tokenizer import tokenize
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
@@ -36,7 +37,9 @@ class Vocabulary:
     @classmethod
     def build(cls, captions: Iterable[str], min_freq: int = 1, max_len: int = 20) -> Vocabulary:
         """Words seen at least `min_freq` times, most frequent first (ties alphabetical)."""
-        counts = Counter(w for c in captions for w in tokenize(c)[:max_len])
+        counts: Counter[str] = Counter()
+        for c in captions:
+            counts.update(tokenize(c)[:max_len])  # counted in C, a caption at a time
         kept = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
         return cls(list(SPECIALS) + kept, max_len=max_len)
 
@@ -82,7 +85,8 @@ class Vocabulary:
             raise ValueError(f"{source}: not a consistent capgen vocabulary: {e}; {fix}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=0))
+        """Written whole or not at all (capgen.atomic): a run killed while saving keeps its file readable."""
+        write_atomically(Path(path), json.dumps(self.to_dict(), indent=0).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:

@@ -5,6 +5,7 @@ the default shapes configuration and the reference Show-Attend-Tell configuratio
     python scripts/benchmark.py --config reference --sections train,decode
     python scripts/benchmark.py --device cuda                 # on a GPU, bf16-mixed
     python scripts/benchmark.py --quick                       # a smoke run: tiny sizes, 1 repeat
+    python scripts/benchmark.py --sections startup            # start-up at COCO scale (not in the default set)
 
 Prints tables and writes every number to --out (JSON).
 
@@ -25,13 +26,17 @@ Sections
            tutorial's fine-tuning). Each runs in a fresh child process, so its peak memory
            (max RSS on CPU, max allocated on CUDA) is its own.
   decode   captions/s of greedy, beam 3 and beam 5 from encoder features at several batch
-           sizes; the batch decoded at once vs one image at a time; and for the reference,
+           sizes; the batch decoded at once vs one image at a time; images/s of the other
+           decoding controls (beam 3 keeping its 3 best, beam 3 with min length, no repeated
+           bigram and no <unk>, diverse beam 6 in 3 groups, 5 samples with top-p 0.9) at the
+           largest batch; and for the reference,
            images to captions including the encoder. Shapes: the attention model trained
            100 steps so that it ends its captions as a trained one does. Reference: untrained,
            as the quoted figures were, so no caption ends: every one runs to 50 words.
-  data     training-epoch images/s through the DataLoader from raw images (shapes: generated;
-           reference: 640x480 JPEGs in COCO's layout, decoded and resized to 256), from the
-           image cache and from the feature cache, with 0 and more workers.
+  data     training-epoch images/s through the DataLoader from raw images (shapes: generated,
+           and after the warm-up epoch kept in memory by the source; reference: 640x480 JPEGs in
+           COCO's layout, decoded and resized to 256), from the image cache and from the feature
+           cache, with 0 and more workers.
   metrics  seconds to score 5,000 images with the validation metrics (BLEU, CIDEr-D, capgen's
            tokenizer), shapes captions against 4 references each (once, under the first
            configuration: scoring does not depend on the model).
@@ -41,16 +46,35 @@ Sections
            and the reward alone for the step's 320 sampled captions, with document frequencies
            from the 10,000 training images. The attention model trained 100 steps, as in
            decode, so its samples end as a trained model's do.
+  encoder  the encoder alone as training runs it (shapes: the SmallCNN forward and backward;
+           reference: ResNet-101's frozen forward in inference mode), contiguous against
+           channels_last (and bf16 autocast where the CPU has native bf16, or when asked for with
+           --precision bf16-mixed) in alternating pairs: seconds, GFLOP/s (FLOPs counted by
+           torch.utils.flop_counter) and the share of an ESTIMATED fp32 peak (below).
+  startup  start-up at COCO scale (once, independent of --config): a synthetic Karpathy-sized
+           COCO in a temporary folder (123,287 images, 619,489 captions of 8-16 words from a
+           12k-word Zipfian vocabulary; image files are hard links to 4 JPEGs), then, each in
+           a fresh process, the seconds of indexing the three splits, building the
+           vocabulary, the references of val and test and the training loader; and the
+           whole `capgen-train data=coco2014 debug=fast` from its launch to its first
+           training step, and to its end (--quick: 1,200 images).
 
 Every timing is the median of --repeats runs after one warm-up run.
+
+The machine is printed first and written under "machine": CPU model, the ISA flags that decide
+fp32 and bf16 speed (avx2, fma, avx512f, avx512_bf16, amx_bf16), torch threads, GPU. The fp32
+peak is an estimate, not a measurement: threads (at most the cores) x clock (/proc/cpuinfo's
+"cpu MHz", the nominal clock in most VMs) x fp32 FLOPs per cycle and core from the ISA, 64 with
+AVX-512 and 32 with AVX2 + FMA (two FMA units of 16 or 8 lanes, 2 FLOPs each), 16 with AVX.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
-import platform
+import os
 import resource
 import statistics
 import subprocess
@@ -60,6 +84,7 @@ import time
 from pathlib import Path
 
 import hydra
+import lightning as L
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
@@ -73,7 +98,8 @@ from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
 from capgen.metrics import score_captions
 from capgen.metrics.cider_reward import CiderDReward
-from capgen.models import build_captioner, scst
+from capgen.models import build_captioner, hardware, scst
+from capgen.models.decoding import DecodeSettings
 from capgen.training import config as capgen_config
 from capgen.training.module import CaptioningModule
 from capgen.vocab import SPECIALS, Vocabulary
@@ -155,6 +181,7 @@ def train_step_child(spec: dict) -> dict:
     cfg = model_config(spec["config"], spec["decoder"], spec["mode"], spec["quick"])
     torch.manual_seed(0)
     net = build_captioner(cfg, len(vocab))
+    hardware.configure_encoder(net.encoder, spec["channels_last"], device.type)  # as capgen-train does
     if spec.get("compile"):
         net.use_torch_compile()
     # the optimiser without its schedule: a schedule needs a Trainer and costs nothing per step
@@ -194,7 +221,8 @@ def train_section(config: str, args) -> dict:
             if config == "shapes" and mode == "frozen":
                 continue  # the SmallCNN is trained with its decoder: finetune is the default
             spec = {"config": config, "decoder": decoder, "mode": mode, "batch_size": batch_size, "device": args.device,
-                    "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile}
+                    "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
+                    "channels_last": args.channels_last}
             threads = [] if args.threads is None else ["--threads", str(args.threads)]
             run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec), *threads], capture_output=True, text=True)
             if run.returncode != 0:
@@ -256,6 +284,7 @@ def decode_section(config: str, args) -> dict:
         vocab = reference_vocab(100 if args.quick else 10_000)
         torch.manual_seed(0)
         net = build_captioner(model_config("reference", "attn", quick=args.quick), len(vocab)).eval()
+        hardware.configure_encoder(net.encoder, args.channels_last, device.type)  # as capgen-caption does
         n = 4 if args.quick else 32
         images = torch.randint(0, 256, (n, 3, 64 if args.quick else 256, 64 if args.quick else 256), dtype=torch.uint8)
         max_len, sizes, n_one = (8 if args.quick else 50), ((1, 4) if args.quick else (1, 8, 32)), (2 if args.quick else 4)
@@ -297,6 +326,20 @@ def decode_section(config: str, args) -> dict:
                   "mean_caption_tokens": (tokens != 0).sum(1).float().mean().item()})
         results[name] = r
         print(f"  {config} decode {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if isinstance(v, float)), flush=True)
+    # The other decoding controls (capgen.models.decoding.decode), at the largest batch: images/s.
+    b = sizes[-1]
+    for name, settings in (("beam3_nbest3", DecodeSettings(method="beam", beam_size=3, n_best=3)),
+                           ("beam3_constrained", DecodeSettings(method="beam", beam_size=3, min_len=3,
+                                                                no_repeat_ngram_size=2, suppress_unk=True)),
+                           ("diverse_beam6_groups3", DecodeSettings(method="diverse_beam", beam_size=6, groups=3,
+                                                                    diversity_strength=0.5)),
+                           ("sample5_top_p0.9", DecodeSettings(method="sample", n_best=5, top_p=0.9))):
+        def decode(settings=settings):
+            with _autocast(device, args.precision):
+                return net.decode(feats[:b], settings, vocab.start_id, vocab.end_id, vocab.unk_id, max_len)
+
+        results[name] = {f"batch{b}_images_per_s": b / median_seconds(decode, repeats, sync), "settings": settings.describe()}
+        print(f"  {config} decode {name}: {results[name]}", flush=True)
     if config == "reference":  # images -> captions, the encoder included, beam 3
         end_to_end = median_seconds(lambda: generate(images, 3), repeats, sync)
         one = median_seconds(lambda: [generate(images[i : i + 1], 3) for i in range(n_one)], repeats, sync)
@@ -434,14 +477,233 @@ def scst_section(config: str, args) -> dict:
     return results
 
 
+# ----- encoder ----------------------------------------------------------------------------
+def cpu_ghz() -> float | None:
+    """The clock /proc/cpuinfo states (in most VMs the nominal one); None where it says none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+    except OSError:
+        return None
+    return mhz[0] / 1000 if mhz else None
+
+
+def fp32_flops_per_cycle(isa: dict) -> int:
+    """Per core: two FMA units of 16 (AVX-512) or 8 (AVX2) fp32 lanes, 2 FLOPs per FMA."""
+    if isa.get("avx512f"):
+        return 64
+    if isa.get("avx2") and isa.get("fma"):
+        return 32
+    return 16  # AVX without FMA, or not x86: a guess
+
+
+def fp32_peak(machine: dict) -> dict:
+    """An ESTIMATE of the fp32 peak of the threads torch uses (see the module docstring)."""
+    ghz, per_cycle = cpu_ghz(), fp32_flops_per_cycle(machine["isa"])
+    cores = min(machine["threads"], machine["cores"] or machine["threads"])
+    gflops = cores * ghz * per_cycle if ghz else None
+    return {"estimate": True, "cores": cores, "ghz": ghz, "flops_per_cycle_per_core": per_cycle, "gflops": gflops}
+
+
+def encoder_section(config: str, args) -> dict:
+    """The encoder alone: contiguous vs channels_last (vs bf16), alternating pairs, GFLOP/s."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = torch.device(args.device)
+    sync = _sync(device)
+    training = config == "shapes"  # the SmallCNN trains with its decoder; ResNet-101 is frozen
+    enc_cfg = model_config(config, "attn", "finetune" if training else "frozen", args.quick)["encoder"]
+    torch.manual_seed(0)
+    plain = hydra.utils.instantiate(enc_cfg).to(device).train(training)
+    nhwc = copy.deepcopy(plain)
+    nhwc.set_memory_format(channels_last=True)
+    batch, side = {"shapes": (8, 96) if args.quick else (64, 96), "reference": (2, 64) if args.quick else (32, 256)}[config]
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8, generator=g).to(device)
+    native_bf16 = device.type == "cuda" or hardware.has_native_bf16()
+    variants = {"contiguous": (plain, False), "channels_last": (nhwc, False)}
+    if native_bf16 or args.precision == "bf16-mixed":
+        variants["channels_last_bf16"] = (nhwc, True)
+
+    def run(encoder, bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if training:
+                encoder(images).float().mean().backward()
+            else:
+                with torch.inference_mode():
+                    encoder(images)
+
+    with FlopCounterMode(display=False) as counter:
+        run(plain, False)
+    flops = counter.get_total_flops()
+    times = {name: [] for name in variants}
+    for encoder, bf16 in variants.values():
+        seconds(lambda: run(encoder, bf16), sync)  # warm-up
+    for _ in range(args.repeats):
+        for name, (encoder, bf16) in variants.items():
+            times[name].append(seconds(lambda: run(encoder, bf16), sync))
+    peak = args.peak["gflops"] if device.type == "cpu" else None
+    results = {"encoder": enc_cfg.get("name", enc_cfg["_target_"].rsplit(".", 1)[-1]), "batch_size": batch,
+               "image_side": side, "pass": "forward+backward (training)" if training else "forward (frozen, inference mode)",
+               "gflop": flops / 1e9, "auto_channels_last": hardware.prefers_channels_last(device.type),
+               "bf16": "measured" if "channels_last_bf16" in variants else
+                       f"not measured: no native bf16 on this CPU ({hardware.EMULATED_BF16_SLOWDOWN})"}  # fmt: skip
+    for name, ts in times.items():
+        s_med = statistics.median(ts)
+        r = {"s": s_med, "images_per_s": batch / s_med, "gflops_per_s": flops / 1e9 / s_med}
+        if peak:
+            r["share_of_estimated_fp32_peak"] = r["gflops_per_s"] / peak
+        if name != "contiguous":
+            r["speedup_vs_contiguous"] = statistics.median(c / t for c, t in zip(times["contiguous"], ts))
+        results[name] = r
+        share = f", {r['share_of_estimated_fp32_peak']:.0%} of the estimated fp32 peak" if peak else ""
+        speedup = f", {r['speedup_vs_contiguous']:.2f}x contiguous" if "speedup_vs_contiguous" in r else ""
+        print(f"  {config} encoder {results['encoder']} {results['pass']} batch {batch}: {name} {s_med:.3f} s, "
+              f"{r['gflops_per_s']:.1f} GFLOP/s{share}{speedup}", flush=True)
+    return results
+
+
+# ----- start-up at COCO scale -------------------------------------------------------------
+# Karpathy's COCO: 113,287 train+restval, 5,000 val and 5,000 test images, 616,767 captions in
+# the real file; the synthetic one has the issue's 619,489.
+COCO_SCALE = {"images": 123_287, "captions": 619_489, "restval": 30_504, "val": 5000, "test": 5000, "words": 12_000}
+QUICK_SCALE = {"images": 1200, "captions": 6030, "restval": 300, "val": 100, "test": 100, "words": 2000}
+
+
+def write_synthetic_coco(root: Path, images: int, captions: int, restval: int, val: int, test: int, words: int,
+                         jpegs: int = 4, seed: int = 0) -> None:
+    """COCO 2014's layout with a Karpathy split file of the given size: captions of 8-16 words
+    drawn from a Zipfian vocabulary (word k with probability proportional to 1/k), written as
+    real captions are ("A man riding ... ."), with Karpathy's "tokens" beside each; the image
+    files are hard links to `jpegs` 640x480 JPEGs, one name per image in train2014/ or val2014/."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocabulary: dict[str, None] = {}
+    while len(vocabulary) < words:
+        vocabulary["".join(rng.choice(letters, int(rng.integers(2, 10))))] = None
+    words_by_rank = np.array(list(vocabulary), dtype=object)
+    zipf = 1.0 / np.arange(1, words + 1)
+    per_image = np.full(images, captions // images)
+    per_image[rng.choice(images, captions - int(per_image.sum()), replace=False)] += 1  # 5 or 6 each
+    lengths = rng.integers(8, 17, captions)
+    drawn = words_by_rank[rng.choice(words, int(lengths.sum()), p=zipf / zipf.sum())]
+    root.mkdir(parents=True)
+    originals = []
+    for k in range(jpegs):
+        originals.append(root / f"original{k}.jpg")
+        Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(originals[-1], quality=90)
+    for part in ("train2014", "val2014"):
+        (root / part).mkdir(parents=True)
+    n_train = images - restval - val - test
+    entries, word, caption = [], 0, 0
+    for i in range(images):
+        split = ("train" if i < n_train else "restval" if i < n_train + restval
+                 else "val" if i < n_train + restval + val else "test")  # fmt: skip
+        part = "train2014" if split == "train" else "val2014"
+        cocoid = 9 + 7 * i
+        name = f"COCO_{part}_{cocoid:012d}.jpg"
+        os.link(originals[i % jpegs], root / part / name)
+        sentences = []
+        for _ in range(per_image[i]):
+            tokens = drawn[word : word + lengths[caption]].tolist()
+            word, caption = word + lengths[caption], caption + 1
+            sentences.append({"tokens": tokens, "raw": " ".join(tokens).capitalize() + ".", "imgid": i, "sentid": caption - 1})
+        entries.append({"filepath": part, "sentids": [x["sentid"] for x in sentences], "filename": name, "imgid": i,
+                        "split": split, "sentences": sentences, "cocoid": cocoid})
+    (root / "dataset_coco.json").write_text(json.dumps({"images": entries, "dataset": "coco"}))
+
+
+def startup_child(root: str) -> dict:
+    """Seconds of each start-up phase of a coco2014 run, in this fresh process: what
+    capgen.training.train does before fitting, phase by phase."""
+    from capgen.data.karpathy import Coco2014Source
+
+    factory = functools.partial(Coco2014Source, root=root, karpathy_json="dataset_coco.json", image_size=256)
+    dm = CaptionDataModule(source=factory, batch_size=8, min_freq=5, max_len=16)
+    out = {}
+    for split in ("train", "val", "test"):
+        out[f"index_{split}_s"] = seconds(lambda: dm.source(split))
+    out["vocabulary_s"] = seconds(lambda: dm.vocab)
+    out["references_s"] = seconds(lambda: (dm.references("val"), dm.references("test")))
+    out["train_loader_s"] = seconds(dm.train_dataloader)
+    out["index_s"] = sum(out[f"index_{s}_s"] for s in ("train", "val", "test"))
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["vocabulary_words"], out["train_images"] = len(dm.vocab), len(dm.source("train"))
+    return out
+
+
+class FirstStepTime(L.Callback):
+    """Added to the timed capgen-train (+callbacks.first_step=...): writes the time the first
+    training step starts to the file $CAPGEN_BENCH_FIRST_STEP."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        path = Path(os.environ["CAPGEN_BENCH_FIRST_STEP"])
+        if not path.exists():
+            path.write_text(repr(time.time()))
+
+
+def _timed_train(root: Path, out: Path, quick: bool) -> dict:
+    """The whole capgen-train command: launch to first training step, launch to exit, peak RSS."""
+    first = out.with_suffix(".first_step")
+    overrides = ["data=coco2014", "debug=fast", f"data.root={root}", f"hydra.run.dir={out}",
+                 "+callbacks.first_step._target_=benchmark.FirstStepTime"]
+    if quick:  # the harness only: small images, one batch of validation and test
+        overrides += ["data.source.image_size=64", "trainer.limit_val_batches=1", "test=false"]
+    env = {**os.environ, "CAPGEN_BENCH_FIRST_STEP": str(first),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)}
+    launched = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "capgen.cli.train", *overrides], env=env, cwd=out.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    ended = time.time()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or not first.exists():
+        raise RuntimeError(f"capgen-train failed ({proc.returncode}):\n{err[-3000:]}")
+    return {"to_first_step_s": float(first.read_text()) - launched, "end_to_end_s": ended - launched,
+            "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def startup_section(config: str, args) -> dict:
+    scale = QUICK_SCALE if args.quick else COCO_SCALE
+    repeats = 1 if args.quick else min(args.repeats, 3)
+    results: dict = {"scale": scale, "repeats": repeats, "load_average": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "coco2014"
+        # Written by a child process: a child's peak RSS counts its parent's at the fork, and
+        # building the file takes more memory than any start-up.
+        fixture = [sys.executable, __file__, "--startup-fixture", json.dumps({"root": str(root), **scale})]
+        results["fixture_s"] = seconds(lambda: subprocess.run(fixture, check=True))
+        print(f"  synthetic COCO ({scale['images']} images, {scale['captions']} captions) written in "
+              f"{results['fixture_s']:.1f} s", flush=True)
+        phases = []
+        for _ in range(repeats):
+            run = subprocess.run([sys.executable, __file__, "--startup-child", str(root)], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"start-up child failed:\n{run.stderr[-3000:]}")
+            phases.append(json.loads(run.stdout.strip().splitlines()[-1]))
+            # What capgen-train imports (torch, Lightning, Hydra, torchvision, ...), in a process that does only that.
+            phases[-1]["imports_s"] = seconds(lambda: subprocess.run([sys.executable, "-c", "import capgen.cli.train"],
+                                                                     check=True))
+        results["phases"] = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
+        print("  phases (median): " + ", ".join(f"{k} {v:.2f}" for k, v in results["phases"].items()), flush=True)
+        runs = [_timed_train(root, Path(tmp) / f"run{k}", args.quick) for k in range(repeats)]
+        results["train_command"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        results["train_command_runs"] = runs
+        print("  capgen-train data=coco2014 debug=fast (median): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in results["train_command"].items()), flush=True)
+    results["load_average_after"] = os.getloadavg()
+    return results
+
+
 SECTIONS = {"train": train_section, "decode": decode_section, "data": data_section, "metrics": metrics_section,
-            "scst": scst_section}
+            "scst": scst_section, "encoder": encoder_section, "startup": startup_section}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="shapes,reference", help="shapes, reference or both (comma-separated)")
-    ap.add_argument("--sections", default="train,decode,data,metrics,scst", help=f"any of {', '.join(SECTIONS)}")
+    ap.add_argument("--sections", default="encoder,train,decode,data,metrics,scst", help=f"any of {', '.join(SECTIONS)}")
     ap.add_argument("--decoders", default=",".join(DECODERS), help="the training section's decoders")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--precision", default=None, help="32-true or bf16-mixed (default: 32-true on CPU, bf16-mixed on CUDA)")
@@ -449,15 +711,30 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="training steps with Captioner.use_torch_compile()")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: checks the harness runs")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    ap.add_argument("--channels-last", default="auto", help="the encoder's memory format in the training and "
+                    "decoding sections, as capgen-train's channels_last setting: auto, true or false")
     ap.add_argument("--out", default="benchmark.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--startup-child", help=argparse.SUPPRESS)
+    ap.add_argument("--startup-fixture", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.child:  # one training-step measurement, for the parent process
         print(json.dumps(train_step_child(json.loads(args.child))))
         return
+    if args.startup_child:  # one measurement of the start-up phases, in a fresh process
+        print(json.dumps(startup_child(args.startup_child)))
+        return
+    if args.startup_fixture:  # the synthetic COCO, written apart from the measuring process
+        spec = json.loads(args.startup_fixture)
+        write_synthetic_coco(Path(spec.pop("root")), **spec)
+        return
     args.precision = args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true")
+    try:
+        hardware.parse_channels_last(args.channels_last)
+    except ValueError as e:
+        ap.error(f"--channels-last: {e}")
     if args.quick:
         args.repeats = 1
     configs, sections, args.decoders = args.config.split(","), args.sections.split(","), args.decoders.split(",")
@@ -469,15 +746,24 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is visible")
 
-    results = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    machine = hardware.machine()
+    args.peak = fp32_peak(machine)
+    results = {"machine": machine, "estimated_fp32_peak": args.peak, "threads": torch.get_num_threads(),
                "torch": torch.__version__, "device": args.device, "precision": args.precision,
-               "repeats": args.repeats, "quick": args.quick, "compile": args.compile}  # fmt: skip
+               "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
+               "channels_last": args.channels_last}  # fmt: skip
     if args.device == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
+    flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["isa"].items())
+    peak = f"{args.peak['gflops']:.0f} GFLOP/s" if args.peak["gflops"] else "unknown (no clock in /proc/cpuinfo)"
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores; {flags}; torch {machine['torch']} "
+          f"({machine['torch_cpu_capability']}), {machine['threads']} threads; GPU: {machine['gpu'] or 'none'}\n"
+          f"estimated fp32 peak of {args.peak['cores']} cores (an estimate: cores x GHz x FLOPs/cycle from the ISA): {peak}",
+          flush=True)
     for config in configs:
         for section in sections:
-            if (section == "metrics" and config != configs[0]) or (section == "scst" and config != "shapes"):
-                continue  # scoring does not depend on the model: measured once; SCST: on shapes
+            if (section in ("metrics", "startup") and config != configs[0]) or (section == "scst" and config != "shapes"):
+                continue  # scoring and start-up do not depend on the model: measured once; SCST: on shapes
             print(f"[{config} / {section}]", flush=True)
             results.setdefault(config, {})[section] = SECTIONS[section](config, args)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

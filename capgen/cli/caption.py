@@ -1,7 +1,7 @@
 """capgen-caption: caption your own images with a checkpoint (capgen.training.caption).
 
     capgen-caption ckpt_path=outputs/train/<run>/checkpoints/last.ckpt images=photos/
-    capgen-caption ckpt_path=... images='photos/*.jpg' beam_size=1 device=cuda
+    capgen-caption ckpt_path=... images='photos/*.jpg' decode=greedy device=cuda
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from omegaconf import DictConfig
 from ..training import config
 from ..training.caption import caption_images
 from .argv import quote_paths
+from .failure import one_paragraph_on_failure
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="caption")
 def _main(cfg: DictConfig) -> None:
-    rows = caption_images(cfg)
+    with one_paragraph_on_failure("capgen-caption"):
+        rows = caption_images(cfg)
     # Images that failed are in captions.jsonl and on stderr; scripts learn of them here.
     # SystemExit passes through Hydra, which only reports Exceptions.
     if any("error" in row for row in rows):

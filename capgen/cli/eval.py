@@ -1,7 +1,7 @@
 """capgen-eval: score a checkpoint on a split with the data settings of the run that made it
 (capgen.training.evaluate).
 
-    capgen-eval run=outputs/train/<run> [split=test] [beam_size=3]     # the run's best checkpoint
+    capgen-eval run=outputs/train/<run> [split=test] [decode.beam_size=5]   # the run's best checkpoint
     capgen-eval ckpt_path=outputs/train/<run>/checkpoints/last.ckpt  # or any checkpoint
     capgen-eval ckpt_path=... data.source.sizes.test=100      # the run's data, one setting changed
     capgen-eval ckpt_path=... data=coco2014 data.root=/mnt/coco   # other data altogether
@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from ..training import config
 from ..training.evaluate import evaluate, with_run_data_choice
 from .argv import quote_paths
+from .failure import one_paragraph_on_failure
 
 PATH_KEYS = ("run", "ckpt_path")  # quoted for Hydra, see capgen.cli.argv
 config.register()
@@ -25,7 +26,8 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="eval")
 def _main(cfg: DictConfig) -> float | None:
-    report = evaluate(cfg, list(HydraConfig.get().overrides.task))
+    with one_paragraph_on_failure("capgen-eval"):
+        report = evaluate(cfg, list(HydraConfig.get().overrides.task))
     return report.get("CIDEr")
 
 

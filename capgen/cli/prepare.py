@@ -10,13 +10,15 @@ from omegaconf import DictConfig
 
 from ..training import config
 from ..training.prepare import prepare
+from .failure import one_paragraph_on_failure
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    prepare(cfg)
+    with one_paragraph_on_failure("capgen-prepare"):
+        prepare(cfg)
 
 
 if __name__ == "__main__":

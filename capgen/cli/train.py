@@ -14,12 +14,14 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..training import config
+from ..training.decode import upgrade_overrides
 from ..training.lock import RunFolderInUse, hold, named_run_dir, record_holder, run_lock
 from ..training.plugins import require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
 from ..training.train import train
 from .argv import quote_paths
+from .failure import one_paragraph_on_failure
 
 config.register()
 
@@ -28,13 +30,16 @@ config.register()
 def _main(cfg: DictConfig) -> float | None:
     # One writer per run folder (capgen.training.lock); rank 0 only, as in main().
     with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
-        metrics = run_recording_failure(train, cfg)
+        with one_paragraph_on_failure("capgen-train"):
+            metrics = run_recording_failure(train, cfg)
     # The value a Hydra sweeper optimises: the best epoch's.
     return metrics.get(cfg.monitor)
 
 
 def main() -> None:
     sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.cli.argv
+    # model.module.beam_size=... and the other decoding keys of earlier versions, as decode settings
+    sys.argv[1:] = upgrade_overrides(sys.argv[1:])
     if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child
         os.environ[config.LAUNCH_TIME_ENV] = str(time.time())
     require_plugins(sys.argv[1:])

@@ -14,7 +14,10 @@ use. Their "restval" images (COCO val2014 images outside val and test) are train
 Karpathy COCO gives train 113,287, val 5,000, test 5,000 images.
 
 Each source indexes its split once, in __init__: a JSON parse, a dict of captions per image
-and one directory listing per image folder instead of a stat per file. Problems found then
+and one directory listing per image folder instead of a stat per file. A Karpathy file is
+parsed once per process for all three splits (`karpathy_index` keeps the last one or two
+files read, by path, size and modification time), with Python's garbage collector paused
+while the millions of objects of a COCO-sized file are made (see `gc_paused`). Problems found then
 (a missing image file, an empty caption, an image left without captions, an image id an
 earlier entry already has) follow `on_bad_sample`; see images.BadSamples. A file that exists
 but cannot be decoded is only found when it is read: `image(i)` then raises BadSampleError under either policy, since a
@@ -38,27 +41,51 @@ truncates long captions when it encodes them, and scores use every reference.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from .images import FIX_UNREADABLE, BadSamples, check_on_bad_sample, load_rgb
 
 SPLITS = ("train", "val", "test")
-_KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
+KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 _HOW_TO_GET = "see the 'Data sets' section of the README (for COCO: scripts/download_coco.sh)"
 _FIX_ENTRY = "fix that entry in the annotation file, or set data.on_bad_sample=skip"
 _FIX_MISSING = "put the image file back (see the README's 'Data sets'), or set data.on_bad_sample=skip"
 _FIX_DUPLICATE = (
-    "give each image its own id in the annotation file, or delete the repeated entry, or set "
-    "data.on_bad_sample=skip to keep only the first entry with each id"
+    "give each image its own id and its own file in the annotation file, or delete the repeated entry, or set "
+    "data.on_bad_sample=skip to keep only the first entry with each id and file"
 )
 
 # (image id, image file, raw captions, where the entry was read: for messages, and why its
 # id repeats an earlier entry's: for messages; None when it is the first with that id)
-_Record = tuple[int, str, list, str, "str | None"]
+_Record = tuple[int, str, list, str, "tuple[str, str] | None"]  # id, file, captions, where, (kind, why) of a repeat
+# One image of an index file, whatever split it is in: (its split as the file names it, image
+# id, image file, where (for messages), (kind, why) of a repeat or None, its raw captions, or
+# the message of the error reading them: raised only by the split that wants the image).
+Entry = tuple[str, int, str, str, "tuple[str, str] | None", "tuple | str"]
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector paused for the block. Reading a COCO-sized index
+    (a 150-200 MB JSON file, millions of strings, lists and dicts) triggers a collection
+    every 700 new objects, and each older-generation one walks everything made so far: it
+    took 13 s of a 16 s parse of a synthetic Karpathy COCO file (scripts/benchmark.py
+    --sections startup). What is made here holds no reference cycles, so nothing is lost."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class ImageFileSource:
@@ -66,7 +93,10 @@ class ImageFileSource:
 
     Subclasses find their files and captions and hand `_keep` one record per image of the
     split; what is kept is stored as three parallel lists, which pickle cheaply to workers.
+    `how_to_get` ends the messages about a missing folder: where the user gets the data.
     """
+
+    how_to_get = _HOW_TO_GET
 
     def __init__(self, root: str, split: str, image_size: int, on_bad_sample: str, exclude_ids: Iterable[int] | None):
         if split not in SPLITS:
@@ -77,7 +107,7 @@ class ImageFileSource:
         self.root = os.path.expanduser(str(root))
         if not os.path.isdir(self.root):
             raise FileNotFoundError(
-                f"data root {self.root} does not exist; {_HOW_TO_GET}, then point data.root at that folder"
+                f"data root {self.root} does not exist; {self.how_to_get}, then point data.root at that folder"
             )
         self.split, self.image_size, self.on_bad_sample = split, image_size, on_bad_sample
         self.exclude_ids = {int(i) for i in exclude_ids or ()}
@@ -99,12 +129,17 @@ class ImageFileSource:
         return self._ids[i]
 
     def _keep(self, records: Iterable[_Record], bad: BadSamples) -> None:
+        with gc_paused():  # a COCO train split keeps 113k images and 570k captions
+            self._keep_records(records, bad)
+
+    def _keep_records(self, records: Iterable[_Record], bad: BadSamples) -> None:
         listings: dict[str, set[str]] = {}  # image folder -> names in it, listed once
         total = 0
         for image_id, path, raw, where, repeat in records:
             total += 1
             if repeat is not None:
-                bad.report("duplicate image id", where, repeat, _FIX_DUPLICATE)
+                kind, reason = repeat
+                bad.report(kind, where, reason, _FIX_DUPLICATE)
                 continue
             if image_id in self.exclude_ids:
                 bad.exclude()
@@ -119,7 +154,7 @@ class ImageFileSource:
             if not captions:
                 bad.report("image without captions", where, "has no non-empty caption", _FIX_ENTRY)
                 continue
-            if not _listed(path, listings):
+            if not _listed(path, listings, self.how_to_get):
                 bad.report("missing file", path, f"image file of {where} does not exist", _FIX_MISSING)
                 continue
             self._ids.append(image_id)
@@ -150,8 +185,8 @@ class Coco2014Source(ImageFileSource):
         bad = BadSamples(on_bad_sample, f"coco2014 {split}")
         if karpathy_json:
             path = os.path.join(self.root, os.path.expanduser(karpathy_json))
-            images = _read_karpathy(path, ("coco",))[1]
-            records = _karpathy_records(images, path, split, self.root, "cocoid", None, bad)
+            index = karpathy_index(path, self.root, datasets=("coco",), id_key="cocoid")
+            records = split_records(index.entries, KARPATHY_SPLITS[split], bad)
         else:
             records = self._official_records()
         self._keep(records, bad)
@@ -167,13 +202,14 @@ class Coco2014Source(ImageFileSource):
             captions.setdefault(_image_id(a, "image_id", path, f"annotation {k}"), []).append(
                 _field(a, "caption", path, f"annotation {k}")
             )
-        first: dict[int, str] = {}  # image id -> its first entry, described for messages
+        first: dict = {}  # image id and file -> the first entry with it, described for messages
         for k, entry in enumerate(_field(data, "images", path, "the file")):
             image_id = _image_id(entry, "id", path, f"image {k}")
             name = _field(entry, "file_name", path, f"image {k}")
             where = f"{path} (image id {image_id}, {name})"
-            repeat = _repeat(first, image_id, "image id", f"image {k} ({name})")
-            yield image_id, os.path.join(self.root, f"{part}2014", name), captions.get(image_id, []), where, repeat
+            file = os.path.join(self.root, f"{part}2014", name)
+            repeat = repeat_of(first, image_id, file, "image id", f"image {k} ({name})")
+            yield image_id, file, captions.get(image_id, []), where, repeat
 
 
 class FlickrSource(ImageFileSource):
@@ -198,83 +234,141 @@ class FlickrSource(ImageFileSource):
     ):
         super().__init__(root, split, image_size, on_bad_sample, exclude_ids)
         path = os.path.join(self.root, os.path.expanduser(karpathy_json))
-        dataset, images = _read_karpathy(path, tuple(self.IMAGE_DIRS))
-        self.dataset = dataset
-        folder = os.path.join(self.root, image_dir or self.IMAGE_DIRS[dataset])
-        bad = BadSamples(on_bad_sample, f"{dataset} {split}")
-        self._keep(_karpathy_records(images, path, split, self.root, "imgid", folder, bad), bad)
+        index = karpathy_index(path, self.root, datasets=tuple(self.IMAGE_DIRS), id_key="imgid", image_dir=image_dir,
+                               image_dirs=tuple(self.IMAGE_DIRS.items()))
+        self.dataset = index.dataset
+        bad = BadSamples(on_bad_sample, f"{index.dataset} {split}")
+        self._keep(split_records(index.entries, KARPATHY_SPLITS[split], bad), bad)
 
 
-def _read_karpathy(path: str, datasets: tuple[str, ...]) -> tuple[str, list]:
-    """(dataset name, image entries) of a Karpathy split file for one of `datasets`."""
-    data = _load_json(
-        path, "Karpathy split file", f"it is in Karpathy's caption_datasets.zip; {_HOW_TO_GET}"
-    )
-    dataset = _field(data, "dataset", path, "the file")
-    if dataset not in datasets:
-        raise ValueError(
-            f"{path} holds Karpathy's splits for {dataset!r}, but this source reads {' or '.join(datasets)}; "
-            f"point karpathy_json at dataset_{datasets[0]}.json"
-        )
-    return dataset, _field(data, "images", path, "the file")
+class KarpathyIndex(NamedTuple):
+    dataset: str  # the file's "dataset" field
+    id_key: str  # the entries' field read as the image id
+    entries: tuple[Entry, ...]  # every image of the file, in file order
 
 
-def _karpathy_records(
-    images: list, path: str, split: str, root: str, id_key: str, folder: str | None, bad: BadSamples
-) -> Iterator[_Record]:
-    """Records of `split`'s images; files are in `folder`, or in root/<entry's filepath>.
+def karpathy_index(
+    path: str,
+    root: str,
+    datasets: tuple[str, ...] | None = None,
+    id_key: str | None = None,
+    image_dir: str | None = None,
+    image_dirs: tuple[tuple[str, str], ...] = (),
+) -> KarpathyIndex:
+    """Every image of a Karpathy split file, read once per process for all its splits.
 
-    Ids are checked across the whole file (see the module docstring): a repeated id outside
-    `split` goes to `bad.elsewhere`, which stops under "error" and leaves it to its own split
-    under "skip"."""
-    wanted = _KARPATHY_SPLITS[split]
-    first: dict[int, str] = {}  # id -> its first entry, described for messages
-    for k, entry in enumerate(images):
-        where = f"image {k}"
-        part = _field(entry, "split", path, where)
-        if part not in ("train", "restval", "val", "test"):
-            raise ValueError(f"{path}: {where} has split {part!r}; Karpathy's splits are train, restval, val, test")
-        image_id = _image_id(entry, id_key, path, where)
-        name = _field(entry, "filename", path, where)
-        described = f"{path} ({where}, split {part}, {id_key} {image_id}, {name})"
-        repeat = _repeat(first, image_id, id_key, f"{where} (split {part}, {name})")
+    datasets: the "dataset" values this source reads (None: any). id_key: the entries' id
+    field (None: "cocoid" when the first entry has one, else "imgid"). Image files are in
+    root/image_dir when it is given, else in root/<the folder image_dirs names for the
+    file's dataset>, else in root/<each entry's "filepath">, or root itself for entries
+    without one (Flickr's and most hand-made files) when `datasets` is None.
+
+    The file is parsed with the garbage collector paused and only what the splits need is
+    kept; the last two files read stay in memory, keyed by path, size and modification
+    time, so the three splits of a run (and capgen-prepare's second look) parse it once."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Karpathy split file {path} not found; it is in Karpathy's caption_datasets.zip; {_HOW_TO_GET}")
+    st = os.stat(path)
+    return _karpathy_index(path, (st.st_size, st.st_mtime_ns, st.st_ino), root, datasets, id_key, image_dir, image_dirs)
+
+
+@functools.lru_cache(maxsize=2)
+def _karpathy_index(path, identity, root, datasets, id_key, image_dir, image_dirs) -> KarpathyIndex:
+    with gc_paused():
+        data = _load_json(path, "Karpathy split file", f"it is in Karpathy's caption_datasets.zip; {_HOW_TO_GET}",
+                          object_hook=_without_tokens)
+        dataset = _field(data, "dataset", path, "the file")
+        if datasets is not None and dataset not in datasets:
+            raise ValueError(
+                f"{path} holds Karpathy's splits for {dataset!r}, but this source reads {' or '.join(datasets)}; "
+                f"point karpathy_json at dataset_{datasets[0]}.json"
+            )
+        images = _field(data, "images", path, "the file")
+        if not isinstance(images, list):
+            raise ValueError(f"{path}: 'images' is not a list of image entries; is this a Karpathy split file?")
+        if id_key is None:
+            id_key = "cocoid" if images and isinstance(images[0], dict) and "cocoid" in images[0] else "imgid"
+        named = image_dir or dict(image_dirs).get(dataset)
+        folder = os.path.join(root, named) if named else None
+        entries, first = [], {}  # first: id and file -> the first entry with it, described for messages
+        for k, entry in enumerate(images):
+            where = f"image {k}"
+            part = _field(entry, "split", path, where)
+            if part not in ("train", "restval", "val", "test"):
+                raise ValueError(f"{path}: {where} has split {part!r}; Karpathy's splits are train, restval, val, test")
+            image_id = _image_id(entry, id_key, path, where)
+            name = _field(entry, "filename", path, where)
+            if folder is None and datasets is None and "filepath" not in entry:
+                file = os.path.join(root, name)
+            else:
+                file = os.path.join(folder or os.path.join(root, _field(entry, "filepath", path, where)), name)
+            described = f"{path} ({where}, split {part}, {id_key} {image_id}, {name})"
+            repeat = repeat_of(first, image_id, file, id_key, f"{where} (split {part}, {name})")
+            entries.append((part, image_id, file, described, repeat, _raw_captions(entry, path, where)))
+        return KarpathyIndex(dataset, id_key, tuple(entries))
+
+
+def _without_tokens(d: dict) -> dict:
+    """A parsed JSON object without its "tokens": Karpathy's files hold each caption twice, raw
+    and tokenized, and only the raw one is read. Dropped as the parser makes each sentence,
+    the token lists (6.8M strings for COCO) never pile up: half the peak memory, and faster."""
+    d.pop("tokens", None)
+    return d
+
+
+def _raw_captions(entry, path: str, where: str) -> tuple | str:
+    """The entry's raw captions, or the message of what is wrong with them (raised by the split
+    that wants the image only, as when each split read the file itself)."""
+    try:
+        return tuple(_field(s, "raw", path, f"{where} sentence {j}") for j, s in enumerate(_field(entry, "sentences", path, where)))
+    except ValueError as e:
+        return str(e)
+
+
+def split_records(entries: Iterable[Entry], wanted: Sequence[str], bad: BadSamples) -> Iterator[_Record]:
+    """Records of the entries whose split is one of `wanted`. Ids and files are unique across
+    the whole file (see the module docstring): a repeat outside `wanted` goes to
+    `bad.elsewhere`, which stops under "error" and leaves it to its own split under "skip"."""
+    for part, image_id, file, described, repeat, raw in entries:
         if part not in wanted:
             if repeat is not None:
-                bad.elsewhere(described, repeat, _FIX_DUPLICATE)
+                bad.elsewhere(described, repeat[1], _FIX_DUPLICATE)
             continue
-        image_folder = folder or os.path.join(root, _field(entry, "filepath", path, where))
-        raw = [_field(s, "raw", path, f"{where} sentence {j}") for j, s in enumerate(_field(entry, "sentences", path, where))]
-        yield image_id, os.path.join(image_folder, name), raw, described, repeat
+        if isinstance(raw, str):
+            raise ValueError(raw)
+        yield image_id, file, list(raw), described, repeat
 
 
-def _repeat(first: dict[int, str], image_id: int, id_name: str, entry: str) -> str | None:
-    """Why this entry's id repeats an earlier entry's, for messages; None (and `first`
-    remembers `entry`, its description) when it is the first entry with that id."""
-    if image_id not in first:
-        first[image_id] = entry
-        return None
-    return (
-        f"its {id_name} {image_id} is also that of {first[image_id]}, an earlier entry of the same file; "
-        "one id must name one image"
-    )
+def repeat_of(first: dict, image_id: int, file: str, id_name: str, entry: str) -> tuple[str, str] | None:
+    """(kind, why) when this entry's id, or else its image file, is an earlier entry's, for
+    messages; None (and `first` remembers `entry`, its description, under both) when neither
+    is. One file under two ids would be trained on, or scored, as two images."""
+    if image_id in first:
+        why = f"its {id_name} {image_id} is also that of {first[image_id]}, an earlier entry of the same file"
+        return "duplicate image id", why + "; one id must name one image"
+    if file in first:
+        why = f"its image file {file} is also that of {first[file]}, an earlier entry of the same file"
+        return "duplicate image file", why + "; one file must be one image"
+    first[image_id] = first[file] = entry
+    return None
 
 
-def _listed(path: str, listings: dict[str, set[str]]) -> bool:
+def _listed(path: str, listings: dict[str, set[str]], how_to_get: str) -> bool:
     """Whether `path` exists, from one listing of its folder (much cheaper than a stat per file)."""
     folder, name = os.path.split(path)
     if folder not in listings:
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"image folder {folder} does not exist; {_HOW_TO_GET}")
+            raise FileNotFoundError(f"image folder {folder} does not exist; {how_to_get}")
         listings[folder] = set(os.listdir(folder))
     return name in listings[folder]
 
 
-def _load_json(path: str, what: str, how: str) -> dict:
+def _load_json(path: str, what: str, how: str, object_hook=None) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path} not found; {how}")
     with open(path, encoding="utf-8") as f:
         try:
-            return json.load(f)
+            return json.load(f, object_hook=object_hook)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged, download it again") from e
 

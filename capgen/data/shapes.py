@@ -5,7 +5,12 @@ pure function of (seed, split, index), so any process can rebuild any example in
 and the train/val/test splits never share a scene.
 
 Scenes are cheap (pure Python, no pixels) because the vocabulary is built from the captions
-of every training scene; pixels are only made when an image is asked for.
+of every training scene; pixels are only made when an image is asked for. Once made, a
+split's scenes and images are kept in memory (while its pixels take at most _KEEP_BYTES: the
+default train split's take 276 MB): every epoch asks for the same ones again, and rendering
+an image costs about 0.5 ms, which a DataLoader worker making them anew each epoch takes from
+the training process's cores (on 2 cores, 1.4x the training step's time; see
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ SPLITS = ("train", "val", "test")
 DEFAULT_SIZES = {"train": 10000, "val": 500, "test": 500}
 _ID_STRIDE = 10_000_000  # image_id = split_code * stride + i, so ids never collide across splits
 MAX_WORDS = 24  # longest caption the templates may produce
+_KEEP_BYTES = 1 << 30  # a split whose pixels fit keeps its scenes and images once made
 
 # Object side as a fraction of the image width, per size word (kept well apart so that
 # "small" and "large" are visibly different at every image size).
@@ -141,6 +147,21 @@ class ShapesSource:
         self.image_size = int(image_size)
         self.captions_per_image = int(captions_per_image)
         self._code = SPLITS.index(split)
+        self._keep = self.size * self.image_size**2 * 3 <= _KEEP_BYTES
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop what was kept: scenes by index, and the images made so far (rows of one
+        (N, S, S, 3) array, allocated on the first image, and which of its rows are made)."""
+        self._scenes: dict[int, Scene] = {}
+        self._pixels: np.ndarray | None = None
+        self._made: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        # A DataLoader worker or a spawned process gets the settings only, not 276 MB of pixels.
+        state = dict(self.__dict__)
+        state.update(_scenes={}, _pixels=None, _made=None)
+        return state
 
     def __len__(self) -> int:
         return self.size
@@ -152,6 +173,9 @@ class ShapesSource:
 
     def scene(self, i: int) -> Scene:
         i = self._check(i)
+        kept = self._scenes.get(i)
+        if kept is not None:
+            return kept
         # numpy's SeedSequence hashes (seed, split, i) into well-mixed independent state; the
         # draws themselves come from Python's Random, whose scalar calls are ~10x cheaper than
         # a numpy Generator's and keep scene() within budget. random() (the only method used)
@@ -160,7 +184,10 @@ class ShapesSource:
         r = random.Random(int(state[0]) ^ (int(state[1]) << 64))
         objects = _layout(r, self.image_size)
         captions, owners = _captions(r, objects, self.image_size, self.captions_per_image)
-        return Scene(objects, captions, owners)
+        scene = Scene(objects, captions, owners)
+        if self._keep:
+            self._scenes[i] = scene
+        return scene
 
     def captions(self, i: int) -> list[str]:
         return list(self.scene(i).captions)
@@ -169,7 +196,19 @@ class ShapesSource:
         return self._code * _ID_STRIDE + self._check(i)
 
     def image(self, i: int) -> np.ndarray:
-        """uint8 (H, W, 3) rendering of scene(i)."""
+        """uint8 (H, W, 3) rendering of scene(i) (a copy of the kept one once it was made)."""
+        i = self._check(i)
+        if not self._keep:
+            return self._render(i)
+        if self._pixels is None:  # pages are only committed as rows are written
+            self._pixels = np.empty((self.size, self.image_size, self.image_size, 3), np.uint8)
+            self._made = np.zeros(self.size, bool)
+        if not self._made[i]:
+            self._pixels[i] = self._render(i)
+            self._made[i] = True
+        return self._pixels[i].copy()
+
+    def _render(self, i: int) -> np.ndarray:
         scene = self.scene(i)
         # Pixel randomness has its own child stream, so scene() never has to draw it.
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self._code, i], spawn_key=(1,)))

@@ -76,6 +76,23 @@ def score_captions(
     Returns {"BLEU-1": ..., "BLEU-4": ..., "METEOR": ..., "ROUGE-L": ..., "CIDEr": ..., "SPICE": ...},
     the keys of the metrics asked for.
     """
+    return score_captions_per_image(predictions, references, metrics, tokenizer)[0]
+
+
+def score_captions_per_image(
+    predictions: Mapping[int, str],
+    references: Mapping[int, Sequence[str]],
+    metrics: Iterable[str] = ("BLEU", "CIDEr"),
+    tokenizer: str = "python",
+) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """score_captions' corpus scores, and each image's own BLEU-4 and CIDEr from the same run of
+    the scorers: ({"BLEU-1": ..., "CIDEr": ...}, {image_id: {"BLEU-4": ..., "CIDEr": ...}}).
+
+    The per-image values are pycocoevalcap's own per-image outputs: Bleu's sentence-level
+    BLEU-4 (closest reference length, its 1e-15/1e-9 smoothing of empty n-gram counts) and
+    Cider's per-image CIDEr-D (document frequencies from all of `references`, so an image's
+    score depends on the set it is scored in). Only BLEU-4 and CIDEr, and only when asked for.
+    """
     metrics = _check_metrics(metrics)
     tokenizer = _check_tokenizer(tokenizer)
     if not predictions:
@@ -87,8 +104,6 @@ def score_captions(
     empty = [i for i in ids if not references[i]]
     if empty:
         raise ValueError(f"empty reference list for image ids {empty[:5]} (of {len(empty)})")
-    if tokenizer == "auto":
-        tokenizer = "java" if shutil.which("java") else "python"
     if "METEOR" in metrics and not shutil.which("java"):
         raise RuntimeError("METEOR runs meteor-1.5.jar and needs java on PATH; install a JRE or leave METEOR out")
 
@@ -96,10 +111,8 @@ def score_captions(
     # pipeline feeds them. Java tokenizes references and predictions in two runs, like
     # COCOEvalCap, because its tokens can depend on the line that follows (see tokenize).
     refs = [r for i in ids for r in references[i]]
-    if tokenizer == "java":
-        ref_tokens, pred_tokens = ptb_tokenize_java(refs), ptb_tokenize_java([predictions[i] for i in ids])
-    else:
-        ref_tokens, pred_tokens = [tokenize(r) for r in refs], [tokenize(predictions[i]) for i in ids]
+    ref_tokens = tokenize_captions(refs, tokenizer)
+    pred_tokens = tokenize_captions([predictions[i] for i in ids], tokenizer)
     gts, start = {}, 0
     for i in ids:
         gts[i] = [" ".join(t) for t in ref_tokens[start : start + len(references[i])]]
@@ -107,20 +120,37 @@ def score_captions(
     res = {i: [" ".join(t)] for i, t in zip(ids, pred_tokens)}
 
     scores: dict[str, float] = {}
+    per_image: dict[int, dict[str, float]] = {i: {} for i in ids}
     if "BLEU" in metrics:
-        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        bleu, sentence_bleu = Bleu(4).compute_score(gts, res, verbose=0)
         scores.update({f"BLEU-{n + 1}": float(b) for n, b in enumerate(bleu)})
+        for i, b in zip(ids, sentence_bleu[3]):  # in the order of gts, which is ids'
+            per_image[i]["BLEU-4"] = float(b)
     if "METEOR" in metrics:
         scores["METEOR"] = _METEOR.score(gts, res)
     if "ROUGE-L" in metrics:
         scores["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     if "CIDEr" in metrics:
-        scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+        cider, image_cider = Cider().compute_score(gts, res)
+        scores["CIDEr"] = float(cider)
+        for i, c in zip(ids, image_cider.tolist()):
+            per_image[i]["CIDEr"] = c
     if "SPICE" in metrics:
         spice = _spice(gts, res)
         if spice is not None:
             scores["SPICE"] = spice
-    return scores
+    return scores, per_image
+
+
+def tokenize_captions(captions: Sequence[str], tokenizer: str = "python") -> list[list[str]]:
+    """Each caption's tokens as the scorers see them: "python" (capgen.tokenizer.tokenize), "java"
+    (the official PTBTokenizer, one run for all of `captions`) or "auto" (java when on PATH)."""
+    tokenizer = _check_tokenizer(tokenizer)
+    if tokenizer == "auto":
+        tokenizer = "java" if shutil.which("java") else "python"
+    if tokenizer == "java":
+        return ptb_tokenize_java(captions)
+    return [tokenize(c) for c in captions]
 
 
 def ptb_tokenize_java(captions: Sequence[str]) -> list[list[str]]:
@@ -295,6 +325,8 @@ class CaptionScores(PerImageMetric):
         self.tokenizer = _check_tokenizer(tokenizer)
         # Token rows are padded to a fixed width so every rank's tensors concatenate.
         self.width = vocab.max_len + 2
+        # [{image_id, caption, logprob, BLEU-4, CIDEr}] of the last compute(), every rank's images.
+        self.scored_captions: list[dict] = []
 
     def set_references(self, references: Mapping[int, Sequence[str]]) -> None:
         self.references = dict(references)
@@ -320,9 +352,17 @@ class CaptionScores(PerImageMetric):
         return {row["image_id"]: row["caption"] for row in self.captions()}
 
     def compute(self) -> dict[str, float]:
+        """The corpus scores; each image's caption with its own scores is kept in scored_captions."""
         if not self.references:
             raise ValueError(
                 "CaptionScores has no reference captions to score against: give them first, e.g. "
                 "CaptioningModule.set_references(stage, datamodule.references(split)) (capgen-train and capgen-eval do)"
             )
-        return score_captions(self.predictions(), self.references, metrics=self.metric_names, tokenizer=self.tokenizer)
+        rows = self.captions()
+        predictions = {row["image_id"]: row["caption"] for row in rows}
+        scores, per_image = score_captions_per_image(predictions, self.references, metrics=self.metric_names,
+                                                     tokenizer=self.tokenizer)
+        # Kept here, where every rank's rows are gathered: after compute() torchmetrics gives each
+        # rank back its own rows, so captions() called later would hold only this rank's share.
+        self.scored_captions = [{**row, **per_image[row["image_id"]]} for row in rows]
+        return scores

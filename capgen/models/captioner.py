@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -91,10 +92,36 @@ class Captioner(nn.Module):
             return decoding.greedy(self.decoder, feats, max_len, start_id, end_id)
         return decoding.beam_search(self.decoder, feats, beam_size, max_len, start_id, end_id, length_penalty)
 
+    @torch.no_grad()
+    def decode(
+        self,
+        images: torch.Tensor,
+        settings: decoding.DecodeSettings,
+        start_id: int,
+        end_id: int,
+        unk_id: int,
+        max_len: int,
+        generator: torch.Generator | None = None,
+    ) -> DecodeResult | decoding.NBestResult:
+        """Captions for images (B, 3, H, W) or features (B, P, D) as `settings` say; max_len:
+        the words per caption where settings.max_len is null (capgen.models.decoding.decode)."""
+        return decoding.decode(self.decoder, self.encode(images), settings, start_id, end_id, unk_id, max_len, generator)
+
 
 def build_captioner(net_config: Mapping, vocab_size: int) -> Captioner:
     """The Captioner a model config's `encoder` and `decoder` nodes describe (Hydra `_target_`s;
     a checkpoint keeps them as its `net_config`)."""
     cfg = OmegaConf.create(dict(net_config))
-    encoder = hydra.utils.instantiate(cfg.encoder)
-    return Captioner(encoder=encoder, decoder=hydra.utils.instantiate(cfg.decoder), vocab_size=vocab_size)
+    return Captioner(encoder=instantiate(cfg.encoder), decoder=instantiate(cfg.decoder), vocab_size=vocab_size)
+
+
+def instantiate(node, **kwargs):
+    """hydra.utils.instantiate, except that a constructor's own error, which names the setting
+    and the fix (a ValueError, or an OSError such as a missing weight file), is raised as it
+    is, not inside Hydra's multi-line wrapper."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, (ValueError, OSError)):
+            raise e.__cause__ from None
+        raise

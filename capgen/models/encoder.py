@@ -34,7 +34,29 @@ class _Normalize(nn.Module):
         return (images - self.mean) / self.std
 
 
-class SmallCNN(nn.Module):
+class ConvEncoder(nn.Module):
+    """normalize -> body (convolutions) -> pool to the grid; subclasses build the three.
+
+    set_memory_format(channels_last=True) stores the convolution weights NHWC and converts
+    each batch on entry, so every map stays NHWC (oneDNN's and cuDNN's fast layout for wide
+    convolutions). The features are the same numbers either way (tested); the output
+    (B, D, h, w) is then laid out as (B, h, w, D), which Captioner.encode's (B, P, D) view
+    reads without a copy. capgen.models.hardware decides which format an encoder gets.
+    """
+
+    channels_last = False
+
+    def set_memory_format(self, channels_last: bool) -> None:
+        self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self.channels_last = channels_last
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.pool(self.body(self.normalize(images)))
+
+
+class SmallCNN(ConvEncoder):
     """Four conv-BN-ReLU stages (three stride-2) -> (B, width[-1], H/8, W/8), pooled to `grid`."""
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128), grid: int = 8):
@@ -48,9 +70,6 @@ class SmallCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.out_dim, self.grid = c_in, grid
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(self.normalize(images)))
 
 
 def _weights_file(weights: torchvision.models.WeightsEnum) -> str:
@@ -73,7 +92,7 @@ def _trunk(model: nn.Module, name: str) -> list[nn.Module]:
     )
 
 
-class TorchvisionEncoder(nn.Module):
+class TorchvisionEncoder(ConvEncoder):
     """A torchvision classification backbone truncated to its last spatial map.
 
     finetune: "frozen" (no gradients, BatchNorm kept in eval mode), "last" (only the last
@@ -139,6 +158,3 @@ class TorchvisionEncoder(nn.Module):
         for stage in self._frozen:  # frozen stages keep their BatchNorm statistics
             stage.eval()
         return self
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(self.normalize(images)))

@@ -6,9 +6,14 @@ import torch
 import torch.nn.functional as F
 
 
-def caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Mean cross-entropy over real tokens: logits (B, T, V), targets (B, T); padding ignored."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id)
+def caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over real tokens: logits (B, T, V), targets (B, T); padding ignored.
+
+    label_smoothing eps: each real token's target is 1 - eps on its word plus eps / V on every
+    word (Szegedy et al. 2016), so its loss is (1 - eps) (-log p_target) + eps mean_v (-log p_v);
+    padding positions still count for nothing. 0 is the plain cross-entropy."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=pad_id,
+                           label_smoothing=label_smoothing)
 
 
 def token_losses(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) -> torch.Tensor:

@@ -1,14 +1,19 @@
 """Captioning your own images with a checkpoint (capgen-caption).
 
     capgen-caption ckpt_path=outputs/train/<run>/checkpoints/last.ckpt images=photos/
-    capgen-caption ckpt_path=... images='photos/*.jpg' beam_size=1 device=cuda
+    capgen-caption ckpt_path=... images='photos/*.jpg' decode=greedy device=cuda
+    capgen-caption ckpt_path=... images=photos/ decode=sample decode.n_best=5
 
 `images` is an image file, a folder (its images, not sub-folders) or a glob pattern. Each
 image is read as RGB whatever its format and resized to the side the model was trained on
-(image_size, see conf/caption.yaml). Prints `path<TAB>caption` per captioned image on stdout
-and writes into the run dir (outputs/caption/<time>, named on stderr):
-    captions.jsonl                     {path, caption, words, word_probs, logprob} per image
+(image_size, see conf/caption.yaml). Decoding: beam 3 unless `decode=` / `decode.*` say
+otherwise (capgen.training.decode). Prints `path<TAB>caption` per caption on stdout (n_best
+lines per image, best first) and writes into the run dir (outputs/caption/<time>, named on
+stderr):
+    captions.jsonl                     {path, caption, words, word_probs, logprob} per image, of
+                                       its first caption, plus {captions, logprobs} of all n_best
     <name>_attention.png, <name>_attention.gif   attention models: one panel / frame per word
+                                       of the first caption
 
 An image that cannot be read, or whose figures cannot be drawn, does not stop the others:
 its row is {path, error} (a one-paragraph message, also on stderr), and the last stderr
@@ -33,9 +38,12 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
+from ..models.decoding import DecodeSettings, NBestResult, first_captions
 from ..viz import attention_figure, save_attention_gif
+from .decode import command_settings
 from .evaluate import load_module, resolve_device
 from .run_dir import run_config
+from .settings import check_values
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +133,9 @@ POSITIVE_SETTINGS = {
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int."""
+    """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int, or
+    a switch that is not true/false."""
+    check_values(cfg, {"figures": bool})
     for key, what in POSITIVE_SETTINGS.items():
         value = cfg.get(key)
         if key == "image_size" and value is None:
@@ -164,7 +174,8 @@ def _draw(cfg: DictConfig, out: Path, stem: str, path: Path, words, alphas, grid
     return {"png": png.name, "gif": gif.name}
 
 
-def _caption_chunk(cfg: DictConfig, module, paths: list[Path], size: int, out: Path, taken: set[str]) -> list[dict]:
+def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch.Generator, paths: list[Path],
+                   size: int, out: Path, taken: set[str]) -> list[dict]:
     """The rows of one batch of images, in order: each image's own failure (unreadable, or
     its figures) becomes its row's error, and the rest go on. The model's own errors concern
     every image alike (a setting, the checkpoint) and stop the command."""
@@ -179,17 +190,19 @@ def _caption_chunk(cfg: DictConfig, module, paths: list[Path], size: int, out: P
             rows[i] = _failed(path, " ".join(str(e).split()))
     if readable:
         images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).to(module.device)  # (B, 3, S, S)
-        result = module.generate(images, beam_size=cfg.beam_size)
+        every = module.generate(images, decode, draws)
+        result = first_captions(every)
     for k, i in enumerate(readable):
         path = paths[i]
-        tokens = result.tokens[k].tolist()  # (L,) words, <end>, then <pad>
-        n = tokens.index(vocab.end_id) if vocab.end_id in tokens else len(tokens)
-        # Steps that emitted a word (a stray <pad>/<start> from a weak model is not one).
-        steps = [t for t in range(n) if tokens[t] not in (vocab.pad_id, vocab.start_id)]
-        words = [vocab.itos[tokens[t]] for t in steps]
+        steps, words = _words(vocab, result.tokens[k].tolist())
         probs = [float(result.token_logprobs[k, t].exp()) for t in steps]
         row = {"path": str(path), "caption": " ".join(words), "words": words, "word_probs": probs,
                "logprob": float(result.logprob[k])}
+        captions = [row["caption"]]
+        if isinstance(every, NBestResult):  # all n_best, best first; an empty place: no caption
+            captions = [" ".join(_words(vocab, t)[1]) for t in every.tokens[k].tolist()]
+            logprobs = [float(lp) for lp in every.logprob[k]]
+            row.update(captions=captions, logprobs=[lp if np.isfinite(lp) else None for lp in logprobs])
         if cfg.figures and net.has_attention and words:
             alphas = result.alphas[k, steps].cpu()  # (L, P), row l for word l
             try:
@@ -198,9 +211,18 @@ def _caption_chunk(cfg: DictConfig, module, paths: list[Path], size: int, out: P
                 rows[i] = _failed(path, f"{path}: its attention figures could not be drawn ({_one_line(e)}); "
                                         "give figures=false to caption it without them")
                 continue
-        print(f"{path}\t{row['caption']}", flush=True)
+        for caption in captions:
+            print(f"{path}\t{caption}", flush=True)
         rows[i] = row
     return [rows[i] for i in range(len(paths))]
+
+
+def _words(vocab, tokens: list[int]) -> tuple[list[int], list[str]]:
+    """The steps that emitted a word of a caption's tokens (words, <end>, then <pad>), and
+    those words (a stray <pad>/<start> from a weak model is not one)."""
+    n = tokens.index(vocab.end_id) if vocab.end_id in tokens else len(tokens)
+    steps = [t for t in range(n) if tokens[t] not in (vocab.pad_id, vocab.start_id)]
+    return steps, [vocab.itos[tokens[t]] for t in steps]
 
 
 def caption_images(cfg: DictConfig) -> list[dict]:
@@ -209,7 +231,9 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     paths = find_images(str(cfg.images))
     check_settings(cfg)
     device = resolve_device(cfg.device)
-    module = load_module(cfg.ckpt_path, device)
+    module = load_module(cfg.ckpt_path, device, cfg.get("channels_last", "auto"))
+    decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
+    draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
     size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))
     if size is None:
         size = DEFAULT_IMAGE_SIZE
@@ -220,7 +244,7 @@ def caption_images(cfg: DictConfig) -> list[dict]:
 
     rows, taken = [], set()
     for start in range(0, len(paths), cfg.batch_size):
-        rows += _caption_chunk(cfg, module, paths[start : start + cfg.batch_size], size, out, taken)
+        rows += _caption_chunk(cfg, module, decode, draws, paths[start : start + cfg.batch_size], size, out, taken)
     with open(out / "captions.jsonl", "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

@@ -3,7 +3,7 @@ that wrote it, and read back by one function, `read_checkpoint`.
 
 `AtomicCheckpointIO` is the trainer's checkpoint writer (conf/trainer/cpu.yaml, inherited by
 every trainer config). A process killed at any moment, even half-way through writing
-`last.ckpt`, leaves the previous complete `last.ckpt` in place (capgen.training.atomic).
+`last.ckpt`, leaves the previous complete `last.ckpt` in place (capgen.atomic).
 
 A capgen checkpoint is Lightning's (weights, optimizer, loops, callbacks' states) plus the
 vocabulary (`vocab`) and the network's Hydra config (`hyper_parameters.net_config`), so that
@@ -27,8 +27,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .. import __version__
+from ..atomic import write_atomically
 from ..vocab import Vocabulary
-from .atomic import write_atomically
 from .compat import is_local_path
 
 # The layout of a capgen checkpoint: Lightning's keys plus "vocab" and hyper_parameters with
@@ -95,6 +95,12 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> Chec
     if not p.is_file():
         where = "is a folder; give a .ckpt file in it" if p.is_dir() else "no such file"
         raise FileNotFoundError(f"{setting}={path}: {where}")
+    if not zipfile.is_zipfile(p):  # torch's own error would suggest weights_only=False, which is no fix here
+        raise UnreadableCheckpoint(
+            f"{setting}={path}: not a checkpoint torch can read (not a whole zip archive, as torch.save writes: "
+            "truncated by a copy or download that stopped early, or another kind of file). Use another checkpoint "
+            "of the run, e.g. one in its checkpoints/ folder."
+        )
     try:
         # weights_only: a checkpoint is data, never code (capgen keeps only tensors and plain
         # values in it, the module's metric lists included).

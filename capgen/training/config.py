@@ -6,7 +6,9 @@ adds two things:
 - Config nodes generated from constructor signatures, so that every constructor argument
   can be overridden without `+` while the YAML files state only what differs from its
   default: `model/module: captioning` (CaptioningModule) and `data: _datamodule`
-  (CaptionDataModule), the bases the model and data configs start from.
+  (CaptionDataModule), the bases the model and data configs start from; and from the
+  fields of DecodeSettings, `decode: _settings` (the base of conf/decode/'s presets) and
+  `decode: run` (capgen-eval's default: the run's own test decode).
 - The OmegaConf resolvers below.
 
     ${capgen.run_name:}                    conf/logger/tensorboard.yaml: the TensorBoard run's name
@@ -19,6 +21,7 @@ adds two things:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.resources
 import inspect
@@ -105,24 +108,65 @@ def slurm_cpus(num_workers: int) -> int:
     return num_workers + 1
 
 
+# Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
+# `-p pkg`, ...): that value is not an override. `--info` takes one of INFO_CHOICES, or none.
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+INFO_FLAGS, INFO_CHOICES = {"--info", "-i"}, {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def command_overrides(args: list[str]) -> list[str]:
+    """The overrides (`key=value`) of a command line (sys.argv[1:]), without Hydra's flags and
+    their values, so that `capgen-train --cfg job model=lstm` reads as the one override
+    `model=lstm` (each capgen command looks at its overrides before Hydra starts)."""
+    overrides, skip_next = [], False
+    for i, arg in enumerate(args):
+        if skip_next:
+            skip_next = False
+        elif arg.startswith("-"):
+            takes_value = arg in HYDRA_VALUE_FLAGS or (arg in INFO_FLAGS and args[i + 1:i + 2] and args[i + 1] in INFO_CHOICES)
+            skip_next = bool(takes_value)
+        else:
+            overrides.append(arg)
+    return overrides
+
+
 def signature_node(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """{_target_: cls, argument: default, ...} for every constructor argument with a default
     (except `skip`): the single place those defaults are written is the constructor."""
     node: dict[str, Any] = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
     for name, p in inspect.signature(cls.__init__).parameters.items():
         if name != "self" and name not in skip and p.default is not inspect.Parameter.empty:
-            node[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+            node[name] = _config_value(p.default)
     return node
+
+
+def _config_value(default: Any) -> Any:
+    """A constructor default as config data: a tuple as a list, a dataclass (a settings
+    object such as DecodeSettings) as the dict of its fields, so each field is a setting."""
+    if isinstance(default, tuple):
+        return list(default)
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
+        return dataclasses.asdict(default)
+    return default
 
 
 def register() -> None:
     # Imported here: capgen-compare imports this package's run records without Lightning.
     from ..data.datamodule import CaptionDataModule
+    from .decode import config_nodes as decode_nodes
     from .module import CaptioningModule
 
     store = ConfigStore.instance()
+    # decode/_settings (the presets' base) and decode/run (the run's test decode), see capgen.training.decode
+    for name, node in decode_nodes().items():
+        store.store(group="decode", name=name, node=node)
     # net, vocab, net_config: built by capgen.training.train; vocab, encoder: handed over by it.
-    store.store(group="model/module", name="captioning", node=signature_node(CaptioningModule, ("net", "vocab", "net_config")))
+    # The run's monitor drives the plateau schedule too (oc.select: configs without a top-level
+    # monitor, such as capgen-prepare's, still resolve).
+    module = {**signature_node(CaptioningModule, ("net", "vocab", "net_config")),
+              "monitor": "${oc.select:monitor,val/CIDEr}", "monitor_mode": "${oc.select:monitor_mode,max}"}
+    store.store(group="model/module", name="captioning", node=module)
     store.store(group="data", name="_datamodule", node={**signature_node(CaptionDataModule, ("vocab", "encoder")), "seed": "${seed}"})
     for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.launch_time", launch_time),
                      ("capgen.slurm_tasks", slurm_tasks),

@@ -7,9 +7,21 @@ node is used as it was trained, with the user's data.* overrides on top. A `data
 naming another data config replaces it. Without a saved run config the data config is
 composed from conf/eval.yaml (and a warning says so).
 
-Writes into cfg.paths.output_dir, each file atomically: metrics.json, captions.jsonl (one
-{image_id, caption, references, logprob} per image), results.json (the COCO caption server's
-[{image_id, caption}]) and data.yaml (the data config the scores are for).
+Decoding: the run's test decode with the `decode.*` overrides on top, or a preset
+(`decode=beam`, ...; capgen.training.decode). With n_best > 1 each image's first caption is
+scored and all of them are written.
+
+Writes into cfg.paths.output_dir, each file atomically: metrics.json (with the decode
+settings used), captions.jsonl (one {image_id, caption, references, logprob, BLEU-4, CIDEr}
+per image: its own BLEU-4 and CIDEr-D as pycocoevalcap scores each image; plus {captions,
+logprobs}: the image's n_best captions, when n_best > 1), results.json (the COCO caption
+server's [{image_id, caption}]) and data.yaml (the data config the scores are for).
+
+metrics.json also holds statistics of the captions (capgen.metrics.caption_stats):
+vocabulary, mean_length, unique_percent and novel_percent (against the training split's
+references; null, with novel_note saying why, when the training split cannot be read). With
+several captions per image (n_best > 1) Div-1, Div-2, mBLEU-4 and self-CIDEr
+(capgen.metrics.diversity) are added, per image in captions.jsonl and averaged in metrics.json.
 """
 
 from __future__ import annotations
@@ -26,27 +38,45 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..atomic import write_atomically
 from ..metrics import default_metrics
-from .atomic import write_atomically
-from .config import CONF_DIR
+from ..models.decoding import DecodeSettings
+from ..models.hardware import configure_encoder
+from .config import CONF_DIR, command_overrides
+from .decode import command_settings
+from .eval_statistics import corpus_statistics, diversity
 from .module import CaptioningModule
 from .run_dir import best_checkpoint, run_config, run_data_choice
 
 log = logging.getLogger(__name__)
 
+# A captions.jsonl row's fields, in this order, those a row has (diversity only with several captions).
+CAPTION_KEYS = ("image_id", "caption", "references", "logprob", "BLEU-4", "CIDEr", "captions", "logprobs", "Div-1",
+                "Div-2", "mBLEU-4", "self-CIDEr")
 
-def load_module(path: str, device: str = "cpu") -> CaptioningModule:
-    """The checkpoint's module in eval mode on `device` (errors name the file and the fix)."""
+
+def load_module(path: str, device: str = "cpu", channels_last="auto") -> CaptioningModule:
+    """The checkpoint's module in eval mode on `device`, its encoder in the memory format
+    `channels_last` asks for (capgen.models.hardware); errors name the file and the fix."""
     if not path:
         raise ValueError("ckpt_path is not set: give ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-    return CaptioningModule.from_checkpoint(str(path)).to(device).eval()
+    module = CaptioningModule.from_checkpoint(str(path))
+    configure_encoder(module.net.encoder, channels_last, torch.device(device).type)
+    return module.to(device).eval()
 
 
 def resolve_device(device: str) -> str:
+    """`device` (auto, cpu, cuda, cuda:N, ...) as a torch device name, checked here."""
+    if not isinstance(device, str):
+        raise ValueError(f"device={device!r}: give auto, cpu, cuda or cuda:N")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device}: no CUDA device is available here; use device=cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device}: not a device torch knows; give auto, cpu, cuda or cuda:N") from None
     return device
 
 
@@ -58,7 +88,7 @@ def with_run_data_choice(args: list[str]) -> list[str]:
     refused as unknown before the run's config is even read.
     """
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
     except HydraException:
         return args  # Hydra reports the bad override itself
     given = {o.key_or_group: o for o in parsed}
@@ -142,8 +172,9 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         raise ValueError(f"split={cfg.split}: evaluate on val or test")
     device = resolve_device(cfg.device)
     ckpt_path = checkpoint_to_evaluate(cfg)
-    module = load_module(ckpt_path)
-    module.configure_test(beam_size=cfg.beam_size, metrics=cfg.metrics or default_metrics())
+    module = load_module(ckpt_path, device, cfg.get("channels_last", "auto"))
+    decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
+    module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)
     # The encoder a feature cache must have been made by: the checkpoint's.
@@ -154,8 +185,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     module.set_references("test", references)
     module.set_scenes(datamodule.scenes(cfg.split))
     out = Path(cfg.paths.output_dir)
-    log.info("evaluating %s on %s (%d images), beam_size=%d, on %s",
-             ckpt_path, cfg.split, len(references), module.test_beam_size, device)
+    log.info("evaluating %s on %s (%d images), decoding: %s, on %s",
+             ckpt_path, cfg.split, len(references), decode.describe(), device)
 
     accelerator, devices = ("cpu", 1) if device == "cpu" else ("gpu", [torch.device(device).index or 0])
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
@@ -171,12 +202,15 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         metrics["grounding_words"] = grounding.n_words
     rows = [{**r, "references": references[r["image_id"]]} for r in module.last_test["captions"]]
 
-    report = {"checkpoint": str(ckpt_path), "split": cfg.split, "beam_size": module.test_beam_size,
+    report = {"checkpoint": str(ckpt_path), "split": cfg.split, "decode": module.last_test["decode"],
               "images": len(rows), **metrics}
-    captions = "".join(json.dumps({k: r[k] for k in ("image_id", "caption", "references", "logprob")}) + "\n"
-                       for r in rows)
+    report.update(corpus_statistics(rows, datamodule, module.hparams.tokenizer))
+    several = {r["image_id"]: r["captions"] for r in rows if len(r.get("captions", ())) > 1}
+    if several:
+        report.update(diversity(several, references, module.hparams.tokenizer, rows))
+    captions = "".join(json.dumps({k: r[k] for k in CAPTION_KEYS if k in r}) + "\n" for r in rows)
     results = [{"image_id": int(r["image_id"]), "caption": r["caption"]} for r in rows]
-    # Each file whole or not at all (capgen.training.atomic); metrics.json last, as the mark of a finished evaluation.
+    # Each file whole or not at all (capgen.atomic); metrics.json last, as the mark of a finished evaluation.
     for name, text in (("data.yaml", OmegaConf.to_yaml(data_cfg)), ("captions.jsonl", captions),
                        ("results.json", json.dumps(results)), ("metrics.json", json.dumps(report, indent=2) + "\n")):
         write_atomically(out / name, text.encode())
@@ -186,13 +220,16 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
 
 
 def metrics_table(report: dict) -> str:
-    lines = [f"{report['checkpoint']} on {report['split']} ({report['images']} images, beam {report['beam_size']})"]
+    decode = DecodeSettings.from_config(report["decode"]).describe()
+    lines = [f"{report['checkpoint']} on {report['split']} ({report['images']} images, {decode})"]
     width = max(len(k) for k in report)
     for key, value in report.items():
-        if key in ("checkpoint", "split", "images", "beam_size", "grounding_words"):
+        if key in ("checkpoint", "split", "images", "decode", "grounding_words", "novel_note"):
             continue
         shown = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
         if key == "grounding" and "grounding_words" in report:
             shown += f"  ({report['grounding_words']} shape words)"
+        if key == "novel_percent" and "novel_note" in report:
+            shown += f"  ({report['novel_note']})"
         lines.append(f"  {key:<{width}}  {shown}")
     return "\n".join(lines)

@@ -31,6 +31,8 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
+from .config import command_overrides
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
@@ -57,8 +59,9 @@ def hold(folder: Path, record: bool = True) -> bool:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY)
     except OSError as e:
-        error = type(e)(f"could not open {folder}: {e.strerror or e}. capgen-train writes the run into it: make it "
-                        "writable, or give another folder (hydra.run.dir=...).")
+        why = "it is a file, not a folder" if folder.is_file() else e.strerror or str(e)
+        error = type(e)(f"could not open {folder}: {why}. capgen-train writes the run into it: make it "
+                        "a writable folder, or give another folder (hydra.run.dir=...).")
         error.errno = e.errno
         raise error from None
     try:
@@ -116,7 +119,7 @@ def named_run_dir(args: list[str]) -> Path | None:
     if "-m" in args or "--multirun" in args:
         return None
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
     except HydraException:
         return None  # Hydra reports the bad override itself
     given = {o.key_or_group: o.value() for o in parsed if not o.is_sweep_override()}

@@ -10,6 +10,7 @@ Hydra config travels in the hyper-parameters and the vocabulary in every checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -20,13 +21,38 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import Batch
 from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, Scenes, default_metrics
+from ..metrics.captions import METRICS
 from ..metrics.cider_reward import CiderDReward
+from ..metrics.per_image import PerImageMetric
 from ..models import scst
 from ..models.captioner import Captioner, build_captioner
+from ..models.decoding import DecodeResult, DecodeSettings, NBestResult, first_captions
 from ..models.losses import caption_loss, doubly_stochastic, token_losses
+from ..models.scheduled_sampling import sampled_forward, sampling_probability
+from ..models.word_vectors import load_word_vectors
 from ..vocab import Vocabulary
 from . import compat
 from .checkpoint import read_checkpoint, stamp
+from .decode import upgrade_hparams
+from .recipes import check_recipe, lr_scheduler
+
+# The default decoding: greedy every epoch (cheap), a beam of 3 for the test.
+VAL_DECODE = DecodeSettings()
+TEST_DECODE = DecodeSettings(method="beam", beam_size=3)
+
+
+def check_optimisation(lr: float, encoder_lr: float | None, weight_decay: float, warmup_steps: int, alpha_c: float) -> None:
+    """The optimisation settings are in range (their types are checked against the annotations
+    at start-up: capgen.training.settings)."""
+    rules = (("lr", lr, lr > 0 and math.isfinite(lr), "a positive number, e.g. 2e-3"),
+             ("encoder_lr", encoder_lr, encoder_lr is None or (encoder_lr > 0 and math.isfinite(encoder_lr)),
+              "a positive number, or null for model.module.lr"),
+             ("weight_decay", weight_decay, weight_decay >= 0 and math.isfinite(weight_decay), "at least 0, e.g. 0.0"),
+             ("warmup_steps", warmup_steps, warmup_steps >= 0, "at least 0 (0: no warm-up)"),
+             ("alpha_c", alpha_c, alpha_c >= 0 and math.isfinite(alpha_c), "at least 0 (0: no attention regularisation)"))
+    for name, value, ok, fix in rules:
+        if not ok:
+            raise ValueError(f"model.module.{name}={value}: must be {fix}")
 
 
 class CaptioningModule(L.LightningModule):
@@ -38,13 +64,11 @@ class CaptioningModule(L.LightningModule):
         lr: float = 2e-3,
         encoder_lr: float | None = None,
         weight_decay: float = 0.0,
-        scheduler: Literal["none", "cosine"] = "cosine",
+        scheduler: Literal["none", "cosine", "step", "plateau"] = "cosine",
         warmup_steps: int = 100,
         alpha_c: float = 1.0,
-        beam_size: int = 1,
-        test_beam_size: int = 3,
-        length_penalty: float = 0.0,
-        max_decode_len: int | None = None,
+        val_decode: Mapping[str, Any] | DecodeSettings = VAL_DECODE,
+        test_decode: Mapping[str, Any] | DecodeSettings = TEST_DECODE,
         val_metrics: Sequence[str] = ("BLEU", "CIDEr"),
         test_metrics: Sequence[str] | None = None,
         tokenizer: str = "python",
@@ -54,11 +78,25 @@ class CaptioningModule(L.LightningModule):
         scst_max_len: int | None = None,
         scst_from_epoch: int = 0,
         scst_lr: float = 5e-5,
+        lr_decay: float = 0.1,
+        lr_step_epochs: int = 10,
+        lr_patience: int = 2,
+        monitor: str = "val/CIDEr",
+        monitor_mode: Literal["max", "min"] = "max",
+        label_smoothing: float = 0.0,
+        scheduled_sampling: float = 0.0,
+        scheduled_sampling_start: int = 0,
+        scheduled_sampling_ramp: int = 1,
+        word_vectors: str | None = None,
+        freeze_word_vectors: bool = False,
     ):
-        """val_metrics are computed every epoch, so they are the cheap ones; test_metrics
-        default to every score that can run here (capgen.metrics.default_metrics). tokenizer:
-        "python" (capgen's, token for token equal to the official one on real captions and
-        no JVM start per evaluation), "java" (the official PTBTokenizer) or "auto".
+        """val_decode and test_decode: how validation (greedy by default, cheap every epoch)
+        and the test (beam 3) decode, as DecodeSettings or their keys (missing ones at their
+        defaults); with n_best > 1 the first caption of each image is scored. val_metrics are
+        computed every epoch, so they are the cheap ones; test_metrics default to every score
+        that can run here (capgen.metrics.default_metrics). tokenizer: "python" (capgen's,
+        token for token equal to the official one on real captions and no JVM start per
+        evaluation), "java" (the official PTBTokenizer) or "auto".
 
         objective: "xe" (cross-entropy) or "scst" (self-critical sequence training,
         capgen.models.scst): from epoch `scst_from_epoch` on (the epochs before it train with
@@ -68,10 +106,16 @@ class CaptioningModule(L.LightningModule):
         the image's other samples; greedy: its greedy caption). The SCST epochs run at the
         constant learning rate `scst_lr` (every parameter group's rate scaled by scst_lr / lr,
         so the encoder keeps its ratio); the epochs before them follow `scheduler` as a run
-        of scst_from_epoch epochs would."""
+        of scst_from_epoch epochs would.
+
+        Recipe options (defaults: off): scheduler step/plateau with lr_decay, lr_step_epochs,
+        lr_patience and the run's monitor/monitor_mode (capgen.training.recipes);
+        label_smoothing of the training cross-entropy (val/loss stays the plain one);
+        scheduled_sampling, the highest probability of feeding the model's own previous word,
+        reached linearly over scheduled_sampling_ramp epochs from epoch scheduled_sampling_start
+        (capgen.models.scheduled_sampling); word_vectors, a GloVe-format file for the decoder's
+        word embedding, frozen or fine-tuned (capgen.models.word_vectors)."""
         super().__init__()
-        if scheduler not in ("none", "cosine"):
-            raise ValueError(f"model.module.scheduler={scheduler!r}: use none or cosine")
         if objective not in ("xe", "scst"):
             raise ValueError(f"model.module.objective={objective!r}: use xe (cross-entropy) or scst (self-critical)")
         scst.check_settings(scst_samples, scst_baseline, scst_max_len)
@@ -81,10 +125,25 @@ class CaptioningModule(L.LightningModule):
         if not isinstance(scst_lr, (int, float)) or not scst_lr > 0:
             raise ValueError(f"model.module.scst_lr={scst_lr!r}: the learning rate of the self-critical epochs, a "
                              "positive number (5e-5 in the reference recipe)")
-        for name, k in (("beam_size", beam_size), ("test_beam_size", test_beam_size)):
-            if k < 1:  # fail at start-up, not at the first validation
-                raise ValueError(f"model.module.{name}={k}: a beam holds at least 1 caption")
+        if objective == "scst" and scheduler in ("step", "plateau"):
+            raise ValueError(f"model.module.scheduler={scheduler}: the self-critical epochs (objective=scst) run at the "
+                             "constant model.module.scst_lr; use scheduler=cosine or none for the epochs before them")
+        check_optimisation(lr, encoder_lr, weight_decay, warmup_steps, alpha_c)
+        check_recipe(scheduler, lr_decay, lr_step_epochs, lr_patience, monitor_mode, label_smoothing, scheduled_sampling,
+                     scheduled_sampling_start, scheduled_sampling_ramp)
+        for name, chosen in (("val_metrics", val_metrics), ("test_metrics", test_metrics or ())):
+            unknown = [m for m in chosen if m not in METRICS]
+            if unknown:
+                raise ValueError(f"model.module.{name}={list(chosen)}: unknown metric(s) {unknown}; choose from {list(METRICS)}")
+        # Checked at start-up, not at the first validation; errors name model.module.<stage>_decode.<key>.
+        given = {"val": val_decode, "test": test_decode}
+        self.decoding: dict[str, DecodeSettings] = {}  # "val", "test" -> settings, max_len given
+        for stage, node in given.items():
+            where = f"model.module.{stage}_decode"
+            given[stage] = DecodeSettings.from_config(node, where)
+            self.decoding[stage] = given[stage].with_max_len(vocab.max_len, where)
         # Plain data only, so checkpoints load with weights_only (Hydra passes ListConfig/DictConfig).
+        val_decode, test_decode = dataclasses.asdict(given["val"]), dataclasses.asdict(given["test"])
         if isinstance(net_config, DictConfig):
             net_config = OmegaConf.to_container(net_config, resolve=True)
         val_metrics = tuple(val_metrics)
@@ -98,8 +157,10 @@ class CaptioningModule(L.LightningModule):
         # test/grounding: attention models on data with known object boxes (shapes), see set_scenes
         self.test_grounding = GroundingScores()
         self.scenes: Scenes | None = None
-        self.test_beam_size = test_beam_size
-        # What the last test decoded and scored, for capgen-eval's files (every rank holds it all).
+        self.test_nbest = NBestCaptions(vocab)  # every caption of each image, when the test decodes n_best > 1
+        self.draws: torch.Generator | None = None  # where a sampling evaluation draws from, seeded per epoch
+        # What the last test decoded and scored (each image's caption with its BLEU-4 and CIDEr),
+        # for capgen-eval's files and the run's test_captions.jsonl (every rank holds it all).
         self.last_test: dict[str, Any] = {}
         self.reward: CiderDReward | None = None  # SCST's, from set_train_references
 
@@ -121,12 +182,10 @@ class CaptioningModule(L.LightningModule):
         """The test split's scenes, for test/grounding (attention models only; None: no score)."""
         self.scenes = scenes if self.net.has_attention else None
 
-    def configure_test(self, beam_size: int | None = None, metrics: Sequence[str] | None = None) -> None:
+    def configure_test(self, decode: DecodeSettings | None = None, metrics: Sequence[str] | None = None) -> None:
         """Decoding and scores of the next test, where they differ from the hyper-parameters."""
-        if beam_size is not None:
-            if beam_size < 1:
-                raise ValueError(f"beam_size={beam_size}: a beam holds at least 1 caption")
-            self.test_beam_size = beam_size
+        if decode is not None:
+            self.decoding["test"] = decode.with_max_len(self.vocab.max_len)
         if metrics is not None:
             references = self.test_scores.references
             self.test_scores = CaptionScores(self.vocab, references, metrics=tuple(metrics), tokenizer=self.hparams.tokenizer)
@@ -144,7 +203,8 @@ class CaptioningModule(L.LightningModule):
         """The module a capgen checkpoint holds, on the CPU (capgen.training.checkpoint says
         what is checked; errors name `setting`=path)."""
         ckpt = read_checkpoint(path, setting)
-        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **ckpt.hparams)
+        hparams = upgrade_hparams(ckpt.hparams)  # a checkpoint of an older capgen: its beam sizes as decode settings
+        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **hparams)
         try:
             module.load_state_dict(ckpt.state_dict)
         except RuntimeError as e:  # read fine, but the weights do not fit
@@ -153,10 +213,29 @@ class CaptioningModule(L.LightningModule):
         return module
 
     # ----- training ---------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Before a resumed run's checkpoint is restored (it then overwrites the vectors) and
+        # before the optimizer is made (which leaves out a frozen table).
+        if stage == "fit" and self.hparams.word_vectors:
+            load_word_vectors(self.net.decoder.embed, self.hparams.word_vectors, self.vocab,
+                              self.hparams.freeze_word_vectors)
+
+    def sampling_probability(self) -> float:
+        """Scheduled sampling's probability in the current epoch (0: teacher forcing)."""
+        hp = self.hparams
+        return sampling_probability(self.current_epoch, hp.scheduled_sampling, hp.scheduled_sampling_start,
+                                    hp.scheduled_sampling_ramp)
+
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
-        logits, alphas = self.net(batch.images, inputs)
-        xent = caption_loss(logits, targets, self.vocab.pad_id)
+        p = self.sampling_probability() if self.training else 0.0
+        if p > 0:
+            logits, alphas = sampled_forward(self.net, batch.images, inputs, p, self.vocab.start_id)
+            if compat.attached_trainer(self) is not None:
+                self.log("train/sampling_prob", p, batch_size=len(batch.images))
+        else:
+            logits, alphas = self.net(batch.images, inputs)  # teacher forcing, the decoders' fast path
+        xent = caption_loss(logits, targets, self.vocab.pad_id, self.hparams.label_smoothing)
         if alphas is None or self.hparams.alpha_c == 0:
             return xent, xent
         reg = doubly_stochastic(alphas, targets != self.vocab.pad_id)
@@ -193,16 +272,32 @@ class CaptioningModule(L.LightningModule):
         return out.loss
 
     # ----- validation / test ------------------------------------------------------------
-    def generate(self, images: torch.Tensor, beam_size: int | None = None):
-        """Captions for a batch; validation decodes with `beam_size` (greedy by default, cheap
-        every epoch), test with `test_beam_size`, unless a beam size is given."""
-        if beam_size is None:
-            trainer = compat.attached_trainer(self)
-            beam_size = self.test_beam_size if trainer is not None and trainer.testing else self.hparams.beam_size
-        max_len = self.hparams.max_decode_len or self.vocab.max_len
-        return self.net.generate(
-            images, max_len, self.vocab.start_id, self.vocab.end_id, beam_size, self.hparams.length_penalty
-        )
+    def _stage(self) -> str:
+        trainer = compat.attached_trainer(self)
+        return "test" if trainer is not None and trainer.testing else "val"
+
+    def generate(self, images: torch.Tensor, decode: DecodeSettings | None = None,
+                 generator: torch.Generator | None = None) -> DecodeResult | NBestResult:
+        """Captions for a batch (capgen.models.decoding.decode): as `decode` says, else as the
+        stage decodes (the test's settings while testing, else validation's), sampling from
+        `generator`, else from the evaluation's own (seeded at its start with decode.seed)."""
+        if decode is None:
+            decode, generator = self.decoding[self._stage()], generator if generator is not None else self.draws
+        decode = decode.with_max_len(self.vocab.max_len)
+        v = self.vocab
+        return self.net.decode(images, decode, v.start_id, v.end_id, v.unk_id, v.max_len, generator)
+
+    def _start_draws(self) -> None:
+        settings = self.decoding[self._stage()]
+        self.draws = None
+        if settings.method == "sample":  # the same draws every epoch, and the global RNG untouched
+            self.draws = torch.Generator(device=self.device).manual_seed(settings.seed)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_draws()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_draws()
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
@@ -211,9 +306,12 @@ class CaptioningModule(L.LightningModule):
         # Per image, so DDP's repeated images count once (capgen.metrics.per_image).
         self.eval_loss[stage].update(batch.image_ids, token_losses(logits, targets, pad).sum(1), (targets != pad).sum(1))
         result = self.generate(batch.images)
-        self.scores(stage).update(batch.image_ids, result.tokens, result.logprob)
+        first = first_captions(result)  # each image's first (best) caption is the one scored
+        self.scores(stage).update(batch.image_ids, first.tokens, first.logprob)
+        if stage == "test" and isinstance(result, NBestResult):
+            self.test_nbest.update(batch.image_ids, result)
         if stage == "test" and self.scenes is not None:
-            self.test_grounding.add_captions(batch.image_ids, result.tokens, result.alphas, self.scenes,
+            self.test_grounding.add_captions(batch.image_ids, first.tokens, first.alphas, self.scenes,
                                              self.vocab.itos, self.vocab.end_id, self.net.grid)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -234,7 +332,13 @@ class CaptioningModule(L.LightningModule):
         # sync_dist averages identical values (exact), and keeps Lightning from warning.
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=True)
         if stage == "test":
-            self.last_test = {"captions": metric.captions(), "grounding": None}
+            decode = self.decoding["test"]
+            self.last_test = {"captions": metric.scored_captions, "grounding": None, "decode": dataclasses.asdict(decode)}
+            if decode.n_best > 1:  # every caption of each image beside the scored first
+                every = self.test_nbest.compute()
+                self.test_nbest.reset()
+                for row in self.last_test["captions"]:
+                    row.update(every[row["image_id"]])
         metric.reset()
         if stage == "test" and self.scenes is not None:
             g = self.test_grounding.compute()  # gathered from every rank, like the scores
@@ -260,13 +364,13 @@ class CaptioningModule(L.LightningModule):
         ]
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none" and not self.uses_scst:
-            return optimizer
-        total = self.trainer.estimated_stepping_batches
-        scst_from = math.inf  # the first self-critical step
-        if self.uses_scst:  # the schedule spans the cross-entropy epochs only
-            per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
-            scst_from = total = hp.scst_from_epoch * per_epoch
+        if not self.uses_scst:
+            total = self.trainer.estimated_stepping_batches if hp.scheduler == "cosine" else None
+            scheduler = lr_scheduler(optimizer, hp, total)
+            return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        # SCST: the schedule (cosine or none) spans the cross-entropy epochs only, then scst_lr holds.
+        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        scst_from = total = hp.scst_from_epoch * per_epoch  # the first self-critical step
         warmup = min(hp.warmup_steps, max(total - 1, 0))
 
         def factor(step: int) -> float:  # linear warm-up, then cosine to zero; SCST: constant scst_lr
@@ -281,3 +385,30 @@ class CaptioningModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class NBestCaptions(PerImageMetric):
+    """Every caption of each image when a test decodes n_best > 1: update(image_ids (B,),
+    NBestResult (B, N, L)) per batch; compute() -> {image_id: {"captions": [N strings],
+    "logprobs": [N floats, None where the search found no caption]}}, gathered across ranks."""
+
+    FIELDS = ("tokens", "logprobs")
+
+    def __init__(self, vocab: Vocabulary):
+        super().__init__()
+        self.vocab = vocab
+        self.width = vocab.max_len + 2  # fixed, so that every rank's rows concatenate
+
+    def update(self, image_ids: torch.Tensor, result: NBestResult) -> None:
+        tokens = result.tokens[:, :, : self.width]
+        padded = tokens.new_zeros(*tokens.shape[:2], self.width)
+        padded[:, :, : tokens.shape[2]] = tokens
+        self.add_rows(image_ids, tokens=padded.long(), logprobs=result.logprob.detach().double())
+
+    def compute(self) -> dict[int, dict[str, list]]:
+        ids, rows = self.per_image()
+        return {
+            i: {"captions": [self.vocab.decode(t) for t in tokens],
+                "logprobs": [lp if math.isfinite(lp) else None for lp in logprobs]}
+            for i, tokens, logprobs in zip(ids, rows["tokens"].tolist(), rows["logprobs"].tolist())
+        }

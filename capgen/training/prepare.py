@@ -10,6 +10,8 @@ import torch
 from omegaconf import DictConfig
 
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
+from ..models.hardware import configure_encoder, parse_channels_last
+from .settings import check_types, check_values
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -17,6 +19,11 @@ SPLITS = ("train", "val", "test")
 
 def prepare(cfg: DictConfig) -> dict[str, int]:
     """Write (or finish, or keep) every cache; returns the number of bad images per split."""
+    check_values(cfg, {"features": bool, "feature_batch_size": int})  # before anything is written
+    if cfg.feature_batch_size < 1:
+        raise ValueError(f"feature_batch_size={cfg.feature_batch_size}: give a positive whole number, e.g. 64")
+    check_types(cfg.data, "data")
+    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops before any cache is written
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     on_bad_sample = cfg.data.get("on_bad_sample") or "error"
@@ -36,6 +43,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
                 cfg.model.encoder._target_,
             )
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        configure_encoder(encoder, cfg.get("channels_last", "auto"), device)
 
     bad = {}
     for split in SPLITS:

@@ -25,6 +25,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import Checkpoint, UnreadableCheckpoint, read_checkpoint
+from .config import command_overrides
+from .decode import upgrade_overrides
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ DDP_CHILD = "hydra.job.name=train_ddp_process_"
 
 def resume_argv(args: list[str]) -> list[str]:
     """`args` (sys.argv[1:]) rewritten for `resume=<run dir>` as the module docstring says."""
-    overrides = [a for a in args if not a.startswith("-")]
+    overrides = command_overrides(args)
     given = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(overrides)}
     if "resume" not in given or given["resume"].value() in (None, "null") or any(a.startswith(DDP_CHILD) for a in args):
         return args
@@ -47,7 +49,7 @@ def resume_argv(args: list[str]) -> list[str]:
         )
     check_run_dir(run)
     saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
-    own = [o.input_line for o in OverridesParser.create().parse_overrides(saved)
+    own = [o.input_line for o in OverridesParser.create().parse_overrides(upgrade_overrides(saved))
            if o.key_or_group not in ("resume", "ckpt_path") and not o.key_or_group.startswith("hydra.")]
     # Everything is checked before the first byte is written into the run: a refused resume
     # leaves the folder as it was, so the plain `resume=<run>` still works afterwards.

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..data.datamodule import Batch
+from ..models.decoding import first_captions
 from ..viz import attention_figure, caption_figure
 
 
@@ -24,7 +25,7 @@ def log_samples(trainer: L.Trainer, module, batch: Batch, stage: str,
     if not loggers:
         return
     tb = loggers[0].experiment
-    result = module.generate(batch.images)
+    result = first_captions(module.generate(batch.images))  # each image's first (best) caption
     references = module.scores(stage).references
     step = trainer.global_step
     if batch.images.dtype == torch.uint8:  # (B, 3, H, W) pixels

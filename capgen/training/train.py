@@ -10,38 +10,34 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
-from hydra.errors import InstantiationException
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
+from ..metrics.captions import METRICS
 from ..models.captioner import build_captioner
+from ..models.captioner import instantiate as build
+from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
 from .callbacks import BestEpochMetrics, CaptionSamples
 from .hparams import log_final_hparams
 from .init_from import init_checkpoint, load_network
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, logger_kwargs, resume_checkpoint
-from .run_dir import write_summary
+from .run_dir import write_summary, write_test_captions
+from .settings import check_types
 
 log = logging.getLogger(__name__)
 
 
-def build(node, **kwargs):
-    """hydra.utils.instantiate, except that a constructor's own ValueError (which names the
-    setting and the fix) is raised as it is, not inside Hydra's multi-line wrapper."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, ValueError):
-            raise e.__cause__ from None
-        raise
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as configured; returns the final logged metrics."""
+    check_settings(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
+    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops here, before any work
+    device_type = "cpu" if trains_on_cpu(cfg) else "cuda"
+    choose_precision(cfg)
 
     net_config = OmegaConf.to_container(cfg.model, resolve=True)
     net_config.pop("module")
@@ -56,13 +52,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.encoder = net_config["encoder"]
     check_splits(cfg, datamodule)
     vocab = datamodule.vocab
-    vocab.save(out / "vocab.json")
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 
     net = build_captioner(net_config, len(vocab))
     if init is not None:
         load_network(net, init)
         log.info("network weights from %s (init_from)", init.path)
+    configure_encoder(net.encoder, cfg.get("channels_last", "auto"), device_type)
     if cfg.get("compile"):
         net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
@@ -79,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             callback.pictures = datamodule.pictures  # the images, when batches carry features
     loggers = [build(c, **logger_kwargs(c, start)) for c in cfg.get("logger", {}).values()]
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers)
+    # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
+    vocab.save(out / "vocab.json")
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # The run's result is its best epoch (the checkpoint kept and tested), not its last.
@@ -90,10 +88,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
         module.set_scenes(datamodule.scenes("test"))
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(results[0] if results else {})
+        if trainer.is_global_zero and module.last_test.get("captions"):
+            write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
     log_final_hparams(trainer, cfg, metrics)
     if trainer.is_global_zero:
-        write_summary(out, metrics, best)
+        write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
     return metrics
+
+
+def trains_on_cpu(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def choose_precision(cfg: DictConfig) -> None:
+    """On the CPU, a bf16 trainer.precision becomes 32-true where the CPU has no native bf16
+    (it would run several times slower; capgen.models.hardware.cpu_precision warns), unless
+    allow_slow_bf16=true. The config is changed in place, so the run's records say what ran."""
+    allow = cfg.get("allow_slow_bf16", False)
+    if not isinstance(allow, bool):
+        raise ValueError(f"allow_slow_bf16={allow!r}: use true or false")
+    if trains_on_cpu(cfg) and cfg.trainer.get("precision") is not None:
+        cfg.trainer.precision = cpu_precision(cfg.trainer.precision, allow)
 
 
 def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
@@ -109,3 +125,45 @@ def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
                 f"it empty), so the run would {'train' if split == 'train' else 'score'} on nothing. Give the "
                 f"{split} split images{skip[split]}."
             )
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The settings a run would only trip over later (an optimizer given lr=abc, a run that
+    trains on nothing, a monitor no epoch logs), checked before anything is built; each error
+    names the key, the value and the fix. Ranges of single settings are checked by the
+    constructors they go to, types against their annotations (capgen.training.settings)."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r}: must be a whole number, e.g. seed=42")
+    if cfg.monitor_mode not in ("max", "min"):  # before the callbacks it is handed to
+        raise ValueError(f"monitor_mode={cfg.monitor_mode!r}: must be max (scores such as val/CIDEr) or min (val/loss)")
+    nodes = ["model.encoder", "model.decoder", "model.module", "data", "trainer"]
+    nodes += [f"{group}.{name}" for group in ("callbacks", "logger") for name in cfg.get(group) or {}]
+    for key in nodes:
+        node = OmegaConf.select(cfg, key)
+        if isinstance(node, DictConfig):
+            check_types(node, key)
+    trainer = cfg.trainer
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        if trainer.get(key) == 0:
+            raise ValueError(
+                f"trainer.{key}=0: the run would train on nothing and still report itself completed. Give "
+                f"trainer.{key} a positive value, or evaluate an existing checkpoint with capgen-eval."
+            )
+    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator={trainer.accelerator}: no CUDA GPU is available here (torch sees none). Train on the "
+            "CPU with trainer=cpu, or in several CPU processes with trainer=ddp_cpu."
+        )
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and clip < 0:
+        raise ValueError(f"trainer.gradient_clip_val={clip}: must be at least 0 (0 or null: no clipping), e.g. 1.0")
+    val_metrics = list(cfg.model.module.val_metrics)
+    if any(m not in METRICS for m in val_metrics):
+        return  # CaptioningModule names the unknown ones
+    logged = ["val/loss", *(f"val/{name}" for m in val_metrics for name in METRICS[m]), "train/loss", "train/xent"]
+    if cfg.monitor not in logged:
+        raise ValueError(
+            f"monitor={cfg.monitor!r}: no epoch of this run logs it, so no checkpoint could be chosen as the best. "
+            f"Use one of {', '.join(logged)} (val/* scores come from model.module.val_metrics)."
+        )

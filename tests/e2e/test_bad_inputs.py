@@ -20,6 +20,39 @@ result, and leaves the outputs already on disk as they were.
 | caption: a corrupt image among good ones | caption         | its row and stderr name the file and the fix;  |
 |                                         |                  | the others are captioned; exit status 1        |
 | caption: 1x1 and 10,000x10,000 images   | caption          | captioned like any other image                 |
+| caption: a 3000x300 panorama            | caption          | captioned, its figure drawn (test_viz.py)      |
+| no training images, empty val/test split, | train          | stops at start-up naming the setting, before   |
+|   hidden_dim=0, max_len=0               |                  | anything is written                            |
+| a setting of the wrong type (lr=abc,    | train            | one paragraph naming the key, the value and an |
+|   batch_size=abc, precision=bogus, ...) |                  | example, before anything is written            |
+| a setting out of range (lr=-1 or nan,   | train            | the same (test_settings.py lists them all)     |
+|   max_epochs=0, monitor=val/FOO, ...)   |                  |                                                |
+| Hydra flags (--cfg job, --info)         | train            | work as Hydra documents them                   |
+| an error raised in a DataLoader worker  | train            | one paragraph (the worker's own message), the  |
+|                                         |                  | traceback in error.txt                         |
+| a refused resume (another width, a      | resume           | refused; the folder byte for byte as before    |
+|   model type, a damaged last.ckpt)      |                  | (test_resume_faults.py); a damaged last.ckpt:  |
+|                                         |                  | the newest checkpoint that loads               |
+| SIGTERM / SIGUSR1 / SIGKILL mid-run     | train            | checkpoint at the next step, summary           |
+|                                         |                  | interrupted, exit 128+signal; resume is exact  |
+|                                         |                  | (test_signals.py, test_kill_resume.py)         |
+| 16-bit, 32-bit, float, LA, P, CMYK images | train/prepare/caption | scaled to 8-bit RGB as documented     |
+|                                         |                  | (test_images.py)                               |
+| a NaN learning rate or update           | train            | refused at start-up, or stopped keeping the    |
+|                                         |                  | last finite weights (test_numerical_faults.py) |
+| a moved or copied run folder            | resume/eval      | resumes and evaluates as itself                |
+|                                         |                  | (test_resume_faults.py)                        |
+| `<unk>`, `<pad>`, `<start>`, `<end>` as caption text | vocabulary | ordinary words, never special ids     |
+|                                         |                  | (test_vocab.py)                                |
+| duplicate image ids                     | train            | follows on_bad_sample (test_karpathy.py)       |
+| two capgen-train on one run folder      | train            | the second refused, naming the holder          |
+|                                         |                  | (test_run_lock.py)                             |
+| a half-written summary.json             | compare          | listed as unreadable, the others shown         |
+|                                         |                  | (test_run_dir.py)                              |
+| an undecodable image, on_bad_sample=skip | train           | left out of its batch, counted, resume exact   |
+|                                         |                  | (test_skip_bad_images.py)                      |
+| a full disk or a read-only run folder   | train/eval       | one paragraph naming the file, no .tmp left    |
+|                                         |                  | (test_run_dir.py, test_checkpointing.py)       |
 
 The readers' own tests (test_karpathy.py, test_images.py, test_vocab.py) cover each case
 at the source level; here they go through the entry points.
@@ -46,6 +79,7 @@ from capgen.training.train import train
 from capgen.vocab import Vocabulary
 
 from helpers.fixtures_real import edit_json, make_flickr, make_odd_images
+from helpers.workflow import capgen
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -315,3 +349,38 @@ def test_a_meaningless_run_stops_at_start_up_instead_of_completing(make_cfg, ove
 def test_an_empty_split_the_run_does_not_use_is_fine(make_cfg):
     metrics = train(make_cfg("data.source.sizes={train:64,val:16,test:0}", "test=false"))
     assert "val/CIDEr" in metrics
+
+
+def test_a_bad_setting_is_one_paragraph_on_the_console_and_in_summary_json(tmp_path):
+    """capgen-train as a user runs it: the console ends with the paragraph (no traceback:
+    error.txt keeps it), the exit status is 1, and nothing but the run's records is written."""
+    run = tmp_path / "run"
+    done = capgen("train", "debug=fast", "model.module.lr=abc", f"hydra.run.dir={run}", cwd=tmp_path,
+                  env={"HYDRA_FULL_ERROR": "0"})
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("capgen-train: ValueError: model.module.lr='abc': must be a number"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", ".lock", "error.txt", "summary.json", "train.log"]
+    assert "Traceback" in (run / "error.txt").read_text()
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+def test_hydra_flags_with_values_work(tmp_path):
+    done = capgen("train", "--cfg", "job", "model=lstm", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "_target_: capgen.models.LSTMDecoder" in done.stdout
+
+
+@pytest.mark.parametrize("command, args, says", [
+    ("eval", ["beam_size=0"], "capgen-eval: ValueError: beam_size=0"),
+    ("caption", ["images=no_such_folder"], "capgen-caption: "),
+])
+def test_eval_and_caption_failures_end_with_one_paragraph_and_keep_the_traceback(lstm_run, tmp_path, command, args, says):
+    out = tmp_path / "out"
+    done = capgen(command, f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", *args, f"hydra.run.dir={out}",
+                  cwd=tmp_path, env={"HYDRA_FULL_ERROR": "0"})
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(says) and last.endswith(f"(traceback in {out / 'error.txt'})"), done.stderr
+    assert "Traceback" not in done.stderr and "Traceback" in (out / "error.txt").read_text()

@@ -32,9 +32,23 @@ def test_quick_benchmark_writes_every_section(tmp_path):
         for name in ("greedy", "beam3", "beam5"):
             d = r[config]["decode"][name]
             assert _positive(d["batched_speedup"]) and _positive(d["one_at_a_time_captions_per_s"])
+        for name in ("beam3_nbest3", "beam3_constrained", "diverse_beam6_groups3", "sample5_top_p0.9"):
+            (rate,) = [v for k, v in r[config]["decode"][name].items() if k.endswith("_images_per_s")]
+            assert _positive(rate)
         for form in ("raw", "image_cache", "feature_cache"):
             assert all(_positive(r[config]["data"][f"{form}_workers{w}_images_per_s"]) for w in (0, 1, 2))
     assert _positive(r["reference"]["decode"]["images_to_captions"]["beam3_batch_captions_per_s"])
+    # the machine it ran on, and the encoder's speed against an estimated peak
+    assert set(r["machine"]["isa"]) in ({"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"}, {"asimd", "sve", "bf16"})
+    assert r["machine"]["cpu"] and r["machine"]["threads"] >= 1 and r["machine"]["gpu"] is None
+    assert r["estimated_fp32_peak"]["estimate"] is True
+    assert "machine: " in run.stdout and "estimated fp32 peak" in run.stdout
+    for config in ("shapes", "reference"):
+        enc = r[config]["encoder"]
+        assert enc["gflop"] > 0 and _positive(enc["contiguous"]["gflops_per_s"])
+        assert _positive(enc["channels_last"]["speedup_vs_contiguous"])
+        if r["estimated_fp32_peak"]["gflops"]:
+            assert 0 < enc["channels_last"]["share_of_estimated_fp32_peak"] < 1
     assert _positive(r["shapes"]["metrics"]["val_metrics_s"]) and "metrics" not in r["reference"]
     sc = r["shapes"]["scst"]
     assert all(_positive(sc[k]) for k in ("xe_step_s", "scst_step_s", "scst_over_xe", "reward_per_320_captions_s",
@@ -45,3 +59,19 @@ def test_quick_benchmark_writes_every_section(tmp_path):
 def test_unknown_options_are_clear_errors(tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), "--sections", "trian"], capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2 and "--sections: unknown ['trian']" in run.stderr
+
+
+def test_quick_startup_section_times_each_phase_and_the_train_command(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--sections", "startup", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())["shapes"]["startup"]
+    assert r["scale"]["images"] == 1200 and r["scale"]["captions"] == 6030
+    phases = r["phases"]
+    for key in ("index_train_s", "index_val_s", "index_test_s", "vocabulary_s", "references_s", "train_loader_s", "imports_s",
+                "peak_rss_mb"):
+        assert isinstance(phases[key], float) and phases[key] >= 0, key
+    assert phases["train_images"] == 1200 - 100 - 100  # train + restval of the synthetic Karpathy file
+    command = r["train_command"]
+    assert 0 < command["to_first_step_s"] < command["end_to_end_s"] and _positive(command["peak_rss_mb"])

@@ -139,7 +139,7 @@ def test_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, 
     a, b = checkpoint(full), checkpoint(split)
     assert_same_training_state(a, b)
     # The best-checkpoint tracker continued too: same best score, same file kept.
-    best = next(k for k in a["callbacks"] if "val/CIDEr" in k)
+    best = next(k for k in a["callbacks"] if k.startswith("BestCheckpoint") and "val/CIDEr" in k)
     assert a["callbacks"][best]["best_model_score"] == b["callbacks"][best]["best_model_score"]
     assert Path(a["callbacks"][best]["best_model_path"]).name == Path(b["callbacks"][best]["best_model_path"]).name
     assert sorted(p.name for p in (split / "checkpoints").glob("*.ckpt")) == sorted(

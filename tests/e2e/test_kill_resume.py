@@ -26,11 +26,11 @@ OVERRIDES = ["debug=fast", "model=lstm", "trainer.max_epochs=6", "test=false",
              "data.source.sizes={train:64,val:16,test:16}"]
 STEPS = 6 * 3  # epochs x batches (debug=fast)
 
-# capgen-train with slow checkpoint writes: `open` inside capgen.training.atomic hands out files
+# capgen-train with slow checkpoint writes: `open` inside capgen.atomic hands out files
 # whose write() trickles the bytes out, so write_atomically's own code runs, only slower.
 SLOW_TRAIN = """
 import builtins, sys, time
-import capgen.training.atomic as ck
+import capgen.atomic as ck
 
 class Trickle:
     def __init__(self, f):

@@ -61,3 +61,14 @@ def test_a_second_capgen_train_on_a_run_in_progress_is_refused_and_a_killed_hold
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert summary(run)["status"] == "completed"
     assert not holds_lock(run, holder.pid)  # the resumed process wrote its own pid
+
+
+def test_a_run_folder_that_is_a_file_is_named_as_such(tmp_path):
+    from capgen.training.lock import hold
+
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(FileExistsError) as err:
+        hold(target)
+    assert str(err.value).startswith(f"could not open {target}: it is a file, not a folder.")
+    assert target.read_text() == "mine"

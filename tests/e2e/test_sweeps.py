@@ -28,7 +28,7 @@ def sweep(tmp_path_factory) -> Path:
     """`capgen-train -m model=rnn,lstm,attn` (2 epochs, hidden 40, tested with beam 2) on tiny data."""
     out = tmp_path_factory.mktemp("sweep")
     done = capgen("train", "-m", "model=" + ",".join(MODELS), "model.decoder.hidden_dim=40",
-                  "model.module.test_beam_size=2", "trainer.max_epochs=2", *SMALL, UNNAMED,
+                  "model.module.test_decode.beam_size=2", "trainer.max_epochs=2", *SMALL, UNNAMED,
                   f"hydra.sweep.dir={out}", cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -36,7 +36,7 @@ def sweep(tmp_path_factory) -> Path:
 
 def test_sweep_writes_one_folder_per_job_named_by_its_overrides(sweep):
     names = [p.name for p in job_dirs(sweep)]
-    assert names == [f"{i}_model.decoder.hidden_dim=40,model.module.test_beam_size=2,model={m}"
+    assert names == [f"{i}_model.decoder.hidden_dim=40,model.module.test_decode.beam_size=2,model={m}"
                      for i, m in enumerate(MODELS)]
     for job in job_dirs(sweep):
         assert summary(job)["status"] == "completed"
@@ -113,14 +113,28 @@ def test_eval_of_a_run_folder_uses_its_best_checkpoint_data_and_model_settings(s
     report = run_eval(tmp_path / "a", f"run={job}")
     assert report["checkpoint"] == str(job / summary(job)["best_checkpoint"])
     assert report["images"] == 16  # the run's test split, not eval.yaml's 500-image one
-    assert report["beam_size"] == 2  # the beam the run was tested with
+    assert report["decode"]["method"] == "beam" and report["decode"]["beam_size"] == 2  # the run's test decode
     net = load_module(report["checkpoint"]).net
     assert type(net.decoder).__name__ == "LSTMDecoder" and net.decoder.rnn.hidden_size == 40
 
     # Overrides on top of the run's settings.
     report = run_eval(tmp_path / "b", f"run={job}", "split=val", "beam_size=1", "data.source.sizes.val=8")
-    assert (report["split"], report["images"], report["beam_size"]) == ("val", 8, 1)
+    assert (report["split"], report["images"], report["decode"]["method"]) == ("val", 8, "greedy")
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["images"] == 8
+
+
+def test_compare_paired_compares_two_jobs_on_their_per_image_test_scores(sweep, tmp_path):
+    attn, lstm = ([j for j in job_dirs(sweep) if j.name.endswith(f"model={m}")][0] for m in ("attn", "lstm"))
+    done = capgen("compare", "--paired", str(attn), str(lstm), "--resamples", "500", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "over the 16 test images both were tested on (A 16, B 16), 500 resamples, seed 0" in lines[2]
+    cider = lines[4].split()
+    assert cider[0] == "CIDEr"
+    # each side's mean of its per-image CIDEr-D is the run's corpus test/CIDEr (CIDEr-D is a mean over images)
+    assert [float(v) for v in cider[1:4]] == pytest.approx(
+        [summary(attn)["metrics"]["test/CIDEr"], summary(lstm)["metrics"]["test/CIDEr"],
+         summary(attn)["metrics"]["test/CIDEr"] - summary(lstm)["metrics"]["test/CIDEr"]], abs=1e-4)
 
 
 def test_eval_of_a_run_folder_without_a_finished_run_says_what_to_do(sweep, tmp_path):

@@ -97,23 +97,44 @@ def test_mixed_precision_through_trainer_precision(make_cfg):
 
 def test_bad_beam_size_fails_at_start_up(make_cfg):
     # The module's own ValueError, naming the setting, not Hydra's wrapper around it.
-    with pytest.raises(ValueError, match=r"^model\.module\.test_beam_size=0: a beam holds at least 1 caption$"):
-        train(make_cfg("model.module.test_beam_size=0"))
+    with pytest.raises(ValueError, match=r"^model\.module\.test_decode\.beam_size=0: a beam holds at least 1 caption\.$"):
+        train(make_cfg("model.module.test_decode.beam_size=0"))
 
 
 def test_test_split_is_decoded_with_the_test_beam(make_cfg, monkeypatch):
     from capgen.models.captioner import Captioner
 
     seen = []
-    original = Captioner.generate
+    original = Captioner.decode
 
-    def spy(self, images, *args, **kw):
-        seen.append(args[3] if len(args) > 3 else kw.get("beam_size"))
-        return original(self, images, *args, **kw)
+    def spy(self, images, settings, *args, **kw):
+        seen.append((settings.method, settings.beam_size))
+        return original(self, images, settings, *args, **kw)
 
-    monkeypatch.setattr(Captioner, "generate", spy)
-    train(make_cfg("model=lstm", "model.module.test_beam_size=4", "test=true"))
-    assert 1 in seen and 4 in seen  # validation greedy, test with the beam
+    monkeypatch.setattr(Captioner, "decode", spy)
+    train(make_cfg("model=lstm", "model.module.test_decode.beam_size=4", "test=true"))
+    assert ("greedy", 1) in seen and ("beam", 4) in seen  # validation greedy, test with the beam
+
+
+def test_sampled_validation_and_an_n_best_test_leave_training_as_it_was(make_cfg, tmp_path):
+    """Validation may sample (its own seeded generator, not the global one: the run trains
+    exactly as with greedy validation) and the test may keep the n best: each image's first
+    is scored, and summary.json says how the test decoded."""
+    import json
+
+    greedy = train(make_cfg("model=lstm", "trainer.max_epochs=2", "test=false", name="greedy"))
+    cfg = make_cfg("model=lstm", "trainer.max_epochs=2", "model.module.val_decode.method=sample",
+                   "model.module.val_decode.n_best=3", "model.module.val_decode.top_p=0.8",
+                   "model.module.test_decode.n_best=2", "model.module.test_decode.no_repeat_ngram_size=2", name="sampled")
+    sampled = train(cfg)
+    weights = [torch.load(Path(tmp_path) / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+               for run in ("greedy", "sampled")]
+    assert sampled["train/loss"] == greedy["train/loss"] and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert sampled["val/CIDEr"] != greedy["val/CIDEr"]  # the captions scored were drawn
+    assert math.isfinite(sampled["test/CIDEr"])
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert (summary["test_decode"]["method"], summary["test_decode"]["n_best"]) == ("beam", 2)
+    assert summary["test_decode"]["no_repeat_ngram_size"] == 2 and summary["metrics"]["test/CIDEr"] == sampled["test/CIDEr"]
 
 
 def test_the_initial_weights_depend_on_the_seed_alone(make_cfg, monkeypatch):

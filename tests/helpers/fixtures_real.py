@@ -7,6 +7,8 @@ id, file paths), computed here and not by the code under test.
     make_coco2014(root)   train2014/ val2014/ annotations/captions_{train,val}2014.json
                           dataset_coco.json (Karpathy's splits)
     make_flickr(root, v)  Flicker8k_Dataset/ or flickr30k-images/, dataset_flickr{8k,30k}.json
+    make_custom(root, f)  images/ (with a sub-folder) and a captions file for data=custom:
+                          captions.jsonl, captions.csv or a Karpathy-format mydata.json
     make_odd_images(dir)  one file per awkward or broken kind of image file
     write_png16(path, a)  a 16-bit PNG of any channel count (PIL writes only 16-bit grey)
     edit_json(path, fn)   change a written JSON file in place (to plant a fault)
@@ -14,6 +16,7 @@ id, file paths), computed here and not by the code under test.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import random
@@ -150,6 +153,55 @@ def make_flickr(root: Path, version: str = "8k", n: int = 9) -> dict:
                        "sentences": [{"raw": c, "tokens": c.lower().split(), "imgid": imgid, "sentid": 5 * i + j}
                                      for j, c in enumerate(captions)]})
     facts["karpathy_json"] = _write_json(root / f"dataset_flickr{version}.json", {"images": images, "dataset": f"flickr{version}"})
+    return facts
+
+
+def make_custom(root: Path, form: str = "jsonl", n: int = 12, with_split: bool = True, with_ids: bool = True,
+                shuffle_rows: bool = False) -> dict:
+    """A data=custom data set: n JPEGs under root/images/ (every third in images/more/) and one
+    captions file: "jsonl" (captions.jsonl), "csv" (captions.csv) or "karpathy" (mydata.json,
+    a Karpathy-format file whose "dataset" is "mydata"). Rows: one per caption, 3 to 5 per
+    image, rows of different images interleaved (shuffled too with `shuffle_rows`). Splits go
+    round-robin (a Karpathy file puts every fourth train image in restval); ids are 1000 + 7 k.
+
+    Returns {"splits": {split: [file names (relative to images/), in file order]} (None without
+    splits), "ids": {file: id} (None without ids), "captions": {file: [captions]},
+    "paths": {file: Path}, "captions_file": Path}.
+    """
+    root = Path(root)
+    rng = random.Random(7)
+    files = [f"more/pic{k:02d}.jpg" if k % 3 == 2 else f"pic{k:02d}.jpg" for k in range(n)]
+    splits = {f: ("train", "train", "val", "test")[k % 4] for k, f in enumerate(files)}
+    ids = {f: 1000 + 7 * k for k, f in enumerate(files)}
+    facts: dict = {"captions": {}, "paths": {}}
+    for k, f in enumerate(files):
+        facts["paths"][f] = write_jpeg(root / "images" / f, seed=100 + k)
+        facts["captions"][f] = make_captions(rng, 3 + k % 3, VAL_TEST_WORD if splits[f] != "train" else None)[2:] + [
+            f"A small dog near the {rng.choice(WORDS)} bench", "The man, sitting on a red bench."]
+    rows = [{"file": f, "caption": c, **({"split": splits[f]} if with_split else {}), **({"image_id": ids[f]} if with_ids else {})}
+            for j in range(5) for f in files for c in facts["captions"][f][j:j + 1]]
+    if shuffle_rows:
+        random.Random(3).shuffle(rows)
+    facts["splits"] = {s: [f for f in files if splits[f] == s] for s in ("train", "val", "test")} if with_split else None
+    facts["ids"] = ids if with_ids else None
+    if form == "jsonl":
+        path = root / "captions.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif form == "csv":
+        path = root / "captions.csv"
+        with open(path, "w", newline="", encoding="utf-8") as out:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    elif form == "karpathy":
+        images = [{"filepath": "images", "filename": f, "imgid": ids[f],
+                   "split": "restval" if splits[f] == "train" and k % 8 == 0 else splits[f],
+                   "sentences": [{"raw": c, "tokens": c.lower().split()} for c in facts["captions"][f]]}
+                  for k, f in enumerate(files)]
+        path = _write_json(root / "mydata.json", {"images": images, "dataset": "mydata"})
+    else:
+        raise ValueError(form)
+    facts["captions_file"] = path
     return facts
 
 

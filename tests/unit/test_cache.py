@@ -380,3 +380,23 @@ def test_cached_split_keeps_the_sources_own_vocabulary(tmp_path):
     (tmp_path / "vocab.json").unlink()
     dm = _dm(tmp_path, factory=factory)
     assert isinstance(dm.source("train"), CachedImages) and dm.vocab is OwnVocab.vocabulary
+
+
+def test_prepare_features_channels_last_equal_contiguous(tmp_path, caplog):
+    """capgen-prepare runs the encoder in the memory format `channels_last` asks for (auto on the
+    CPU: channels_last); the cached features are the same numbers either way (to float16)."""
+    feats = {}
+    for setting in ("true", "false"):
+        cfg = _prepare_cfg(f"cache_dir={tmp_path / setting}", "features=true", f"channels_last={setting}",
+                           "+model.encoder.widths=[8,8,8,16]", "+model.encoder.grid=2")
+        with caplog.at_level(logging.INFO, logger="capgen.models.hardware"):
+            prepare(cfg)
+        assert f"encoder memory format: {'channels_last' if setting == 'true' else 'contiguous'}" in caplog.text
+        caplog.clear()
+        cached = CachedFeatures(tmp_path / setting, "val")
+        feats[setting] = np.stack([cached.image(i) for i in range(len(cached))]).astype(np.float32)
+    assert feats["true"].shape == (12, 4, 16)
+    np.testing.assert_allclose(feats["true"], feats["false"], rtol=2e-3, atol=2e-3)
+    with pytest.raises(ValueError, match="channels_last='sometimes'"):
+        prepare(_prepare_cfg(f"cache_dir={tmp_path / 'bad'}", "features=true", "channels_last=sometimes"))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import capgen.training.atomic as ck
+import capgen.atomic as ck
 from capgen.training import resume
 from capgen.training.checkpoint import AtomicCheckpointIO, check_format, stamp
 from capgen.training.resume import resume_argv
@@ -83,3 +83,15 @@ def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(t
     # Lightning's second DDP process re-runs the rewritten command: left as it is.
     child = [*args, "hydra.job.name=train_ddp_process_1"]
     assert resume_argv(child) == child
+
+
+def test_a_text_file_given_as_checkpoint_is_named_without_torchs_weights_only_advice(tmp_path):
+    from capgen.training.checkpoint import UnreadableCheckpoint, read_checkpoint
+
+    path = tmp_path / "vocab.json"
+    path.write_text('{"itos": ["<pad>"]}')
+    with pytest.raises(UnreadableCheckpoint) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"ckpt_path={path}: not a checkpoint torch can read (not a whole zip archive")
+    assert "weights_only" not in message and "\n" not in message

@@ -30,9 +30,9 @@ def arguments(cls, skip: tuple[str, ...]) -> set[str]:
 def test_every_module_argument_is_a_setting_that_overrides_without_plus(model):
     cfg = compose_train(f"model={model}")
     assert set(cfg.model.module) - {"_target_"} == arguments(CaptioningModule, ("net", "vocab", "net_config"))
-    changed = compose_train(f"model={model}", "model.module.length_penalty=0.7", "model.module.test_beam_size=1",
-                            "model.module.val_metrics=[BLEU]")
-    assert (changed.model.module.length_penalty, changed.model.module.test_beam_size) == (0.7, 1)
+    changed = compose_train(f"model={model}", "model.module.test_decode.length_penalty=0.7",
+                            "model.module.test_decode.beam_size=5", "model.module.val_metrics=[BLEU]")
+    assert (changed.model.module.test_decode.length_penalty, changed.model.module.test_decode.beam_size) == (0.7, 5)
     assert list(changed.model.module.val_metrics) == ["BLEU"]
     # The YAML states only what differs: the rest are the constructor's own defaults.
     defaults = signature_node(CaptioningModule, ("net", "vocab", "net_config"))

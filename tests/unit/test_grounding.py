@@ -210,7 +210,7 @@ def test_a_briefly_trained_model_peaks_on_named_objects_well_above_chance(tmp_pa
     run = tmp_path / "run"
     run.mkdir()
     overrides = [f"data.source.sizes={{train:2000,val:50,test:{N_SCENES}}}", "trainer.max_epochs=2",
-                 "model.module.test_beam_size=1", "model.module.test_metrics=[BLEU,CIDEr]"]  # fmt: skip
+                 "model.module.test_decode.method=greedy", "model.module.test_metrics=[BLEU,CIDEr]"]  # fmt: skip
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         trained = train(compose("train", overrides=[*overrides, f"paths.output_dir={run}"]))
         best = next((run / "checkpoints").glob("epoch*.ckpt"))  # the one capgen-train tested

@@ -304,6 +304,50 @@ def test_karpathy_cocoid_in_two_splits_keeps_the_first_entry_in_the_file(tmp_pat
     assert "in coco2014 train" in line and "1 duplicate image id" in line
 
 
+def _set_file(key, image_id, name):
+    """An edit_json change: the image entry whose `key` is `image_id` names the file `name`."""
+    return lambda data: next(e for e in data["images"] if e[key] == image_id).update(
+        {"file_name" if "file_name" in data["images"][0] else "filename": name})
+
+
+def test_official_coco_two_ids_naming_one_file_errors_or_keeps_the_first_entry(tmp_path, caplog):
+    facts = make_coco2014(tmp_path, odd_images=False)
+    first, second = facts["official"]["val"][1], facts["official"]["val"][3]
+    ann = tmp_path / "annotations" / "captions_val2014.json"
+    edit_json(ann, _set_file("id", second, facts["paths"][first].name))  # the second entry names the first's file
+    with pytest.raises(BadSampleError) as err:
+        Coco2014Source(tmp_path, "val")
+    message = str(err.value)
+    assert "\n" not in message and str(ann) in message and f"image id {second}" in message
+    assert f"its image file {facts['paths'][first]} is also that of image" in message and "data.on_bad_sample=skip" in message
+    with caplog.at_level(logging.WARNING):
+        src = Coco2014Source(tmp_path, "val", on_bad_sample="skip", image_size=16)
+    assert _ids(src) == [i for i in facts["official"]["val"] if i != second]
+    [line] = _summary_lines(caplog)
+    assert "1 duplicate image file" in line
+
+
+def test_karpathy_one_file_in_train_and_test_is_found(tmp_path, caplog):
+    """The same picture trained on and tested under two cocoids: a leak the ids alone miss."""
+    facts = make_coco2014(tmp_path, odd_images=False)
+    tested, trained = facts["karpathy"]["test"][0], facts["official"]["train"][2]
+    kp = tmp_path / "dataset_coco.json"
+
+    def same_file(data):
+        entries = {e["cocoid"]: e for e in data["images"]}
+        entries[trained].update(filepath=entries[tested]["filepath"], filename=entries[tested]["filename"])
+
+    edit_json(kp, same_file)
+    for split in SPLITS:  # every split reads the whole file
+        with pytest.raises(BadSampleError, match=f"its image file .*{facts['paths'][tested].name} is also that of"):
+            Coco2014Source(tmp_path, split, karpathy_json="dataset_coco.json")
+    with caplog.at_level(logging.WARNING):
+        ids = {s: _ids(Coco2014Source(tmp_path, s, karpathy_json="dataset_coco.json", on_bad_sample="skip"))
+               for s in SPLITS}
+    assert ids["test"] == facts["karpathy"]["test"]
+    assert ids["train"] == [i for i in facts["karpathy"]["train"] if i != trained]
+
+
 def test_flickr_repeated_imgid_follows_the_same_rule(tmp_path):
     facts = make_flickr(tmp_path, "8k")
     kept, repeat = facts["splits"]["val"][0], facts["splits"]["train"][1]

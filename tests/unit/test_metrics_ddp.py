@@ -1,4 +1,5 @@
-"""The metric's state gathers across processes: two gloo ranks score like one process."""
+"""The metric's state gathers across processes: two gloo ranks score like one process, and each
+holds every image's caption with its own scores afterwards."""
 
 import os
 import socket
@@ -7,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from capgen.metrics import CaptionScores, score_captions
+from capgen.metrics import CaptionScores, score_captions, score_captions_per_image
 from capgen.vocab import Vocabulary
 
 REFS = {i: [f"a {c} {s} left of a {c2} square", f"there is a {c} {s}"]
@@ -34,7 +35,9 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
         mine = [0, 2, 4] if rank == 0 else [1, 3, 0]
         tokens = torch.nn.utils.rnn.pad_sequence([torch.tensor(vocab.encode(PREDS[i])[1:]) for i in mine], batch_first=True)
         metric.update(torch.tensor(mine), tokens)
-        out[rank] = metric.compute()
+        # scored_captions: torchmetrics hands each rank back its own rows after compute(), so
+        # rows read from the metric afterwards (captions()) would be this rank's share only.
+        out[rank] = metric.compute(), metric.scored_captions
     finally:
         dist.destroy_process_group()
 
@@ -44,5 +47,9 @@ def test_two_ranks_score_exactly_like_one_process():
         out = manager.dict()
         mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
         results = dict(out)
-    expected = score_captions(PREDS, REFS)
-    assert results[0] == expected and results[1] == expected
+    expected, per_image = score_captions_per_image(PREDS, REFS)
+    assert expected == score_captions(PREDS, REFS)
+    rows = [(i, PREDS[i], per_image[i]["BLEU-4"], per_image[i]["CIDEr"]) for i in sorted(PREDS)]
+    for scores, scored in results.values():
+        assert scores == expected
+        assert [(r["image_id"], r["caption"], r["BLEU-4"], r["CIDEr"]) for r in scored] == rows

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-import capgen.training.atomic as atomic
+import capgen.atomic as atomic
 from capgen.training import config, lock, plugins
 from capgen.training.callbacks import BestEpochMetrics
 from capgen.training.compare import as_markdown, as_text, compare

@@ -71,6 +71,32 @@ def test_same_scene_and_pixels_in_another_process():
     assert out.stdout.strip() == local
 
 
+def test_kept_images_and_scenes_equal_fresh_ones_and_stay_unchanged(monkeypatch):
+    """Scenes and images are kept once made (no re-rendering each epoch): a kept image equals
+    a fresh rendering, a caller writing into what it got cannot change it, a pickled source
+    (a DataLoader worker's) carries no pixels, and a split over the memory budget keeps nothing."""
+    import pickle
+
+    import capgen.data.shapes as shapes
+
+    kept = ShapesSource("val", seed=7, sizes={"val": 20})
+    first = kept.image(3)
+    first[:] = 0  # the caller's copy
+    again = kept.image(3)
+    assert kept.scene(3) is kept.scene(3)  # kept, not rebuilt
+    assert np.array_equal(again, kept._render(3)) and again.any()
+    assert np.array_equal(again, ShapesSource("val", seed=7, sizes={"val": 20})._render(3))
+    assert kept._made.sum() == 1
+    clone = pickle.loads(pickle.dumps(kept))
+    assert clone._pixels is None and clone._scenes == {} and np.array_equal(clone.image(3), again)
+    assert len(pickle.dumps(kept)) < 10_000  # settings only, not the (20, 96, 96, 3) pixels
+
+    monkeypatch.setattr(shapes, "_KEEP_BYTES", 20 * 96 * 96 * 3 - 1)  # one byte short of the split
+    over = ShapesSource("val", seed=7, sizes={"val": 20})
+    assert np.array_equal(over.image(3), again)
+    assert over._pixels is None and over._scenes == {}
+
+
 def test_seed_changes_the_data():
     a, b = ShapesSource("train", seed=0), ShapesSource("train", seed=1)
     assert [a.captions(i) for i in range(10)] != [b.captions(i) for i in range(10)]

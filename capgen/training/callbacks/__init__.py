@@ -7,17 +7,20 @@
     FiniteLossGuard        a NaN/inf loss or update stops (keeping the last good weights) or is skipped
     BatchNormPolicy        BatchNorm statistics per batch or frozen, and DDP's sync checked
     BestEpochMetrics       the val/* metrics of the best epoch by the monitored metric
+    EarlyStopping          stop when the monitored metric has not improved for `patience` validations (off by default)
     CaptionSamples         generated vs reference captions and attention figures in TensorBoard
     StopOnSignal           SIGTERM / SIGUSR1: save last.ckpt at the step's end, stop, record "interrupted"
 """
 
 from .checkpoints import BestCheckpoint, ExactResume, LastCheckpoint, RelocatableCheckpoint
+from .early_stopping import EarlyStopping
 from .faults import FiniteLossGuard, NonFiniteLossError, NonFiniteWeightsError, RunInterrupted, StopOnSignal
 from .results import BestEpochMetrics, CaptionSamples
 from .training import BatchNormPolicy, FlushLogsOnCheckpoint
 
 __all__ = [
-    "BatchNormPolicy", "BestCheckpoint", "BestEpochMetrics", "CaptionSamples", "ExactResume", "FiniteLossGuard",
+    "BatchNormPolicy", "BestCheckpoint", "BestEpochMetrics", "CaptionSamples", "EarlyStopping", "ExactResume",
+    "FiniteLossGuard",
     "FlushLogsOnCheckpoint", "LastCheckpoint", "NonFiniteLossError", "NonFiniteWeightsError", "RelocatableCheckpoint",
     "RunInterrupted", "StopOnSignal",
 ]

@@ -49,6 +49,8 @@ class CaptionSamples(L.Callback):
     of pixels; capgen.training.train hands it the datamodule's."""
 
     def __init__(self, num_samples: int = 4) -> None:
+        if num_samples < 0:
+            raise ValueError(f"callbacks.caption_samples.num_samples={num_samples}: must be at least 0 (0: no samples)")
         self.num_samples = num_samples
         self.pictures: Callable[[str, list[int]], list[np.ndarray]] | None = None
         self._batches: dict[str, Batch] = {}

@@ -1,0 +1,137 @@
+"""What the machine offers, and how an encoder runs best on it.
+
+Two choices depend on the hardware and are made here, by rules measured on the CPUs capgen
+runs on (alternating pairs in one process; figures in docs/performance.md):
+
+- Memory format. On the CPU the convolutional encoders run channels_last (NHWC), which
+  oneDNN's convolutions run faster: ResNet-101's frozen forward 1.3x (AVX-512) to 1.5x (AVX2),
+  RegNetX-400MF 1.3x, and the default SmallCNN's training step a few per cent (its
+  forward and backward 1.2-1.3x at one thread, 1.0-1.05x at two). On other devices they stay
+  contiguous: not measured there yet (scripts/benchmark.py's encoder section measures it).
+  The `channels_last` setting (auto, true or false) forces either.
+- bf16 on the CPU. Mixed bf16 is fast only where the CPU computes in bf16 natively
+  (AVX512_BF16 or AMX on x86, FEAT_BF16 on Arm); elsewhere oneDNN emulates it and a step
+  runs several times slower than fp32, so capgen keeps fp32 there unless forced
+  (`allow_slow_bf16=true`).
+
+CPU flags come from /proc/cpuinfo (Linux): x86 lists them as `flags`, Arm as `Features`.
+Elsewhere the list is empty, which reads as "no native bf16".
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# The flags that decide how fast fp32 and bf16 run (x86 names; `bf16` is Arm's FEAT_BF16).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "bf16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+# Measured on a 2-core AMD EPYC with AVX2 only (torch 2.14.1): ResNet-101's forward pass under
+# bf16 autocast took 46 s, fp32 channels_last 6.6-8.0 s. Quoted by the warning below.
+EMULATED_BF16_SLOWDOWN = "about 6x slower than fp32 (ResNet-101 forward on a 2-core AVX2 EPYC: 46 s against 6.6-8.0 s)"
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """(model name, flags) of the first processor listed in /proc/cpuinfo's `text`: x86 names
+    them `model name` and `flags`, Arm `Model` and `Features`."""
+    model, flags = "", frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model") and not model:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = frozenset(value.split())
+    return model, flags
+
+
+@functools.cache
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return parse_cpuinfo(f.read())
+    except OSError:  # not Linux
+        return "", frozenset()
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them; empty where /proc/cpuinfo is absent."""
+    return _cpuinfo()[1]
+
+
+def cpu_model() -> str:
+    return _cpuinfo()[0] or platform.processor() or platform.machine()
+
+
+def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU computes in bf16 itself (x86 AVX512_BF16 or AMX-BF16, Arm FEAT_BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in NATIVE_BF16_FLAGS)
+
+
+def cpu_precision(precision: str, allow_slow_bf16: bool = False, flags: frozenset[str] | None = None) -> str:
+    """The Lightning precision a CPU run should use when `precision` is asked for: a bf16
+    precision without native bf16 becomes 32-true (with a warning naming the slowdown),
+    unless `allow_slow_bf16`."""
+    precision = str(precision)
+    if not precision.startswith("bf16") or has_native_bf16(flags) or allow_slow_bf16:
+        return precision
+    log.warning(
+        "trainer.precision=%s: this CPU (%s) has no native bf16 (no avx512_bf16, amx_bf16 or bf16 flag), so bf16 "
+        "runs emulated, %s. Running in 32-true instead; set allow_slow_bf16=true to use bf16 anyway.",
+        precision, cpu_model(), EMULATED_BF16_SLOWDOWN,
+    )
+    return "32-true"
+
+
+def parse_channels_last(value) -> bool | None:
+    """The `channels_last` setting: true, false, or auto (None: decided per device)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("auto", "true", "false"):
+        return {"auto": None, "true": True, "false": False}[value.lower()]
+    raise ValueError(
+        f"channels_last={value!r}: use auto (channels_last for convolutional encoders on the CPU, where it "
+        "measured faster), true or false"
+    )
+
+
+def prefers_channels_last(device_type: str) -> bool:
+    """The auto rule (see the module docstring): channels_last on the CPU, contiguous elsewhere."""
+    return device_type == "cpu"
+
+
+def configure_encoder(encoder: nn.Module, channels_last="auto", device_type: str = "cpu") -> bool:
+    """Put `encoder`, which is to run on a `device_type` device ("cpu", "cuda"...), into the
+    memory format that `channels_last` (true, false or auto) asks for; returns whether it is
+    channels_last. Encoders without a set_memory_format (not convolutional) are left as they are."""
+    choice = parse_channels_last(channels_last)
+    if not hasattr(encoder, "set_memory_format"):
+        return False
+    on = prefers_channels_last(device_type) if choice is None else choice
+    encoder.set_memory_format(channels_last=on)
+    log.info("encoder memory format: %s (channels_last=%s, on %s)", "channels_last" if on else "contiguous",
+             channels_last, device_type)
+    return on
+
+
+def machine() -> dict:
+    """The machine a measurement ran on: CPU model, the ISA flags that matter, threads, GPU."""
+    flags = cpu_flags()
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "isa": {f: f in flags for f in ISA_FLAGS},
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }

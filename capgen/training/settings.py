@@ -1,0 +1,112 @@
+"""Settings checked against the annotations of the constructors they are given to, before
+anything is built: `model.module.lr=abc` stops the command at start-up with the key, the
+value and an example, instead of failing deep inside the optimizer an epoch later.
+
+`check_types(node, key)` walks a Hydra node that names a `_target_` (and the nodes with
+their own `_target_` inside it, such as `data.source`) and checks each value given against
+the annotation of the target's argument of that name: whole numbers, numbers, booleans,
+strings, one of a Literal's values, None where Optional, lists of those. Annotations that
+are not plain data (a class, a callable) are not checked: their constructors check them.
+Ranges are the constructors' own business (each raises a ValueError naming its setting).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import types
+import typing
+from typing import Any
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+
+_UNCHECKED = object()  # an annotation that is not plain data
+
+
+def check_types(node: DictConfig, key: str) -> None:
+    """Raise a one-paragraph ValueError for the first value in `node` (at config path `key`)
+    that its target's annotation does not allow."""
+    values = OmegaConf.to_container(node, resolve=True)
+    _check(values, key)
+
+
+def check_values(cfg: DictConfig, hints: dict[str, Any]) -> None:
+    """The same check for a command's own settings, which go to no constructor (capgen-caption's
+    `figures`, capgen-prepare's `features`): `hints` maps each key to its type."""
+    for key, hint in hints.items():
+        value = OmegaConf.select(cfg, key)
+        if not _fits(value, hint):
+            raise ValueError(f"{key}={value!r}: must be {_describe(hint)}.")
+
+
+def _check(values: dict, key: str) -> None:
+    target = values.get("_target_")
+    if not isinstance(target, str):
+        return
+    fn = get_object(target)
+    init = fn.__init__ if inspect.isclass(fn) else fn
+    hints = typing.get_type_hints(init)
+    params = inspect.signature(init).parameters
+    for name, value in values.items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, dict) and "_target_" in value:
+            _check(value, f"{key}.{name}")
+            continue
+        hint = hints.get(name)
+        if hint is None or _fits(value, hint):
+            continue
+        default = params[name].default if name in params else inspect.Parameter.empty
+        example = "" if default in (inspect.Parameter.empty, None) else f", e.g. {key}.{name}={_show(default)} (the default)"
+        raise ValueError(f"{key}.{name}={value!r}: must be {_describe(hint)}{example}.")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        if not isinstance(value, (list, tuple)):
+            return False
+        item = args[0]
+        return all(_fits(v, item) for v in value)
+    if hint in (dict, list) or origin in (dict, collections.abc.Mapping):
+        return isinstance(value, list if hint is list else dict)
+    return True  # a class, a callable, a protocol: checked by whoever receives it
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = [_describe(a) for a in args]
+        return " or ".join(dict.fromkeys(words))  # in order, without repeats
+    if origin is typing.Literal:
+        return "one of " + ", ".join(_show(a) for a in args)
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        return f"a list of {_describe(args[0])} values, e.g. [a,b]"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+            type(None): "null", dict: "a mapping {key: value}", list: "a list [a,b]"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _show(value: Any) -> str:
+    """A value as it is written in an override."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return "null" if value is None else str(value)

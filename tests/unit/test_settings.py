@@ -1,0 +1,155 @@
+"""Settings checked at start-up: types against the constructors' annotations, the ranges the
+constructors check, and the run-level settings (a run that trains on nothing, a monitor no
+epoch logs); each error is one paragraph naming the key, the value and the fix, and comes
+before anything is written into the run folder."""
+
+from typing import Literal
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from capgen.training.config import CONF_DIR, command_overrides, register
+from capgen.training.run_dir import one_paragraph
+from capgen.training.settings import check_types
+from capgen.training.train import train
+
+
+class Target:
+    def __init__(self, n: int = 3, x: float = 0.5, flag: bool = False, name: str = "a",
+                 mode: Literal["up", "down"] = "up", maybe: int | None = None, words: tuple[str, ...] = ("a",)):
+        pass
+
+
+def node(**values):
+    return OmegaConf.create({"_target_": f"{__name__}.Target", **values})
+
+
+@pytest.mark.parametrize("values", [
+    {}, {"n": 0}, {"x": 1}, {"x": 2.5}, {"flag": True}, {"name": "b"}, {"mode": "down"}, {"maybe": None},
+    {"maybe": 4}, {"words": ["a", "b"]},
+])
+def test_values_that_fit_their_annotation_pass(values):
+    check_types(node(**values), "group")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"n": "abc"}, "group.n='abc': must be a whole number, e.g. group.n=3 (the default)."),
+    ({"n": 2.5}, "group.n=2.5: must be a whole number, e.g. group.n=3 (the default)."),
+    ({"n": True}, "group.n=True: must be a whole number"),
+    ({"x": "fast"}, "group.x='fast': must be a number, e.g. group.x=0.5 (the default)."),
+    ({"flag": "yes"}, "group.flag='yes': must be true or false, e.g. group.flag=false (the default)."),
+    ({"name": 3}, "group.name=3: must be a string"),
+    ({"mode": "left"}, "group.mode='left': must be one of up, down, e.g. group.mode=up (the default)."),
+    ({"maybe": "x"}, "group.maybe='x': must be a whole number or null."),
+    ({"words": "a"}, "group.words='a': must be a list of a string values"),
+    ({"words": ["a", 1]}, "group.words=['a', 1]: must be a list of a string values"),
+])
+def test_values_that_do_not_fit_name_the_key_the_value_and_an_example(values, message):
+    with pytest.raises(ValueError) as err:
+        check_types(node(**values), "group")
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_nested_targets_are_checked_under_their_own_key():
+    nested = OmegaConf.create({"_target_": f"{__name__}.Target", "inner": {"_target_": f"{__name__}.Target", "n": "x"}})
+    with pytest.raises(ValueError, match=r"^outer\.inner\.n='x'"):
+        check_types(nested, "outer")
+
+
+def compose_train(tmp_path, *overrides):
+    register()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=["debug=fast", f"paths.output_dir={tmp_path / 'run'}", *overrides])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.module.lr=abc", "model.module.lr='abc': must be a number"),
+    ("model.module.lr=-1", "model.module.lr=-1: must be a positive number"),
+    ("model.module.lr=nan", "model.module.lr=nan: must be a positive number"),
+    ("model.module.encoder_lr=0", "model.module.encoder_lr=0: must be a positive number, or null"),
+    ("model.module.weight_decay=-0.1", "model.module.weight_decay=-0.1: must be at least 0"),
+    ("model.module.warmup_steps=-5", "model.module.warmup_steps=-5: must be at least 0"),
+    ("model.module.alpha_c=-1", "model.module.alpha_c=-1: must be at least 0"),
+    ("model.module.test_decode.beam_size=2.5", "model.module.test_decode.beam_size=2.5: give a whole number"),
+    ("model.module.scheduler=linear", "model.module.scheduler='linear': must be one of none, cosine"),
+    ("model.module.val_metrics=[FOO]", "model.module.val_metrics=['FOO']: unknown metric(s) ['FOO']"),
+    ("data.batch_size=abc", "data.batch_size='abc': must be a whole number"),
+    ("data.use_features=maybe", "data.use_features='maybe': must be true or false"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: the run would train on nothing"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0: the run would train on nothing"),
+    ("trainer.max_epochs=two", "trainer.max_epochs='two': must be a whole number or null"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1: must be at least 0"),
+    ("trainer.precision=bogus", "trainer.precision='bogus': must be one of 64, 32, 16"),
+    ("seed=abc", "seed='abc': must be a whole number"),
+    pytest.param("trainer=ddp", "trainer.accelerator=gpu: no CUDA GPU is available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+    ("monitor=val/FOO", "monitor='val/FOO': no epoch of this run logs it"),
+    ("monitor_mode=up", "monitor_mode='up': must be max"),
+    ("callbacks.caption_samples.num_samples=-1", "callbacks.caption_samples.num_samples=-1: must be at least 0"),
+])
+def test_bad_settings_stop_the_run_before_anything_is_written(tmp_path, override, message):
+    cfg = compose_train(tmp_path, override)
+    with pytest.raises(ValueError) as err:
+        train(cfg)
+    assert str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_hydra_flags_and_their_values_are_not_overrides():
+    args = ["--cfg", "job", "model=lstm", "-p", "trainer", "--info", "defaults", "x=1", "-m", "--resolve", "--info", "y=2"]
+    assert command_overrides(args) == ["model=lstm", "x=1", "y=2"]
+    assert command_overrides(["--config-name=eval", "a=b"]) == ["a=b"]
+
+
+class FailsInWorker(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise ValueError("data.root=/x: image 7 has no file\nput it there")
+
+
+def test_an_error_from_a_dataloader_worker_is_one_paragraph_with_the_workers_own_message():
+    with pytest.raises(ValueError) as err:
+        list(DataLoader(FailsInWorker(), num_workers=1))
+    assert "Original Traceback" in str(err.value)  # how torch hands it over: the worker's traceback
+    assert one_paragraph(err.value) == "ValueError: data.root=/x: image 7 has no file put it there (in DataLoader worker process 0)"
+    assert one_paragraph(RuntimeError("sizes differ:\n  a\n  b")) == "RuntimeError: sizes differ: a b"
+    torch.manual_seed(0)  # the worker drew from the global generator; leave the next test a fixed state
+
+
+def test_a_commands_own_settings_are_checked_by_type():
+    from capgen.training.settings import check_values
+
+    cfg = OmegaConf.create({"figures": "maybe", "n": 3})
+    with pytest.raises(ValueError, match=r"^figures='maybe': must be true or false\.$"):
+        check_values(cfg, {"n": int, "figures": bool})
+    check_values(OmegaConf.create({"figures": True}), {"figures": bool})
+
+
+@pytest.mark.parametrize("device, says", [("tpu", "device=tpu: not a device torch knows"), ("cuda:0", "no CUDA device"),
+                                          (3, "device=3: give auto, cpu, cuda or cuda:N")])
+def test_a_device_torch_does_not_know_is_named(device, says):
+    from capgen.training.evaluate import resolve_device
+
+    if device == "cuda:0" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match=says):
+        resolve_device(device)
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_a_missing_pretrained_weight_file_reaches_the_user_as_the_encoders_own_error(tmp_path, monkeypatch):
+    """Built through Hydra, the encoder's FileNotFoundError used to arrive inside Hydra's
+    InstantiationException ("Error in call to target ..."); it is raised as it is."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cfg = compose_train(tmp_path, "model/encoder=torchvision", "model.encoder.name=resnet18",
+                        "model.encoder.weights=IMAGENET1K_V1")
+    with pytest.raises(FileNotFoundError) as err:
+        train(cfg)
+    assert str(err.value).startswith("model.encoder.weights=IMAGENET1K_V1: the weight file")
