@@ -369,8 +369,12 @@ class CaptioningModule(L.LightningModule):
             scheduler = lr_scheduler(optimizer, hp, total)
             return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
         # SCST: the schedule (cosine or none) spans the cross-entropy epochs only, then scst_lr holds.
+        # estimated_stepping_batches loads the training data when the trainer has not yet, so the
+        # batches per epoch are known after it (num_training_batches is inf until then).
+        run_steps = self.trainer.estimated_stepping_batches
         per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
-        scst_from = total = hp.scst_from_epoch * per_epoch  # the first self-critical step
+        # the first self-critical step; a run that ends before it (trainer.max_steps) spans its own steps
+        scst_from = total = min(hp.scst_from_epoch * per_epoch, run_steps)
         warmup = min(hp.warmup_steps, max(total - 1, 0))
 
         def factor(step: int) -> float:  # linear warm-up, then cosine to zero; SCST: constant scst_lr
