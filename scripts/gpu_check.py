@@ -9,8 +9,9 @@ Checks, in order (each a fresh process, as a user would run it; shapes data, a f
   train-ddp        capgen-train trainer=ddp debug=fast on every GPU present (on one GPU a one-process
                    DDP: Lightning's DDP strategy, sampler and sync_batchnorm wiring, no cross-GPU traffic)
   prepare-cuda     capgen-prepare features=true (the encoder runs on CUDA when there is one)
-  decode-greedy    capgen-eval device=cuda beam_size=1 on train-gpu-bf16's checkpoint
-  decode-beam      capgen-eval device=cuda beam_size=3 on the same checkpoint
+  decode-greedy    capgen-eval device=cuda decode=greedy on train-gpu-bf16's checkpoint
+  decode-beam      capgen-eval device=cuda decode=beam (beam 3) on the same checkpoint
+  decode-nbest     capgen-eval device=cuda decode=beam decode.n_best=3 on the same checkpoint
   benchmark        scripts/benchmark.py --device cuda --quick --decoders attn
 
 Each prints `ok`, `failed: why` or `skipped: why`. Without a CUDA device every check is skipped
@@ -63,7 +64,9 @@ def _features(folder: Path) -> str:
 
 def _eval(folder: Path) -> str:
     report = json.loads((folder / "metrics.json").read_text())
-    return f"{report['images']} images, beam {report['beam_size']}, CIDEr {report['CIDEr']:.3f}"
+    decode = report["decode"]
+    return f"{report['images']} images, {decode['method']} (beam {decode['beam_size']}, n-best {decode['n_best']}), " \
+           f"CIDEr {report['CIDEr']:.3f}"
 
 
 def _benchmark(folder: Path) -> str:
@@ -88,9 +91,11 @@ def checks(work: Path) -> list[Check]:
         Check("train-ddp", "train", ["trainer=ddp", *SMALL], 300, _summary),
         Check("prepare-cuda", "prepare", [*SMALL[1:], f"cache_dir={work / 'prepare-cuda' / 'cache'}", "features=true"],
               240, _features),
-        Check("decode-greedy", "eval", [f"ckpt_path={ckpt}", "device=cuda", "beam_size=1"], 180, _eval,
+        Check("decode-greedy", "eval", [f"ckpt_path={ckpt}", "device=cuda", "decode=greedy"], 180, _eval,
               needs="train-gpu-bf16"),
-        Check("decode-beam", "eval", [f"ckpt_path={ckpt}", "device=cuda", "beam_size=3"], 180, _eval,
+        Check("decode-beam", "eval", [f"ckpt_path={ckpt}", "device=cuda", "decode=beam"], 180, _eval,
+              needs="train-gpu-bf16"),
+        Check("decode-nbest", "eval", [f"ckpt_path={ckpt}", "device=cuda", "decode=beam", "decode.n_best=3"], 180, _eval,
               needs="train-gpu-bf16"),
         Check("benchmark", "benchmark", ["--device", "cuda", "--quick", "--decoders", "attn"], 420, _benchmark),
     ]

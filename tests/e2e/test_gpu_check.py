@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-CHECKS = ["train-gpu-bf16", "train-gpu-16", "train-ddp", "prepare-cuda", "decode-greedy", "decode-beam", "benchmark"]
+CHECKS = ["train-gpu-bf16", "train-gpu-16", "train-ddp", "prepare-cuda", "decode-greedy", "decode-beam", "decode-nbest", "benchmark"]
 
 
 def _script():
@@ -56,13 +56,13 @@ def test_the_harness_runs_checks_and_reports_each_in_one_line(tmp_path):
     g = _script()
     train = g.Check("train-cpu", "train", ["trainer=cpu", *g.SMALL, "test=false"], 300, g._summary)
     ckpt = tmp_path / "train-cpu" / "checkpoints" / "last.ckpt"
-    evaluate = g.Check("eval-cpu", "eval", [f"ckpt_path={ckpt}", "device=cpu", "beam_size=1"], 300, g._eval,
+    evaluate = g.Check("eval-cpu", "eval", [f"ckpt_path={ckpt}", "device=cpu", "decode=beam", "decode.n_best=2"], 300, g._eval,
                        needs="train-cpu")
     not_passed = set()
     line = g.run_check(train, tmp_path / "train-cpu", not_passed, 600)
     assert line.startswith("ok (") and "completed, val/CIDEr" in line, line
     line = g.run_check(evaluate, tmp_path / "eval-cpu", not_passed, 600)
-    assert line.startswith("ok (") and "16 images, beam 1, CIDEr" in line, line
+    assert line.startswith("ok (") and "16 images, beam (beam 3, n-best 2), CIDEr" in line, line
 
     slow = g.Check("slow", "train", ["trainer=cpu", *g.SMALL], 300, g._summary)
     assert g.run_check(slow, tmp_path / "slow", not_passed, 2) == (
