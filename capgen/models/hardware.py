@@ -30,8 +30,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-# The flags that decide how fast fp32 and bf16 run (x86 names; `bf16` is Arm's FEAT_BF16).
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "bf16")
+# The flags that decide how fast fp32 and bf16 run, as /proc/cpuinfo names them on x86 and Arm.
+ISA_FLAGS = {"x86": ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"), "arm": ("asimd", "sve", "bf16")}
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 # Measured on a 2-core AMD EPYC with AVX2 only (torch 2.14.1): ResNet-101's forward pass under
@@ -126,10 +126,11 @@ def configure_encoder(encoder: nn.Module, channels_last="auto", device_type: str
 def machine() -> dict:
     """The machine a measurement ran on: CPU model, the ISA flags that matter, threads, GPU."""
     flags = cpu_flags()
+    family = "arm" if platform.machine().lower() in ("aarch64", "arm64") else "x86"
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "isa": {f: f in flags for f in ISA_FLAGS},
+        "isa": {f: f in flags for f in ISA_FLAGS[family]},
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
