@@ -171,7 +171,8 @@ def test_training_from_non_finite_weights_is_refused(make_cfg, monkeypatch, tmp_
     train(first)
     ckpt = torch.load(Path(first.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     name = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
-    ckpt["state_dict"][name].view(-1)[0] = math.nan
+    weight = ckpt["state_dict"][name]  # a convolution's may be stored channels_last: index it, not view(-1)
+    weight[(0,) * weight.dim()] = math.nan
     poisoned = tmp_path / "poisoned.ckpt"
     torch.save(ckpt, poisoned)
     with pytest.raises(NonFiniteWeightsError, match="already NaN/inf when training starts") as err:
