@@ -10,6 +10,8 @@ import torch
 from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN
 from capgen.models.decoding import beam_search, greedy, sample
 
+from helpers.replay import replay
+
 DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]
 V, B, P, D = 17, 4, 9, 8
 START, END = 1, 2
@@ -41,22 +43,10 @@ def _feats(n=B, seed=1):
     return torch.randn(n, P, D, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
 
-@torch.no_grad()
 def _replay(dec, feats, tokens):
-    """Step the decoder through given captions tokens (N, L) (pad after <end> is stepped too;
-    its log-prob is -inf, ignore it): log-prob of every token (N, L) float64 and the attention
-    maps (N, L, P)."""
-    memory = dec.prepare(feats)
-    state = dec.init_state(memory)
-    prev = torch.full((len(tokens),), START, dtype=torch.long)
-    logps, alphas = [], []
-    for t in range(tokens.shape[1]):
-        logits, state, alpha = dec.step(prev, state, memory)
-        logits[:, [0, START]] = -math.inf  # <pad> and <start> are never words
-        logps.append(logits.log_softmax(-1).gather(1, tokens[:, t : t + 1]).squeeze(1))
-        alphas.append(alpha)
-        prev = tokens[:, t]
-    return torch.stack(logps, 1), (torch.stack(alphas, 1) if dec.has_attention else None)
+    """Log-prob of every token (N, L) and the attention maps (N, L, P) (helpers.replay)."""
+    logps, alphas = replay(dec, feats, tokens, START)
+    return logps.gather(2, tokens.unsqueeze(2)).squeeze(2), alphas
 
 
 def _lengths(tokens):

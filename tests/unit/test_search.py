@@ -13,6 +13,8 @@ import torch
 from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder
 from capgen.models.decoding import DecodeSettings, NBestResult, beam_search, decode, first_captions
 
+from helpers.replay import replay
+
 DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]
 P, D = 9, 8
 START, END, UNK = 1, 2, 3
@@ -40,22 +42,9 @@ def _decode(dec, feats, max_len=7, generator=None, **settings):
     return decode(dec, feats, DecodeSettings(max_len=max_len, **settings), START, END, UNK, generator=generator)
 
 
-@torch.no_grad()
 def _replay(dec, feats, tokens):
-    """Step the decoder through captions tokens (R, L) (pad after <end> is stepped too; its
-    log-prob is -inf, ignore it): float64 log-probs of the emittable tokens at every step
-    (R, L, V) and the attention maps (R, L, P) or None."""
-    memory = dec.prepare(feats)
-    state = dec.init_state(memory)
-    prev = torch.full((len(tokens),), START, dtype=torch.long)
-    logps, alphas = [], []
-    for t in range(tokens.shape[1]):
-        logits, state, alpha = dec.step(prev, state, memory)
-        logits[:, [0, START]] = -math.inf  # <pad> and <start> are never words
-        logps.append(logits.log_softmax(-1))
-        alphas.append(alpha)
-        prev = tokens[:, t]
-    return torch.stack(logps, 1), (torch.stack(alphas, 1) if dec.has_attention else None)
+    """(R, L, V) log-probs of every step and the attention maps (helpers.replay)."""
+    return replay(dec, feats, tokens, START)
 
 
 def _rows(result):
