@@ -702,7 +702,7 @@ SECTIONS = {"train": train_section, "decode": decode_section, "data": data_secti
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="shapes,reference", help="shapes, reference or both (comma-separated)")
+    ap.add_argument("--config", default="shapes,reference", help="shapes, reference, or both as shapes,reference (the default)")
     ap.add_argument("--sections", default="encoder,train,decode,data,metrics,scst", help=f"any of {', '.join(SECTIONS)}")
     ap.add_argument("--decoders", default=",".join(DECODERS), help="the training section's decoders")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
