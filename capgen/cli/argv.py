@@ -26,3 +26,27 @@ def quote_paths(args: list[str], keys: Iterable[str]) -> list[str]:
             arg = f"{key}={quote}{value}{quote}"
         quoted.append(arg)
     return quoted
+
+
+def output_dir_as_run_dir(args: list[str]) -> list[str]:
+    """`args` with `paths.output_dir=X` given as `hydra.run.dir=X`.
+
+    paths.output_dir is Hydra's run folder (conf/paths/default.yaml); setting it alone would
+    split a run in two: its checkpoints, metrics and events in X, and the `.hydra/` config and
+    log, which `capgen-eval run=` and `resume=` read, in a dated folder under outputs/. As
+    hydra.run.dir, both land in X. A sweep's jobs cannot share one folder: there it is refused,
+    as is a different hydra.run.dir beside it."""
+    given = [a for a in args if a.partition("=")[0] == "paths.output_dir"]
+    if not given:
+        return args
+    value = given[-1].partition("=")[2]
+    if "-m" in args or "--multirun" in args:
+        raise SystemExit(f"{given[-1]}: a sweep's jobs each need their own run folder, and paths.output_dir would "
+                         f"put them all in one. Name the sweep's folder with hydra.sweep.dir={value} instead "
+                         f"(each job gets a sub-folder of it).")
+    run_dirs = [a.partition("=")[2].strip("'\"") for a in args if a.partition("=")[0] == "hydra.run.dir"]
+    if run_dirs and run_dirs[-1] != value.strip("'\""):
+        raise SystemExit(f"{given[-1]} and hydra.run.dir={run_dirs[-1]} name two run folders; give one of them "
+                         f"(paths.output_dir is the run folder Hydra makes, hydra.run.dir).")
+    rest = [a for a in args if a.partition("=")[0] not in ("paths.output_dir", "hydra.run.dir")]
+    return [*rest, *quote_paths([f"hydra.run.dir={value}"], ["hydra.run.dir"])]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from ..training import config
 from ..training.evaluate import evaluate, with_run_data_choice
-from .argv import quote_paths
+from .argv import output_dir_as_run_dir, quote_paths
 from .failure import one_paragraph_on_failure
 
 PATH_KEYS = ("run", "ckpt_path")  # quoted for Hydra, see capgen.cli.argv
@@ -32,7 +32,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv[1:] = with_run_data_choice(quote_paths(sys.argv[1:], PATH_KEYS))
+    sys.argv[1:] = with_run_data_choice(output_dir_as_run_dir(quote_paths(sys.argv[1:], PATH_KEYS)))
     _main()
 
 

@@ -20,7 +20,7 @@ from ..training.plugins import require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
 from ..training.train import train
-from .argv import quote_paths
+from .argv import output_dir_as_run_dir, quote_paths
 from .failure import one_paragraph_on_failure
 
 config.register()
@@ -38,6 +38,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.cli.argv
+    sys.argv[1:] = output_dir_as_run_dir(sys.argv[1:])  # the whole run in one folder
     # model.module.beam_size=... and the other decoding keys of earlier versions, as decode settings
     sys.argv[1:] = upgrade_overrides(sys.argv[1:])
     if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child

@@ -353,9 +353,10 @@ def test_an_empty_split_the_run_does_not_use_is_fine(make_cfg):
 
 def test_a_bad_setting_is_one_paragraph_on_the_console_and_in_summary_json(tmp_path):
     """capgen-train as a user runs it: the console ends with the paragraph (no traceback:
-    error.txt keeps it), the exit status is 1, and nothing but the run's records is written."""
+    error.txt keeps it), the exit status is 1, and nothing but the run's records is written.
+    The folder is named by paths.output_dir, so its .hydra/ lands there too (capgen.cli.argv)."""
     run = tmp_path / "run"
-    done = capgen("train", "debug=fast", "model.module.lr=abc", f"hydra.run.dir={run}", cwd=tmp_path,
+    done = capgen("train", "debug=fast", "model.module.lr=abc", f"paths.output_dir={run}", cwd=tmp_path,
                   env={"HYDRA_FULL_ERROR": "0"})
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
@@ -378,9 +379,9 @@ def test_hydra_flags_with_values_work(tmp_path):
 ])
 def test_eval_and_caption_failures_end_with_one_paragraph_and_keep_the_traceback(lstm_run, tmp_path, command, args, says):
     out = tmp_path / "out"
-    done = capgen(command, f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", *args, f"hydra.run.dir={out}",
+    done = capgen(command, f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", *args, f"paths.output_dir={out}",
                   cwd=tmp_path, env={"HYDRA_FULL_ERROR": "0"})
-    assert done.returncode == 1
+    assert done.returncode == 1 and (out / ".hydra" / "config.yaml").is_file()
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(says) and last.endswith(f"(traceback in {out / 'error.txt'})"), done.stderr
     assert "Traceback" not in done.stderr and "Traceback" in (out / "error.txt").read_text()

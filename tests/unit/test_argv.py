@@ -4,7 +4,7 @@
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from capgen.cli.argv import quote_paths
+from capgen.cli.argv import output_dir_as_run_dir, quote_paths
 from capgen.training import resume
 from capgen.training.resume import resume_argv
 
@@ -46,3 +46,23 @@ def test_resume_of_a_sweep_job_folder_keeps_the_folder_whole(tmp_path, monkeypat
     assert parsed["resume"] == str(run) and parsed["hydra.run.dir"] == str(run)
     assert args.index("trainer.max_epochs=4") > args.index("trainer.max_epochs=2")  # the one given now comes last
     assert any((run / ".hydra").glob("before-resume-*/overrides.yaml"))  # the old config kept aside
+
+
+def test_paths_output_dir_names_the_run_folder_hydra_makes():
+    # Alone it would leave the run's .hydra/ config in a dated folder elsewhere (what capgen-eval run= reads).
+    folder = "runs/1_model=lstm,seed=2"
+    args = output_dir_as_run_dir(["model=lstm", f"paths.output_dir={folder}"])
+    assert args[0] == "model=lstm" and "paths.output_dir" not in " ".join(args)
+    (override,) = OverridesParser.create().parse_overrides(args[1:])
+    assert override.key_or_group == "hydra.run.dir" and override.value() == folder
+    assert output_dir_as_run_dir([f"paths.output_dir={folder}", f"hydra.run.dir={folder}"])[-1] == args[-1]
+    assert output_dir_as_run_dir(["model=lstm"]) == ["model=lstm"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["-m", "seed=1,2", "paths.output_dir=runs/a"], "hydra.sweep.dir=runs/a"),
+    (["paths.output_dir=runs/a", "hydra.run.dir=runs/b"], "name two run folders"),
+])
+def test_paths_output_dir_in_a_sweep_or_beside_another_run_dir_is_refused(args, says):
+    with pytest.raises(SystemExit, match=says):
+        output_dir_as_run_dir(args)
