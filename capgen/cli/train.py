@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from ..training import config
 from ..training.decode import upgrade_overrides
 from ..training.lock import RunFolderInUse, hold, named_run_dir, record_holder, run_lock
-from ..training.plugins import require_plugins
+from ..training.plugins import require_logger_packages, require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
 from ..training.train import train
@@ -44,6 +44,7 @@ def main() -> None:
     if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child
         os.environ[config.LAUNCH_TIME_ENV] = str(time.time())
     require_plugins(sys.argv[1:])
+    require_logger_packages(sys.argv[1:])  # logger=mlflow without mlflow: the pip command, nothing written
     # A folder the command names is locked before resume_argv copies its .hydra/ aside and Hydra
     # writes into it. Only by global rank 0: DDP's processes (and torchrun's or SLURM's other
     # ranks) have a rank in their environment and write into its folder under its lock.

@@ -7,9 +7,13 @@ one of these, this module is the one place to change, and the tests that exercis
 
 from __future__ import annotations
 
+import csv
+
 import lightning as L
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.strategies import ParallelStrategy
 
 
@@ -61,3 +65,33 @@ def slurm_requeues(trainer: L.Trainer) -> bool:
 
     environment = trainer._accelerator_connector.cluster_environment
     return isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+
+
+def appending_csv_writer(logger: CSVLogger, purge_step: int) -> ExperimentWriter:
+    """The CSV logger's writer (made on first use, as CSVLogger.experiment makes it) for a resumed
+    run: its metrics.csv keeps the rows logged before `purge_step` and new rows are appended.
+    Lightning's writer deletes an existing metrics.csv in its private `_check_log_dir_exists`,
+    with no option to keep it (test_loggers' resume test)."""
+    if logger._experiment is None:
+        logger._fs.makedirs(logger.root_dir, exist_ok=True)
+        logger._experiment = _AppendingWriter(logger.log_dir, purge_step)
+    return logger._experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    def __init__(self, log_dir: str, purge_step: int) -> None:
+        self.purge_step = purge_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # ExperimentWriter.__init__ deletes metrics.csv here
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            reader = csv.DictReader(file)
+            keys = list(reader.fieldnames or [])
+            rows = [row for row in reader if int(row["step"]) < self.purge_step]
+        with self._fs.open(self.metrics_file_path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = keys  # new columns rewrite the header (ExperimentWriter.save)

@@ -1,4 +1,5 @@
-"""A run's hyper-parameters against its final metrics, for TensorBoard's HPARAMS tab.
+"""A run's hyper-parameters against its final metrics, for every logger: TensorBoard's HPARAMS
+tab; the parameters and the final hp/* metrics of the CSV, MLflow and W&B runs.
 
 The final metrics are those of the run's result, the best epoch by its `monitor` (the
 checkpoint that is kept and tested; capgen.training.callbacks.BestEpochMetrics), not of its last epoch: `val/*` at the best epoch, `test/*` of the
@@ -13,6 +14,7 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 # The config groups whose choice names a run (model=attn, model/encoder=resnet101, ...).
@@ -42,9 +44,13 @@ def _settings(node: Any) -> Any:
 
 
 def log_final_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Write the run's hyper-parameters with its final val/test metrics to every logger,
-    then close the loggers so the entry is on disk when the run ends."""
+    """Write the run's hyper-parameters with its final val/test metrics to every logger
+    (capgen.training.loggers.logger_runs closes them)."""
     final = {f"hp/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    params = run_hparams(cfg)
     for logger in trainer.loggers:
-        logger.log_hyperparams(run_hparams(cfg), final)
-        logger.finalize("success")
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, final)  # one HPARAMS entry: these settings against these metrics
+        else:
+            logger.log_hyperparams(params)  # the others take parameters alone, and the metrics as points
+            logger.log_metrics(final, step=trainer.global_step)

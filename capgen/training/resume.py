@@ -5,9 +5,10 @@ overrides the run was started with (<run>/.hydra/overrides.yaml), then the ones 
 (so `trainer.max_epochs=20` can extend it), and `hydra.run.dir=<run>` so that Hydra writes
 into the same folder instead of a new one. The run's previous .hydra/*.yaml are first copied
 to .hydra/before-resume-<time>/, since Hydra rewrites them. `train()` then resumes from
-<run>/checkpoints/last.ckpt (or `ckpt_path=` when given too) and the TensorBoard logger
-appends to the run's event folder, telling TensorBoard to drop whatever the interrupted run
-logged after that checkpoint (`purge_step`), so each curve continues without a doubled tail.
+<run>/checkpoints/last.ckpt (or `ckpt_path=` when given too), and each logger continues the
+run's own logs (capgen.training.loggers.resume_kwargs): TensorBoard appends to the run's event
+folder, telling TensorBoard to drop whatever the interrupted run logged after that checkpoint
+(`purge_step`), so each curve continues without a doubled tail.
 
 `check_resume_checkpoint` checks a checkpoint before Lightning touches it, so that resuming
 from the wrong file fails with a message that names it and the fix.
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpoint import Checkpoint, UnreadableCheckpoint, read_checkpoint
 from .config import command_overrides
 from .decode import upgrade_overrides
+from .loggers import check_logger_packages
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
     overrides = [o for o in [*own, *given] if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    check_logger_packages(cfg.get("logger"))  # the run's logger=mlflow on a machine without mlflow
     net_config = OmegaConf.to_container(cfg.model, resolve=True)
     net_config.pop("module")
     last = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else run / "checkpoints" / "last.ckpt"
@@ -186,17 +189,3 @@ def network_differences(saved: dict, now: dict, prefix: str = "model") -> list[s
         elif a != b:
             out.append(f"{prefix}.{key}: checkpoint {a!r}, now {b!r}")
     return out
-
-
-def logger_kwargs(logger_cfg: DictConfig, start: Checkpoint | None) -> dict:
-    """Extra arguments for a logger of a resumed run: TensorBoard's purge_step (see above), and
-    the run's existing event folder as the version. The version is otherwise named by the
-    command-line overrides, which a resume changes (resume=, trainer.max_epochs=...): the
-    curves would split into a second TensorBoard run."""
-    if start is None or not str(logger_cfg.get("_target_", "")).endswith("TensorBoardLogger"):
-        return {}
-    kwargs = {"purge_step": start.global_step}
-    runs = [p for p in (Path(logger_cfg.save_dir) / logger_cfg.name).glob("*") if p.is_dir()]
-    if runs:  # the one the interrupted run wrote last
-        kwargs["version"] = max(runs, key=lambda p: p.stat().st_mtime).name
-    return kwargs

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
@@ -22,8 +23,9 @@ from ..models.hardware import configure_encoder, cpu_precision, parse_channels_l
 from .callbacks import BestEpochMetrics, CaptionSamples
 from .hparams import log_final_hparams
 from .init_from import init_checkpoint, load_network
+from .loggers import build_loggers, check_logger_packages, logger_runs
 from .module import CaptioningModule
-from .resume import check_resume_checkpoint, logger_kwargs, resume_checkpoint
+from .resume import check_resume_checkpoint, resume_checkpoint
 from .run_dir import write_summary, write_test_captions
 from .settings import check_types
 
@@ -73,24 +75,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for callback in callbacks:
         if isinstance(callback, CaptionSamples):
             callback.pictures = datamodule.pictures  # the images, when batches carry features
-    loggers = [build(c, **logger_kwargs(c, start)) for c in cfg.get("logger", {}).values()]
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers)
-    # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
-    vocab.save(out / "vocab.json")
+    loggers = build_loggers(cfg, start)
+    if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()))
+    with logger_runs(out, loggers):  # MLflow / W&B runs started here, ended with the run's outcome
+        # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
+        vocab.save(out / "vocab.json")
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    # The run's result is its best epoch (the checkpoint kept and tested), not its last.
-    best_epoch = next((c.best for c in callbacks if isinstance(c, BestEpochMetrics)), {})
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch
-    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
-    if cfg.test:
-        module.set_references("test", datamodule.references("test"))
-        module.set_scenes(datamodule.scenes("test"))
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-        metrics.update(results[0] if results else {})
-        if trainer.is_global_zero and module.last_test.get("captions"):
-            write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
-    log_final_hparams(trainer, cfg, metrics)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # The run's result is its best epoch (the checkpoint kept and tested), not its last.
+        best_epoch = next((c.best for c in callbacks if isinstance(c, BestEpochMetrics)), {})
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
+        if cfg.test:
+            module.set_references("test", datamodule.references("test"))
+            module.set_scenes(datamodule.scenes("test"))
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            metrics.update(results[0] if results else {})
+            if trainer.is_global_zero and module.last_test.get("captions"):
+                write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
+        log_final_hparams(trainer, cfg, metrics)
     if trainer.is_global_zero:
         write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
     return metrics
@@ -137,6 +142,7 @@ def check_settings(cfg: DictConfig) -> None:
         raise ValueError(f"seed={seed!r}: must be a whole number, e.g. seed=42")
     if cfg.monitor_mode not in ("max", "min"):  # before the callbacks it is handed to
         raise ValueError(f"monitor_mode={cfg.monitor_mode!r}: must be max (scores such as val/CIDEr) or min (val/loss)")
+    check_logger_packages(cfg.get("logger"))  # an optional extra missing: the pip command, before anything is built
     nodes = ["model.encoder", "model.decoder", "model.module", "data", "trainer"]
     nodes += [f"{group}.{name}" for group in ("callbacks", "logger") for name in cfg.get(group) or {}]
     for key in nodes:

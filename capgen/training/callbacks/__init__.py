@@ -8,7 +8,7 @@
     BatchNormPolicy        BatchNorm statistics per batch or frozen, and DDP's sync checked
     BestEpochMetrics       the val/* metrics of the best epoch by the monitored metric
     EarlyStopping          stop when the monitored metric has not improved for `patience` validations (off by default)
-    CaptionSamples         generated vs reference captions and attention figures in TensorBoard
+    CaptionSamples         generated vs reference captions and attention figures, to every logger that shows them
     StopOnSignal           SIGTERM / SIGUSR1: save last.ckpt at the step's end, stop, record "interrupted"
 """
 

@@ -1,4 +1,4 @@
-"""A run's results: the best epoch's metrics, and caption samples in TensorBoard."""
+"""A run's results: the best epoch's metrics, and caption samples for the loggers."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ class BestEpochMetrics(L.Callback):
 class CaptionSamples(L.Callback):
     """Logs, after every validation and test, the first `num_samples` images of the split's
     first batch with their generated and reference captions (a Markdown table and a figure
-    each) and, for attention models, a per-word attention figure. The images are the same
-    every epoch and in every run on the same data, so runs can be compared image by image.
+    each) and, for attention models, a per-word attention figure, to every logger that shows
+    them (capgen.training.samples). The images are the same every epoch and in every run on
+    the same data, so runs can be compared image by image.
 
     `pictures(split, image_ids)` gives the images when batches carry cached features instead
     of pixels; capgen.training.train hands it the datamodule's."""
