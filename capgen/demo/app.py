@@ -12,8 +12,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..training.evaluate import resolve_device
 from ..training.settings import check_values
-from .captioners import example_pictures, load_captioners
+from .captioners import checkpoint_paths, example_pictures, load_captioners
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +69,24 @@ def require_gradio():
 
 def serve(cfg: DictConfig):
     """Load, build and start the page (in the background); returns the running gradio app."""
+    # The quick checks first: a mistyped setting or path should not wait for gradio and the models.
     check_settings(cfg)
+    check_address(cfg.server_name, cfg.port)
+    resolve_device(cfg.device)
+    paths = checkpoint_paths(cfg)
     # gradio reports usage to its makers unless told not to; this machine may have no network at all.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     require_gradio()
-    from .page import CSS, THEME, build_page
+    from .page import CSS, build_page
 
-    check_address(cfg.server_name, cfg.port)
-    captioners = load_captioners(cfg)
+    captioners = load_captioners(cfg, paths)
     out = Path(cfg.paths.output_dir)
     examples = example_pictures(captioners, out / "examples", cfg.examples)
     page = build_page(captioners, examples, out / "figures", cfg.figure_size, cfg.gif_frame_ms)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request gradio makes to itself
+    # quiet: capgen-demo prints the address itself, without gradio's hints about its own launch() arguments.
     page.launch(server_name=cfg.server_name, server_port=cfg.port, prevent_thread_lock=True, show_error=True,
-                allowed_paths=[str(out)], theme=THEME, css=CSS, share=False, inbrowser=False)
+                allowed_paths=[str(out)], css=CSS, share=False, inbrowser=False, quiet=True)
     log.info("serving %s at %s; the attention figures go to %s", ", ".join(c.name for c in captioners),
              page.local_url, out / "figures")
     return page

@@ -88,25 +88,41 @@ def checkpoint_paths(cfg: DictConfig) -> list[Path]:
         raise ValueError(f"{given}: give run=<run folder> (its best checkpoint; a sweep folder: each run's) or "
                          "ckpt_path=<checkpoint>, several separated by commas (run=a,b or ckpt_path=a.ckpt,b.ckpt)")
     if cfg.ckpt_path:
-        return split_paths(str(cfg.ckpt_path), "ckpt_path")
+        paths = split_paths(str(cfg.ckpt_path), "ckpt_path")
+        for path in paths:
+            if path.is_dir():
+                raise ValueError(f"ckpt_path={path}: a folder; give run={path} for a run's best checkpoint (a sweep "
+                                 "folder: each run's), or ckpt_path=<a .ckpt file in it>")
+        return paths
     found = []
     for folder in split_paths(str(cfg.run), "run"):
         if folder.is_file():
             raise ValueError(f"run={folder}: a file, not a run folder; give ckpt_path={folder} to show a checkpoint file")
-        runs = [folder] if is_run(folder) else find_runs(folder)
+        if is_run(folder):
+            found.append(best_checkpoint(folder))
+            continue
+        runs, skipped = find_runs(folder), []
         if not runs:
             raise ValueError(f"run={folder}: neither a capgen-train run folder nor a folder holding any (none has "
                              ".hydra/config.yaml); give a run folder, a sweep folder, or ckpt_path=<checkpoint>")
-        found += [best_checkpoint(run) for run in runs]
+        for run in runs:  # a sweep's job that failed or is still running has no best checkpoint yet: the others are shown
+            try:
+                found.append(best_checkpoint(run))
+            except (ValueError, FileNotFoundError) as e:
+                skipped.append(str(e))
+                log.warning("left out: %s", e)
+        if len(skipped) == len(runs):
+            raise ValueError(f"run={folder}: none of its {len(runs)} runs has a best checkpoint; the first: {skipped[0]}")
     return found
 
 
-def load_captioners(cfg: DictConfig) -> list[Captioner]:
-    """Every checkpoint of checkpoint_paths on cfg.device, as capgen-caption loads one; a
-    checkpoint that does not load stops the command with its error (naming the file)."""
+def load_captioners(cfg: DictConfig, paths: list[Path] | None = None) -> list[Captioner]:
+    """Every checkpoint of `paths` (default: checkpoint_paths(cfg)) on cfg.device, as
+    capgen-caption loads one; a checkpoint that does not load stops the command with its
+    error (naming the file)."""
     device = resolve_device(cfg.device)
     captioners = []
-    for path in checkpoint_paths(cfg):
+    for path in checkpoint_paths(cfg) if paths is None else paths:
         module = load_module(str(path), device, cfg.get("channels_last", "auto"))
         size = cfg.image_size or training_image_size(run_config(str(path)))
         if size is None:

@@ -13,6 +13,7 @@ the slider, every word's frame (a gallery) and the GIF.
 from __future__ import annotations
 
 import html
+import logging
 from pathlib import Path
 
 import gradio as gr
@@ -21,11 +22,7 @@ from ..data.images import BadSampleError
 from ..models.search.settings import BEAM_METHODS
 from .captioners import PAGE_METHODS, Captioned, Captioner, caption_picture, page_settings, read_picture
 
-# Outputs per checkpoint: html, record, frame, slider, gallery, gif (and the frames, kept server-side).
-OUTPUTS_PER_CHECKPOINT = 6
-# System fonts: gradio's default theme asks a font service for its own, which an offline machine cannot reach.
-THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                          font_mono=["ui-monospace", "Consolas", "monospace"])
+log = logging.getLogger(__name__)
 
 
 def caption_html(row: dict) -> str:
@@ -135,7 +132,9 @@ def _caption_all(captioners: list[Captioner], upload: dict | None, choices: tupl
             settings = page_settings(c.settings, *choices)
             results.append(caption_picture(c, picture, settings, out, figure_size, frame_ms))
     except (BadSampleError, ValueError) as e:
-        raise gr.Error(" ".join(str(e).split()), title="capgen-demo") from None
+        message = " ".join(str(e).split())
+        log.warning("refused: %s", message)  # one line in the server's log, the whole paragraph on the page
+        raise gr.Error(message, title="capgen-demo", print_exception=False) from None
     return results
 
 
