@@ -38,11 +38,15 @@ PAGE_METHODS = ("greedy", "beam", "sample")
 class Captioner:
     """One checkpoint the page shows a column for."""
 
-    name: str  # the model config it was trained with and where it lies, e.g. "attn: outputs/.../last.ckpt"
+    model: str  # the model config its run was trained with (model=attn), else its decoder's class
     path: Path
     module: CaptioningModule
     image_size: int  # the side its run's images were resized to
     settings: DecodeSettings  # the command's decode settings for it: cfg.decode over its run's test decode
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}: {self.path}"
 
     @property
     def has_attention(self) -> bool:
@@ -131,7 +135,7 @@ def load_captioners(cfg: DictConfig, paths: list[Path] | None = None) -> list[Ca
                         "to %d; set image_size=... to match training", path, size)
         model = run_choice(str(path), "model") or type(module.net.decoder).__name__
         settings = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
-        captioners.append(Captioner(f"{model}: {path}", path, module, size, settings))
+        captioners.append(Captioner(model, path, module, size, settings))
     return captioners
 
 

@@ -44,6 +44,7 @@ def caption_html(row: dict) -> str:
 
 
 CSS = """
+.capgen-path { font-family: monospace; font-size: 0.8em; overflow-wrap: anywhere; margin-top: 0; }
 .capgen-text { font-size: 1.25em; font-weight: 600; }
 .capgen-caption { line-height: 2.4em; }
 .capgen-word { display: inline-flex; flex-direction: column; align-items: center; margin: 0 2px;
@@ -81,7 +82,7 @@ def build_page(captioners: list[Captioner], examples: list[Path], out: Path, fig
             with gr.Column(scale=max(2, len(captioners))), gr.Row(equal_height=False):
                 for c in captioners:
                     with gr.Column(min_width=300, elem_classes="capgen-column"):
-                        gr.Markdown(f"### {html.escape(c.name)}")
+                        gr.HTML(f'<h3>{html.escape(c.model)}</h3><p class="capgen-path">{html.escape(str(c.path))}</p>')
                         text = gr.HTML(label="Caption")
                         # No labels or buttons over the pictures: they would hide the word written on each frame.
                         gr.Markdown("Where the model looked for the word the slider picks, and the animated GIF:",

@@ -5,6 +5,7 @@ itself in headless Chromium (scripts/demo_screenshot.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -12,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,41 +29,18 @@ from capgen.training.config import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "scripts" / "demo_screenshot.py"
+# The script's start_demo (capgen-demo on a free port, once its page answers) starts the tests' server too.
+_spec = importlib.util.spec_from_file_location("demo_screenshot", SCREENSHOT)
+screenshot = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(screenshot)
 CHOICES = ("beam", 3, 1, 1.0, 1.0, 0)  # method, beam_size, n_best, temperature, top_p, seed: the page's first
 PER_CHECKPOINT = 6  # html, record, frame, slider, gallery, gif (capgen.demo.page)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def demo_cfg(out: Path, *args: str):
     """capgen-demo's config as its main composes it, paths quoted as its main quotes them."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("demo", overrides=[*quote_paths(list(args), ("run", "ckpt_path")), f"paths.output_dir={out}"])
-
-
-def start_demo(out: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    """capgen-demo in a subprocess on a free port, once its page answers: (process, url)."""
-    port = free_port()
-    log = open(out.parent / f"{out.name}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "capgen.cli.demo", *args, f"port={port}", f"hydra.run.dir={out}"],
-                            cwd=out.parent, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"capgen-demo exited with {proc.returncode}:\n{Path(log.name).read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(f"capgen-demo did not answer in 180 s:\n{Path(log.name).read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +51,7 @@ def attn_lstm(tiny_run, tiny_lstm_run) -> str:
 @pytest.fixture(scope="module")
 def server(attn_lstm, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    proc, url = start_demo(out, attn_lstm)
+    proc, url = screenshot.start_demo([attn_lstm, f"hydra.run.dir={out}"], out.parent / "demo.log")
     yield url, out
     proc.terminate()
     proc.wait(30)
@@ -162,7 +139,7 @@ def test_a_sweep_folder_and_a_moved_run_give_each_runs_best_checkpoint(tiny_run,
         shutil.copytree(run, sweep / f"{i}_model={model},trainer.max_epochs=1")
     (sweep / "2_model=rnn,trainer.max_epochs=1" / "summary.json").unlink()  # a job still running: left out
     captioners = load_captioners(demo_cfg(tmp_path / "out", f"run={sweep}"))
-    assert [c.name.split(":")[0] for c in captioners] == ["attn", "lstm"]
+    assert [c.model for c in captioners] == ["attn", "lstm"]
     assert all(c.path.is_relative_to(sweep) and c.image_size == 96 for c in captioners)
     done = caption_picture(captioners[0], read_picture(scene), page_settings(captioners[0].settings, *CHOICES), tmp_path / "figs")
     assert len(done.frames) == len(done.row["words"]) + 1 and done.gif.is_file() and done.png.is_file()
