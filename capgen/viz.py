@@ -1,7 +1,8 @@
 """Attention figures: the image with each word's attention map over it (Xu et al. fig. 3).
 
 Two forms: a grid of panels, one per word (`attention_figure`, a matplotlib Figure for
-TensorBoard or a PNG), and an animated GIF, one frame per word (`save_attention_gif`).
+TensorBoard or a PNG), and an animated GIF, one frame per word (`attention_frames`, written
+by `write_gif`; `save_attention_gif` does both).
 """
 
 from __future__ import annotations
@@ -139,6 +140,16 @@ def attention_frames(
     return [_frame(p, left, right, font, band, width) for p, (left, right) in zip(pictures, labels)]
 
 
+def write_gif(path: str | Path, frames: list[Image.Image], frame_ms: int = 800) -> Path:
+    """Write `frames` as a looping animated GIF to `path`, the last frame (the whole caption
+    seen) held twice as long. Returns the path."""
+    durations = [frame_ms] * len(frames)
+    durations[-1] = 2 * frame_ms
+    path = Path(path)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return path
+
+
 def save_attention_gif(
     path: str | Path,
     image: np.ndarray,
@@ -148,11 +159,5 @@ def save_attention_gif(
     probs: list[float] | None = None,
     frame_ms: int = 800,
 ) -> Path:
-    """Write the animated GIF of attention_frames to `path` (looping; the last frame, the
-    whole caption seen, held twice as long). Returns the path."""
-    frames = attention_frames(image, words, alphas, grid, probs)
-    durations = [frame_ms] * len(frames)
-    durations[-1] = 2 * frame_ms
-    path = Path(path)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    return path
+    """Write the animated GIF of attention_frames to `path` (write_gif). Returns the path."""
+    return write_gif(path, attention_frames(image, words, alphas, grid, probs), frame_ms)

@@ -12,6 +12,8 @@ from omegaconf import DictConfig
 from capgen.training import config
 from capgen.training.config import CONF_DIR
 
+from helpers.trained import train_tiny_run
+
 config.register()  # what every capgen command does before Hydra composes its configs
 
 
@@ -30,3 +32,20 @@ def make_cfg(tmp_path):
         return cfg
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny attention (model=attn) run, trained once per session (helpers.trained)."""
+    return train_tiny_run(tmp_path_factory.mktemp("train") / "run")
+
+
+@pytest.fixture(scope="session")
+def ckpt(tiny_run) -> str:
+    return str(tiny_run / "checkpoints" / "last.ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_lstm_run(tmp_path_factory) -> Path:
+    """The same with the LSTM decoder (no attention), for side-by-side comparisons."""
+    return train_tiny_run(tmp_path_factory.mktemp("train_lstm") / "run", "model=lstm")

@@ -38,8 +38,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
-from ..models.decoding import DecodeSettings, NBestResult, first_captions
-from ..viz import attention_figure, save_attention_gif
+from ..models.decoding import DecodeResult, DecodeSettings, NBestResult, first_captions
+from ..viz import attention_figure, attention_frames, write_gif
 from .decode import command_settings
 from .evaluate import load_module, resolve_device
 from .run_dir import run_config
@@ -99,7 +99,7 @@ def training_image_size(run_cfg: DictConfig | None) -> int | None:
     return int(default) if isinstance(default, int) else None
 
 
-def _shrink(picture: np.ndarray, longest: int) -> np.ndarray:
+def resize_longest(picture: np.ndarray, longest: int) -> np.ndarray:
     """picture (H, W, 3) uint8 resized, aspect kept, so that its longer side is `longest`."""
     image = Image.fromarray(picture)
     scale = longest / max(image.size)
@@ -110,7 +110,7 @@ def _shrink(picture: np.ndarray, longest: int) -> np.ndarray:
 def _display(path: Path, longest: int) -> np.ndarray:
     """The image at its own aspect ratio with its longer side `longest`, for the figures
     (the model sees it squashed to a square; its grid still covers the whole picture)."""
-    return _shrink(load_rgb(path), longest)
+    return resize_longest(load_rgb(path), longest)
 
 
 def _unique_stem(path: Path, taken: set[str]) -> str:
@@ -154,23 +154,32 @@ def _failed(path: Path, message: str) -> dict:
     return {"path": str(path), "error": message}
 
 
-def _draw(cfg: DictConfig, out: Path, stem: str, path: Path, words, alphas, grid: int, probs) -> dict:
-    """The image's attention PNG and GIF; {png, gif} file names for its row. On an error
-    neither file is left behind: a row without figures has none beside it."""
-    png, gif = out / f"{stem}_attention.png", out / f"{stem}_attention.gif"
+def draw_attention(png: Path, gif: Path, picture: np.ndarray, words: list[str], alphas: torch.Tensor, grid: int,
+                   probs: list[float], frame_ms: int) -> list[Image.Image]:
+    """One caption's attention figures, as capgen-caption and capgen-demo draw them: the PNG
+    (a panel per word) and the GIF (a frame per word) of `picture` (H, W, 3) uint8, with
+    words (L), alphas (L, P) and probs (L). Returns the GIF's frames (the input, then one per
+    word). On an error neither file is left behind."""
     try:
-        picture = _display(path, cfg.figure_size)
         # The grid's panels are 200 px wide: a larger picture would only slow the blur.
-        fig = attention_figure(_shrink(picture, 200), words, alphas, grid)
+        fig = attention_figure(resize_longest(picture, 200), words, alphas, grid)
         try:
             fig.savefig(png, dpi=100)
         finally:
             plt.close(fig)
-        save_attention_gif(gif, picture, words, alphas, grid, probs, frame_ms=cfg.gif_frame_ms)
+        frames = attention_frames(picture, words, alphas, grid, probs)
+        write_gif(gif, frames, frame_ms)
     except Exception:
         png.unlink(missing_ok=True)
         gif.unlink(missing_ok=True)
         raise
+    return frames
+
+
+def _draw(cfg: DictConfig, out: Path, stem: str, path: Path, words, alphas, grid: int, probs) -> dict:
+    """The image's attention PNG and GIF; {png, gif} file names for its row."""
+    png, gif = out / f"{stem}_attention.png", out / f"{stem}_attention.gif"
+    draw_attention(png, gif, _display(path, cfg.figure_size), words, alphas, grid, probs, cfg.gif_frame_ms)
     return {"png": png.name, "gif": gif.name}
 
 
@@ -191,30 +200,39 @@ def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch
     if readable:
         images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).to(module.device)  # (B, 3, S, S)
         every = module.generate(images, decode, draws)
-        result = first_captions(every)
     for k, i in enumerate(readable):
         path = paths[i]
-        steps, words = _words(vocab, result.tokens[k].tolist())
-        probs = [float(result.token_logprobs[k, t].exp()) for t in steps]
-        row = {"path": str(path), "caption": " ".join(words), "words": words, "word_probs": probs,
-               "logprob": float(result.logprob[k])}
-        captions = [row["caption"]]
-        if isinstance(every, NBestResult):  # all n_best, best first; an empty place: no caption
-            captions = [" ".join(_words(vocab, t)[1]) for t in every.tokens[k].tolist()]
-            logprobs = [float(lp) for lp in every.logprob[k]]
-            row.update(captions=captions, logprobs=[lp if np.isfinite(lp) else None for lp in logprobs])
-        if cfg.figures and net.has_attention and words:
-            alphas = result.alphas[k, steps].cpu()  # (L, P), row l for word l
+        caption, alphas = caption_row(vocab, every, k)
+        row = {"path": str(path), **caption}
+        words, probs = row["words"], row["word_probs"]
+        if cfg.figures and alphas is not None and words:
             try:
                 row.update(_draw(cfg, out, _unique_stem(path, taken), path, words, alphas, net.grid, probs))
             except Exception as e:  # any error of one image's figures: recorded in its row, and the exit status
                 rows[i] = _failed(path, f"{path}: its attention figures could not be drawn ({_one_line(e)}); "
                                         "give figures=false to caption it without them")
                 continue
-        for caption in captions:
+        for caption in row.get("captions", [row["caption"]]):
             print(f"{path}\t{caption}", flush=True)
         rows[i] = row
     return [rows[i] for i in range(len(paths))]
+
+
+def caption_row(vocab, every: DecodeResult | NBestResult, k: int) -> tuple[dict, torch.Tensor | None]:
+    """Image k of a decoded batch as a captions.jsonl row has it, less its path: {caption,
+    words, word_probs, logprob} of its first caption, plus {captions, logprobs} (all n_best,
+    best first; an empty place: no caption, logprob None) for an n-best result. Also the
+    first caption's attention (L, P), row l for word l, on the CPU; None without attention."""
+    result = first_captions(every)
+    steps, words = _words(vocab, result.tokens[k].tolist())
+    probs = [float(result.token_logprobs[k, t].exp()) for t in steps]
+    row = {"caption": " ".join(words), "words": words, "word_probs": probs, "logprob": float(result.logprob[k])}
+    if isinstance(every, NBestResult):
+        logprobs = [float(lp) for lp in every.logprob[k]]
+        row.update(captions=[" ".join(_words(vocab, t)[1]) for t in every.tokens[k].tolist()],
+                   logprobs=[lp if np.isfinite(lp) else None for lp in logprobs])
+    alphas = result.alphas[k, steps].cpu() if result.alphas is not None else None
+    return row, alphas
 
 
 def _words(vocab, tokens: list[int]) -> tuple[list[int], list[str]]:

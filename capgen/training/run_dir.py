@@ -279,11 +279,16 @@ def run_config(ckpt_path: str) -> DictConfig | None:
     return OmegaConf.load(run / ".hydra" / "config.yaml") if run else None
 
 
-def run_data_choice(path: str) -> str | None:
-    """The data config the run was composed with (`data=<name>`), from its .hydra/hydra.yaml;
-    `path` is one of the run's checkpoints or the run folder itself."""
+def run_choice(path: str, group: str) -> str | None:
+    """The config of `group` the run was composed with (`data=<name>`, `model=<name>`), from
+    its .hydra/hydra.yaml; `path` is one of the run's checkpoints or the run folder itself."""
     run = Path(path) if is_run(Path(path)) else run_of_checkpoint(path)
     hydra_yaml = run / ".hydra" / "hydra.yaml" if run else None
     if hydra_yaml is None or not hydra_yaml.is_file():
         return None
-    return OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.choices.data", default=None)
+    return OmegaConf.select(OmegaConf.load(hydra_yaml), f"hydra.runtime.choices.{group}", default=None)
+
+
+def run_data_choice(path: str) -> str | None:
+    """The data config the run was composed with (`data=<name>`), see run_choice."""
+    return run_choice(path, "data")

@@ -1,4 +1,5 @@
-"""capgen-eval and capgen-caption on a tiny shapes attention run trained once per session."""
+"""capgen-eval and capgen-caption on a tiny shapes attention run trained once per session
+(the tiny_run and ckpt fixtures, tests/conftest.py)."""
 
 import dataclasses
 import json
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from PIL import Image
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
@@ -26,34 +27,8 @@ from capgen.training.config import CONF_DIR
 from capgen.training.eval_statistics import corpus_statistics
 from capgen.training.evaluate import evaluate, load_module, metrics_table, with_run_data_choice
 from capgen.training.run_dir import TEST_CAPTIONS
-from capgen.training.train import train
 
 from helpers.fixtures_real import make_odd_images
-
-# val and test differ in size so the tests can tell which split, and whose settings, were used.
-SIZES = "data.source.sizes={train:64,val:12,test:16}"
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """A run dir laid out as capgen-train leaves it: .hydra/{config,hydra}.yaml and checkpoints/."""
-    run = tmp_path_factory.mktemp("train") / "run"
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["debug=fast", SIZES, f"paths.output_dir={run}"], return_hydra_config=True)
-    hydra_node = cfg.hydra
-    with open_dict(cfg):
-        del cfg.hydra
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": dict(hydra_node.runtime.choices)}}}),
-                   run / ".hydra" / "hydra.yaml")
-    train(cfg)
-    return run
-
-
-@pytest.fixture(scope="session")
-def ckpt(tiny_run) -> str:
-    return str(tiny_run / "checkpoints" / "last.ckpt")
 
 
 def run_eval(out: Path, *overrides: str) -> dict:
@@ -405,10 +380,10 @@ def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, pho
     def gif_fails_for_the_scene(path, *args, **kwargs):
         if Path(path).name.startswith("scene"):
             raise RuntimeError("no room\nfor this one")  # a multi-line message, as torch's often are
-        return save_attention_gif(path, *args, **kwargs)
+        return write_gif(path, *args, **kwargs)
 
-    save_attention_gif = caption.save_attention_gif
-    monkeypatch.setattr(caption, "save_attention_gif", gif_fails_for_the_scene)
+    write_gif = caption.write_gif
+    monkeypatch.setattr(caption, "write_gif", gif_fails_for_the_scene)
     out = tmp_path / "out"
     rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1")
     captured = capsys.readouterr()
