@@ -55,7 +55,8 @@ def load_run(path: Path) -> Run:
     try:
         for line in run_overrides(path):
             key, _, value = line.partition("=")
-            overrides[key] = value
+            if key.lstrip("+~") != "resume":  # where a run continued from: the same settings, not a different run
+                overrides[key] = value
         summary = read_summary(path)
     except UnreadableRecord as e:  # listed as such, with what was read of it
         return Run(path, overrides, "unreadable", {}, str(e))

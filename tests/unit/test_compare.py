@@ -145,3 +145,11 @@ def test_capgen_compare_paired_prints_both_sides_and_the_bootstrap(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["--paired", str(a), str(b), "--resamples", "0"])
     assert "--resamples 0: the bootstrap needs at least 1 resample" in capsys.readouterr().err
+
+
+def test_a_resumed_run_stays_in_its_seed_group(tmp_path):
+    # resume= (recorded in a resumed run's overrides) names where the run continued, not other settings.
+    make_run(tmp_path / "attn_1", ["model=attn", "seed=1"], {"test/CIDEr": 0.8})
+    make_run(tmp_path / "attn_2", ["model=attn", "seed=2", f"resume={tmp_path / 'attn_2'}"], {"test/CIDEr": 0.9})
+    (group,) = compare([tmp_path], ["test/CIDEr"]).rows
+    assert group[:2] == ["1,2", "completed"] and group[2].endswith("(2)")
