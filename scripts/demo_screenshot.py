@@ -51,8 +51,9 @@ def free_port() -> int:
 def start_demo(args: list[str], log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
     """capgen-demo with `args` on a free port, once its page answers: (process, url)."""
     port = free_port()
+    # Its own process group: whoever ends the demo ends whatever it started with it.
     proc = subprocess.Popen([sys.executable, "-m", "capgen.cli.demo", *args, f"port={port}"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

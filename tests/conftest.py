@@ -1,43 +1,89 @@
-"""Shared fixtures. Layout: unit/ tests one piece of the library or training program each;
-e2e/ runs whole commands (capgen-train, -eval, -caption, sweeps, DDP, kills); helpers/ is
-what they share (data in the exact on-disk formats, command-line workflows); data/ holds
-the official demo results file the tokenizer is checked on."""
+"""Shared fixtures. Layout: unit/ tests one piece of the library or training program each and
+never trains an epoch or starts a process; e2e/ runs whole commands (capgen-train, -eval,
+-caption, sweeps, DDP, kills) and shares its trained runs (the session fixtures below);
+helpers/ is what they share (the cheap test config and run readers in helpers.runs, child
+processes in helpers.procs, data in the exact on-disk formats); data/ holds the official
+demo results file the tokenizer is checked on."""
 
+from __future__ import annotations
+
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from capgen.training import config
-from capgen.training.config import CONF_DIR
+from capgen.training.callbacks.faults import RunInterrupted
 
-from helpers.trained import train_tiny_run
+from helpers import procs
+from helpers.runs import compose_train, train_run
 
 config.register()  # what every capgen command does before Hydra composes its configs
 
 
+# --- processes never outlive the suite -----------------------------------------------------
+
+def _stop_on_sigterm(signum, frame):
+    """pytest sent SIGTERM (`timeout`, a CI runner): end every child process group, then stop
+    the session as Ctrl-C would (fixtures torn down, the summary printed)."""
+    procs.end_all()
+    raise KeyboardInterrupt(f"pytest received {signal.Signals(signum).name}")
+
+
+def pytest_configure(config):
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+
+
+def pytest_unconfigure(config):
+    procs.end_all()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A SIGTERM that arrives while a test trains in this process is taken by capgen's own
+    handler (StopOnSignal), which stops the run: the session stops with it."""
+    yield
+    if call.excinfo is not None and call.excinfo.errisinstance(RunInterrupted):
+        procs.end_all()
+        item.session.shouldstop = "a training in the test process stopped on a signal"
+
+
+@pytest.fixture(autouse=True)
+def _end_test_processes():
+    """The processes a test started end with it, passed or failed (those of module and session
+    fixtures, started before it, with their fixtures)."""
+    before = procs.live()
+    yield
+    procs.end_all(keep=before)
+
+
+# --- configs and trained runs ----------------------------------------------------------------
+
 @pytest.fixture
 def make_cfg(tmp_path):
-    """Compose the train config as `capgen-train` would, writing into tmp_path."""
+    """Compose the train config as `capgen-train debug=fast` would, writing into tmp_path/name,
+    with the cheap test settings (helpers.runs) unless rich=True."""
 
-    def make(*overrides: str, name: str = "run", small_shapes: bool = True) -> DictConfig:
-        out = Path(tmp_path) / name
-        out.mkdir(parents=True, exist_ok=True)
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=["debug=fast", f"paths.output_dir={out}", *overrides])
-        custom = any(o.startswith("data.source.sizes") for o in overrides)
-        if small_shapes and not custom and "ShapesSource" in cfg.data.source._target_:
-            cfg.data.source.sizes = {"train": 64, "val": 16, "test": 16}  # seconds, not minutes
-        return cfg
+    def make(*overrides: str, name: str = "run", small_shapes: bool = True, rich: bool = False) -> DictConfig:
+        return compose_train(Path(tmp_path) / name, *overrides, rich=rich, small_shapes=small_shapes)
 
     return make
 
 
+# One tiny trained run of each decoder per session. val and test differ in size so the tests
+# can tell which split, and whose settings, were used. A test that changes a run copies it
+# first (copy_run).
+RUN_SIZES = "data.source.sizes={train:64,val:12,test:16}"
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A tiny attention (model=attn) run, trained once per session (helpers.trained)."""
-    return train_tiny_run(tmp_path_factory.mktemp("train") / "run")
+    """A tiny attention (model=attn) run with what capgen-train logs by default (TensorBoard, the
+    caption samples and attention figures) but the Java metrics."""
+    return train_run(tmp_path_factory.mktemp("train") / "run", RUN_SIZES, "model.module.test_metrics=[BLEU,ROUGE-L,CIDEr]",
+                     rich=True)
 
 
 @pytest.fixture(scope="session")
@@ -47,5 +93,21 @@ def ckpt(tiny_run) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_lstm_run(tmp_path_factory) -> Path:
-    """The same with the LSTM decoder (no attention), for side-by-side comparisons."""
-    return train_tiny_run(tmp_path_factory.mktemp("train_lstm") / "run", "model=lstm")
+    """The same with the LSTM decoder (no attention)."""
+    return train_run(tmp_path_factory.mktemp("train_lstm") / "run", RUN_SIZES, "model=lstm")
+
+
+@pytest.fixture(scope="session")
+def tiny_rnn_run(tmp_path_factory) -> Path:
+    """The same with the vanilla RNN decoder."""
+    return train_run(tmp_path_factory.mktemp("train_rnn") / "run", RUN_SIZES, "model=rnn")
+
+
+@pytest.fixture
+def copy_run(tmp_path):
+    """copy_run(run) -> a copy of a shared run under tmp_path, for a test that changes it."""
+
+    def copy(run: Path, name: str = "copy") -> Path:
+        return Path(shutil.copytree(run, tmp_path / name))
+
+    return copy

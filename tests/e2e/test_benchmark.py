@@ -2,11 +2,12 @@
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import procs
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
 
@@ -19,7 +20,7 @@ def _positive(value) -> bool:
 def test_quick_benchmark_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--decoders", "attn", "--out", str(out)]
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    run = procs.run(cmd, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads(out.read_text())
     for config in ("shapes", "reference"):
@@ -62,14 +63,14 @@ def test_quick_benchmark_writes_every_section(tmp_path):
 
 
 def test_unknown_options_are_clear_errors(tmp_path):
-    run = subprocess.run([sys.executable, str(SCRIPT), "--sections", "trian"], capture_output=True, text=True, cwd=tmp_path)
+    run = procs.run([sys.executable, str(SCRIPT), "--sections", "trian"], cwd=tmp_path)
     assert run.returncode == 2 and "--sections: unknown ['trian']" in run.stderr
 
 
 def test_quick_startup_section_times_each_phase_and_the_train_command(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(SCRIPT), "--quick", "--sections", "startup", "--out", str(out)]
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    run = procs.run(cmd, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads(out.read_text())["shapes"]["startup"]
     assert r["scale"]["images"] == 1200 and r["scale"]["captions"] == 6030

@@ -1,8 +1,6 @@
-"""`trainer=ddp_cpu`: two gloo processes train and validate, and score exactly like one process."""
+"""`trainer=ddp_cpu`: two gloo processes train and validate, score exactly like one process,
+resume exactly, train self-critically and run under a multirun sweep."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
@@ -11,15 +9,30 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_exact_resume import assert_same_training_state, checkpoint, scalars
 
 from capgen.training.callbacks import BatchNormPolicy
 from capgen.training.module import CaptioningModule
 
+from helpers.procs import capgen
+from helpers.runs import assert_same_training_state, cheap, checkpoint, scalars
+
 # 15 validation images in batches of 4 over 2 processes: Lightning's distributed sampler
 # pads them to 16, so one image is decoded on both ranks and must be scored once.
-DDP_RUN = ["trainer=ddp_cpu", "debug=fast", "model=lstm", "test=false", "data.source.sizes={train:64,val:15,test:16}",
-           "data.batch_size=4", "trainer.limit_val_batches=1.0", "callbacks.batchnorm.mode=frozen"]
+DDP_RUN = cheap("trainer=ddp_cpu", "debug=fast", "model=lstm", "test=false", "data.source.sizes={train:64,val:15,test:16}",
+                "data.batch_size=4", "trainer.limit_val_batches=1.0", "callbacks.batchnorm.mode=frozen", "logger=tensorboard")
+# The run the tests share: two epochs of 3 steps, each on both processes' batches. Dropout
+# makes each rank's random stream matter for the resume; last.ckpt every 2 steps, so a crash
+# at step 5 resumes mid-epoch (from step 4) and each rank's sampler must skip the batches it
+# had already served.
+WHOLE = [*DDP_RUN, "trainer.max_epochs=2", "model.decoder.dropout=0.5", "callbacks.last_checkpoint.every_n_train_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("ddp") / "whole"
+    done = capgen("train", *WHOLE, f"hydra.run.dir={run}", cwd=run.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run
 
 
 def validate_in_one_process(run: Path) -> dict[str, float]:
@@ -34,14 +47,11 @@ def validate_in_one_process(run: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_ddp_cpu_trains_and_validates_like_one_process(tmp_path):
-    run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "capgen.cli.train", *DDP_RUN, f"hydra.run.dir={run}"], cwd=tmp_path,
-                          env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_ddp_cpu_trains_and_validates_like_one_process(whole):
+    run = whole
     assert (run / "train_ddp_process_1.log").is_file()  # the second process ran, in the same run folder
-    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == 3  # 3 steps, each on both processes' batches
+    last = checkpoint(run)
+    assert last["global_step"] == 6  # 2 epochs x 3 steps, each on both processes' batches
 
     # BatchNorm frozen as configured: the running statistics never moved from their start.
     for name, value in last["state_dict"].items():
@@ -79,11 +89,10 @@ def test_ddp_cpu_under_a_multirun_sweep_runs_each_job_on_two_processes(tmp_path)
     joins the sweep's jobs one by one, so it must find the same sweep folder, which is named
     by the time. That process starts seconds later: the folder's time is the launch time
     that the first process hands down (capgen.training.config.launch_time), not the time now."""
-    cmd = [sys.executable, "-m", "capgen.cli.train", "-m", "model=rnn,lstm", "trainer=ddp_cpu", "debug=fast", "test=false",
-           "data.source.sizes={train:64,val:15,test:16}",
-           "hydra.job.config.override_dirname.exclude_keys=[data.source.sizes,debug,test,trainer]"]
-    done = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True,
-                          text=True, timeout=600)
+    done = capgen("train", "-m", "model=rnn,lstm", *cheap("trainer=ddp_cpu", "debug=fast", "test=false",
+                  "data.source.sizes={train:64,val:15,test:16}",
+                  "hydra.job.config.override_dirname.exclude_keys=[data.source.sizes,debug,test,trainer,logger,callbacks.caption_samples,model.module.test_metrics]"),
+                  cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "train").iterdir()  # one sweep folder for both processes
     assert sweep.name.startswith("multirun_")
@@ -96,30 +105,18 @@ def test_ddp_cpu_under_a_multirun_sweep_runs_each_job_on_two_processes(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("at_step, every", [(3, 3), (5, 2)], ids=["epoch-end-checkpoint", "mid-epoch-checkpoint"])
-def test_ddp_cpu_crash_and_resume_equals_one_uninterrupted_run(tmp_path, at_step, every):
-    """Two epochs of 3 steps on two processes in one go, against a run that crashes on both
-    processes at `at_step` and is resumed with `resume=`: the same weights, optimizer and
-    schedule state bit for bit, and the same loss curve. Dropout makes each rank's random
-    stream matter; the mid-epoch case resumes from step 4's checkpoint, so each rank's
-    sampler must skip the batches it had already served."""
-    run_args = [*DDP_RUN, "trainer.max_epochs=2", "model.decoder.dropout=0.5",
-                f"callbacks.last_checkpoint.every_n_train_steps={every}"]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-
-    def train_cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "capgen.cli.train", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
-
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    done = train_cli(*run_args, f"hydra.run.dir={whole}")
-    assert done.returncode == 0, done.stderr[-3000:]
-    crash = ["+callbacks.crash._target_=helpers.crash_once.CrashOnce", f"+callbacks.crash.at_step={at_step}",
+def test_ddp_cpu_crash_and_resume_equals_one_uninterrupted_run(whole, tmp_path):
+    """The shared run in one go, against the same run crashed on both processes at step 5 (in
+    epoch 1; it resumes from step 4's checkpoint) and resumed with `resume=`: the same
+    weights, optimizer and schedule state bit for bit, and the same loss curve."""
+    split = tmp_path / "split"
+    crash = ["+callbacks.crash._target_=helpers.crash_once.CrashOnce", "+callbacks.crash.at_step=5",
              f"+callbacks.crash.marker={tmp_path / 'crashed'}"]
-    done = train_cli(*run_args, *crash, f"hydra.run.dir={split}")
-    assert done.returncode != 0 and f"simulated crash at step {at_step}" in done.stderr
+    done = capgen("train", *WHOLE, *crash, f"hydra.run.dir={split}", cwd=tmp_path)
+    assert done.returncode != 0 and "simulated crash at step 5" in done.stderr
     assert {p.name for p in tmp_path.glob("crashed.*")} == {"crashed.0", "crashed.1"}  # both processes crashed
-    done = train_cli(f"resume={split}")
+    assert checkpoint(split)["global_step"] == 4
+    done = capgen("train", f"resume={split}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     assert (split / "train_ddp_process_1.log").is_file()  # the resumed run had its second process too
@@ -133,9 +130,8 @@ def test_ddp_cpu_self_critical_training(tmp_path):
     """SCST needs nothing across processes beyond DDP's gradients: each rank samples and
     rewards its own images against the training references it holds."""
     run = tmp_path / "run"
-    args = [*DDP_RUN, "model.module.objective=scst", "model.module.scst_samples=3", f"hydra.run.dir={run}"]
-    done = subprocess.run([sys.executable, "-m", "capgen.cli.train", *args], cwd=tmp_path,
-                          env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True, timeout=600)
+    done = capgen("train", *DDP_RUN, "model.module.objective=scst", "model.module.scst_samples=3", f"hydra.run.dir={run}",
+                  cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     logged = scalars(run)

@@ -27,6 +27,8 @@ from capgen.demo.captioners import caption_picture, load_captioners, page_settin
 from capgen.training.caption import caption_images
 from capgen.training.config import CONF_DIR
 
+from helpers import procs
+
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "scripts" / "demo_screenshot.py"
 # The script's start_demo (capgen-demo on a free port, once its page answers) starts the tests' server too.
@@ -52,9 +54,9 @@ def attn_lstm(tiny_run, tiny_lstm_run) -> str:
 def server(attn_lstm, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     proc, url = screenshot.start_demo([attn_lstm, f"hydra.run.dir={out}"], out.parent / "demo.log")
+    procs.adopt(proc)  # ended on SIGTERM of pytest too
     yield url, out
-    proc.terminate()
-    proc.wait(30)
+    procs.end(proc)
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +150,8 @@ def test_a_sweep_folder_and_a_moved_run_give_each_runs_best_checkpoint(tiny_run,
 # ----- start-up failures, as the command prints them ----------------------------------------------
 def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([sys.executable, "-m", "capgen.cli.demo", *args, f"hydra.run.dir={tmp_path / 'out'}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return procs.run([sys.executable, "-m", "capgen.cli.demo", *args, f"hydra.run.dir={tmp_path / 'out'}"],
+                     cwd=tmp_path, env=env, timeout=300)
 
 
 def test_a_file_that_is_no_checkpoint_stops_the_start_with_one_paragraph(tiny_run, tmp_path):
@@ -184,8 +186,7 @@ BROWSER = (Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"))
 def test_the_page_in_chromium_captions_an_example_and_shows_the_caption(server, client, tmp_path):
     url, out = server
     shot = tmp_path / "demo.png"
-    done = subprocess.run([sys.executable, str(SCREENSHOT), str(shot), "--url", url], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = procs.run([sys.executable, str(SCREENSHOT), str(shot), "--url", url], cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     page = json.loads(done.stdout.strip().splitlines()[-1])
     # What the page shows for its first example is what the API gives for that picture.

@@ -5,14 +5,12 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 from pycocoevalcap.bleu.bleu import Bleu
@@ -22,28 +20,14 @@ from capgen.data.shapes import ShapesSource
 from capgen.metrics.captions import score_captions
 from capgen.models.decoding import DecodeSettings
 from capgen.tokenizer import tokenize
-from capgen.training.caption import caption_images, find_images, training_image_size
-from capgen.training.config import CONF_DIR
+from capgen.training.caption import find_images, training_image_size
 from capgen.training.eval_statistics import corpus_statistics
-from capgen.training.evaluate import evaluate, load_module, metrics_table, with_run_data_choice
+from capgen.training.evaluate import load_module, metrics_table, with_run_data_choice
 from capgen.training.run_dir import TEST_CAPTIONS
 
+from helpers import procs
+from helpers.commands import run_caption, run_eval
 from helpers.fixtures_real import make_odd_images
-
-
-def run_eval(out: Path, *overrides: str) -> dict:
-    """capgen-eval in-process: the same overrides Hydra would hand to evaluate(). BLEU and
-    CIDEr only: METEOR's Java start-up alone would take ten seconds."""
-    overrides = with_run_data_choice(["metrics=[BLEU,CIDEr]", *overrides])
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("eval", overrides=[*overrides, f"paths.output_dir={out}"])
-    return evaluate(cfg, overrides)
-
-
-def run_caption(out: Path, *overrides: str) -> list[dict]:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("caption", overrides=[*overrides, f"paths.output_dir={out}"])
-    return caption_images(cfg)
 
 
 # ----- capgen-eval --------------------------------------------------------------------------
@@ -177,8 +161,8 @@ def test_eval_errors_name_the_checkpoint_file(tmp_path):
 
 def test_capgen_eval_command_prints_scores_and_its_output_dir(ckpt, tmp_path):
     args = [f"ckpt_path={ckpt}", "data.source.sizes.test=4", "metrics=[BLEU,CIDEr]"]
-    done = subprocess.run([str(Path(sys.executable).parent / "capgen-eval"), *args],
-                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    done = procs.run([str(Path(sys.executable).parent / "capgen-eval"), *args],
+                     cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "CIDEr" in done.stdout and "(4 images, beam 3)" in done.stdout  # the run's test decode
     (out,) = (tmp_path / "outputs" / "eval").iterdir()  # Hydra's run dir, under the working directory
@@ -401,8 +385,8 @@ def test_capgen_caption_command_exits_1_when_an_image_failed(ckpt, photo_dir, tm
     broken = photo_dir / "broken.jpg"
     shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], broken)
     args = [f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1"]
-    done = subprocess.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
-                          cwd=tmp_path, capture_output=True, text=True)
+    done = procs.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
+                     cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
     captioned = sorted(Path(line.split("\t")[0]).name for line in done.stdout.splitlines())
     assert captioned == ["big.JPG", "gray.jpg", "scene.png"], done.stderr[-3000:]
@@ -463,8 +447,8 @@ def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_pa
     image.parent.mkdir()
     shutil.copy(photo_dir / "scene.png", image)
     args = [f"ckpt_path={job_ckpt}", f"images={image}", "beam_size=1"]
-    done = subprocess.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
-                          cwd=tmp_path, capture_output=True, text=True)
+    done = procs.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
+                     cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith(f"{image}\t") and done.stdout.count("\n") == 1
     (out,) = (tmp_path / "outputs" / "caption").iterdir()

@@ -4,22 +4,21 @@ The LSTM model has dropout (random masks each step) and a warm-up plus cosine le
 schedule: a resume that lost the generators, the schedule's step or the data order would
 show up as different weights. The crash is an exception raised at
 the start of a training step, after the checkpoint it resumes from was written, so the
-interrupted run itself logged nothing past that checkpoint's step (the kill test in
-test_kill_resume.py covers runs killed at any moment).
+interrupted run itself logged nothing past that checkpoint's step (the soak in
+test_soak.py covers runs killed at any moment).
 """
 
 from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from capgen.training.config import CONF_DIR
 from capgen.training.train import train
 
-ONE_RUN = ["model=lstm", "trainer.max_epochs=2", "test=false"]  # 2 epochs x 3 steps (debug=fast)
+from helpers.runs import assert_same_training_state, checkpoint, compose_train, scalars, tb_run
+
+# 2 epochs x 3 steps (debug=fast); TensorBoard on: the curves are compared.
+ONE_RUN = ["model=lstm", "trainer.max_epochs=2", "test=false", "logger=tensorboard"]
 
 
 class Crash(L.Callback):
@@ -33,49 +32,6 @@ class Crash(L.Callback):
             raise RuntimeError(f"simulated crash at step {self.at_step}")
 
 
-def tb_run(run: Path) -> Path:
-    """The run's one TensorBoard run folder (<run>/tb/<name>): a resume must not start a second."""
-    folders = [p for p in (run / "tb").iterdir() if p.is_dir()]
-    assert len(folders) == 1, folders
-    return folders[0]
-
-
-def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar curve of a run's TensorBoard folder (all its event files, as TensorBoard shows them)."""
-    events = EventAccumulator(str(tb_run(run))).Reload()
-    return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
-def assert_equals_uninterrupted(run: Path, make_cfg, overrides: list[str], steps: int, note: str) -> None:
-    """`run`, interrupted and resumed, ended with the weights and the curves of one uninterrupted
-    run of `overrides` (trained here); each of its `steps` training steps logged once."""
-    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert final["global_step"] == steps, note
-    reference = make_cfg(*overrides, name="uninterrupted")
-    train(reference)
-    expected = torch.load(Path(reference.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    for key, value in expected["state_dict"].items():
-        assert torch.equal(final["state_dict"][key], value), f"{key} differs ({note})"
-    logged, expected_logs = scalars(run), scalars(Path(reference.paths.output_dir))
-    assert [s for s, _ in logged["train/loss"]] == list(range(steps))  # each step once, none missing
-    for tag in ("train/loss", "val/loss", "val/CIDEr", "val/BLEU-4"):
-        assert logged[tag] == expected_logs[tag], f"{tag} ({note})"
-
-
-def checkpoint(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-
-
-def assert_same_training_state(a: dict, b: dict) -> None:
-    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for k in a["state_dict"]:
-        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k  # bit-identical, not merely close
-    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
-        assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert a["lr_schedulers"] == b["lr_schedulers"]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """The uninterrupted run of ONE_RUN + extra overrides (each trained once per module)."""
@@ -84,10 +40,7 @@ def uninterrupted(tmp_path_factory):
     def run_of(*extra: str) -> Path:
         if extra not in runs:
             run = tmp_path_factory.mktemp("uninterrupted")
-            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-                cfg = compose("train", overrides=["debug=fast", *ONE_RUN, *extra, f"paths.output_dir={run}",
-                                                  "data.source.sizes={train:64,val:16,test:16}"])  # as make_cfg's
-            train(cfg)
+            train(compose_train(run, *ONE_RUN, *extra))  # as make_cfg composes the split run
             runs[extra] = run
         return runs[extra]
 

@@ -3,9 +3,10 @@ exit status is 0 (so CI runs it); every capgen command it would run on a GPU com
 
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from helpers import procs
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 CHECKS = ["train-gpu-bf16", "train-gpu-16", "train-ddp", "prepare-cuda", "decode-greedy", "decode-beam", "decode-nbest", "benchmark"]
@@ -24,8 +25,7 @@ def _script():
 
 def test_without_cuda_every_check_is_skipped_with_its_reason(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU-only, also on a machine with a GPU
-    run = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh")], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)
+    run = procs.run(["bash", str(SCRIPTS / "gpu_check.sh")], cwd=tmp_path, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     assert [line.split()[0] for line in lines] == CHECKS

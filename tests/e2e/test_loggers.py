@@ -5,7 +5,6 @@ and the message when a logger's optional package is missing."""
 import csv
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,8 +16,9 @@ from capgen.training import samples
 from capgen.training.plugins import require_logger_packages
 from capgen.training.train import train
 
-from helpers import wandb_log
-from helpers.workflow import SMALL, capgen, job_dirs, read_events, summary
+from helpers import procs, wandb_log
+from helpers.runs import compose_train
+from helpers.workflow import capgen, job_dirs, read_events, small, summary
 
 # A short run: the LSTM, scored by BLEU and CIDEr only (METEOR's Java process is the slow part of a test).
 QUICK = ["model=lstm", "model.module.test_metrics=[BLEU,CIDEr]"]
@@ -49,10 +49,22 @@ def artifacts(found) -> Path:
     return Path(found.info.artifact_uri.removeprefix("file://").removeprefix("file:"))
 
 
-def test_csv_logger_has_every_metric_the_final_ones_and_the_settings(make_cfg):
-    cfg = make_cfg("logger=csv", *QUICK, "trainer.max_epochs=2")
-    metrics = train(cfg)
-    run = Path(cfg.paths.output_dir)
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """One 2-epoch run with TensorBoard, CSV and MLflow at once and the sample figures, each
+    figure counted where it is drawn: (run folder, its config, its metrics, figures drawn)."""
+    drawn = []
+    draw = samples.pixels
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(samples, "pixels", lambda fig: drawn.append(fig) or draw(fig))
+        cfg = compose_train(tmp_path_factory.mktemp("loggers"), "logger=[tensorboard,csv,mlflow]", *QUICK,
+                            "trainer.max_epochs=2", rich=True)
+        metrics = train(cfg)
+    return Path(cfg.paths.output_dir), cfg, metrics, drawn
+
+
+def test_csv_logger_has_every_metric_the_final_ones_and_the_settings(logged):
+    run, cfg, metrics, _ = logged
     assert [s for s, _ in csv_column(run, "train/loss")] == list(range(6))  # 2 epochs x 3 steps, each once
     val = csv_column(run, "val/CIDEr")
     assert len(val) == 2 and len(csv_column(run, "test/CIDEr")) == 1
@@ -60,34 +72,31 @@ def test_csv_logger_has_every_metric_the_final_ones_and_the_settings(make_cfg):
     assert csv_column(run, "hp/test/CIDEr")[-1][1] == pytest.approx(metrics["test/CIDEr"])
     hparams = yaml.safe_load((run / "csv" / "default" / "hparams.yaml").read_text())
     assert hparams["model"]["decoder"]["hidden_dim"] == cfg.model.decoder.hidden_dim and hparams["seed"] == 42
-    assert not (run / "tb").exists()
 
 
-def test_mlflow_file_store_has_the_run_its_params_metrics_and_sample_images(make_cfg):
-    cfg = make_cfg("logger=mlflow", *QUICK)
-    metrics = train(cfg)
-    run = Path(cfg.paths.output_dir)
+def test_mlflow_file_store_has_the_run_its_params_metrics_and_sample_images(logged):
+    run, cfg, metrics, _ = logged
     client, found = mlflow_run(run)
     assert (found.info.status, found.info.run_name) == ("FINISHED", "default")
     assert json.loads((run / "logger_runs.json").read_text())["mlflow"]["run_id"] == found.info.run_id
     params = found.data.params
     assert params["model.decoder.hidden_dim"] == str(cfg.model.decoder.hidden_dim) and params["seed"] == "42"
     assert params["lr"] == str(cfg.model.module.lr)  # the module's own settings, logged by Lightning at the start
-    assert [s for s, _ in mlflow_column(client, found.info.run_id, "train/loss")] == list(range(3))  # 1 epoch x 3 steps
-    assert [v for _, v in mlflow_column(client, found.info.run_id, "val/CIDEr")] == [pytest.approx(metrics["val/CIDEr"])]
-    assert found.data.metrics["hp/val/CIDEr"] == pytest.approx(metrics["val/CIDEr"])
+    assert [s for s, _ in mlflow_column(client, found.info.run_id, "train/loss")] == list(range(6))  # 2 epochs x 3 steps
+    val = [v for _, v in mlflow_column(client, found.info.run_id, "val/CIDEr")]
+    assert len(val) == 2 and found.data.metrics["hp/val/CIDEr"] == pytest.approx(max(val))  # the best epoch's
     assert found.data.metrics["hp/test/CIDEr"] == pytest.approx(metrics["test/CIDEr"])
     store = artifacts(found)
     samples_0 = sorted(store.glob("val_samples/step*/0.png"))
-    assert len(samples_0) == 1 and len(list(store.glob("test_samples/step*/*.png"))) == 4  # one per validation; the test's
+    assert len(samples_0) == 2 and len(list(store.glob("test_samples/step*/*.png"))) == 4  # one per validation; the test's
     assert Image.open(samples_0[0]).size[0] > 100
     tables = sorted(store.glob("val_captions/step*.md"))
-    assert len(tables) == 1 and tables[0].read_text().startswith("| image | generated | references |")
+    assert len(tables) == 2 and tables[0].read_text().startswith("| image | generated | references |")
 
 
 def test_wandb_offline_writes_its_run_folder_with_the_metrics(make_cfg, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # the default: offline, no network or account needed
-    cfg = make_cfg("logger=wandb", *QUICK)
+    cfg = make_cfg("logger=wandb", *QUICK, rich=True)
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     (folder,) = (run / "wandb").glob("offline-run-*")
@@ -102,13 +111,8 @@ def test_wandb_offline_writes_its_run_folder_with_the_metrics(make_cfg, monkeypa
     assert len(list((folder / "files" / "media" / "images" / "val_samples").glob("*.png"))) == 4  # the sample figures
 
 
-def test_several_loggers_log_the_same_points_and_each_figure_is_drawn_once(make_cfg, monkeypatch):
-    drawn = []
-    draw = samples.pixels
-    monkeypatch.setattr(samples, "pixels", lambda fig: drawn.append(fig) or draw(fig))
-    cfg = make_cfg("logger=[tensorboard,csv,mlflow]", *QUICK)
-    train(cfg)
-    run = Path(cfg.paths.output_dir)
+def test_several_loggers_log_the_same_points_and_each_figure_is_drawn_once(logged):
+    run, _, _, drawn = logged
     events = read_events(run / "tb" / "default")
     client, found = mlflow_run(run)
     for key in ("train/loss", "val/CIDEr", "test/CIDEr", "hp/val/CIDEr"):
@@ -121,12 +125,11 @@ def test_several_loggers_log_the_same_points_and_each_figure_is_drawn_once(make_
     assert len(drawn) == tb_images == len(mlflow_images) > 0  # val and test samples, each drawn once for both
 
 
-def test_no_logger_trains_and_writes_no_logs(make_cfg):
-    cfg = make_cfg("logger=[]", *QUICK)  # Lightning's learning-rate monitor, which needs a logger, left out
-    train(cfg)
-    run = Path(cfg.paths.output_dir)
-    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
-    assert not any((run / name).exists() for name in ("tb", "csv", "mlruns", "wandb", "logger_runs.json"))
+def test_no_logger_trains_and_writes_no_logs(tiny_lstm_run):
+    """The session's LSTM run has logger=[] (the cheap test config): Lightning's learning-rate
+    monitor, which needs a logger, was left out, and no logger wrote anything."""
+    assert json.loads((tiny_lstm_run / "summary.json").read_text())["status"] == "completed"
+    assert not any((tiny_lstm_run / name).exists() for name in ("tb", "csv", "mlruns", "wandb", "logger_runs.json"))
 
 
 def test_a_resume_continues_the_mlflow_run_and_the_csv_file(make_cfg, tmp_path):
@@ -155,8 +158,8 @@ def test_a_sweep_logs_each_job_to_its_own_runs(tmp_path, monkeypatch):
     """`-m` with several loggers: every job (one process, one after another) has its own MLflow and
     W&B runs, not the first job's still open."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    done = capgen("train", "-m", "model=rnn,lstm", "logger=[csv,tensorboard,mlflow,wandb]", *SMALL,
-                  "model.module.test_metrics=[BLEU,CIDEr]", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    done = capgen("train", "-m", "model=rnn,lstm", *small("logger=[csv,tensorboard,mlflow,wandb]", "model.module.test_metrics=[BLEU,CIDEr]"),
+                  f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = job_dirs(tmp_path)
     assert [job.name.rsplit(",", 1)[-1] for job in jobs] == ["model=rnn", "model=lstm"]
@@ -179,8 +182,8 @@ def test_a_missing_logger_package_is_one_paragraph_with_the_pip_command_before_a
     # A None in sys.modules blocks the import, as if the package were not installed.
     code = "import sys; sys.modules['mlflow'] = None; from capgen.cli.train import main; main()"
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", code, "logger=[tensorboard,mlflow]", f"hydra.run.dir={run}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = procs.run([sys.executable, "-c", code, "logger=[tensorboard,mlflow]", f"hydra.run.dir={run}"],
+                     cwd=tmp_path, timeout=300)
     assert done.returncode == 1
     message = done.stderr.strip()
     assert message.startswith("logger=[tensorboard,mlflow]: the mlflow logger needs the mlflow package"), message

@@ -4,10 +4,11 @@ package and its configs, and the configs are found from the installed package.""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from helpers import procs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,7 +20,7 @@ def test_the_wheel_holds_every_config_and_module(tmp_path):
         copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy2
         copy(REPO / part, src / part, **({"ignore": shutil.ignore_patterns("__pycache__")} if (REPO / part).is_dir() else {}))
     build = "from setuptools import build_meta as b; print(b.build_wheel('dist'))"
-    done = subprocess.run([sys.executable, "-c", build], cwd=src, capture_output=True, text=True)
+    done = procs.run([sys.executable, "-c", build], cwd=src)
     assert done.returncode == 0, done.stderr[-2000:]
     wheel = src / "dist" / done.stdout.strip().splitlines()[-1]
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -33,7 +34,7 @@ def test_the_wheel_holds_every_config_and_module(tmp_path):
 def test_an_installed_capgen_finds_its_configs_outside_the_checkout(tmp_path):
     # The configs as the installed package capgen.conf, imported from another folder.
     probe = "from capgen.training.config import CONF_DIR; print(CONF_DIR)"
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    done = procs.run([sys.executable, "-c", probe], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     conf = Path(done.stdout.strip())
     assert (conf / "train.yaml").is_file() and (conf / "model" / "attn.yaml").is_file()

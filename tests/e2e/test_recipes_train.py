@@ -9,18 +9,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from capgen.training.train import train
 from capgen.vocab import Vocabulary
 
+from helpers.runs import compose_train, scalars
+
 STEPS = 3  # training steps per epoch under debug=fast
-
-
-def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    (folder,) = {p.parent for p in (run / "tb").rglob("events.out.tfevents.*")}
-    events = EventAccumulator(str(folder)).Reload()
-    return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def _epoch_rates(logged: dict, epochs: int) -> list[float]:
@@ -33,20 +28,20 @@ def _epoch_rates(logged: dict, epochs: int) -> list[float]:
 
 
 def test_step_schedule_cuts_the_rate_every_n_epochs(make_cfg):
-    cfg = make_cfg("model=lstm", "trainer.max_epochs=5", "test=false", "model.module.scheduler=step",
+    cfg = make_cfg("model=lstm", "trainer.max_epochs=5", "test=false", "logger=tensorboard", "model.module.scheduler=step",
                    "model.module.lr=0.002", "model.module.lr_step_epochs=2", "model.module.lr_decay=0.5")
     train(cfg)
-    rates = _epoch_rates(_scalars(Path(cfg.paths.output_dir)), 5)
+    rates = _epoch_rates(scalars(Path(cfg.paths.output_dir)), 5)
     assert rates == pytest.approx([2e-3, 2e-3, 1e-3, 1e-3, 5e-4], rel=1e-6)
 
 
 def test_plateau_schedule_cuts_the_rate_when_the_monitored_metric_stops_improving(make_cfg):
-    cfg = make_cfg("model=lstm", "trainer.max_epochs=5", "test=false", "model.module.scheduler=plateau",
+    cfg = make_cfg("model=lstm", "trainer.max_epochs=5", "test=false", "logger=tensorboard", "model.module.scheduler=plateau",
                    "model.module.lr=0.002", "model.module.lr_patience=0", "model.module.lr_decay=0.5",
                    "monitor=val/BLEU-1", "monitor_mode=max")
     assert cfg.model.module.monitor == "val/BLEU-1"  # the run's monitor, handed on by the config
     train(cfg)
-    logged = _scalars(Path(cfg.paths.output_dir))
+    logged = scalars(Path(cfg.paths.output_dir))
     rates = _epoch_rates(logged, 5)
     values = [v for _, v in logged["val/BLEU-1"]]
     # The rule, by hand: a validation that is not better than the best so far (relative
@@ -65,7 +60,7 @@ def test_plateau_schedule_cuts_the_rate_when_the_monitored_metric_stops_improvin
 # ----- early stopping across a crash and resume ----------------------------------------------
 # val/loss, min, with a min_delta no epoch can reach: epoch 0 sets the best, epochs 1 and 2
 # do not improve on it, so patience 2 stops the run after epoch 2 (of 6).
-STOPPING = ["model=lstm", "trainer.max_epochs=6", "test=false", "monitor=val/loss", "monitor_mode=min",
+STOPPING = ["model=lstm", "trainer.max_epochs=6", "test=false", "logger=tensorboard", "monitor=val/loss", "monitor_mode=min",
             "callbacks.early_stopping.patience=2", "callbacks.early_stopping.min_delta=100"]
 
 
@@ -103,11 +98,17 @@ def _stopping_state(ckpt: dict) -> dict:
     return ckpt["callbacks"][key]
 
 
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory) -> Path:
+    """The STOPPING run in one go."""
+    cfg = compose_train(tmp_path_factory.mktemp("whole"), *STOPPING)
+    train(cfg)
+    return Path(cfg.paths.output_dir)
+
+
 @pytest.mark.parametrize("at_step", [4, None], ids=["crash-in-epoch-1", "crash-after-the-stop-was-saved"])
-def test_early_stopping_stops_at_the_same_epoch_with_and_without_a_crash_and_resume(make_cfg, monkeypatch, at_step):
-    whole = make_cfg(*STOPPING, name="whole")
-    train(whole)
-    expected = _last(Path(whole.paths.output_dir))
+def test_early_stopping_stops_at_the_same_epoch_with_and_without_a_crash_and_resume(stopped, make_cfg, monkeypatch, at_step):
+    expected = _last(stopped)
     assert expected["global_step"] == 3 * STEPS and _stopping_state(expected)["stopped_epoch"] == 2  # stopped early
 
     split = make_cfg(*STOPPING, name="split")
@@ -122,8 +123,8 @@ def test_early_stopping_stops_at_the_same_epoch_with_and_without_a_crash_and_res
     assert _stopping_state(got) == _stopping_state(expected)
     for key, value in expected["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key
-    losses = [v for _, v in _scalars(run)["val/loss"]]
-    assert len(losses) == 3 and losses == [v for _, v in _scalars(Path(whole.paths.output_dir))["val/loss"]]
+    losses = [v for _, v in scalars(run)["val/loss"]]
+    assert len(losses) == 3 and losses == [v for _, v in scalars(stopped)["val/loss"]]
 
 
 def test_early_stopping_is_off_by_default(make_cfg):

@@ -5,44 +5,32 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from capgen.training.resume import resume_argv
 
-SMALL = ["debug=fast", "model=lstm", "test=false", "data.source.sizes={train:64,val:16,test:16}"]
-
-
-def capgen_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).parent / "capgen-train"
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+from helpers.procs import capgen
+from helpers.runs import snapshot, train_run
 
 
 @pytest.fixture
-def run(tmp_path) -> Path:
-    folder = tmp_path / "run"
-    done = capgen_train(*SMALL, f"hydra.run.dir={folder}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return folder
+def run(tiny_lstm_run, copy_run) -> Path:
+    """A copy of the session's finished tiny LSTM run (model=lstm, 1 epoch)."""
+    return copy_run(tiny_lstm_run, "run")
 
 
 @pytest.mark.slow
 def test_a_refused_resume_leaves_the_run_byte_for_byte_and_the_plain_resume_still_works(run, tmp_path):
     before = snapshot(run)
     for change in (["model.decoder.hidden_dim=512"], ["model=attn"]):
-        done = capgen_train(f"resume={run}", *change, cwd=tmp_path)
+        done = capgen("train", f"resume={run}", *change, cwd=tmp_path)
         assert done.returncode != 0
         assert "would build another network than the run trained" in done.stderr
         assert f"capgen-train resume={run}" in done.stderr  # the command that works
         assert snapshot(run) == before, change
-    done = capgen_train(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+    done = capgen("train", f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
@@ -62,7 +50,7 @@ def test_a_damaged_last_ckpt_falls_back_to_the_newest_checkpoint_that_loads(run,
     args = resume_argv([f"resume={run}", "trainer.max_epochs=2"])
     assert f'ckpt_path="{best}"' in args
     assert any("is damaged" in r.getMessage() and best.name in r.getMessage() for r in caplog.records)
-    done = capgen_train(f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+    done = capgen("train", f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
 
@@ -81,13 +69,11 @@ def test_no_loadable_checkpoint_names_the_command_that_works(run):
 @pytest.mark.slow
 def test_a_copied_run_resumes_as_itself_and_keeps_one_best_checkpoint(tmp_path):
     # Judged by val/loss (it falls at every epoch here), so the resumed epochs make new bests.
-    original = tmp_path / "original"
-    done = capgen_train(*SMALL, "monitor=val/loss", "monitor_mode=min", f"hydra.run.dir={original}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    original = train_run(tmp_path / "original", "model=lstm", "test=false", "monitor=val/loss", "monitor_mode=min")
     copy = tmp_path / "elsewhere" / "copy"
     shutil.copytree(original, copy)
     before = snapshot(original)
-    done = capgen_train(f"resume={copy}", "trainer.max_epochs=3", "test=true", cwd=tmp_path)
+    done = capgen("train", f"resume={copy}", "trainer.max_epochs=3", "test=true", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert snapshot(original) == before  # the copy never reached into the original
     bests = sorted(p.name for p in (copy / "checkpoints").glob("epoch*.ckpt"))

@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import procs
+from helpers.runs import snapshot
 from helpers.workflow import SMALL, capgen, summary
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def holds_lock(run: Path, pid: int) -> bool:
@@ -30,9 +28,9 @@ def test_a_second_capgen_train_on_a_run_in_progress_is_refused_and_a_killed_hold
     run = tmp_path / "run"
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     with open(tmp_path / "holder.log", "w") as log:  # a file, not a pipe that could fill and stall it
-        holder = subprocess.Popen([sys.executable, "-m", "capgen.cli.train", *SMALL, "model=rnn", "test=false",
-                                   "trainer.max_epochs=1000", f"hydra.run.dir={run}"],
-                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        holder = procs.start([sys.executable, "-m", "capgen.cli.train", *SMALL, "model=rnn", "test=false",
+                              "trainer.max_epochs=1000", f"hydra.run.dir={run}"],
+                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         end = time.monotonic() + 300
         while not (run / "checkpoints" / "last.ckpt").is_file():

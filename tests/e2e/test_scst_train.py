@@ -7,32 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from capgen.training.train import train
 
-SCST = ["model.module.objective=scst", "model.module.scst_samples=3"]
+from helpers.runs import scalars
 
-
-def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    folder = next(p for p in (run / "tb").iterdir() if p.is_dir())
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0}).Reload()
-    return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+SCST = ["model.module.objective=scst", "model.module.scst_samples=3", "logger=tensorboard"]
 
 
 @pytest.fixture(scope="module")
-def xe_run(tmp_path_factory):
-    """A tiny cross-entropy run (lstm), finished: its folder records a best checkpoint."""
-    from hydra import compose, initialize_config_dir
-
-    from capgen.training.config import CONF_DIR
-
-    run = tmp_path_factory.mktemp("xe")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["debug=fast", "model=lstm", "test=false", f"paths.output_dir={run}",
-                                          "data.source.sizes={train:64,val:16,test:16}"])
-    train(cfg)
-    return run
+def xe_run(tiny_lstm_run) -> Path:
+    """The session's tiny cross-entropy run (lstm), finished: its folder records a best checkpoint."""
+    return tiny_lstm_run
 
 
 def test_scst_from_an_xe_run_starts_from_its_weights_and_logs_the_reward(xe_run, make_cfg):
@@ -81,7 +67,7 @@ def test_init_from_refuses_another_network_and_a_resume_checkpoint(xe_run, make_
 
 def test_xe_then_scst_in_one_run_switches_objective_and_learning_rate_at_the_epoch(make_cfg):
     cfg = make_cfg("experiment=shapes_scst", "model=lstm", "model.module.scst_samples=3", "trainer.max_epochs=2",
-                   "model.module.scst_from_epoch=1", "test=false")
+                   "model.module.scst_from_epoch=1", "test=false", "logger=tensorboard")
     train(cfg)
     logged = scalars(Path(cfg.paths.output_dir))
     assert [s for s, _ in logged["train/xent"]] == [0, 1, 2]  # epoch 0: cross-entropy

@@ -11,9 +11,11 @@ import hydra
 import lightning as L
 import pytest
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from capgen.data.datamodule import CaptionPairs, CyclingReferenceSampler, TrainLoader, collate_training
 from capgen.data.images import BadSampleError
+from capgen.training.run_dir import one_paragraph
 from capgen.training.train import train
 
 from helpers.fixtures_real import make_flickr
@@ -169,3 +171,20 @@ def test_a_loader_over_readable_images_yields_plain_batches(make_cfg, flickr):
     batches = list(datamodule.train_dataloader())
     assert len(batches) == 2 and all(b.images.dtype == torch.uint8 for b in batches)
     assert sorted(i for b in batches for i in b.image_ids.tolist()) == sorted(facts["splits"]["train"])
+
+
+class FailsInWorker(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise ValueError("data.root=/x: image 7 has no file\nput it there")
+
+
+def test_an_error_from_a_dataloader_worker_is_one_paragraph_with_the_workers_own_message():
+    with pytest.raises(ValueError) as err:
+        list(DataLoader(FailsInWorker(), num_workers=1))
+    assert "Original Traceback" in str(err.value)  # how torch hands it over: the worker's traceback
+    assert one_paragraph(err.value) == "ValueError: data.root=/x: image 7 has no file put it there (in DataLoader worker process 0)"
+    assert one_paragraph(RuntimeError("sizes differ:\n  a\n  b")) == "RuntimeError: sizes differ: a b"
+    torch.manual_seed(0)  # the worker drew from the global generator; leave the next test a fixed state

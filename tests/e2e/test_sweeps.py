@@ -8,15 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from capgen.cli.argv import quote_paths
-from capgen.cli.eval import PATH_KEYS
-from capgen.training.config import CONF_DIR
-from capgen.training.evaluate import evaluate, load_module, with_run_data_choice
+from capgen.training.evaluate import load_module
 
-from helpers.workflow import SMALL, UNNAMED, capgen, hparams_entry, job_dirs, read_events, summary, tensorboard_runs
+from helpers.commands import run_eval
+from helpers.workflow import SMALL, UNNAMED, capgen, hparams_entry, job_dirs, read_events, small, summary, tensorboard_runs
 
 pytestmark = pytest.mark.slow  # each test runs capgen-train in subprocesses, jobs one after another
 
@@ -28,7 +25,7 @@ def sweep(tmp_path_factory) -> Path:
     """`capgen-train -m model=rnn,lstm,attn` (2 epochs, hidden 40, tested with beam 2) on tiny data."""
     out = tmp_path_factory.mktemp("sweep")
     done = capgen("train", "-m", "model=" + ",".join(MODELS), "model.decoder.hidden_dim=40",
-                  "model.module.test_decode.beam_size=2", "trainer.max_epochs=2", *SMALL, UNNAMED,
+                  "model.module.test_decode.beam_size=2", "trainer.max_epochs=2", *small("logger=tensorboard"), UNNAMED,
                   f"hydra.sweep.dir={out}", cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -98,14 +95,6 @@ def test_compare_lists_the_runs_with_their_overrides_and_metrics(sweep, tmp_path
     markdown = (tmp_path / "runs.md").read_text().splitlines()
     assert "| model | status | val/CIDEr | val/BLEU-4 | test/CIDEr | test/BLEU-4 | run |" in markdown
     assert sum(line.startswith("| ") for line in markdown) == 4  # header and 3 runs
-
-
-def run_eval(out: Path, *overrides: str) -> dict:
-    """capgen-eval in-process, as its main() would hand the command line to evaluate()."""
-    overrides = with_run_data_choice(quote_paths(["metrics=[BLEU,CIDEr]", *overrides], PATH_KEYS))
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("eval", overrides=[*overrides, f"paths.output_dir={out}"])
-    return evaluate(cfg, overrides)
 
 
 def test_eval_of_a_run_folder_uses_its_best_checkpoint_data_and_model_settings(sweep, tmp_path):

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-# Tiny shapes data and a few batches; these settings stay out of the job folders' names.
-SMALL = ["debug=fast", "data.source.sizes={train:64,val:16,test:16}"]
-UNNAMED = "hydra.job.config.override_dirname.exclude_keys=[ckpt_path,trainer.devices,hparams_search,debug,data.source.sizes,test,trainer.max_epochs]"
+from .procs import capgen  # noqa: F401 (the tests' one way to run a command, here for the workflow tests)
+from .runs import CHEAP, SIZES, cheap
 
 
-def capgen(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m capgen.cli.<module> args...`, as the console script would run it."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", f"capgen.cli.{module}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def small(*overrides: str) -> list[str]:
+    """Tiny shapes data, a few batches and the cheap test settings (helpers.runs), then `overrides`
+    (`logger=tensorboard` turns that one back on). UNNAMED keeps them out of job folders' names."""
+    return cheap("debug=fast", SIZES, *overrides)
+
+
+SMALL = small()
+UNNAMED = ("hydra.job.config.override_dirname.exclude_keys=[ckpt_path,trainer.devices,hparams_search,debug,data.source.sizes,"
+           f"test,trainer.max_epochs,{','.join(CHEAP)}]")
 
 
 def job_dirs(sweep: Path) -> list[Path]:

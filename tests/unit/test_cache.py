@@ -4,10 +4,7 @@ import copy
 import functools
 import json
 import logging
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
@@ -225,34 +222,6 @@ def test_interrupted_image_cache_resumes_to_the_uninterrupted_result(tmp_path, m
     assert _files(tmp_path / "run") == _files(tmp_path / "clean")
 
 
-def test_killed_image_cache_resumes_from_its_last_flush(tmp_path):
-    """A hard kill runs no cleanup: the progress record written every flush_every rows is all
-    that is left, and the re-run starts there."""
-    code = (
-        "import functools, os, sys\n"
-        "from capgen.data.cache import describe_source, write_image_cache\n"
-        "from capgen.data.shapes import ShapesSource\n"
-        "class Killed(ShapesSource):\n"
-        "    def image(self, i):\n"
-        "        if i == 10: os._exit(9)\n"
-        "        return super().image(i)\n"
-        "f = functools.partial(Killed, sizes={'train': 40}, image_size=32)\n"
-        "src = f(split='train')\n"
-        "write_image_cache(src, sys.argv[1], 'train', describe_source(f, 'train', src), flush_every=4)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 9, proc.stderr[-2000:]
-    assert json.loads((tmp_path / "images_train.u8.progress.json").read_text())["rows_done"] == 8
-    assert not (tmp_path / "images_train.u8").exists() and not (tmp_path / "images_train.json").exists()
-
-    factory = functools.partial(ShapesSource, sizes={"train": 40}, image_size=32)
-    src = factory(split="train")
-    write_image_cache(src, tmp_path, "train", describe_source(factory, "train", src))
-    cached = CachedImages(tmp_path, "train")
-    assert all(cached.image(i).tobytes() == src.image(i).tobytes() for i in range(40))
-    assert not (tmp_path / "images_train.u8.progress.json").exists()
-
-
 def test_crash_between_rename_and_index_is_finished_without_rereading(tmp_path, monkeypatch):
     _write_images(tmp_path / "clean", splits=["val"])
     write_json = cache._write_json
@@ -317,17 +286,6 @@ def test_prepare_resumes_and_a_complete_prepare_changes_nothing(tmp_path, monkey
 
     dm = _dm(tmp_path / "cache", use_features=True, encoder=cfg.model.encoder)
     assert next(iter(dm.val_dataloader())).images.shape == (8, 4, 16)
-
-
-def test_capgen_prepare_command_writes_the_caches(tmp_path):
-    cmd = [str(Path(sys.executable).with_name("capgen-prepare")), "data=shapes", f"cache_dir={tmp_path / 'cache'}",
-           "data.source.sizes={train:16,val:8,test:8}", "+data.source.image_size=32", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    names = {p.name for p in (tmp_path / "cache").iterdir()}
-    assert names == {"vocab.json"} | {f"images_{s}{ext}" for s in SPLITS for ext in (".u8", ".json")}
-    assert len(CachedImages(tmp_path / "cache", "test")) == 8
 
 
 def test_cache_dir_is_required():

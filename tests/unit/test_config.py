@@ -7,6 +7,7 @@ import inspect
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from capgen.data.datamodule import CaptionDataModule
@@ -46,9 +47,15 @@ def test_every_datamodule_argument_is_a_setting(data):
     assert cfg.data.eval_batch_size == 7 and cfg.data.seed == cfg.seed
 
 
-def test_a_misspelt_setting_still_fails():
-    with pytest.raises(Exception, match="lenght_penalty"):
-        compose_train("model.module.lenght_penalty=0.7")
+@pytest.mark.parametrize("name, typo", [
+    ("train", "trainer.max_epoch=3"), ("train", "model.decoder.hiden_dim=3"), ("train", "model.module.lenght_penalty=0.7"),
+    ("train", "modle=rnn"), ("eval", "beam_sise=3"), ("eval", "decode.beamsize=4"), ("caption", "imagess=x"),
+])  # fmt: skip
+def test_config_typos_fail_in_every_command(name, typo):
+    """A misspelt setting or group stops composition naming it (settings are not silently added)."""
+    with pytest.raises(ConfigCompositionException, match=typo.split("=")[0].replace(".", r"\.")):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            compose(name, overrides=[typo])
 
 
 def test_one_monitor_setting_drives_checkpoint_best_epoch_and_its_direction():

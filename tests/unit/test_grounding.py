@@ -189,36 +189,3 @@ def test_an_untrained_model_does_not_look_at_the_named_object_more_than_at_anoth
     # 0.06: three times the largest gap measured over six seeds (0.019), for both controls:
     # the `other` field (every other object) and renamed scenes (the next object only).
     assert abs(g.score - g.other) < 0.06 and abs(g.score - renamed_score) < 0.06, (g, renamed_score)
-
-
-@pytest.mark.slow
-def test_a_briefly_trained_model_peaks_on_named_objects_well_above_chance(tmp_path):
-    """2 epochs of 2,000 images, then capgen-eval's grounding on 200 test images.
-
-    Measured (generated captions, greedy): 0.58 against a chance of 0.14 for this seed (42);
-    0.38 / 0.16 for seed 1, 0.51 / 0.16 with 10 warm-up steps, 0.37 / 0.14 after 3 epochs of
-    4,000: at least 0.22 above chance in every run, hence the 0.15 margin. At this stage the
-    attention has learnt to look at objects, not yet at the named one: on scenes with two or
-    more objects the renamed() control scores as high in all four runs (see the report).
-    """
-    from hydra import compose, initialize_config_dir
-
-    from capgen.training.config import CONF_DIR
-    from capgen.training.evaluate import evaluate
-    from capgen.training.train import train
-
-    run = tmp_path / "run"
-    run.mkdir()
-    overrides = [f"data.source.sizes={{train:2000,val:50,test:{N_SCENES}}}", "trainer.max_epochs=2",
-                 "model.module.test_decode.method=greedy", "model.module.test_metrics=[BLEU,CIDEr]"]  # fmt: skip
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        trained = train(compose("train", overrides=[*overrides, f"paths.output_dir={run}"]))
-        best = next((run / "checkpoints").glob("epoch*.ckpt"))  # the one capgen-train tested
-        # No saved run config beside this checkpoint: eval composes shapes, given the test size.
-        ev = ["metrics=[BLEU,CIDEr]", "beam_size=1", f"ckpt_path={best}", f"data.source.sizes.test={N_SCENES}"]
-        report = evaluate(compose("eval", overrides=[*ev, f"paths.output_dir={tmp_path / 'eval'}"]), ev)
-    assert report["images"] == N_SCENES and report["grounding_words"] >= 80
-    assert report["grounding"] > report["grounding_chance"] + 0.15, report
-    # capgen-train's own test step logs the same numbers
-    for key in ("grounding", "grounding_chance", "grounding_other"):
-        assert trained[f"test/{key}"] == pytest.approx(report[key], abs=1e-6), key

@@ -134,15 +134,25 @@ def test_bf16_on_a_cpu_with_native_bf16_stays():
 
 def test_capgen_train_runs_the_encoder_channels_last_on_the_cpu(make_cfg, monkeypatch):
     """What capgen-train builds: the default SmallCNN on the CPU runs channels_last, and
-    channels_last=false keeps it contiguous (debug=fast, a few batches)."""
+    channels_last=false keeps it contiguous. Start-up only: the run stops once its encoder is set up."""
     from capgen.training import train as training
 
-    built, real = [], training.build_captioner
-    monkeypatch.setattr(training, "build_captioner", lambda *a, **k: built.append(real(*a, **k)) or built[-1])
+    class SetUp(Exception):
+        pass
+
+    configured, real = [], training.configure_encoder
+
+    def configure_then_stop(encoder, *args):
+        real(encoder, *args)
+        configured.append(encoder)
+        raise SetUp
+
+    monkeypatch.setattr(training, "configure_encoder", configure_then_stop)
     for setting, expected in (("auto", True), ("false", False)):
-        training.train(make_cfg(f"channels_last={setting}", "test=false", name=setting))
-        assert built[-1].encoder.channels_last is expected
-        conv = next(m for m in built[-1].encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        with pytest.raises(SetUp):
+            training.train(make_cfg(f"channels_last={setting}", "test=false", name=setting))
+        assert configured[-1].channels_last is expected
+        conv = next(m for m in configured[-1].modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected
 
 

@@ -34,6 +34,8 @@ from capgen.training.run_dir import (
     write_summary,
 )
 
+from helpers.runs import snapshot
+
 
 def make_run(path: Path, overrides: list[str], summary: dict | None = None) -> Path:
     (path / ".hydra").mkdir(parents=True)
@@ -240,10 +242,6 @@ def test_a_record_in_a_read_only_folder_is_a_permission_error_naming_it(tmp_path
     finally:
         run.chmod(0o755)
     assert sorted(p.name for p in run.iterdir()) == [".hydra"]
-
-
-def snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_a_run_folder_locked_by_another_holder_is_refused_naming_it_and_left_as_it_was(tmp_path):

@@ -7,14 +7,13 @@ from typing import Literal
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, Dataset
 
-from capgen.training.config import CONF_DIR, command_overrides, register
-from capgen.training.run_dir import one_paragraph
+from capgen.training.config import command_overrides
 from capgen.training.settings import check_types
 from capgen.training.train import train
+
+from helpers.runs import compose_train as compose_shared
 
 
 class Target:
@@ -61,9 +60,7 @@ def test_nested_targets_are_checked_under_their_own_key():
 
 
 def compose_train(tmp_path, *overrides):
-    register()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=["debug=fast", f"paths.output_dir={tmp_path / 'run'}", *overrides])
+    return compose_shared(tmp_path / "run", *overrides)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -90,6 +87,14 @@ def compose_train(tmp_path, *overrides):
     ("monitor=val/FOO", "monitor='val/FOO': no epoch of this run logs it"),
     ("monitor_mode=up", "monitor_mode='up': must be max"),
     ("callbacks.caption_samples.num_samples=-1", "callbacks.caption_samples.num_samples=-1: must be at least 0"),
+    ("data.source.sizes={train:0,val:16,test:16}", "data: the train split has no images"),
+    ("data.source.sizes={train:64,val:0,test:16}", "data: the val split has no images"),
+    ("data.source.sizes={train:64,val:16,test:0}", "data: the test split has no images"),
+    ("model.decoder.hidden_dim=0", "model.decoder.hidden_dim=0: must be a positive whole number"),
+    ("model.decoder.attn_dim=-3", "model.decoder.attn_dim=-3: must be a positive whole number"),
+    ("model.decoder.dropout=1.5", "model.decoder.dropout=1.5: must be a probability"),
+    ("data.max_len=0", "data.max_len=0: must be a whole number of at least 1"),
+    ("data.batch_size=0", "data.batch_size=0: must be a whole number of at least 1"),
 ])
 def test_bad_settings_stop_the_run_before_anything_is_written(tmp_path, override, message):
     cfg = compose_train(tmp_path, override)
@@ -104,23 +109,6 @@ def test_hydra_flags_and_their_values_are_not_overrides():
     args = ["--cfg", "job", "model=lstm", "-p", "trainer", "--info", "defaults", "x=1", "-m", "--resolve", "--info", "y=2"]
     assert command_overrides(args) == ["model=lstm", "x=1", "y=2"]
     assert command_overrides(["--config-name=eval", "a=b"]) == ["a=b"]
-
-
-class FailsInWorker(Dataset):
-    def __len__(self):
-        return 2
-
-    def __getitem__(self, i):
-        raise ValueError("data.root=/x: image 7 has no file\nput it there")
-
-
-def test_an_error_from_a_dataloader_worker_is_one_paragraph_with_the_workers_own_message():
-    with pytest.raises(ValueError) as err:
-        list(DataLoader(FailsInWorker(), num_workers=1))
-    assert "Original Traceback" in str(err.value)  # how torch hands it over: the worker's traceback
-    assert one_paragraph(err.value) == "ValueError: data.root=/x: image 7 has no file put it there (in DataLoader worker process 0)"
-    assert one_paragraph(RuntimeError("sizes differ:\n  a\n  b")) == "RuntimeError: sizes differ: a b"
-    torch.manual_seed(0)  # the worker drew from the global generator; leave the next test a fixed state
 
 
 def test_a_commands_own_settings_are_checked_by_type():

@@ -1,0 +1,32 @@
+"""capgen-eval and capgen-caption in the test process, from the same overrides their main()
+hands on (paths quoted, the run's data choice added), so the tests skip a process start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from capgen.cli.argv import quote_paths
+from capgen.cli.eval import PATH_KEYS
+from capgen.training.caption import caption_images
+from capgen.training.config import CONF_DIR
+from capgen.training.evaluate import evaluate, with_run_data_choice
+
+
+def run_eval(out: Path, *overrides: str) -> dict:
+    """capgen-eval <overrides>, writing into out. BLEU and CIDEr only unless `metrics=` is given:
+    METEOR's Java start-up alone takes seconds."""
+    if not any(o.startswith("metrics=") for o in overrides):
+        overrides = ("metrics=[BLEU,CIDEr]", *overrides)
+    given = with_run_data_choice(quote_paths(list(overrides), PATH_KEYS))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("eval", overrides=[*given, f"paths.output_dir={out}"])
+    return evaluate(cfg, given)
+
+
+def run_caption(out: Path, *overrides: str) -> list[dict]:
+    """capgen-caption <overrides>, writing into out: its rows."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("caption", overrides=[*overrides, f"paths.output_dir={out}"])
+    return caption_images(cfg)
