@@ -27,7 +27,7 @@ from .loggers import build_loggers, check_logger_packages, logger_runs
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, resume_checkpoint
 from .run_dir import write_summary, write_test_captions
-from .settings import check_types
+from .settings import check_numbers, check_types
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def check_settings(cfg: DictConfig) -> None:
     trains on nothing, a monitor no epoch logs), checked before anything is built; each error
     names the key, the value and the fix. Ranges of single settings are checked by the
     constructors they go to, types against their annotations (capgen.training.settings)."""
+    check_numbers(cfg)
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r}: must be a whole number, e.g. seed=42")
