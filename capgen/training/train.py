@@ -16,11 +16,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
-from ..metrics.captions import METRICS
 from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
 from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
 from .callbacks import BestEpochMetrics, CaptionSamples
+from .consistency import check_consistency
 from .hparams import log_final_hparams
 from .init_from import init_checkpoint, load_network
 from .loggers import build_loggers, check_logger_packages, logger_runs
@@ -121,7 +121,7 @@ def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
     """Every split the run will use has images: a run without them would train, validate or
     test on nothing and still report itself completed."""
     uses = {"train": True, "val": cfg.trainer.get("limit_val_batches", 1.0) != 0, "test": bool(cfg.test)}
-    skip = {"train": "", "val": " or skip validation with trainer.limit_val_batches=0",
+    skip = {"train": "", "val": " or skip validation with trainer.limit_val_batches=0 monitor=train/loss monitor_mode=min",
             "test": " or leave the test out with test=false"}
     for split, used in uses.items():
         if used and len(datamodule.source(split)) == 0:
@@ -165,12 +165,4 @@ def check_settings(cfg: DictConfig) -> None:
     clip = trainer.get("gradient_clip_val")
     if clip is not None and clip < 0:
         raise ValueError(f"trainer.gradient_clip_val={clip}: must be at least 0 (0 or null: no clipping), e.g. 1.0")
-    val_metrics = list(cfg.model.module.val_metrics)
-    if any(m not in METRICS for m in val_metrics):
-        return  # CaptioningModule names the unknown ones
-    logged = ["val/loss", *(f"val/{name}" for m in val_metrics for name in METRICS[m]), "train/loss", "train/xent"]
-    if cfg.monitor not in logged:
-        raise ValueError(
-            f"monitor={cfg.monitor!r}: no epoch of this run logs it, so no checkpoint could be chosen as the best. "
-            f"Use one of {', '.join(logged)} (val/* scores come from model.module.val_metrics)."
-        )
+    check_consistency(cfg)  # settings that contradict each other or the run (capgen.training.consistency)
