@@ -130,3 +130,81 @@ def test_the_scst_reward_scores_captions_and_references_narrower_than_its_4_gram
     scores = reward(torch.tensor([1, 2]), torch.tensor([[3, 4], [5, 2]]))
     assert scores[1] > 0 and scores[0] > 0
     assert reward(torch.tensor([1]), torch.tensor([[3, 4, 2]]))[0].item() == pytest.approx(7.5)  # 1-3-grams match: 3/4 x 10
+
+
+# ----- 3. inputs that become something else -------------------------------------------------
+def _custom(tmp_path, rows: str, name: str = "captions.jsonl", data: bytes | None = None):
+    """A custom data set: images a.png, b.png and the captions file `name` holding `rows` (or the bytes `data`)."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir(exist_ok=True)
+    for file in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / file)
+    (tmp_path / name).write_bytes(data if data is not None else rows.encode())
+    return name
+
+
+def _row(file, caption, split="train", **more):
+    import json
+
+    return json.dumps({"file": file, "caption": caption, "split": split, **more}) + "\n"
+
+
+# What the COCO tokenizer drops entirely (it keeps "?!", "★" or ":)" as tokens, as the official one does).
+@pytest.mark.parametrize("caption", ["🐶🛋️", "...", " - ; : ", "🌧️ 🌧️ 🌧️", "🇫🇷", "!", "\u200b"])
+def test_captions_that_tokenize_to_nothing_are_empty_captions_under_on_bad_sample(tmp_path, caption):
+    from capgen.data.custom import CustomSource
+    from capgen.data.images import BadSampleError
+
+    name = _custom(tmp_path, _row("a.png", "A red square.") + _row("a.png", caption) + _row("b.png", caption))
+    with pytest.raises(BadSampleError, match=r"captions\.jsonl \(line 1.*caption 1 .*has no words once tokenized"):
+        CustomSource(tmp_path, "train", captions=name, image_dir="images")
+    kept = CustomSource(tmp_path, "train", captions=name, image_dir="images", on_bad_sample="skip")
+    # a.png keeps its caption with words; b.png has none left, like an image whose captions are all ""
+    assert len(kept) == 1 and kept.captions(0) == ["A red square."]
+
+
+def test_captions_with_words_in_any_script_are_kept(tmp_path):
+    from capgen.data.custom import CustomSource
+
+    kept = ("A dog 🐶.", "Ein Hund.", "犬", "un chien (brun)", "?!", "★")  # the tokenizer keeps a token of each
+    rows = "".join(_row("a.png", c) for c in kept)
+    src = CustomSource(tmp_path, "train", captions=_custom(tmp_path, rows), image_dir="images")
+    assert src.captions(0) == list(kept)
+
+
+UTF8_CSV = "file,caption,split\na.png,A red square.,train\nb.png,A red circle.,train\n"
+BAD_FILES = [
+    # (file name, bytes, what the message must say)
+    ("captions.csv", UTF8_CSV.encode("utf-16"), r"captions\.csv: the captions file starts with a UTF-16 .*save the captions file as UTF-8"),
+    ("captions.csv", UTF8_CSV.encode("utf-16-le"), r"captions\.csv: the captions file holds NUL bytes \(line 1\).*UTF-8"),
+    ("captions.csv", UTF8_CSV.replace("b.png", "\ufeffb.png").encode(), r"captions\.csv: line 3 holds a byte-order mark"),
+    ("captions.csv", "file,caption,split\na.png,Un carré rouge.,train\n".encode("latin-1"), r"captions\.csv: line 2 is not UTF-8"),
+    ("captions.csv", b"file,caption,split\n", r"captions\.csv has no caption rows under its header.*a\.jpg,A dog"),
+    ("captions.jsonl", b"\n\n", r"captions\.jsonl has no caption rows"),
+    ("captions.jsonl", _row("a.png", "A red square.", image_id=2**64).encode(),
+     r"captions\.jsonl: line 1 has image_id 18446744073709551616, which does not fit in 64 bits"),
+    ("captions.csv", b"file,caption,split,image_id\na.png,A square.,train,-99999999999999999999\n",
+     r"captions\.csv: line 2 has image_id -99999999999999999999, which does not fit in 64 bits"),
+    ("split.json", b'{"dataset": "mine", "images": [{"filename": "a.png", "split": "train", "imgid": 1e20, '
+                   b'"sentences": [{"raw": "A square."}]}]}', r"split\.json: image 0 has image_id 100000000000000000000"),
+    ("split.json", '{"dataset": "mine", "images": []}'.encode("utf-16"), r"split\.json: the captions file starts with a UTF-16|split\.json: .*UTF-16"),
+]
+
+
+@pytest.mark.parametrize("name, data, message", BAD_FILES)
+def test_captions_files_that_would_read_as_something_else_name_the_file_the_line_and_the_fix(tmp_path, name, data, message):
+    from capgen.data.custom import CustomSource
+
+    _custom(tmp_path, "", name=name, data=data)
+    with pytest.raises(ValueError, match=message) as err:
+        CustomSource(tmp_path, "train", captions=name, image_dir="images")
+    assert "\n" not in str(err.value)
+
+
+def test_a_utf8_byte_order_mark_at_the_start_is_read_as_a_spreadsheet_writes_it(tmp_path):
+    from capgen.data.custom import CustomSource
+
+    for name, text in (("captions.csv", UTF8_CSV), ("captions.jsonl", _row("a.png", "A red square."))):
+        _custom(tmp_path, "", name=name, data=b"\xef\xbb\xbf" + text.encode())
+        assert CustomSource(tmp_path, "train", captions=name, image_dir="images").captions(0) == ["A red square."]
