@@ -19,13 +19,25 @@ rows go to `<data>.partial`, and `<data>.progress.json` records how many of them
 disk (rewritten only after the rows are flushed); when all are, the data file is renamed
 to its final name and only then is the index written (tmp file + os.replace). A cache is
 complete iff its index exists and says so.
+
+Checksums, so that a cache changed after it was written (images overwritten, vocab.json
+edited) is refused instead of trained on: every JSON file capgen-prepare writes (vocab.json,
+the indexes) carries a BLAKE2b `checksum` of its own content, and an index carries
+`data_checksum`, a BLAKE2b of SAMPLE_BLOCKS blocks of SAMPLE_BYTES spread evenly over its data
+file (the first and the last included) with the file's size. Opening a cache checks them all:
+a few milliseconds whatever the cache's size (docs/performance.md has the figure at COCO
+scale). The sample catches a file rewritten, zeroed or damaged in any large part, not one
+edited row; the size check catches a truncated one. A mismatch is CacheDamaged, an error
+naming the file and the capgen-prepare command that rebuilds it (which rebuilds it).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +51,10 @@ from tqdm import tqdm
 
 from ..vocab import Vocabulary
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # 2: checksums
+SAMPLE_BLOCKS, SAMPLE_BYTES = 256, 64 * 1024
 IMAGES, FEATURES = "images", "features"
 _SUFFIX = {IMAGES: ".u8", FEATURES: ".f16"}
 _DTYPE = {IMAGES: "uint8", FEATURES: "float16"}
@@ -48,7 +63,19 @@ _NOT_ENCODER_IDENTITY = ("download",)
 
 
 class CacheUnavailable(Exception):
-    """A cache that is missing, unfinished, stale or damaged; the message names the file."""
+    """A cache that is missing, unfinished or stale (made from other data); the message names the file."""
+
+
+class CacheDamaged(ValueError):
+    """A complete cache whose files no longer match the checksums capgen-prepare recorded."""
+
+    def __init__(self, path: Path, cache_dir: Path, what: str):
+        super().__init__(
+            f"{path}: {what}, so it no longer holds what capgen-prepare wrote (it was overwritten, edited or damaged "
+            f"since), and training on it would change results without a word. Rebuild the cache with: capgen-prepare "
+            f"data=<this data config> cache_dir={cache_dir} (it rewrites what does not match), or train without "
+            f"data.cache_dir."
+        )
 
 
 def data_path(cache_dir: str | Path, kind: str, split: str) -> Path:
@@ -102,6 +129,36 @@ def encoder_identity(config) -> dict:
     return _plain({"_target_": _qualname(cls), **identity})
 
 
+# ----- checksums -----------------------------------------------------------------------------
+
+def data_checksum(path: Path) -> str:
+    """BLAKE2b of the file's size and SAMPLE_BLOCKS blocks spread evenly over it (see the module docstring)."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    step = max((size - SAMPLE_BYTES) // max(SAMPLE_BLOCKS - 1, 1), 1)
+    offsets = sorted({min(k * step, max(size - SAMPLE_BYTES, 0)) for k in range(SAMPLE_BLOCKS)})
+    with open(path, "rb") as f:
+        for offset in offsets:
+            f.seek(offset)
+            digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def _content_checksum(value: dict) -> str:
+    """BLAKE2b of a JSON file's content without its own `checksum` field."""
+    text = json.dumps({k: v for k, v in value.items() if k != "checksum"}, sort_keys=True, default=_json_default)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _signed(value: dict) -> dict:
+    return {**_plain(value), "checksum": _content_checksum(_plain(value))}
+
+
+def _check_signed(path: Path, value: dict) -> None:
+    if value.get("checksum") != _content_checksum(value):
+        raise CacheDamaged(path, path.parent, "its content does not match the checksum it was written with")
+
+
 # ----- small file helpers ----------------------------------------------------------------------
 
 def _read_json(path: Path) -> dict | None:
@@ -120,9 +177,11 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def _write_json_if_changed(path: Path, value: dict) -> bool:
-    """Leave an identical file untouched (its mtime too); True if it was written."""
-    if _read_json(path) == _plain(value):
+def _write_json_if_changed(path: Path, value: dict, signed: bool = True) -> bool:
+    """Leave an identical file untouched (its mtime too); True if it was written. signed: with
+    its checksum (bad_images.json is not: a list for people, made again from the indexes)."""
+    value = _signed(value) if signed else _plain(value)
+    if _read_json(path) == value:
         return False
     _write_json(path, value)
     return True
@@ -141,11 +200,13 @@ def load_vocab(cache_dir: str | Path, recipe: dict) -> Vocabulary:
     saved = _read_json(path)
     if saved is None:
         raise CacheUnavailable(f"{path} does not exist")
+    _check_signed(path, saved)
     if saved.get("built_from") != _plain(recipe):
         raise CacheUnavailable(
             f"{path} was built from {saved.get('built_from')}, not from the current {_plain(recipe)}"
         )
-    return Vocabulary.from_dict(saved, source=str(path), fix="delete it and run capgen-prepare again")
+    words = {k: v for k, v in saved.items() if k not in ("built_from", "checksum")}
+    return Vocabulary.from_dict(words, source=str(path), fix="delete it and run capgen-prepare again")
 
 
 def record_bad_images(cache_dir: str | Path, split: str, index: dict) -> bool:
@@ -159,7 +220,7 @@ def record_bad_images(cache_dir: str | Path, split: str, index: dict) -> bool:
         record.pop(split, None)
     if not record and not path.exists():
         return False
-    return _write_json_if_changed(path, record)
+    return _write_json_if_changed(path, record, signed=False)
 
 
 # ----- reading -------------------------------------------------------------------------------
@@ -174,6 +235,7 @@ def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict 
         raise CacheUnavailable(f"{path} is not complete")
     if index.get("version") != FORMAT_VERSION:
         raise CacheUnavailable(f"{path} has format version {index.get('version')}, this capgen reads {FORMAT_VERSION}")
+    _check_signed(path, index)
     if description is not None and index["source"] != _plain(description):
         raise CacheUnavailable(f"{path} was made from {index['source']}, not from the current {_plain(description)}")
     data = data_path(cache_dir, kind, split)
@@ -181,6 +243,8 @@ def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict 
     size = data.stat().st_size if data.exists() else None
     if size != expected:
         raise CacheUnavailable(f"{data} holds {size} bytes, its index {path} says {expected}")
+    if data_checksum(data) != index["data_checksum"]:
+        raise CacheDamaged(data, data.parent, f"its content does not match the checksum recorded in {path.name}")
     return index
 
 
@@ -297,10 +361,11 @@ class _RowWriter:
         self.rows.flush()
         del self.rows  # unmap before the rename
         os.replace(self.partial, self.final)
-        index = {"version": FORMAT_VERSION, "complete": True, "shape": self.identity["shape"], "bad": self.bad, **index}
+        index = _signed({"version": FORMAT_VERSION, "complete": True, "shape": self.identity["shape"], "bad": self.bad,
+                         "data_checksum": data_checksum(self.final), **index})
         _write_json(index_file, index)
         self.progress.unlink()
-        return _plain(index)
+        return index
 
 
 def _complete_index(cache_dir: Path, kind: str, split: str, description: dict) -> dict | None:
@@ -308,9 +373,12 @@ def _complete_index(cache_dir: Path, kind: str, split: str, description: dict) -
     that nothing claims completeness while the cache is rewritten."""
     try:
         return _load_index(cache_dir, kind, split, description)
+    except CacheDamaged as e:
+        log.warning("rebuilding: %s", e.args[0].split(",")[0])  # capgen-prepare is the rebuild
     except CacheUnavailable:
-        index_path(cache_dir, kind, split).unlink(missing_ok=True)
-        return None
+        pass
+    index_path(cache_dir, kind, split).unlink(missing_ok=True)
+    return None
 
 
 def _first_image_shape(source, split: str) -> tuple[int, int]:

@@ -208,3 +208,82 @@ def test_a_utf8_byte_order_mark_at_the_start_is_read_as_a_spreadsheet_writes_it(
     for name, text in (("captions.csv", UTF8_CSV), ("captions.jsonl", _row("a.png", "A red square."))):
         _custom(tmp_path, "", name=name, data=b"\xef\xbb\xbf" + text.encode())
         assert CustomSource(tmp_path, "train", captions=name, image_dir="images").captions(0) == ["A red square."]
+
+
+# ----- 4. artifacts that no longer match what they claim to be ------------------------------
+class _Pictures:
+    """A source of n 16x16 pictures, each filled with its own grey value."""
+
+    def __init__(self, n: int = 20):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def image(self, i):
+        import numpy as np
+
+        return np.full((16, 16, 3), 10 + i, np.uint8)
+
+    def image_id(self, i):
+        return 100 + i
+
+    def captions(self, i):
+        return [f"picture {i}"]
+
+
+def _zero(path, start=0, length=None):
+    data = bytearray(path.read_bytes())
+    stop = len(data) if length is None else start + length
+    data[start:stop] = bytes(stop - start)
+    path.write_bytes(bytes(data))
+
+
+def _edit_json(path, change):
+    import json
+
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+DAMAGES = [
+    # (what is done to the cache, the file the error must name)
+    ("images zeroed", lambda d: _zero(d / "images_train.u8"), "images_train.u8"),
+    ("the first half zeroed", lambda d: _zero(d / "images_train.u8", 0, 10 * 16 * 16 * 3), "images_train.u8"),
+    ("a caption edited", lambda d: _edit_json(d / "images_train.json", lambda v: v["captions"][3].__setitem__(0, "a dog")),
+     "images_train.json"),
+    ("an id edited", lambda d: _edit_json(d / "images_train.json", lambda v: v["image_ids"].__setitem__(0, 7)),
+     "images_train.json"),
+    ("a word of vocab.json edited", lambda d: _edit_json(d / "vocab.json", lambda v: v["words"].__setitem__(5, "cat")),
+     "vocab.json"),
+    ("vocab.json's max_len edited", lambda d: _edit_json(d / "vocab.json", lambda v: v.__setitem__("max_len", 3)),
+     "vocab.json"),
+]
+
+
+@pytest.mark.parametrize("what, damage, named", DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_a_cache_changed_after_capgen_prepare_wrote_it_is_refused_naming_the_file_and_the_rebuild(tmp_path, what, damage, named):
+    import numpy as np
+
+    from capgen.data import cache
+    from capgen.vocab import Vocabulary
+
+    source, description = _Pictures(), {"source": "pictures", "split": "train"}
+    vocab = Vocabulary.build([c for i in range(len(source)) for c in source.captions(i)])
+    recipe = {"source": description, "min_freq": 1, "max_len": 20}
+    cache.save_vocab(tmp_path, vocab, recipe)
+    cache.write_image_cache(source, tmp_path, "train", description)
+    assert np.array_equal(cache.CachedImages(tmp_path, "train", description).image(3), source.image(3))
+    assert cache.load_vocab(tmp_path, recipe) == vocab
+    damage(tmp_path)
+    with pytest.raises(cache.CacheDamaged) as err:
+        cache.load_vocab(tmp_path, recipe)
+        cache.CachedImages(tmp_path, "train", description)
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / named)) and f"capgen-prepare data=<this data config> cache_dir={tmp_path}" in message
+    # capgen-prepare, the fix the message gives, rebuilds what no longer matches
+    cache.save_vocab(tmp_path, vocab, recipe)
+    cache.write_image_cache(source, tmp_path, "train", description)
+    assert cache.load_vocab(tmp_path, recipe) == vocab
+    assert np.array_equal(cache.CachedImages(tmp_path, "train", description).image(3), source.image(3))
