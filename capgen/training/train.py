@@ -22,7 +22,7 @@ from ..models.hardware import configure_encoder, cpu_precision, parse_channels_l
 from .callbacks import BestEpochMetrics, CaptionSamples
 from .consistency import check_consistency
 from .hparams import log_final_hparams
-from .init_from import init_checkpoint, load_network
+from .init_from import check_coverage, init_checkpoint, load_network
 from .loggers import build_loggers, check_logger_packages, logger_runs
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, resume_checkpoint
@@ -53,6 +53,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
     check_splits(cfg, datamodule)
+    if init is not None:  # its vocabulary must cover the data's words (capgen.training.init_from)
+        train_split = datamodule.source("train")
+        check_coverage(init, (c for i in range(len(train_split)) for c in train_split.captions(i)),
+                       datamodule.min_freq, datamodule.max_len, cfg.get("init_from_min_coverage", 0.5))
     vocab = datamodule.vocab
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 

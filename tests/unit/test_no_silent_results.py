@@ -287,3 +287,42 @@ def test_a_cache_changed_after_capgen_prepare_wrote_it_is_refused_naming_the_fil
     cache.write_image_cache(source, tmp_path, "train", description)
     assert cache.load_vocab(tmp_path, recipe) == vocab
     assert np.array_equal(cache.CachedImages(tmp_path, "train", description).image(3), source.image(3))
+
+
+WORD_VECTOR_FILES = [
+    # (bytes of the file, what the message must say)
+    (b"", r"glove\.txt: the file holds no vectors \(it is empty\)"),
+    (b"3 5\n\n", r"glove\.txt: the file holds no vectors \(only blank lines or a header\)"),
+    (b"3000000 5\n" + bytes(range(256)) * 40, r"glove\.txt: the file is binary \(word2vec's \.bin format\?\)"),
+    (b"red 0.1 0.2 nan 0.4 0.5\n", r"glove\.txt: line 1 \('red'\) holds a value that is not a finite number"),
+    (b"dog 0.1 0.2 0.3 0.4 0.5\nred 0.1 inf 0.3 0.4 0.5\n", r"glove\.txt: line 2 \('red'\) holds a value that is not a finite"),
+    (b"hund 0.1 0.2 0.3 0.4 0.5\nrot 0.1 0.2 0.3 0.4 0.5\n", r"glove\.txt: none of the vocabulary's 3 words is in the file"),
+]
+
+
+@pytest.mark.parametrize("data, message", WORD_VECTOR_FILES)
+def test_a_word_vectors_file_that_would_leave_the_embedding_random_or_nan_is_named_with_what_is_wrong(tmp_path, data, message):
+    from capgen.models.word_vectors import read_word_vectors
+    from capgen.vocab import Vocabulary
+
+    (tmp_path / "glove.txt").write_bytes(data)
+    with pytest.raises(ValueError, match=r"^model\.module\.word_vectors=.*" + message):
+        read_word_vectors(tmp_path / "glove.txt", Vocabulary.build(["a red dog"]), 5)
+
+
+def test_init_from_a_checkpoint_whose_vocabulary_misses_the_datas_words_is_refused_unless_accepted():
+    from types import SimpleNamespace
+
+    from capgen.training.init_from import check_coverage
+    from capgen.vocab import Vocabulary
+
+    data = [f"w{k} w{k + 1} w{k + 2}" for k in range(40)]  # 42 words
+    other = SimpleNamespace(path="other/best.ckpt", vocab=Vocabulary.build(["w0 w1 w2 w3 w4 w5 cat sat"]))
+    with pytest.raises(ValueError, match=r"^init_from=other/best\.ckpt: its vocabulary covers 6 of the 42 words .*"
+                                         r"init_from_min_coverage=0\.14 \(0: any\)\.$"):
+        check_coverage(other, data, min_freq=1, max_len=20, min_coverage=0.5)
+    assert check_coverage(other, data, min_freq=1, max_len=20, min_coverage=0) == pytest.approx(6 / 42)
+    same = SimpleNamespace(path="same.ckpt", vocab=Vocabulary.build(data))
+    assert check_coverage(same, data, min_freq=1, max_len=20, min_coverage=0.5) == 1.0
+    with pytest.raises(ValueError, match=r"^init_from_min_coverage=1\.5: a share from 0 to 1"):
+        check_coverage(same, data, min_freq=1, max_len=20, min_coverage=1.5)
