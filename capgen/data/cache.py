@@ -404,7 +404,7 @@ def write_image_cache(
     cache_dir = Path(cache_dir)
     index = _complete_index(cache_dir, IMAGES, split, description)
     if index is not None:
-        return index
+        return _recheck_bad(source, cache_dir, split, index)
     h, w = _first_image_shape(source, split)
     n = len(source)
     writer = _RowWriter(data_path(cache_dir, IMAGES, split), (n, h, w, 3), _DTYPE[IMAGES], {"source": description})
@@ -447,6 +447,34 @@ def write_image_cache(
     return writer.finish(index_path(cache_dir, IMAGES, split), meta)
 
 
+def _recheck_bad(source, cache_dir: Path, split: str, index: dict) -> dict:
+    """A complete cache's index after reading its bad images again: those the user has fixed
+    since (they now load, at the cache's size) are written into their rows and leave the bad
+    list (and so bad_images.json, which follows the index). If this stops half-way, the data
+    file no longer matches its checksum and the next capgen-prepare rebuilds the split."""
+    fixed = {}
+    for b in index["bad"]:
+        try:
+            image = source.image(b["row"])
+        except ValueError:
+            continue  # still unreadable
+        if int(source.image_id(b["row"])) == b["image_id"] and image.shape == tuple(index["shape"][1:]):
+            fixed[b["row"]] = image
+    if not fixed:
+        return index
+    data = data_path(cache_dir, IMAGES, split)
+    rows = np.memmap(data, dtype=index["dtype"], mode="r+", shape=tuple(index["shape"]))
+    for row, image in fixed.items():
+        rows[row] = image
+    rows.flush()
+    del rows
+    log.info("%s split: %d image(s) listed as bad read now (fixed since): added to the cache", split, len(fixed))
+    index = _signed({**{k: v for k, v in index.items() if k != "checksum"}, "data_checksum": data_checksum(data),
+                     "bad": [b for b in index["bad"] if b["row"] not in fixed]})
+    _write_json(index_path(cache_dir, IMAGES, split), index)
+    return index
+
+
 def _encode_images(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> (B, P, D), as Captioner.encode does."""
     return encoder(images).flatten(2).transpose(1, 2)
@@ -473,7 +501,8 @@ def write_feature_cache(
         raise ValueError(f"the feature cache is made from the image cache, which is unusable: {e}") from e
     identity = encoder_identity(encoder_config)
     index = _complete_index(cache_dir, FEATURES, split, images.description)
-    if index is not None and index["encoder"] == identity:
+    # Kept when made by this encoder from the image cache as it is now (a bad image fixed since: rebuilt).
+    if index is not None and index["encoder"] == identity and index["bad"] == images.bad:
         return index
     index_path(cache_dir, FEATURES, split).unlink(missing_ok=True)  # made by another encoder
 

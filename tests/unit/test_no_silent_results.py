@@ -326,3 +326,37 @@ def test_init_from_a_checkpoint_whose_vocabulary_misses_the_datas_words_is_refus
     assert check_coverage(same, data, min_freq=1, max_len=20, min_coverage=0.5) == 1.0
     with pytest.raises(ValueError, match=r"^init_from_min_coverage=1\.5: a share from 0 to 1"):
         check_coverage(same, data, min_freq=1, max_len=20, min_coverage=1.5)
+
+
+class _OneBad(_Pictures):
+    """Picture 4 unreadable until `fixed`."""
+
+    fixed = False
+
+    def image(self, i):
+        if i == 4 and not self.fixed:
+            raise ValueError("pictures/4.png: image file is truncated")
+        return super().image(i)
+
+
+def test_bad_images_are_read_again_by_capgen_prepare_after_the_user_fixes_them(tmp_path):
+    import json
+
+    import numpy as np
+
+    from capgen.data import cache
+
+    source, description = _OneBad(), {"source": "pictures", "split": "train"}
+    index = cache.write_image_cache(source, tmp_path, "train", description, on_bad_sample="skip")
+    cache.record_bad_images(tmp_path, "train", index)
+    assert [b["image_id"] for b in json.loads((tmp_path / "bad_images.json").read_text())["train"]] == [104]
+    assert len(cache.CachedImages(tmp_path, "train", description)) == 19
+    cache.write_image_cache(source, tmp_path, "train", description, on_bad_sample="skip")  # still bad: kept out
+    assert len(cache.CachedImages(tmp_path, "train", description)) == 19
+
+    source.fixed = True  # the user puts a good file in its place and runs capgen-prepare again
+    index = cache.write_image_cache(source, tmp_path, "train", description, on_bad_sample="skip")
+    cache.record_bad_images(tmp_path, "train", index)
+    assert not (tmp_path / "bad_images.json").exists() or "train" not in json.loads((tmp_path / "bad_images.json").read_text())
+    fixed = cache.CachedImages(tmp_path, "train", description)  # its checksums match the rewritten file
+    assert len(fixed) == 20 and np.array_equal(fixed.image(4), source.image(4))
