@@ -33,12 +33,14 @@ naming the file and the capgen-prepare command that rebuilds it (which rebuilds 
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import inspect
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -350,7 +352,9 @@ class _RowWriter:
         )
         self.rows_done = state["rows_done"] if resume else 0
         self.bad: list[dict] = state["bad"] if resume else []
-        self.rows = np.memmap(self.partial, dtype=dtype, mode="r+" if resume else "w+", shape=shape)
+        if not resume:
+            _reserve(self.partial, expected)
+        self.rows = np.memmap(self.partial, dtype=dtype, mode="r+", shape=shape)
 
     def checkpoint(self, rows_done: int) -> None:
         self.rows.flush()
@@ -366,6 +370,26 @@ class _RowWriter:
         _write_json(index_file, index)
         self.progress.unlink()
         return index
+
+
+def _reserve(path: Path, size: int) -> None:
+    """Make `path` a file of `size` bytes whose blocks are allocated on the disk now: a memory
+    map writes into a sparse file's holes only when a page is flushed, and a full disk then
+    kills the process with SIGBUS (no message, no cleanup). ValueError saying how much is needed."""
+    with open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(path.parent).free
+            f.close()
+            path.unlink(missing_ok=True)
+            raise ValueError(
+                f"{path.parent}: the cache file {path.name} needs {size / 1e9:.2f} GB and the disk has "
+                f"{free / 1e9:.2f} GB free ({e.strerror}); free {max(size - free, 0) / 1e9:.2f} GB or more there, or "
+                "give a cache_dir= on a larger disk. Nothing was left half-written."
+            ) from None
 
 
 def _complete_index(cache_dir: Path, kind: str, split: str, description: dict) -> dict | None:

@@ -360,3 +360,95 @@ def test_bad_images_are_read_again_by_capgen_prepare_after_the_user_fixes_them(t
     assert not (tmp_path / "bad_images.json").exists() or "train" not in json.loads((tmp_path / "bad_images.json").read_text())
     fixed = cache.CachedImages(tmp_path, "train", description)  # its checksums match the rewritten file
     assert len(fixed) == 20 and np.array_equal(fixed.image(4), source.image(4))
+
+
+# ----- 5. failures of the machine -----------------------------------------------------------
+@pytest.fixture
+def read_only(monkeypatch, tmp_path):
+    """tmp_path/ro as if on a read-only mount (a test cannot mount one; root may write anywhere else)."""
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    access, statvfs = os.access, os.statvfs
+
+    def on_it(path):
+        return str(os.fspath(path)).startswith(str(folder))
+
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if on_it(p) and mode & os.W_OK else access(p, mode, **kw))
+
+    class ReadOnly:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return os.ST_RDONLY | self.real.f_flag if name == "f_flag" else getattr(self.real, name)
+
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(statvfs(p)) if on_it(p) else statvfs(p))
+    return folder
+
+
+@pytest.mark.parametrize("command, args, says", [
+    ("train", [], r"^capgen-train: cannot make the run folder .*/ro/outputs/train: .*/ro is on a read-only file system"),
+    ("train", ["resume={ro}/run"], r"^capgen-train: resume=.*/ro/run: .*read-only file system.* Nothing was changed\. "
+                                   r"Copy the run to a writable place"),
+    ("train", ["hydra.run.dir={ro}/a/b"], r"^capgen-train: cannot make the run folder .*/ro/a/b"),
+    ("eval", ["ckpt_path=x.ckpt"], r"^capgen-eval: cannot make the run folder .*/ro/outputs/eval"),
+    ("caption", ["ckpt_path=x.ckpt", "images=y"], r"^capgen-caption: cannot make the run folder"),
+    ("prepare", ["cache_dir=/tmp/c"], r"^capgen-prepare: cannot make the run folder"),
+    ("train", ["-m", "hydra.sweep.dir={ro}/sweep", "seed=1,2"], r"^capgen-train: cannot make the run folder .*/ro/sweep"),
+])
+def test_a_run_folder_on_a_read_only_mount_is_one_paragraph_before_hydra_writes(read_only, monkeypatch, command, args, says):
+    from capgen.cli.argv import require_writable_run_folder
+
+    monkeypatch.chdir(read_only)
+    (read_only / "run").mkdir()
+    with pytest.raises(SystemExit) as err:
+        require_writable_run_folder([a.format(ro=read_only) for a in args], command)
+    import re
+
+    assert re.search(says, str(err.value)) and "\n" not in str(err.value), err.value
+    require_writable_run_folder([f"hydra.run.dir={read_only.parent / 'rw'}"], command)  # a writable folder passes
+
+
+def test_capgen_compare_markdown_into_a_missing_or_read_only_folder_is_one_line_before_any_work(read_only, tmp_path, capsys):
+    from capgen.cli.compare import main
+
+    for target, says in ((tmp_path / "missing" / "runs.md", "its folder .*missing does not exist; create it"),
+                         (read_only / "runs.md", "ro is on a read-only file system"), (tmp_path, "a folder; give a file")):
+        with pytest.raises(SystemExit) as err:
+            main([str(tmp_path), "--markdown", str(target)])
+        assert err.value.code == 2
+        import re
+
+        assert re.search(r"capgen-compare: error: --markdown .*" + says, capsys.readouterr().err)
+
+
+def test_capgen_prepare_on_a_full_disk_reserves_the_space_first_and_says_how_much_is_needed(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from capgen.data import cache
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # a test cannot fill a disk; the call is what a full one answers
+    with pytest.raises(ValueError, match=r"the cache file images_train\.u8\.partial needs 0\.00 GB and the disk has .* GB "
+                                         r"free \(No space left on device\); free .* or give a cache_dir= on a larger disk"):
+        cache.write_image_cache(_Pictures(), tmp_path, "train", {"source": "pictures"})
+    assert not (tmp_path / "images_train.u8.partial").exists() and not (tmp_path / "images_train.u8").exists()
+    monkeypatch.undo()
+    cache.write_image_cache(_Pictures(), tmp_path, "train", {"source": "pictures"})  # with room, it is written
+
+
+def test_the_cache_file_is_allocated_on_disk_before_rows_are_written(tmp_path, monkeypatch):
+    import os
+
+    from capgen.data import cache
+
+    reserved = []
+    real = os.posix_fallocate
+    monkeypatch.setattr(os, "posix_fallocate", lambda fd, off, n: (reserved.append(n), real(fd, off, n)))
+    cache.write_image_cache(_Pictures(), tmp_path, "train", {"source": "pictures"})
+    assert reserved == [20 * 16 * 16 * 3]
