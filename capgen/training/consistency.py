@@ -11,6 +11,8 @@ and finishes as if it had:
   logged when no epoch validates;
 - the plateau schedule, stepped after every epoch on the monitored metric, in a run whose
   epochs do not all validate (it would stop after the first such epoch);
+- a monitor judged the wrong way (monitor=val/loss with monitor_mode=max): the best checkpoint
+  would be the worst epoch;
 - SCST captions too short to hold one of CIDEr-D's 4-grams (its reward's 4-gram part could
   never be earned).
 """
@@ -24,6 +26,8 @@ from ..metrics.captions import METRICS
 
 # Words of a sampled caption that, with its <end>, make one 4-gram: CIDEr-D scores n-grams 1-4.
 SCST_MIN_LEN = 3
+# Logged metrics that are better lower; every other one (BLEU, CIDEr, ...) is better higher.
+LOWER_IS_BETTER = ("val/loss", "train/loss", "train/xent")
 
 
 def check_consistency(cfg: DictConfig) -> None:
@@ -96,15 +100,24 @@ def _check_monitors(cfg: DictConfig, unvalidated: str | None) -> None:
     if any(m not in METRICS for m in val_metrics):
         return  # CaptioningModule names the unknown ones
     logged = ["val/loss", *(f"val/{name}" for m in val_metrics for name in METRICS[m]), "train/loss", "train/xent"]
-    monitors = {"monitor": cfg.monitor, "model.module.monitor": module.get("monitor")}
+    # each monitor with the setting that says which way is better for it
+    monitors = {"monitor": (cfg.monitor, "monitor_mode", cfg.monitor_mode),
+                "model.module.monitor": (module.get("monitor"), "model.module.monitor_mode", module.get("monitor_mode"))}
     for name, node in (cfg.get("callbacks") or {}).items():
         if isinstance(node, DictConfig) and node.get("monitor") is not None:
             if name == "early_stopping" and node.get("patience") is None:
                 continue  # off: it never reads its monitor
-            monitors[f"callbacks.{name}.monitor"] = node.monitor
-    for key, metric in monitors.items():
+            monitors[f"callbacks.{name}.monitor"] = (node.monitor, f"callbacks.{name}.mode", node.get("mode"))
+    for key, (metric, mode_key, mode) in monitors.items():
         if metric is None:
             continue
+        better = "min" if metric in LOWER_IS_BETTER else "max"
+        if metric in logged and mode is not None and mode != better:
+            raise ValueError(
+                f"{key}={metric} with {mode_key}={mode}: {'a loss is better lower' if better == 'min' else 'a score is better higher'}, "
+                f"so the epoch chosen as the best (and early stopping, the plateau schedule) would be the worst. "
+                f"Give monitor_mode={better} with monitor={metric}."
+            )
         if metric not in logged:
             raise ValueError(
                 f"{key}={metric!r}: no epoch of this run logs it, so no checkpoint could be chosen as the best. "

@@ -96,6 +96,11 @@ CONTRADICTIONS = [
      r"^monitor=val/CIDEr: trainer\.limit_val_batches=0: no epoch validates, .*monitor=train/loss monitor_mode=min"),
     (("trainer.max_epochs=3", "+trainer.check_val_every_n_epoch=4"),
      r"^monitor=val/CIDEr: trainer\.check_val_every_n_epoch=4 with trainer\.max_epochs=3: no epoch validates"),
+    (("monitor=val/loss",),  # monitor_mode stays max: the best checkpoint would be the highest loss
+     r"^monitor=val/loss with monitor_mode=max: a loss is better lower.*Give monitor_mode=min"),
+    (("monitor=val/BLEU-4", "monitor_mode=min"), r"^monitor=val/BLEU-4 with monitor_mode=min: a score is better higher"),
+    (("callbacks.early_stopping.patience=2", "callbacks.early_stopping.mode=min"),
+     r"^callbacks\.early_stopping\.monitor=val/CIDEr with callbacks\.early_stopping\.mode=min"),
 ]
 
 
@@ -115,6 +120,7 @@ def test_settings_that_contradict_each_other_or_the_run_stop_it_at_start_up(tmp_
     ("model.module.scheduler=plateau", "trainer.max_epochs=3"),
     ("model.module.scheduler=step", "model.module.lr_step_epochs=2", "trainer.max_epochs=3"),
     ("callbacks.early_stopping.monitor=val/BLEU-5",),  # early stopping off (patience null): never read
+    ("monitor=val/loss", "monitor_mode=min"),
 ])
 def test_settings_that_agree_pass(tmp_path, overrides):
     check_train(compose_command("train", *TRAIN, f"paths.output_dir={tmp_path / 'run'}", *overrides))
