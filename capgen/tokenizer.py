@@ -57,6 +57,18 @@ def tokenize(text: str) -> list[str]:
     return [t for t in (t.lower() for t in _ptb_lex(text.translate(LINE_BREAKS))) if t not in PUNCT]
 
 
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]")
+
+
+def has_tokens(text: str) -> bool:
+    """Whether tokenize(text) gives at least one token, i.e. the caption is not one of emoji,
+    punctuation or symbols only, which would train and score as an empty caption. Quick for
+    real captions: an ASCII letter or digit always ends up in a token (no punctuation token
+    holds one, and the lexer deletes only characters it does not know), so only text without
+    one is tokenized."""
+    return bool(_ASCII_WORD.search(text)) or bool(tokenize(text))
+
+
 # Tokens the COCO evaluation removes after PTB tokenization: pycocoevalcap's PUNCTUATIONS as
 # they can appear in lower-cased output (so "-lrb-" & co. survive, as they do there).
 PUNCT = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";"}

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from ..training import config
 from ..training.caption import caption_images
-from .argv import output_dir_as_run_dir, quote_paths
+from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
 from .failure import one_paragraph_on_failure
 
 config.register()
@@ -31,6 +31,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     sys.argv[1:] = output_dir_as_run_dir(quote_paths(sys.argv[1:], ("ckpt_path", "images")))  # see capgen.cli.argv
+    require_writable_run_folder(sys.argv[1:], "caption")
     _main()
 
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from ..training.compare import DEFAULT_METRICS, as_markdown, as_text, compare, paired, paired_as_text
+from .argv import unwritable
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples for --paired (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed for --paired (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.markdown:  # before the runs are read: a table that cannot be written is found at once
+        problem = markdown_problem(args.markdown)
+        if problem:
+            parser.error(f"--markdown {args.markdown}: {problem}")
     if args.paired:
         if args.folders:
             parser.error("give either folders (the table) or --paired RUN_A RUN_B, not both")
@@ -56,6 +61,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.markdown:
         args.markdown.write_text(as_markdown(table))
         print(f"wrote {args.markdown}", file=sys.stderr)
+
+
+def markdown_problem(path: Path) -> str | None:
+    """Why the Markdown table cannot be written to `path`, or None."""
+    folder = path.expanduser().absolute().parent
+    if path.is_dir():
+        return "a folder; give a file name, e.g. --markdown runs.md"
+    if not folder.is_dir():
+        return f"its folder {folder} does not exist; create it (mkdir -p {folder}) or give a file in an existing folder"
+    why = unwritable(folder)
+    return f"{why}; give a file in a writable folder" if why else None
 
 
 if __name__ == "__main__":

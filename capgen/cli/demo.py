@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from ..demo.app import serve
 from ..training import config
-from .argv import quote_paths
+from .argv import quote_paths, require_writable_run_folder
 from .failure import one_paragraph_on_failure
 
 config.register()
@@ -31,6 +31,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     sys.argv[1:] = quote_paths(sys.argv[1:], ("run", "ckpt_path"))  # see capgen.cli.argv
+    require_writable_run_folder(sys.argv[1:], "demo")
     _main()
 
 

@@ -20,7 +20,7 @@ from ..training.plugins import require_logger_packages, require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
 from ..training.train import train
-from .argv import output_dir_as_run_dir, quote_paths
+from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
 from .failure import one_paragraph_on_failure
 
 config.register()
@@ -43,6 +43,7 @@ def main() -> None:
     sys.argv[1:] = upgrade_overrides(sys.argv[1:])
     if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child
         os.environ[config.LAUNCH_TIME_ENV] = str(time.time())
+    require_writable_run_folder(sys.argv[1:], "train")  # a read-only mount: one paragraph, before Hydra's mkdir
     require_plugins(sys.argv[1:])
     require_logger_packages(sys.argv[1:])  # logger=mlflow without mlflow: the pip command, nothing written
     # A folder the command names is locked before resume_argv copies its .hydra/ aside and Hydra

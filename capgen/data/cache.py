@@ -19,14 +19,28 @@ rows go to `<data>.partial`, and `<data>.progress.json` records how many of them
 disk (rewritten only after the rows are flushed); when all are, the data file is renamed
 to its final name and only then is the index written (tmp file + os.replace). A cache is
 complete iff its index exists and says so.
+
+Checksums, so that a cache changed after it was written (images overwritten, vocab.json
+edited) is refused instead of trained on: every JSON file capgen-prepare writes (vocab.json,
+the indexes) carries a BLAKE2b `checksum` of its own content, and an index carries
+`data_checksum`, a BLAKE2b of SAMPLE_BLOCKS blocks of SAMPLE_BYTES spread evenly over its data
+file (the first and the last included) with the file's size. Opening a cache checks them all:
+a few milliseconds whatever the cache's size (docs/performance.md has the figure at COCO
+scale). The sample catches a file rewritten, zeroed or damaged in any large part, not one
+edited row; the size check catches a truncated one. A mismatch is CacheDamaged, an error
+naming the file and the capgen-prepare command that rebuilds it (which rebuilds it).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
+import hashlib
 import inspect
 import json
+import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +53,10 @@ from tqdm import tqdm
 
 from ..vocab import Vocabulary
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # 2: checksums
+SAMPLE_BLOCKS, SAMPLE_BYTES = 256, 64 * 1024
 IMAGES, FEATURES = "images", "features"
 _SUFFIX = {IMAGES: ".u8", FEATURES: ".f16"}
 _DTYPE = {IMAGES: "uint8", FEATURES: "float16"}
@@ -48,7 +65,19 @@ _NOT_ENCODER_IDENTITY = ("download",)
 
 
 class CacheUnavailable(Exception):
-    """A cache that is missing, unfinished, stale or damaged; the message names the file."""
+    """A cache that is missing, unfinished or stale (made from other data); the message names the file."""
+
+
+class CacheDamaged(ValueError):
+    """A complete cache whose files no longer match the checksums capgen-prepare recorded."""
+
+    def __init__(self, path: Path, cache_dir: Path, what: str):
+        super().__init__(
+            f"{path}: {what}, so it no longer holds what capgen-prepare wrote (it was overwritten, edited or damaged "
+            f"since), and training on it would change results without a word. Rebuild the cache with: capgen-prepare "
+            f"data=<this data config> cache_dir={cache_dir} (it rewrites what does not match), or train without "
+            f"data.cache_dir."
+        )
 
 
 def data_path(cache_dir: str | Path, kind: str, split: str) -> Path:
@@ -102,6 +131,36 @@ def encoder_identity(config) -> dict:
     return _plain({"_target_": _qualname(cls), **identity})
 
 
+# ----- checksums -----------------------------------------------------------------------------
+
+def data_checksum(path: Path) -> str:
+    """BLAKE2b of the file's size and SAMPLE_BLOCKS blocks spread evenly over it (see the module docstring)."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    step = max((size - SAMPLE_BYTES) // max(SAMPLE_BLOCKS - 1, 1), 1)
+    offsets = sorted({min(k * step, max(size - SAMPLE_BYTES, 0)) for k in range(SAMPLE_BLOCKS)})
+    with open(path, "rb") as f:
+        for offset in offsets:
+            f.seek(offset)
+            digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def _content_checksum(value: dict) -> str:
+    """BLAKE2b of a JSON file's content without its own `checksum` field."""
+    text = json.dumps({k: v for k, v in value.items() if k != "checksum"}, sort_keys=True, default=_json_default)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _signed(value: dict) -> dict:
+    return {**_plain(value), "checksum": _content_checksum(_plain(value))}
+
+
+def _check_signed(path: Path, value: dict) -> None:
+    if value.get("checksum") != _content_checksum(value):
+        raise CacheDamaged(path, path.parent, "its content does not match the checksum it was written with")
+
+
 # ----- small file helpers ----------------------------------------------------------------------
 
 def _read_json(path: Path) -> dict | None:
@@ -120,9 +179,11 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def _write_json_if_changed(path: Path, value: dict) -> bool:
-    """Leave an identical file untouched (its mtime too); True if it was written."""
-    if _read_json(path) == _plain(value):
+def _write_json_if_changed(path: Path, value: dict, signed: bool = True) -> bool:
+    """Leave an identical file untouched (its mtime too); True if it was written. signed: with
+    its checksum (bad_images.json is not: a list for people, made again from the indexes)."""
+    value = _signed(value) if signed else _plain(value)
+    if _read_json(path) == value:
         return False
     _write_json(path, value)
     return True
@@ -141,11 +202,13 @@ def load_vocab(cache_dir: str | Path, recipe: dict) -> Vocabulary:
     saved = _read_json(path)
     if saved is None:
         raise CacheUnavailable(f"{path} does not exist")
+    _check_signed(path, saved)
     if saved.get("built_from") != _plain(recipe):
         raise CacheUnavailable(
             f"{path} was built from {saved.get('built_from')}, not from the current {_plain(recipe)}"
         )
-    return Vocabulary.from_dict(saved, source=str(path), fix="delete it and run capgen-prepare again")
+    words = {k: v for k, v in saved.items() if k not in ("built_from", "checksum")}
+    return Vocabulary.from_dict(words, source=str(path), fix="delete it and run capgen-prepare again")
 
 
 def record_bad_images(cache_dir: str | Path, split: str, index: dict) -> bool:
@@ -159,7 +222,7 @@ def record_bad_images(cache_dir: str | Path, split: str, index: dict) -> bool:
         record.pop(split, None)
     if not record and not path.exists():
         return False
-    return _write_json_if_changed(path, record)
+    return _write_json_if_changed(path, record, signed=False)
 
 
 # ----- reading -------------------------------------------------------------------------------
@@ -174,6 +237,7 @@ def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict 
         raise CacheUnavailable(f"{path} is not complete")
     if index.get("version") != FORMAT_VERSION:
         raise CacheUnavailable(f"{path} has format version {index.get('version')}, this capgen reads {FORMAT_VERSION}")
+    _check_signed(path, index)
     if description is not None and index["source"] != _plain(description):
         raise CacheUnavailable(f"{path} was made from {index['source']}, not from the current {_plain(description)}")
     data = data_path(cache_dir, kind, split)
@@ -181,6 +245,8 @@ def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict 
     size = data.stat().st_size if data.exists() else None
     if size != expected:
         raise CacheUnavailable(f"{data} holds {size} bytes, its index {path} says {expected}")
+    if data_checksum(data) != index["data_checksum"]:
+        raise CacheDamaged(data, data.parent, f"its content does not match the checksum recorded in {path.name}")
     return index
 
 
@@ -286,7 +352,9 @@ class _RowWriter:
         )
         self.rows_done = state["rows_done"] if resume else 0
         self.bad: list[dict] = state["bad"] if resume else []
-        self.rows = np.memmap(self.partial, dtype=dtype, mode="r+" if resume else "w+", shape=shape)
+        if not resume:
+            _reserve(self.partial, expected)
+        self.rows = np.memmap(self.partial, dtype=dtype, mode="r+", shape=shape)
 
     def checkpoint(self, rows_done: int) -> None:
         self.rows.flush()
@@ -297,10 +365,31 @@ class _RowWriter:
         self.rows.flush()
         del self.rows  # unmap before the rename
         os.replace(self.partial, self.final)
-        index = {"version": FORMAT_VERSION, "complete": True, "shape": self.identity["shape"], "bad": self.bad, **index}
+        index = _signed({"version": FORMAT_VERSION, "complete": True, "shape": self.identity["shape"], "bad": self.bad,
+                         "data_checksum": data_checksum(self.final), **index})
         _write_json(index_file, index)
         self.progress.unlink()
-        return _plain(index)
+        return index
+
+
+def _reserve(path: Path, size: int) -> None:
+    """Make `path` a file of `size` bytes whose blocks are allocated on the disk now: a memory
+    map writes into a sparse file's holes only when a page is flushed, and a full disk then
+    kills the process with SIGBUS (no message, no cleanup). ValueError saying how much is needed."""
+    with open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(path.parent).free
+            f.close()
+            path.unlink(missing_ok=True)
+            raise ValueError(
+                f"{path.parent}: the cache file {path.name} needs {size / 1e9:.2f} GB and the disk has "
+                f"{free / 1e9:.2f} GB free ({e.strerror}); free {max(size - free, 0) / 1e9:.2f} GB or more there, or "
+                "give a cache_dir= on a larger disk. Nothing was left half-written."
+            ) from None
 
 
 def _complete_index(cache_dir: Path, kind: str, split: str, description: dict) -> dict | None:
@@ -308,9 +397,12 @@ def _complete_index(cache_dir: Path, kind: str, split: str, description: dict) -
     that nothing claims completeness while the cache is rewritten."""
     try:
         return _load_index(cache_dir, kind, split, description)
+    except CacheDamaged as e:
+        log.warning("rebuilding: %s", e.args[0].split(",")[0])  # capgen-prepare is the rebuild
     except CacheUnavailable:
-        index_path(cache_dir, kind, split).unlink(missing_ok=True)
-        return None
+        pass
+    index_path(cache_dir, kind, split).unlink(missing_ok=True)
+    return None
 
 
 def _first_image_shape(source, split: str) -> tuple[int, int]:
@@ -336,7 +428,7 @@ def write_image_cache(
     cache_dir = Path(cache_dir)
     index = _complete_index(cache_dir, IMAGES, split, description)
     if index is not None:
-        return index
+        return _recheck_bad(source, cache_dir, split, index)
     h, w = _first_image_shape(source, split)
     n = len(source)
     writer = _RowWriter(data_path(cache_dir, IMAGES, split), (n, h, w, 3), _DTYPE[IMAGES], {"source": description})
@@ -379,6 +471,34 @@ def write_image_cache(
     return writer.finish(index_path(cache_dir, IMAGES, split), meta)
 
 
+def _recheck_bad(source, cache_dir: Path, split: str, index: dict) -> dict:
+    """A complete cache's index after reading its bad images again: those the user has fixed
+    since (they now load, at the cache's size) are written into their rows and leave the bad
+    list (and so bad_images.json, which follows the index). If this stops half-way, the data
+    file no longer matches its checksum and the next capgen-prepare rebuilds the split."""
+    fixed = {}
+    for b in index["bad"]:
+        try:
+            image = source.image(b["row"])
+        except ValueError:
+            continue  # still unreadable
+        if int(source.image_id(b["row"])) == b["image_id"] and image.shape == tuple(index["shape"][1:]):
+            fixed[b["row"]] = image
+    if not fixed:
+        return index
+    data = data_path(cache_dir, IMAGES, split)
+    rows = np.memmap(data, dtype=index["dtype"], mode="r+", shape=tuple(index["shape"]))
+    for row, image in fixed.items():
+        rows[row] = image
+    rows.flush()
+    del rows
+    log.info("%s split: %d image(s) listed as bad read now (fixed since): added to the cache", split, len(fixed))
+    index = _signed({**{k: v for k, v in index.items() if k != "checksum"}, "data_checksum": data_checksum(data),
+                     "bad": [b for b in index["bad"] if b["row"] not in fixed]})
+    _write_json(index_path(cache_dir, IMAGES, split), index)
+    return index
+
+
 def _encode_images(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> (B, P, D), as Captioner.encode does."""
     return encoder(images).flatten(2).transpose(1, 2)
@@ -405,7 +525,8 @@ def write_feature_cache(
         raise ValueError(f"the feature cache is made from the image cache, which is unusable: {e}") from e
     identity = encoder_identity(encoder_config)
     index = _complete_index(cache_dir, FEATURES, split, images.description)
-    if index is not None and index["encoder"] == identity:
+    # Kept when made by this encoder from the image cache as it is now (a bad image fixed since: rebuilt).
+    if index is not None and index["encoder"] == identity and index["bad"] == images.bad:
         return index
     index_path(cache_dir, FEATURES, split).unlink(missing_ok=True)  # made by another encoder
 

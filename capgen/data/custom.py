@@ -38,6 +38,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -45,6 +46,7 @@ from collections.abc import Iterable, Mapping
 
 from .images import BadSamples
 from .karpathy import KARPATHY_SPLITS, SPLITS, Entry, ImageFileSource, gc_paused, karpathy_index, repeat_of, split_records
+from .text import check_image_id, read_utf8
 
 FORMATS = (".jsonl", ".csv", ".json")
 _HOW_TO_GET = "see the README's 'Your own data' (data=custom)"
@@ -127,7 +129,13 @@ def _row_index(path: str, identity: tuple, folder: str, fractions, seed: int) ->
     """Every image of a JSONL/CSV captions file with its split, read once for all splits (by
     path, size and modification time, as karpathy.karpathy_index)."""
     with gc_paused():
-        images = _group_rows(path, _read_rows(path))
+        rows = _read_rows(path)
+        if not rows:
+            raise ValueError(f"{path} has no caption rows{' under its header' if path.lower().endswith('.csv') else ''}, "
+                             "so every split would be empty; add one row per caption, e.g. "
+                             + ("a.jpg,A dog on a sofa.,train" if path.lower().endswith(".csv")
+                                else '{"file": "a.jpg", "caption": "A dog on a sofa.", "split": "train"}'))
+        images = _group_rows(path, rows)
         has_split = [image["split"] is not None for image in images.values()]
         if any(has_split) and fractions is not None:
             raise ValueError(
@@ -186,7 +194,8 @@ def draw_splits(files: list[str], fractions: dict[str, float], seed: int) -> dic
 def _read_rows(path: str) -> list[tuple[int, dict]]:
     """(line number, row) of every caption row of a JSONL or CSV file."""
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark
+    # A spreadsheet's UTF-8 byte-order mark is removed; UTF-16 and stray marks are named (read_utf8).
+    with io.StringIO(read_utf8(path, "captions file"), newline="") as f:
         if path.lower().endswith(".csv"):
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or []]
@@ -250,7 +259,8 @@ def _image_id(value, where: str) -> int | None:
     try:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError
-        return int(value)
+        image_id = int(value)
     except (TypeError, ValueError):
         raise ValueError(f"{where} has image_id {value!r}, which is not an integer; give whole-number ids, or none "
                          "(ids are then positions in the sorted file names)") from None
+    return check_image_id(image_id, where, "give smaller ids, or none (ids are then positions in the sorted file names)")

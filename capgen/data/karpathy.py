@@ -51,7 +51,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..tokenizer import has_tokens
 from .images import FIX_UNREADABLE, BadSamples, check_on_bad_sample, load_rgb
+from .text import check_image_id, read_utf8
 
 SPLITS = ("train", "val", "test")
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
@@ -147,12 +149,16 @@ class ImageFileSource:
             captions = []
             for k, c in enumerate(raw):
                 text = c.strip() if isinstance(c, str) else ""
-                if text:
+                if text and has_tokens(text):
                     captions.append(text)
+                elif text:  # emoji or punctuation only: tokenized, as training and scoring do, it is empty
+                    bad.report("empty caption", where, f"caption {k} ({c!r}) has no words once tokenized (only "
+                               "punctuation, emoji or symbols, which the COCO tokenizer drops), so it would train and "
+                               "score as an empty caption", _FIX_ENTRY)
                 else:
                     bad.report("empty caption", where, f"caption {k} is empty ({c!r})", _FIX_ENTRY)
             if not captions:
-                bad.report("image without captions", where, "has no non-empty caption", _FIX_ENTRY)
+                bad.report("image without captions", where, "has no caption with words", _FIX_ENTRY)
                 continue
             if not _listed(path, listings, self.how_to_get):
                 bad.report("missing file", path, f"image file of {where} does not exist", _FIX_MISSING)
@@ -366,20 +372,21 @@ def _listed(path: str, listings: dict[str, set[str]], how_to_get: str) -> bool:
 def _load_json(path: str, what: str, how: str, object_hook=None) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path} not found; {how}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f, object_hook=object_hook)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged, download it again") from e
+    text = read_utf8(path, what)
+    try:
+        return json.loads(text, object_hook=object_hook)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged, download it again") from e
 
 
 def _image_id(entry, key: str, path: str, where: str) -> int:
     """entry[key] as an int: ids are compared (captions grouped, duplicates found) as ints."""
     value = _field(entry, key, path, where)
     try:
-        return int(value)
+        image_id = int(value)
     except (TypeError, ValueError):
         raise ValueError(f"{path}: {where} has {key} {value!r}, which is not an integer image id; fix that entry") from None
+    return check_image_id(image_id, f"{path}: {where}", "give that entry a smaller id")
 
 
 def _field(entry, key: str, path: str, where: str):

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..training.evaluate import resolve_device
-from ..training.settings import check_values
+from ..training.settings import check_numbers, check_values
 from .captioners import checkpoint_paths, example_pictures, load_captioners
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ POSITIVE_SETTINGS = {"figure_size": 320, "gif_frame_ms": 800, "examples": 6}  # 
 
 def check_settings(cfg: DictConfig) -> None:
     """Raise a ValueError naming the first setting of capgen-demo's own that is wrong."""
+    check_numbers(cfg)
     check_values(cfg, {"server_name": str, "port": int | None, "image_size": int | None})
     for key in POSITIVE_SETTINGS:
         value = cfg.get(key)

@@ -124,7 +124,7 @@ class CiderDReward:
             return tokens.clone()
         L = tokens.shape[1]
         last = torch.full_like(tokens, -1)
-        last[:, : L - k] = tokens[:, k:]
+        last[:, : max(L - k, 0)] = tokens[:, k:]  # nothing when the rows are narrower than the k-gram
         return torch.where((prefix >= 0) & (last >= 0), prefix * self.vocab_size + last, -1)
 
     def _windows_valid(self, lengths: torch.Tensor, L: int) -> list[torch.Tensor]:
@@ -140,8 +140,11 @@ class CiderDReward:
         for k in range(self.n):
             keys = self._keys(tokens, prefix, k)
             table = self.keys[k]
-            pos = torch.searchsorted(table, keys).clamp(max=len(table) - 1)
-            gids = torch.where(valid[k] & (keys >= 0) & (table[pos] == keys), pos, -1)
+            if len(table) == 0:  # no reference is k+1 words long: no k-gram has an id
+                gids = torch.full_like(keys, -1)
+            else:
+                pos = torch.searchsorted(table, keys).clamp(max=len(table) - 1)
+                gids = torch.where(valid[k] & (keys >= 0) & (table[pos] == keys), pos, -1)
             out.append(gids)
             prefix = gids
         return out
@@ -199,13 +202,14 @@ class CiderDReward:
             # the words at i+k and j+k; within the valid windows only
             if k:
                 shifted = torch.zeros_like(words_equal)
-                shifted[:, : L - k, : L - k] = words_equal[:, k:, k:]
+                shifted[:, : max(L - k, 0), : max(L - k, 0)] = words_equal[:, k:, k:]  # none in rows under k+1 wide
                 same = same & shifted
             same_k = same & valid[k][:, :, None] & valid[k][:, None, :]
             tf_h = same_k.sum(-1).double()  # (N, L) occurrences of the k-gram at i in its caption
             first = valid[k] & ~(same_k & earlier).any(-1)  # its first occurrence stands for each distinct k-gram
             g = gids[k]
-            idf = torch.where(g >= 0, self.idf[k][g.clamp(min=0)], self.log_images)  # unseen: df 0 -> log(max(1, 0)) = 0
+            seen = self.idf[k][g.clamp(min=0)] if len(self.idf[k]) else torch.zeros_like(g, dtype=torch.float64)
+            idf = torch.where(g >= 0, seen, self.log_images)  # unseen: df 0 -> log(max(1, 0)) = 0
             idf = torch.where(first, idf, 0.0)
             norm_h = ((tf_h * idf) ** 2).sum(1).sqrt()  # (N,)
             # occurrences in each reference: gids are equal iff the words are (-1 in the

@@ -31,9 +31,11 @@ def read_word_vectors(path: str | Path, vocab: Vocabulary, dim: int) -> dict[int
     if not path.is_file():
         raise FileNotFoundError(f"{SETTING}={path}: no such file; give a GloVe-format text file (one 'word v1 v2 ...' "
                                 "per line), or null for no pretrained vectors")
+    _check_text(path)
     wanted = {w: i for w, i in vocab.stoi.items() if i >= len(SPECIALS)}
     found: dict[int, torch.Tensor] = {}
     width = None
+    number = 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, start=1):
             line = line.rstrip("\n\r ")
@@ -60,8 +62,36 @@ def read_word_vectors(path: str | Path, vocab: Vocabulary, dim: int) -> dict[int
             if vector is None or vector.numel() != dim:
                 raise ValueError(f"{SETTING}={path}: line {number} ({word!r}) is not {dim} numbers after its word; "
                                  "the file is damaged or not in GloVe's text format")
+            if not torch.isfinite(vector).all():  # a NaN or inf row would make every loss NaN
+                raise ValueError(f"{SETTING}={path}: line {number} ({word!r}) holds a value that is not a finite number "
+                                 "(nan or inf); the file is damaged: replace it, or fix that line")
             found.setdefault(wanted[word], vector)  # the first line of a repeated word counts
+    if width is None:
+        what = "it is empty" if number == 0 else "only blank lines or a header"
+        raise ValueError(f"{SETTING}={path}: the file holds no vectors ({what}); give a GloVe-format text file (one "
+                         "'word v1 v2 ...' per line), or null for no pretrained vectors")
+    if not found:
+        raise ValueError(f"{SETTING}={path}: none of the vocabulary's {len(wanted)} words is in the file (e.g. "
+                         f"{', '.join(list(wanted)[:3])}), so the embedding would stay random while the run says it "
+                         "uses pretrained vectors; give vectors of the captions' language (lower-cased words, as "
+                         "GloVe's), or null")
     return found
+
+
+def _check_text(path: Path) -> None:
+    """A ValueError when the file is not UTF-8 text: word2vec's binary .bin format, say, whose
+    bytes would otherwise be read as one line of strange words and a wrong width."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    try:
+        head.decode("utf-8")
+        binary = b"\x00" in head
+    except UnicodeDecodeError as e:
+        binary = e.start < len(head) - 4  # not a character cut at the end of the sample
+    if binary:
+        raise ValueError(f"{SETTING}={path}: the file is binary (word2vec's .bin format?), not GloVe's text format; "
+                         "convert it to text (gensim: KeyedVectors.load_word2vec_format(path, binary=True)"
+                         ".save_word2vec_format(out, binary=False)), or give a GloVe .txt file")
 
 
 def _is_header(line: str) -> bool:

@@ -43,7 +43,7 @@ from ..viz import attention_figure, attention_frames, write_gif
 from .decode import command_settings
 from .evaluate import load_module, resolve_device
 from .run_dir import run_config
-from .settings import check_values
+from .settings import check_numbers, check_values
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ POSITIVE_SETTINGS = {
 def check_settings(cfg: DictConfig) -> None:
     """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int, or
     a switch that is not true/false."""
+    check_numbers(cfg)
     check_values(cfg, {"figures": bool})
     for key, what in POSITIVE_SETTINGS.items():
         value = cfg.get(key)

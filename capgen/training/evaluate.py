@@ -47,6 +47,7 @@ from .decode import command_settings
 from .eval_statistics import corpus_statistics, diversity
 from .module import CaptioningModule
 from .run_dir import best_checkpoint, run_config, run_data_choice
+from .settings import check_numbers
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +165,18 @@ def checkpoint_to_evaluate(cfg: DictConfig) -> str:
     return cfg.ckpt_path
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """capgen-eval's own settings and every number it is given, before a checkpoint is read."""
+    check_numbers(cfg)
+    if cfg.split not in ("val", "test"):
+        raise ValueError(f"split={cfg.split}: evaluate on val or test")
+
+
 def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     """Score cfg.ckpt_path (or the best checkpoint of cfg.run) on cfg.split; `overrides` are
     the command line's (for data.*). Writes the files named in the module docstring; returns
     the report written to metrics.json."""
-    if cfg.split not in ("val", "test"):
-        raise ValueError(f"split={cfg.split}: evaluate on val or test")
+    check_settings(cfg)
     device = resolve_device(cfg.device)
     ckpt_path = checkpoint_to_evaluate(cfg)
     module = load_module(ckpt_path, device, cfg.get("channels_last", "auto"))

@@ -7,20 +7,29 @@ training (model.module.objective=scst) after a cross-entropy run. The run keeps 
 checkpoint's vocabulary (its word ids are the network's), and its network settings (model=...
 and model.* overrides) must build the checkpoint's network; that is checked before anything
 is built. A run folder stands for its best checkpoint (as summary.json names it).
+
+The checkpoint's vocabulary must cover the data's words: a word it lacks is <unk> in every
+target and can never be written, so a checkpoint trained on other data would train to a
+score near 0 and still complete. The coverage (the share of the words the data's own
+vocabulary would have) is logged, and below `init_from_min_coverage` (0.5 by default;
+0 accepts any) the run is refused at start-up.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from ..models.captioner import Captioner
+from ..vocab import SPECIALS, Vocabulary
 from .checkpoint import Checkpoint, read_checkpoint
 from .resume import network_differences
 from .run_dir import SUMMARY, read_summary
 
 SETTING = "init_from"
+log = logging.getLogger(__name__)
 
 
 def init_checkpoint(cfg: DictConfig, net_config: dict) -> Checkpoint | None:
@@ -73,3 +82,26 @@ def load_network(net: Captioner, ckpt: Checkpoint) -> None:
     except RuntimeError as e:  # read fine, but the weights do not fit
         detail = " ".join(str(e).split())
         raise ValueError(f"{SETTING}={ckpt.path}: its weights do not fit the network its net_config builds ({detail})") from None
+
+
+def check_coverage(ckpt: Checkpoint, captions, min_freq: int, max_len: int, min_coverage: float) -> float:
+    """The share of the data's words (those its own vocabulary would hold: `captions` of the
+    train split counted with min_freq and max_len) in the checkpoint's vocabulary, logged;
+    a ValueError when it is below `min_coverage`."""
+    if isinstance(min_coverage, bool) or not isinstance(min_coverage, (int, float)) or not 0 <= min_coverage <= 1:
+        raise ValueError(f"init_from_min_coverage={min_coverage!r}: a share from 0 to 1 (0: any checkpoint), e.g. 0.5")
+    data_words = Vocabulary.build(captions, min_freq=min_freq, max_len=max_len).itos[len(SPECIALS):]
+    known = set(ckpt.vocab.itos)
+    missing = [w for w in data_words if w not in known]
+    coverage = 1 - len(missing) / max(len(data_words), 1)
+    log.info("init_from: the checkpoint's vocabulary covers %d of the data's %d words (%.0f%%)",
+             len(data_words) - len(missing), len(data_words), 100 * coverage)
+    if coverage < min_coverage:
+        raise ValueError(
+            f"{SETTING}={ckpt.path}: its vocabulary covers {len(data_words) - len(missing)} of the {len(data_words)} words "
+            f"of this run's training captions ({100 * coverage:.0f}%; missing e.g. {', '.join(missing[:5])}), so those "
+            f"words would be <unk> in every target and never written: it was trained on other data. Start from a "
+            f"checkpoint of this data, train without {SETTING}, or accept it with "
+            f"init_from_min_coverage={coverage:.2f} (0: any)."
+        )
+    return coverage

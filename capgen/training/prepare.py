@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
 from ..models.hardware import configure_encoder, parse_channels_last
-from .settings import check_types, check_values
+from .settings import check_numbers, check_types, check_values
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -19,7 +19,8 @@ SPLITS = ("train", "val", "test")
 
 def prepare(cfg: DictConfig) -> dict[str, int]:
     """Write (or finish, or keep) every cache; returns the number of bad images per split."""
-    check_values(cfg, {"features": bool, "feature_batch_size": int})  # before anything is written
+    check_numbers(cfg)  # before anything is written
+    check_values(cfg, {"features": bool, "feature_batch_size": int})
     if cfg.feature_batch_size < 1:
         raise ValueError(f"feature_batch_size={cfg.feature_batch_size}: give a positive whole number, e.g. 64")
     check_types(cfg.data, "data")

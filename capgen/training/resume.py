@@ -67,6 +67,34 @@ def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
     checkpoint it resumes from against it. Raises, naming the override and the command that
     works, when the resume cannot go on; returns the checkpoint to resume from instead of a
     damaged last.ckpt (the newest of the run's other checkpoints that loads), else None."""
+    cfg = _compose(own, given)
+    check_logger_packages(cfg.get("logger"))  # the run's logger=mlflow on a machine without mlflow
+    net_config = _net_config(cfg)
+    last = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else run / "checkpoints" / "last.ckpt"
+    plain = f"capgen-train resume={run}"
+    try:
+        check_resume_checkpoint(str(last), net_config)
+        return None
+    except NetworkMismatch as e:
+        if cfg.get("ckpt_path") or _net_config(_compose(own, [])) != net_config:
+            changed = [o for o in given if not o.startswith(("resume=", "hydra."))]
+            raise ValueError(
+                f"resume={run}: {' '.join(changed) or 'the settings given'} would build another network than the "
+                f"run trained ({'; '.join(e.differences[:4])}), so it cannot continue from {last}. Nothing in the run "
+                f"folder was changed. Resume with the run's own network: {plain} (other settings such as "
+                "trainer.max_epochs=... may be added), or start a new run with the new settings."
+            ) from None
+        # The run's own settings do not build last.ckpt's network: the file is another run's (copied
+        # or moved in), and `capgen-train resume=<run>` would fail again. As for a damaged one:
+        problem = f"holds another network than this run trained, another run's file? ({'; '.join(e.differences[:4])})"
+        return _fallback(run, last, net_config, own, problem)
+    except UnreadableCheckpoint as e:
+        if cfg.get("ckpt_path"):
+            raise
+        return _fallback(run, last, net_config, own, f"is damaged ({e})")
+
+
+def _compose(own: list[str], given: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
 
     from .config import CONF_DIR, register
@@ -75,35 +103,27 @@ def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
     # Hydra's own settings (hydra.run.dir, hydra/launcher=...) do not change what is trained.
     overrides = [o for o in [*own, *given] if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    check_logger_packages(cfg.get("logger"))  # the run's logger=mlflow on a machine without mlflow
+        return compose("train", overrides=overrides)
+
+
+def _net_config(cfg: DictConfig) -> dict:
     net_config = OmegaConf.to_container(cfg.model, resolve=True)
     net_config.pop("module")
-    last = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else run / "checkpoints" / "last.ckpt"
-    plain = f"capgen-train resume={run}"
-    try:
-        check_resume_checkpoint(str(last), net_config)
-        return None
-    except NetworkMismatch as e:
-        changed = [o for o in given if not o.startswith(("resume=", "hydra."))]
+    return net_config
+
+
+def _fallback(run: Path, last: Path, net_config: dict, own: list[str], problem: str) -> Path:
+    """The newest of the run's other checkpoints that loads and fits, instead of `last` (`problem`: what is wrong with it)."""
+    fallback = _newest_loadable(run / "checkpoints", net_config, exclude=last)
+    if fallback is None:
         raise ValueError(
-            f"resume={run}: {' '.join(changed) or 'the settings given'} would build another network than the "
-            f"run trained ({'; '.join(e.differences[:4])}), so it cannot continue from {last}. Nothing in the run "
-            f"folder was changed. Resume with the run's own network: {plain} (other settings such as "
-            "trainer.max_epochs=... may be added), or start a new run with the new settings."
-        ) from None
-    except UnreadableCheckpoint as e:
-        if cfg.get("ckpt_path"):
-            raise
-        fallback = _newest_loadable(run / "checkpoints", net_config, exclude=last)
-        if fallback is None:
-            raise ValueError(
-                f"resume={run}: {e} No other checkpoint in {run / 'checkpoints'} loads either, so the run cannot be "
-                f"resumed; start it again without resume= (capgen-train {' '.join(own)})."
-            ) from None
-        log.warning("resume=%s: %s is damaged (%s); resuming from %s, the newest checkpoint of the run that loads",
-                    run, last, e, fallback)
-        return fallback
+            f"resume={run}: {last} {problem}. No other checkpoint in {run / 'checkpoints'} loads and fits the run's "
+            f"network either, so the run cannot be resumed; start it again without resume= "
+            f"(capgen-train {' '.join(own)})."
+        )
+    log.warning("resume=%s: %s %s; resuming from %s, the newest checkpoint of the run that loads",
+                run, last, problem, fallback)
+    return fallback
 
 
 def _newest_loadable(folder: Path, net_config: dict, exclude: Path) -> Path | None:

@@ -8,12 +8,21 @@ the annotation of the target's argument of that name: whole numbers, numbers, bo
 strings, one of a Literal's values, None where Optional, lists of those. Annotations that
 are not plain data (a class, a callable) are not checked: their constructors check them.
 Ranges are the constructors' own business (each raises a ValueError naming its setting).
+
+`check_numbers(cfg)` is the one rule for numbers that are not numbers: every float anywhere
+in a command's composed config (model, data, trainer, callbacks, decode, the command's own
+settings, and whatever a recipe sets) must be finite. NaN compares False with every bound,
+so `length_penalty=nan` would pass each range check and change results without a word; an
+infinity fails deep inside torch naming no setting. No capgen setting gives NaN or an
+infinity a meaning (null is how a setting says "none" or "off" where it allows it), so the
+rule has no exceptions. Each command's settings check calls it first.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
 import types
 import typing
 from typing import Any
@@ -38,6 +47,45 @@ def check_values(cfg: DictConfig, hints: dict[str, Any]) -> None:
         value = OmegaConf.select(cfg, key)
         if not _fits(value, hint):
             raise ValueError(f"{key}={value!r}: must be {_describe(hint)}.")
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Raise a one-paragraph ValueError naming the first float setting of `cfg` that is NaN or
+    an infinity, with its default where a constructor gives one. Values are read as written
+    (unresolved): an interpolation takes its number from a key that is checked itself."""
+    values = OmegaConf.to_container(cfg, resolve=False)
+    for key, value, target in _floats(values, "", None):
+        if math.isfinite(value):
+            continue
+        what = "not a number (NaN)" if math.isnan(value) else "an infinity"
+        default = _default(target, key.rpartition(".")[2])
+        example = f", e.g. {key}={_show(default)} (the default)" if default is not None else ""
+        raise ValueError(f"{key}={value}: must be a finite number, and this is {what}; no capgen setting gives "
+                         f"NaN or an infinity a meaning (null means none or off where a setting allows it){example}.")
+
+
+def _floats(value: Any, key: str, target: str | None):
+    """(key, value, the _target_ of the node holding it) for every float in a container."""
+    if isinstance(value, dict):
+        target = value.get("_target_") if isinstance(value.get("_target_"), str) else None
+        for name, item in value.items():
+            yield from _floats(item, f"{key}.{name}" if key else str(name), target)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _floats(item, f"{key}[{i}]", target)
+    elif isinstance(value, float):
+        yield key, value, target
+
+
+def _default(target: str | None, name: str) -> Any:
+    """The finite number `target`'s constructor defaults argument `name` to, else None."""
+    if target is None:
+        return None
+    fn = get_object(target)
+    param = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters.get(name)
+    default = param.default if param is not None else None
+    finite = isinstance(default, (int, float)) and not isinstance(default, bool) and math.isfinite(default)
+    return default if finite else None
 
 
 def _check(values: dict, key: str) -> None:

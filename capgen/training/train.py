@@ -16,18 +16,18 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
-from ..metrics.captions import METRICS
 from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
 from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
 from .callbacks import BestEpochMetrics, CaptionSamples
+from .consistency import check_consistency
 from .hparams import log_final_hparams
-from .init_from import init_checkpoint, load_network
+from .init_from import check_coverage, init_checkpoint, load_network
 from .loggers import build_loggers, check_logger_packages, logger_runs
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, resume_checkpoint
 from .run_dir import write_summary, write_test_captions
-from .settings import check_types
+from .settings import check_numbers, check_types
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
     check_splits(cfg, datamodule)
+    if init is not None:  # its vocabulary must cover the data's words (capgen.training.init_from)
+        train_split = datamodule.source("train")
+        check_coverage(init, (c for i in range(len(train_split)) for c in train_split.captions(i)),
+                       datamodule.min_freq, datamodule.max_len, cfg.get("init_from_min_coverage", 0.5))
     vocab = datamodule.vocab
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 
@@ -121,7 +125,7 @@ def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
     """Every split the run will use has images: a run without them would train, validate or
     test on nothing and still report itself completed."""
     uses = {"train": True, "val": cfg.trainer.get("limit_val_batches", 1.0) != 0, "test": bool(cfg.test)}
-    skip = {"train": "", "val": " or skip validation with trainer.limit_val_batches=0",
+    skip = {"train": "", "val": " or skip validation with trainer.limit_val_batches=0 monitor=train/loss monitor_mode=min",
             "test": " or leave the test out with test=false"}
     for split, used in uses.items():
         if used and len(datamodule.source(split)) == 0:
@@ -137,6 +141,7 @@ def check_settings(cfg: DictConfig) -> None:
     trains on nothing, a monitor no epoch logs), checked before anything is built; each error
     names the key, the value and the fix. Ranges of single settings are checked by the
     constructors they go to, types against their annotations (capgen.training.settings)."""
+    check_numbers(cfg)
     seed = cfg.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r}: must be a whole number, e.g. seed=42")
@@ -164,12 +169,4 @@ def check_settings(cfg: DictConfig) -> None:
     clip = trainer.get("gradient_clip_val")
     if clip is not None and clip < 0:
         raise ValueError(f"trainer.gradient_clip_val={clip}: must be at least 0 (0 or null: no clipping), e.g. 1.0")
-    val_metrics = list(cfg.model.module.val_metrics)
-    if any(m not in METRICS for m in val_metrics):
-        return  # CaptioningModule names the unknown ones
-    logged = ["val/loss", *(f"val/{name}" for m in val_metrics for name in METRICS[m]), "train/loss", "train/xent"]
-    if cfg.monitor not in logged:
-        raise ValueError(
-            f"monitor={cfg.monitor!r}: no epoch of this run logs it, so no checkpoint could be chosen as the best. "
-            f"Use one of {', '.join(logged)} (val/* scores come from model.module.val_metrics)."
-        )
+    check_consistency(cfg)  # settings that contradict each other or the run (capgen.training.consistency)

@@ -66,7 +66,7 @@ def compose_train(tmp_path, *overrides):
 @pytest.mark.parametrize("override, message", [
     ("model.module.lr=abc", "model.module.lr='abc': must be a number"),
     ("model.module.lr=-1", "model.module.lr=-1: must be a positive number"),
-    ("model.module.lr=nan", "model.module.lr=nan: must be a positive number"),
+    ("model.module.lr=nan", "model.module.lr=nan: must be a finite number"),
     ("model.module.encoder_lr=0", "model.module.encoder_lr=0: must be a positive number, or null"),
     ("model.module.weight_decay=-0.1", "model.module.weight_decay=-0.1: must be at least 0"),
     ("model.module.warmup_steps=-5", "model.module.warmup_steps=-5: must be at least 0"),

@@ -13,6 +13,7 @@ node switched to method=sample or greedy may keep its beam_size.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -126,9 +127,9 @@ def check(values: dict[str, Any], where: str) -> None:
     for key in INT_KEYS:
         if isinstance(v[key], bool) or not isinstance(v[key], int):
             fail(key, "give a whole number.")
-    for key in FLOAT_KEYS:
-        if isinstance(v[key], bool) or not isinstance(v[key], (int, float)):
-            fail(key, "give a number.")
+    for key in FLOAT_KEYS:  # NaN passes every bound below, so it is refused here (an infinity too)
+        if isinstance(v[key], bool) or not isinstance(v[key], (int, float)) or not math.isfinite(v[key]):
+            fail(key, "give a finite number.")
     if v["max_len"] is not None and (isinstance(v["max_len"], bool) or not isinstance(v["max_len"], int)):
         fail("max_len", "give a whole number of words, or null for the vocabulary's caption length.")
     if not isinstance(v["suppress_unk"], bool):
