@@ -4,6 +4,7 @@ and the message when a logger's optional package is missing."""
 
 import csv
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -35,6 +36,8 @@ def csv_column(run: Path, key: str) -> list[tuple[int, float]]:
 def mlflow_run(run: Path):
     """The one MLflow run in the run folder's file store, and a client for it."""
     from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in, as capgen's logger sets it
 
     client = MlflowClient(f"file:{run / 'mlruns'}")
     (found,) = client.search_runs([client.get_experiment_by_name("capgen").experiment_id])

@@ -25,7 +25,7 @@ def sweep(tmp_path_factory) -> Path:
     """`capgen-train -m model=rnn,lstm,attn` (2 epochs, hidden 40, tested with beam 2) on tiny data."""
     out = tmp_path_factory.mktemp("sweep")
     done = capgen("train", "-m", "model=" + ",".join(MODELS), "model.decoder.hidden_dim=40",
-                  "model.module.test_decode.beam_size=2", "trainer.max_epochs=2", *small("logger=tensorboard"), UNNAMED,
+                  "model.module.test_decode.beam_size=2", "trainer.max_epochs=2", *small("logger=tensorboard", "callbacks.caption_samples.num_samples=4"), UNNAMED,
                   f"hydra.sweep.dir={out}", cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     return out

@@ -21,10 +21,10 @@ from capgen.training.config import CONF_DIR
 
 SIZES = "data.source.sizes={train:64,val:16,test:16}"
 # key -> the override that switches it off; a test's own override of the key (or of a key
-# below it) replaces it.
+# above or below it) replaces it.
 CHEAP = {
     "logger": "logger=[]",
-    "callbacks.caption_samples": "~callbacks.caption_samples",
+    "callbacks.caption_samples.num_samples": "callbacks.caption_samples.num_samples=0",
     "model.module.test_metrics": "model.module.test_metrics=[BLEU,ROUGE-L,CIDEr]",
 }
 
@@ -33,12 +33,16 @@ def _key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
+def _touches(given: str, key: str) -> bool:
+    return given == key or given.startswith(key + ".") or key.startswith(given + ".")
+
+
 def cheap(*overrides: str, rich: bool = False) -> list[str]:
     """`overrides` after the cheap settings that none of them touches (none with rich=True)."""
     keys = [_key(o) for o in overrides]
     if rich:
         return list(overrides)
-    off = [o for key, o in CHEAP.items() if not any(k == key or k.startswith(key + ".") for k in keys)]
+    off = [o for key, o in CHEAP.items() if not any(_touches(k, key) for k in keys)]
     return [*off, *overrides]
 
 
