@@ -32,6 +32,14 @@ class BestEpochMetrics(L.Callback):
         if best is None or (score > best if self.mode == "max" else score < best):
             self.best = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The best epoch's metrics are those of the best checkpoint kept. A run started from
+        # another run's checkpoint keeps none of that run's files (RelocatableCheckpoint), so
+        # its result is its own best epoch's, not the other run's.
+        kept = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == self.monitor]
+        if self.best and kept and all(c.best_model_score is None for c in kept):
+            self.best = {}
+
     def state_dict(self) -> dict[str, Any]:
         return {"best": dict(self.best)}
 
