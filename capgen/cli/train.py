@@ -15,13 +15,14 @@ from omegaconf import DictConfig
 
 from ..training import config
 from ..training.decode import upgrade_overrides
-from ..training.lock import RunFolderInUse, hold, named_run_dir, record_holder, run_lock
+from ..training.lock import hold, named_run_dir, record_holder, run_lock
 from ..training.plugins import require_logger_packages, require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
+from ..training.settings import check_added_keys
 from ..training.train import train
 from .argv import output_dir_as_run_dir, quote_paths
-from .failure import one_paragraph_on_failure
+from .failure import one_paragraph_on_failure, refused_at_start
 
 config.register()
 
@@ -37,6 +38,13 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    with refused_at_start("capgen-train"):  # one paragraph, not a traceback, for what is refused here
+        _check_command_line()
+    _main()
+
+
+def _check_command_line() -> None:
+    """Rewrite and check sys.argv before Hydra starts: nothing is written for a refused command."""
     sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.cli.argv
     sys.argv[1:] = output_dir_as_run_dir(sys.argv[1:])  # the whole run in one folder
     # model.module.beam_size=... and the other decoding keys of earlier versions, as decode settings
@@ -50,14 +58,11 @@ def main() -> None:
     # ranks) have a rank in their environment and write into its folder under its lock.
     folder = named_run_dir(sys.argv[1:]) if rank_zero_only.rank == 0 else None
     if folder is not None:
-        try:
-            hold(folder, record=False)  # until this process ends; nothing written before the checks
-        except RunFolderInUse as e:
-            raise SystemExit(str(e)) from None  # one paragraph, not a traceback
+        hold(folder, record=False)  # until this process ends; nothing written before the checks
     sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's settings and folder
+    check_added_keys(sys.argv[1:])  # +model.decoder.hiden_dim=3: refused before Hydra makes a run folder
     if folder is not None:
         record_holder(folder)  # accepted: name this process as the folder's writer
-    _main()
 
 
 if __name__ == "__main__":

@@ -8,11 +8,16 @@ the annotation of the target's argument of that name: whole numbers, numbers, bo
 strings, one of a Literal's values, None where Optional, lists of those. Annotations that
 are not plain data (a class, a callable) are not checked: their constructors check them.
 Ranges are the constructors' own business (each raises a ValueError naming its setting).
+
+`check_keys(node, key)` refuses a key that the target's constructor does not take
+(`+model.decoder.hiden_dim=3`), naming the close match, before the constructor's TypeError
+would, and (capgen.cli.train) before Hydra writes a run folder for it.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import difflib
 import inspect
 import types
 import typing
@@ -29,6 +34,71 @@ def check_types(node: DictConfig, key: str) -> None:
     that its target's annotation does not allow."""
     values = OmegaConf.to_container(node, resolve=True)
     _check(values, key)
+
+
+class UnknownSetting(ValueError):
+    """A key that the constructor it would be given to does not take."""
+
+
+def check_keys(node: DictConfig, key: str) -> None:
+    """Raise UnknownSetting for the first key in `node` (at config path `key`), or in a node
+    with its own `_target_` inside it, that its target's constructor does not take."""
+    _check_keys(OmegaConf.to_container(node, resolve=False), key)
+
+
+def _check_keys(values: dict, key: str) -> None:
+    target = values.get("_target_")
+    if not isinstance(target, str):
+        return
+    fn = get_object(target)
+    params = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for name, value in values.items():
+        if name.startswith("_"):  # Hydra's own: _target_, _recursive_, _partial_, ...
+            continue
+        if isinstance(value, dict) and "_target_" in value:
+            _check_keys(value, f"{key}.{name}")
+        elif name not in names and not takes_any:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"Did you mean {key}.{close[0]}? " if close else ""
+            known = f"Its settings are: {', '.join(names)}." if len(names) <= 12 else f"Its settings are the arguments of {target}."
+            raise UnknownSetting(
+                f"{key}.{name}: {target} takes no setting '{name}', so the run would fail when it is built. {hint}{known}"
+            )
+
+
+def check_added_keys(args: list[str], config_name: str = "train") -> None:
+    """UnknownSetting for a key added with `+` on the command line (`args`, sys.argv[1:]) that
+    its constructor does not take, checked on the composed config before Hydra starts (and so
+    before it makes a run folder). Hydra's own error for a misspelt key says to add `+`, which
+    gets past composition into a TypeError once the run folder is written. Sweeps (-m) are
+    checked by each job (capgen.training.train.check_settings): their values are not composed here."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .config import CONF_DIR, command_overrides
+
+    overrides = command_overrides(args)
+    added = [o for o in overrides if o.startswith("+") and not o.lstrip("+").startswith(("hydra.", "hydra/"))]
+    if not added or "-m" in args or "--multirun" in args:
+        return
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    if any(o.is_sweep_override() for o in parsed):
+        return
+    # Hydra's settings do not change what is built; Hydra reports a bad one itself.
+    keep = [o.input_line for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/"))]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=keep)
+    for override in added:
+        key = override.lstrip("+").partition("=")[0]
+        parent = key.rpartition(".")[0]
+        while parent:  # the innermost node with a _target_ that holds the key
+            node = OmegaConf.select(cfg, parent)
+            if isinstance(node, DictConfig) and "_target_" in node:
+                check_keys(node, parent)
+                break
+            parent = parent.rpartition(".")[0]
 
 
 def check_values(cfg: DictConfig, hints: dict[str, Any]) -> None:

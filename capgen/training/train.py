@@ -27,7 +27,7 @@ from .loggers import build_loggers, check_logger_packages, logger_runs
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, resume_checkpoint
 from .run_dir import write_summary, write_test_captions
-from .settings import check_types
+from .settings import check_keys, check_types
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ def check_settings(cfg: DictConfig) -> None:
     for key in nodes:
         node = OmegaConf.select(cfg, key)
         if isinstance(node, DictConfig):
+            check_keys(node, key)  # +model.decoder.hiden_dim=3: the close match, not a TypeError once built
             check_types(node, key)
     trainer = cfg.trainer
     for key in ("max_epochs", "max_steps", "limit_train_batches"):
