@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from ..training import config
 from ..training.decode import upgrade_overrides
 from ..training.lock import hold, named_run_dir, record_holder, run_lock
+from ..training.next_steps import what_next
 from ..training.plugins import require_logger_packages, require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
@@ -25,14 +27,19 @@ from .argv import output_dir_as_run_dir, quote_paths
 from .failure import one_paragraph_on_failure, refused_at_start
 
 config.register()
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    # One writer per run folder (capgen.training.lock); rank 0 only, as in main().
-    with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
-        with one_paragraph_on_failure("capgen-train"):
-            metrics = run_recording_failure(train, cfg)
+    try:
+        # One writer per run folder (capgen.training.lock); rank 0 only, as in main().
+        with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
+            with one_paragraph_on_failure("capgen-train"):
+                metrics = run_recording_failure(train, cfg)
+    finally:  # completed, failed or interrupted: where the run is and what to run next
+        if rank_zero_only.rank == 0:
+            log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor)))
     # The value a Hydra sweeper optimises: the best epoch's.
     return metrics.get(cfg.monitor)
 

@@ -20,7 +20,7 @@ from ..metrics.captions import METRICS
 from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
 from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
-from .callbacks import BestEpochMetrics, CaptionSamples
+from .callbacks import BestEpochMetrics, CaptionSamples, progress_bar
 from .hparams import log_final_hparams
 from .init_from import init_checkpoint, load_network
 from .loggers import build_loggers, check_logger_packages, logger_runs
@@ -75,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for callback in callbacks:
         if isinstance(callback, CaptionSamples):
             callback.pictures = datamodule.pictures  # the images, when batches carry features
+    if cfg.trainer.get("enable_progress_bar", True) is not False:
+        callbacks.append(progress_bar())  # Lightning's own bar, without its `v_num=ault` fragment
     loggers = build_loggers(cfg, start)
     if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

@@ -1,7 +1,11 @@
 """A new user's first hour (issue 23): the pieces behind the commands' messages and records,
 tested without training (tests/e2e/test_first_hour.py runs the commands)."""
 
+import json
+import logging
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -50,3 +54,101 @@ def test_a_key_its_constructor_does_not_take_is_named_with_the_close_match():
                                "source": {"_target_": "capgen.data.shapes.ShapesSource", "sizez": {}}})
     with pytest.raises(UnknownSetting, match=r"^data\.source\.sizez: .* Did you mean data\.source\.sizes\?"):
         check_keys(nested, "data")
+
+
+def _write_run(run: Path, summary: dict, overrides: list[str]) -> Path:
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_the_end_of_a_completed_run_names_its_best_checkpoint_and_the_next_commands(tmp_path):
+    from capgen.training.next_steps import what_next
+
+    run = _write_run(tmp_path / "run", {"status": "completed", "best_checkpoint": "checkpoints/epoch003-best2.500.ckpt",
+                                        "metrics": {"val/CIDEr": 2.5, "test/CIDEr": 2.25}}, ["model=lstm"])
+    lines = what_next(run)
+    assert lines[0] == f"run folder: {run} (completed)"
+    assert lines[1] == "best checkpoint: checkpoints/epoch003-best2.500.ckpt (val/CIDEr 2.500), test/CIDEr 2.250"
+    text = "\n".join(lines)
+    for command in (f"tensorboard --logdir {run}", f"capgen-eval run={run}",
+                    f"capgen-caption ckpt_path={run}/checkpoints/epoch003-best2.500.ckpt images=", f"capgen-demo run={run}"):
+        assert command in text
+    assert len(lines) <= 8  # a few lines
+
+
+def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
+    from capgen.training.next_steps import what_next
+
+    failed = _write_run(tmp_path / "failed", {"status": "failed", "error": "ValueError: bad", "traceback": "error.txt"},
+                        ["model=lstm", "data.source.sizes={train:8,val:4,test:4}"])
+    lines = what_next(failed)
+    assert lines[1] == f"error: ValueError: bad (traceback in {failed / 'error.txt'})"
+    assert lines[2] == "next: fix the cause and run again: capgen-train model=lstm 'data.source.sizes={train:8,val:4,test:4}'"
+    stopped = _write_run(tmp_path / "stopped", {"status": "interrupted", "signal": "SIGTERM",
+                                                "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
+    assert what_next(stopped)[-1] == f"next: continue it where it stopped: capgen-train resume={stopped}"
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    assert "ended before writing summary.json" in what_next(unfinished)[1]
+
+
+def _trainer(epoch: int, **metrics: float) -> SimpleNamespace:
+    return SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=epoch,
+                           callback_metrics={k.replace("_", "/", 1): torch.tensor(v) for k, v in metrics.items()},
+                           checkpoint_callbacks=[])
+
+
+def test_one_line_per_validation_epoch_with_the_best_so_far(caplog):
+    from capgen.training.callbacks import EpochLine
+
+    line = EpochLine()
+    with caplog.at_level(logging.INFO, logger="capgen.training.callbacks"):
+        line.on_validation_end(_trainer(0, val_CIDEr=0.5, val_loss=3.0, **{"val/BLEU-4": 0.1}), None)
+        line.on_validation_end(_trainer(1, val_CIDEr=0.25, val_loss=2.5, **{"val/BLEU-4": 0.2}), None)
+    said = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"epoch 0: val/CIDEr 0\.500, val/BLEU-4 0\.100, val/loss 3\.000; best val/CIDEr 0\.500 "
+                        r"\(epoch 0\); \d+ s", said[0]), said
+    assert said[1].startswith("epoch 1: val/CIDEr 0.250, val/BLEU-4 0.200, val/loss 2.500; best val/CIDEr 0.500 (epoch 0)")
+    restored = EpochLine()
+    restored.load_state_dict(line.state_dict())  # a resumed run goes on from the best so far
+    assert restored.best == (0.5, 0)
+
+
+def test_the_progress_bar_shows_no_version_fragment():
+    from capgen.training.callbacks import progress_bar
+
+    logger = SimpleNamespace(version="default", name="tb")
+    trainer = SimpleNamespace(loggers=[logger], progress_bar_metrics={"train/loss": 3.5})
+    assert progress_bar().get_metrics(trainer, None) == {"train/loss": 3.5}  # no v_num=ault
+
+
+def test_spice_without_its_models_is_left_out_of_the_default_metrics_with_one_line_and_no_download_advice(
+        monkeypatch, tmp_path, caplog):
+    from capgen.metrics import captions
+
+    monkeypatch.setattr(captions.shutil, "which", lambda name: "/usr/bin/java")
+    monkeypatch.setattr(captions, "_SPICE_MODELS", [tmp_path / "stanford-corenlp-3.6.0.jar"])
+    monkeypatch.setattr(captions, "_spice_noted", False)
+    with caplog.at_level(logging.INFO, logger="capgen.metrics"):
+        first, again = captions.default_metrics(), captions.default_metrics()
+    assert first == again == ("BLEU", "METEOR", "ROUGE-L", "CIDEr")
+    said = [r.getMessage() for r in caplog.records if "SPICE" in r.getMessage()]
+    assert len(said) == 1 and "get_stanford_models" not in said[0] and "download" not in said[0]
+
+
+def test_splits_drawn_for_custom_data_are_logged_once_with_their_sizes(tmp_path, caplog):
+    from capgen.data.custom import CustomSource
+
+    from helpers.fixtures_real import make_custom
+
+    make_custom(tmp_path, "jsonl", n=40, with_split=False)
+    fractions = {"train": 0.5, "val": 0.25, "test": 0.25}
+    with caplog.at_level(logging.INFO, logger="capgen.data.custom"):
+        for split in ("train", "val", "test"):
+            CustomSource(tmp_path, split, captions="captions.jsonl", image_dir="images", split_fractions=fractions,
+                         split_seed=3)
+    said = [r.getMessage() for r in caplog.records if "splits drawn" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("(split_seed=3): train 20, val 10, test 10 images"), said
