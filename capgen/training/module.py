@@ -11,6 +11,7 @@ Hydra config travels in the hyper-parameters and the vocabulary in every checkpo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -37,6 +38,8 @@ from .decode import upgrade_hparams
 from .recipes import check_recipe, lr_scheduler
 
 # The default decoding: greedy every epoch (cheap), a beam of 3 for the test.
+log = logging.getLogger(__name__)
+
 VAL_DECODE = DecodeSettings()
 TEST_DECODE = DecodeSettings(method="beam", beam_size=3)
 
@@ -247,6 +250,17 @@ class CaptioningModule(L.LightningModule):
                 "model.module.objective=scst: the module has no training references to reward its samples with; give "
                 "them with module.set_train_references(datamodule.references('train')) (capgen-train does)"
             )
+        self._said_scst = False
+
+    def on_train_epoch_start(self) -> None:
+        # One log line when the recipe turns self-critical (or the run starts, or resumes, past that epoch).
+        hp = self.hparams
+        if self.uses_scst and self.current_epoch >= hp.scst_from_epoch and not self._said_scst:
+            before = f"after {hp.scst_from_epoch} cross-entropy epoch(s)" if hp.scst_from_epoch else "from the start"
+            log.info("epoch %d: self-critical training (SCST) from epoch %d on, %s: %d samples per image, baseline %s, "
+                     "lr %g", self.current_epoch, hp.scst_from_epoch, before, hp.scst_samples, hp.scst_baseline,
+                     hp.scst_lr)
+            self._said_scst = True
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.uses_scst and self.current_epoch >= self.hparams.scst_from_epoch:
