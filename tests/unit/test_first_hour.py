@@ -152,3 +152,45 @@ def test_splits_drawn_for_custom_data_are_logged_once_with_their_sizes(tmp_path,
                          split_seed=3)
     said = [r.getMessage() for r in caplog.records if "splits drawn" in r.getMessage()]
     assert len(said) == 1 and said[0].endswith("(split_seed=3): train 20, val 10, test 10 images"), said
+
+
+def test_compare_on_a_mixed_folder_fits_120_columns_and_lists_failed_runs_apart(tmp_path, capsys):
+    from capgen.cli.compare import main as compare_main
+
+    def run(name: str, overrides: list[str], summary: dict | None) -> None:
+        path = tmp_path / "train" / name
+        (path / ".hydra").mkdir(parents=True)
+        (path / ".hydra" / "config.yaml").write_text("seed: 42\n")
+        (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        if summary is not None:
+            (path / "summary.json").write_text(json.dumps(summary))
+
+    scores = {"val/CIDEr": 2.91, "val/BLEU-4": 0.61, "test/CIDEr": 2.87, "test/BLEU-4": 0.6}
+    long_root = "data.root=/mnt/shared/datasets/coco2014/a/very/long/path/that/goes/on/and/on"
+    for job, (model, seed) in enumerate([("attn", 1), ("attn", 2), ("lstm", 1), ("lstm", 2)]):
+        overrides = [f"model={model}", f"seed={seed}", "model.decoder.hidden_dim=512", long_root,
+                     "trainer.max_epochs=2"]
+        run(f"multirun_2025-01-01_12-00-00/{job}_" + ",".join(overrides).replace("/", "_"), overrides,
+            {"status": "completed", "metrics": {k: v - 0.1 * job for k, v in scores.items()}})
+    run("2025-01-02_09-00-00", ["model.decoder.hidden_dim=1024", long_root.replace("very", "rather"), "trainer.max_epochs=2"],
+        {"status": "completed", "metrics": scores})
+    run("2025-01-03_09-00-00", ["+model.decoder.hiden_dim=3"],
+        {"status": "failed", "error": "TypeError: " + "AttentionDecoder.__init__() got an unexpected keyword " * 5,
+         "traceback": "error.txt"})
+
+    compare_main([str(tmp_path / "train")])
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 120, "\n".join(lines)
+    header = next(line for line in lines if " status " in line).split()
+    # Only what differs among the rows shown: not the failed run's misspelt key, not max_epochs.
+    assert header[:4] == ["data.root", "model", "hidden_dim", "seed"] and "hiden_dim" not in "\n".join(lines[:-2])
+    assert lines[0] == "all runs: trainer.max_epochs=2"
+    # The long paths shown from where they differ: their shared start is cut, not their difference.
+    assert [row.split()[0][:7] for row in lines[3:6]] == ["…rather", "…very/l", "…very/l"]
+    assert "columns: hidden_dim = model.decoder.hidden_dim" in lines
+    failed = lines.index("runs that did not complete:")
+    assert lines[failed + 1].startswith("  2025-01-03_09-00-00: failed: TypeError: AttentionDecoder") and \
+        lines[failed + 1].endswith("…")
+    assert not any("failed" in line for line in lines[:failed])  # not a row of the table
+    rows = lines[lines.index(next(line for line in lines if " status " in line)) + 1:failed]
+    assert len(rows) == 3 and all("completed" in row for row in rows)  # attn (2 seeds), lstm (2 seeds), one run
