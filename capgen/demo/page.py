@@ -20,6 +20,7 @@ import gradio as gr
 
 from ..data.images import BadSampleError
 from ..models.search.settings import BEAM_METHODS
+from ..vocab import CUT_MARK, shown
 from .captioners import PAGE_METHODS, Captioned, Captioner, caption_picture, page_settings, read_picture
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,15 @@ def caption_html(row: dict) -> str:
         for w, p in zip(row["words"], row["word_probs"])
     )
     caption = html.escape(row["caption"]) or "<em>(an empty caption: the model ended it at once)</em>"
+    if row.get("cut"):
+        caption += f" <em>{html.escape(CUT_MARK)}</em>"
     parts = [f'<p class="capgen-text">{caption}</p>', f'<div class="capgen-caption">{words}</div>',
              f"<p>log-probability {row['logprob']:.2f} &middot; {html.escape(row['decode'])}</p>"]
     if "captions" in row:
-        items = "".join(f"<li>{html.escape(c) or '<em>(none)</em>'} <small>({'-' if lp is None else f'{lp:.2f}'})</small></li>"
-                        for c, lp in zip(row["captions"], row["logprobs"]))
+        cut = row.get("cut_captions", [])
+        items = "".join(f"<li>{html.escape(shown(c, j in cut)) or '<em>(none)</em>'} "
+                        f"<small>({'-' if lp is None else f'{lp:.2f}'})</small></li>"
+                        for j, (c, lp) in enumerate(zip(row["captions"], row["logprobs"])))
         parts.append(f"<ol>{items}</ol>")
     return "\n".join(parts)
 

@@ -352,10 +352,12 @@ class CaptionScores(PerImageMetric):
         self.add_rows(image_ids, tokens=padded.long(), logprobs=logprobs.detach().double())
 
     def captions(self) -> list[dict]:
-        """[{image_id, caption, logprob}] in image-id order, each image once."""
+        """[{image_id, caption, logprob}] in image-id order, each image once; `cut: true` too for
+        a caption cut at the length cap (Vocabulary.is_cut)."""
         ids, rows = self.per_image()
         return [
-            {"image_id": i, "caption": self.vocab.decode(t), "logprob": float(lp)}
+            {"image_id": i, "caption": self.vocab.decode(t), "logprob": float(lp),
+             **({"cut": True} if self.vocab.is_cut(t) else {})}
             for i, t, lp in zip(ids, rows["tokens"].tolist(), rows["logprobs"].tolist())
         ]
 

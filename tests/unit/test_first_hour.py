@@ -194,3 +194,46 @@ def test_compare_on_a_mixed_folder_fits_120_columns_and_lists_failed_runs_apart(
     assert not any("failed" in line for line in lines[:failed])  # not a row of the table
     rows = lines[lines.index(next(line for line in lines if " status " in line)) + 1:failed]
     assert len(rows) == 3 and all("completed" in row for row in rows)  # attn (2 seeds), lstm (2 seeds), one run
+
+
+def _vocab():
+    from capgen.vocab import Vocabulary
+
+    return Vocabulary.build(["a red circle", "a blue square"], max_len=3)
+
+
+def test_a_caption_the_decoder_did_not_end_is_cut_and_shown_marked():
+    from capgen.vocab import CUT_MARK, shown
+
+    vocab = _vocab()
+    red, circle = vocab.stoi["red"], vocab.stoi["circle"]
+    assert vocab.is_cut([red, circle, red])  # max_len words, no <end>
+    assert not vocab.is_cut([red, circle, vocab.end_id]) and not vocab.is_cut([vocab.end_id, 0, 0])
+    assert shown("red circle red", True) == f"red circle red {CUT_MARK}" and shown("red circle", False) == "red circle"
+
+
+def test_capgen_caption_and_the_demo_mark_a_cut_caption():
+    from capgen.demo.page import caption_html
+    from capgen.models.decoding import DecodeResult
+    from capgen.training.caption import caption_row
+    from capgen.vocab import CUT_MARK
+
+    vocab = _vocab()
+    red, circle = vocab.stoi["red"], vocab.stoi["circle"]
+    tokens = torch.tensor([[red, circle, red], [red, vocab.end_id, 0]])  # (B=2, L=3): cut, ended
+    result = DecodeResult(tokens, torch.zeros(2), torch.zeros(2, 3), None)
+    cut, _ = caption_row(vocab, result, 0)
+    ended, _ = caption_row(vocab, result, 1)
+    assert cut["cut"] is True and "cut" not in ended
+    assert CUT_MARK in caption_html({**cut, "decode": "greedy"}) and CUT_MARK not in caption_html({**ended, "decode": "greedy"})
+
+
+def test_scored_captions_say_which_were_cut():
+    from capgen.metrics import CaptionScores
+
+    vocab = _vocab()
+    red, circle = vocab.stoi["red"], vocab.stoi["circle"]
+    scores = CaptionScores(vocab, metrics=("BLEU",))
+    scores.update(torch.tensor([7, 8]), torch.tensor([[red, circle, red, 0], [red, circle, vocab.end_id, 0]]))
+    rows = {r["image_id"]: r for r in scores.captions()}
+    assert rows[7].get("cut") is True and "cut" not in rows[8]
