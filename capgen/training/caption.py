@@ -257,6 +257,9 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     check_settings(cfg)
     device = resolve_device(cfg.device)
     module = load_module(cfg.ckpt_path, device, cfg.get("channels_last", "auto"))
+    note = module.trained_on.photo_note(str(cfg.ckpt_path)) if module.trained_on else None
+    if note:  # the images given here are the user's own: most likely photographs
+        log.warning("%s", note)
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
     size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))

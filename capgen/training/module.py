@@ -32,7 +32,7 @@ from ..models.losses import caption_loss, doubly_stochastic, token_losses
 from ..models.scheduled_sampling import sampled_forward, sampling_probability
 from ..models.word_vectors import load_word_vectors
 from ..vocab import Vocabulary
-from . import compat
+from . import compat, provenance
 from .checkpoint import read_checkpoint, stamp
 from .decode import upgrade_hparams
 from .recipes import check_recipe, lr_scheduler
@@ -119,6 +119,10 @@ class CaptioningModule(L.LightningModule):
         (capgen.models.scheduled_sampling); word_vectors, a GloVe-format file for the decoder's
         word embedding, frozen or fine-tuned (capgen.models.word_vectors)."""
         super().__init__()
+        # {data, source} of the training data, set by capgen.training.train and saved in every
+        # checkpoint; trained_on: what a checkpoint read back says (from_checkpoint).
+        self.training_data: dict[str, str] | None = None
+        self.trained_on: provenance.TrainedOn | None = None
         if objective not in ("xe", "scst"):
             raise ValueError(f"model.module.objective={objective!r}: use xe (cross-entropy) or scst (self-critical)")
         scst.check_settings(scst_samples, scst_baseline, scst_max_len)
@@ -200,6 +204,8 @@ class CaptioningModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vocab"] = self.vocab.to_dict()
         stamp(checkpoint)  # format and capgen version, checked when the file is read back
+        if self.training_data is not None:  # what it was trained on (capgen.training.provenance)
+            checkpoint[provenance.KEY] = dict(self.training_data)
 
     @classmethod
     def from_checkpoint(cls, path: str, setting: str = "ckpt_path") -> CaptioningModule:
@@ -208,6 +214,7 @@ class CaptioningModule(L.LightningModule):
         ckpt = read_checkpoint(path, setting)
         hparams = upgrade_hparams(ckpt.hparams)  # a checkpoint of an older capgen: its beam sizes as decode settings
         module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **hparams)
+        module.trained_on = ckpt.trained
         try:
             module.load_state_dict(ckpt.state_dict)
         except RuntimeError as e:  # read fine, but the weights do not fit

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,6 +21,7 @@ from ..metrics.captions import METRICS
 from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
 from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
+from . import provenance
 from .callbacks import BestEpochMetrics, CaptionSamples, progress_bar
 from .hparams import log_final_hparams
 from .init_from import init_checkpoint, load_network
@@ -67,6 +69,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module: CaptioningModule = build(
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
+    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    module.training_data = provenance.record(provenance.data_name(cfg.data, choice), str(OmegaConf.select(cfg, "data.source._target_", default="")))
     module.set_references("val", datamodule.references("val"))
     if module.uses_scst:
         module.set_train_references(datamodule.references("train"))

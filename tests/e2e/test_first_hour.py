@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -79,3 +80,51 @@ def test_a_misspelt_added_setting_is_refused_before_a_run_folder_is_written(tmp_
                               "takes no setting 'hiden_dim'"), message
     assert "Did you mean model.decoder.hidden_dim?" in message
     assert not run.exists()  # so capgen-compare never lists it
+
+
+def test_a_checkpoint_knows_its_training_data_and_caption_warns_on_a_photograph(ckpt, tmp_path, caplog):
+    from hydra import compose, initialize_config_dir
+
+    from capgen.training.caption import caption_images
+    from capgen.training.checkpoint import read_checkpoint
+    from capgen.training.config import CONF_DIR
+
+    from helpers.fixtures_real import write_jpeg
+
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["training_data"]["data"] == "shapes" and saved["training_data"]["source"].endswith("ShapesSource")
+    trained = read_checkpoint(ckpt).trained
+    assert trained.describe() == "shapes, 1 epoch" and trained.steps == 3
+
+    photo = write_jpeg(tmp_path / "photos" / "holiday.jpg", seed=1)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("caption", overrides=[f"ckpt_path={ckpt}", f"images={photo.parent}", "figures=false",
+                                            f"paths.output_dir={tmp_path / 'out'}"])
+    caplog.set_level("WARNING", logger="capgen.training.caption")
+    caption_images(cfg)
+    warned = [r.getMessage() for r in caplog.records if "synthetic shapes data" in r.getMessage()]
+    assert len(warned) == 1 and "shapes, 1 epoch" in warned[0] and "data=coco2014" in warned[0]
+
+
+def test_the_demo_column_shows_data_and_epochs_and_notes_an_uploaded_photograph(ckpt, tmp_path):
+    pytest.importorskip("gradio", reason="the demo extra: pip install -e '.[demo]'")
+    from hydra import compose, initialize_config_dir
+
+    from capgen.demo.captioners import load_captioners
+    from capgen.demo.page import _caption_all, caption_html
+    from capgen.training.config import CONF_DIR
+
+    from helpers.fixtures_real import write_jpeg
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("demo", overrides=[f"ckpt_path='{ckpt}'", f"paths.output_dir={tmp_path / 'out'}"])
+    (captioner,) = load_captioners(cfg)
+    assert captioner.trained.describe() == "shapes, 1 epoch"
+    photo = write_jpeg(tmp_path / "holiday.jpg", seed=2)
+    choices = ("greedy", 3, 1, 1.0, 0.9, 0)
+    (uploaded,) = _caption_all([captioner], {"path": str(photo), "orig_name": "holiday.jpg"}, choices,
+                               tmp_path / "out", 160, 100)
+    assert "synthetic shapes data" in caption_html(uploaded.row)
+    (example,) = _caption_all([captioner], {"path": str(photo), "orig_name": "shapes_test_0.png"}, choices,
+                              tmp_path / "out", 160, 100)
+    assert "note" not in example.row  # the page's own shapes scenes need no warning
