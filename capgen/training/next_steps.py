@@ -20,10 +20,10 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
     if summary is None:
         return [f"run folder: {run}", f"the run ended before writing {SUMMARY}; its log is {run / 'train.log'}"]
     lines = [f"run folder: {run} ({summary['status']})"]
-    if summary["status"] == "failed":
-        given = " ".join(shlex.quote(o) for o in _overrides(run))
-        lines += [f"error: {summary.get('error', '?')} (traceback in {run / summary.get('traceback', 'error.txt')})",
-                  f"next: fix the cause and run again: capgen-train {given}".rstrip()]
+    if summary["status"] == "failed":  # the error itself is the command's last line
+        given = " ".join(shlex.quote(_unquoted(o)) for o in _overrides(run))
+        lines[0] = f"run folder: {run} (failed; traceback in {run / summary.get('traceback', 'error.txt')})"
+        lines.append(f"next: fix the cause and run again: capgen-train {given}".rstrip())
         return lines
     if summary["status"] == "interrupted":
         lines.append(f"next: continue it where it stopped: {summary.get('resume') or f'capgen-train resume={folder}'}")
@@ -45,6 +45,15 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
         f"  capgen-demo run={folder}    # a local web page (pip install -e \".[demo]\")",
     ]
     return lines
+
+
+def _unquoted(override: str) -> str:
+    """A path override as typed: capgen-train quotes the values of ckpt_path=, resume= and
+    init_from= for Hydra itself (capgen.cli.argv), so the saved quotes are left out."""
+    key, sep, value = override.partition("=")
+    if key.lstrip("+") in ("ckpt_path", "resume", "init_from") and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        return f"{key}{sep}{value[1:-1]}"
+    return override
 
 
 def _overrides(run: Path) -> list[str]:

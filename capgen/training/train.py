@@ -90,6 +90,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         vocab.save(out / "vocab.json")
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        check_trained_on(cfg, start, trainer.global_step)
         # The run's result is its best epoch (the checkpoint kept and tested), not its last.
         best_epoch = next((c.best for c in callbacks if isinstance(c, BestEpochMetrics)), {})
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch
@@ -105,6 +106,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
     return metrics
+
+
+def check_trained_on(cfg: DictConfig, start, steps: int) -> None:
+    """A new run started from another run's checkpoint (ckpt_path= outside its own folder) that
+    took no step: the checkpoint had already reached trainer.max_epochs (or max_steps), and the
+    run would test the other run's weights and call itself completed, with no checkpoint of its
+    own. (A resume of a finished run in its own folder may do that: it tests its best again.)"""
+    if start is None or steps != start.global_step:
+        return
+    if Path(cfg.paths.output_dir).resolve() in Path(start.path).resolve().parents:
+        return
+    epochs = start.trained.epochs if start.trained else "its"
+    limits = [f"trainer.{k}={cfg.trainer[k]}" for k in ("max_epochs", "max_steps") if cfg.trainer.get(k) not in (None, -1)]
+    raise ValueError(
+        f"ckpt_path={start.path}: the checkpoint has trained {epochs} epoch(s) ({start.global_step} steps), as many as "
+        f"{' and '.join(limits) or 'the trainer'} allow, so this run trained nothing. Give a larger trainer.max_epochs "
+        f"to train on from it, or score it with capgen-eval ckpt_path={start.path}."
+    )
 
 
 def trains_on_cpu(cfg: DictConfig) -> bool:

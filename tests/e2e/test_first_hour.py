@@ -128,3 +128,12 @@ def test_the_demo_column_shows_data_and_epochs_and_notes_an_uploaded_photograph(
     (example,) = _caption_all([captioner], {"path": str(photo), "orig_name": "shapes_test_0.png"}, choices,
                               tmp_path / "out", 160, 100)
     assert "note" not in example.row  # the page's own shapes scenes need no warning
+
+
+def test_a_new_run_from_a_finished_checkpoint_that_trains_nothing_says_so(ckpt, make_cfg):
+    from capgen.training.train import train
+
+    cfg = make_cfg(f"ckpt_path={ckpt}", "logger=[]")  # debug=fast: 1 epoch, as many as the checkpoint has
+    with pytest.raises(ValueError, match=r"has trained 1 epoch\(s\) \(3 steps\), as many as trainer.max_epochs=1 allow, "
+                                         r"so this run trained nothing\. Give a larger trainer.max_epochs"):
+        train(cfg)

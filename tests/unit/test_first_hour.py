@@ -83,10 +83,11 @@ def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
     from capgen.training.next_steps import what_next
 
     failed = _write_run(tmp_path / "failed", {"status": "failed", "error": "ValueError: bad", "traceback": "error.txt"},
-                        ["model=lstm", "data.source.sizes={train:8,val:4,test:4}"])
+                        ["model=lstm", "data.source.sizes={train:8,val:4,test:4}", "ckpt_path='/runs/a b/last.ckpt'"])
     lines = what_next(failed)
-    assert lines[1] == f"error: ValueError: bad (traceback in {failed / 'error.txt'})"
-    assert lines[2] == "next: fix the cause and run again: capgen-train model=lstm 'data.source.sizes={train:8,val:4,test:4}'"
+    assert lines[0] == f"run folder: {failed} (failed; traceback in {failed / 'error.txt'})"
+    assert lines[1] == ("next: fix the cause and run again: capgen-train model=lstm 'data.source.sizes={train:8,val:4,test:4}' "
+                        "'ckpt_path=/runs/a b/last.ckpt'")  # as typed: capgen-train quotes paths for Hydra itself
     stopped = _write_run(tmp_path / "stopped", {"status": "interrupted", "signal": "SIGTERM",
                                                 "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
     assert what_next(stopped)[-1] == f"next: continue it where it stopped: capgen-train resume={stopped}"
