@@ -20,6 +20,8 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
     if summary is None:
         return [f"run folder: {run}", f"the run ended before writing {SUMMARY}; its log is {run / 'train.log'}"]
     lines = [f"run folder: {run} ({summary['status']})"]
+    if summary["status"] in ("failed", "interrupted"):
+        lines += _best_so_far(run)
     if summary["status"] == "failed":  # the error itself is the command's last line
         given = " ".join(shlex.quote(_unquoted(o)) for o in _overrides(run))
         lines[0] = f"run folder: {run} (failed; traceback in {run / summary.get('traceback', 'error.txt')})"
@@ -45,6 +47,13 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
         f"  capgen-demo run={folder}    # a local web page (pip install -e \".[demo]\")",
     ]
     return lines
+
+
+def _best_so_far(run: Path) -> list[str]:
+    """The newest best-epoch checkpoint a run that did not complete left (its name holds its
+    score: conf/callbacks/default.yaml), as a line; none when it left none."""
+    found = sorted((run / "checkpoints").glob("*-best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return [f"best checkpoint so far: {found[-1].relative_to(run)}"] if found else []
 
 
 def _unquoted(override: str) -> str:

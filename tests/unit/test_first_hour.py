@@ -90,7 +90,10 @@ def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
                         "'ckpt_path=/runs/a b/last.ckpt'")  # as typed: capgen-train quotes paths for Hydra itself
     stopped = _write_run(tmp_path / "stopped", {"status": "interrupted", "signal": "SIGTERM",
                                                 "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
-    assert what_next(stopped)[-1] == f"next: continue it where it stopped: capgen-train resume={stopped}"
+    (stopped / "checkpoints").mkdir()
+    (stopped / "checkpoints" / "epoch002-best1.250.ckpt").write_bytes(b"")
+    assert what_next(stopped)[1:] == ["best checkpoint so far: checkpoints/epoch002-best1.250.ckpt",
+                                      f"next: continue it where it stopped: capgen-train resume={stopped}"]
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     assert "ended before writing summary.json" in what_next(unfinished)[1]
