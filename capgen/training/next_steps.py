@@ -32,19 +32,24 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
         return lines
     best = summary.get("best_checkpoint")
     metrics = summary.get("metrics", {})
+    watch = f"  tensorboard --logdir {folder}    # curves, sample captions, attention"
     if best:
         score = f" ({monitor} {metrics[monitor]:.3f})" if monitor in metrics else ""
         test = f", test/CIDEr {metrics['test/CIDEr']:.3f}" if "test/CIDEr" in metrics else ""
         lines.append(f"best checkpoint: {best}{score}{test}")
-    else:
-        lines.append("best checkpoint: none (no validation ran)")
-    checkpoint = shlex.quote(str(run / best)) if best else shlex.quote(str(run / "checkpoints" / "last.ckpt"))
+        checkpoint, run_or_ckpt = shlex.quote(str(run / best)), f"run={folder}"
+    elif (run / "checkpoints" / "last.ckpt").is_file():
+        lines.append("best checkpoint: none (no validation ran); the last: checkpoints/last.ckpt")
+        checkpoint = shlex.quote(str(run / "checkpoints" / "last.ckpt"))
+        run_or_ckpt = f"ckpt_path={checkpoint}"
+    else:  # trainer.fast_dev_run writes none
+        return [*lines, "no checkpoint was written (trainer.fast_dev_run writes none)", "next:", watch]
     lines += [
         "next:",
-        f"  tensorboard --logdir {folder}    # curves, sample captions, attention",
-        f"  capgen-eval run={folder}    # the best checkpoint on the test split",
+        watch,
+        f"  capgen-eval {run_or_ckpt}    # the checkpoint on the test split",
         f"  capgen-caption ckpt_path={checkpoint} images=<a folder of your photos>",
-        f"  capgen-demo run={folder}    # a local web page (pip install -e \".[demo]\")",
+        f"  capgen-demo {run_or_ckpt}    # a local web page (pip install -e \".[demo]\")",
     ]
     return lines
 

@@ -253,3 +253,16 @@ def test_what_a_checkpoint_was_trained_on_decides_the_photograph_note():
     assert trained_on({"training_data": {"data": "coco2014"}, "epoch": 29, "global_step": 300000}).photo_note("c") is None
     older = trained_on({"epoch": 1, "global_step": 5000}, run_data="shapes")  # no record: its run folder's data config
     assert older.synthetic and older.describe() == "shapes, 2 epochs"
+
+
+def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_work(tmp_path):
+    from capgen.training.next_steps import what_next
+
+    quick = _write_run(tmp_path / "quick", {"status": "completed", "best_checkpoint": None, "metrics": {}}, [])
+    assert what_next(quick)[1:] == ["no checkpoint was written (trainer.fast_dev_run writes none)", "next:",
+                                    f"  tensorboard --logdir {quick}    # curves, sample captions, attention"]
+    (quick / "checkpoints").mkdir()
+    (quick / "checkpoints" / "last.ckpt").write_bytes(b"")
+    text = "\n".join(what_next(quick))
+    last = quick / "checkpoints" / "last.ckpt"
+    assert f"capgen-eval ckpt_path={last}" in text and f"capgen-demo ckpt_path={last}" in text and "run=" not in text
