@@ -266,3 +266,24 @@ def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_wor
     text = "\n".join(what_next(quick))
     last = quick / "checkpoints" / "last.ckpt"
     assert f"capgen-eval ckpt_path={last}" in text and f"capgen-demo ckpt_path={last}" in text and "run=" not in text
+
+
+def test_the_switch_to_self_critical_training_is_one_log_line(caplog):
+    from capgen.models import Captioner, LSTMDecoder, SmallCNN
+    from capgen.training.module import CaptioningModule
+
+    vocab = _vocab()
+    net = Captioner(SmallCNN(widths=(4,), grid=2), lambda **kw: LSTMDecoder(**kw, embed_dim=5, hidden_dim=7),
+                    vocab_size=len(vocab))
+    module = CaptioningModule(net, vocab, objective="scst", scst_from_epoch=2)
+    module.set_train_references({1: ["a red circle"], 2: ["a blue square"]})
+    with caplog.at_level(logging.INFO, logger="capgen.training.module"):
+        module.on_train_start()
+        for epoch in range(4):
+            module._trainer = SimpleNamespace(current_epoch=epoch)  # what Lightning's current_epoch reads
+            module.on_train_epoch_start()
+        module.on_train_start()  # resumed at epoch 3, past the switch: said once more, at the start
+        module.on_train_epoch_start()
+    said = [r.getMessage() for r in caplog.records if "self-critical" in r.getMessage()]
+    assert [s.split(":")[0] for s in said] == ["epoch 2", "epoch 3"], said
+    assert "SCST) from epoch 2 on, after 2 cross-entropy epoch(s)" in said[0] and "lr 5e-05" in said[0]
