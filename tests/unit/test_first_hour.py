@@ -287,3 +287,25 @@ def test_the_switch_to_self_critical_training_is_one_log_line(caplog):
     said = [r.getMessage() for r in caplog.records if "self-critical" in r.getMessage()]
     assert [s.split(":")[0] for s in said] == ["epoch 2", "epoch 3"], said
     assert "SCST) from epoch 2 on, after 2 cross-entropy epoch(s)" in said[0] and "lr 5e-05" in said[0]
+
+
+def test_a_split_read_from_a_cache_is_one_log_line(make_cfg, tmp_path, monkeypatch, caplog):
+    import hydra
+
+    from capgen.data import datamodule
+
+    class Cache:  # stands in for a usable capgen-prepare cache (tests/unit/test_cache.py tests the real one)
+        def __init__(self, folder, split, description, vocabulary):
+            self.split = split
+
+        def __len__(self) -> int:
+            return 5
+
+    monkeypatch.setattr(datamodule, "CachedImages", Cache)
+    cfg = make_cfg(f"data.cache_dir={tmp_path / 'cache'}")
+    data = hydra.utils.instantiate(cfg.data)
+    with caplog.at_level(logging.INFO, logger="capgen.data.datamodule"):
+        data.source("val")
+        data.source("val")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"the val split: 5 images from the cache in {tmp_path / 'cache'}"]
