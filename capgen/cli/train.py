@@ -21,7 +21,7 @@ from ..training.next_steps import what_next
 from ..training.plugins import require_logger_packages, require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
-from ..training.settings import check_added_keys
+from ..training.settings import check_command_keys
 from ..training.train import train
 from .argv import output_dir_as_run_dir, quote_paths
 from .failure import one_paragraph_on_failure, refused_at_start
@@ -67,7 +67,7 @@ def _check_command_line() -> None:
     if folder is not None:
         hold(folder, record=False)  # until this process ends; nothing written before the checks
     sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's settings and folder
-    check_added_keys(sys.argv[1:])  # +model.decoder.hiden_dim=3: refused before Hydra makes a run folder
+    check_command_keys(sys.argv[1:])  # model.decoder.hiden_dim=3 (+ or not): refused before Hydra makes a run folder
     if folder is not None:
         record_holder(folder)  # accepted: name this process as the folder's writer
 

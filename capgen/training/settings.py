@@ -11,7 +11,7 @@ Ranges are the constructors' own business (each raises a ValueError naming its s
 
 `check_keys(node, key)` refuses a key that the target's constructor does not take
 (`+model.decoder.hiden_dim=3`), naming the close match, before the constructor's TypeError
-would, and (capgen.cli.train) before Hydra writes a run folder for it.
+would; `check_command_keys` does so for the command line before Hydra writes a run folder.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections.abc
 import difflib
 import inspect
+import re
 import types
 import typing
 from typing import Any
@@ -68,37 +69,65 @@ def _check_keys(values: dict, key: str) -> None:
             )
 
 
-def check_added_keys(args: list[str], config_name: str = "train") -> None:
-    """UnknownSetting for a key added with `+` on the command line (`args`, sys.argv[1:]) that
-    its constructor does not take, checked on the composed config before Hydra starts (and so
-    before it makes a run folder). Hydra's own error for a misspelt key says to add `+`, which
-    gets past composition into a TypeError once the run folder is written. Sweeps (-m) are
-    checked by each job (capgen.training.train.check_settings): their values are not composed here."""
-    from hydra import compose, initialize_config_dir
+def check_command_keys(args: list[str], config_name: str = "train") -> None:
+    """UnknownSetting, before Hydra starts (and so before it makes a run folder), for a key on
+    the command line (`args`, sys.argv[1:]) that its constructor does not take: one added with
+    `+` (`+model.decoder.hiden_dim=3`), which Hydra would let through into a TypeError once the
+    run folder is written, and one without, for which Hydra's own error says to add `+`, which
+    would not help. Sweeps (-m) are checked by each job (capgen.training.train.check_settings):
+    their values are not composed here. Other errors are left to Hydra to report."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    from .config import CONF_DIR, command_overrides
+    from .config import command_overrides
 
-    overrides = command_overrides(args)
-    added = [o for o in overrides if o.startswith("+") and not o.lstrip("+").startswith(("hydra.", "hydra/"))]
-    if not added or "-m" in args or "--multirun" in args:
+    if "-m" in args or "--multirun" in args:
         return
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    if any(o.is_sweep_override() for o in parsed):
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
+    except HydraException:
+        return  # Hydra reports a malformed override itself
+    # Hydra's settings do not change what is built; groups (model=lstm) are Hydra's to check.
+    keep = [o for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/"))]
+    dotted = [o.key_or_group for o in keep if "." in o.key_or_group and not o.is_delete()]
+    if not dotted or any(o.is_sweep_override() for o in keep):
         return
-    # Hydra's settings do not change what is built; Hydra reports a bad one itself.
-    keep = [o.input_line for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/"))]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=keep)
-    for override in added:
-        key = override.lstrip("+").partition("=")[0]
+    lines = [o.input_line for o in keep]
+    cfg, unknown = _compose(config_name, lines)
+    if unknown is not None:  # Hydra refused a key that no node lists: compose without it, then name it
+        cfg, again = _compose(config_name, [o.input_line for o in keep if o.key_or_group.lstrip("+") != unknown])
+        if cfg is None or again is not None:
+            return
+        dotted = [unknown]
+    for key in (k.lstrip("+") for k in dotted):
         parent = key.rpartition(".")[0]
         while parent:  # the innermost node with a _target_ that holds the key
             node = OmegaConf.select(cfg, parent)
             if isinstance(node, DictConfig) and "_target_" in node:
-                check_keys(node, parent)
+                values = OmegaConf.to_container(node, resolve=False)
+                values.setdefault(key[len(parent) + 1:].split(".")[0], None)
+                _check_keys(values, parent)
                 break
             parent = parent.rpartition(".")[0]
+
+
+_NOT_LISTED = re.compile(r"Could not override '([^']+)'")
+
+
+def _compose(config_name: str, overrides: list[str]) -> tuple[DictConfig | None, str | None]:
+    """(the composed config, None), or (None, the key) when Hydra refuses an override whose key
+    the config does not list, or (None, None) for any other composition error."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from .config import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose(config_name, overrides=overrides), None
+    except ConfigCompositionException as e:
+        found = _NOT_LISTED.search(str(e))
+        return None, found.group(1) if found else None
 
 
 def check_values(cfg: DictConfig, hints: dict[str, Any]) -> None:

@@ -73,9 +73,10 @@ def test_a_refused_resume_ends_in_one_paragraph_and_changes_nothing(tiny_run, tm
     assert files(run) == before
 
 
-def test_a_misspelt_added_setting_is_refused_before_a_run_folder_is_written(tmp_path, monkeypatch):
+@pytest.mark.parametrize("plus", ["+", ""])  # with +: past Hydra into a TypeError; without: Hydra said to add +
+def test_a_misspelt_setting_is_refused_before_a_run_folder_is_written(tmp_path, monkeypatch, plus):
     run = tmp_path / "typo"
-    message = capgen_train(monkeypatch, tmp_path, "+model.decoder.hiden_dim=3", "debug=fast", f"hydra.run.dir={run}")
+    message = capgen_train(monkeypatch, tmp_path, f"{plus}model.decoder.hiden_dim=3", "debug=fast", f"hydra.run.dir={run}")
     assert message.startswith("capgen-train: UnknownSetting: model.decoder.hiden_dim: capgen.models.AttentionDecoder "
                               "takes no setting 'hiden_dim'"), message
     assert "Did you mean model.decoder.hidden_dim?" in message
