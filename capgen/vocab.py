@@ -16,6 +16,14 @@ SPECIALS = (PAD, START, END, UNK)  # ids 0, 1, 2, 3
 _SAVED_FIX = "expected JSON with 'words' and 'max_len' as Vocabulary.save writes it; save the vocabulary again"
 
 
+CUT_MARK = "… (cut at the length cap)"  # after a caption the decoder had not ended
+
+
+def shown(caption: str, cut: bool) -> str:
+    """A caption as the commands show it: marked when it was cut at the length cap."""
+    return f"{caption} {CUT_MARK}" if cut else caption
+
+
 class Vocabulary:
     """Word <-> id mapping with `<pad>`=0, `<start>`=1, `<end>`=2, `<unk>`=3.
 
@@ -57,6 +65,12 @@ class Vocabulary:
     def decode(self, ids: Iterable[int]) -> str:
         """Words up to the first `<end>`, skipping `<start>`/`<pad>`."""
         return " ".join(self.decode_words(ids))
+
+    def is_cut(self, ids: Iterable[int]) -> bool:
+        """Whether a decoded caption was cut at the length cap: words, and no `<end>` among them
+        (the decoder had not ended it when it reached max_len words)."""
+        ids = [int(i) for i in ids]
+        return self.end_id not in ids and any(i not in (self.pad_id, self.start_id) for i in ids)
 
     def decode_words(self, ids: Iterable[int]) -> list[str]:
         words = []

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from ..training import config
 from ..training.caption import caption_images
 from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure
+from .failure import one_paragraph_on_failure, refused_at_start
 
 config.register()
 
@@ -30,8 +30,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    sys.argv[1:] = output_dir_as_run_dir(quote_paths(sys.argv[1:], ("ckpt_path", "images")))  # see capgen.cli.argv
-    require_writable_run_folder(sys.argv[1:], "caption")
+    with refused_at_start("capgen-caption"):  # one paragraph, not a traceback
+        sys.argv[1:] = output_dir_as_run_dir(quote_paths(sys.argv[1:], ("ckpt_path", "images")))  # see capgen.cli.argv
+        require_writable_run_folder(sys.argv[1:], "caption")
     _main()
 
 

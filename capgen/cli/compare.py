@@ -6,7 +6,14 @@ metrics; or two runs (or seed groups) compared image by image.
     capgen-compare --paired outputs/train/multirun/0_model=attn outputs/train/multirun/1_model=lstm
     capgen-compare --paired 'outputs/train/multirun/*model=attn*' 'outputs/train/multirun/*model=lstm*'
 
-Runs that differ only by seed share a row: mean +- sd (n) per metric (--each: a row per run).
+The table has a row per run, or per seed group: runs that differ only by seed share a row,
+each metric as mean +- sd (n) over them (--each: a row per run). Its columns are the settings
+(command-line overrides) that differ between the rows, the status, the metrics (the first
+sorts, best first) and the run folder(s); settings every row shares are printed once above
+it. It fits --width columns (120): long names and values are cut, marked with "…".
+Failed and unreadable runs are not rows: they are listed below it with their error, one
+line each (as are unfinished and interrupted runs, which are rows).
+
 --paired A B: each side a run folder, a folder of runs or a quoted glob; a side of several runs
 must be one seed group, its per-image scores averaged over its seeds. A paired bootstrap over
 the test images both sides were tested on gives the difference of per-image CIDEr and BLEU-4,
@@ -20,16 +27,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..training.compare import DEFAULT_METRICS, as_markdown, as_text, compare, paired, paired_as_text
+from ..training.compare import DEFAULT_METRICS, WIDTH, as_markdown, as_text, compare, paired, paired_as_text
 from .argv import unwritable
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="capgen-compare", description=__doc__.split("\n")[0])
-    parser.add_argument("folders", nargs="*", type=Path, help="run folders, or folders to search for runs")
+    parser = argparse.ArgumentParser(prog="capgen-compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="*", type=Path,
+                        help="run folders, or folders to search for runs (e.g. outputs/train, a sweep's folder)")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
-                        help="columns, the first one sorts (default: %(default)s)")
-    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
+                        help="metric columns, from the runs' summary.json; the first one sorts (default: %(default)s)")
+    parser.add_argument("--markdown", type=Path,
+                        help="also write the table, uncut, as Markdown to this file")
+    parser.add_argument("--width", type=int, default=WIDTH,
+                        help="the widest line of the printed table, in characters (default: %(default)s)")
     parser.add_argument("--each", action="store_true", help="a row per run: no seed groups")
     parser.add_argument("--paired", nargs=2, metavar=("RUN_A", "RUN_B"),
                         help="compare A and B image by image (a run folder, a folder of runs or a quoted glob each)")
@@ -56,8 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     for folder in args.folders:
         if not folder.is_dir():
             parser.error(f"{folder}: {'a file, not a folder' if folder.exists() else 'no such folder'}; give run folders")
+    if args.width < 40:
+        parser.error(f"--width {args.width}: give at least 40 characters (120 is the default)")
     table = compare(args.folders, args.metrics, group_seeds=not args.each)
-    print(as_text(table))
+    print(as_text(table, args.width))
     if args.markdown:
         args.markdown.write_text(as_markdown(table))
         print(f"wrote {args.markdown}", file=sys.stderr)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from ..training import config
 from ..training.evaluate import evaluate, with_run_data_choice
 from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure
+from .failure import one_paragraph_on_failure, refused_at_start
 
 PATH_KEYS = ("run", "ckpt_path")  # quoted for Hydra, see capgen.cli.argv
 config.register()
@@ -32,8 +32,9 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv[1:] = with_run_data_choice(output_dir_as_run_dir(quote_paths(sys.argv[1:], PATH_KEYS)))
-    require_writable_run_folder(sys.argv[1:], "eval")
+    with refused_at_start("capgen-eval"):  # one paragraph, not a traceback
+        sys.argv[1:] = with_run_data_choice(output_dir_as_run_dir(quote_paths(sys.argv[1:], PATH_KEYS)))
+        require_writable_run_folder(sys.argv[1:], "eval")
     _main()
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -15,28 +16,42 @@ from omegaconf import DictConfig
 
 from ..training import config
 from ..training.decode import upgrade_overrides
-from ..training.lock import RunFolderInUse, hold, named_run_dir, record_holder, run_lock
+from ..training.lock import hold, named_run_dir, record_holder, run_lock
+from ..training.next_steps import what_next
 from ..training.plugins import require_logger_packages, require_plugins
 from ..training.resume import DDP_CHILD, resume_argv
 from ..training.run_dir import run_recording_failure
+from ..training.settings import check_command_keys
 from ..training.train import train
 from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure
+from .failure import one_paragraph_on_failure, refused_at_start
 
 config.register()
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
-    # One writer per run folder (capgen.training.lock); rank 0 only, as in main().
-    with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
-        with one_paragraph_on_failure("capgen-train"):
-            metrics = run_recording_failure(train, cfg)
+    try:
+        # One writer per run folder (capgen.training.lock); rank 0 only, as in main().
+        with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
+            with one_paragraph_on_failure("capgen-train"):
+                metrics = run_recording_failure(train, cfg)
+    finally:  # completed, failed or interrupted: where the run is and what to run next
+        if rank_zero_only.rank == 0:
+            log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor)))
     # The value a Hydra sweeper optimises: the best epoch's.
     return metrics.get(cfg.monitor)
 
 
 def main() -> None:
+    with refused_at_start("capgen-train"):  # one paragraph, not a traceback, for what is refused here
+        _check_command_line()
+    _main()
+
+
+def _check_command_line() -> None:
+    """Rewrite and check sys.argv before Hydra starts: nothing is written for a refused command."""
     sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.cli.argv
     sys.argv[1:] = output_dir_as_run_dir(sys.argv[1:])  # the whole run in one folder
     # model.module.beam_size=... and the other decoding keys of earlier versions, as decode settings
@@ -51,14 +66,11 @@ def main() -> None:
     # ranks) have a rank in their environment and write into its folder under its lock.
     folder = named_run_dir(sys.argv[1:]) if rank_zero_only.rank == 0 else None
     if folder is not None:
-        try:
-            hold(folder, record=False)  # until this process ends; nothing written before the checks
-        except RunFolderInUse as e:
-            raise SystemExit(str(e)) from None  # one paragraph, not a traceback
+        hold(folder, record=False)  # until this process ends; nothing written before the checks
     sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's settings and folder
+    check_command_keys(sys.argv[1:])  # model.decoder.hiden_dim=3 (+ or not): refused before Hydra makes a run folder
     if folder is not None:
         record_holder(folder)  # accepted: name this process as the folder's writer
-    _main()
 
 
 if __name__ == "__main__":

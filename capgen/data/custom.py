@@ -35,11 +35,13 @@ image given two splits or two ids) stops with a ValueError naming the file and t
 
 from __future__ import annotations
 
+import collections
 import csv
 import functools
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -51,6 +53,7 @@ from .text import check_image_id, read_utf8
 FORMATS = (".jsonl", ".csv", ".json")
 _HOW_TO_GET = "see the README's 'Your own data' (data=custom)"
 _FRACTIONS_EXAMPLE = "data.source.split_fractions={train:0.8,val:0.1,test:0.1}"
+log = logging.getLogger(__name__)
 
 
 class CustomSource(ImageFileSource):
@@ -152,8 +155,12 @@ def _row_index(path: str, identity: tuple, folder: str, fractions, seed: int) ->
                     f"{path} has no split column: give each row a split (train, val or test), or draw the splits "
                     f"by fractions with {_FRACTIONS_EXAMPLE}"
                 )
-            for file, part in draw_splits(list(images), dict(fractions), seed).items():
+            drawn = draw_splits(list(images), dict(fractions), seed)
+            for file, part in drawn.items():
                 images[file]["split"] = part
+            sizes = collections.Counter(drawn.values())
+            log.info("%s: splits drawn by data.source.split_fractions=%s (split_seed=%d): %s images", path,
+                     dict(fractions), seed, ", ".join(f"{part} {sizes[part]}" for part in SPLITS))
         has_id = [image["image_id"] is not None for image in images.values()]
         if any(has_id) and not all(has_id):
             line = next(image["line"] for image in images.values() if image["image_id"] is None)

@@ -291,7 +291,9 @@ class CaptionDataModule(L.LightningDataModule):
         description, vocabulary = describe_source(self.source_factory, split, raw), getattr(raw, "vocabulary", None)
         if self.use_features:
             try:
-                return CachedFeatures(self.cache_dir, split, description, vocabulary)
+                cached = CachedFeatures(self.cache_dir, split, description, vocabulary)
+                log.info("the %s split: %d images' encoder features from the cache in %s", split, len(cached), self.cache_dir)
+                return cached
             except CacheUnavailable as e:
                 raise ValueError(
                     f"data.use_features=true, but {e}. Write the feature cache with: capgen-prepare "
@@ -299,7 +301,9 @@ class CaptionDataModule(L.LightningDataModule):
                     "training run's encoder>"
                 ) from None
         try:
-            return CachedImages(self.cache_dir, split, description, vocabulary)
+            cached = CachedImages(self.cache_dir, split, description, vocabulary)
+            log.info("the %s split: %d images from the cache in %s", split, len(cached), self.cache_dir)
+            return cached
         except CacheUnavailable as e:
             log.info("no usable image cache for the %s split (%s): reading the raw source", split, e)
         bad = self._bad_image_ids(split)

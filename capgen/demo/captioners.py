@@ -24,6 +24,7 @@ from ..training.caption import DEFAULT_IMAGE_SIZE, caption_row, draw_attention, 
 from ..training.decode import CONSTRAINT_KEYS, command_settings
 from ..training.evaluate import load_module, resolve_device
 from ..training.module import CaptioningModule
+from ..training.provenance import TrainedOn
 from ..training.run_dir import best_checkpoint, find_runs, is_run, run_choice, run_config
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 FIX_UPLOAD = "upload a picture file (PNG, JPEG, GIF, BMP, WebP or TIFF)"
 # The decoding methods the page offers (diverse_beam stays a command-line choice: decode=diverse_beam).
 PAGE_METHODS = ("greedy", "beam", "sample")
+EXAMPLE_PREFIX = "shapes_test_"  # the page's example scenes: <out>/shapes_test_<k>.png
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Captioner:
     module: CaptioningModule
     image_size: int  # the side its run's images were resized to
     settings: DecodeSettings  # the command's decode settings for it: cfg.decode over its run's test decode
+    trained: TrainedOn | None = None  # its training data and length (capgen.training.provenance)
 
     @property
     def name(self) -> str:
@@ -135,7 +138,7 @@ def load_captioners(cfg: DictConfig, paths: list[Path] | None = None) -> list[Ca
                         "to %d; set image_size=... to match training", path, size)
         model = run_choice(str(path), "model") or type(module.net.decoder).__name__
         settings = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
-        captioners.append(Captioner(model, path, module, size, settings))
+        captioners.append(Captioner(model, path, module, size, settings, module.trained_on))
     return captioners
 
 
@@ -170,7 +173,7 @@ def example_pictures(captioners: list[Captioner], out: Path, n: int = 6) -> list
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
-        path = out / f"shapes_test_{i}.png"
+        path = out / f"{EXAMPLE_PREFIX}{i}.png"
         Image.fromarray(shapes.image(i)).save(path)
         paths.append(path)
     return paths

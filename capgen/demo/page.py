@@ -20,7 +20,8 @@ import gradio as gr
 
 from ..data.images import BadSampleError
 from ..models.search.settings import BEAM_METHODS
-from .captioners import PAGE_METHODS, Captioned, Captioner, caption_picture, page_settings, read_picture
+from ..vocab import CUT_MARK, shown
+from .captioners import EXAMPLE_PREFIX, PAGE_METHODS, Captioned, Captioner, caption_picture, page_settings, read_picture
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,16 @@ def caption_html(row: dict) -> str:
         for w, p in zip(row["words"], row["word_probs"])
     )
     caption = html.escape(row["caption"]) or "<em>(an empty caption: the model ended it at once)</em>"
-    parts = [f'<p class="capgen-text">{caption}</p>', f'<div class="capgen-caption">{words}</div>',
+    if row.get("cut"):
+        caption += f" <em>{html.escape(CUT_MARK)}</em>"
+    parts = [f'<p class="capgen-note">{html.escape(row["note"])}</p>'] if row.get("note") else []
+    parts += [f'<p class="capgen-text">{caption}</p>', f'<div class="capgen-caption">{words}</div>',
              f"<p>log-probability {row['logprob']:.2f} &middot; {html.escape(row['decode'])}</p>"]
     if "captions" in row:
-        items = "".join(f"<li>{html.escape(c) or '<em>(none)</em>'} <small>({'-' if lp is None else f'{lp:.2f}'})</small></li>"
-                        for c, lp in zip(row["captions"], row["logprobs"]))
+        cut = row.get("cut_captions", [])
+        items = "".join(f"<li>{html.escape(shown(c, j in cut)) or '<em>(none)</em>'} "
+                        f"<small>({'-' if lp is None else f'{lp:.2f}'})</small></li>"
+                        for j, (c, lp) in enumerate(zip(row["captions"], row["logprobs"])))
         parts.append(f"<ol>{items}</ol>")
     return "\n".join(parts)
 
@@ -46,6 +52,7 @@ def caption_html(row: dict) -> str:
 CSS = """
 .capgen-path { font-family: monospace; font-size: 0.8em; overflow-wrap: anywhere; margin-top: 0; }
 .capgen-text { font-size: 1.25em; font-weight: 600; }
+.capgen-note { color: #b45309; font-size: 0.9em; }
 .capgen-caption { line-height: 2.4em; }
 .capgen-word { display: inline-flex; flex-direction: column; align-items: center; margin: 0 2px;
                padding: 0 4px; border-radius: 4px; }
@@ -82,7 +89,8 @@ def build_page(captioners: list[Captioner], examples: list[Path], out: Path, fig
             with gr.Column(scale=max(2, len(captioners))), gr.Row(equal_height=False):
                 for c in captioners:
                     with gr.Column(min_width=300, elem_classes="capgen-column"):
-                        gr.HTML(f'<h3>{html.escape(c.model)}</h3><p class="capgen-path">{html.escape(str(c.path))}</p>')
+                        trained = f" &middot; {html.escape(c.trained.describe())}" if c.trained else ""
+                        gr.HTML(f'<h3>{html.escape(c.model)}{trained}</h3><p class="capgen-path">{html.escape(str(c.path))}</p>')
                         text = gr.HTML(label="Caption")
                         # No labels or buttons over the pictures: they would hide the word written on each frame.
                         gr.Markdown("Where the model looked for the word the slider picks, and the animated GIF:",
@@ -129,9 +137,15 @@ def _caption_all(captioners: list[Captioner], upload: dict | None, choices: tupl
     try:
         picture = read_picture(upload and upload["path"], upload and upload.get("orig_name"))
         results = []
+        # The page's own examples are shapes scenes; anything else is the user's picture, most likely a photograph.
+        uploaded = not Path(str(upload.get("orig_name") or upload["path"])).name.startswith(EXAMPLE_PREFIX)
         for c in captioners:
             settings = page_settings(c.settings, *choices)
-            results.append(caption_picture(c, picture, settings, out, figure_size, frame_ms))
+            result = caption_picture(c, picture, settings, out, figure_size, frame_ms)
+            note = c.trained.photo_note(c.model) if c.trained and uploaded else None
+            if note:
+                result.row["note"] = note
+            results.append(result)
     except (BadSampleError, ValueError) as e:
         message = " ".join(str(e).split())
         log.warning("refused: %s", message)  # one line in the server's log, the whole paragraph on the page

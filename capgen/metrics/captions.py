@@ -294,12 +294,24 @@ def _check_tokenizer(tokenizer: str) -> str:
     return tokenizer
 
 
+_spice_noted = False
+
+
 def default_metrics() -> tuple[str, ...]:
     """The scores a test reports when none are asked for: every one that can run here. METEOR
-    and SPICE are Java programs (SPICE is skipped with a warning without its CoreNLP models)."""
+    and SPICE are Java programs; SPICE needs its CoreNLP models too. Without them it is left
+    out with one line per process, and no advice to download them: only a test that names
+    SPICE in its metrics is told how (see _spice)."""
+    global _spice_noted
     if shutil.which("java") is None:
         return ("BLEU", "ROUGE-L", "CIDEr")
-    return ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+    if spice_available():
+        return ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+    if not _spice_noted:
+        log.info("SPICE is not scored: its Stanford CoreNLP models are not installed here (name SPICE in the test's "
+                 "metrics, e.g. model.module.test_metrics=[BLEU,METEOR,ROUGE-L,CIDEr,SPICE], to be told how to get them)")
+        _spice_noted = True
+    return ("BLEU", "METEOR", "ROUGE-L", "CIDEr")
 
 
 class CaptionScores(PerImageMetric):
@@ -340,10 +352,12 @@ class CaptionScores(PerImageMetric):
         self.add_rows(image_ids, tokens=padded.long(), logprobs=logprobs.detach().double())
 
     def captions(self) -> list[dict]:
-        """[{image_id, caption, logprob}] in image-id order, each image once."""
+        """[{image_id, caption, logprob}] in image-id order, each image once; `cut: true` too for
+        a caption cut at the length cap (Vocabulary.is_cut)."""
         ids, rows = self.per_image()
         return [
-            {"image_id": i, "caption": self.vocab.decode(t), "logprob": float(lp)}
+            {"image_id": i, "caption": self.vocab.decode(t), "logprob": float(lp),
+             **({"cut": True} if self.vocab.is_cut(t) else {})}
             for i, t, lp in zip(ids, rows["tokens"].tolist(), rows["logprobs"].tolist())
         ]
 

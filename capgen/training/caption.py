@@ -40,6 +40,7 @@ from PIL import Image
 from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
 from ..models.decoding import DecodeResult, DecodeSettings, NBestResult, first_captions
 from ..viz import attention_figure, attention_frames, write_gif
+from ..vocab import shown
 from .decode import command_settings
 from .evaluate import load_module, resolve_device
 from .run_dir import run_config
@@ -213,8 +214,9 @@ def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch
                 rows[i] = _failed(path, f"{path}: its attention figures could not be drawn ({_one_line(e)}); "
                                         "give figures=false to caption it without them")
                 continue
-        for caption in row.get("captions", [row["caption"]]):
-            print(f"{path}\t{caption}", flush=True)
+        cut = row.get("cut_captions", [0] if row.get("cut") else [])
+        for j, caption in enumerate(row.get("captions", [row["caption"]])):
+            print(f"{path}\t{shown(caption, j in cut)}", flush=True)
         rows[i] = row
     return [rows[i] for i in range(len(paths))]
 
@@ -228,10 +230,15 @@ def caption_row(vocab, every: DecodeResult | NBestResult, k: int) -> tuple[dict,
     steps, words = _words(vocab, result.tokens[k].tolist())
     probs = [float(result.token_logprobs[k, t].exp()) for t in steps]
     row = {"caption": " ".join(words), "words": words, "word_probs": probs, "logprob": float(result.logprob[k])}
+    if vocab.is_cut(result.tokens[k].tolist()):
+        row["cut"] = True  # cut at the length cap: shown marked (capgen.vocab.shown)
     if isinstance(every, NBestResult):
         logprobs = [float(lp) for lp in every.logprob[k]]
         row.update(captions=[" ".join(_words(vocab, t)[1]) for t in every.tokens[k].tolist()],
                    logprobs=[lp if np.isfinite(lp) else None for lp in logprobs])
+        cut = [j for j, t in enumerate(every.tokens[k].tolist()) if vocab.is_cut(t)]
+        if cut:
+            row["cut_captions"] = cut  # the places in `captions` cut at the length cap
     alphas = result.alphas[k, steps].cpu() if result.alphas is not None else None
     return row, alphas
 
@@ -251,6 +258,9 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     check_settings(cfg)
     device = resolve_device(cfg.device)
     module = load_module(cfg.ckpt_path, device, cfg.get("channels_last", "auto"))
+    note = module.trained_on.photo_note(str(cfg.ckpt_path)) if module.trained_on else None
+    if note:  # the images given here are the user's own: most likely photographs
+        log.warning("%s", note)
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
     size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))

@@ -30,6 +30,8 @@ from .. import __version__
 from ..atomic import write_atomically
 from ..vocab import Vocabulary
 from .compat import is_local_path
+from .provenance import TrainedOn, trained_on
+from .run_dir import run_data_choice
 
 # The layout of a capgen checkpoint: Lightning's keys plus "vocab" and hyper_parameters with
 # "net_config". Raise it when that layout changes so that older code refuses newer files.
@@ -83,6 +85,7 @@ class Checkpoint:
     hparams: dict[str, Any]  # the module's hyper-parameters, with net_config (the network's config)
     state_dict: dict[str, torch.Tensor]
     global_step: int  # optimizer steps done
+    trained: TrainedOn | None = None  # its training data, epochs and steps (capgen.training.provenance)
 
     @property
     def net_config(self) -> dict:
@@ -131,4 +134,5 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> Chec
             f"weights were trained for {out.shape[0]}; the file was altered or assembled from two runs. Use a "
             "checkpoint as capgen-train wrote it."
         )
-    return Checkpoint(p, vocab, hparams, ckpt["state_dict"], int(ckpt.get("global_step", 0)))
+    trained = trained_on(ckpt, run_data_choice(str(p)))
+    return Checkpoint(p, vocab, hparams, ckpt["state_dict"], int(ckpt.get("global_step", 0)), trained)

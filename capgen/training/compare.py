@@ -4,11 +4,14 @@ runs, or two seed groups, image by image on their test set.
 
 A run is a folder holding .hydra/config.yaml (as capgen-train leaves it); its overrides come
 from .hydra/overrides.yaml and its metrics from summary.json (the best epoch's val/* and the
-test/* of that checkpoint). Overrides shared by every run are printed once above the table;
-the ones that differ get a column each, and the run's folder comes last. Rows are sorted by
-the first metric, best first; failed, unfinished and unreadable runs come last, with their
-error. A run whose summary.json or overrides.yaml cannot be read is listed as unreadable, with
-the reason, and the table goes on with the others.
+test/* of that checkpoint). Failed runs, and runs whose summary.json or overrides.yaml cannot
+be read (unreadable), are not rows of the table: they are listed below it, one line each with
+the reason, and their settings (a misspelt key, say) make no column. Of the runs in the table,
+overrides they all share are printed once above it; the ones that differ get a column each,
+and the run's folder comes last. Rows are sorted by the first metric, best first; unfinished
+and interrupted runs come last. As text (`as_text`) the table fits a width (120 columns by
+default): long column names are cut to their last part(s), long values abbreviated with "…"
+(a start that all values of a column share first).
 
 Seed groups: completed runs whose overrides are the same apart from `seed` (e.g. the jobs of
 `-m seed=1,2,3 model=rnn,lstm`) share one row, each metric as "mean +- sd (n)" over them
@@ -32,6 +35,7 @@ import glob
 import math
 import os
 import statistics
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +76,20 @@ class Table:
     rows: list[list[str]]
     common: list[str]  # overrides every run shares
     notes: list[str]  # one line per run that did not complete
+    values: list[list[list[float]]] | None = None  # per row, per metric column: the runs' values
+
+
+NOT_IN_TABLE = ("failed", "unreadable")  # listed below the table instead
 
 
 def compare(roots: list[Path], metrics: list[str], group_seeds: bool = True) -> Table:
-    runs = [load_run(p) for root in roots for p in find_runs(root)]
-    if not runs:
+    found = [load_run(p) for root in roots for p in find_runs(root)]
+    if not found:
         raise SystemExit(f"no capgen-train runs (folders with .hydra/config.yaml) under {', '.join(map(str, roots))}")
+    runs = [r for r in found if r.status not in NOT_IN_TABLE]
+    left_out = [r for r in found if r.status in NOT_IN_TABLE]
     keys = sorted({k for r in runs for k in r.overrides})
-    # An override that is the same in every run says nothing about their differences.
+    # An override that is the same in every run of the table says nothing about their differences.
     varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
     common = [f"{k}={runs[0].overrides[k]}" for k in keys if k not in varying]
     entries = seed_groups(runs) if group_seeds else [[r] for r in runs]
@@ -93,20 +103,22 @@ def compare(roots: list[Path], metrics: list[str], group_seeds: bool = True) -> 
         return (entry[0].status != "completed", math.isnan(value), 0.0 if math.isnan(value) else -value)
 
     entries.sort(key=rank)
-    base = Path(os.path.commonpath([r.path.absolute() for r in runs]))  # names are shown relative to it
+    base = Path(os.path.commonpath([r.path.absolute() for r in found]))  # names are shown relative to it
 
     def name(run: Run) -> str:
         return str(run.path.absolute().relative_to(base)) if run.path.absolute() != base else run.path.name
 
     header = [*varying, "status", *metrics, "run"]  # the folder last: it repeats the overrides
-    rows, notes = [], []
+    rows, notes, numbers = [], [], []
     for entry in entries:
         settings = [",".join(dict.fromkeys(r.overrides.get(k, "-") for r in entry)) for k in varying]
         cells = [metric_cell(values(entry, m), grouped=len(entry) > 1) for m in metrics]
         rows.append([*settings, entry[0].status, *cells, " ".join(name(r) for r in entry)])
+        numbers.append([values(entry, m) for m in metrics])
         if entry[0].status != "completed":
             notes.append(f"{name(entry[0])}: {entry[0].status}: {entry[0].error}")
-    return Table(header, rows, common, notes)
+    notes += [f"{name(r)}: {r.status}: {r.error}" for r in left_out]
+    return Table(header, rows, common, notes, numbers)
 
 
 def without_seed(run: Run) -> tuple:
@@ -211,15 +223,91 @@ def paired_as_text(result: Paired, labels: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def as_text(table: Table) -> str:
-    widths = [max(len(row[i]) for row in [table.header, *table.rows]) for i in range(len(table.header))]
+WIDTH = 120  # capgen-compare's default text width
+_MIN_CELL = 8  # a settings or run column is not cut below this
+
+
+def as_text(table: Table, width: int = WIDTH) -> str:
+    """The table as lines of at most `width` characters (see the module docstring); the runs
+    that did not complete (failed, unreadable: not rows; unfinished, interrupted) in a short
+    list below it, one line each. When the metrics as written ("2.8600 ± 0.0707 (2)") leave
+    too little room, they are shown as "2.860±0.071" with the runs' count in an `n` column."""
+    n_settings = table.header.index("status")
+    names = short_names(table.header[:n_settings])
+    header, rows = [*names, *table.header[n_settings:]], [list(r) for r in table.rows]
+    for i in range(n_settings):  # /mnt/data/coco/a, /mnt/data/coco/b: "…a", "…b", so a cut keeps what differs
+        given = [row[i] for row in rows if row[i] != "-"]
+        start = len(os.path.commonprefix(given)) if len(set(given)) > 1 else 0
+        if start > _MIN_CELL:
+            for row in rows:
+                row[i] = row[i] if row[i] == "-" else "…" + row[i][start:]
+    widths = _fitted(header, rows, n_settings, width)
+    if sum(widths) + 2 * (len(widths) - 1) > width and table.values is not None:
+        header, rows = _compact(header, rows, table.values, n_settings)
+        widths = _fitted(header, rows, n_settings, width)
     lines = []
     if table.common:
-        lines.append("all runs: " + " ".join(table.common))
-    for row in [table.header, *table.rows]:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    lines.extend(table.notes)
+        lines += textwrap.wrap("all runs: " + " ".join(table.common), width, subsequent_indent="  ",
+                               break_on_hyphens=False)
+    renamed = [f"{n} = {k}" for n, k in zip(names, table.header) if n != k]
+    if renamed:
+        lines += textwrap.wrap("columns: " + "; ".join(renamed), width, subsequent_indent="  ", break_on_hyphens=False)
+    for row in [header, *rows]:
+        lines.append("  ".join(abbreviate(cell, w).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if table.notes:
+        lines.append("runs that did not complete:")
+        lines.extend(abbreviate("  " + note, width) for note in table.notes)
     return "\n".join(lines)
+
+
+def _fitted(header: list[str], rows: list[list[str]], n_settings: int, width: int) -> list[int]:
+    """Column widths: the widest settings or run column is cut, one character at a time, until
+    the table fits `width` or every one of them is down to _MIN_CELL (metrics are never cut)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    cuttable = [*range(n_settings), len(header) - 1]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        widest = max(cuttable, key=lambda i: widths[i])
+        if widths[widest] <= _MIN_CELL:
+            break
+        widths[widest] -= 1
+    return widths
+
+
+def _compact(header: list[str], rows: list[list[str]], values: list[list[list[float]]], n_settings: int):
+    """The metric cells as "mean±sd" to 3 decimals, and an `n` column (the row's runs); a metric
+    that fewer of them have keeps its own "(k)"."""
+    metrics = slice(n_settings + 1, len(header) - 1)
+    out = []
+    for row, numbers in zip(rows, values):
+        n = max((len(v) for v in numbers), default=0)
+        cells = []
+        for v in numbers:
+            cell = "-" if not v else f"{v[0]:.3f}" if len(v) == 1 else f"{statistics.mean(v):.3f}±{statistics.stdev(v):.3f}"
+            cells.append(cell + (f" ({len(v)})" if v and len(v) < n else ""))
+        out.append([*row[:metrics.start], *cells, str(n), row[-1]])
+    return [*header[:metrics.stop], "n", header[-1]], out
+
+
+def abbreviate(text: str, width: int) -> str:
+    """`text` cut to `width` characters, the cut marked with "…"."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def short_names(keys: list[str], longest: int = 16) -> list[str]:
+    """Each override key longer than `longest` as its last dotted part(s), as few as keep the
+    names apart (model.decoder.hidden_dim -> hidden_dim)."""
+    out = []
+    for key in keys:
+        parts = key.lstrip("+~").split(".")
+        name = key
+        if len(key) > longest:
+            for n in range(1, len(parts) + 1):
+                name = ".".join(parts[-n:])
+                same = [k for k in keys if k.lstrip("+~") == name or k.endswith("." + name)]
+                if len(same) == 1 and name not in ("status", "run"):
+                    break
+        out.append(name)
+    return out
 
 
 def as_markdown(table: Table) -> str:

@@ -23,6 +23,15 @@ def is_local_path(path) -> bool:
     return _is_local_file_protocol(path)
 
 
+def rich_available() -> bool:
+    """Whether Lightning's default progress bar is its rich one (rich installed), the choice a
+    Trainer makes itself (callback_connector); Lightning exposes it under a private name only.
+    capgen's bar without `v_num` follows it (test_first_hour)."""
+    from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
+
+    return bool(_RICH_AVAILABLE)
+
+
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
     """The module's trainer, or None when it is used without one. `module.trainer` raises when
     no trainer is attached, and there is no public "is attached" check."""

@@ -13,13 +13,14 @@ scored and all of them are written.
 
 Writes into cfg.paths.output_dir, each file atomically: metrics.json (with the decode
 settings used), captions.jsonl (one {image_id, caption, references, logprob, BLEU-4, CIDEr}
-per image: its own BLEU-4 and CIDEr-D as pycocoevalcap scores each image; plus {captions,
+per image, and `cut: true` for a caption cut at the length cap: its own BLEU-4 and CIDEr-D as pycocoevalcap scores each image; plus {captions,
 logprobs}: the image's n_best captions, when n_best > 1), results.json (the COCO caption
 server's [{image_id, caption}]) and data.yaml (the data config the scores are for).
 
 metrics.json also holds statistics of the captions (capgen.metrics.caption_stats):
 vocabulary, mean_length, unique_percent and novel_percent (against the training split's
-references; null, with novel_note saying why, when the training split cannot be read). With
+references; null, with novel_note saying why, when the training split cannot be read), and
+cut_captions: how many captions were cut at the length cap (the decoder had not ended them). With
 several captions per image (n_best > 1) Div-1, Div-2, mBLEU-4 and self-CIDEr
 (capgen.metrics.diversity) are added, per image in captions.jsonl and averaged in metrics.json.
 """
@@ -52,7 +53,7 @@ from .settings import check_numbers
 log = logging.getLogger(__name__)
 
 # A captions.jsonl row's fields, in this order, those a row has (diversity only with several captions).
-CAPTION_KEYS = ("image_id", "caption", "references", "logprob", "BLEU-4", "CIDEr", "captions", "logprobs", "Div-1",
+CAPTION_KEYS = ("image_id", "caption", "cut", "references", "logprob", "BLEU-4", "CIDEr", "captions", "logprobs", "Div-1",
                 "Div-2", "mBLEU-4", "self-CIDEr")
 
 
@@ -212,6 +213,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     report = {"checkpoint": str(ckpt_path), "split": cfg.split, "decode": module.last_test["decode"],
               "images": len(rows), **metrics}
     report.update(corpus_statistics(rows, datamodule, module.hparams.tokenizer))
+    # Captions the decoder had not ended at the length cap (decode.max_len, else the vocabulary's).
+    report["cut_captions"] = sum(bool(r.get("cut")) for r in rows)
     several = {r["image_id"]: r["captions"] for r in rows if len(r.get("captions", ())) > 1}
     if several:
         report.update(diversity(several, references, module.hparams.tokenizer, rows))

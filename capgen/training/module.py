@@ -11,6 +11,7 @@ Hydra config travels in the hyper-parameters and the vocabulary in every checkpo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -31,12 +32,14 @@ from ..models.losses import caption_loss, doubly_stochastic, token_losses
 from ..models.scheduled_sampling import sampled_forward, sampling_probability
 from ..models.word_vectors import load_word_vectors
 from ..vocab import Vocabulary
-from . import compat
+from . import compat, provenance
 from .checkpoint import read_checkpoint, stamp
 from .decode import upgrade_hparams
 from .recipes import check_recipe, lr_scheduler
 
 # The default decoding: greedy every epoch (cheap), a beam of 3 for the test.
+log = logging.getLogger(__name__)
+
 VAL_DECODE = DecodeSettings()
 TEST_DECODE = DecodeSettings(method="beam", beam_size=3)
 
@@ -116,6 +119,10 @@ class CaptioningModule(L.LightningModule):
         (capgen.models.scheduled_sampling); word_vectors, a GloVe-format file for the decoder's
         word embedding, frozen or fine-tuned (capgen.models.word_vectors)."""
         super().__init__()
+        # {data, source} of the training data, set by capgen.training.train and saved in every
+        # checkpoint; trained_on: what a checkpoint read back says (from_checkpoint).
+        self.training_data: dict[str, str] | None = None
+        self.trained_on: provenance.TrainedOn | None = None
         if objective not in ("xe", "scst"):
             raise ValueError(f"model.module.objective={objective!r}: use xe (cross-entropy) or scst (self-critical)")
         scst.check_settings(scst_samples, scst_baseline, scst_max_len)
@@ -197,6 +204,8 @@ class CaptioningModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vocab"] = self.vocab.to_dict()
         stamp(checkpoint)  # format and capgen version, checked when the file is read back
+        if self.training_data is not None:  # what it was trained on (capgen.training.provenance)
+            checkpoint[provenance.KEY] = dict(self.training_data)
 
     @classmethod
     def from_checkpoint(cls, path: str, setting: str = "ckpt_path") -> CaptioningModule:
@@ -205,6 +214,7 @@ class CaptioningModule(L.LightningModule):
         ckpt = read_checkpoint(path, setting)
         hparams = upgrade_hparams(ckpt.hparams)  # a checkpoint of an older capgen: its beam sizes as decode settings
         module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **hparams)
+        module.trained_on = ckpt.trained
         try:
             module.load_state_dict(ckpt.state_dict)
         except RuntimeError as e:  # read fine, but the weights do not fit
@@ -247,6 +257,17 @@ class CaptioningModule(L.LightningModule):
                 "model.module.objective=scst: the module has no training references to reward its samples with; give "
                 "them with module.set_train_references(datamodule.references('train')) (capgen-train does)"
             )
+        self._said_scst = False
+
+    def on_train_epoch_start(self) -> None:
+        # One log line when the recipe turns self-critical (or the run starts, or resumes, past that epoch).
+        hp = self.hparams
+        if self.uses_scst and self.current_epoch >= hp.scst_from_epoch and not self._said_scst:
+            before = f"after {hp.scst_from_epoch} cross-entropy epoch(s)" if hp.scst_from_epoch else "from the start"
+            log.info("epoch %d: self-critical training (SCST) from epoch %d on, %s: %d samples per image, baseline %s, "
+                     "lr %g", self.current_epoch, hp.scst_from_epoch, before, hp.scst_samples, hp.scst_baseline,
+                     hp.scst_lr)
+            self._said_scst = True
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self.uses_scst and self.current_epoch >= self.hparams.scst_from_epoch:

@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from ..data.datamodule import Batch
 from ..models.decoding import first_captions
 from ..viz import attention_figure, caption_figure
+from ..vocab import shown
 
 # One row per image: (image id, generated caption, reference captions).
 Row = tuple[int, str, list[str]]
@@ -47,8 +48,9 @@ def log_samples(trainer: L.Trainer, module, batch: Batch, stage: str,
     figures: dict[str, np.ndarray] = {}  # tag -> (H, W, 3) uint8
     for k, image_id in enumerate(batch.image_ids.tolist()):
         words = module.vocab.decode_words(result.tokens[k].tolist())
-        rows.append((image_id, " ".join(words), list(references.get(image_id, []))))
-        figures[f"{stage}_samples/{k}"] = pixels(caption_figure(images[k], f"image {image_id}", " ".join(words)))
+        caption = shown(" ".join(words), module.vocab.is_cut(result.tokens[k].tolist()))
+        rows.append((image_id, caption, list(references.get(image_id, []))))
+        figures[f"{stage}_samples/{k}"] = pixels(caption_figure(images[k], f"image {image_id}", caption))
         if result.alphas is not None and words:
             # alphas row k: one map per emitted token; keep the words' maps (and <end>'s).
             figures[f"{stage}_attention/{k}"] = pixels(attention_figure(images[k], words + ["<end>"], result.alphas[k],

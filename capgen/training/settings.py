@@ -16,13 +16,19 @@ so `length_penalty=nan` would pass each range check and change results without a
 infinity fails deep inside torch naming no setting. No capgen setting gives NaN or an
 infinity a meaning (null is how a setting says "none" or "off" where it allows it), so the
 rule has no exceptions. Each command's settings check calls it first.
+
+`check_keys(node, key)` refuses a key that the target's constructor does not take
+(`+model.decoder.hiden_dim=3`), naming the close match, before the constructor's TypeError
+would; `check_command_keys` does so for the command line before Hydra writes a run folder.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import difflib
 import inspect
 import math
+import re
 import types
 import typing
 from typing import Any
@@ -38,6 +44,99 @@ def check_types(node: DictConfig, key: str) -> None:
     that its target's annotation does not allow."""
     values = OmegaConf.to_container(node, resolve=True)
     _check(values, key)
+
+
+class UnknownSetting(ValueError):
+    """A key that the constructor it would be given to does not take."""
+
+
+def check_keys(node: DictConfig, key: str) -> None:
+    """Raise UnknownSetting for the first key in `node` (at config path `key`), or in a node
+    with its own `_target_` inside it, that its target's constructor does not take."""
+    _check_keys(OmegaConf.to_container(node, resolve=False), key)
+
+
+def _check_keys(values: dict, key: str) -> None:
+    target = values.get("_target_")
+    if not isinstance(target, str):
+        return
+    fn = get_object(target)
+    params = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for name, value in values.items():
+        if name.startswith("_"):  # Hydra's own: _target_, _recursive_, _partial_, ...
+            continue
+        if isinstance(value, dict) and "_target_" in value:
+            _check_keys(value, f"{key}.{name}")
+        elif name not in names and not takes_any:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"Did you mean {key}.{close[0]}? " if close else ""
+            known = f"Its settings are: {', '.join(names)}." if len(names) <= 12 else f"Its settings are the arguments of {target}."
+            raise UnknownSetting(
+                f"{key}.{name}: {target} takes no setting '{name}', so the run would fail when it is built. {hint}{known}"
+            )
+
+
+def check_command_keys(args: list[str], config_name: str = "train") -> None:
+    """UnknownSetting, before Hydra starts (and so before it makes a run folder), for a key on
+    the command line (`args`, sys.argv[1:]) that its constructor does not take: one added with
+    `+` (`+model.decoder.hiden_dim=3`), which Hydra would let through into a TypeError once the
+    run folder is written, and one without, for which Hydra's own error says to add `+`, which
+    would not help. Sweeps (-m) are checked by each job (capgen.training.train.check_settings):
+    their values are not composed here. Other errors are left to Hydra to report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from .config import command_overrides
+
+    if "-m" in args or "--multirun" in args:
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
+    except HydraException:
+        return  # Hydra reports a malformed override itself
+    # Hydra's settings do not change what is built; groups (model=lstm) are Hydra's to check.
+    keep = [o for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/"))]
+    dotted = [o.key_or_group for o in keep if "." in o.key_or_group and not o.is_delete()]
+    if not dotted or any(o.is_sweep_override() for o in keep):
+        return
+    lines = [o.input_line for o in keep]
+    cfg, unknown = _compose(config_name, lines)
+    if unknown is not None:  # Hydra refused a key that no node lists: compose without it, then name it
+        cfg, again = _compose(config_name, [o.input_line for o in keep if o.key_or_group.lstrip("+") != unknown])
+        if cfg is None or again is not None:
+            return
+        dotted = [unknown]
+    for key in (k.lstrip("+") for k in dotted):
+        parent = key.rpartition(".")[0]
+        while parent:  # the innermost node with a _target_ that holds the key
+            node = OmegaConf.select(cfg, parent)
+            if isinstance(node, DictConfig) and "_target_" in node:
+                values = OmegaConf.to_container(node, resolve=False)
+                values.setdefault(key[len(parent) + 1:].split(".")[0], None)
+                _check_keys(values, parent)
+                break
+            parent = parent.rpartition(".")[0]
+
+
+_NOT_LISTED = re.compile(r"Could not override '([^']+)'")
+
+
+def _compose(config_name: str, overrides: list[str]) -> tuple[DictConfig | None, str | None]:
+    """(the composed config, None), or (None, the key) when Hydra refuses an override whose key
+    the config does not list, or (None, None) for any other composition error."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from .config import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose(config_name, overrides=overrides), None
+    except ConfigCompositionException as e:
+        found = _NOT_LISTED.search(str(e))
+        return None, found.group(1) if found else None
 
 
 def check_values(cfg: DictConfig, hints: dict[str, Any]) -> None:

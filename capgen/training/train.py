@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,7 +20,8 @@ from ..data.datamodule import CaptionDataModule
 from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
 from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
-from .callbacks import BestEpochMetrics, CaptionSamples
+from . import provenance
+from .callbacks import BestEpochMetrics, CaptionSamples, progress_bar
 from .consistency import check_consistency
 from .hparams import log_final_hparams
 from .init_from import check_coverage, init_checkpoint, load_network
@@ -27,7 +29,7 @@ from .loggers import build_loggers, check_logger_packages, logger_runs
 from .module import CaptioningModule
 from .resume import check_resume_checkpoint, resume_checkpoint
 from .run_dir import write_summary, write_test_captions
-from .settings import check_numbers, check_types
+from .settings import check_keys, check_numbers, check_types
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module: CaptioningModule = build(
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
+    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    module.training_data = provenance.record(provenance.data_name(cfg.data, choice), str(OmegaConf.select(cfg, "data.source._target_", default="")))
     module.set_references("val", datamodule.references("val"))
     if module.uses_scst:
         module.set_train_references(datamodule.references("train"))
@@ -79,6 +83,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for callback in callbacks:
         if isinstance(callback, CaptionSamples):
             callback.pictures = datamodule.pictures  # the images, when batches carry features
+    if cfg.trainer.get("enable_progress_bar", True) is not False:
+        callbacks.append(progress_bar())  # Lightning's own bar, without its `v_num=ault` fragment
     loggers = build_loggers(cfg, start)
     if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -88,6 +94,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         vocab.save(out / "vocab.json")
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        check_trained_on(cfg, start, trainer.global_step)
         # The run's result is its best epoch (the checkpoint kept and tested), not its last.
         best_epoch = next((c.best for c in callbacks if isinstance(c, BestEpochMetrics)), {})
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch
@@ -103,6 +110,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
     return metrics
+
+
+def check_trained_on(cfg: DictConfig, start, steps: int) -> None:
+    """A new run started from another run's checkpoint (ckpt_path= outside its own folder) that
+    took no step: the checkpoint had already reached trainer.max_epochs (or max_steps), and the
+    run would test the other run's weights and call itself completed, with no checkpoint of its
+    own. (A resume of a finished run in its own folder may do that: it tests its best again.)"""
+    if start is None or steps != start.global_step:
+        return
+    if Path(cfg.paths.output_dir).resolve() in Path(start.path).resolve().parents:
+        return
+    epochs = start.trained.epochs if start.trained else "its"
+    limits = [f"trainer.{k}={cfg.trainer[k]}" for k in ("max_epochs", "max_steps") if cfg.trainer.get(k) not in (None, -1)]
+    raise ValueError(
+        f"ckpt_path={start.path}: the checkpoint has trained {epochs} epoch(s) ({start.global_step} steps), as many as "
+        f"{' and '.join(limits) or 'the trainer'} allow, so this run trained nothing. Give a larger trainer.max_epochs "
+        f"to train on from it, or score it with capgen-eval ckpt_path={start.path}."
+    )
 
 
 def trains_on_cpu(cfg: DictConfig) -> bool:
@@ -153,6 +178,7 @@ def check_settings(cfg: DictConfig) -> None:
     for key in nodes:
         node = OmegaConf.select(cfg, key)
         if isinstance(node, DictConfig):
+            check_keys(node, key)  # +model.decoder.hiden_dim=3: the close match, not a TypeError once built
             check_types(node, key)
     trainer = cfg.trainer
     for key in ("max_epochs", "max_steps", "limit_train_batches"):

@@ -189,7 +189,7 @@ def test_a_missing_logger_package_is_one_paragraph_with_the_pip_command_before_a
                      cwd=tmp_path, timeout=300)
     assert done.returncode == 1
     message = done.stderr.strip()
-    assert message.startswith("logger=[tensorboard,mlflow]: the mlflow logger needs the mlflow package"), message
+    assert message.startswith("capgen-train: logger=[tensorboard,mlflow]: the mlflow logger needs the mlflow package"), message
     assert 'pip install -e ".[mlflow]"' in message and "\n" not in message
     assert not run.exists()
 

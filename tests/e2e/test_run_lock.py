@@ -45,7 +45,8 @@ def test_a_second_capgen_train_on_a_run_in_progress_is_refused_and_a_killed_hold
             refused = capgen("train", *args, "trainer.max_epochs=1", cwd=tmp_path, timeout=300)
             assert refused.returncode == 1
             message = refused.stderr.strip().splitlines()[-1]
-            assert message.startswith(f"{run} is in use: capgen-train process {holder.pid} on host "), refused.stderr[-3000:]
+            assert message.startswith(f"capgen-train: RunFolderInUse: {run} is in use: capgen-train process {holder.pid} on host "), \
+                refused.stderr[-3000:]
             assert f"kill {holder.pid}" in message and "run this command again" in message
             assert "Traceback" not in refused.stderr
             assert snapshot(run) == before, args

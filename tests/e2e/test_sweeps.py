@@ -152,9 +152,13 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     traceback = (failed / "error.txt").read_text()
     assert traceback.startswith("Traceback") and "capgen/models/decoders.py" in traceback
 
+    # The failed job is no row of the table (its setting makes no column): it is listed below it.
     listed = capgen("compare", str(tmp_path), cwd=tmp_path).stdout.splitlines()
-    assert [line.split()[:2] for line in listed[2:4]] == [["16", "completed"], ["-1", "failed"]]
-    assert listed[4] == f"{failed.name}: failed: ValueError: model.decoder.hidden_dim=-1: must be a positive whole number, e.g. model.decoder.hidden_dim=256"
+    header = next(i for i, line in enumerate(listed) if line.startswith("status"))
+    assert [line.split()[0] for line in listed[header + 1:-2]] == ["completed"]
+    assert "model.decoder.hidden_dim=16" in " ".join(listed[:header])  # shared by every row: above the table
+    assert listed[-2:-1] == ["runs that did not complete:"]
+    assert listed[-1].startswith(f"  {failed.name}: failed: ValueError: model.decoder.hidden_dim=-1: must be a positive")
 
 
 def test_optuna_search_runs_its_trials_and_maximises_the_best_val_cider(tmp_path):

@@ -7,6 +7,7 @@
     FiniteLossGuard        a NaN/inf loss or update stops (keeping the last good weights) or is skipped
     BatchNormPolicy        BatchNorm statistics per batch or frozen, and DDP's sync checked
     BestEpochMetrics       the val/* metrics of the best epoch by the monitored metric
+    EpochLine              one log line per validation: the epoch's scores, the best so far, the time
     EarlyStopping          stop when the monitored metric has not improved for `patience` validations (off by default)
     CaptionSamples         generated vs reference captions and attention figures, to every logger that shows them
     StopOnSignal           SIGTERM / SIGUSR1: save last.ckpt at the step's end, stop, record "interrupted"
@@ -15,12 +16,13 @@
 from .checkpoints import BestCheckpoint, ExactResume, LastCheckpoint, RelocatableCheckpoint
 from .early_stopping import EarlyStopping
 from .faults import FiniteLossGuard, NonFiniteLossError, NonFiniteWeightsError, RunInterrupted, StopOnSignal
+from .progress import EpochLine, progress_bar
 from .results import BestEpochMetrics, CaptionSamples
 from .training import BatchNormPolicy, FlushLogsOnCheckpoint
 
 __all__ = [
-    "BatchNormPolicy", "BestCheckpoint", "BestEpochMetrics", "CaptionSamples", "EarlyStopping", "ExactResume",
+    "BatchNormPolicy", "BestCheckpoint", "BestEpochMetrics", "CaptionSamples", "EarlyStopping", "EpochLine", "ExactResume",
     "FiniteLossGuard",
     "FlushLogsOnCheckpoint", "LastCheckpoint", "NonFiniteLossError", "NonFiniteWeightsError", "RelocatableCheckpoint",
-    "RunInterrupted", "StopOnSignal",
+    "RunInterrupted", "StopOnSignal", "progress_bar",
 ]

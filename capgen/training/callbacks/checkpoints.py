@@ -41,7 +41,8 @@ def _set_random_state(rng: dict[str, Any]) -> None:
 
 
 class RelocatableCheckpoint(ModelCheckpoint):
-    """A ModelCheckpoint whose saved state follows the run folder when it is moved or copied.
+    """A ModelCheckpoint whose saved state follows the run folder when it is moved or copied,
+    and starts afresh in a new run folder started from another run's checkpoint.
 
     The state (best and k-th best file, the top-k files, the last file) names absolute paths in
     the folder the run was in. Lightning restores it only when the folder is the same, and
@@ -49,28 +50,47 @@ class RelocatableCheckpoint(ModelCheckpoint):
     a moved run then keeps its old best file beside a new one (save_top_k broken), and a copy
     tests and records the other copy's file. Paths inside the old checkpoint folder are
     rebased onto this one before Lightning restores them.
+
+    A rebased file that is not there was never written in this folder: the run is a new one
+    (`capgen-train ckpt_path=<another run>/checkpoints/last.ckpt`). Those files are forgotten,
+    with their scores: the new run's best is chosen among its own epochs, and its test loads a
+    file it wrote, instead of failing on a path that exists in neither folder.
     """
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
         if old and new and os.path.normpath(old) != os.path.normpath(new):
             state_dict = _rebased(state_dict, old, new)
+            if state_dict.get("best_model_path") and not os.path.isfile(state_dict["best_model_path"]):
+                log.info("%s: the checkpoint's best epoch was saved in %s, not in this run's folder; this run's "
+                         "best is chosen among its own epochs", type(self).__name__, old)
         super().load_state_dict(state_dict)
 
 
 def _rebased(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """`state` with paths inside `old` moved into `new`; those whose file is not in `new` (and
+    their scores) are left out, as if never saved."""
     def move(path):
         if not path:
             return path
         rel = os.path.relpath(path, old)
-        return path if rel.startswith(os.pardir) else os.path.join(new, rel)
+        moved = path if rel.startswith(os.pardir) else os.path.join(new, rel)
+        return moved if os.path.isfile(moved) else ""
 
     state = dict(state, dirpath=new)
-    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+    for key in ("kth_best_model_path", "last_model_path"):
         if key in state:
             state[key] = move(state[key])
+    if "best_model_path" in state:
+        state["best_model_path"] = move(state["best_model_path"])
+        if not state["best_model_path"]:
+            state["best_model_score"] = None
     if "best_k_models" in state:
-        state["best_k_models"] = {move(p): v for p, v in state["best_k_models"].items()}
+        kept = {move(p): v for p, v in state["best_k_models"].items()}
+        kept.pop("", None)
+        state["best_k_models"] = kept
+        if not state.get("kth_best_model_path") and "kth_value" in state:
+            state.pop("kth_value")  # Lightning's default (the worst possible) stays
     return state
 
 

@@ -11,6 +11,15 @@ import numpy as np
 from ...data.datamodule import Batch
 
 
+def best_starts_afresh(trainer: L.Trainer, monitor: str) -> bool:
+    """Whether the best checkpoint by `monitor` has no score at the start of training although
+    one was restored with the run: a run started from another run's checkpoint keeps none of
+    that run's files (RelocatableCheckpoint), so what is best is chosen among its own epochs.
+    The best epoch's metrics belong to the best checkpoint kept, and start afresh with it."""
+    kept = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == monitor]
+    return bool(kept) and all(c.best_model_score is None for c in kept)
+
+
 class BestEpochMetrics(L.Callback):
     """Keeps the val/* metrics of the epoch with the best `monitor` (the run's result, also in
     summary.json and TensorBoard's HPARAMS tab). Saved in checkpoints, so a resumed run still
@@ -31,6 +40,10 @@ class BestEpochMetrics(L.Callback):
         best = self.best.get(self.monitor)
         if best is None or (score > best if self.mode == "max" else score < best):
             self.best = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if best_starts_afresh(trainer, self.monitor):
+            self.best = {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": dict(self.best)}
