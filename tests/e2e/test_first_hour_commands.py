@@ -2,17 +2,15 @@
 new run from another run's checkpoint, a refused resume, a misspelt setting."""
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from capgen.cli.train import main as train_main
 
-from helpers.trained import SIZES
+from helpers.runs import SIZES
 
 
 def capgen_train(monkeypatch, cwd: Path, *args: str) -> str | None:
@@ -59,10 +57,8 @@ def test_a_new_run_from_a_sweep_jobs_checkpoint_tests_its_own_best(tiny_run, tmp
     assert "test/CIDEr" in summary["metrics"]
 
 
-def test_a_refused_resume_ends_in_one_paragraph_and_changes_nothing(tiny_run, tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    OmegaConf.save(OmegaConf.create(["debug=fast", SIZES]), run / ".hydra" / "overrides.yaml")
+def test_a_refused_resume_ends_in_one_paragraph_and_changes_nothing(tiny_run, copy_run, tmp_path, monkeypatch):
+    run = copy_run(tiny_run, "run")  # its .hydra/overrides.yaml as capgen-train leaves it
     before = files(run)
     message = capgen_train(monkeypatch, tmp_path, f"resume={run}", "model.decoder.hidden_dim=512")
     # What Python prints for a SystemExit with a message: that line alone, no traceback above it.
