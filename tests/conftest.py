@@ -7,11 +7,13 @@ demo results file the tokenizer is checked on."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from capgen.training import config
@@ -26,14 +28,25 @@ config.register()  # what every capgen command does before Hydra composes its co
 # --- processes never outlive the suite -----------------------------------------------------
 
 def _stop_on_sigterm(signum, frame):
-    """pytest sent SIGTERM (`timeout`, a CI runner): end every child process group, then stop
+    """pytest sent SIGTERM (`timeout`, a CI runner): end every child process group, pass the
+    signal on to the xdist workers (which do the same with theirs: a SIGTERM to the main
+    pytest process alone would leave them running their next test for a while), then stop
     the session as Ctrl-C would (fixtures torn down, the summary printed)."""
     procs.end_all()
+    for pid in procs.children():
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:  # it ended meanwhile
+            pass
     raise KeyboardInterrupt(f"pytest received {signal.Signals(signum).name}")
 
 
 def pytest_configure(config):
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # One torch thread per worker (and per process it starts): the workers share the cores.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 def pytest_unconfigure(config):

@@ -53,6 +53,20 @@ def end_all(keep: set[int] = frozenset()) -> None:
             end(proc)
 
 
+def children() -> list[int]:
+    """The pids of this process's children (pytest's xdist workers among them), from /proc;
+    none where there is no /proc."""
+    me, found = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, ...
+        except OSError:  # the process ended while we looked
+            continue
+        if fields[1] == me:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def run(cmd: list[str], *, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
     """subprocess.run(cmd, capture_output=True, text=True, timeout=timeout) in a process group
     of its own, which is ended afterwards whatever happened (a leftover child included)."""
