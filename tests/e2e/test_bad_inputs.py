@@ -15,7 +15,8 @@ result, and leaves the outputs already on disk as they were.
 | checkpoint of another capgen format     | eval/caption/resume | error naming both versions and the fix      |
 | truncated checkpoint                    | eval/caption/resume | error: not a checkpoint torch can read      |
 | resume= a folder that is not a run      | resume           | error naming the folder and what to give       |
-| config override with a typo             | train/eval/caption | Hydra's error naming the key                 |
+| config override with a typo             | train/eval/caption | refused naming the key, before a run folder  |
+|                                         |                  | (unit/test_config.py, test_first_hour_commands.py) |
 | caption: folder without images, text file | caption        | error saying what was found, what is accepted  |
 | caption: a corrupt image among good ones | caption         | its row and stderr name the file and the fix;  |
 |                                         |                  | the others are captioned; exit status 1        |
@@ -35,7 +36,7 @@ result, and leaves the outputs already on disk as they were.
 |                                         |                  | the newest checkpoint that loads               |
 | SIGTERM / SIGUSR1 / SIGKILL mid-run     | train            | checkpoint at the next step, summary           |
 |                                         |                  | interrupted, exit 128+signal; resume is exact  |
-|                                         |                  | (test_signals.py, test_kill_resume.py)         |
+|                                         |                  | (test_soak.py)                                 |
 | 16-bit, 32-bit, float, LA, P, CMYK images | train/prepare/caption | scaled to 8-bit RGB as documented     |
 |                                         |                  | (test_images.py)                               |
 | a NaN learning rate or update           | train            | refused at start-up, or stopped keeping the    |
