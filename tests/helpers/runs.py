@@ -10,6 +10,8 @@ default, and an override of one of the keys below (`logger=tensorboard`,
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -96,9 +98,22 @@ def tb_run(run: Path) -> Path:
     return folders[0]
 
 
+def _written(event_file: Path) -> tuple[int, int, int]:
+    """When an event file was started: events.out.tfevents.<seconds>.<host>.<pid>.<counter>."""
+    parts = event_file.name.split(".")
+    return int(parts[3]), int(parts[-2]), int(parts[-1])
+
+
 def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar curve of a run's TensorBoard folder (all its event files, as TensorBoard shows them)."""
-    events = EventAccumulator(str(tb_run(run))).Reload()
+    """Every scalar curve of a run's TensorBoard folder, all its event files read in the order
+    they were written, as TensorBoard reads those of a run resumed by a new process. (By name,
+    TensorBoard's order, two files that one test process started in the same second sort by
+    their writer counter as text: ".10" before ".9".)"""
+    files = sorted(tb_run(run).glob("events.out.tfevents.*"), key=_written)
+    with tempfile.TemporaryDirectory() as folder:
+        for k, path in enumerate(files):
+            shutil.copyfile(path, Path(folder) / f"events.out.tfevents.{k:06d}.test")
+        events = EventAccumulator(folder).Reload()
     return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
