@@ -66,11 +66,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from capgen.data.images import BadSampleError
-from capgen.training.config import CONF_DIR
 from capgen.training.resume import resume_argv
 from capgen.training.train import train
 from capgen.vocab import Vocabulary
@@ -93,9 +91,6 @@ def lstm_run(tiny_lstm_run) -> Path:
     return tiny_lstm_run
 
 
-def compose_cfg(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(name, overrides=list(overrides))
 
 
 def altered(run: Path, tmp_path: Path, change) -> Path:

@@ -48,6 +48,13 @@ def cheap(*overrides: str, rich: bool = False) -> list[str]:
     return [*off, *overrides]
 
 
+def compose_command(name: str, *overrides: str) -> DictConfig:
+    """The config of capgen-<name> (train, eval, caption, prepare, demo) as Hydra composes it
+    from `overrides`, nothing added."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
 def compose_train(out: Path, *overrides: str, rich: bool = False, small_shapes: bool = True, fast: bool = True,
                   hydra_config: bool = False) -> DictConfig:
     """The train config as `capgen-train debug=fast <overrides>` composes it (without debug=fast

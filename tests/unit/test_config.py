@@ -6,21 +6,21 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from capgen.data.datamodule import CaptionDataModule
 from capgen.training.callbacks import BestEpochMetrics
-from capgen.training.config import CONF_DIR, signature_node
+from capgen.training.config import signature_node
 from capgen.training.module import CaptioningModule
+
+from helpers.runs import compose_command
 
 DATA_CONFIGS = ("shapes", "coco2014", "flickr8k", "flickr30k", "coco_pt")
 
 
 def compose_train(*overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    return compose_command("train", *overrides)
 
 
 def arguments(cls, skip: tuple[str, ...]) -> set[str]:
@@ -54,8 +54,7 @@ def test_every_datamodule_argument_is_a_setting(data):
 def test_config_typos_fail_in_every_command(name, typo):
     """A misspelt setting or group stops composition naming it (settings are not silently added)."""
     with pytest.raises(ConfigCompositionException, match=typo.split("=")[0].replace(".", r"\.")):
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            compose(name, overrides=[typo])
+        compose_command(name, typo)
 
 
 def test_one_monitor_setting_drives_checkpoint_best_epoch_and_its_direction():

@@ -3,21 +3,19 @@ refused at start-up (or named in the output). One test per class, each trying se
 none of them trains, starts a process or runs an epoch."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from capgen.demo.app import check_settings as check_demo
 from capgen.training.caption import check_settings as check_caption
-from capgen.training.config import CONF_DIR, register
+from capgen.training.config import register
 from capgen.training.evaluate import check_settings as check_eval
 from capgen.training.prepare import prepare
 from capgen.training.train import check_settings as check_train
 
+from helpers.runs import compose_command
+
 register()
 
 
-def compose_command(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(name, overrides=list(overrides))
 
 
 # ----- 1. numbers that are not numbers ------------------------------------------------------
