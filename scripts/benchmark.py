@@ -76,11 +76,13 @@ import functools
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -101,7 +103,9 @@ from capgen.metrics.cider_reward import CiderDReward
 from capgen.models import build_captioner, hardware, scst
 from capgen.models.decoding import DecodeSettings
 from capgen.training import config as capgen_config
+from capgen.training import threads
 from capgen.training.module import CaptioningModule
+from capgen.training.threads import FreeCoreThreads
 from capgen.vocab import SPECIALS, Vocabulary
 
 DECODERS = ("rnn", "lstm", "attn")
@@ -152,8 +156,24 @@ def make_batch(config: str, batch_size: int, quick: bool) -> tuple[Batch, Vocabu
     return Batch(images, captions, lengths, torch.arange(batch_size)), vocab
 
 
+THREADS: FreeCoreThreads | None = None  # --threads auto: the policy capgen's commands follow
+
+
+def threads_setting(given: str) -> str:
+    """What set the thread count, for the JSON: auto (and the count now), fixed by the
+    environment, or --threads."""
+    if THREADS is not None:
+        return f"auto (now {THREADS.threads})"
+    if given == "auto":
+        return f"{torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')})"
+    return given
+
+
 def seconds(fn, sync=lambda: None) -> float:
-    """Wall time of one call of fn, device work included."""
+    """Wall time of one call of fn, device work included (the thread check before it, as
+    capgen's commands do before each batch, is not)."""
+    if THREADS is not None:
+        THREADS.check()
     t0 = time.perf_counter()
     fn()
     sync()
@@ -223,7 +243,7 @@ def train_section(config: str, args) -> dict:
             spec = {"config": config, "decoder": decoder, "mode": mode, "batch_size": batch_size, "device": args.device,
                     "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
                     "channels_last": args.channels_last}
-            threads = [] if args.threads is None else ["--threads", str(args.threads)]
+            threads = ["--threads", args.threads]
             run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec), *threads], capture_output=True, text=True)
             if run.returncode != 0:
                 raise RuntimeError(f"training-step child {spec} failed:\n{run.stderr[-3000:]}")
@@ -696,8 +716,69 @@ def startup_section(config: str, args) -> dict:
     return results
 
 
+# ----- a shared machine: thread settings alone and beside a second copy ------------------
+# Each setting as environment variables; "auto" is capgen's default (no variable set).
+SHARING = {"auto": {}, "2 threads spinning": {"OMP_NUM_THREADS": "2"},
+           "2 threads, PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+           "1 thread": {"OMP_NUM_THREADS": "1"}}
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def _copies(command: Callable[[int], list[str]], env: dict[str, str], copies: int, cwd: Path) -> list[float]:
+    """Start `copies` processes at once (copy i runs command(i)), the thread variables of this
+    process's environment replaced by `env`; each one's wall time."""
+    base = {k: v for k, v in os.environ.items() if k not in _THREAD_VARIABLES}
+    started = time.perf_counter()
+    procs = [subprocess.Popen(command(i), env=base | env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for i in range(copies)]  # fmt: skip
+    walls = []
+    for proc in procs:
+        err = proc.stderr.read()
+        if proc.wait() != 0:
+            raise RuntimeError(f"{' '.join(proc.args)} failed ({proc.returncode}):\n{err[-3000:]}")
+        walls.append(time.perf_counter() - started)
+    return walls
+
+
+def sharing_section(config: str, args) -> dict:
+    """Each thread setting (SHARING) on its own and as two copies at once: the XE and SCST
+    steps and the reward (this script's scst section in a child), and the default run's
+    first epoch (capgen-train trainer.max_epochs=1 test=false logger=[]), whole process."""
+    quick = ["--quick"] if args.quick else []
+    short = ["+trainer.limit_train_batches=4", "+trainer.limit_val_batches=1"] if args.quick else []
+    results: dict = {"load_average_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+
+        def steps(i: int) -> list[str]:
+            return [sys.executable, __file__, "--config", "shapes", "--sections", "scst", "--repeats", str(args.repeats),
+                    *quick, "--out", str(tmp / f"steps{i}.json")]  # fmt: skip
+
+        def train(i: int) -> list[str]:
+            return [sys.executable, "-m", "capgen.cli.train", "trainer.max_epochs=1", "test=false", "logger=[]", *short,
+                    f"hydra.run.dir={tmp / f'run{i}'}"]  # fmt: skip
+
+        for name, env in SHARING.items():
+            for copies in (1, 2):
+                _copies(steps, env, copies, tmp)
+                measured = [json.loads((tmp / f"steps{i}.json").read_text())["shapes"]["scst"] for i in range(copies)]
+                walls = _copies(train, env, copies, tmp)
+                shutil.rmtree(tmp / "run0"), shutil.rmtree(tmp / "run1", ignore_errors=True)
+                key = f"{name}, {'alone' if copies == 1 else 'two copies'}"
+                r = results[key] = {
+                    "threads_at_end": [json.loads((tmp / f"steps{i}.json").read_text())["threads"] for i in range(copies)],
+                    "xe_step_s": statistics.median(m["xe_step_s"] for m in measured),
+                    "scst_step_s": statistics.median(m["scst_step_s"] for m in measured),
+                    "reward_s": statistics.median(m["reward_s"] for m in measured),
+                    "first_epoch_run_s": statistics.median(walls)}
+                print(f"  {key:32s} XE step {r['xe_step_s'] * 1e3:6.0f} ms, SCST step {r['scst_step_s'] * 1e3:6.0f} ms, "
+                      f"reward {r['reward_s'] * 1e3:5.1f} ms, first-epoch run {r['first_epoch_run_s']:5.1f} s", flush=True)
+    results["load_average_after"] = os.getloadavg()
+    return results
+
+
 SECTIONS = {"train": train_section, "decode": decode_section, "data": data_section, "metrics": metrics_section,
-            "scst": scst_section, "encoder": encoder_section, "startup": startup_section}
+            "scst": scst_section, "sharing": sharing_section, "encoder": encoder_section, "startup": startup_section}
 
 
 def main() -> None:
@@ -710,7 +791,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="training steps with Captioner.use_torch_compile()")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: checks the harness runs")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    ap.add_argument("--threads", default="auto", help="torch threads: a number, or auto (the default, as capgen's "
+                    "commands: one per core that other processes leave free, checked before each timed call; "
+                    "OMP_NUM_THREADS in the environment fixes it)")
     ap.add_argument("--channels-last", default="auto", help="the encoder's memory format in the training and "
                     "decoding sections, as capgen-train's channels_last setting: auto, true or false")
     ap.add_argument("--out", default="benchmark.json")
@@ -718,8 +801,13 @@ def main() -> None:
     ap.add_argument("--startup-child", help=argparse.SUPPRESS)
     ap.add_argument("--startup-fixture", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    global THREADS
+    if args.threads == "auto":
+        THREADS = threads.follow_free_cores()
+    elif args.threads.isdigit() and int(args.threads) > 0:
+        torch.set_num_threads(int(args.threads))
+    else:
+        ap.error(f"--threads {args.threads}: give a number of threads or auto")
     if args.child:  # one training-step measurement, for the parent process
         print(json.dumps(train_step_child(json.loads(args.child))))
         return
@@ -748,7 +836,7 @@ def main() -> None:
 
     machine = hardware.machine()
     args.peak = fp32_peak(machine)
-    results = {"machine": machine, "estimated_fp32_peak": args.peak, "threads": torch.get_num_threads(),
+    results = {"machine": machine, "estimated_fp32_peak": args.peak, "threads": threads_setting(args.threads),
                "torch": torch.__version__, "device": args.device, "precision": args.precision,
                "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
                "channels_last": args.channels_last}  # fmt: skip

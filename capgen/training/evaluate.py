@@ -43,6 +43,7 @@ from ..atomic import write_atomically
 from ..metrics import default_metrics
 from ..models.decoding import DecodeSettings
 from ..models.hardware import configure_encoder
+from .callbacks import FollowFreeCores
 from .config import CONF_DIR, command_overrides
 from .decode import command_settings
 from .eval_statistics import corpus_statistics, diversity
@@ -198,7 +199,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
 
     accelerator, devices = ("cpu", 1) if device == "cpu" else ("gpu", [torch.device(device).index or 0])
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=out)
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=out,
+                        callbacks=[FollowFreeCores()])
     [logged] = trainer.test(module, dataloaders=loader, verbose=False)
     metrics = {k.removeprefix("test/"): v for k, v in logged.items() if not k.startswith("test/grounding")}
     grounding = module.last_test["grounding"]

@@ -21,7 +21,7 @@ from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
 from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
 from . import provenance
-from .callbacks import BestEpochMetrics, CaptionSamples, progress_bar
+from .callbacks import BestEpochMetrics, CaptionSamples, FollowFreeCores, progress_bar
 from .consistency import check_consistency
 from .hparams import log_final_hparams
 from .init_from import check_coverage, init_checkpoint, load_network
@@ -85,6 +85,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             callback.pictures = datamodule.pictures  # the images, when batches carry features
     if cfg.trainer.get("enable_progress_bar", True) is not False:
         callbacks.append(progress_bar())  # Lightning's own bar, without its `v_num=ault` fragment
+    callbacks.append(FollowFreeCores())
     loggers = build_loggers(cfg, start)
     if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

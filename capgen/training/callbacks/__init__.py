@@ -11,6 +11,9 @@
     EarlyStopping          stop when the monitored metric has not improved for `patience` validations (off by default)
     CaptionSamples         generated vs reference captions and attention figures, to every logger that shows them
     StopOnSignal           SIGTERM / SIGUSR1: save last.ckpt at the step's end, stop, record "interrupted"
+
+and two that follow the environment, not a setting, added by capgen-train itself: Lightning's
+progress bar (progress_bar) and FollowFreeCores (torch's threads follow the free cores).
 """
 
 from .checkpoints import BestCheckpoint, ExactResume, LastCheckpoint, RelocatableCheckpoint
@@ -18,11 +21,11 @@ from .early_stopping import EarlyStopping
 from .faults import FiniteLossGuard, NonFiniteLossError, NonFiniteWeightsError, RunInterrupted, StopOnSignal
 from .progress import EpochLine, progress_bar
 from .results import BestEpochMetrics, CaptionSamples
-from .training import BatchNormPolicy, FlushLogsOnCheckpoint
+from .training import BatchNormPolicy, FlushLogsOnCheckpoint, FollowFreeCores
 
 __all__ = [
     "BatchNormPolicy", "BestCheckpoint", "BestEpochMetrics", "CaptionSamples", "EarlyStopping", "EpochLine", "ExactResume",
     "FiniteLossGuard",
-    "FlushLogsOnCheckpoint", "LastCheckpoint", "NonFiniteLossError", "NonFiniteWeightsError", "RelocatableCheckpoint",
+    "FlushLogsOnCheckpoint", "FollowFreeCores", "LastCheckpoint", "NonFiniteLossError", "NonFiniteWeightsError", "RelocatableCheckpoint",
     "RunInterrupted", "StopOnSignal", "progress_bar",
 ]
