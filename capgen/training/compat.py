@@ -23,6 +23,13 @@ def is_local_path(path) -> bool:
     return _is_local_file_protocol(path)
 
 
+def logged_step(trainer: L.Trainer) -> int:
+    """The step Lightning logs a point at when it is given none (Trainer's log_metrics): its count
+    of batches that stepped the optimizer, which is not always `global_step`. No public name
+    gives it; the HPARAMS session's points must fall on the curves' (test_sweeps)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 def rich_available() -> bool:
     """Whether Lightning's default progress bar is its rich one (rich installed), the choice a
     Trainer makes itself (callback_connector); Lightning exposes it under a private name only.

@@ -14,13 +14,14 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import CaptionDataModule
 from ..models.captioner import build_captioner
 from ..models.captioner import instantiate as build
 from ..models.hardware import configure_encoder, cpu_precision, parse_channels_last
-from . import provenance
+from . import provenance, tensorboard
 from .callbacks import BestEpochMetrics, CaptionSamples, FollowFreeCores, progress_bar
 from .consistency import check_consistency
 from .hparams import log_final_hparams
@@ -93,12 +94,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     with logger_runs(out, loggers):  # MLflow / W&B runs started here, ended with the run's outcome
         # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
         vocab.save(out / "vocab.json")
+        for logger in loggers.values():
+            if isinstance(logger, TensorBoardLogger):
+                tensorboard.write_layout(logger, cfg.monitor)  # TensorBoard's CUSTOM SCALARS: the first screen
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         check_trained_on(cfg, start, trainer.global_step)
         # The run's result is its best epoch (the checkpoint kept and tested), not its last.
-        best_epoch = next((c.best for c in callbacks if isinstance(c, BestEpochMetrics)), {})
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch
+        best_epoch = next((c for c in callbacks if isinstance(c, BestEpochMetrics)), BestEpochMetrics())
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
         if cfg.test:
             module.set_references("test", datamodule.references("test"))
@@ -107,7 +111,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(results[0] if results else {})
             if trainer.is_global_zero and module.last_test.get("captions"):
                 write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
-        log_final_hparams(trainer, cfg, metrics)
+        log_final_hparams(trainer, cfg, metrics, best_epoch.step)
     if trainer.is_global_zero:
         write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
     return metrics

@@ -118,11 +118,15 @@ def test_several_loggers_log_the_same_points_and_each_figure_is_drawn_once(logge
     run, _, _, drawn = logged
     events = read_events(run / "tb" / "default")
     client, found = mlflow_run(run)
-    for key in ("train/loss", "val/CIDEr", "test/CIDEr", "hp/val/CIDEr"):
+    for key in ("train/loss", "val/CIDEr", "test/CIDEr"):
         tb = [(e.step, e.value) for e in events.Scalars(key)]
         for other in (csv_column(run, key), mlflow_column(client, found.info.run_id, key)):
-            assert [s for s, _ in other] == [s for s, _ in tb] or key.startswith("hp/"), key
+            assert [s for s, _ in other] == [s for s, _ in tb], key
             assert [v for _, v in other] == pytest.approx([v for _, v in tb], rel=1e-6), key
+    # The result: hp/val/CIDEr for CSV and MLflow, TensorBoard's HPARAMS session (<run>/best) under val/CIDEr.
+    session = [e.value for e in read_events(run / "tb" / "default" / "best").Scalars("val/CIDEr")]
+    for other in (csv_column(run, "hp/val/CIDEr"), mlflow_column(client, found.info.run_id, "hp/val/CIDEr")):
+        assert [v for _, v in other] == pytest.approx(session, rel=1e-6)
     tb_images = sum(len(events.Images(tag)) for tag in events.Tags()["images"])
     mlflow_images = list(artifacts(found).rglob("*.png"))
     assert len(drawn) == tb_images == len(mlflow_images) > 0  # val and test samples, each drawn once for both
@@ -174,7 +178,7 @@ def test_a_sweep_logs_each_job_to_its_own_runs(tmp_path, monkeypatch):
         assert found.info.status == "FINISHED" and found.data.params["group.model"] == model
         assert found.data.metrics["hp/test/CIDEr"] == pytest.approx(final["test/CIDEr"])
         assert csv_column(job, "hp/test/CIDEr")[-1][1] == pytest.approx(final["test/CIDEr"])
-        assert read_events(job / "tb" / job.name.split("_", 1)[1]).Scalars("hp/test/CIDEr")
+        assert read_events(job / "tb" / job.name.split("_", 1)[1] / "best").Scalars("test/CIDEr")
         (log,) = (job / "wandb").glob("offline-run-*/run-*.wandb")
         assert wandb_log.history(log)["hp/test/CIDEr"] == [pytest.approx(final["test/CIDEr"])]  # this job's alone
         wandb_ids.add(json.loads((job / "logger_runs.json").read_text())["wandb"]["id"])

@@ -5,6 +5,13 @@ the overrides, HPARAMS entries with final metrics, failed jobs, capgen-compare a
 import json
 import math
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +19,7 @@ from omegaconf import OmegaConf
 
 from capgen.training.evaluate import load_module
 
+from helpers import procs
 from helpers.commands import run_eval
 from helpers.workflow import SMALL, UNNAMED, capgen, hparams_entry, job_dirs, read_events, small, summary, tensorboard_runs
 
@@ -42,25 +50,31 @@ def test_sweep_writes_one_folder_per_job_named_by_its_overrides(sweep):
 
 def test_each_job_is_one_tensorboard_run_named_by_its_overrides_with_an_hparams_entry(sweep):
     runs = tensorboard_runs(sweep)
-    assert len(runs) == 3
+    assert len(runs) == 6  # each job's curves and, beside them, its HPARAMS session
     for job, model in zip(job_dirs(sweep), MODELS):
         overrides = job.name.split("_", 1)[1]
-        (name,) = [n for n in runs if n.startswith(job.name + "/")]
+        (name,) = [n for n in runs if n.startswith(job.name + "/") and not n.endswith("/best")]
         assert name == f"{job.name}/tb/{overrides}"  # the name says what the run changed
-        events = read_events(runs[name])
-        params, metric_names = hparams_entry(events)
+        events, session = read_events(runs[name]), read_events(runs[f"{name}/best"])
+        params, experiment = hparams_entry(session)
         assert params["group/model"] == model and params["group/model/encoder"] == "small_cnn"
         assert params["model/decoder/hidden_dim"] == 40 and params["trainer/precision"] == "32-true"
         assert params["model/module/lr"] == pytest.approx(2e-3)
-        assert {"hp/val/CIDEr", "hp/val/BLEU-4", "hp/test/CIDEr", "hp/test/BLEU-4"} <= set(metric_names)
+        assert params["overrides"] == overrides
+        assert experiment is False  # TensorBoard builds the table from every session, differing columns first
+        assert hparams_entry(events) == ({}, False)
 
-        # HPARAMS values: the best epoch's val/CIDEr (of the 2), the test score of that checkpoint.
+        # No one-point hp/* cards beside the curves: the session's scalars are the result under
+        # the curves' own tags, the best epoch's val/* at the step of that epoch's point.
+        assert not [t for t in events.Tags()["scalars"] if t.startswith("hp/")]
+        assert set(session.Tags()["scalars"]) == {t for t in events.Tags()["scalars"] if t.startswith(("val/", "test/"))}
         final = summary(job)["metrics"]
-        curve = [e.value for e in events.Scalars("val/CIDEr")]
+        curve = [(e.step, e.value) for e in events.Scalars("val/CIDEr")]
         assert len(curve) == 2
-        assert events.Scalars("hp/val/CIDEr")[-1].value == pytest.approx(max(curve)) == pytest.approx(final["val/CIDEr"])
-        assert events.Scalars("hp/test/CIDEr")[-1].value == pytest.approx(final["test/CIDEr"])
-        assert math.isfinite(final["test/BLEU-4"])
+        [best] = [(e.step, e.value) for e in session.Scalars("val/CIDEr")]
+        assert best == max(curve, key=lambda p: p[1]) and best[1] == pytest.approx(final["val/CIDEr"])
+        [(_, test)] = [(e.step, e.value) for e in session.Scalars("test/CIDEr")]
+        assert test == pytest.approx(final["test/CIDEr"]) and math.isfinite(final["test/BLEU-4"])
 
 
 def test_every_run_logs_the_same_sample_images_each_epoch(sweep):
@@ -178,3 +192,52 @@ def test_optuna_search_runs_its_trials_and_maximises_the_best_val_cider(tmp_path
     for job in jobs:
         assert summary(job)["status"] == "completed"
         assert OmegaConf.load(job / ".hydra" / "hydra.yaml").hydra.runtime.choices.model == "attn"
+
+
+def test_tensorboard_opens_on_the_curves_and_its_hparams_table_leads_with_what_differs(sweep):
+    """What TensorBoard itself serves for the sweep's folder (its HTTP API, as its pages ask)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = procs.start([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--port", str(port),
+                          "--host", "127.0.0.1", "--load_fast=false"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def get(path: str, **query: str):
+            url = f"http://127.0.0.1:{port}/data/plugin/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+            for _ in range(120):  # start-up and the first load of the event files
+                try:
+                    with urllib.request.urlopen(url, timeout=10) as answer:
+                        return json.load(answer)
+                except (urllib.error.URLError, ConnectionError):
+                    assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                    time.sleep(0.5)
+            raise AssertionError(f"TensorBoard did not answer {url}")
+
+        # CUSTOM SCALARS: one first category with the monitored metric, BLEU-4 and the losses.
+        [category] = get("custom_scalars/layout")["category"]
+        assert [c["title"] for c in category["chart"]] == ["val/CIDEr", "val/BLEU-4", "train/loss", "val/loss"]
+        # Scalars / Time Series: no hp/* cards.
+        for _ in range(60):
+            tags = get("scalars/tags")
+            if len(tags) == 6:  # every run loaded
+                break
+            time.sleep(0.5)
+        assert len(tags) == 6 and not [t for run in tags.values() for t in run if t.startswith("hp/")]
+        # HPARAMS: one row per job, the settings that differ between them first, the result as metrics.
+        experiment = get("hparams/experiment", request=json.dumps({"experimentName": ""}))
+        columns = [h["name"] for h in experiment["hparamInfos"]]
+        differing = [h["name"] for h in experiment["hparamInfos"] if h.get("differs")]
+        assert {"group/model", "overrides"} <= set(differing) and columns[: len(differing)] == differing
+        assert "data/_target_" not in differing
+        metrics = {(m["name"]["tag"], m["name"].get("group", "")) for m in experiment["metricInfos"]}
+        assert {("val/CIDEr", ""), ("test/CIDEr", ""), ("val/BLEU-4", "")} <= metrics
+        groups = get("hparams/session_groups", request=json.dumps(
+            {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+             "colParams": [], "startIndex": 0, "sliceSize": 100}))["sessionGroups"]
+        assert sorted(g["name"].split("/", 1)[0] for g in groups) == [job.name for job in job_dirs(sweep)]
+        for group in groups:
+            job = sweep / group["name"].split("/", 1)[0]
+            value = {(m["name"]["tag"]): m["value"] for m in group["metricValues"]}
+            assert value["val/CIDEr"] == pytest.approx(summary(job)["metrics"]["val/CIDEr"])
+    finally:
+        procs.end(server)

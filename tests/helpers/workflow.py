@@ -43,14 +43,18 @@ def read_events(run: Path) -> EventAccumulator:
     return EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0, "scalars": 0}).Reload()
 
 
-def hparams_entry(events: EventAccumulator) -> tuple[dict, list[str]]:
-    """The run's HPARAMS entry: its hyper-parameters and the metric names it is scored by."""
-    params, metric_names = {}, []
-    for content in events.PluginTagToContent("hparams").values():
+def hparams_entry(events: EventAccumulator) -> tuple[dict, bool]:
+    """A TensorBoard run's HPARAMS session: its hyper-parameters, and whether the run also holds
+    an experiment summary (which would fix the table's columns for every run)."""
+    params, experiment = {}, False
+    try:
+        contents = events.PluginTagToContent("hparams")
+    except KeyError:  # the run has no HPARAMS data at all
+        contents = {}
+    for content in contents.values():
         data = plugin_data_pb2.HParamsPluginData.FromString(content)
         if data.HasField("session_start_info"):
             for key, value in data.session_start_info.hparams.items():
                 params[key] = getattr(value, value.WhichOneof("kind"))  # string, number or bool
-        if data.HasField("experiment"):
-            metric_names += [m.name.tag for m in data.experiment.metric_infos]
-    return params, metric_names
+        experiment |= data.HasField("experiment")
+    return params, experiment

@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 
 from ...data.datamodule import Batch
+from .. import compat
 
 
 def best_starts_afresh(trainer: L.Trainer, monitor: str) -> bool:
@@ -30,6 +31,7 @@ class BestEpochMetrics(L.Callback):
             raise ValueError(f"monitor_mode={mode!r}: use max or min")
         self.monitor, self.mode = monitor, mode
         self.best: dict[str, float] = {}
+        self.step = 0  # the step the best epoch's val/* were logged at
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run
@@ -40,16 +42,17 @@ class BestEpochMetrics(L.Callback):
         best = self.best.get(self.monitor)
         if best is None or (score > best if self.mode == "max" else score < best):
             self.best = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            self.step = compat.logged_step(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if best_starts_afresh(trainer, self.monitor):
-            self.best = {}
+            self.best, self.step = {}, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": dict(self.best)}
+        return {"best": dict(self.best), "step": self.step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best = dict(state_dict["best"])
+        self.best, self.step = dict(state_dict["best"]), state_dict["step"]
 
 
 class CaptionSamples(L.Callback):
