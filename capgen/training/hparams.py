@@ -42,9 +42,10 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _settings(node: Any) -> Any:
-    """A config node without Hydra's `_partial_` flags, which say nothing about the run."""
+    """A config node without Hydra's `_partial_` flags, which say nothing about the run, and
+    its `_target_` class paths, which the config groups chosen name (`group/model: attn`)."""
     if isinstance(node, dict):
-        return {k: _settings(v) for k, v in node.items() if k != "_partial_"}
+        return {k: _settings(v) for k, v in node.items() if k not in ("_partial_", "_target_")}
     return node
 
 

@@ -32,7 +32,7 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
         return lines
     best = summary.get("best_checkpoint")
     metrics = summary.get("metrics", {})
-    watch = f"  tensorboard --logdir {folder}    # curves, sample captions, attention"
+    watch = f"  tensorboard --logdir {folder}    # then open its #custom_scalars page: scores and losses first"
     if best:
         score = f" ({monitor} {metrics[monitor]:.3f})" if monitor in metrics else ""
         test = f", test/CIDEr {metrics['test/CIDEr']:.3f}" if "test/CIDEr" in metrics else ""

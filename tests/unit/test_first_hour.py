@@ -260,7 +260,7 @@ def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_wor
 
     quick = _write_run(tmp_path / "quick", {"status": "completed", "best_checkpoint": None, "metrics": {}}, [])
     assert what_next(quick)[1:] == ["no checkpoint was written (trainer.fast_dev_run writes none)", "next:",
-                                    f"  tensorboard --logdir {quick}    # curves, sample captions, attention"]
+                                    f"  tensorboard --logdir {quick}    # then open its #custom_scalars page: scores and losses first"]
     (quick / "checkpoints").mkdir()
     (quick / "checkpoints" / "last.ckpt").write_bytes(b"")
     text = "\n".join(what_next(quick))
