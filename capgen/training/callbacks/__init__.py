@@ -21,7 +21,8 @@ from .early_stopping import EarlyStopping
 from .faults import FiniteLossGuard, NonFiniteLossError, NonFiniteWeightsError, RunInterrupted, StopOnSignal
 from .progress import EpochLine, progress_bar
 from .results import BestEpochMetrics, CaptionSamples
-from .training import BatchNormPolicy, FlushLogsOnCheckpoint, FollowFreeCores
+from .threads import FollowFreeCores
+from .training import BatchNormPolicy, FlushLogsOnCheckpoint
 
 __all__ = [
     "BatchNormPolicy", "BestCheckpoint", "BestEpochMetrics", "CaptionSamples", "EarlyStopping", "EpochLine", "ExactResume",

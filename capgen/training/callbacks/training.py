@@ -1,4 +1,4 @@
-"""How training behaves around the model: BatchNorm statistics, loggers flushed at checkpoints, threads."""
+"""How training behaves around the model: BatchNorm statistics, and loggers flushed at checkpoints."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 import lightning as L
 from torch import nn
 
-from .. import compat, threads
+from .. import compat
 
 
 class BatchNormPolicy(L.Callback):
@@ -56,17 +56,3 @@ class FlushLogsOnCheckpoint(L.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         for logger in trainer.loggers:
             logger.save()
-
-
-class FollowFreeCores(L.Callback):
-    """torch's thread count follows the cores other processes leave free, checked before each
-    batch of every stage (capgen.training.threads); nothing where OMP_NUM_THREADS fixes it."""
-
-    def __init__(self) -> None:
-        self.policy = threads.follow_free_cores()
-
-    def _check(self, *_) -> None:
-        if self.policy is not None:
-            self.policy.check()
-
-    on_train_batch_start = on_validation_batch_start = on_test_batch_start = on_predict_batch_start = _check
