@@ -1,12 +1,9 @@
 """The command-line entry points (Hydra mains behind the capgen-* console scripts).
 
 Importing this package tunes glibc malloc for the process (see capgen.training.allocator): every
-capgen command allocates and frees multi-MB tensors each step, which otherwise page-fault; and it reads the machine's load once before torch is imported, the
-start of torch's thread count following the free cores (capgen.training.threads).
+capgen command allocates and frees multi-MB tensors each step, which otherwise page-fault.
 """
 
-from ..training import threads
 from ..training.allocator import keep_freed_memory
 
 keep_freed_memory()
-threads.start()

@@ -106,7 +106,6 @@ class FreeCoreThreads:
                 "; later changes are logged at debug level" if self.changes == LOGGED_CHANGES else "")
 
 
-_started: Sample | None = None  # read at start-up, before torch is imported
 _policy: FreeCoreThreads | None = None  # one per process: a sweep's jobs share it
 
 
@@ -119,14 +118,6 @@ def _sample(cpus: frozenset[int]) -> Sample | None:
     return None if busy is None else Sample(time.monotonic(), busy, time.process_time())
 
 
-def start() -> None:
-    """Read the load once at start-up (capgen.cli imports this before torch), so that the first
-    check covers the seconds the process spent starting."""
-    global _started
-    if "OMP_NUM_THREADS" not in os.environ:
-        _started = _sample(_cpus())
-
-
 def follow_free_cores() -> FreeCoreThreads | None:
     """The process's thread policy (made on first use, then the same one); None where the user
     fixed the count (OMP_NUM_THREADS) or the load cannot be read."""
@@ -134,10 +125,8 @@ def follow_free_cores() -> FreeCoreThreads | None:
     if "OMP_NUM_THREADS" in os.environ:
         return None
     if _policy is None:
-        import torch  # here, not at the top: start() runs before torch is imported
+        import torch  # here: the policy's readers need none of it, and importing this module stays cheap
 
         cpus = _cpus()
         _policy = FreeCoreThreads(cpus, torch.get_num_threads(), lambda: _sample(cpus), torch.set_num_threads)
-        if _started is not None and _policy.last is not None:
-            _policy.last = _started
     return _policy if _policy.last is not None else None

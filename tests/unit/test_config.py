@@ -4,6 +4,7 @@ best-checkpoint choice, and the configs travel with the installed package."""
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -72,6 +73,7 @@ def test_best_epoch_metrics_follow_the_monitor_direction():
     class Trainer:
         sanity_checking = False
         callback_metrics: dict = {}
+        fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0))
 
     import torch
 

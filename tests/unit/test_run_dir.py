@@ -49,17 +49,20 @@ def make_run(path: Path, overrides: list[str], summary: dict | None = None) -> P
 def test_best_epoch_metrics_keep_the_best_val_cider_epoch_and_survive_a_resume():
     callback = BestEpochMetrics()
     trainer = SimpleNamespace(sanity_checking=False, callback_metrics={})
-    for cider, bleu in [(0.2, 0.1), (0.5, 0.3), (0.4, 0.4)]:
+    for step, (cider, bleu) in zip((10, 20, 30), [(0.2, 0.1), (0.5, 0.3), (0.4, 0.4)]):
         trainer.callback_metrics = {"val/CIDEr": torch.tensor(cider), "val/BLEU-4": torch.tensor(bleu),
                                     "train/loss": torch.tensor(1.0)}
+        # the step Lightning logs the epoch's val/* at (compat.logged_step)
+        trainer.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=step))
         callback.on_validation_end(trainer, None)
     assert callback.best == pytest.approx({"val/CIDEr": 0.5, "val/BLEU-4": 0.3})  # not the last epoch's
+    assert callback.step == 20  # where TensorBoard's HPARAMS session puts the best epoch's points
 
     resumed = BestEpochMetrics()
     resumed.load_state_dict(callback.state_dict())
     trainer.callback_metrics = {"val/CIDEr": torch.tensor(0.45), "val/BLEU-4": torch.tensor(0.5)}
     resumed.on_validation_end(trainer, None)
-    assert resumed.best == pytest.approx({"val/CIDEr": 0.5, "val/BLEU-4": 0.3})
+    assert resumed.best == pytest.approx({"val/CIDEr": 0.5, "val/BLEU-4": 0.3}) and resumed.step == 20
 
     trainer.sanity_checking = True  # the sanity check's scores are not an epoch's
     trainer.callback_metrics = {"val/CIDEr": torch.tensor(9.0)}
