@@ -92,16 +92,16 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import capgen.cli  # noqa: F401  (importing capgen.cli sets the malloc thresholds, as every command does)
+from capgen import config as capgen_config
 from capgen.data import CaptionDataModule
 from capgen.data.cache import describe_source, write_feature_cache, write_image_cache
 from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
+from capgen.lightning.module import CaptioningModule
 from capgen.metrics import score_captions
 from capgen.metrics.cider_reward import CiderDReward
 from capgen.models import build_captioner, hardware, scst
 from capgen.models.decoding import DecodeSettings
-from capgen.training import config as capgen_config
-from capgen.training.module import CaptioningModule
 from capgen.vocab import SPECIALS, Vocabulary
 
 DECODERS = ("rnn", "lstm", "attn")
@@ -615,7 +615,7 @@ def write_synthetic_coco(root: Path, images: int, captions: int, restval: int, v
 
 def startup_child(root: str) -> dict:
     """Seconds of each start-up phase of a coco2014 run, in this fresh process: what
-    capgen.training.train does before fitting, phase by phase."""
+    capgen.commands.train.fit does before fitting, phase by phase."""
     from capgen.data.karpathy import Coco2014Source
 
     factory = functools.partial(Coco2014Source, root=root, karpathy_json="dataset_coco.json", image_size=256)

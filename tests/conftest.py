@@ -16,8 +16,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from capgen.training import config
-from capgen.training.callbacks.faults import RunInterrupted
+from capgen import config
+from capgen.lightning.callbacks.faults import RunInterrupted
 
 from helpers import procs
 from helpers.runs import compose_train, train_run

@@ -1,4 +1,4 @@
-"""capgen-caption: caption your own images with a checkpoint (capgen.training.caption).
+"""capgen-caption: caption your own images with a checkpoint (capgen.commands.caption).
 
     capgen-caption ckpt_path=outputs/train/<run>/checkpoints/last.ckpt images=photos/
     capgen-caption ckpt_path=... images='photos/*.jpg' decode=greedy device=cuda
@@ -11,10 +11,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..training import config
-from ..training.caption import caption_images
-from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure, refused_at_start
+from .. import config
+from ..commands.caption import caption_images
+from ..commands.failure import one_paragraph_on_failure, refused_at_start
+from ..config.argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
 
 config.register()
 
@@ -31,7 +31,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     with refused_at_start("capgen-caption"):  # one paragraph, not a traceback
-        sys.argv[1:] = output_dir_as_run_dir(quote_paths(sys.argv[1:], ("ckpt_path", "images")))  # see capgen.cli.argv
+        sys.argv[1:] = output_dir_as_run_dir(quote_paths(sys.argv[1:], ("ckpt_path", "images")))  # see capgen.config.argv
         require_writable_run_folder(sys.argv[1:], "caption")
     _main()
 

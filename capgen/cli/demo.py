@@ -1,5 +1,5 @@
 """capgen-demo: a local web page that captions pictures with one or more checkpoints
-(capgen.demo; needs the `demo` extra, gradio).
+(capgen.commands.demo; needs the `demo` extra, gradio).
 
     capgen-demo run=outputs/train/<run>
     capgen-demo ckpt_path=<rnn>/checkpoints/last.ckpt,<attn>/checkpoints/last.ckpt port=8000
@@ -13,10 +13,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..demo.app import serve
-from ..training import config
-from .argv import quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure
+from .. import config
+from ..commands.demo.app import serve
+from ..commands.failure import one_paragraph_on_failure
+from ..config.argv import quote_paths, require_writable_run_folder
 
 config.register()
 
@@ -30,7 +30,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    sys.argv[1:] = quote_paths(sys.argv[1:], ("run", "ckpt_path"))  # see capgen.cli.argv
+    sys.argv[1:] = quote_paths(sys.argv[1:], ("run", "ckpt_path"))  # see capgen.config.argv
     require_writable_run_folder(sys.argv[1:], "demo")
     _main()
 

@@ -1,5 +1,5 @@
 """capgen-eval: score a checkpoint on a split with the data settings of the run that made it
-(capgen.training.evaluate).
+(capgen.commands.eval.evaluate).
 
     capgen-eval run=outputs/train/<run> [split=test] [decode.beam_size=5]   # the run's best checkpoint
     capgen-eval ckpt_path=outputs/train/<run>/checkpoints/last.ckpt  # or any checkpoint
@@ -15,12 +15,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ..training import config
-from ..training.evaluate import evaluate, with_run_data_choice
-from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure, refused_at_start
+from .. import config
+from ..commands.eval.evaluate import evaluate, with_run_data_choice
+from ..commands.failure import one_paragraph_on_failure, refused_at_start
+from ..config.argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
 
-PATH_KEYS = ("run", "ckpt_path")  # quoted for Hydra, see capgen.cli.argv
+PATH_KEYS = ("run", "ckpt_path")  # quoted for Hydra, see capgen.config.argv
 config.register()
 
 

@@ -1,4 +1,4 @@
-"""capgen-prepare: write a data config's caches into `cache_dir` (capgen.training.prepare).
+"""capgen-prepare: write a data config's caches into `cache_dir` (capgen.commands.prepare).
 
     capgen-prepare data=coco2014 cache_dir=/scratch/coco_cache [features=true model/encoder=resnet101]
 """
@@ -10,10 +10,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..training import config
-from ..training.prepare import prepare
-from .argv import require_writable_run_folder
-from .failure import one_paragraph_on_failure
+from .. import config
+from ..commands.failure import one_paragraph_on_failure
+from ..commands.prepare import prepare
+from ..config.argv import require_writable_run_folder
 
 config.register()
 

@@ -1,5 +1,5 @@
 """capgen-train: build data, network and module from the Hydra config, fit, then test
-(capgen.training.train)."""
+(capgen.commands.train.fit)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ import hydra
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from ..training import config
-from ..training.decode import upgrade_overrides
-from ..training.lock import hold, named_run_dir, record_holder, run_lock
-from ..training.next_steps import what_next
-from ..training.plugins import require_logger_packages, require_plugins
-from ..training.resume import DDP_CHILD, resume_argv
-from ..training.run_dir import run_recording_failure
-from ..training.settings import check_command_keys
-from ..training.train import train
-from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure, refused_at_start
+from .. import config
+from ..commands.failure import one_paragraph_on_failure, refused_at_start
+from ..commands.train.fit import train
+from ..commands.train.next_steps import what_next
+from ..config.argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
+from ..config.checks import check_command_keys
+from ..config.decode_group import upgrade_overrides
+from ..config.plugins import require_logger_packages, require_plugins
+from ..runs.lock import hold, named_run_dir, record_holder, run_lock
+from ..runs.records import run_recording_failure
+from ..runs.resume import DDP_CHILD, resume_argv
 
 config.register()
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     try:
-        # One writer per run folder (capgen.training.lock); rank 0 only, as in main().
+        # One writer per run folder (capgen.runs.lock); rank 0 only, as in main().
         with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
             with one_paragraph_on_failure("capgen-train"):
                 metrics = run_recording_failure(train, cfg)
@@ -52,7 +52,7 @@ def main() -> None:
 
 def _check_command_line() -> None:
     """Rewrite and check sys.argv before Hydra starts: nothing is written for a refused command."""
-    sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.cli.argv
+    sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.config.argv
     sys.argv[1:] = output_dir_as_run_dir(sys.argv[1:])  # the whole run in one folder
     # model.module.beam_size=... and the other decoding keys of earlier versions, as decode settings
     sys.argv[1:] = upgrade_overrides(sys.argv[1:])

@@ -401,7 +401,7 @@ class CaptionDataModule(L.LightningDataModule):
         pairs = CaptionPairs(source, self.vocab)
         sampler = CyclingReferenceSampler(pairs, seed=self.seed)
         # Its own generator: creating its iterator must not draw from the global one that
-        # dropout uses, or a resumed run's dropout masks would differ (capgen.training.callbacks.ExactResume).
+        # dropout uses, or a resumed run's dropout masks would differ (capgen.lightning.callbacks.ExactResume).
         generator = torch.Generator().manual_seed(self.seed)
         # File-based sources carry their policy; the others never fail to decode an image.
         policy = getattr(source, "on_bad_sample", "error")

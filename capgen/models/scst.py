@@ -120,7 +120,7 @@ def self_critical_step(
     """One SCST loss for a batch of images (B, 3, H, W) or features (B, P, D), see the module
     docstring. The images are encoded once; the encoder gets its gradient through the
     teacher-forced pass. Sampling draws from torch's global generator (on the features'
-    device), which a resumed run restores (capgen.training.callbacks.ExactResume)."""
+    device), which a resumed run restores (capgen.lightning.callbacks.ExactResume)."""
     check_settings(samples, baseline, max_len, prefix="")
     B = images.shape[0]
     feats = net.encode(images)  # (B, P, D), with gradients when the encoder trains

@@ -68,9 +68,9 @@ import pytest
 import torch
 from PIL import Image
 
+from capgen.commands.train.fit import train
 from capgen.data.images import BadSampleError
-from capgen.training.resume import resume_argv
-from capgen.training.train import train
+from capgen.runs.resume import resume_argv
 from capgen.vocab import Vocabulary
 
 from helpers.commands import run_caption, run_eval
@@ -304,7 +304,7 @@ def test_an_empty_split_the_run_does_not_use_is_fine(make_cfg):
 def test_a_bad_setting_is_one_paragraph_on_the_console_and_in_summary_json(tmp_path):
     """capgen-train as a user runs it: the console ends with the paragraph (no traceback:
     error.txt keeps it), the exit status is 1, and nothing but the run's records is written.
-    The folder is named by paths.output_dir, so its .hydra/ lands there too (capgen.cli.argv)."""
+    The folder is named by paths.output_dir, so its .hydra/ lands there too (capgen.config.argv)."""
     run = tmp_path / "run"
     done = capgen("train", "debug=fast", "model.module.lr=abc", f"paths.output_dir={run}", cwd=tmp_path,
                   env={"HYDRA_FULL_ERROR": "0"})

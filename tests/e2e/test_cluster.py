@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from capgen.training.config import CONF_DIR
+from capgen.config import CONF_DIR
 
 from helpers.workflow import SMALL, UNNAMED, capgen, job_dirs, summary
 

@@ -13,8 +13,8 @@ def test_torch_compile_gives_the_same_loss_and_gradients():
     gradients equal the eager ones (float32, so a float32 tolerance), parameter names unchanged."""
     from hydra import compose, initialize_config_dir
 
+    from capgen.config import CONF_DIR
     from capgen.models import build_captioner
-    from capgen.training.config import CONF_DIR
     from capgen.vocab import Vocabulary
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -11,13 +11,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from capgen.commands.caption import caption_images
+from capgen.commands.eval.evaluate import evaluate, with_run_data_choice
+from capgen.commands.prepare import prepare
+from capgen.commands.train.fit import train
+from capgen.config import CONF_DIR
 from capgen.data.cache import CachedImages
-from capgen.training.caption import caption_images
-from capgen.training.config import CONF_DIR
-from capgen.training.evaluate import evaluate, with_run_data_choice
-from capgen.training.module import CaptioningModule
-from capgen.training.prepare import prepare
-from capgen.training.train import train
+from capgen.lightning.module import CaptioningModule
 
 from helpers.fixtures_real import make_custom
 

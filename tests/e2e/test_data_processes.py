@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from capgen.commands.prepare import SPLITS
 from capgen.data.cache import CachedImages, describe_source, write_image_cache
 from capgen.data.shapes import ShapesSource
-from capgen.training.prepare import SPLITS
 
 from helpers import procs
 

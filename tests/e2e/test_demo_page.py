@@ -21,11 +21,11 @@ from gradio_client.exceptions import AppError
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from capgen.cli.argv import quote_paths
+from capgen.commands.caption import caption_images
+from capgen.commands.demo.served import caption_picture, load_captioners, page_settings, read_picture
+from capgen.config import CONF_DIR
+from capgen.config.argv import quote_paths
 from capgen.data.shapes import ShapesSource
-from capgen.demo.captioners import caption_picture, load_captioners, page_settings, read_picture
-from capgen.training.caption import caption_images
-from capgen.training.config import CONF_DIR
 
 from helpers import procs
 
@@ -36,7 +36,7 @@ _spec = importlib.util.spec_from_file_location("demo_screenshot", SCREENSHOT)
 screenshot = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(screenshot)
 CHOICES = ("beam", 3, 1, 1.0, 1.0, 0)  # method, beam_size, n_best, temperature, top_p, seed: the page's first
-PER_CHECKPOINT = 6  # html, record, frame, slider, gallery, gif (capgen.demo.page)
+PER_CHECKPOINT = 6  # html, record, frame, slider, gallery, gif (capgen.commands.demo.page)
 
 
 def demo_cfg(out: Path, *args: str):
@@ -134,7 +134,7 @@ def test_a_6000_by_4000_photo_is_resized_and_captioned(client, scene, tmp_path):
     assert Image.open(attn[5]).size[0] == 320  # the figures draw it with its longer side figure_size
 
 
-# ----- the model side in-process (capgen.demo.captioners) ------------------------------------------
+# ----- the model side in-process (capgen.commands.demo.served) ------------------------------------------
 def test_a_sweep_folder_and_a_moved_run_give_each_runs_best_checkpoint(tiny_run, tiny_lstm_run, scene, tmp_path):
     sweep = tmp_path / "moved" / "multirun_x"
     for i, (run, model) in enumerate(((tiny_run, "attn"), (tiny_lstm_run, "lstm"), (tiny_run, "rnn"))):

@@ -16,14 +16,14 @@ from PIL import Image
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
+from capgen.commands.caption import find_images, training_image_size
+from capgen.commands.eval.evaluate import load_module, metrics_table, with_run_data_choice
+from capgen.commands.eval.statistics import corpus_statistics
 from capgen.data.shapes import ShapesSource
 from capgen.metrics.captions import score_captions
 from capgen.models.decoding import DecodeSettings
+from capgen.runs.records import TEST_CAPTIONS
 from capgen.tokenizer import tokenize
-from capgen.training.caption import find_images, training_image_size
-from capgen.training.eval_statistics import corpus_statistics
-from capgen.training.evaluate import load_module, metrics_table, with_run_data_choice
-from capgen.training.run_dir import TEST_CAPTIONS
 
 from helpers import procs
 from helpers.commands import run_caption, run_eval
@@ -171,7 +171,7 @@ def test_capgen_eval_command_prints_scores_and_its_output_dir(ckpt, tmp_path):
     assert len(json.loads((out / "results.json").read_text())) == 4
 
 
-# ----- decoding controls (capgen.training.decode) ----------------------------------------------
+# ----- decoding controls (capgen.config.decode_group) ----------------------------------------------
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -360,7 +360,7 @@ def test_a_corrupt_image_is_reported_in_its_row_and_every_shape_of_picture_is_dr
 
 
 def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, photo_dir, tmp_path, capsys, monkeypatch):
-    import capgen.training.caption as caption
+    import capgen.commands.caption as caption
 
     def gif_fails_for_the_scene(path, *args, **kwargs):
         if Path(path).name.startswith("scene"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from capgen.training.train import train
+from capgen.commands.train.fit import train
 
 from helpers.runs import assert_same_training_state, checkpoint, compose_train, scalars, tb_run
 

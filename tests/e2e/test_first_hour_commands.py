@@ -82,9 +82,9 @@ def test_a_misspelt_setting_is_refused_before_a_run_folder_is_written(tmp_path, 
 def test_a_checkpoint_knows_its_training_data_and_caption_warns_on_a_photograph(ckpt, tmp_path, caplog):
     from hydra import compose, initialize_config_dir
 
-    from capgen.training.caption import caption_images
-    from capgen.training.checkpoint import read_checkpoint
-    from capgen.training.config import CONF_DIR
+    from capgen.commands.caption import caption_images
+    from capgen.config import CONF_DIR
+    from capgen.runs.checkpoint import read_checkpoint
 
     from helpers.fixtures_real import write_jpeg
 
@@ -97,7 +97,7 @@ def test_a_checkpoint_knows_its_training_data_and_caption_warns_on_a_photograph(
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("caption", overrides=[f"ckpt_path={ckpt}", f"images={photo.parent}", "figures=false",
                                             f"paths.output_dir={tmp_path / 'out'}"])
-    caplog.set_level("WARNING", logger="capgen.training.caption")
+    caplog.set_level("WARNING", logger="capgen.commands.caption")
     caption_images(cfg)
     warned = [r.getMessage() for r in caplog.records if "synthetic shapes data" in r.getMessage()]
     assert len(warned) == 1 and "shapes, 1 epoch" in warned[0] and "data=coco2014" in warned[0]
@@ -107,9 +107,9 @@ def test_the_demo_column_shows_data_and_epochs_and_notes_an_uploaded_photograph(
     pytest.importorskip("gradio", reason="the demo extra: pip install -e '.[demo]'")
     from hydra import compose, initialize_config_dir
 
-    from capgen.demo.captioners import load_captioners
-    from capgen.demo.page import _caption_all, caption_html
-    from capgen.training.config import CONF_DIR
+    from capgen.commands.demo.page import _caption_all, caption_html
+    from capgen.commands.demo.served import load_captioners
+    from capgen.config import CONF_DIR
 
     from helpers.fixtures_real import write_jpeg
 
@@ -128,7 +128,7 @@ def test_the_demo_column_shows_data_and_epochs_and_notes_an_uploaded_photograph(
 
 
 def test_a_new_run_from_a_finished_checkpoint_that_trains_nothing_says_so(ckpt, make_cfg):
-    from capgen.training.train import train
+    from capgen.commands.train.fit import train
 
     cfg = make_cfg(f"ckpt_path={ckpt}", "logger=[]")  # debug=fast: 1 epoch, as many as the checkpoint has
     with pytest.raises(ValueError, match=r"has trained 1 epoch\(s\) \(3 steps\), as many as trainer.max_epochs=1 allow, "

@@ -16,7 +16,7 @@ def test_a_briefly_trained_model_peaks_on_named_objects_well_above_chance(tmp_pa
     attention has learnt to look at objects, not yet at the named one: on scenes with two or
     more objects the renamed() control scores as high in all four runs (see the report).
     """
-    from capgen.training.train import train
+    from capgen.commands.train.fit import train
 
     from helpers.commands import run_eval
     from helpers.runs import compose_train

@@ -1,4 +1,4 @@
-"""The loggers (conf/logger/, capgen/training/loggers.py) on debug=fast runs: what each writes,
+"""The loggers (conf/logger/, capgen/lightning/loggers.py) on debug=fast runs: what each writes,
 several at once and none, a resume that continues the MLflow run and the CSV file, a sweep,
 and the message when a logger's optional package is missing."""
 
@@ -13,9 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from capgen.training import samples
-from capgen.training.plugins import require_logger_packages
-from capgen.training.train import train
+from capgen.commands.train.fit import train
+from capgen.config.plugins import require_logger_packages
+from capgen.lightning import samples
 
 from helpers import procs, wandb_log
 from helpers.runs import compose_train

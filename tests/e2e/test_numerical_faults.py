@@ -10,9 +10,9 @@ import lightning as L
 import pytest
 import torch
 
-from capgen.training.callbacks import NonFiniteLossError, NonFiniteWeightsError
-from capgen.training.module import CaptioningModule
-from capgen.training.train import train
+from capgen.commands.train.fit import train
+from capgen.lightning.callbacks import NonFiniteLossError, NonFiniteWeightsError
+from capgen.lightning.module import CaptioningModule
 
 RUN = ["model=lstm", "trainer.max_epochs=2", "test=false"]  # 2 epochs x 3 steps
 
@@ -141,7 +141,7 @@ def test_update_that_turns_nan_is_undone_under_the_skip_setting(make_cfg, monkey
     cfg = make_cfg(*RUN, "callbacks.finite_loss.action=skip")
     weights = Weights()
     with_callbacks(monkeypatch, weights, NanLearningRate(step=4))
-    with caplog.at_level(logging.WARNING, logger="capgen.training.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="capgen.lightning.callbacks"):
         train(cfg)
     assert "non-finite weights or optimizer state after the update (learning rates [nan" in caplog.text
     assert "at step 4 (epoch 1): step skipped (1 so far)" in caplog.text
@@ -175,7 +175,7 @@ def test_inf_loss_step_is_skipped_under_the_skip_setting(make_cfg, monkeypatch, 
     weights = Weights()
     with_callbacks(monkeypatch, weights)
     poison_loss(monkeypatch, at_call=5, value=math.inf)
-    with caplog.at_level(logging.WARNING, logger="capgen.training.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="capgen.lightning.callbacks"):
         train(cfg)
     assert "non-finite training loss (inf) at step 4 (epoch 1): step skipped (1 so far)" in caplog.text
     assert sorted(weights.after) == [0, 1, 2, 3, 4, 5, 6]  # the run went on to its end
@@ -208,7 +208,7 @@ def test_fp16_loss_scaling_through_lightnings_grad_scaler(make_cfg, monkeypatch)
     the finite-loss guard must not mistake that for a bad loss (the loss itself is float32).
     model=rnn: oneDNN has no float16 LSTM kernel for CPUs (GPUs run all three models)."""
     scaler = "{_target_:torch.amp.GradScaler,device:cpu,init_scale:1.0e12}"
-    plugins = ("trainer.plugins=[{_target_:capgen.training.checkpoint.AtomicCheckpointIO},"
+    plugins = ("trainer.plugins=[{_target_:capgen.runs.checkpoint.AtomicCheckpointIO},"
                "{_target_:lightning.pytorch.plugins.precision.MixedPrecision,precision:16-mixed,device:cpu,"
                f"scaler:{scaler}}}]")
     cfg = make_cfg("model=rnn", "test=false", "trainer.precision=null", plugins)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from capgen.training.module import CaptioningModule
-from capgen.training.train import train
+from capgen.commands.train.fit import train
+from capgen.lightning.module import CaptioningModule
 
 from helpers.coco_pt import course_file
 from helpers.fixtures_real import make_coco2014, make_flickr

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from capgen.training.train import train
+from capgen.commands.train.fit import train
 from capgen.vocab import Vocabulary
 
 from helpers.runs import compose_train, scalars

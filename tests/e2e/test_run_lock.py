@@ -63,7 +63,7 @@ def test_a_second_capgen_train_on_a_run_in_progress_is_refused_and_a_killed_hold
 
 
 def test_a_run_folder_that_is_a_file_is_named_as_such(tmp_path):
-    from capgen.training.lock import hold
+    from capgen.runs.lock import hold
 
     target = tmp_path / "notes.txt"
     target.write_text("mine")

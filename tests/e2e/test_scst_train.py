@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from capgen.training.train import train
+from capgen.commands.train.fit import train
 
 from helpers.runs import scalars
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from capgen.commands.train.fit import train
 from capgen.data.datamodule import CaptionPairs, CyclingReferenceSampler, TrainLoader, collate_training
 from capgen.data.images import BadSampleError
-from capgen.training.run_dir import one_paragraph
-from capgen.training.train import train
+from capgen.runs.records import one_paragraph
 
 from helpers.fixtures_real import make_flickr
 

@@ -95,7 +95,7 @@ def wait_for(condition, proc, note: str, timeout: float = 300) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     """The same run trained in one go, in this process."""
-    from capgen.training.train import train
+    from capgen.commands.train.fit import train
 
     cfg = compose_train(tmp_path_factory.mktemp("uninterrupted"), *OVERRIDES)
     train(cfg)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from capgen.training.module import CaptioningModule
-from capgen.training.train import train
+from capgen.commands.train.fit import train
+from capgen.lightning.module import CaptioningModule
 
 
 @pytest.mark.parametrize("run", ["tiny_rnn_run", "tiny_lstm_run", "tiny_run"])
@@ -135,7 +135,7 @@ def test_the_initial_weights_depend_on_the_seed_alone(make_cfg, monkeypatch):
     Start-up only: the run stops where the network is built."""
     import lightning as L
 
-    import capgen.training.train as train_module
+    import capgen.commands.train.fit as train_module
 
     class Built(Exception):
         pass

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from capgen.cli.argv import quote_paths
 from capgen.cli.eval import PATH_KEYS
-from capgen.training.caption import caption_images
-from capgen.training.config import CONF_DIR
-from capgen.training.evaluate import evaluate, with_run_data_choice
+from capgen.commands.caption import caption_images
+from capgen.commands.eval.evaluate import evaluate, with_run_data_choice
+from capgen.config import CONF_DIR
+from capgen.config.argv import quote_paths
 
 
 def run_eval(out: Path, *overrides: str) -> dict:

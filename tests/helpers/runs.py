@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from capgen.training.config import CONF_DIR
+from capgen.config import CONF_DIR
 
 SIZES = "data.source.sizes={train:64,val:16,test:16}"
 # key -> the override that switches it off; a test's own override of the key (or of a key
@@ -79,7 +79,7 @@ def train_run(run: Path, *overrides: str, rich: bool = False) -> Path:
     """A trained run in a folder laid out as capgen-train leaves it (.hydra/config.yaml,
     overrides.yaml and hydra.yaml, checkpoints/, summary.json), so that capgen-eval run=,
     resume= (also of a copy elsewhere) and the demo take it."""
-    from capgen.training.train import train
+    from capgen.commands.train.fit import train
 
     cfg = compose_train(run, *overrides, rich=rich, hydra_config=True)
     choices = dict(cfg.hydra.runtime.choices)

@@ -2,7 +2,7 @@ import platform
 
 import pytest
 
-from capgen.training.allocator import keep_freed_memory
+from capgen.cli.allocator import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc settings exist in glibc only")

@@ -4,9 +4,9 @@
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from capgen.cli.argv import output_dir_as_run_dir, quote_paths
-from capgen.training import resume
-from capgen.training.resume import resume_argv
+from capgen.config.argv import output_dir_as_run_dir, quote_paths
+from capgen.runs import resume
+from capgen.runs.resume import resume_argv
 
 # What sweeps and users name folders: a job folder, spaces, a glob, quotes.
 AWKWARD = ["multirun/2026-11-25/1_model=lstm,model.decoder.hidden_dim=512", "my photos/a b.jpg",

@@ -14,6 +14,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf.errors import MissingMandatoryValue
 
+from capgen.commands.prepare import SPLITS, prepare
+from capgen.config import CONF_DIR
 from capgen.data import cache
 from capgen.data.cache import (
     CachedFeatures,
@@ -27,8 +29,6 @@ from capgen.data.datamodule import CaptionDataModule
 from capgen.data.shapes import ShapesSource
 from capgen.models import AttentionDecoder, Captioner
 from capgen.models.losses import caption_loss
-from capgen.training.config import CONF_DIR
-from capgen.training.prepare import SPLITS, prepare
 from capgen.vocab import Vocabulary
 
 SIZES = {"train": 40, "val": 12, "test": 12}
@@ -347,7 +347,7 @@ def test_prepare_features_channels_last_equal_contiguous(tmp_path, caplog):
     for setting in ("true", "false"):
         cfg = _prepare_cfg(f"cache_dir={tmp_path / setting}", "features=true", f"channels_last={setting}",
                            "+model.encoder.widths=[8,8,8,16]", "+model.encoder.grid=2")
-        with caplog.at_level(logging.INFO, logger="capgen.models.hardware"):
+        with caplog.at_level(logging.INFO, logger="capgen.lightning.hardware"):
             prepare(cfg)
         assert f"encoder memory format: {'channels_last' if setting == 'true' else 'contiguous'}" in caplog.text
         caplog.clear()

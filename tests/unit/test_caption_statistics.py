@@ -11,10 +11,10 @@ import torch
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
+from capgen.commands.eval.statistics import corpus_statistics, diversity
 from capgen.metrics import CaptionScores, score_captions, score_captions_per_image
 from capgen.metrics.caption_stats import caption_statistics
 from capgen.metrics.diversity import diversity_statistics
-from capgen.training.eval_statistics import corpus_statistics, diversity
 from capgen.vocab import Vocabulary
 
 # The fixture. Tokens after the official tokenization (lower case, punctuation dropped):

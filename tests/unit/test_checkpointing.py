@@ -7,9 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 import capgen.atomic as ck
-from capgen.training import resume
-from capgen.training.checkpoint import AtomicCheckpointIO, check_format, stamp
-from capgen.training.resume import resume_argv
+from capgen.runs import resume
+from capgen.runs.checkpoint import AtomicCheckpointIO, check_format, stamp
+from capgen.runs.resume import resume_argv
 
 
 def test_a_save_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
@@ -86,7 +86,7 @@ def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(t
 
 
 def test_a_text_file_given_as_checkpoint_is_named_without_torchs_weights_only_advice(tmp_path):
-    from capgen.training.checkpoint import UnreadableCheckpoint, read_checkpoint
+    from capgen.runs.checkpoint import UnreadableCheckpoint, read_checkpoint
 
     path = tmp_path / "vocab.json"
     path.write_text('{"itos": ["<pad>"]}')

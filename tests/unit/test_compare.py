@@ -12,9 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from capgen.cli.compare import main
+from capgen.commands.compare import as_text, compare, paired
 from capgen.metrics.significance import paired_bootstrap
-from capgen.training.compare import as_text, compare, paired
-from capgen.training.run_dir import TEST_CAPTIONS, write_test_captions
+from capgen.runs.records import TEST_CAPTIONS, write_test_captions
 
 
 def make_run(path: Path, overrides: list[str], metrics: dict | None = None, per_image: dict | None = None) -> Path:

@@ -9,10 +9,10 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
+from capgen.config import signature_node
 from capgen.data.datamodule import CaptionDataModule
-from capgen.training.callbacks import BestEpochMetrics
-from capgen.training.config import signature_node
-from capgen.training.module import CaptioningModule
+from capgen.lightning.callbacks import BestEpochMetrics
+from capgen.lightning.module import CaptioningModule
 
 from helpers.runs import compose_command
 

@@ -1,4 +1,4 @@
-"""Decode settings as the commands take them (capgen.training.decode): the `decode` group laid
+"""Decode settings as the commands take them (capgen.config.decode_group): the `decode` group laid
 over the run's test decode, presets, the old beam_size= key, and old checkpoints' keys."""
 
 import dataclasses
@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 from hydra import compose, initialize_config_dir
 
+from capgen.config import CONF_DIR
+from capgen.config.decode_group import command_settings, upgrade_hparams
+from capgen.lightning.module import TEST_DECODE, VAL_DECODE, CaptioningModule
 from capgen.models.decoding import DecodeSettings
-from capgen.training.config import CONF_DIR
-from capgen.training.decode import command_settings, upgrade_hparams
-from capgen.training.module import TEST_DECODE, VAL_DECODE, CaptioningModule
 
 RUN = DecodeSettings(method="beam", beam_size=5, length_penalty=0.7, min_len=2, max_len=12)  # a run's test decode
 
@@ -93,8 +93,8 @@ def test_the_module_checks_its_decode_settings_at_start_up():
 def test_a_run_started_with_the_old_decoding_overrides_still_composes_for_resume():
     from hydra import compose, initialize_config_dir
 
-    from capgen.training.config import CONF_DIR, register
-    from capgen.training.decode import upgrade_overrides
+    from capgen.config import CONF_DIR, register
+    from capgen.config.decode_group import upgrade_overrides
 
     saved = ["model=lstm", "model.module.beam_size=2", "model.module.test_beam_size=4",
              "model.module.length_penalty=0.5", "model.module.max_decode_len=12", "trainer.max_epochs=3"]

@@ -13,11 +13,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
+from capgen.commands.demo.app import check_address, check_settings, require_gradio
+from capgen.commands.demo.served import FIX_UPLOAD, checkpoint_paths, page_settings, read_picture, split_paths
+from capgen.config import CONF_DIR
 from capgen.data.images import BadSampleError
-from capgen.demo.app import check_address, check_settings, require_gradio
-from capgen.demo.captioners import FIX_UPLOAD, checkpoint_paths, page_settings, read_picture, split_paths
 from capgen.models.decoding import DecodeSettings
-from capgen.training.config import CONF_DIR
 
 from helpers.fixtures_real import make_odd_images
 
@@ -103,7 +103,7 @@ def test_a_picture_past_pils_decompression_limit_says_so(tmp_path, monkeypatch):
         read_picture(path)
 
 
-# ----- start-up checks (capgen.demo.app) -----------------------------------------------------------
+# ----- start-up checks (capgen.commands.demo.app) -----------------------------------------------------------
 def test_a_taken_port_and_a_foreign_address_are_named_with_the_fix():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from capgen.training.callbacks import BestCheckpoint
+from capgen.lightning.callbacks import BestCheckpoint
 
 
 def _saved_state(old: Path) -> dict:
@@ -43,7 +43,7 @@ def test_a_moved_run_keeps_its_best_file(tmp_path):
 def test_a_key_its_constructor_does_not_take_is_named_with_the_close_match():
     from omegaconf import OmegaConf
 
-    from capgen.training.settings import UnknownSetting, check_keys
+    from capgen.config.checks import UnknownSetting, check_keys
 
     node = OmegaConf.create({"_target_": "capgen.models.LSTMDecoder", "_partial_": True, "hiden_dim": 3,
                              "dropout": 0.1})
@@ -65,7 +65,7 @@ def _write_run(run: Path, summary: dict, overrides: list[str]) -> Path:
 
 
 def test_the_end_of_a_completed_run_names_its_best_checkpoint_and_the_next_commands(tmp_path):
-    from capgen.training.next_steps import what_next
+    from capgen.commands.train.next_steps import what_next
 
     run = _write_run(tmp_path / "run", {"status": "completed", "best_checkpoint": "checkpoints/epoch003-best2.500.ckpt",
                                         "metrics": {"val/CIDEr": 2.5, "test/CIDEr": 2.25}}, ["model=lstm"])
@@ -80,7 +80,7 @@ def test_the_end_of_a_completed_run_names_its_best_checkpoint_and_the_next_comma
 
 
 def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
-    from capgen.training.next_steps import what_next
+    from capgen.commands.train.next_steps import what_next
 
     failed = _write_run(tmp_path / "failed", {"status": "failed", "error": "ValueError: bad", "traceback": "error.txt"},
                         ["model=lstm", "data.source.sizes={train:8,val:4,test:4}", "ckpt_path='/runs/a b/last.ckpt'"])
@@ -106,10 +106,10 @@ def _trainer(epoch: int, **metrics: float) -> SimpleNamespace:
 
 
 def test_one_line_per_validation_epoch_with_the_best_so_far(caplog):
-    from capgen.training.callbacks import EpochLine
+    from capgen.lightning.callbacks import EpochLine
 
     line = EpochLine()
-    with caplog.at_level(logging.INFO, logger="capgen.training.callbacks"):
+    with caplog.at_level(logging.INFO, logger="capgen.lightning.callbacks"):
         line.on_validation_end(_trainer(0, val_CIDEr=0.5, val_loss=3.0, **{"val/BLEU-4": 0.1}), None)
         line.on_validation_end(_trainer(1, val_CIDEr=0.25, val_loss=2.5, **{"val/BLEU-4": 0.2}), None)
     said = [r.getMessage() for r in caplog.records]
@@ -122,7 +122,7 @@ def test_one_line_per_validation_epoch_with_the_best_so_far(caplog):
 
 
 def test_the_progress_bar_shows_no_version_fragment():
-    from capgen.training.callbacks import progress_bar
+    from capgen.lightning.callbacks import progress_bar
 
     logger = SimpleNamespace(version="default", name="tb")
     trainer = SimpleNamespace(loggers=[logger], progress_bar_metrics={"train/loss": 3.5})
@@ -217,9 +217,9 @@ def test_a_caption_the_decoder_did_not_end_is_cut_and_shown_marked():
 
 
 def test_capgen_caption_and_the_demo_mark_a_cut_caption():
-    from capgen.demo.page import caption_html
+    from capgen.commands.caption import caption_row
+    from capgen.commands.demo.page import caption_html
     from capgen.models.decoding import DecodeResult
-    from capgen.training.caption import caption_row
     from capgen.vocab import CUT_MARK
 
     vocab = _vocab()
@@ -244,7 +244,7 @@ def test_scored_captions_say_which_were_cut():
 
 
 def test_what_a_checkpoint_was_trained_on_decides_the_photograph_note():
-    from capgen.training.provenance import trained_on
+    from capgen.runs.provenance import trained_on
 
     shapes = trained_on({"training_data": {"data": "shapes"}, "epoch": 7, "global_step": 20000})
     assert shapes.describe() == "shapes, 8 epochs" and "synthetic shapes data" in shapes.photo_note("a.ckpt")
@@ -256,7 +256,7 @@ def test_what_a_checkpoint_was_trained_on_decides_the_photograph_note():
 
 
 def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_work(tmp_path):
-    from capgen.training.next_steps import what_next
+    from capgen.commands.train.next_steps import what_next
 
     quick = _write_run(tmp_path / "quick", {"status": "completed", "best_checkpoint": None, "metrics": {}}, [])
     assert what_next(quick)[1:] == ["no checkpoint was written (trainer.fast_dev_run writes none)", "next:",
@@ -269,15 +269,15 @@ def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_wor
 
 
 def test_the_switch_to_self_critical_training_is_one_log_line(caplog):
+    from capgen.lightning.module import CaptioningModule
     from capgen.models import Captioner, LSTMDecoder, SmallCNN
-    from capgen.training.module import CaptioningModule
 
     vocab = _vocab()
     net = Captioner(SmallCNN(widths=(4,), grid=2), lambda **kw: LSTMDecoder(**kw, embed_dim=5, hidden_dim=7),
                     vocab_size=len(vocab))
     module = CaptioningModule(net, vocab, objective="scst", scst_from_epoch=2)
     module.set_train_references({1: ["a red circle"], 2: ["a blue square"]})
-    with caplog.at_level(logging.INFO, logger="capgen.training.module"):
+    with caplog.at_level(logging.INFO, logger="capgen.lightning.module"):
         module.on_train_start()
         for epoch in range(4):
             module._trainer = SimpleNamespace(current_epoch=epoch)  # what Lightning's current_epoch reads

@@ -170,8 +170,8 @@ def teacher_forced_attention(net, vocab, scenes, images):
 def test_an_untrained_model_does_not_look_at_the_named_object_more_than_at_another(seed, test_scenes):
     from hydra import compose, initialize_config_dir
 
+    from capgen.config import CONF_DIR
     from capgen.models import build_captioner
-    from capgen.training.config import CONF_DIR
     from capgen.vocab import Vocabulary
 
     scenes, images = test_scenes

@@ -1,4 +1,4 @@
-"""Encoder execution chosen for the machine (capgen.models.hardware): channels_last gives the
+"""Encoder execution chosen for the machine (capgen.lightning.hardware): channels_last gives the
 same features and gradients as the contiguous layout, the auto rule and the settings, and the
 bf16 decision following the CPU's flags (mocked both ways)."""
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from capgen import config as capgen_config
+from capgen.commands.train.fit import choose_precision
 from capgen.models import SmallCNN, TorchvisionEncoder, build_captioner, hardware
-from capgen.training import config as capgen_config
-from capgen.training.train import choose_precision
 
 AVX2_EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -135,7 +135,7 @@ def test_bf16_on_a_cpu_with_native_bf16_stays():
 def test_capgen_train_runs_the_encoder_channels_last_on_the_cpu(make_cfg, monkeypatch):
     """What capgen-train builds: the default SmallCNN on the CPU runs channels_last, and
     channels_last=false keeps it contiguous. Start-up only: the run stops once its encoder is set up."""
-    from capgen.training import train as training
+    from capgen.commands.train import fit as training
 
     class SetUp(Exception):
         pass

@@ -4,12 +4,12 @@ none of them trains, starts a process or runs an epoch."""
 
 import pytest
 
-from capgen.demo.app import check_settings as check_demo
-from capgen.training.caption import check_settings as check_caption
-from capgen.training.config import register
-from capgen.training.evaluate import check_settings as check_eval
-from capgen.training.prepare import prepare
-from capgen.training.train import check_settings as check_train
+from capgen.commands.caption import check_settings as check_caption
+from capgen.commands.demo.app import check_settings as check_demo
+from capgen.commands.eval.evaluate import check_settings as check_eval
+from capgen.commands.prepare import prepare
+from capgen.commands.train.fit import check_settings as check_train
+from capgen.config import register
 
 from helpers.runs import compose_command
 
@@ -317,7 +317,7 @@ def test_a_word_vectors_file_that_would_leave_the_embedding_random_or_nan_is_nam
 def test_init_from_a_checkpoint_whose_vocabulary_misses_the_datas_words_is_refused_unless_accepted():
     from types import SimpleNamespace
 
-    from capgen.training.init_from import check_coverage
+    from capgen.runs.init_from import check_coverage
     from capgen.vocab import Vocabulary
 
     data = [f"w{k} w{k + 1} w{k + 2}" for k in range(40)]  # 42 words
@@ -403,7 +403,7 @@ def read_only(monkeypatch, tmp_path):
     ("train", ["-m", "hydra.sweep.dir={ro}/sweep", "seed=1,2"], r"^capgen-train: cannot make the run folder .*/ro/sweep"),
 ])
 def test_a_run_folder_on_a_read_only_mount_is_one_paragraph_before_hydra_writes(read_only, monkeypatch, command, args, says):
-    from capgen.cli.argv import require_writable_run_folder
+    from capgen.config.argv import require_writable_run_folder
 
     monkeypatch.chdir(read_only)
     (read_only / "run").mkdir()

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from capgen.data.datamodule import Batch
+from capgen.lightning.module import CaptioningModule
+from capgen.lightning.recipes import lr_scheduler
 from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN
 from capgen.models.losses import caption_loss
 from capgen.models.scheduled_sampling import sampled_forward, sampling_probability
 from capgen.models.word_vectors import load_word_vectors, read_word_vectors
-from capgen.training.module import CaptioningModule
-from capgen.training.recipes import lr_scheduler
 from capgen.vocab import SPECIALS, Vocabulary
 
 DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]

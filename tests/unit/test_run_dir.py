@@ -19,12 +19,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import capgen.atomic as atomic
-from capgen.training import config, lock, plugins
-from capgen.training.callbacks import BestEpochMetrics
-from capgen.training.compare import as_markdown, as_text, compare
-from capgen.training.config import CONF_DIR
-from capgen.training.lock import RunFolderInUse, named_run_dir, run_lock
-from capgen.training.run_dir import (
+from capgen import config
+from capgen.commands.compare import as_markdown, as_text, compare
+from capgen.config import CONF_DIR, plugins
+from capgen.lightning.callbacks import BestEpochMetrics
+from capgen.runs import lock
+from capgen.runs.lock import RunFolderInUse, named_run_dir, run_lock
+from capgen.runs.records import (
     RunFailed,
     UnreadableRecord,
     best_checkpoint,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from capgen.training.config import command_overrides
-from capgen.training.settings import check_types
-from capgen.training.train import train
+from capgen.commands.train.fit import train
+from capgen.config import command_overrides
+from capgen.config.checks import check_types
 
 from helpers.runs import compose_train as compose_shared
 
@@ -112,7 +112,7 @@ def test_hydra_flags_and_their_values_are_not_overrides():
 
 
 def test_a_commands_own_settings_are_checked_by_type():
-    from capgen.training.settings import check_values
+    from capgen.config.checks import check_values
 
     cfg = OmegaConf.create({"figures": "maybe", "n": 3})
     with pytest.raises(ValueError, match=r"^figures='maybe': must be true or false\.$"):
@@ -123,7 +123,7 @@ def test_a_commands_own_settings_are_checked_by_type():
 @pytest.mark.parametrize("device, says", [("tpu", "device=tpu: not a device torch knows"), ("cuda:0", "no CUDA device"),
                                           (3, "device=3: give auto, cpu, cuda or cuda:N")])
 def test_a_device_torch_does_not_know_is_named(device, says):
-    from capgen.training.evaluate import resolve_device
+    from capgen.commands.eval.evaluate import resolve_device
 
     if device == "cuda:0" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

@@ -102,7 +102,7 @@ def test_inconsistent_vocabulary_file_names_itself_the_problem_and_the_fix(tmp_p
 
 
 def test_inconsistent_vocabulary_in_a_checkpoint_names_the_checkpoint(tmp_path):
-    from capgen.training.checkpoint import read_checkpoint, stamp
+    from capgen.runs.checkpoint import read_checkpoint, stamp
 
     ckpt = {"vocab": INCONSISTENT["duplicate word"][0], "hyper_parameters": {"net_config": {"decoder": "lstm"}},
             "state_dict": {}}
