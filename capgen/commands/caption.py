@@ -24,33 +24,28 @@ exits with status 1). A bad setting or checkpoint stops the command before it wr
 from __future__ import annotations
 
 import glob
-import inspect
 import json
 import logging
 import sys
 from pathlib import Path
 
-import hydra
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 from ..config.checks import check_numbers, check_values
 from ..config.decode_group import command_settings
 from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
-from ..models.decoding import DecodeResult, DecodeSettings, NBestResult, first_captions
-from ..runs.records import run_config
-from ..viz import attention_figure, attention_frames, write_gif
+from ..lightning.inference import caption_row, load_module, resolve_device
+from ..models.decoding import DecodeSettings
+from ..runs.folders import DEFAULT_IMAGE_SIZE, run_config, training_image_size
+from ..viz import draw_attention, resize_longest
 from ..vocab import shown
-from .eval.evaluate import load_module, resolve_device
 
 log = logging.getLogger(__name__)
 
 # What PIL reads and cameras/web pages produce; matched case-insensitively.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-DEFAULT_IMAGE_SIZE = 256
 
 
 def find_images(spec: str) -> list[Path]:
@@ -83,29 +78,6 @@ def find_images(spec: str) -> list[Path]:
             f"image files; accepted extensions: {accepted}"
         )
     return found
-
-
-def training_image_size(run_cfg: DictConfig | None) -> int | None:
-    """The side the run's images were resized to: data.source.image_size, else the source
-    class's default for it (96 for shapes); None when the run does not say."""
-    source = run_cfg.get("data", {}).get("source") if run_cfg is not None else None
-    if source is None:
-        return None
-    if source.get("image_size") is not None:
-        return int(source.image_size)
-    try:
-        default = inspect.signature(hydra.utils.get_class(source._target_)).parameters["image_size"].default
-    except Exception:  # no such class here, or no image_size parameter (e.g. coco.pt's fixed 112 px)
-        return None
-    return int(default) if isinstance(default, int) else None
-
-
-def resize_longest(picture: np.ndarray, longest: int) -> np.ndarray:
-    """picture (H, W, 3) uint8 resized, aspect kept, so that its longer side is `longest`."""
-    image = Image.fromarray(picture)
-    scale = longest / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
 
 
 def _display(path: Path, longest: int) -> np.ndarray:
@@ -156,28 +128,6 @@ def _failed(path: Path, message: str) -> dict:
     return {"path": str(path), "error": message}
 
 
-def draw_attention(png: Path, gif: Path, picture: np.ndarray, words: list[str], alphas: torch.Tensor, grid: int,
-                   probs: list[float], frame_ms: int) -> list[Image.Image]:
-    """One caption's attention figures, as capgen-caption and capgen-demo draw them: the PNG
-    (a panel per word) and the GIF (a frame per word) of `picture` (H, W, 3) uint8, with
-    words (L), alphas (L, P) and probs (L). Returns the GIF's frames (the input, then one per
-    word). On an error neither file is left behind."""
-    try:
-        # The grid's panels are 200 px wide: a larger picture would only slow the blur.
-        fig = attention_figure(resize_longest(picture, 200), words, alphas, grid)
-        try:
-            fig.savefig(png, dpi=100)
-        finally:
-            plt.close(fig)
-        frames = attention_frames(picture, words, alphas, grid, probs)
-        write_gif(gif, frames, frame_ms)
-    except Exception:
-        png.unlink(missing_ok=True)
-        gif.unlink(missing_ok=True)
-        raise
-    return frames
-
-
 def _draw(cfg: DictConfig, out: Path, stem: str, path: Path, words, alphas, grid: int, probs) -> dict:
     """The image's attention PNG and GIF; {png, gif} file names for its row."""
     png, gif = out / f"{stem}_attention.png", out / f"{stem}_attention.gif"
@@ -219,36 +169,6 @@ def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch
             print(f"{path}\t{shown(caption, j in cut)}", flush=True)
         rows[i] = row
     return [rows[i] for i in range(len(paths))]
-
-
-def caption_row(vocab, every: DecodeResult | NBestResult, k: int) -> tuple[dict, torch.Tensor | None]:
-    """Image k of a decoded batch as a captions.jsonl row has it, less its path: {caption,
-    words, word_probs, logprob} of its first caption, plus {captions, logprobs} (all n_best,
-    best first; an empty place: no caption, logprob None) for an n-best result. Also the
-    first caption's attention (L, P), row l for word l, on the CPU; None without attention."""
-    result = first_captions(every)
-    steps, words = _words(vocab, result.tokens[k].tolist())
-    probs = [float(result.token_logprobs[k, t].exp()) for t in steps]
-    row = {"caption": " ".join(words), "words": words, "word_probs": probs, "logprob": float(result.logprob[k])}
-    if vocab.is_cut(result.tokens[k].tolist()):
-        row["cut"] = True  # cut at the length cap: shown marked (capgen.vocab.shown)
-    if isinstance(every, NBestResult):
-        logprobs = [float(lp) for lp in every.logprob[k]]
-        row.update(captions=[" ".join(_words(vocab, t)[1]) for t in every.tokens[k].tolist()],
-                   logprobs=[lp if np.isfinite(lp) else None for lp in logprobs])
-        cut = [j for j, t in enumerate(every.tokens[k].tolist()) if vocab.is_cut(t)]
-        if cut:
-            row["cut_captions"] = cut  # the places in `captions` cut at the length cap
-    alphas = result.alphas[k, steps].cpu() if result.alphas is not None else None
-    return row, alphas
-
-
-def _words(vocab, tokens: list[int]) -> tuple[list[int], list[str]]:
-    """The steps that emitted a word of a caption's tokens (words, <end>, then <pad>), and
-    those words (a stray <pad>/<start> from a weak model is not one)."""
-    n = tokens.index(vocab.end_id) if vocab.end_id in tokens else len(tokens)
-    steps = [t for t in range(n) if tokens[t] not in (vocab.pad_id, vocab.start_id)]
-    return steps, [vocab.itos[tokens[t]] for t in steps]
 
 
 def caption_images(cfg: DictConfig) -> list[dict]:

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..metrics.significance import PairedDifference, paired_bootstrap
-from ..runs.records import UnreadableRecord, find_runs, read_summary, read_test_captions, run_overrides
+from ..runs.folders import find_runs, run_overrides
+from ..runs.records import UnreadableRecord, read_summary, read_test_captions
 
 DEFAULT_METRICS = ("val/CIDEr", "val/BLEU-4", "test/CIDEr", "test/BLEU-4")
 

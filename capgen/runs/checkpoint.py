@@ -1,9 +1,5 @@
-"""capgen's checkpoint format: written so that it survives a kill, stamped with the capgen
-that wrote it, and read back by one function, `read_checkpoint`.
-
-`AtomicCheckpointIO` is the trainer's checkpoint writer (conf/trainer/cpu.yaml, inherited by
-every trainer config). A process killed at any moment, even half-way through writing
-`last.ckpt`, leaves the previous complete `last.ckpt` in place (capgen.atomic).
+"""capgen's checkpoint format: stamped with the capgen that wrote it, and read back by one
+function, `read_checkpoint` (the trainer writes it all-or-nothing: capgen.lightning.checkpoint_io).
 
 A capgen checkpoint is Lightning's (weights, optimizer, loops, callbacks' states) plus the
 vocabulary (`vocab`) and the network's Hydra config (`hyper_parameters.net_config`), so that
@@ -15,7 +11,6 @@ names it and the fix.
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile
@@ -24,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .. import __version__
-from ..atomic import write_atomically
-from ..lightning.compat import is_local_path
 from ..vocab import Vocabulary
+from .folders import run_data_choice
 from .provenance import TrainedOn, trained_on
-from .records import run_data_choice
 
 # The layout of a capgen checkpoint: Lightning's keys plus "vocab" and hyper_parameters with
 # "net_config". Raise it when that layout changes so that older code refuses newer files.
@@ -59,17 +51,6 @@ def check_format(checkpoint: dict[str, Any], path: str | os.PathLike, setting: s
         f"but this capgen ({__version__}) reads format {CHECKPOINT_FORMAT}. Use the capgen version that wrote "
         "it (pip install capgen==<that version>) to evaluate or resume it, or train a new run with this one."
     )
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose local writes are all-or-nothing (see the module docstring)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not is_local_path(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)  # remote stores: fsspec's own transaction
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)  # serialise first: a failure here touches no file
-        write_atomically(Path(path), buffer.getbuffer())
 
 
 class UnreadableCheckpoint(ValueError):

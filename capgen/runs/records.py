@@ -1,5 +1,6 @@
 """What a training run leaves in its folder besides Hydra's `.hydra/` and Lightning's files,
-and reading it back (capgen-compare, `capgen-eval run=...`).
+and reading it back (capgen-compare, `capgen-eval run=...`; finding run folders and reading
+their saved config: capgen.runs.folders).
 
     <run>/summary.json    {"status": "completed", "metrics": {...}, "best_checkpoint": "checkpoints/..."}
                           or {"status": "failed", "error": "<type>: <message>", "traceback": "error.txt"}
@@ -18,13 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..atomic import write_atomically
 
@@ -204,91 +203,3 @@ def read_summary(run: Path) -> dict | None:
     if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
         raise UnreadableRecord(f"{path}: its metrics are not a mapping of names to numbers")
     return summary
-
-
-def is_run(path: Path) -> bool:
-    return (path / ".hydra" / "config.yaml").is_file()
-
-
-def find_runs(root: Path) -> list[Path]:
-    """The run folders at or under `root` (those holding .hydra/config.yaml), sorted by path."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
-    if is_run(root):
-        return [root]
-    return sorted((p.parent.parent for p in root.glob("**/.hydra/config.yaml")), key=_natural_key)
-
-
-def _natural_key(path: Path) -> list:
-    """Sort key where 10_... comes after 9_... (Hydra numbers sweep jobs from 0)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
-
-
-def run_overrides(run: Path) -> list[str]:
-    """The run's command-line overrides, as Hydra saved them in .hydra/overrides.yaml;
-    UnreadableRecord when that file is not a list."""
-    path = run / ".hydra" / "overrides.yaml"
-    if not path.exists():
-        return []
-    try:
-        overrides = OmegaConf.load(path)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UnreadableRecord(f"{path}: cannot be read as YAML ({' '.join(str(e).split())})") from None
-    if not isinstance(overrides, ListConfig):
-        raise UnreadableRecord(f"{path}: not a list of overrides")
-    return [str(o) for o in overrides]
-
-
-def best_checkpoint(run: Path) -> Path:
-    """The run's best checkpoint (by its `monitor`), as its summary.json names it."""
-    if not run.is_dir():
-        raise FileNotFoundError(f"run={run}: no such folder")
-    if not is_run(run):
-        raise ValueError(f"run={run}: not a capgen-train run folder (it has no .hydra/config.yaml)")
-    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
-    hint = f"give ckpt_path=<file> instead; {run / 'checkpoints'} holds {ckpts or 'no checkpoints'}"
-    try:
-        summary = read_summary(run)
-    except UnreadableRecord as e:
-        raise ValueError(f"run={run}: its best checkpoint is named in {SUMMARY}, which is unreadable: {e}; {hint}") from None
-    if summary is None or summary["status"] != "completed":
-        state = "did not finish" if summary is None else summary["status"]
-        raise ValueError(f"run={run}: the run {state}, so it has no best checkpoint recorded in {SUMMARY}; {hint}")
-    if not summary.get("best_checkpoint"):
-        raise ValueError(f"run={run}: no best checkpoint was saved (validation never ran?); {hint}")
-    path = run / summary["best_checkpoint"]
-    if not path.is_file():
-        raise FileNotFoundError(f"run={run}: its best checkpoint {path} is missing; {hint}")
-    return path
-
-
-def run_of_checkpoint(ckpt_path: str) -> Path | None:
-    """The training run a checkpoint belongs to: its grandparent, when that holds the
-    run's saved config (<run>/.hydra/config.yaml, the checkpoint in <run>/checkpoints/).
-    Where the checkpoint is given wins; a symlink's target's run is the fallback."""
-    for path in (Path(ckpt_path).absolute(), Path(ckpt_path).resolve()):
-        run = path.parent.parent
-        if is_run(run):
-            return run
-    return None
-
-
-def run_config(ckpt_path: str) -> DictConfig | None:
-    """The saved config of the run a checkpoint belongs to, or None."""
-    run = run_of_checkpoint(ckpt_path)
-    return OmegaConf.load(run / ".hydra" / "config.yaml") if run else None
-
-
-def run_choice(path: str, group: str) -> str | None:
-    """The config of `group` the run was composed with (`data=<name>`, `model=<name>`), from
-    its .hydra/hydra.yaml; `path` is one of the run's checkpoints or the run folder itself."""
-    run = Path(path) if is_run(Path(path)) else run_of_checkpoint(path)
-    hydra_yaml = run / ".hydra" / "hydra.yaml" if run else None
-    if hydra_yaml is None or not hydra_yaml.is_file():
-        return None
-    return OmegaConf.select(OmegaConf.load(hydra_yaml), f"hydra.runtime.choices.{group}", default=None)
-
-
-def run_data_choice(path: str) -> str | None:
-    """The data config the run was composed with (`data=<name>`), see run_choice."""
-    return run_choice(path, "data")

@@ -8,7 +8,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -16,12 +15,14 @@ from PIL import Image
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from capgen.commands.caption import find_images, training_image_size
-from capgen.commands.eval.evaluate import load_module, metrics_table, with_run_data_choice
+from capgen.commands.caption import find_images
+from capgen.commands.eval.evaluate import metrics_table, with_run_data_choice
 from capgen.commands.eval.statistics import corpus_statistics
 from capgen.data.shapes import ShapesSource
+from capgen.lightning.inference import load_module
 from capgen.metrics.captions import score_captions
 from capgen.models.decoding import DecodeSettings
+from capgen.runs.folders import training_image_size
 from capgen.runs.records import TEST_CAPTIONS
 from capgen.tokenizer import tokenize
 
@@ -454,15 +455,3 @@ def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_pa
     assert done.stdout.startswith(f"{image}\t") and done.stdout.count("\n") == 1
     (out,) = (tmp_path / "outputs" / "caption").iterdir()
     assert str(out) in done.stderr and (out / "captions.jsonl").is_file()
-
-
-def test_attention_gif_has_one_frame_per_word_even_when_frames_would_repeat(tmp_path):
-    from capgen.viz import save_attention_gif
-
-    image = np.full((60, 120, 3), 90, dtype=np.uint8)
-    words = ["a", "a", "a"]  # the same word with the same map and probability three times
-    alphas = torch.full((4, 16), 1 / 16)  # one more row (<end>'s) than words, as decoding gives
-    path = save_attention_gif(tmp_path / "x.gif", image, words, alphas, grid=4, probs=[0.5, 0.5, 0.5])
-    gif = Image.open(path)
-    assert gif.n_frames == 4 and gif.size == (120, 60 + 24)  # the picture under a band for the word
-    assert gif.info["loop"] == 0

@@ -208,7 +208,7 @@ def test_fp16_loss_scaling_through_lightnings_grad_scaler(make_cfg, monkeypatch)
     the finite-loss guard must not mistake that for a bad loss (the loss itself is float32).
     model=rnn: oneDNN has no float16 LSTM kernel for CPUs (GPUs run all three models)."""
     scaler = "{_target_:torch.amp.GradScaler,device:cpu,init_scale:1.0e12}"
-    plugins = ("trainer.plugins=[{_target_:capgen.runs.checkpoint.AtomicCheckpointIO},"
+    plugins = ("trainer.plugins=[{_target_:capgen.lightning.checkpoint_io.AtomicCheckpointIO},"
                "{_target_:lightning.pytorch.plugins.precision.MixedPrecision,precision:16-mixed,device:cpu,"
                f"scaler:{scaler}}}]")
     cfg = make_cfg("model=rnn", "test=false", "trainer.precision=null", plugins)

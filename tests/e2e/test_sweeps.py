@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from capgen.commands.eval.evaluate import load_module
+from capgen.lightning.inference import load_module
 
 from helpers.commands import run_eval
 from helpers.workflow import SMALL, UNNAMED, capgen, hparams_entry, job_dirs, read_events, small, summary, tensorboard_runs

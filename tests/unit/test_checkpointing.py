@@ -7,8 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 import capgen.atomic as ck
+from capgen.lightning.checkpoint_io import AtomicCheckpointIO
 from capgen.runs import resume
-from capgen.runs.checkpoint import AtomicCheckpointIO, check_format, stamp
+from capgen.runs.checkpoint import check_format, stamp
 from capgen.runs.resume import resume_argv
 
 

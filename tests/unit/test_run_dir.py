@@ -24,16 +24,9 @@ from capgen.commands.compare import as_markdown, as_text, compare
 from capgen.config import CONF_DIR, plugins
 from capgen.lightning.callbacks import BestEpochMetrics
 from capgen.runs import lock
+from capgen.runs.folders import best_checkpoint, find_runs
 from capgen.runs.lock import RunFolderInUse, named_run_dir, run_lock
-from capgen.runs.records import (
-    RunFailed,
-    UnreadableRecord,
-    best_checkpoint,
-    find_runs,
-    read_summary,
-    run_recording_failure,
-    write_summary,
-)
+from capgen.runs.records import RunFailed, UnreadableRecord, read_summary, run_recording_failure, write_summary
 
 from helpers.runs import snapshot
 

@@ -123,7 +123,7 @@ def test_a_commands_own_settings_are_checked_by_type():
 @pytest.mark.parametrize("device, says", [("tpu", "device=tpu: not a device torch knows"), ("cuda:0", "no CUDA device"),
                                           (3, "device=3: give auto, cpu, cuda or cuda:N")])
 def test_a_device_torch_does_not_know_is_named(device, says):
-    from capgen.commands.eval.evaluate import resolve_device
+    from capgen.lightning.inference import resolve_device
 
     if device == "cuda:0" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

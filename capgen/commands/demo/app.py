@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ...config.checks import check_numbers, check_values
-from ..eval.evaluate import resolve_device
+from ...lightning.inference import resolve_device
 from .served import checkpoint_paths, example_pictures, load_captioners
 
 log = logging.getLogger(__name__)

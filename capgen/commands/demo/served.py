@@ -19,13 +19,13 @@ from PIL import Image
 from ...config.decode_group import CONSTRAINT_KEYS, command_settings
 from ...data.images import BadSampleError, load_rgb
 from ...data.shapes import ShapesSource
+from ...lightning.inference import caption_row, load_module, resolve_device
 from ...lightning.module import CaptioningModule
 from ...models.decoding import DecodeSettings
 from ...models.search.settings import BEAM_METHODS
+from ...runs.folders import DEFAULT_IMAGE_SIZE, best_checkpoint, find_runs, is_run, run_choice, run_config, training_image_size
 from ...runs.provenance import TrainedOn
-from ...runs.records import best_checkpoint, find_runs, is_run, run_choice, run_config
-from ..caption import DEFAULT_IMAGE_SIZE, caption_row, draw_attention, resize_longest, training_image_size
-from ..eval.evaluate import load_module, resolve_device
+from ...viz import draw_attention, resize_longest
 
 log = logging.getLogger(__name__)
 

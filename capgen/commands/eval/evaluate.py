@@ -43,11 +43,10 @@ from ...atomic import write_atomically
 from ...config import CONF_DIR, command_overrides
 from ...config.checks import check_numbers
 from ...config.decode_group import command_settings
-from ...lightning.hardware import configure_encoder
-from ...lightning.module import CaptioningModule
+from ...lightning.inference import load_module, resolve_device
 from ...metrics import default_metrics
 from ...models.decoding import DecodeSettings
-from ...runs.records import best_checkpoint, run_config, run_data_choice
+from ...runs.folders import best_checkpoint, run_config, run_data_choice
 from .statistics import corpus_statistics, diversity
 
 log = logging.getLogger(__name__)
@@ -55,31 +54,6 @@ log = logging.getLogger(__name__)
 # A captions.jsonl row's fields, in this order, those a row has (diversity only with several captions).
 CAPTION_KEYS = ("image_id", "caption", "cut", "references", "logprob", "BLEU-4", "CIDEr", "captions", "logprobs", "Div-1",
                 "Div-2", "mBLEU-4", "self-CIDEr")
-
-
-def load_module(path: str, device: str = "cpu", channels_last="auto") -> CaptioningModule:
-    """The checkpoint's module in eval mode on `device`, its encoder in the memory format
-    `channels_last` asks for (capgen.lightning.hardware); errors name the file and the fix."""
-    if not path:
-        raise ValueError("ckpt_path is not set: give ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-    module = CaptioningModule.from_checkpoint(str(path))
-    configure_encoder(module.net.encoder, channels_last, torch.device(device).type)
-    return module.to(device).eval()
-
-
-def resolve_device(device: str) -> str:
-    """`device` (auto, cpu, cuda, cuda:N, ...) as a torch device name, checked here."""
-    if not isinstance(device, str):
-        raise ValueError(f"device={device!r}: give auto, cpu, cuda or cuda:N")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device}: no CUDA device is available here; use device=cpu")
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device={device}: not a device torch knows; give auto, cpu, cuda or cuda:N") from None
-    return device
 
 
 def with_run_data_choice(args: list[str]) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from ...runs.records import SUMMARY, UnreadableRecord, read_summary, run_overrides
+from ...runs.folders import run_overrides
+from ...runs.records import SUMMARY, UnreadableRecord, read_summary
 
 
 def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
