@@ -14,24 +14,21 @@ import hydra
 from omegaconf import DictConfig
 
 from .. import config
-from ..commands.demo.app import serve
-from ..commands.failure import one_paragraph_on_failure
-from ..config.argv import quote_paths, require_writable_run_folder
+from ..commands.demo import app
+from ..commands.failure import refused_at_start
+from ..config.command_line import command_line
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="demo")
 def _main(cfg: DictConfig) -> None:
-    with one_paragraph_on_failure("capgen-demo"):
-        page = serve(cfg)
-    print(f"capgen-demo: serving at {page.local_url} (Ctrl-C stops)", flush=True)
-    page.block_thread()  # until Ctrl-C or SIGTERM
+    return app.run(cfg)
 
 
 def main() -> None:
-    sys.argv[1:] = quote_paths(sys.argv[1:], ("run", "ckpt_path"))  # see capgen.config.argv
-    require_writable_run_folder(sys.argv[1:], "demo")
+    with refused_at_start("capgen-demo"):  # one paragraph, not a traceback, for what is refused here
+        sys.argv[1:] = command_line("demo", sys.argv[1:])
     _main()
 
 

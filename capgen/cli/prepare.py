@@ -11,21 +11,21 @@ import hydra
 from omegaconf import DictConfig
 
 from .. import config
-from ..commands.failure import one_paragraph_on_failure
-from ..commands.prepare import prepare
-from ..config.argv import require_writable_run_folder
+from ..commands import prepare
+from ..commands.failure import refused_at_start
+from ..config.command_line import command_line
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="prepare")
 def _main(cfg: DictConfig) -> None:
-    with one_paragraph_on_failure("capgen-prepare"):
-        prepare(cfg)
+    return prepare.run(cfg)
 
 
 def main() -> None:
-    require_writable_run_folder(sys.argv[1:], "prepare")  # its log folder; cache_dir is checked by prepare()
+    with refused_at_start("capgen-prepare"):  # one paragraph, not a traceback, for what is refused here
+        sys.argv[1:] = command_line("prepare", sys.argv[1:])
     _main()
 
 

@@ -41,6 +41,7 @@ from ..models.decoding import DecodeSettings
 from ..runs.folders import DEFAULT_IMAGE_SIZE, run_config, training_image_size
 from ..viz import draw_attention, resize_longest
 from ..vocab import shown
+from .failure import one_paragraph_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +204,13 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     if failed:
         print(f"{failed} of {len(rows)} images failed, listed in {out / 'captions.jsonl'}", file=sys.stderr)
     return rows
+
+
+def run(cfg: DictConfig) -> None:
+    """capgen-caption's Hydra job: caption_images, a failure ended in one paragraph. Images that
+    failed are in captions.jsonl and on stderr; scripts learn of them from the exit status 1
+    (SystemExit passes through Hydra, which only reports Exceptions)."""
+    with one_paragraph_on_failure("capgen-caption"):
+        rows = caption_images(cfg)
+    if any("error" in row for row in rows):
+        raise SystemExit(1)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from ..config.checks import check_numbers, check_types, check_values
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
 from ..lightning.hardware import configure_encoder, parse_channels_last
+from .failure import one_paragraph_on_failure
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -62,3 +63,9 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
         )
     log.info("caches complete in %s", cache_dir)
     return bad
+
+
+def run(cfg: DictConfig) -> None:
+    """capgen-prepare's Hydra job: prepare, a failure ended in one paragraph."""
+    with one_paragraph_on_failure("capgen-prepare"):
+        prepare(cfg)

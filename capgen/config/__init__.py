@@ -1,7 +1,11 @@
-"""Where capgen's Hydra configs live, and what they need registered before Hydra composes them.
+"""The Hydra side of capgen: where its configs live (CONF_DIR), and what they need registered
+before Hydra composes them (`register()`, called by every capgen command and by anything
+composing capgen's configs). Beside it: the resolvers (resolvers.py), settings checked against
+their constructors (checks.py), the `decode` group (decode_group.py), the optional plugins and
+logger packages (plugins.py), and each command's command line before Hydra reads it (argv.py,
+resume_argv.py).
 
-`register()` (called by every capgen command, and by anything composing capgen's configs)
-adds two things:
+`register()` adds two things:
 
 - Config nodes generated from constructor signatures, so that every constructor argument
   can be overridden without `+` while the YAML files state only what differs from its
@@ -9,30 +13,20 @@ adds two things:
   (CaptionDataModule), the bases the model and data configs start from; and from the
   fields of DecodeSettings, `decode: _settings` (the base of conf/decode/'s presets) and
   `decode: run` (capgen-eval's default: the run's own test decode).
-- The OmegaConf resolvers below.
-
-    ${capgen.run_name:}                    conf/logger/tensorboard.yaml: the TensorBoard run's name
-    ${capgen.launch_time:%Y-%m-%d_%H-%M-%S}            conf/hydra/default.yaml: run and sweep folders
-    ${capgen.dirname:${hydra.job.override_dirname}}    conf/hydra/default.yaml: a sweep job's folder
-    ${capgen.slurm_tasks:${trainer.devices}}            conf/hydra/launcher/slurm.yaml
-    ${capgen.slurm_gpus:${trainer.accelerator},${trainer.devices}}
-    ${capgen.slurm_cpus:${data.num_workers}}
+- The OmegaConf resolvers of capgen.config.resolvers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.resources
 import inspect
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+
+from .resolvers import register_resolvers
 
 
 def _conf_dir() -> str:
@@ -47,88 +41,6 @@ def _conf_dir() -> str:
 
 
 CONF_DIR = _conf_dir()
-
-# A path component may not exceed 255 bytes; long override lists are cut, with a hash kept
-# so that two runs whose names share their first 180 characters stay apart.
-_MAX_NAME = 180
-
-
-def dirname(name: str) -> str:
-    """`name` (overrides such as `data.root=/mnt/coco,model=lstm`) as ONE folder name: a `/`
-    in a value would otherwise nest folders (`data.root=` / `mnt` / ...), so it becomes `_`;
-    names over _MAX_NAME bytes are cut and end in a hash of the whole."""
-    whole = name
-    name = name.replace("/", "_")
-    if len(name.encode()) > _MAX_NAME:
-        digest = hashlib.sha1(whole.encode()).hexdigest()[:8]
-        name = name.encode()[:_MAX_NAME].decode(errors="ignore") + "..." + digest
-    return name
-
-
-def run_name() -> str:
-    """The run's command-line overrides as Hydra writes them for a sweep job's folder
-    (`hydra.job.override_dirname`: sorted, with its excluded keys left out), so that in
-    `tensorboard --logdir outputs` every run is named by what was changed. "default" for a
-    run with no overrides, and outside a Hydra app (a config composed in a test or a
-    notebook), where no command line exists."""
-    name = HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
-    return dirname(name) if name else "default"
-
-
-# The launch time of a capgen-train command, set by its main() for the DDP processes it starts.
-LAUNCH_TIME_ENV = "CAPGEN_LAUNCH_TIME"
-
-
-def launch_time(fmt: str) -> str:
-    """When the command was launched, as `fmt` (strftime). Like Hydra's ${now:}, except that
-    the processes Lightning starts for DDP (which re-run the command line, `-m` included, and
-    inherit the environment) get their parent's time, so that a sweep's folder, named by it,
-    is the same for all of them instead of one a few seconds later."""
-    return time.strftime(fmt, time.localtime(float(os.environ.get(LAUNCH_TIME_ENV, time.time()))))
-
-
-def slurm_tasks(devices) -> int:
-    """SLURM tasks per node: one per device, as Lightning's DDP on SLURM expects."""
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise ValueError(
-            f"trainer.devices={devices!r}: on SLURM give the number of devices per node as a positive "
-            "number (e.g. trainer.devices=4); hydra.launcher.tasks_per_node and gpus_per_node follow it"
-        )
-    return devices
-
-
-def slurm_gpus(accelerator: str, devices) -> int | None:
-    """GPUs to ask SLURM for per node: one per task on a GPU trainer, none on a CPU one."""
-    tasks = slurm_tasks(devices)
-    return None if accelerator == "cpu" else tasks
-
-
-def slurm_cpus(num_workers: int) -> int:
-    """CPUs per task: the training process and its DataLoader workers."""
-    return num_workers + 1
-
-
-# Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
-# `-p pkg`, ...): that value is not an override. `--info` takes one of INFO_CHOICES, or none.
-HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--experimental-rerun"}
-INFO_FLAGS, INFO_CHOICES = {"--info", "-i"}, {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
-
-
-def command_overrides(args: list[str]) -> list[str]:
-    """The overrides (`key=value`) of a command line (sys.argv[1:]), without Hydra's flags and
-    their values, so that `capgen-train --cfg job model=lstm` reads as the one override
-    `model=lstm` (each capgen command looks at its overrides before Hydra starts)."""
-    overrides, skip_next = [], False
-    for i, arg in enumerate(args):
-        if skip_next:
-            skip_next = False
-        elif arg.startswith("-"):
-            takes_value = arg in HYDRA_VALUE_FLAGS or (arg in INFO_FLAGS and args[i + 1:i + 2] and args[i + 1] in INFO_CHOICES)
-            skip_next = bool(takes_value)
-        else:
-            overrides.append(arg)
-    return overrides
 
 
 def signature_node(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -168,8 +80,4 @@ def register() -> None:
               "monitor": "${oc.select:monitor,val/CIDEr}", "monitor_mode": "${oc.select:monitor_mode,max}"}
     store.store(group="model/module", name="captioning", node=module)
     store.store(group="data", name="_datamodule", node={**signature_node(CaptionDataModule, ("vocab", "encoder")), "seed": "${seed}"})
-    for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.launch_time", launch_time),
-                     ("capgen.slurm_tasks", slurm_tasks),
-                     ("capgen.slurm_gpus", slurm_gpus), ("capgen.slurm_cpus", slurm_cpus)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+    register_resolvers()

@@ -21,7 +21,30 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from . import command_overrides
+from ..runs.folders import run_data_choice
+from . import CONF_DIR
+
+# Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
+# `-p pkg`, ...): that value is not an override. `--info` takes one of INFO_CHOICES, or none.
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+INFO_FLAGS, INFO_CHOICES = {"--info", "-i"}, {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def command_overrides(args: list[str]) -> list[str]:
+    """The overrides (`key=value`) of a command line (sys.argv[1:]), without Hydra's flags and
+    their values, so that `capgen-train --cfg job model=lstm` reads as the one override
+    `model=lstm` (each capgen command looks at its overrides before Hydra starts)."""
+    overrides, skip_next = [], False
+    for i, arg in enumerate(args):
+        if skip_next:
+            skip_next = False
+        elif arg.startswith("-"):
+            takes_value = arg in HYDRA_VALUE_FLAGS or (arg in INFO_FLAGS and args[i + 1:i + 2] and args[i + 1] in INFO_CHOICES)
+            skip_next = bool(takes_value)
+        else:
+            overrides.append(arg)
+    return overrides
 
 
 def quote_paths(args: list[str], keys: Iterable[str]) -> list[str]:
@@ -109,3 +132,43 @@ def require_writable_run_folder(args: list[str], task: str) -> None:
         f"results there. Give a writable folder with hydra.run.dir=<folder> (or paths.output_dir=<folder>), or run "
         f"from a writable working directory."
     )
+
+
+def named_run_dir(args: list[str]) -> Path | None:
+    """The existing folder a capgen-train command line (sys.argv[1:]) will write its run into,
+    when it names one: resume=<run> (see capgen.runs.resume), else hydra.run.dir=<folder>.
+    None for a sweep (-m: each job has its own folder), a folder that does not exist yet, or
+    one given with ${...} (Hydra resolves it later)."""
+    if "-m" in args or "--multirun" in args:
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
+    except HydraException:
+        return None  # Hydra reports the bad override itself
+    given = {o.key_or_group: o.value() for o in parsed if not o.is_sweep_override()}
+    value = given.get("resume") or given.get("hydra.run.dir")
+    if not isinstance(value, str) or "${" in value:
+        return None
+    folder = Path(value).expanduser().absolute()
+    return folder if folder.is_dir() else None
+
+
+def with_run_data_choice(args: list[str]) -> list[str]:
+    """Command-line overrides with `data=<the run's data config>` added when none is given.
+
+    Hydra checks data.* overrides against the data config it composes; without this, a
+    setting that only the run's data config has (data.root=... for a COCO run) would be
+    refused as unknown before the run's config is even read.
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
+    except HydraException:
+        return args  # Hydra reports the bad override itself
+    given = {o.key_or_group: o for o in parsed}
+    ckpt = given.get("ckpt_path") or given.get("run")
+    if "data" in given or ckpt is None or ckpt.is_sweep_override() or not isinstance(ckpt.value(), str):
+        return args
+    choice = run_data_choice(ckpt.value())
+    if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
+        return args
+    return [*args, f"data={choice}"]

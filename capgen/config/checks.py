@@ -88,7 +88,7 @@ def check_command_keys(args: list[str], config_name: str = "train") -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from . import command_overrides
+    from .argv import command_overrides
 
     if "-m" in args or "--multirun" in args:
         return

@@ -15,7 +15,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from . import CONF_DIR, command_overrides
+from . import CONF_DIR
+from .argv import command_overrides
 
 # override (its start) -> (the plugin's module, the extra that installs it). Every
 # hparams_search config uses the Optuna sweeper.

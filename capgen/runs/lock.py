@@ -28,11 +28,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
-
-from ..config import command_overrides
-
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
@@ -109,22 +104,3 @@ def run_lock(folder: Path) -> Iterator[None]:
     finally:
         if taken:
             release(folder)
-
-
-def named_run_dir(args: list[str]) -> Path | None:
-    """The existing folder a capgen-train command line (sys.argv[1:]) will write its run into,
-    when it names one: resume=<run> (see capgen.runs.resume), else hydra.run.dir=<folder>.
-    None for a sweep (-m: each job has its own folder), a folder that does not exist yet, or
-    one given with ${...} (Hydra resolves it later)."""
-    if "-m" in args or "--multirun" in args:
-        return None
-    try:
-        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
-    except HydraException:
-        return None  # Hydra reports the bad override itself
-    given = {o.key_or_group: o.value() for o in parsed if not o.is_sweep_override()}
-    value = given.get("resume") or given.get("hydra.run.dir")
-    if not isinstance(value, str) or "${" in value:
-        return None
-    folder = Path(value).expanduser().absolute()
-    return folder if folder.is_dir() else None

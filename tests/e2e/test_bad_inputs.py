@@ -69,8 +69,8 @@ import torch
 from PIL import Image
 
 from capgen.commands.train.fit import train
+from capgen.config.resume_argv import resume_argv
 from capgen.data.images import BadSampleError
-from capgen.runs.resume import resume_argv
 from capgen.vocab import Vocabulary
 
 from helpers.commands import run_caption, run_eval

@@ -12,10 +12,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from capgen.commands.caption import caption_images
-from capgen.commands.eval.evaluate import evaluate, with_run_data_choice
+from capgen.commands.eval.evaluate import evaluate
 from capgen.commands.prepare import prepare
 from capgen.commands.train.fit import train
 from capgen.config import CONF_DIR
+from capgen.config.argv import with_run_data_choice
 from capgen.data.cache import CachedImages
 from capgen.lightning.module import CaptioningModule
 

@@ -16,8 +16,9 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
 from capgen.commands.caption import find_images
-from capgen.commands.eval.evaluate import metrics_table, with_run_data_choice
+from capgen.commands.eval.evaluate import metrics_table
 from capgen.commands.eval.statistics import corpus_statistics
+from capgen.config.argv import with_run_data_choice
 from capgen.data.shapes import ShapesSource
 from capgen.lightning.inference import load_module
 from capgen.metrics.captions import score_captions

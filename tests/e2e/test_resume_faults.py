@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from capgen.runs.resume import resume_argv
+from capgen.config.resume_argv import resume_argv
 
 from helpers.procs import capgen
 from helpers.runs import snapshot, train_run

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from omegaconf import OmegaConf
 
-from capgen.runs.resume import check_resume
+from capgen.config.resume_argv import check_resume
 
 from helpers.runs import snapshot
 

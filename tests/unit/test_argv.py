@@ -5,8 +5,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from capgen.config.argv import output_dir_as_run_dir, quote_paths
-from capgen.runs import resume
-from capgen.runs.resume import resume_argv
+from capgen.config.resume_argv import resume_argv
 
 # What sweeps and users name folders: a job folder, spaces, a glob, quotes.
 AWKWARD = ["multirun/2026-11-25/1_model=lstm,model.decoder.hidden_dim=512", "my photos/a b.jpg",
@@ -34,7 +33,7 @@ def test_a_path_with_both_quote_characters_is_refused_with_the_fix():
 
 def test_resume_of_a_sweep_job_folder_keeps_the_folder_whole(tmp_path, monkeypatch):
     # The checkpoint check itself is tested on real runs (tests/e2e/test_resume_faults.py).
-    monkeypatch.setattr(resume, "check_resume", lambda run, own, given: None)
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given: None)
     run = tmp_path / "sweep" / "1_model=lstm,trainer.max_epochs=2"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- model=lstm\n- trainer.max_epochs=2\n")

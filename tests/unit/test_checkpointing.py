@@ -7,10 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 import capgen.atomic as ck
+from capgen.config.resume_argv import resume_argv
 from capgen.lightning.checkpoint_io import AtomicCheckpointIO
-from capgen.runs import resume
 from capgen.runs.checkpoint import check_format, stamp
-from capgen.runs.resume import resume_argv
 
 
 def test_a_save_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
@@ -67,7 +66,7 @@ def test_format_stamp_is_checked():
 
 def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(tmp_path, monkeypatch):
     # The checkpoint check itself is tested on real runs (tests/e2e/test_resume_faults.py).
-    monkeypatch.setattr(resume, "check_resume", lambda run, own, given: None)
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given: None)
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "checkpoints").mkdir()

@@ -19,13 +19,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import capgen.atomic as atomic
-from capgen import config
 from capgen.commands.compare import as_markdown, as_text, compare
-from capgen.config import CONF_DIR, plugins
+from capgen.config import CONF_DIR, plugins, resolvers
+from capgen.config.argv import named_run_dir
 from capgen.lightning.callbacks import BestEpochMetrics
 from capgen.runs import lock
 from capgen.runs.folders import best_checkpoint, find_runs
-from capgen.runs.lock import RunFolderInUse, named_run_dir, run_lock
+from capgen.runs.lock import RunFolderInUse, run_lock
 from capgen.runs.records import RunFailed, UnreadableRecord, read_summary, run_recording_failure, write_summary
 
 from helpers.runs import snapshot
@@ -69,19 +69,19 @@ def test_tensorboard_run_name_is_the_jobs_overrides():
         paths = compose("train", overrides=["data=coco2014", "data.root=/mnt/coco"], return_hydra_config=True)
     try:
         HydraConfig.instance().set_config(cfg)
-        assert config.run_name() == "model.decoder.hidden_dim=512,model=lstm"  # ckpt_path left out
+        assert resolvers.run_name() == "model.decoder.hidden_dim=512,model=lstm"  # ckpt_path left out
         # A path in a value: one folder, not data.root= / mnt / coco, for the run and a sweep job.
         HydraConfig.instance().set_config(paths)
-        assert config.run_name() == "data.root=_mnt_coco,data=coco2014"
+        assert resolvers.run_name() == "data.root=_mnt_coco,data=coco2014"
         OmegaConf.set_readonly(paths.hydra, False)
         paths.hydra.job.num = 3  # as Hydra sets it for a sweep's job 3
         assert paths.hydra.sweep.subdir == "3_data.root=_mnt_coco,data=coco2014"
         HydraConfig.instance().set_config(long)
-        name = config.run_name()
+        name = resolvers.run_name()
         assert len(name) < 200 and name.startswith("+k0=vvvv")  # a path component must stay short
     finally:
         HydraConfig.instance().cfg = None
-    assert config.run_name() == "default"  # no command line outside a Hydra app
+    assert resolvers.run_name() == "default"  # no command line outside a Hydra app
 
 
 def test_a_failing_run_leaves_its_traceback_and_a_failed_summary(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from capgen.commands.train.fit import train
-from capgen.config import command_overrides
+from capgen.config.argv import command_overrides
 from capgen.config.checks import check_types
 
 from helpers.runs import compose_train as compose_shared

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from ...config.checks import check_numbers, check_values
 from ...lightning.inference import resolve_device
+from ..failure import one_paragraph_on_failure
 from .served import checkpoint_paths, example_pictures, load_captioners
 
 log = logging.getLogger(__name__)
@@ -91,3 +92,12 @@ def serve(cfg: DictConfig):
     log.info("serving %s at %s; the attention figures go to %s", ", ".join(c.name for c in captioners),
              page.local_url, out / "figures")
     return page
+
+
+def run(cfg: DictConfig) -> None:
+    """capgen-demo's Hydra job: serve the page, a failure to start it ended in one paragraph,
+    then serve until Ctrl-C or SIGTERM."""
+    with one_paragraph_on_failure("capgen-demo"):
+        page = serve(cfg)
+    print(f"capgen-demo: serving at {page.local_url} (Ctrl-C stops)", flush=True)
+    page.block_thread()  # until Ctrl-C or SIGTERM

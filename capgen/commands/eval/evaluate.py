@@ -35,18 +35,18 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ...atomic import write_atomically
-from ...config import CONF_DIR, command_overrides
 from ...config.checks import check_numbers
 from ...config.decode_group import command_settings
 from ...lightning.inference import load_module, resolve_device
 from ...metrics import default_metrics
 from ...models.decoding import DecodeSettings
 from ...runs.folders import best_checkpoint, run_config, run_data_choice
+from ..failure import one_paragraph_on_failure
 from .statistics import corpus_statistics, diversity
 
 log = logging.getLogger(__name__)
@@ -54,27 +54,6 @@ log = logging.getLogger(__name__)
 # A captions.jsonl row's fields, in this order, those a row has (diversity only with several captions).
 CAPTION_KEYS = ("image_id", "caption", "cut", "references", "logprob", "BLEU-4", "CIDEr", "captions", "logprobs", "Div-1",
                 "Div-2", "mBLEU-4", "self-CIDEr")
-
-
-def with_run_data_choice(args: list[str]) -> list[str]:
-    """Command-line overrides with `data=<the run's data config>` added when none is given.
-
-    Hydra checks data.* overrides against the data config it composes; without this, a
-    setting that only the run's data config has (data.root=... for a COCO run) would be
-    refused as unknown before the run's config is even read.
-    """
-    try:
-        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
-    except HydraException:
-        return args  # Hydra reports the bad override itself
-    given = {o.key_or_group: o for o in parsed}
-    ckpt = given.get("ckpt_path") or given.get("run")
-    if "data" in given or ckpt is None or ckpt.is_sweep_override() or not isinstance(ckpt.value(), str):
-        return args
-    choice = run_data_choice(ckpt.value())
-    if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
-        return args
-    return [*args, f"data={choice}"]
 
 
 def apply_data_overrides(data: DictConfig, overrides: list[str]) -> DictConfig:
@@ -145,6 +124,14 @@ def check_settings(cfg: DictConfig) -> None:
     check_numbers(cfg)
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split={cfg.split}: evaluate on val or test")
+
+
+def run(cfg: DictConfig) -> float | None:
+    """capgen-eval's Hydra job: evaluate with the command line's overrides, a failure ended in
+    one paragraph. Returns the CIDEr score, the value a Hydra sweeper optimises."""
+    with one_paragraph_on_failure("capgen-eval"):
+        report = evaluate(cfg, list(HydraConfig.get().overrides.task))
+    return report.get("CIDEr")
 
 
 def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:

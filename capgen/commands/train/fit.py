@@ -1,4 +1,5 @@
-"""`train(cfg)`: what capgen-train runs, from a composed Hydra config to a finished run folder.
+"""`train(cfg)`: what capgen-train runs, from a composed Hydra config to a finished run folder;
+`run(cfg)`: the command's Hydra job around it (the folder's lock, its failure recorded, what next).
 
 It builds the datamodule and the module and hands each what it needs from the other (the
 model's encoder config to the datamodule, for a feature cache; the splits' references and
@@ -8,11 +9,13 @@ scenes to the module), so neither reads the other through the trainer.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,11 +30,29 @@ from ...models.captioner import build_captioner
 from ...models.captioner import instantiate as build
 from ...runs import provenance
 from ...runs.init_from import check_coverage, init_checkpoint, load_network
-from ...runs.records import write_summary, write_test_captions
+from ...runs.lock import run_lock
+from ...runs.records import run_recording_failure, write_summary, write_test_captions
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
+from ..failure import one_paragraph_on_failure
 from .consistency import check_consistency
+from .next_steps import what_next
 
 log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """capgen-train's Hydra job: train(cfg) under its run folder's lock (capgen.runs.lock; rank 0
+    only, as on the command line), a failure recorded in the folder and ended in one paragraph;
+    however it ends, where the run is and what to run next. Returns the best epoch's monitored
+    value, the one a Hydra sweeper optimises."""
+    try:
+        with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
+            with one_paragraph_on_failure("capgen-train"):
+                metrics = run_recording_failure(train, cfg)
+    finally:  # completed, failed or interrupted: where the run is and what to run next
+        if rank_zero_only.rank == 0:
+            log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor)))
+    return metrics.get(cfg.monitor)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
