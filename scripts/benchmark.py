@@ -101,7 +101,7 @@ from capgen.lightning.module import CaptioningModule
 from capgen.metrics import score_captions
 from capgen.metrics.cider_reward import CiderDReward
 from capgen.models import build_captioner, hardware, scst
-from capgen.models.decoding import DecodeSettings
+from capgen.models.search import DecodeSettings
 from capgen.vocab import SPECIALS, Vocabulary
 
 DECODERS = ("rnn", "lstm", "attn")
@@ -326,7 +326,7 @@ def decode_section(config: str, args) -> dict:
                   "mean_caption_tokens": (tokens != 0).sum(1).float().mean().item()})
         results[name] = r
         print(f"  {config} decode {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if isinstance(v, float)), flush=True)
-    # The other decoding controls (capgen.models.decoding.decode), at the largest batch: images/s.
+    # The other decoding controls (capgen.models.search.decode), at the largest batch: images/s.
     b = sizes[-1]
     for name, settings in (("beam3_nbest3", DecodeSettings(method="beam", beam_size=3, n_best=3)),
                            ("beam3_constrained", DecodeSettings(method="beam", beam_size=3, min_len=3,

@@ -37,7 +37,7 @@ from ..config.checks import check_numbers, check_values
 from ..config.decode_group import command_settings
 from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
 from ..lightning.inference import caption_row, load_module, resolve_device
-from ..models.decoding import DecodeSettings
+from ..models.search import DecodeSettings
 from ..runs.folders import DEFAULT_IMAGE_SIZE, run_config, training_image_size
 from ..viz import draw_attention, resize_longest
 from ..vocab import shown

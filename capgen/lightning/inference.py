@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.decoding import DecodeResult, NBestResult, first_captions
+from ..models.search import DecodeResult, NBestResult, first_captions
 from .hardware import configure_encoder
 from .module import CaptioningModule
 

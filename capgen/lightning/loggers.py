@@ -50,7 +50,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig
 
 from ..atomic import write_atomically
-from ..models.captioner import instantiate as build
+from ..instantiate import instantiate
 from ..runs.checkpoint import Checkpoint
 from . import compat
 
@@ -282,7 +282,7 @@ def resume_kwargs(node: DictConfig, start: Checkpoint | None, saved: dict[str, A
 def build_loggers(cfg: DictConfig, start: Checkpoint | None) -> dict[str, Logger]:
     """The run's loggers by their key in cfg.logger, each told how to continue on resume."""
     saved = read_record(Path(cfg.paths.output_dir)) if start is not None else {}
-    return {key: build(node, **resume_kwargs(node, start, saved.get(key, {})))
+    return {key: instantiate(node, **resume_kwargs(node, start, saved.get(key, {})))
             for key, node in (cfg.get("logger") or {}).items()}
 
 

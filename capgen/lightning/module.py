@@ -28,9 +28,9 @@ from ..metrics.cider_reward import CiderDReward
 from ..metrics.per_image import PerImageMetric
 from ..models import scst
 from ..models.captioner import Captioner, build_captioner
-from ..models.decoding import DecodeResult, DecodeSettings, NBestResult, first_captions
 from ..models.losses import caption_loss, doubly_stochastic, token_losses
 from ..models.scheduled_sampling import sampled_forward, sampling_probability
+from ..models.search import DecodeResult, DecodeSettings, NBestResult, first_captions
 from ..models.word_vectors import load_word_vectors
 from ..runs import provenance
 from ..runs.checkpoint import read_checkpoint, stamp
@@ -300,7 +300,7 @@ class CaptioningModule(L.LightningModule):
 
     def generate(self, images: torch.Tensor, decode: DecodeSettings | None = None,
                  generator: torch.Generator | None = None) -> DecodeResult | NBestResult:
-        """Captions for a batch (capgen.models.decoding.decode): as `decode` says, else as the
+        """Captions for a batch (capgen.models.search.decode): as `decode` says, else as the
         stage decodes (the test's settings while testing, else validation's), sampling from
         `generator`, else from the evaluation's own (seeded at its start with decode.seed)."""
         if decode is None:

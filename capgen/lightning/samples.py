@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from ..data.datamodule import Batch
-from ..models.decoding import first_captions
+from ..models.search import first_captions
 from ..viz import attention_figure, caption_figure
 from ..vocab import shown
 

@@ -1,7 +1,7 @@
 """The decoder protocol and the two non-attention decoders (vanilla RNN, LSTM).
 
 Every decoder speaks the same protocol so that greedy, beam and sampling decoding are
-written once (capgen.models.decoding):
+written once (capgen.models.search):
     memory = dec.prepare(feats)                 per-batch work on the image features, once
     state  = dec.init_state(memory)             initial recurrent state
     logits, state, alpha = dec.step(tokens, state, memory)   one word for every caption

@@ -33,7 +33,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-from . import decoding
+from . import search
 from .captioner import Captioner
 
 PAD_ID = 0  # capgen.vocab.Vocabulary.pad_id
@@ -127,11 +127,11 @@ def self_critical_step(
     many = feats.repeat_interleave(samples, dim=0)  # (N, P, D): rows b*n .. b*n+n-1 are image b
     ids = image_ids.repeat_interleave(samples)  # (N,)
     with torch.no_grad():
-        drawn = decoding.sample(net.decoder, many.detach(), max_len, start_id, end_id)
+        drawn = search.sample(net.decoder, many.detach(), max_len, start_id, end_id)
         rewards = reward(ids, drawn.tokens).to(feats.device, torch.float32).view(B, samples)
         if baseline == "greedy":
             with eval_mode(net.decoder):
-                greedy = decoding.greedy(net.decoder, feats.detach(), max_len, start_id, end_id)
+                greedy = search.greedy(net.decoder, feats.detach(), max_len, start_id, end_id)
             baselines = reward(image_ids, greedy.tokens).to(feats.device, torch.float32).unsqueeze(1).expand(B, samples)
         else:
             baselines = mean_baseline(rewards)

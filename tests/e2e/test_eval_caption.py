@@ -22,7 +22,7 @@ from capgen.config.argv import with_run_data_choice
 from capgen.data.shapes import ShapesSource
 from capgen.lightning.inference import load_module
 from capgen.metrics.captions import score_captions
-from capgen.models.decoding import DecodeSettings
+from capgen.models.search import DecodeSettings
 from capgen.runs.folders import training_image_size
 from capgen.runs.records import TEST_CAPTIONS
 from capgen.tokenizer import tokenize

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from capgen.config import CONF_DIR
 from capgen.config.decode_group import command_settings, upgrade_hparams
 from capgen.lightning.module import TEST_DECODE, VAL_DECODE, CaptioningModule
-from capgen.models.decoding import DecodeSettings
+from capgen.models.search import DecodeSettings
 
 RUN = DecodeSettings(method="beam", beam_size=5, length_penalty=0.7, min_len=2, max_len=12)  # a run's test decode
 

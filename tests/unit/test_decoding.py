@@ -1,4 +1,4 @@
-"""Beam search and sampling (capgen.models.decoding) against greedy, exhaustive search and
+"""Beam search and sampling (capgen.models.search) against greedy, exhaustive search and
 step-by-step replays through the decoder. Tiny float64 decoders in eval mode, no dropout."""
 
 import itertools
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN
-from capgen.models.decoding import beam_search, greedy, sample
+from capgen.models.search import beam_search, greedy, sample
 
 from helpers.replay import replay
 

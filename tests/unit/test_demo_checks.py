@@ -17,7 +17,7 @@ from capgen.commands.demo.app import check_address, check_settings, require_grad
 from capgen.commands.demo.served import FIX_UPLOAD, checkpoint_paths, page_settings, read_picture, split_paths
 from capgen.config import CONF_DIR
 from capgen.data.images import BadSampleError
-from capgen.models.decoding import DecodeSettings
+from capgen.models.search import DecodeSettings
 
 from helpers.fixtures_real import make_odd_images
 

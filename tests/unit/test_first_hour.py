@@ -219,7 +219,7 @@ def test_a_caption_the_decoder_did_not_end_is_cut_and_shown_marked():
 def test_capgen_caption_and_the_demo_mark_a_cut_caption():
     from capgen.commands.demo.page import caption_html
     from capgen.lightning.inference import caption_row
-    from capgen.models.decoding import DecodeResult
+    from capgen.models.search import DecodeResult
     from capgen.vocab import CUT_MARK
 
     vocab = _vocab()

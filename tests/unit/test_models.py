@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN, TorchvisionEncoder
-from capgen.models.decoding import greedy
 from capgen.models.losses import caption_loss, doubly_stochastic
+from capgen.models.search import greedy
 
 DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]
 V, B, T, P, D = 17, 3, 6, 9, 8

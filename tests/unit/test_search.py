@@ -1,4 +1,4 @@
-"""The decoding controls (capgen.models.decoding.decode with a DecodeSettings) against
+"""The decoding controls (capgen.models.search.decode with a DecodeSettings) against
 independent references: exhaustive enumeration of every caption of a tiny decoder, plain
 Python re-implementations, float64 replays through the decoder. Tiny float64 decoders in
 eval mode, no dropout."""
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder
-from capgen.models.decoding import DecodeSettings, NBestResult, beam_search, decode, first_captions
+from capgen.models.search import DecodeSettings, NBestResult, beam_search, decode, first_captions
 
 from helpers.replay import replay
 

@@ -21,7 +21,7 @@ from ...data.images import BadSampleError, load_rgb
 from ...data.shapes import ShapesSource
 from ...lightning.inference import caption_row, load_module, resolve_device
 from ...lightning.module import CaptioningModule
-from ...models.decoding import DecodeSettings
+from ...models.search import DecodeSettings
 from ...models.search.settings import BEAM_METHODS
 from ...runs.folders import DEFAULT_IMAGE_SIZE, best_checkpoint, find_runs, is_run, run_choice, run_config, training_image_size
 from ...runs.provenance import TrainedOn
@@ -212,7 +212,7 @@ def caption_picture(captioner: Captioner, picture: np.ndarray, settings: DecodeS
                     figure_size: int = 320, frame_ms: int = 800) -> Captioned:
     """Caption `picture` (H, W, 3) uint8, any size, with one checkpoint: squashed to the
     side it was trained on, as capgen-caption reads a file (load_rgb), decoded by the
-    module's generate (capgen.models.decoding.decode), with sampling drawing from a
+    module's generate (capgen.models.search.decode), with sampling drawing from a
     generator seeded with settings.seed, so that the same choices give the same captions.
     For attention models the figures are drawn on the picture with its longer side
     `figure_size` and written to `out` (capgen.commands.caption.draw_attention)."""

@@ -44,7 +44,7 @@ from ...config.checks import check_numbers
 from ...config.decode_group import command_settings
 from ...lightning.inference import load_module, resolve_device
 from ...metrics import default_metrics
-from ...models.decoding import DecodeSettings
+from ...models.search import DecodeSettings
 from ...runs.folders import best_checkpoint, run_config, run_data_choice
 from ..failure import one_paragraph_on_failure
 from .statistics import corpus_statistics, diversity

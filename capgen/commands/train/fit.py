@@ -21,13 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ...config.checks import check_keys, check_numbers, check_types
 from ...data.datamodule import CaptionDataModule
+from ...instantiate import instantiate
 from ...lightning.callbacks import BestEpochMetrics, CaptionSamples, progress_bar
 from ...lightning.hardware import configure_encoder, cpu_precision, parse_channels_last
 from ...lightning.hparams import log_final_hparams
 from ...lightning.loggers import build_loggers, check_logger_packages, logger_runs
 from ...lightning.module import CaptioningModule
 from ...models.captioner import build_captioner
-from ...models.captioner import instantiate as build
 from ...runs import provenance
 from ...runs.init_from import check_coverage, init_checkpoint, load_network
 from ...runs.lock import run_lock
@@ -71,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     start = check_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
     init = init_checkpoint(cfg, net_config)  # init_from=: a new run from another's network weights
     given_vocab = start.vocab if start else init.vocab if init else None
-    datamodule: CaptionDataModule = build(cfg.data, vocab=given_vocab)
+    datamodule: CaptionDataModule = instantiate(cfg.data, vocab=given_vocab)
     # Set after instantiate, which would build the encoder this config describes (drawing its
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
@@ -91,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("compile"):
         net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
-    module: CaptioningModule = build(
+    module: CaptioningModule = instantiate(
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
     choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
@@ -100,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if module.uses_scst:
         module.set_train_references(datamodule.references("train"))
 
-    callbacks = [build(c) for c in cfg.get("callbacks", {}).values()]
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     for callback in callbacks:
         if isinstance(callback, CaptionSamples):
             callback.pictures = datamodule.pictures  # the images, when batches carry features
@@ -109,7 +109,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg, start)
     if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()))
     with logger_runs(out, loggers):  # MLflow / W&B runs started here, ended with the run's outcome
         # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
         vocab.save(out / "vocab.json")
