@@ -106,7 +106,7 @@ POSITIVE_SETTINGS = {
 }
 
 
-def check_settings(cfg: DictConfig) -> None:
+def check_caption_config(cfg: DictConfig) -> None:
     """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int, or
     a switch that is not true/false."""
     check_numbers(cfg)
@@ -176,7 +176,7 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     """Caption every image cfg.images names; writes the files in the module docstring.
     An image that cannot be read or drawn gets a row {path, error} instead of a caption."""
     paths = find_images(str(cfg.images))
-    check_settings(cfg)
+    check_caption_config(cfg)
     device = resolve_device(cfg.device)
     module = load_module(cfg.ckpt_path, device, cfg.get("channels_last", "auto"))
     note = module.trained_on.photo_note(str(cfg.ckpt_path)) if module.trained_on else None

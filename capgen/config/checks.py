@@ -83,7 +83,7 @@ def check_command_keys(args: list[str], config_name: str = "train") -> None:
     the command line (`args`, sys.argv[1:]) that its constructor does not take: one added with
     `+` (`+model.decoder.hiden_dim=3`), which Hydra would let through into a TypeError once the
     run folder is written, and one without, for which Hydra's own error says to add `+`, which
-    would not help. Sweeps (-m) are checked by each job (capgen.commands.train.fit.check_settings):
+    would not help. Sweeps (-m) are checked by each job (capgen.commands.train.fit.check_train_config):
     their values are not composed here. Other errors are left to Hydra to report."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException

@@ -126,7 +126,7 @@ class CaptioningModule(L.LightningModule):
         self.trained_on: provenance.TrainedOn | None = None
         if objective not in ("xe", "scst"):
             raise ValueError(f"model.module.objective={objective!r}: use xe (cross-entropy) or scst (self-critical)")
-        scst.check_settings(scst_samples, scst_baseline, scst_max_len)
+        scst.check_scst_settings(scst_samples, scst_baseline, scst_max_len)
         if isinstance(scst_from_epoch, bool) or not isinstance(scst_from_epoch, int) or scst_from_epoch < 0:
             raise ValueError(f"model.module.scst_from_epoch={scst_from_epoch!r}: the first self-critical epoch, a whole "
                              "number of at least 0 (0: from the start, e.g. after init_from=<an XE run>)")

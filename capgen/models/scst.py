@@ -52,7 +52,7 @@ class SelfCriticalStep(NamedTuple):
     logprob: torch.Tensor  # (N,) their summed log-probabilities, with gradients
 
 
-def check_settings(samples: int, baseline: str, max_len: int | None, prefix: str = "model.module.scst_") -> None:
+def check_scst_settings(samples: int, baseline: str, max_len: int | None, prefix: str = "model.module.scst_") -> None:
     """Errors naming the setting, for start-up."""
     if baseline not in BASELINES:
         raise ValueError(f"{prefix}baseline={baseline!r}: use greedy (the greedy caption's reward) or mean (the mean "
@@ -121,7 +121,7 @@ def self_critical_step(
     docstring. The images are encoded once; the encoder gets its gradient through the
     teacher-forced pass. Sampling draws from torch's global generator (on the features'
     device), which a resumed run restores (capgen.lightning.callbacks.ExactResume)."""
-    check_settings(samples, baseline, max_len, prefix="")
+    check_scst_settings(samples, baseline, max_len, prefix="")
     B = images.shape[0]
     feats = net.encode(images)  # (B, P, D), with gradients when the encoder trains
     many = feats.repeat_interleave(samples, dim=0)  # (N, P, D): rows b*n .. b*n+n-1 are image b

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from capgen.commands.demo.app import check_address, check_settings, require_gradio
+from capgen.commands.demo.app import check_address, check_demo_config, require_gradio
 from capgen.commands.demo.served import FIX_UPLOAD, checkpoint_paths, page_settings, read_picture, split_paths
 from capgen.config import CONF_DIR
 from capgen.data.images import BadSampleError
@@ -130,7 +130,7 @@ def test_demo_settings_are_checked_before_anything_loads(setting, message, tmp_p
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("demo", overrides=[setting, f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match=re.escape(message)):
-        check_settings(cfg)
+        check_demo_config(cfg)
 
 
 def test_without_gradio_the_demo_says_how_to_install_it(monkeypatch):

@@ -4,11 +4,11 @@ none of them trains, starts a process or runs an epoch."""
 
 import pytest
 
-from capgen.commands.caption import check_settings as check_caption
-from capgen.commands.demo.app import check_settings as check_demo
-from capgen.commands.eval.evaluate import check_settings as check_eval
+from capgen.commands.caption import check_caption_config as check_caption
+from capgen.commands.demo.app import check_demo_config as check_demo
+from capgen.commands.eval.evaluate import check_eval_config as check_eval
 from capgen.commands.prepare import prepare
-from capgen.commands.train.fit import check_settings as check_train
+from capgen.commands.train.fit import check_train_config as check_train
 from capgen.config import register
 
 from helpers.runs import compose_command

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from ...config.checks import check_numbers, check_values
 from ...lightning.inference import resolve_device
 from ..failure import one_paragraph_on_failure
-from .served import checkpoint_paths, example_pictures, load_captioners
+from .served import checkpoint_paths, example_pictures, load_served_models
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ DEFAULT_PORT = 7860  # gradio's; with port=null the first free one from here
 POSITIVE_SETTINGS = {"figure_size": 320, "gif_frame_ms": 800, "examples": 6}  # and an example value of each
 
 
-def check_settings(cfg: DictConfig) -> None:
+def check_demo_config(cfg: DictConfig) -> None:
     """Raise a ValueError naming the first setting of capgen-demo's own that is wrong."""
     check_numbers(cfg)
     check_values(cfg, {"server_name": str, "port": int | None, "image_size": int | None})
@@ -72,7 +72,7 @@ def require_gradio():
 def serve(cfg: DictConfig):
     """Load, build and start the page (in the background); returns the running gradio app."""
     # The quick checks first: a mistyped setting or path should not wait for gradio and the models.
-    check_settings(cfg)
+    check_demo_config(cfg)
     check_address(cfg.server_name, cfg.port)
     resolve_device(cfg.device)
     paths = checkpoint_paths(cfg)
@@ -81,15 +81,15 @@ def serve(cfg: DictConfig):
     require_gradio()
     from .page import CSS, build_page
 
-    captioners = load_captioners(cfg, paths)
+    models = load_served_models(cfg, paths)
     out = Path(cfg.paths.output_dir)
-    examples = example_pictures(captioners, out / "examples", cfg.examples)
-    page = build_page(captioners, examples, out / "figures", cfg.figure_size, cfg.gif_frame_ms)
+    examples = example_pictures(models, out / "examples", cfg.examples)
+    page = build_page(models, examples, out / "figures", cfg.figure_size, cfg.gif_frame_ms)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request gradio makes to itself
     # quiet: capgen-demo prints the address itself, without gradio's hints about its own launch() arguments.
     page.launch(server_name=cfg.server_name, server_port=cfg.port, prevent_thread_lock=True, show_error=True,
                 allowed_paths=[str(out)], css=CSS, share=False, inbrowser=False, quiet=True)
-    log.info("serving %s at %s; the attention figures go to %s", ", ".join(c.name for c in captioners),
+    log.info("serving %s at %s; the attention figures go to %s", ", ".join(c.name for c in models),
              page.local_url, out / "figures")
     return page
 

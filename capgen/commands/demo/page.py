@@ -21,7 +21,7 @@ import gradio as gr
 from ...data.images import BadSampleError
 from ...models.search.settings import BEAM_METHODS
 from ...vocab import CUT_MARK, shown
-from .served import EXAMPLE_PREFIX, PAGE_METHODS, Captioned, Captioner, caption_picture, page_settings, read_picture
+from .served import EXAMPLE_PREFIX, PAGE_METHODS, Captioned, ServedModel, caption_picture, page_settings, read_picture
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ CSS = """
 """
 
 
-def build_page(captioners: list[Captioner], examples: list[Path], out: Path, figure_size: int = 320,
+def build_page(models: list[ServedModel], examples: list[Path], out: Path, figure_size: int = 320,
                frame_ms: int = 800) -> gr.Blocks:
-    """The page for `captioners`; figures go into `out`."""
-    base = captioners[0].settings
+    """The page for `models`; figures go into `out`."""
+    base = models[0].settings
     first = base.method if base.method in PAGE_METHODS else "beam"
     with gr.Blocks(title="capgen demo") as page:
         gr.Markdown("# capgen demo\nCaption a picture with each checkpoint: upload one, or pick a scene of the "
@@ -86,8 +86,8 @@ def build_page(captioners: list[Captioner], examples: list[Path], out: Path, fig
                                   visible=first == "sample")
                 seed = gr.Number(value=base.seed, precision=0, label="Seed (decode.seed)", visible=first == "sample")
                 run = gr.Button("Caption", variant="primary")
-            with gr.Column(scale=max(2, len(captioners))), gr.Row(equal_height=False):
-                for c in captioners:
+            with gr.Column(scale=max(2, len(models))), gr.Row(equal_height=False):
+                for c in models:
                     with gr.Column(min_width=300, elem_classes="capgen-column"):
                         trained = f" &middot; {html.escape(c.trained.describe())}" if c.trained else ""
                         gr.HTML(f'<h3>{html.escape(c.model)}{trained}</h3><p class="capgen-path">{html.escape(str(c.path))}</p>')
@@ -112,7 +112,7 @@ def build_page(captioners: list[Captioner], examples: list[Path], out: Path, fig
                     states.append(frames)
 
         def caption_all(upload, method, beam_size, n_best, temperature, top_p, seed):
-            results = _caption_all(captioners, upload, (method, beam_size, n_best, temperature, top_p, seed), out,
+            results = _caption_all(models, upload, (method, beam_size, n_best, temperature, top_p, seed), out,
                                    figure_size, frame_ms)
             values = []
             for result in results:
@@ -129,7 +129,7 @@ def build_page(captioners: list[Captioner], examples: list[Path], out: Path, fig
     return page
 
 
-def _caption_all(captioners: list[Captioner], upload: dict | None, choices: tuple, out: Path, figure_size: int,
+def _caption_all(models: list[ServedModel], upload: dict | None, choices: tuple, out: Path, figure_size: int,
                  frame_ms: int) -> list[Captioned]:
     """Every checkpoint's caption of the uploaded picture (gradio's file record: its path on
     this machine and the name it was uploaded as); a bad picture or setting is a gr.Error,
@@ -139,7 +139,7 @@ def _caption_all(captioners: list[Captioner], upload: dict | None, choices: tupl
         results = []
         # The page's own examples are shapes scenes; anything else is the user's picture, most likely a photograph.
         uploaded = not Path(str(upload.get("orig_name") or upload["path"])).name.startswith(EXAMPLE_PREFIX)
-        for c in captioners:
+        for c in models:
             settings = page_settings(c.settings, *choices)
             result = caption_picture(c, picture, settings, out, figure_size, frame_ms)
             note = c.trained.photo_note(c.model) if c.trained and uploaded else None

@@ -1,6 +1,6 @@
 """capgen-demo's model side, without gradio: which checkpoints it serves, the pictures it
-reads, and captioning one picture with one checkpoint as capgen-caption does (its loading,
-decoding and figure code, capgen.commands.caption), so that the page (capgen.commands.demo.page)
+reads, and captioning one picture with one checkpoint as capgen-caption does (the same loading,
+decoding and figure code: capgen.lightning.inference, capgen.viz), so that the page (page.py)
 only lays the results out and its calls can be tested without a browser or gradio.
 """
 
@@ -37,7 +37,7 @@ EXAMPLE_PREFIX = "shapes_test_"  # the page's example scenes: <out>/shapes_test_
 
 
 @dataclass
-class Captioner:
+class ServedModel:
     """One checkpoint the page shows a column for."""
 
     model: str  # the model config its run was trained with (model=attn), else its decoder's class
@@ -123,12 +123,12 @@ def checkpoint_paths(cfg: DictConfig) -> list[Path]:
     return found
 
 
-def load_captioners(cfg: DictConfig, paths: list[Path] | None = None) -> list[Captioner]:
+def load_served_models(cfg: DictConfig, paths: list[Path] | None = None) -> list[ServedModel]:
     """Every checkpoint of `paths` (default: checkpoint_paths(cfg)) on cfg.device, as
     capgen-caption loads one; a checkpoint that does not load stops the command with its
     error (naming the file)."""
     device = resolve_device(cfg.device)
-    captioners = []
+    models = []
     for path in checkpoint_paths(cfg) if paths is None else paths:
         module = load_module(str(path), device, cfg.get("channels_last", "auto"))
         size = cfg.image_size or training_image_size(run_config(str(path)))
@@ -138,8 +138,8 @@ def load_captioners(cfg: DictConfig, paths: list[Path] | None = None) -> list[Ca
                         "to %d; set image_size=... to match training", path, size)
         model = run_choice(str(path), "model") or type(module.net.decoder).__name__
         settings = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
-        captioners.append(Captioner(model, path, module, size, settings, module.trained_on))
-    return captioners
+        models.append(ServedModel(model, path, module, size, settings, module.trained_on))
+    return models
 
 
 # ----- pictures -------------------------------------------------------------------------------
@@ -159,17 +159,17 @@ def read_picture(path: str | Path | None, name: str | None = None) -> np.ndarray
         raise BadSampleError(name, e.reason, FIX_UPLOAD) from None
 
 
-def example_pictures(captioners: list[Captioner], out: Path, n: int = 6) -> list[Path]:
+def example_pictures(models: list[ServedModel], out: Path, n: int = 6) -> list[Path]:
     """n scenes of the built-in shapes data's test split, as PNGs in `out`, so that the page
     has pictures to try offline. Drawn at the largest training side of the checkpoints, with
     the data seed of the first that was trained on shapes (scenes its training never saw)."""
     seed = 0
-    for c in captioners:
+    for c in models:
         source = (run_config(str(c.path)) or {}).get("data", {}).get("source", {})
         if "ShapesSource" in str(source.get("_target_", "")):
             seed = int(source.get("seed", 0))
             break
-    shapes = ShapesSource("test", seed=seed, sizes={"test": n}, image_size=max(c.image_size for c in captioners))
+    shapes = ShapesSource("test", seed=seed, sizes={"test": n}, image_size=max(c.image_size for c in models))
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
@@ -208,24 +208,24 @@ def _whole(value):
 _requests = itertools.count(1)  # numbers each captioned picture's files in the output folder
 
 
-def caption_picture(captioner: Captioner, picture: np.ndarray, settings: DecodeSettings, out: Path,
+def caption_picture(served: ServedModel, picture: np.ndarray, settings: DecodeSettings, out: Path,
                     figure_size: int = 320, frame_ms: int = 800) -> Captioned:
     """Caption `picture` (H, W, 3) uint8, any size, with one checkpoint: squashed to the
     side it was trained on, as capgen-caption reads a file (load_rgb), decoded by the
     module's generate (capgen.models.search.decode), with sampling drawing from a
     generator seeded with settings.seed, so that the same choices give the same captions.
     For attention models the figures are drawn on the picture with its longer side
-    `figure_size` and written to `out` (capgen.commands.caption.draw_attention)."""
-    module = captioner.module
-    size = captioner.image_size
+    `figure_size` and written to `out` (capgen.viz.draw_attention)."""
+    module = served.module
+    size = served.image_size
     pixels = np.asarray(Image.fromarray(picture).resize((size, size), Image.Resampling.BILINEAR))  # (S, S, 3)
     images = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].to(module.device)  # (1, 3, S, S)
     draws = torch.Generator(device=module.device).manual_seed(settings.seed)
     row, alphas = caption_row(module.vocab, module.generate(images, settings, draws), 0)
-    row = {"checkpoint": str(captioner.path), "decode": settings.describe(), **row}
+    row = {"checkpoint": str(served.path), "decode": settings.describe(), **row}
     if alphas is None or not row["words"]:
         return Captioned(row, [], None, None)
-    stem = f"{next(_requests):04d}_{captioner.path.stem}_attention"
+    stem = f"{next(_requests):04d}_{served.path.stem}_attention"
     out.mkdir(parents=True, exist_ok=True)
     png, gif = out / f"{stem}.png", out / f"{stem}.gif"
     frames = draw_attention(png, gif, resize_longest(picture, figure_size), row["words"], alphas,

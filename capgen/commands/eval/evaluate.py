@@ -119,7 +119,7 @@ def checkpoint_to_evaluate(cfg: DictConfig) -> str:
     return cfg.ckpt_path
 
 
-def check_settings(cfg: DictConfig) -> None:
+def check_eval_config(cfg: DictConfig) -> None:
     """capgen-eval's own settings and every number it is given, before a checkpoint is read."""
     check_numbers(cfg)
     if cfg.split not in ("val", "test"):
@@ -138,7 +138,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     """Score cfg.ckpt_path (or the best checkpoint of cfg.run) on cfg.split; `overrides` are
     the command line's (for data.*). Writes the files named in the module docstring; returns
     the report written to metrics.json."""
-    check_settings(cfg)
+    check_eval_config(cfg)
     device = resolve_device(cfg.device)
     ckpt_path = checkpoint_to_evaluate(cfg)
     module = load_module(ckpt_path, device, cfg.get("channels_last", "auto"))

@@ -1,5 +1,5 @@
 """Settings that contradict each other or the run, checked by capgen-train at start-up before
-anything is written (capgen.commands.train.fit.check_settings). Each setting alone is in range
+anything is written (capgen.commands.train.fit.check_train_config). Each setting alone is in range
 (its constructor checks that); together they would make a run that does not do what it says,
 and finishes as if it had:
 

@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> float | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) as configured; returns the final logged metrics."""
-    check_settings(cfg)
+    check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops here, before any work
@@ -182,7 +182,7 @@ def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
             )
 
 
-def check_settings(cfg: DictConfig) -> None:
+def check_train_config(cfg: DictConfig) -> None:
     """The settings a run would only trip over later (an optimizer given lr=abc, a run that
     trains on nothing, a monitor no epoch logs), checked before anything is built; each error
     names the key, the value and the fix. Ranges of single settings are checked by the

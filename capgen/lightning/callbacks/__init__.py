@@ -13,12 +13,13 @@
     StopOnSignal           SIGTERM / SIGUSR1: save last.ckpt at the step's end, stop, record "interrupted"
 """
 
+from .batchnorm import BatchNormPolicy
 from .checkpoints import BestCheckpoint, ExactResume, LastCheckpoint, RelocatableCheckpoint
 from .early_stopping import EarlyStopping
 from .faults import FiniteLossGuard, NonFiniteLossError, NonFiniteWeightsError, RunInterrupted, StopOnSignal
+from .log_flush import FlushLogsOnCheckpoint
 from .progress import EpochLine, progress_bar
 from .results import BestEpochMetrics, CaptionSamples
-from .training import BatchNormPolicy, FlushLogsOnCheckpoint
 
 __all__ = [
     "BatchNormPolicy", "BestCheckpoint", "BestEpochMetrics", "CaptionSamples", "EarlyStopping", "EpochLine", "ExactResume",

@@ -1,4 +1,4 @@
-"""How training behaves around the model: BatchNorm statistics, and loggers flushed at checkpoints."""
+"""How the encoder's BatchNorm layers learn their statistics while training."""
 
 from __future__ import annotations
 
@@ -43,16 +43,3 @@ class BatchNormPolicy(L.Callback):
             for m in pl_module.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
-
-
-class FlushLogsOnCheckpoint(L.Callback):
-    """Flushes the loggers whenever a checkpoint is written.
-
-    TensorBoard's writer buffers events for up to two minutes; a run killed meanwhile would
-    lose points that lie before its last checkpoint, which the resumed run does not log
-    again. Flushed here, the curve up to every checkpoint is on disk before the checkpoint.
-    """
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        for logger in trainer.loggers:
-            logger.save()
