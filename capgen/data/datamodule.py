@@ -41,7 +41,6 @@ from ..vocab import Vocabulary
 from .cache import CachedFeatures, CachedImages, CacheUnavailable, describe_source, load_vocab
 from .images import BadSampleError
 from .resumable import ResumableLoader
-from .scenes import Scenes
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +234,20 @@ class EvalImages(Dataset):
 
     def __getitem__(self, i: int):
         return _to_tensor(self.source.image(i)), self.vocab.encode(self.source.captions(i)[0]), self.source.image_id(i)
+
+
+class Scenes:
+    """A split's scenes by image id (known object boxes, for the shapes data), and the side in
+    pixels of the frame their boxes are given in."""
+
+    def __init__(self, source) -> None:
+        self.source, self.image_size = source, source.image_size
+        self.index = {source.image_id(i): i for i in range(len(source))}
+
+    def scene_of(self, image_id: int):
+        if image_id not in self.index:
+            raise KeyError(f"image id {image_id} is not in the split's scenes")
+        return self.source.scene(self.index[image_id])
 
 
 class CaptionDataModule(L.LightningDataModule):

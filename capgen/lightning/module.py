@@ -21,8 +21,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.decode_group import upgrade_hparams
-from ..data.datamodule import Batch
-from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, Scenes, default_metrics
+from ..data.datamodule import Batch, Scenes
+from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, default_metrics
 from ..metrics.captions import METRICS
 from ..metrics.cider_reward import CiderDReward
 from ..metrics.per_image import PerImageMetric
