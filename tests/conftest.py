@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 
 from capgen import config
+from capgen.data.shapes import ShapesSource
 from capgen.lightning.callbacks.faults import RunInterrupted
 
 from helpers import procs
@@ -124,3 +126,42 @@ def copy_run(tmp_path):
         return Path(shutil.copytree(run, tmp_path / name))
 
     return copy
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """A PNG, a grayscale JPEG and a big JPEG, as a user's folder might hold (capgen-caption's input)."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    shapes = ShapesSource("test", sizes={"test": 3})
+    Image.fromarray(shapes.image(0)).save(d / "scene.png")
+    Image.fromarray(shapes.image(1)).convert("L").save(d / "gray.jpg")
+    Image.fromarray(shapes.image(2)).resize((2000, 1500)).save(d / "big.JPG")
+    return d
+
+
+# --- failures of the machine ------------------------------------------------------------------
+
+@pytest.fixture
+def read_only(monkeypatch, tmp_path):
+    """tmp_path/ro as if on a read-only mount (a test cannot mount one; root may write anywhere else)."""
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    access, statvfs = os.access, os.statvfs
+
+    def on_it(path):
+        return str(os.fspath(path)).startswith(str(folder))
+
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if on_it(p) and mode & os.W_OK else access(p, mode, **kw))
+
+    class ReadOnly:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return os.ST_RDONLY | self.real.f_flag if name == "f_flag" else getattr(self.real, name)
+
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(statvfs(p)) if on_it(p) else statvfs(p))
+    return folder

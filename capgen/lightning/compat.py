@@ -19,14 +19,14 @@ from lightning.pytorch.strategies import ParallelStrategy
 
 def is_local_path(path) -> bool:
     """Whether `path` is on the local file system (not s3://, gs://, ...). Lightning exposes no
-    public test; capgen writes local checkpoints atomically itself (test_checkpointing)."""
+    public test; capgen writes local checkpoints atomically itself (tests/unit/runs/test_checkpoint.py)."""
     return _is_local_file_protocol(path)
 
 
 def rich_available() -> bool:
     """Whether Lightning's default progress bar is its rich one (rich installed), the choice a
     Trainer makes itself (callback_connector); Lightning exposes it under a private name only.
-    capgen's bar without `v_num` follows it (test_first_hour)."""
+    capgen's bar without `v_num` follows it (tests/unit/lightning/test_callbacks.py)."""
     from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
     return bool(_RICH_AVAILABLE)
@@ -40,14 +40,14 @@ def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
 
 def syncs_batchnorm(trainer: L.Trainer) -> bool:
     """Whether Trainer(sync_batchnorm=True) was asked for: Lightning keeps it only as the
-    strategy's layer-sync plugin, with no public accessor (test_ddp_train). Only parallel
+    strategy's layer-sync plugin, with no public accessor (tests/e2e/train/test_ddp_train.py). Only parallel
     strategies have one."""
     strategy = trainer.strategy
     return isinstance(strategy, ParallelStrategy) and strategy._layer_sync is not None
 
 
 # ModelCheckpoint's state and steps that capgen.lightning.callbacks.LastCheckpoint reads to write
-# last.ckpt again after a validation that followed a step save (test_exact_resume); Lightning
+# last.ckpt again after a validation that followed a step save (e2e test_exact_resume); Lightning
 # has no public hook for "a validation settled at a step that was already saved".
 def every_n_train_steps(callback: ModelCheckpoint) -> int:
     return callback._every_n_train_steps
@@ -80,7 +80,7 @@ def appending_csv_writer(logger: CSVLogger, purge_step: int) -> ExperimentWriter
     """The CSV logger's writer (made on first use, as CSVLogger.experiment makes it) for a resumed
     run: its metrics.csv keeps the rows logged before `purge_step` and new rows are appended.
     Lightning's writer deletes an existing metrics.csv in its private `_check_log_dir_exists`,
-    with no option to keep it (test_loggers' resume test)."""
+    with no option to keep it (e2e test_loggers' resume test)."""
     if logger._experiment is None:
         logger._fs.makedirs(logger.root_dir, exist_ok=True)
         logger._experiment = _AppendingWriter(logger.log_dir, purge_step)

@@ -9,8 +9,7 @@ import zipfile
 from pathlib import Path
 
 from helpers import procs
-
-REPO = Path(__file__).resolve().parents[2]
+from helpers.paths import REPO
 
 
 def test_the_wheel_holds_every_config_and_module(tmp_path):
