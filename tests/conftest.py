@@ -1,9 +1,12 @@
-"""Shared fixtures. Layout: unit/ tests one piece of the library or training program each and
-never trains an epoch or starts a process; e2e/ runs whole commands (capgen-train, -eval,
--caption, sweeps, DDP, kills) and shares its trained runs (the session fixtures below);
-helpers/ is what they share (the cheap test config and run readers in helpers.runs, child
-processes in helpers.procs, data in the exact on-disk formats); data/ holds the official
-demo results file the tokenizer is checked on."""
+"""Shared fixtures. Layout: tests mirror the package. unit/<package>/ tests one piece of it
+(unit/data/ the data sources, unit/runs/ the run folder, ...; the top-level modules and the
+package-wide rules at unit/ itself), never trains an epoch and never starts a process;
+e2e/<command>/ runs a whole command (capgen-train, -eval, -caption, -prepare, -demo; sweeps,
+DDP, kills), e2e/scoring/ the official scorers and e2e/scripts/ the scripts, and e2e/ shares
+its trained runs (the session fixtures below); helpers/ is what they share (the cheap test
+config and run readers in helpers.runs, child processes in helpers.procs, data in the exact
+on-disk formats, small stand-ins in helpers.fakes); data/ holds the official demo results file
+the tokenizer is checked on."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 before Hydra composes them (`register()`, called by every capgen command and by anything
 composing capgen's configs). Beside it: the resolvers (resolvers.py), settings checked against
 their constructors (checks.py), the `decode` group (decode_group.py), the optional plugins and
-logger packages (plugins.py), and each command's command line before Hydra reads it (argv.py,
-resume_argv.py).
+logger packages (plugins.py), and each command's command line before Hydra reads it
+(command_line.py, the one pipeline; its steps in argv.py and resume_argv.py).
 
 `register()` adds two things:
 

@@ -1,4 +1,7 @@
-"""Command-line arguments that name paths, made safe for Hydra's override parser.
+"""The steps of a command line before Hydra reads it (capgen.config.command_line runs them in
+order): a command line's overrides without Hydra's flags (`command_overrides`), paths made safe
+for Hydra's override parser, paths.output_dir as the run folder, where a command will write,
+the run folder a capgen-train command line names, and the run's data config for capgen-eval.
 
 Hydra reads `key=value` with its own grammar, in which `,` makes a sweep, `=` and spaces
 end the value and `'`/`"` quote. A sweep job's folder is named by its overrides

@@ -44,7 +44,7 @@ def run_name() -> str:
     return dirname(name) if name else "default"
 
 
-# The launch time of a capgen-train command, set by its main() for the DDP processes it starts.
+# The launch time of a capgen-train command, set by capgen.config.command_line for the DDP processes it starts.
 LAUNCH_TIME_ENV = "CAPGEN_LAUNCH_TIME"
 
 

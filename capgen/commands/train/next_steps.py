@@ -1,5 +1,5 @@
 """What capgen-train says when it ends, however it ends: where the run is, how it went, and
-the commands to run next (capgen.cli.train logs these lines; train.log keeps them)."""
+the commands to run next (capgen.commands.train.run logs these lines; train.log keeps them)."""
 
 from __future__ import annotations
 
