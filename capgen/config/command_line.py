@@ -12,7 +12,7 @@ from .argv import named_run_dir, output_dir_as_run_dir, quote_paths, require_wri
 from .checks import check_command_keys
 from .decode_group import upgrade_overrides
 from .plugins import require_logger_packages, require_plugins
-from .resolvers import LAUNCH_TIME_ENV
+from .registry import LAUNCH_TIME_ENV
 from .resume_argv import DDP_CHILD, resume_argv
 
 # The keys whose values are paths, quoted for Hydra's override parser (see quote_paths).

@@ -88,7 +88,7 @@ def test_ddp_cpu_under_a_multirun_sweep_runs_each_job_on_two_processes(tmp_path)
     """Lightning starts the second process by re-running the command line, `-m` included; it
     joins the sweep's jobs one by one, so it must find the same sweep folder, which is named
     by the time. That process starts seconds later: the folder's time is the launch time
-    that the first process hands down (capgen.config.resolvers.launch_time), not the time now."""
+    that the first process hands down (capgen.config.registry.launch_time), not the time now."""
     done = capgen("train", "-m", "model=rnn,lstm", *cheap("trainer=ddp_cpu", "debug=fast", "test=false",
                   "data.source.sizes={train:64,val:15,test:16}",
                   "hydra.job.config.override_dirname.exclude_keys=[data.source.sizes,debug,test,trainer,logger,callbacks.caption_samples.num_samples,model.module.test_metrics]"),
