@@ -97,10 +97,11 @@ from capgen.data import CaptionDataModule
 from capgen.data.cache import describe_source, write_feature_cache, write_image_cache
 from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
+from capgen.lightning import hardware
 from capgen.lightning.module import CaptioningModule
 from capgen.metrics import score_captions
 from capgen.metrics.cider_reward import CiderDReward
-from capgen.models import build_captioner, hardware, scst
+from capgen.models import build_captioner, scst
 from capgen.models.search import DecodeSettings
 from capgen.vocab import SPECIALS, Vocabulary
 

@@ -106,15 +106,15 @@ def test_a_corrupt_image_is_reported_in_its_row_and_every_shape_of_picture_is_dr
 
 
 def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, photo_dir, tmp_path, capsys, monkeypatch):
-    import capgen.commands.caption as caption
+    import capgen.viz as viz  # where capgen-caption's figures are drawn (viz.draw_attention)
 
     def gif_fails_for_the_scene(path, *args, **kwargs):
         if Path(path).name.startswith("scene"):
             raise RuntimeError("no room\nfor this one")  # a multi-line message, as torch's often are
         return write_gif(path, *args, **kwargs)
 
-    write_gif = caption.write_gif
-    monkeypatch.setattr(caption, "write_gif", gif_fails_for_the_scene)
+    write_gif = viz.write_gif
+    monkeypatch.setattr(viz, "write_gif", gif_fails_for_the_scene)
     out = tmp_path / "out"
     rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1")
     captured = capsys.readouterr()

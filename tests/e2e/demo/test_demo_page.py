@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from capgen.commands.caption import caption_images
-from capgen.commands.demo.served import caption_picture, load_captioners, page_settings, read_picture
+from capgen.commands.demo.served import caption_picture, load_served_models, page_settings, read_picture
 from capgen.config import CONF_DIR
 from capgen.config.argv import quote_paths
 from capgen.data.shapes import ShapesSource
@@ -140,10 +140,10 @@ def test_a_sweep_folder_and_a_moved_run_give_each_runs_best_checkpoint(tiny_run,
     for i, (run, model) in enumerate(((tiny_run, "attn"), (tiny_lstm_run, "lstm"), (tiny_run, "rnn"))):
         shutil.copytree(run, sweep / f"{i}_model={model},trainer.max_epochs=1")
     (sweep / "2_model=rnn,trainer.max_epochs=1" / "summary.json").unlink()  # a job still running: left out
-    captioners = load_captioners(demo_cfg(tmp_path / "out", f"run={sweep}"))
-    assert [c.model for c in captioners] == ["attn", "lstm"]
-    assert all(c.path.is_relative_to(sweep) and c.image_size == 96 for c in captioners)
-    done = caption_picture(captioners[0], read_picture(scene), page_settings(captioners[0].settings, *CHOICES), tmp_path / "figs")
+    models = load_served_models(demo_cfg(tmp_path / "out", f"run={sweep}"))
+    assert [c.model for c in models] == ["attn", "lstm"]
+    assert all(c.path.is_relative_to(sweep) and c.image_size == 96 for c in models)
+    done = caption_picture(models[0], read_picture(scene), page_settings(models[0].settings, *CHOICES), tmp_path / "figs")
     assert len(done.frames) == len(done.row["words"]) + 1 and done.gif.is_file() and done.png.is_file()
 
 

@@ -108,21 +108,21 @@ def test_the_demo_column_shows_data_and_epochs_and_notes_an_uploaded_photograph(
     from hydra import compose, initialize_config_dir
 
     from capgen.commands.demo.page import _caption_all, caption_html
-    from capgen.commands.demo.served import load_captioners
+    from capgen.commands.demo.served import load_served_models
     from capgen.config import CONF_DIR
 
     from helpers.fixtures_real import write_jpeg
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("demo", overrides=[f"ckpt_path='{ckpt}'", f"paths.output_dir={tmp_path / 'out'}"])
-    (captioner,) = load_captioners(cfg)
-    assert captioner.trained.describe() == "shapes, 1 epoch"
+    (served,) = load_served_models(cfg)
+    assert served.trained.describe() == "shapes, 1 epoch"
     photo = write_jpeg(tmp_path / "holiday.jpg", seed=2)
     choices = ("greedy", 3, 1, 1.0, 0.9, 0)
-    (uploaded,) = _caption_all([captioner], {"path": str(photo), "orig_name": "holiday.jpg"}, choices,
+    (uploaded,) = _caption_all([served], {"path": str(photo), "orig_name": "holiday.jpg"}, choices,
                                tmp_path / "out", 160, 100)
     assert "synthetic shapes data" in caption_html(uploaded.row)
-    (example,) = _caption_all([captioner], {"path": str(photo), "orig_name": "shapes_test_0.png"}, choices,
+    (example,) = _caption_all([served], {"path": str(photo), "orig_name": "shapes_test_0.png"}, choices,
                               tmp_path / "out", 160, 100)
     assert "note" not in example.row  # the page's own shapes scenes need no warning
 

@@ -9,7 +9,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from capgen.config import signature_node
+from capgen.config.registry import signature_node
 from capgen.data.datamodule import CaptionDataModule
 from capgen.lightning.callbacks import BestEpochMetrics
 from capgen.lightning.module import CaptioningModule

@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 
 from capgen import config as capgen_config
 from capgen.commands.train.fit import choose_precision
-from capgen.models import SmallCNN, TorchvisionEncoder, build_captioner, hardware
+from capgen.lightning import hardware
+from capgen.models import SmallCNN, TorchvisionEncoder, build_captioner
 
 AVX2_EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD
