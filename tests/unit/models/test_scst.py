@@ -59,8 +59,8 @@ def test_sampling_and_the_baseline_decode_build_no_autograd_graph(monkeypatch, b
             return result
         return wrapped
 
-    monkeypatch.setattr(scst.decoding, "sample", spy(scst.decoding.sample))
-    monkeypatch.setattr(scst.decoding, "greedy", spy(scst.decoding.greedy))
+    monkeypatch.setattr(scst.search, "sample", spy(scst.search.sample))
+    monkeypatch.setattr(scst.search, "greedy", spy(scst.search.greedy))
     feats, ids = _inputs()
     feats.requires_grad_(True)  # as an encoder's output would
     out = self_critical_step(_net(AttentionDecoder), feats, ids, _reward, START, END, MAX_LEN, N_SAMPLES, baseline)
@@ -79,7 +79,7 @@ def test_greedy_baseline_decodes_in_eval_mode_and_leaves_the_modes_as_they_were(
     assert all(m.training for m in net.modules())
     net.eval()
     with torch.no_grad():
-        greedy = scst.decoding.greedy(net.decoder, feats, MAX_LEN, START, END)
+        greedy = scst.search.greedy(net.decoder, feats, MAX_LEN, START, END)
     expected = _reward(ids, greedy.tokens).float().unsqueeze(1).expand(B, N_SAMPLES)
     torch.testing.assert_close(out.baseline, expected)
 
@@ -137,7 +137,7 @@ def test_teacher_forced_logprobs_skip_padding_and_match_the_sampler():
     net = _net(AttentionDecoder).eval()
     feats, _ = _inputs()
     torch.manual_seed(3)
-    drawn = scst.decoding.sample(net.decoder, feats, 3, START, END)
+    drawn = scst.search.sample(net.decoder, feats, 3, START, END)
     assert ((drawn.tokens == END).sum(1) <= 1).all()
     got = caption_logprobs(net.decoder, feats, drawn.tokens, START, END)
     torch.testing.assert_close(got, drawn.logprob.double(), rtol=1e-5, atol=1e-5)  # the sampler works in float32
