@@ -1,4 +1,4 @@
-"""All-or-nothing file writes, for checkpoints (capgen.training.checkpoint) and a run's records
+"""All-or-nothing file writes, for checkpoints (capgen.lightning.checkpoint_io) and a run's records
 (summary.json, error.txt, capgen-eval's metrics.json, ...): a reader, or a process that resumes,
 finds either the previous file or the whole new one, never a half-written one.
 

@@ -2,7 +2,7 @@
 
 Two forms: a grid of panels, one per word (`attention_figure`, a matplotlib Figure for
 TensorBoard or a PNG), and an animated GIF, one frame per word (`attention_frames`, written
-by `write_gif`; `save_attention_gif` does both).
+by `write_gif`); `draw_attention` writes both for one caption (capgen-caption, capgen-demo).
 """
 
 from __future__ import annotations
@@ -150,14 +150,31 @@ def write_gif(path: str | Path, frames: list[Image.Image], frame_ms: int = 800) 
     return path
 
 
-def save_attention_gif(
-    path: str | Path,
-    image: np.ndarray,
-    words: list[str],
-    alphas: torch.Tensor,
-    grid: int,
-    probs: list[float] | None = None,
-    frame_ms: int = 800,
-) -> Path:
-    """Write the animated GIF of attention_frames to `path` (write_gif). Returns the path."""
-    return write_gif(path, attention_frames(image, words, alphas, grid, probs), frame_ms)
+def resize_longest(picture: np.ndarray, longest: int) -> np.ndarray:
+    """picture (H, W, 3) uint8 resized, aspect kept, so that its longer side is `longest`."""
+    image = Image.fromarray(picture)
+    scale = longest / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+
+
+def draw_attention(png: Path, gif: Path, picture: np.ndarray, words: list[str], alphas: torch.Tensor, grid: int,
+                   probs: list[float], frame_ms: int) -> list[Image.Image]:
+    """One caption's attention figures, as capgen-caption and capgen-demo draw them: the PNG
+    (a panel per word) and the GIF (a frame per word) of `picture` (H, W, 3) uint8, with
+    words (L), alphas (L, P) and probs (L). Returns the GIF's frames (the input, then one per
+    word). On an error neither file is left behind."""
+    try:
+        # The grid's panels are 200 px wide: a larger picture would only slow the blur.
+        fig = attention_figure(resize_longest(picture, 200), words, alphas, grid)
+        try:
+            fig.savefig(png, dpi=100)
+        finally:
+            plt.close(fig)
+        frames = attention_frames(picture, words, alphas, grid, probs)
+        write_gif(gif, frames, frame_ms)
+    except Exception:
+        png.unlink(missing_ok=True)
+        gif.unlink(missing_ok=True)
+        raise
+    return frames

@@ -94,18 +94,18 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import capgen.cli  # noqa: F401  (importing capgen.cli sets the malloc thresholds, as every command does)
+from capgen import config as capgen_config
 from capgen.data import CaptionDataModule
 from capgen.data.cache import describe_source, write_feature_cache, write_image_cache
 from capgen.data.datamodule import Batch
 from capgen.data.shapes import ShapesSource
+from capgen.lightning import hardware, threads
+from capgen.lightning.module import CaptioningModule
+from capgen.lightning.threads import FreeCoreThreads
 from capgen.metrics import score_captions
 from capgen.metrics.cider_reward import CiderDReward
-from capgen.models import build_captioner, hardware, scst
-from capgen.models.decoding import DecodeSettings
-from capgen.training import config as capgen_config
-from capgen.training import threads
-from capgen.training.module import CaptioningModule
-from capgen.training.threads import FreeCoreThreads
+from capgen.models import build_captioner, scst
+from capgen.models.search import DecodeSettings
 from capgen.vocab import SPECIALS, Vocabulary
 
 DECODERS = ("rnn", "lstm", "attn")
@@ -346,7 +346,7 @@ def decode_section(config: str, args) -> dict:
                   "mean_caption_tokens": (tokens != 0).sum(1).float().mean().item()})
         results[name] = r
         print(f"  {config} decode {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if isinstance(v, float)), flush=True)
-    # The other decoding controls (capgen.models.decoding.decode), at the largest batch: images/s.
+    # The other decoding controls (capgen.models.search.decode), at the largest batch: images/s.
     b = sizes[-1]
     for name, settings in (("beam3_nbest3", DecodeSettings(method="beam", beam_size=3, n_best=3)),
                            ("beam3_constrained", DecodeSettings(method="beam", beam_size=3, min_len=3,
@@ -635,7 +635,7 @@ def write_synthetic_coco(root: Path, images: int, captions: int, restval: int, v
 
 def startup_child(root: str) -> dict:
     """Seconds of each start-up phase of a coco2014 run, in this fresh process: what
-    capgen.training.train does before fitting, phase by phase."""
+    capgen.commands.train.fit does before fitting, phase by phase."""
     from capgen.data.karpathy import Coco2014Source
 
     factory = functools.partial(Coco2014Source, root=root, karpathy_json="dataset_coco.json", image_size=256)

@@ -8,7 +8,7 @@ Needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromed
 selenium (in the test extra). The PNG is the whole page, `--width` pixels wide, reduced to
 256 colours so that it stays small enough to commit. Prints one JSON line: {"screenshot",
 "captions" (each checkpoint's, as the page shows it), "text" (all of the page's text)}.
-tests/e2e/test_demo_page.py runs it on tiny checkpoints; the README's picture is its output on
+tests/e2e/demo/test_demo_page.py runs it on tiny checkpoints; the README's picture is its output on
 trained shapes runs.
 """
 

@@ -149,7 +149,7 @@ def dry_run(work: Path) -> int:
     from hydra import compose, initialize_config_dir
 
     sys.path.insert(0, str(ROOT))
-    from capgen.training import config
+    from capgen import config
 
     config.register()
     status = 0

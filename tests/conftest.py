@@ -1,9 +1,12 @@
-"""Shared fixtures. Layout: unit/ tests one piece of the library or training program each and
-never trains an epoch or starts a process; e2e/ runs whole commands (capgen-train, -eval,
--caption, sweeps, DDP, kills) and shares its trained runs (the session fixtures below);
-helpers/ is what they share (the cheap test config and run readers in helpers.runs, child
-processes in helpers.procs, data in the exact on-disk formats); data/ holds the official
-demo results file the tokenizer is checked on."""
+"""Shared fixtures. Layout: tests mirror the package. unit/<package>/ tests one piece of it
+(unit/data/ the data sources, unit/runs/ the run folder, ...; the top-level modules and the
+package-wide rules at unit/ itself), never trains an epoch and never starts a process;
+e2e/<command>/ runs a whole command (capgen-train, -eval, -caption, -prepare, -demo; sweeps,
+DDP, kills), e2e/scoring/ the official scorers and e2e/scripts/ the scripts, and e2e/ shares
+its trained runs (the session fixtures below); helpers/ is what they share (the cheap test
+config and run readers in helpers.runs, child processes in helpers.procs, data in the exact
+on-disk formats, small stand-ins in helpers.fakes); data/ holds the official demo results file
+the tokenizer is checked on."""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 
-from capgen.training import config
-from capgen.training.callbacks.faults import RunInterrupted
+from capgen import config
+from capgen.data.shapes import ShapesSource
+from capgen.lightning.callbacks.faults import RunInterrupted
 
 from helpers import procs
 from helpers.runs import compose_train, train_run
@@ -124,3 +129,42 @@ def copy_run(tmp_path):
         return Path(shutil.copytree(run, tmp_path / name))
 
     return copy
+
+
+@pytest.fixture
+def photo_dir(tmp_path) -> Path:
+    """A PNG, a grayscale JPEG and a big JPEG, as a user's folder might hold (capgen-caption's input)."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    shapes = ShapesSource("test", sizes={"test": 3})
+    Image.fromarray(shapes.image(0)).save(d / "scene.png")
+    Image.fromarray(shapes.image(1)).convert("L").save(d / "gray.jpg")
+    Image.fromarray(shapes.image(2)).resize((2000, 1500)).save(d / "big.JPG")
+    return d
+
+
+# --- failures of the machine ------------------------------------------------------------------
+
+@pytest.fixture
+def read_only(monkeypatch, tmp_path):
+    """tmp_path/ro as if on a read-only mount (a test cannot mount one; root may write anywhere else)."""
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    access, statvfs = os.access, os.statvfs
+
+    def on_it(path):
+        return str(os.fspath(path)).startswith(str(folder))
+
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if on_it(p) and mode & os.W_OK else access(p, mode, **kw))
+
+    class ReadOnly:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return os.ST_RDONLY | self.real.f_flag if name == "f_flag" else getattr(self.real, name)
+
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(statvfs(p)) if on_it(p) else statvfs(p))
+    return folder

@@ -17,7 +17,7 @@ line each (as are unfinished and interrupted runs, which are rows).
 --paired A B: each side a run folder, a folder of runs or a quoted glob; a side of several runs
 must be one seed group, its per-image scores averaged over its seeds. A paired bootstrap over
 the test images both sides were tested on gives the difference of per-image CIDEr and BLEU-4,
-its 95% interval and a two-sided p-value. See capgen.training.compare and
+its 95% interval and a two-sided p-value. See capgen.commands.compare and
 capgen.metrics.significance.
 """
 
@@ -27,8 +27,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..training.compare import DEFAULT_METRICS, WIDTH, as_markdown, as_text, compare, paired, paired_as_text
-from .argv import unwritable
+from ..commands.compare import DEFAULT_METRICS, WIDTH, as_markdown, as_text, compare, paired, paired_as_text
+from ..config.argv import unwritable
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
 """capgen-demo: a local web page that captions pictures with one or more checkpoints
-(capgen.demo; needs the `demo` extra, gradio).
+(capgen.commands.demo; needs the `demo` extra, gradio).
 
     capgen-demo run=outputs/train/<run>
     capgen-demo ckpt_path=<rnn>/checkpoints/last.ckpt,<attn>/checkpoints/last.ckpt port=8000
@@ -13,25 +13,22 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..demo.app import serve
-from ..training import config
-from .argv import quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure
+from .. import config
+from ..commands.demo import app
+from ..commands.failure import refused_at_start
+from ..config.command_line import command_line
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="demo")
 def _main(cfg: DictConfig) -> None:
-    with one_paragraph_on_failure("capgen-demo"):
-        page = serve(cfg)
-    print(f"capgen-demo: serving at {page.local_url} (Ctrl-C stops)", flush=True)
-    page.block_thread()  # until Ctrl-C or SIGTERM
+    return app.run(cfg)
 
 
 def main() -> None:
-    sys.argv[1:] = quote_paths(sys.argv[1:], ("run", "ckpt_path"))  # see capgen.cli.argv
-    require_writable_run_folder(sys.argv[1:], "demo")
+    with refused_at_start("capgen-demo"):  # one paragraph, not a traceback, for what is refused here
+        sys.argv[1:] = command_line("demo", sys.argv[1:])
     _main()
 
 

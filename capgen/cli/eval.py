@@ -1,5 +1,5 @@
 """capgen-eval: score a checkpoint on a split with the data settings of the run that made it
-(capgen.training.evaluate).
+(capgen.commands.eval.evaluate).
 
     capgen-eval run=outputs/train/<run> [split=test] [decode.beam_size=5]   # the run's best checkpoint
     capgen-eval ckpt_path=outputs/train/<run>/checkpoints/last.ckpt  # or any checkpoint
@@ -12,29 +12,24 @@ from __future__ import annotations
 import sys
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ..training import config
-from ..training.evaluate import evaluate, with_run_data_choice
-from .argv import output_dir_as_run_dir, quote_paths, require_writable_run_folder
-from .failure import one_paragraph_on_failure, refused_at_start
+from .. import config
+from ..commands import eval as evaluate
+from ..commands.failure import refused_at_start
+from ..config.command_line import command_line
 
-PATH_KEYS = ("run", "ckpt_path")  # quoted for Hydra, see capgen.cli.argv
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="eval")
 def _main(cfg: DictConfig) -> float | None:
-    with one_paragraph_on_failure("capgen-eval"):
-        report = evaluate(cfg, list(HydraConfig.get().overrides.task))
-    return report.get("CIDEr")
+    return evaluate.run(cfg)
 
 
 def main() -> None:
-    with refused_at_start("capgen-eval"):  # one paragraph, not a traceback
-        sys.argv[1:] = with_run_data_choice(output_dir_as_run_dir(quote_paths(sys.argv[1:], PATH_KEYS)))
-        require_writable_run_folder(sys.argv[1:], "eval")
+    with refused_at_start("capgen-eval"):  # one paragraph, not a traceback, for what is refused here
+        sys.argv[1:] = command_line("eval", sys.argv[1:])
     _main()
 
 

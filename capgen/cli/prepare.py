@@ -1,4 +1,4 @@
-"""capgen-prepare: write a data config's caches into `cache_dir` (capgen.training.prepare).
+"""capgen-prepare: write a data config's caches into `cache_dir` (capgen.commands.prepare).
 
     capgen-prepare data=coco2014 cache_dir=/scratch/coco_cache [features=true model/encoder=resnet101]
 """
@@ -10,22 +10,22 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ..training import config
-from ..training.prepare import prepare
-from .argv import require_writable_run_folder
-from .failure import one_paragraph_on_failure
+from .. import config
+from ..commands import prepare
+from ..commands.failure import refused_at_start
+from ..config.command_line import command_line
 
 config.register()
 
 
 @hydra.main(version_base="1.3", config_path=config.CONF_DIR, config_name="prepare")
 def _main(cfg: DictConfig) -> None:
-    with one_paragraph_on_failure("capgen-prepare"):
-        prepare(cfg)
+    return prepare.run(cfg)
 
 
 def main() -> None:
-    require_writable_run_folder(sys.argv[1:], "prepare")  # its log folder; cache_dir is checked by prepare()
+    with refused_at_start("capgen-prepare"):  # one paragraph, not a traceback, for what is refused here
+        sys.argv[1:] = command_line("prepare", sys.argv[1:])
     _main()
 
 

@@ -46,8 +46,9 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 
+from .image_files import SPLITS, Entry, ImageFileSource, gc_paused, repeat_of, split_records
 from .images import BadSamples
-from .karpathy import KARPATHY_SPLITS, SPLITS, Entry, ImageFileSource, gc_paused, karpathy_index, repeat_of, split_records
+from .karpathy import KARPATHY_SPLITS, karpathy_index
 from .text import check_image_id, read_utf8
 
 FORMATS = (".jsonl", ".csv", ".json")

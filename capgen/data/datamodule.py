@@ -41,7 +41,6 @@ from ..vocab import Vocabulary
 from .cache import CachedFeatures, CachedImages, CacheUnavailable, describe_source, load_vocab
 from .images import BadSampleError
 from .resumable import ResumableLoader
-from .scenes import Scenes
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +236,20 @@ class EvalImages(Dataset):
         return _to_tensor(self.source.image(i)), self.vocab.encode(self.source.captions(i)[0]), self.source.image_id(i)
 
 
+class Scenes:
+    """A split's scenes by image id (known object boxes, for the shapes data), and the side in
+    pixels of the frame their boxes are given in."""
+
+    def __init__(self, source) -> None:
+        self.source, self.image_size = source, source.image_size
+        self.index = {source.image_id(i): i for i in range(len(source))}
+
+    def scene_of(self, image_id: int):
+        if image_id not in self.index:
+            raise KeyError(f"image id {image_id} is not in the split's scenes")
+        return self.source.scene(self.index[image_id])
+
+
 class CaptionDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -401,7 +414,7 @@ class CaptionDataModule(L.LightningDataModule):
         pairs = CaptionPairs(source, self.vocab)
         sampler = CyclingReferenceSampler(pairs, seed=self.seed)
         # Its own generator: creating its iterator must not draw from the global one that
-        # dropout uses, or a resumed run's dropout masks would differ (capgen.training.callbacks.ExactResume).
+        # dropout uses, or a resumed run's dropout masks would differ (capgen.lightning.callbacks.ExactResume).
         generator = torch.Generator().manual_seed(self.seed)
         # File-based sources carry their policy; the others never fail to decode an image.
         policy = getattr(source, "on_bad_sample", "error")

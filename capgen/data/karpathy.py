@@ -17,7 +17,7 @@ Each source indexes its split once, in __init__: a JSON parse, a dict of caption
 and one directory listing per image folder instead of a stat per file. A Karpathy file is
 parsed once per process for all three splits (`karpathy_index` keeps the last one or two
 files read, by path, size and modification time), with Python's garbage collector paused
-while the millions of objects of a COCO-sized file are made (see `gc_paused`). Problems found then
+while the millions of objects of a COCO-sized file are made (see image_files.gc_paused). Problems found then
 (a missing image file, an empty caption, an image left without captions, an image id an
 earlier entry already has) follow `on_bad_sample`; see images.BadSamples. A file that exists
 but cannot be decoded is only found when it is read: `image(i)` then raises BadSampleError under either policy, since a
@@ -41,134 +41,18 @@ truncates long captions when it encodes them, and scores use every reference.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-import numpy as np
-
-from ..tokenizer import has_tokens
-from .images import FIX_UNREADABLE, BadSamples, check_on_bad_sample, load_rgb
+from .image_files import Entry, ImageFileSource, Record, gc_paused, repeat_of, split_records
+from .images import BadSamples
 from .text import check_image_id, read_utf8
 
-SPLITS = ("train", "val", "test")
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 _HOW_TO_GET = "see the 'Data sets' section of the README (for COCO: scripts/download_coco.sh)"
-_FIX_ENTRY = "fix that entry in the annotation file, or set data.on_bad_sample=skip"
-_FIX_MISSING = "put the image file back (see the README's 'Data sets'), or set data.on_bad_sample=skip"
-_FIX_DUPLICATE = (
-    "give each image its own id and its own file in the annotation file, or delete the repeated entry, or set "
-    "data.on_bad_sample=skip to keep only the first entry with each id and file"
-)
-
-# (image id, image file, raw captions, where the entry was read: for messages, and why its
-# id repeats an earlier entry's: for messages; None when it is the first with that id)
-_Record = tuple[int, str, list, str, "tuple[str, str] | None"]  # id, file, captions, where, (kind, why) of a repeat
-# One image of an index file, whatever split it is in: (its split as the file names it, image
-# id, image file, where (for messages), (kind, why) of a repeat or None, its raw captions, or
-# the message of the error reading them: raised only by the split that wants the image).
-Entry = tuple[str, int, str, str, "tuple[str, str] | None", "tuple | str"]
-
-
-@contextlib.contextmanager
-def gc_paused():
-    """Python's cyclic garbage collector paused for the block. Reading a COCO-sized index
-    (a 150-200 MB JSON file, millions of strings, lists and dicts) triggers a collection
-    every 700 new objects, and each older-generation one walks everything made so far: it
-    took 13 s of a 16 s parse of a synthetic Karpathy COCO file (scripts/benchmark.py
-    --sections startup). What is made here holds no reference cycles, so nothing is lost."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-class ImageFileSource:
-    """One split of images on disk, each with its reference captions.
-
-    Subclasses find their files and captions and hand `_keep` one record per image of the
-    split; what is kept is stored as three parallel lists, which pickle cheaply to workers.
-    `how_to_get` ends the messages about a missing folder: where the user gets the data.
-    """
-
-    how_to_get = _HOW_TO_GET
-
-    def __init__(self, root: str, split: str, image_size: int, on_bad_sample: str, exclude_ids: Iterable[int] | None):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-        check_on_bad_sample(on_bad_sample)
-        self.root = os.path.expanduser(str(root))
-        if not os.path.isdir(self.root):
-            raise FileNotFoundError(
-                f"data root {self.root} does not exist; {self.how_to_get}, then point data.root at that folder"
-            )
-        self.split, self.image_size, self.on_bad_sample = split, image_size, on_bad_sample
-        self.exclude_ids = {int(i) for i in exclude_ids or ()}
-        self._ids: list[int] = []
-        self._paths: list[str] = []
-        self._captions: list[tuple[str, ...]] = []
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def image(self, i: int) -> np.ndarray:
-        """uint8 (image_size, image_size, 3); BadSampleError if the file cannot be decoded."""
-        return load_rgb(self._paths[i], self.image_size, FIX_UNREADABLE)
-
-    def captions(self, i: int) -> list[str]:
-        return list(self._captions[i])
-
-    def image_id(self, i: int) -> int:
-        return self._ids[i]
-
-    def _keep(self, records: Iterable[_Record], bad: BadSamples) -> None:
-        with gc_paused():  # a COCO train split keeps 113k images and 570k captions
-            self._keep_records(records, bad)
-
-    def _keep_records(self, records: Iterable[_Record], bad: BadSamples) -> None:
-        listings: dict[str, set[str]] = {}  # image folder -> names in it, listed once
-        total = 0
-        for image_id, path, raw, where, repeat in records:
-            total += 1
-            if repeat is not None:
-                kind, reason = repeat
-                bad.report(kind, where, reason, _FIX_DUPLICATE)
-                continue
-            if image_id in self.exclude_ids:
-                bad.exclude()
-                continue
-            captions = []
-            for k, c in enumerate(raw):
-                text = c.strip() if isinstance(c, str) else ""
-                if text and has_tokens(text):
-                    captions.append(text)
-                elif text:  # emoji or punctuation only: tokenized, as training and scoring do, it is empty
-                    bad.report("empty caption", where, f"caption {k} ({c!r}) has no words once tokenized (only "
-                               "punctuation, emoji or symbols, which the COCO tokenizer drops), so it would train and "
-                               "score as an empty caption", _FIX_ENTRY)
-                else:
-                    bad.report("empty caption", where, f"caption {k} is empty ({c!r})", _FIX_ENTRY)
-            if not captions:
-                bad.report("image without captions", where, "has no caption with words", _FIX_ENTRY)
-                continue
-            if not _listed(path, listings, self.how_to_get):
-                bad.report("missing file", path, f"image file of {where} does not exist", _FIX_MISSING)
-                continue
-            self._ids.append(image_id)
-            self._paths.append(path)
-            self._captions.append(tuple(captions))
-        bad.summary(len(self._ids), total)
-
-
 class Coco2014Source(ImageFileSource):
     """COCO 2014 captions, on Karpathy's splits when `karpathy_json` is given.
 
@@ -177,6 +61,8 @@ class Coco2014Source(ImageFileSource):
     the official test2014 images have no public captions; test scores are then val scores.
     image_id is the COCO id, so results files match the official annotations.
     """
+
+    how_to_get = _HOW_TO_GET
 
     def __init__(
         self,
@@ -197,7 +83,7 @@ class Coco2014Source(ImageFileSource):
             records = self._official_records()
         self._keep(records, bad)
 
-    def _official_records(self) -> Iterator[_Record]:
+    def _official_records(self) -> Iterator[Record]:
         part = "train" if self.split == "train" else "val"
         path = os.path.join(self.root, "annotations", f"captions_{part}2014.json")
         data = _load_json(
@@ -225,6 +111,8 @@ class FlickrSource(ImageFileSource):
     root. image_dir: the image folder under root; by default the one its archive unpacks to,
     chosen from the file's "dataset" field. image_id is Karpathy's imgid.
     """
+
+    how_to_get = _HOW_TO_GET
 
     IMAGE_DIRS = {"flickr8k": "Flicker8k_Dataset", "flickr30k": "flickr30k-images"}
 
@@ -329,44 +217,6 @@ def _raw_captions(entry, path: str, where: str) -> tuple | str:
         return tuple(_field(s, "raw", path, f"{where} sentence {j}") for j, s in enumerate(_field(entry, "sentences", path, where)))
     except ValueError as e:
         return str(e)
-
-
-def split_records(entries: Iterable[Entry], wanted: Sequence[str], bad: BadSamples) -> Iterator[_Record]:
-    """Records of the entries whose split is one of `wanted`. Ids and files are unique across
-    the whole file (see the module docstring): a repeat outside `wanted` goes to
-    `bad.elsewhere`, which stops under "error" and leaves it to its own split under "skip"."""
-    for part, image_id, file, described, repeat, raw in entries:
-        if part not in wanted:
-            if repeat is not None:
-                bad.elsewhere(described, repeat[1], _FIX_DUPLICATE)
-            continue
-        if isinstance(raw, str):
-            raise ValueError(raw)
-        yield image_id, file, list(raw), described, repeat
-
-
-def repeat_of(first: dict, image_id: int, file: str, id_name: str, entry: str) -> tuple[str, str] | None:
-    """(kind, why) when this entry's id, or else its image file, is an earlier entry's, for
-    messages; None (and `first` remembers `entry`, its description, under both) when neither
-    is. One file under two ids would be trained on, or scored, as two images."""
-    if image_id in first:
-        why = f"its {id_name} {image_id} is also that of {first[image_id]}, an earlier entry of the same file"
-        return "duplicate image id", why + "; one id must name one image"
-    if file in first:
-        why = f"its image file {file} is also that of {first[file]}, an earlier entry of the same file"
-        return "duplicate image file", why + "; one file must be one image"
-    first[image_id] = first[file] = entry
-    return None
-
-
-def _listed(path: str, listings: dict[str, set[str]], how_to_get: str) -> bool:
-    """Whether `path` exists, from one listing of its folder (much cheaper than a stat per file)."""
-    folder, name = os.path.split(path)
-    if folder not in listings:
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"image folder {folder} does not exist; {how_to_get}")
-        listings[folder] = set(os.listdir(folder))
-    return name in listings[folder]
 
 
 def _load_json(path: str, what: str, how: str, object_hook=None) -> dict:

@@ -4,7 +4,7 @@ A loader without `state_dict()` / `load_state_dict()` restarts a half-finished e
 its first batch (Lightning warns "your dataloader is not resumable"). This loader records the epoch and how many batches it has served, and on
 restore tells its CyclingReferenceSampler to leave out those pairs in that epoch, so a
 run resumed from a checkpoint saved every N steps sees exactly the batches an
-uninterrupted run would have seen. capgen.training.callbacks.ExactResume saves and restores the state
+uninterrupted run would have seen. capgen.lightning.callbacks.ExactResume saves and restores the state
 (Lightning's own restore misses it when the loader is built before the checkpoint is read).
 
 Its iterator is created on the first `next()` rather than on `iter()`: Lightning calls

@@ -2,11 +2,11 @@
 per-image loss; each a torchmetrics Metric that counts every image once under DDP."""
 
 from .captions import CaptionScores, default_metrics, score_captions, score_captions_per_image
-from .grounding import GroundingScore, GroundingScores, Scenes, grounding_score
+from .grounding import GroundingScore, GroundingScores, grounding_score
 from .loss import ImageMeanLoss
 from .per_image import PerImageMetric
 
 __all__ = [
-    "CaptionScores", "GroundingScore", "GroundingScores", "ImageMeanLoss", "PerImageMetric", "Scenes",
+    "CaptionScores", "GroundingScore", "GroundingScores", "ImageMeanLoss", "PerImageMetric",
     "default_metrics", "grounding_score", "score_captions", "score_captions_per_image",
 ]

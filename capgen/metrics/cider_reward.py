@@ -44,7 +44,7 @@ class CiderDReward:
 
     references: image id -> that image's captions as word-id sequences (their <end>
     included; no <start>, no padding). tokens: one caption per row, word ids then <pad>=0
-    (capgen.models.decoding's DecodeResult.tokens: the <end> included where the caption has one).
+    (capgen.models.search's DecodeResult.tokens: the <end> included where the caption has one).
     """
 
     def __init__(self, references: Mapping[int, Sequence[Sequence[int]]], vocab_size: int, n: int = 4, sigma: float = 6.0):

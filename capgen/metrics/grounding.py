@@ -4,9 +4,9 @@ On the built-in shapes data every object's box is known (`ShapesSource.scene(i)`
 attention model can be checked word by word, not only by its captions' scores.
 
 The rule, exactly:
-  * Counted words. A word counts when it is a shape word (SHAPES) and the word just before
-    it is a colour word (COLOURS) such that the scene holds an object of that colour and
-    shape. Colour-and-shape pairs are distinct within a scene, so that object is unique.
+  * Counted words. A word counts when it is a shape word and the word just before it a colour
+    word such that the scene holds an object of that colour and shape. Colour-and-shape
+    pairs are distinct within a scene, so that object is unique.
     A named object the scene does not hold ("blue circle" where there is none), and a shape
     word without a colour ("the circle"), do not count: there is no box to look at.
   * Hit. The attention of the step that emitted the word (its row of alphas, P = grid x
@@ -40,8 +40,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..data.scenes import Scenes
-from ..data.shapes import COLOURS, SHAPES
 from .per_image import PerImageMetric
 
 
@@ -64,14 +62,14 @@ def hit_cells(box: Sequence[int], grid: int, image_size: int) -> np.ndarray:
 
 def named_objects(words: Sequence[str], scene) -> list[tuple[int, object]]:
     """(position, object) for every counted word: a shape word right after a colour word that
-    together name an object of `scene` (anything with `.objects` of shape/colour/box)."""
+    together name an object of `scene` (anything with `.objects` of shape/colour/box). The
+    scene's objects say which words are colours and shapes: the metric knows no data set's."""
     by_name = {(o.colour, o.shape): o for o in scene.objects}
     out = []
     for k in range(1, len(words)):
-        if words[k] in SHAPES and words[k - 1] in COLOURS:
-            obj = by_name.get((words[k - 1], words[k]))
-            if obj is not None:
-                out.append((k, obj))
+        obj = by_name.get((words[k - 1], words[k]))
+        if obj is not None:
+            out.append((k, obj))
     return out
 
 
@@ -141,9 +139,10 @@ class GroundingScores(PerImageMetric):
     def update(self, image_ids: torch.Tensor, counts: torch.Tensor) -> None:
         self.add_rows(image_ids, counts=counts.double())
 
-    def add_captions(self, image_ids: torch.Tensor, tokens: torch.Tensor, alphas: torch.Tensor, scenes: Scenes,
+    def add_captions(self, image_ids: torch.Tensor, tokens: torch.Tensor, alphas: torch.Tensor, scenes,
                      itos: Sequence[str], end_id: int, grid: int) -> None:
-        """Score a batch of decoded captions: tokens (B, L), alphas (B, L, P) as decoded."""
+        """Score a batch of decoded captions: tokens (B, L), alphas (B, L, P) as decoded; `scenes`
+        the split's (capgen.data.datamodule.Scenes: scene_of(image_id), image_size)."""
         counts = []
         for k, image_id in enumerate(image_ids.tolist()):
             words = caption_words(tokens[k].tolist(), itos, end_id)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoders import Decoder, Tensors, check_settings, input_lengths
+from .decoders import Decoder, Tensors, check_decoder_settings, input_lengths
 
 
 class AttentionDecoder(Decoder):
@@ -41,7 +41,7 @@ class AttentionDecoder(Decoder):
         attn_dim: int = 128,
         dropout: float = 0.3,
     ):
-        check_settings(dropout, embed_dim=embed_dim, hidden_dim=hidden_dim, attn_dim=attn_dim)
+        check_decoder_settings(dropout, embed_dim=embed_dim, hidden_dim=hidden_dim, attn_dim=attn_dim)
         super().__init__(vocab_size, feature_dim)
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.feat_att = nn.Linear(feature_dim, attn_dim)  # U

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import hydra
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import nn
 
-from . import decoding
+from ..instantiate import instantiate
+from . import search
 from .decoders import Decoder
-from .decoding import DecodeResult
+from .search import DecodeResult
 
 
 class Captioner(nn.Module):
@@ -75,7 +74,7 @@ class Captioner(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
     ) -> DecodeResult:
-        """Captions for images (B, 3, H, W) or features (B, P, D); see capgen.models.decoding.
+        """Captions for images (B, 3, H, W) or features (B, P, D); see capgen.models.search.
 
         beam_size 1: greedy; > 1: beam search ranked with `length_penalty` (greedy has no
         ranking, so the penalty only matters with a beam); sample=True: one random caption
@@ -87,25 +86,25 @@ class Captioner(nn.Module):
             raise ValueError(f"sample=True with beam_size={beam_size}: sampling draws one caption, use beam_size=1")
         feats = self.encode(images)
         if sample:
-            return decoding.sample(self.decoder, feats, max_len, start_id, end_id, temperature, top_k, generator)
+            return search.sample(self.decoder, feats, max_len, start_id, end_id, temperature, top_k, generator)
         if beam_size == 1:
-            return decoding.greedy(self.decoder, feats, max_len, start_id, end_id)
-        return decoding.beam_search(self.decoder, feats, beam_size, max_len, start_id, end_id, length_penalty)
+            return search.greedy(self.decoder, feats, max_len, start_id, end_id)
+        return search.beam_search(self.decoder, feats, beam_size, max_len, start_id, end_id, length_penalty)
 
     @torch.no_grad()
     def decode(
         self,
         images: torch.Tensor,
-        settings: decoding.DecodeSettings,
+        settings: search.DecodeSettings,
         start_id: int,
         end_id: int,
         unk_id: int,
         max_len: int,
         generator: torch.Generator | None = None,
-    ) -> DecodeResult | decoding.NBestResult:
+    ) -> DecodeResult | search.NBestResult:
         """Captions for images (B, 3, H, W) or features (B, P, D) as `settings` say; max_len:
-        the words per caption where settings.max_len is null (capgen.models.decoding.decode)."""
-        return decoding.decode(self.decoder, self.encode(images), settings, start_id, end_id, unk_id, max_len, generator)
+        the words per caption where settings.max_len is null (capgen.models.search.decode)."""
+        return search.decode(self.decoder, self.encode(images), settings, start_id, end_id, unk_id, max_len, generator)
 
 
 def build_captioner(net_config: Mapping, vocab_size: int) -> Captioner:
@@ -113,15 +112,3 @@ def build_captioner(net_config: Mapping, vocab_size: int) -> Captioner:
     a checkpoint keeps them as its `net_config`)."""
     cfg = OmegaConf.create(dict(net_config))
     return Captioner(encoder=instantiate(cfg.encoder), decoder=instantiate(cfg.decoder), vocab_size=vocab_size)
-
-
-def instantiate(node, **kwargs):
-    """hydra.utils.instantiate, except that a constructor's own error, which names the setting
-    and the fix (a ValueError, or an OSError such as a missing weight file), is raised as it
-    is, not inside Hydra's multi-line wrapper."""
-    try:
-        return hydra.utils.instantiate(node, **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, (ValueError, OSError)):
-            raise e.__cause__ from None
-        raise

@@ -1,7 +1,7 @@
 """The decoder protocol and the two non-attention decoders (vanilla RNN, LSTM).
 
 Every decoder speaks the same protocol so that greedy, beam and sampling decoding are
-written once (capgen.models.decoding):
+written once (capgen.models.search):
     memory = dec.prepare(feats)                 per-batch work on the image features, once
     state  = dec.init_state(memory)             initial recurrent state
     logits, state, alpha = dec.step(tokens, state, memory)   one word for every caption
@@ -30,7 +30,7 @@ def input_lengths(inputs: torch.Tensor) -> torch.Tensor:
     return ((inputs != 0) * positions).amax(dim=1)
 
 
-def check_settings(dropout: float, **dims: int) -> None:
+def check_decoder_settings(dropout: float, **dims: int) -> None:
     """A decoder's sizes are positive whole numbers and its dropout a probability; checked when
     it is built, so a bad setting stops a run at start-up with its name, not deep in torch."""
     for name, value in dims.items():
@@ -72,7 +72,7 @@ class RecurrentDecoder(Decoder):
     cell = "rnn"
 
     def __init__(self, vocab_size: int, feature_dim: int, embed_dim: int = 128, hidden_dim: int = 256, dropout: float = 0.3):
-        check_settings(dropout, embed_dim=embed_dim, hidden_dim=hidden_dim)
+        check_decoder_settings(dropout, embed_dim=embed_dim, hidden_dim=hidden_dim)
         super().__init__(vocab_size, feature_dim)
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM}[self.cell]

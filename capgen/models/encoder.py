@@ -41,7 +41,7 @@ class ConvEncoder(nn.Module):
     each batch on entry, so every map stays NHWC (oneDNN's and cuDNN's fast layout for wide
     convolutions). The features are the same numbers either way (tested); the output
     (B, D, h, w) is then laid out as (B, h, w, D), which Captioner.encode's (B, P, D) view
-    reads without a copy. capgen.models.hardware decides which format an encoder gets.
+    reads without a copy. capgen.lightning.hardware decides which format an encoder gets.
     """
 
     channels_last = False

@@ -32,7 +32,7 @@ def sampled_forward(net: Captioner, images: torch.Tensor, inputs: torch.Tensor, 
                     generator: torch.Generator | None = None):
     """net's forward over `inputs` (B, T) <start> words..., with each input after the first
     replaced, with probability p, by a word drawn from the model's previous output (never
-    <pad> or <start>, which decoding never emits either: capgen.models.decoding). Returns
+    <pad> or <start>, which decoding never emits either: capgen.models.search). Returns
     logits (B, T, V) and alphas (B, T, P) or None, as the teacher-forced forward does.
     Positions whose reference input is padding (the caption has ended) stay padding: their
     targets are padding too, which the loss ignores."""

@@ -33,7 +33,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
-from . import decoding
+from . import search
 from .captioner import Captioner
 
 PAD_ID = 0  # capgen.vocab.Vocabulary.pad_id
@@ -52,7 +52,7 @@ class SelfCriticalStep(NamedTuple):
     logprob: torch.Tensor  # (N,) their summed log-probabilities, with gradients
 
 
-def check_settings(samples: int, baseline: str, max_len: int | None, prefix: str = "model.module.scst_") -> None:
+def check_scst_settings(samples: int, baseline: str, max_len: int | None, prefix: str = "model.module.scst_") -> None:
     """Errors naming the setting, for start-up."""
     if baseline not in BASELINES:
         raise ValueError(f"{prefix}baseline={baseline!r}: use greedy (the greedy caption's reward) or mean (the mean "
@@ -120,18 +120,18 @@ def self_critical_step(
     """One SCST loss for a batch of images (B, 3, H, W) or features (B, P, D), see the module
     docstring. The images are encoded once; the encoder gets its gradient through the
     teacher-forced pass. Sampling draws from torch's global generator (on the features'
-    device), which a resumed run restores (capgen.training.callbacks.ExactResume)."""
-    check_settings(samples, baseline, max_len, prefix="")
+    device), which a resumed run restores (capgen.lightning.callbacks.ExactResume)."""
+    check_scst_settings(samples, baseline, max_len, prefix="")
     B = images.shape[0]
     feats = net.encode(images)  # (B, P, D), with gradients when the encoder trains
     many = feats.repeat_interleave(samples, dim=0)  # (N, P, D): rows b*n .. b*n+n-1 are image b
     ids = image_ids.repeat_interleave(samples)  # (N,)
     with torch.no_grad():
-        drawn = decoding.sample(net.decoder, many.detach(), max_len, start_id, end_id)
+        drawn = search.sample(net.decoder, many.detach(), max_len, start_id, end_id)
         rewards = reward(ids, drawn.tokens).to(feats.device, torch.float32).view(B, samples)
         if baseline == "greedy":
             with eval_mode(net.decoder):
-                greedy = decoding.greedy(net.decoder, feats.detach(), max_len, start_id, end_id)
+                greedy = search.greedy(net.decoder, feats.detach(), max_len, start_id, end_id)
             baselines = reward(image_ids, greedy.tokens).to(feats.device, torch.float32).unsqueeze(1).expand(B, samples)
         else:
             baselines = mean_baseline(rewards)

@@ -16,7 +16,7 @@ result, and leaves the outputs already on disk as they were.
 | truncated checkpoint                    | eval/caption/resume | error: not a checkpoint torch can read      |
 | resume= a folder that is not a run      | resume           | error naming the folder and what to give       |
 | config override with a typo             | train/eval/caption | refused naming the key, before a run folder  |
-|                                         |                  | (unit/test_config.py, test_first_hour_commands.py) |
+|                                         |                  | (unit/config/, test_first_hour_commands.py)    |
 | caption: folder without images, text file | caption        | error saying what was found, what is accepted  |
 | caption: a corrupt image among good ones | caption         | its row and stderr name the file and the fix;  |
 |                                         |                  | the others are captioned; exit status 1        |
@@ -26,7 +26,7 @@ result, and leaves the outputs already on disk as they were.
 |   hidden_dim=0, max_len=0               |                  | anything is written                            |
 | a setting of the wrong type (lr=abc,    | train            | one paragraph naming the key, the value and an |
 |   batch_size=abc, precision=bogus, ...) |                  | example, before anything is written            |
-| a setting out of range (lr=-1 or nan,   | train            | the same (test_settings.py lists them all)     |
+| a setting out of range (lr=-1 or nan,   | train            | the same (unit/config/test_checks.py: all)     |
 |   max_epochs=0, monitor=val/FOO, ...)   |                  |                                                |
 | Hydra flags (--cfg job, --info)         | train            | work as Hydra documents them                   |
 | an error raised in a DataLoader worker  | train            | one paragraph (the worker's own message), the  |
@@ -49,11 +49,11 @@ result, and leaves the outputs already on disk as they were.
 | two capgen-train on one run folder      | train            | the second refused, naming the holder          |
 |                                         |                  | (test_run_lock.py)                             |
 | a half-written summary.json             | compare          | listed as unreadable, the others shown         |
-|                                         |                  | (test_run_dir.py)                              |
+|                                         |                  | (unit/commands/test_compare.py)                |
 | an undecodable image, on_bad_sample=skip | train           | left out of its batch, counted, resume exact   |
 |                                         |                  | (test_skip_bad_images.py)                      |
 | a full disk or a read-only run folder   | train/eval       | one paragraph naming the file, no .tmp left    |
-|                                         |                  | (test_run_dir.py, test_checkpointing.py)       |
+|                                         |                  | (unit/runs/test_records.py, test_checkpoint.py) |
 
 The readers' own tests (test_karpathy.py, test_images.py, test_vocab.py) cover each case
 at the source level; here they go through the entry points.
@@ -68,9 +68,9 @@ import pytest
 import torch
 from PIL import Image
 
+from capgen.commands.train.fit import train
+from capgen.config.resume_argv import resume_argv
 from capgen.data.images import BadSampleError
-from capgen.training.resume import resume_argv
-from capgen.training.train import train
 from capgen.vocab import Vocabulary
 
 from helpers.commands import run_caption, run_eval
@@ -304,7 +304,7 @@ def test_an_empty_split_the_run_does_not_use_is_fine(make_cfg):
 def test_a_bad_setting_is_one_paragraph_on_the_console_and_in_summary_json(tmp_path):
     """capgen-train as a user runs it: the console ends with the paragraph (no traceback:
     error.txt keeps it), the exit status is 1, and nothing but the run's records is written.
-    The folder is named by paths.output_dir, so its .hydra/ lands there too (capgen.cli.argv)."""
+    The folder is named by paths.output_dir, so its .hydra/ lands there too (capgen.config.argv)."""
     run = tmp_path / "run"
     done = capgen("train", "debug=fast", "model.module.lr=abc", f"paths.output_dir={run}", cwd=tmp_path,
                   env={"HYDRA_FULL_ERROR": "0"})

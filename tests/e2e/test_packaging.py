@@ -9,8 +9,7 @@ import zipfile
 from pathlib import Path
 
 from helpers import procs
-
-REPO = Path(__file__).resolve().parents[2]
+from helpers.paths import REPO
 
 
 def test_the_wheel_holds_every_config_and_module(tmp_path):
@@ -33,7 +32,7 @@ def test_the_wheel_holds_every_config_and_module(tmp_path):
 
 def test_an_installed_capgen_finds_its_configs_outside_the_checkout(tmp_path):
     # The configs as the installed package capgen.conf, imported from another folder.
-    probe = "from capgen.training.config import CONF_DIR; print(CONF_DIR)"
+    probe = "from capgen.config import CONF_DIR; print(CONF_DIR)"
     done = procs.run([sys.executable, "-c", probe], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     conf = Path(done.stdout.strip())

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from helpers import procs
 
-TESTS = Path(__file__).resolve().parents[1]
-
 # A test that starts a long process the way the suite's tests do (its own process group), says
 # where it is, and waits.
 WAITING_TEST = '''

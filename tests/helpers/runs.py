@@ -10,6 +10,7 @@ default, and an override of one of the keys below (`logger=tensorboard`,
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from capgen.training.config import CONF_DIR
+from capgen.config import CONF_DIR
 
 SIZES = "data.source.sizes={train:64,val:16,test:16}"
 # key -> the override that switches it off; a test's own override of the key (or of a key
@@ -79,7 +80,7 @@ def train_run(run: Path, *overrides: str, rich: bool = False) -> Path:
     """A trained run in a folder laid out as capgen-train leaves it (.hydra/config.yaml,
     overrides.yaml and hydra.yaml, checkpoints/, summary.json), so that capgen-eval run=,
     resume= (also of a copy elsewhere) and the demo take it."""
-    from capgen.training.train import train
+    from capgen.commands.train.fit import train
 
     cfg = compose_train(run, *overrides, rich=rich, hydra_config=True)
     choices = dict(cfg.hydra.runtime.choices)
@@ -152,3 +153,25 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under folder, by relative path: equal snapshots mean nothing was written."""
     folder = Path(folder)
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def make_run_folder(path: Path, overrides: list[str], summary: dict | None = None) -> Path:
+    """A run folder as capgen-train leaves it, without training: its .hydra/ config and overrides,
+    and `summary` (any dict, a malformed one too) as its summary.json."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    OmegaConf.save(OmegaConf.create(overrides), path / ".hydra" / "overrides.yaml")
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def half_written(summary: dict) -> str:
+    """The first half of summary.json as written before records were atomic: a write cut off."""
+    text = json.dumps(summary, indent=2)
+    return text[: len(text) // 2]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file (captions.jsonl, test_captions.jsonl)."""
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from capgen.viz import attention_figure, save_attention_gif, upsample_attention
+from capgen.viz import attention_figure, attention_frames, upsample_attention, write_gif
 
 
 def test_upsampled_map_peaks_where_the_weight_is_and_keeps_relative_strength():
@@ -45,7 +45,7 @@ def test_attention_png_and_gif_are_drawn_at_any_aspect_ratio(tmp_path, size, gri
     fig.savefig(tmp_path / "x.png", dpi=20)
     plt.close(fig)
     assert Image.open(tmp_path / "x.png").format == "PNG"
-    gif = Image.open(save_attention_gif(tmp_path / "x.gif", image, words, alphas, grid, [0.5, 0.4, 0.3]))
+    gif = Image.open(write_gif(tmp_path / "x.gif", attention_frames(image, words, alphas, grid, [0.5, 0.4, 0.3])))
     assert gif.n_frames == 4 and gif.size[1] == size[0] + max(24, size[0] // 10)  # under the word's band
     assert gif.size[0] >= max(size[1], 60)  # a narrow picture is framed wide enough for "long  0.40 ... 2/3"
 
@@ -60,3 +60,13 @@ def test_a_panoramas_map_is_blurred_by_its_own_cell_on_each_axis():
     y, x = np.unravel_index(m.argmax(), m.shape)
     assert 0 <= y < 5 and 100 <= x < 150
     assert m[15:].max() < 0.05  # the bottom row of cells stays dark
+
+
+def test_attention_gif_has_one_frame_per_word_even_when_frames_would_repeat(tmp_path):
+    image = np.full((60, 120, 3), 90, dtype=np.uint8)
+    words = ["a", "a", "a"]  # the same word with the same map and probability three times
+    alphas = torch.full((4, 16), 1 / 16)  # one more row (<end>'s) than words, as decoding gives
+    path = write_gif(tmp_path / "x.gif", attention_frames(image, words, alphas, grid=4, probs=[0.5, 0.5, 0.5]))
+    gif = Image.open(path)
+    assert gif.n_frames == 4 and gif.size == (120, 60 + 24)  # the picture under a band for the word
+    assert gif.info["loop"] == 0

@@ -2,7 +2,6 @@ import json
 import random
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +9,8 @@ import torch
 from capgen.tokenizer import tokenize
 from capgen.vocab import SPECIALS, Vocabulary
 
-FAKECAP = Path(__file__).resolve().parents[1] / "data" / "captions_val2014_fakecap_results.json"
+from helpers.fakes import tiny_vocab
+from helpers.paths import FAKECAP
 
 
 def test_tokenize_lowercases_splits_and_drops_punctuation():
@@ -102,7 +102,7 @@ def test_inconsistent_vocabulary_file_names_itself_the_problem_and_the_fix(tmp_p
 
 
 def test_inconsistent_vocabulary_in_a_checkpoint_names_the_checkpoint(tmp_path):
-    from capgen.training.checkpoint import read_checkpoint, stamp
+    from capgen.runs.checkpoint import read_checkpoint, stamp
 
     ckpt = {"vocab": INCONSISTENT["duplicate word"][0], "hyper_parameters": {"net_config": {"decoder": "lstm"}},
             "state_dict": {}}
@@ -221,3 +221,13 @@ def test_fast_path_for_plain_captions_agrees_with_the_lexer():
             checked += 1
             assert fast == [t.lower() for t in _ptb_lex(caption) if t.lower() not in _PUNCT], caption
     assert checked > 1000
+
+
+def test_a_caption_the_decoder_did_not_end_is_cut_and_shown_marked():
+    from capgen.vocab import CUT_MARK, shown
+
+    vocab = tiny_vocab()
+    red, circle = vocab.stoi["red"], vocab.stoi["circle"]
+    assert vocab.is_cut([red, circle, red])  # max_len words, no <end>
+    assert not vocab.is_cut([red, circle, vocab.end_id]) and not vocab.is_cut([vocab.end_id, 0, 0])
+    assert shown("red circle red", True) == f"red circle red {CUT_MARK}" and shown("red circle", False) == "red circle"

@@ -26,7 +26,7 @@ FLOAT_KEYS = ("diversity_strength", "length_penalty", "temperature", "top_p")
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """How captions are decoded (capgen.models.decoding.decode).
+    """How captions are decoded (capgen.models.search.decode).
 
     method: greedy | beam | sample | diverse_beam (Vijayakumar et al. 2016: the beam split
         into `groups` that each run a beam of beam_size/groups, each group's choices

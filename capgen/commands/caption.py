@@ -1,0 +1,216 @@
+"""Captioning your own images with a checkpoint (capgen-caption).
+
+    capgen-caption ckpt_path=outputs/train/<run>/checkpoints/last.ckpt images=photos/
+    capgen-caption ckpt_path=... images='photos/*.jpg' decode=greedy device=cuda
+    capgen-caption ckpt_path=... images=photos/ decode=sample decode.n_best=5
+
+`images` is an image file, a folder (its images, not sub-folders) or a glob pattern. Each
+image is read as RGB whatever its format and resized to the side the model was trained on
+(image_size, see conf/caption.yaml). Decoding: beam 3 unless `decode=` / `decode.*` say
+otherwise (capgen.config.decode_group). Prints `path<TAB>caption` per caption on stdout (n_best
+lines per image, best first) and writes into the run dir (outputs/caption/<time>, named on
+stderr):
+    captions.jsonl                     {path, caption, words, word_probs, logprob} per image, of
+                                       its first caption, plus {captions, logprobs} of all n_best
+    <name>_attention.png, <name>_attention.gif   attention models: one panel / frame per word
+                                       of the first caption
+
+An image that cannot be read, or whose figures cannot be drawn, does not stop the others:
+its row is {path, error} (a one-paragraph message, also on stderr), and the last stderr
+line says `N of M images failed, listed in <run dir>/captions.jsonl` (capgen-caption then
+exits with status 1). A bad setting or checkpoint stops the command before it writes anything.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ..config.checks import check_numbers, check_values
+from ..config.decode_group import command_settings
+from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
+from ..lightning.inference import caption_row, load_module, resolve_device
+from ..models.search import DecodeSettings
+from ..runs.folders import DEFAULT_IMAGE_SIZE, run_config, training_image_size
+from ..viz import draw_attention, resize_longest
+from ..vocab import shown
+from .failure import one_paragraph_on_failure
+
+log = logging.getLogger(__name__)
+
+# What PIL reads and cameras/web pages produce; matched case-insensitively.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def find_images(spec: str) -> list[Path]:
+    """The image files `spec` names (a file, a folder, or a glob), sorted; errors say what was
+    found instead and which extensions are accepted."""
+    accepted = ", ".join(IMAGE_EXTENSIONS)
+
+    def is_image(p: Path) -> bool:
+        return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+
+    p = Path(spec).expanduser()
+    if p.is_file():
+        if not is_image(p):
+            raise ValueError(f"images={spec}: not an image file (extension {p.suffix or 'none'!r}); accepted: {accepted}")
+        return [p]
+    if p.is_dir():
+        found = sorted(f for f in p.iterdir() if is_image(f))
+        if not found:
+            others = sorted(f.name for f in p.iterdir())
+            what = f"{len(others)} other entries ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else "nothing"
+            raise ValueError(f"images={spec}: no images in this folder, found {what}; accepted extensions: {accepted}")
+        return found
+    matches = sorted(Path(m) for m in glob.glob(str(p)))
+    if not matches:
+        raise FileNotFoundError(f"images={spec}: no such file or folder, and no file matches it as a pattern")
+    found = [m for m in matches if is_image(m)]
+    if not found:
+        raise ValueError(
+            f"images={spec}: the pattern matches {len(matches)} paths ({', '.join(map(str, matches[:5]))}) but no "
+            f"image files; accepted extensions: {accepted}"
+        )
+    return found
+
+
+def _display(path: Path, longest: int) -> np.ndarray:
+    """The image at its own aspect ratio with its longer side `longest`, for the figures
+    (the model sees it squashed to a square; its grid still covers the whole picture)."""
+    return resize_longest(load_rgb(path), longest)
+
+
+def _unique_stem(path: Path, taken: set[str]) -> str:
+    """A file-name stem for the image's figures; a.jpg and a.png do not overwrite each other."""
+    stem, n = path.stem, 2
+    while stem in taken:
+        stem, n = f"{path.stem}_{n}", n + 1
+    taken.add(stem)
+    return stem
+
+
+# Settings that act inside each image's own error handling: checked first, since a bad one
+# would otherwise read as every image failing. None (image_size's default) passes.
+POSITIVE_SETTINGS = {
+    "image_size": "pixels, or null for the training run's",
+    "batch_size": "images per forward pass",
+    "figure_size": "pixels on the figures' longer side",
+    "gif_frame_ms": "milliseconds per GIF frame",
+}
+
+
+def check_caption_config(cfg: DictConfig) -> None:
+    """Raise a ValueError naming the first of POSITIVE_SETTINGS that is not a positive int, or
+    a switch that is not true/false."""
+    check_numbers(cfg)
+    check_values(cfg, {"figures": bool})
+    for key, what in POSITIVE_SETTINGS.items():
+        value = cfg.get(key)
+        if key == "image_size" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}={value}: give a positive whole number ({what}), e.g. {key}=32")
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def _failed(path: Path, message: str) -> dict:
+    """The row of an image that got no caption; its error also goes to stderr at once."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return {"path": str(path), "error": message}
+
+
+def _draw(cfg: DictConfig, out: Path, stem: str, path: Path, words, alphas, grid: int, probs) -> dict:
+    """The image's attention PNG and GIF; {png, gif} file names for its row."""
+    png, gif = out / f"{stem}_attention.png", out / f"{stem}_attention.gif"
+    draw_attention(png, gif, _display(path, cfg.figure_size), words, alphas, grid, probs, cfg.gif_frame_ms)
+    return {"png": png.name, "gif": gif.name}
+
+
+def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch.Generator, paths: list[Path],
+                   size: int, out: Path, taken: set[str]) -> list[dict]:
+    """The rows of one batch of images, in order: each image's own failure (unreadable, or
+    its figures) becomes its row's error, and the rest go on. The model's own errors concern
+    every image alike (a setting, the checkpoint) and stop the command."""
+    vocab, net = module.vocab, module.net
+    rows: dict[int, dict] = {}
+    readable, pixels = [], []
+    for i, path in enumerate(paths):
+        try:
+            pixels.append(load_rgb(path, size, FIX_GIVEN))  # (S, S, 3) uint8
+            readable.append(i)
+        except BadSampleError as e:
+            rows[i] = _failed(path, " ".join(str(e).split()))
+    if readable:
+        images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).to(module.device)  # (B, 3, S, S)
+        every = module.generate(images, decode, draws)
+    for k, i in enumerate(readable):
+        path = paths[i]
+        caption, alphas = caption_row(vocab, every, k)
+        row = {"path": str(path), **caption}
+        words, probs = row["words"], row["word_probs"]
+        if cfg.figures and alphas is not None and words:
+            try:
+                row.update(_draw(cfg, out, _unique_stem(path, taken), path, words, alphas, net.grid, probs))
+            except Exception as e:  # any error of one image's figures: recorded in its row, and the exit status
+                rows[i] = _failed(path, f"{path}: its attention figures could not be drawn ({_one_line(e)}); "
+                                        "give figures=false to caption it without them")
+                continue
+        cut = row.get("cut_captions", [0] if row.get("cut") else [])
+        for j, caption in enumerate(row.get("captions", [row["caption"]])):
+            print(f"{path}\t{shown(caption, j in cut)}", flush=True)
+        rows[i] = row
+    return [rows[i] for i in range(len(paths))]
+
+
+def caption_images(cfg: DictConfig) -> list[dict]:
+    """Caption every image cfg.images names; writes the files in the module docstring.
+    An image that cannot be read or drawn gets a row {path, error} instead of a caption."""
+    paths = find_images(str(cfg.images))
+    check_caption_config(cfg)
+    device = resolve_device(cfg.device)
+    module = load_module(cfg.ckpt_path, device, cfg.get("channels_last", "auto"))
+    note = module.trained_on.photo_note(str(cfg.ckpt_path)) if module.trained_on else None
+    if note:  # the images given here are the user's own: most likely photographs
+        log.warning("%s", note)
+    decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
+    draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
+    size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))
+    if size is None:
+        size = DEFAULT_IMAGE_SIZE
+        log.warning("the training image size is unknown (no saved run config with data.source.image_size beside "
+                    "the checkpoint): resizing to %d; set image_size=... to match training", size)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows, taken = [], set()
+    for start in range(0, len(paths), cfg.batch_size):
+        rows += _caption_chunk(cfg, module, decode, draws, paths[start : start + cfg.batch_size], size, out, taken)
+    with open(out / "captions.jsonl", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    failed = sum("error" in row for row in rows)
+    what = "captions and attention figures" if cfg.figures and module.net.has_attention else "captions"
+    print(f"wrote {what} for {len(rows) - failed} images to {out}", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(rows)} images failed, listed in {out / 'captions.jsonl'}", file=sys.stderr)
+    return rows
+
+
+def run(cfg: DictConfig) -> None:
+    """capgen-caption's Hydra job: caption_images, a failure ended in one paragraph. Images that
+    failed are in captions.jsonl and on stderr; scripts learn of them from the exit status 1
+    (SystemExit passes through Hydra, which only reports Exceptions)."""
+    with one_paragraph_on_failure("capgen-caption"):
+        rows = caption_images(cfg)
+    if any("error" in row for row in rows):
+        raise SystemExit(1)

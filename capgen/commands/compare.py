@@ -1,0 +1,327 @@
+"""The comparison table of training runs (capgen-compare): their overrides against their final
+metrics, read from the run folders (capgen.runs.records); and the paired comparison of two
+runs, or two seed groups, image by image on their test set.
+
+A run is a folder holding .hydra/config.yaml (as capgen-train leaves it); its overrides come
+from .hydra/overrides.yaml and its metrics from summary.json (the best epoch's val/* and the
+test/* of that checkpoint). Failed runs, and runs whose summary.json or overrides.yaml cannot
+be read (unreadable), are not rows of the table: they are listed below it, one line each with
+the reason, and their settings (a misspelt key, say) make no column. Of the runs in the table,
+overrides they all share are printed once above it; the ones that differ get a column each,
+and the run's folder comes last. Rows are sorted by the first metric, best first; unfinished
+and interrupted runs come last. As text (`as_text`) the table fits a width (120 columns by
+default): long column names are cut to their last part(s), long values abbreviated with "…"
+(a start that all values of a column share first).
+
+Seed groups: completed runs whose overrides are the same apart from `seed` (e.g. the jobs of
+`-m seed=1,2,3 model=rnn,lstm`) share one row, each metric as "mean +- sd (n)" over them
+(sd the sample standard deviation, n-1 in its denominator; n the runs that have the metric),
+the seeds listed in the seed column and every folder in the run column. Other runs keep a
+row each. `group_seeds=False` gives every run its own row.
+
+Paired comparison (`capgen-compare --paired A B`): each side is one run folder, a folder of
+runs, or a glob pattern matching such folders (quoted, so the shell leaves it alone); a side
+of several runs must be one seed group. Each run's per-image test scores come from its
+test_captions.jsonl (capgen-train writes it when it tests the best checkpoint); a seed group's
+score of an image is the mean over its runs. The images every run of both sides was tested
+on are compared with a paired bootstrap over images (capgen.metrics.significance): each side's
+mean, the difference A - B, its 95% percentile interval and a two-sided p-value, for per-image
+CIDEr(-D) and BLEU-4.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import statistics
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..metrics.significance import PairedDifference, paired_bootstrap
+from ..runs.folders import find_runs, run_overrides
+from ..runs.records import UnreadableRecord, read_summary, read_test_captions
+
+DEFAULT_METRICS = ("val/CIDEr", "val/BLEU-4", "test/CIDEr", "test/BLEU-4")
+
+
+@dataclass
+class Run:
+    path: Path
+    overrides: dict[str, str]  # key (as written, e.g. +trainer.fast_dev_run) -> value
+    status: str  # completed, failed, interrupted, unfinished or unreadable
+    metrics: dict[str, float]
+    error: str = ""
+
+
+def load_run(path: Path) -> Run:
+    overrides = {}
+    try:
+        for line in run_overrides(path):
+            key, _, value = line.partition("=")
+            if key.lstrip("+~") != "resume":  # where a run continued from: the same settings, not a different run
+                overrides[key] = value
+        summary = read_summary(path)
+    except UnreadableRecord as e:  # listed as such, with what was read of it
+        return Run(path, overrides, "unreadable", {}, str(e))
+    if summary is None:
+        return Run(path, overrides, "unfinished", {}, "no summary.json: still running, or stopped before the end")
+    note = summary.get("error", "") or (f"{summary['signal']}; continue with {summary['resume']}" if summary["status"] == "interrupted" else "")
+    return Run(path, overrides, summary["status"], summary.get("metrics", {}), note)
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    common: list[str]  # overrides every run shares
+    notes: list[str]  # one line per run that did not complete
+    values: list[list[list[float]]] | None = None  # per row, per metric column: the runs' values
+
+
+NOT_IN_TABLE = ("failed", "unreadable")  # listed below the table instead
+
+
+def compare(roots: list[Path], metrics: list[str], group_seeds: bool = True) -> Table:
+    found = [load_run(p) for root in roots for p in find_runs(root)]
+    if not found:
+        raise SystemExit(f"no capgen-train runs (folders with .hydra/config.yaml) under {', '.join(map(str, roots))}")
+    runs = [r for r in found if r.status not in NOT_IN_TABLE]
+    left_out = [r for r in found if r.status in NOT_IN_TABLE]
+    keys = sorted({k for r in runs for k in r.overrides})
+    # An override that is the same in every run of the table says nothing about their differences.
+    varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+    common = [f"{k}={runs[0].overrides[k]}" for k in keys if k not in varying]
+    entries = seed_groups(runs) if group_seeds else [[r] for r in runs]
+
+    def values(entry: list[Run], metric: str) -> list[float]:
+        return [r.metrics[metric] for r in entry if metric in r.metrics]
+
+    def rank(entry: list[Run]) -> tuple:  # completed runs by the first metric (a group's mean), best first; then the rest
+        first = values(entry, metrics[0])
+        value = statistics.mean(first) if first else math.nan
+        return (entry[0].status != "completed", math.isnan(value), 0.0 if math.isnan(value) else -value)
+
+    entries.sort(key=rank)
+    base = Path(os.path.commonpath([r.path.absolute() for r in found]))  # names are shown relative to it
+
+    def name(run: Run) -> str:
+        return str(run.path.absolute().relative_to(base)) if run.path.absolute() != base else run.path.name
+
+    header = [*varying, "status", *metrics, "run"]  # the folder last: it repeats the overrides
+    rows, notes, numbers = [], [], []
+    for entry in entries:
+        settings = [",".join(dict.fromkeys(r.overrides.get(k, "-") for r in entry)) for k in varying]
+        cells = [metric_cell(values(entry, m), grouped=len(entry) > 1) for m in metrics]
+        rows.append([*settings, entry[0].status, *cells, " ".join(name(r) for r in entry)])
+        numbers.append([values(entry, m) for m in metrics])
+        if entry[0].status != "completed":
+            notes.append(f"{name(entry[0])}: {entry[0].status}: {entry[0].error}")
+    notes += [f"{name(r)}: {r.status}: {r.error}" for r in left_out]
+    return Table(header, rows, common, notes, numbers)
+
+
+def without_seed(run: Run) -> tuple:
+    """The run's overrides apart from `seed`: equal for the runs of one seed group."""
+    return tuple(sorted((k.lstrip("+"), v) for k, v in run.overrides.items() if k.lstrip("+~") != "seed"))
+
+
+def seed_groups(runs: list[Run]) -> list[list[Run]]:
+    """The completed runs that differ only by seed, a list each (in the order of `runs`); every
+    other run in a list of its own."""
+    by_settings: dict[tuple, list[Run]] = {}
+    for run in runs:
+        key = without_seed(run) if run.status == "completed" else ("run", str(run.path))
+        by_settings.setdefault(key, []).append(run)
+    return list(by_settings.values())
+
+
+def metric_cell(values: list[float], grouped: bool) -> str:
+    """A run's value, or a group's "mean +- sd (n)" (sample sd; "mean (1)" when one run has it)."""
+    if not values:
+        return "-"
+    if not grouped:
+        return f"{values[0]:.4f}"
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1)"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} ({len(values)})"
+
+
+@dataclass
+class Paired:
+    sides: tuple[list[Path], list[Path]]  # the runs of A and of B
+    images: tuple[int, int, int]  # tested on by every run of A, of B, and by all of them (compared)
+    results: dict[str, PairedDifference]  # per-image metric -> the bootstrap's answer
+    resamples: int
+    seed: int
+
+
+def side_runs(spec: str) -> list[Path]:
+    """The runs a --paired argument names: a run folder, a folder of runs, or a glob pattern of
+    such folders; several runs must differ only by seed (one seed group)."""
+    path = Path(spec)
+    matches = [path] if path.exists() else [Path(p) for p in sorted(glob.glob(spec))]
+    found = [r for m in matches if m.is_dir() for r in find_runs(m)]
+    if not found:
+        where = "in that folder" if path.exists() else "matching that pattern"
+        raise ValueError(f"--paired {spec}: no capgen-train run folders (with .hydra/config.yaml) {where}")
+    runs = [load_run(r) for r in found]
+    unreadable = [r for r in runs if r.status == "unreadable"]
+    if unreadable:
+        raise ValueError(f"--paired {spec}: {unreadable[0].error}")
+    if len({without_seed(r) for r in runs}) > 1:
+        keys = sorted({k for r in runs for k, _ in without_seed(r)})
+        differ = [k for k in keys if len({dict(without_seed(r)).get(k) for r in runs}) > 1]
+        raise ValueError(
+            f"--paired {spec}: its {len(runs)} runs differ by more than seed (also by {', '.join(differ)}), so they "
+            f"are not one seed group. Name the runs of one configuration, e.g. a quoted glob that matches only their "
+            f"folders ('outputs/train/multirun/*model=attn*'), or a single run folder."
+        )
+    return found
+
+
+def paired(spec_a: str, spec_b: str, resamples: int = 10000, seed: int = 0) -> Paired:
+    """A against B (see the module docstring); each spec as side_runs takes it."""
+    sides = side_runs(spec_a), side_runs(spec_b)
+    scores = [[read_test_captions(r) for r in runs] for runs in sides]
+    in_side = [set.intersection(*(set(s) for s in side)) for side in scores]
+    images = sorted(in_side[0] & in_side[1])
+    if not images:
+        raise ValueError(
+            f"--paired {spec_a} {spec_b}: the two sides were tested on no image in common ({len(in_side[0])} and "
+            f"{len(in_side[1])} images), so they cannot be compared image by image; compare runs tested on the same "
+            f"data (the same data config and test split)."
+        )
+    every = [row for side in scores for s in side for row in (s[i] for i in images)]
+    metrics = [m for m in ("CIDEr", "BLEU-4") if all(m in row for row in every)]
+    if not metrics:
+        raise ValueError(f"--paired {spec_a} {spec_b}: no per-image metric (CIDEr, BLEU-4) is in every run's "
+                         f"test_captions.jsonl; the runs were tested without BLEU and CIDEr")
+
+    def mean_over_runs(side: list[dict], metric: str) -> list[float]:  # per image, in `images` order
+        return [math.fsum(s[i][metric] for s in side) / len(side) for i in images]
+
+    a, b = ({m: mean_over_runs(side, m) for m in metrics} for side in scores)
+    results = paired_bootstrap(a, b, resamples=resamples, seed=seed)
+    return Paired(sides, (len(in_side[0]), len(in_side[1]), len(images)), results, resamples, seed)
+
+
+def paired_as_text(result: Paired, labels: tuple[str, str]) -> str:
+    def side(label: str, runs: list[Path]) -> str:
+        return f"{label} ({len(runs)} run{'s' if len(runs) > 1 else ''}, seeds averaged)" if len(runs) > 1 else label
+
+    (n_a, n_b, n) = result.images
+    lines = [f"A = {side(labels[0], result.sides[0])}", f"B = {side(labels[1], result.sides[1])}",
+             f"paired bootstrap over the {n} test images both were tested on (A {n_a}, B {n_b}), "
+             f"{result.resamples} resamples, seed {result.seed}"]
+    table = [["metric", "A", "B", "A-B", "95% interval", "p"]]
+    for metric, r in result.results.items():
+        table.append([metric, f"{r.mean_a:.4f}", f"{r.mean_b:.4f}", f"{r.difference:+.4f}",
+                      f"[{r.low:+.4f}, {r.high:+.4f}]", f"{r.p_value:.4f}"])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    return "\n".join(lines)
+
+
+WIDTH = 120  # capgen-compare's default text width
+_MIN_CELL = 8  # a settings or run column is not cut below this
+
+
+def as_text(table: Table, width: int = WIDTH) -> str:
+    """The table as lines of at most `width` characters (see the module docstring); the runs
+    that did not complete (failed, unreadable: not rows; unfinished, interrupted) in a short
+    list below it, one line each. When the metrics as written ("2.8600 ± 0.0707 (2)") leave
+    too little room, they are shown as "2.860±0.071" with the runs' count in an `n` column."""
+    n_settings = table.header.index("status")
+    names = short_names(table.header[:n_settings])
+    header, rows = [*names, *table.header[n_settings:]], [list(r) for r in table.rows]
+    for i in range(n_settings):  # /mnt/data/coco/a, /mnt/data/coco/b: "…a", "…b", so a cut keeps what differs
+        given = [row[i] for row in rows if row[i] != "-"]
+        start = len(os.path.commonprefix(given)) if len(set(given)) > 1 else 0
+        if start > _MIN_CELL:
+            for row in rows:
+                row[i] = row[i] if row[i] == "-" else "…" + row[i][start:]
+    widths = _fitted(header, rows, n_settings, width)
+    if sum(widths) + 2 * (len(widths) - 1) > width and table.values is not None:
+        header, rows = _compact(header, rows, table.values, n_settings)
+        widths = _fitted(header, rows, n_settings, width)
+    lines = []
+    if table.common:
+        lines += textwrap.wrap("all runs: " + " ".join(table.common), width, subsequent_indent="  ",
+                               break_on_hyphens=False)
+    renamed = [f"{n} = {k}" for n, k in zip(names, table.header) if n != k]
+    if renamed:
+        lines += textwrap.wrap("columns: " + "; ".join(renamed), width, subsequent_indent="  ", break_on_hyphens=False)
+    for row in [header, *rows]:
+        lines.append("  ".join(abbreviate(cell, w).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if table.notes:
+        lines.append("runs that did not complete:")
+        lines.extend(abbreviate("  " + note, width) for note in table.notes)
+    return "\n".join(lines)
+
+
+def _fitted(header: list[str], rows: list[list[str]], n_settings: int, width: int) -> list[int]:
+    """Column widths: the widest settings or run column is cut, one character at a time, until
+    the table fits `width` or every one of them is down to _MIN_CELL (metrics are never cut)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    cuttable = [*range(n_settings), len(header) - 1]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        widest = max(cuttable, key=lambda i: widths[i])
+        if widths[widest] <= _MIN_CELL:
+            break
+        widths[widest] -= 1
+    return widths
+
+
+def _compact(header: list[str], rows: list[list[str]], values: list[list[list[float]]], n_settings: int):
+    """The metric cells as "mean±sd" to 3 decimals, and an `n` column (the row's runs); a metric
+    that fewer of them have keeps its own "(k)"."""
+    metrics = slice(n_settings + 1, len(header) - 1)
+    out = []
+    for row, numbers in zip(rows, values):
+        n = max((len(v) for v in numbers), default=0)
+        cells = []
+        for v in numbers:
+            cell = "-" if not v else f"{v[0]:.3f}" if len(v) == 1 else f"{statistics.mean(v):.3f}±{statistics.stdev(v):.3f}"
+            cells.append(cell + (f" ({len(v)})" if v and len(v) < n else ""))
+        out.append([*row[:metrics.start], *cells, str(n), row[-1]])
+    return [*header[:metrics.stop], "n", header[-1]], out
+
+
+def abbreviate(text: str, width: int) -> str:
+    """`text` cut to `width` characters, the cut marked with "…"."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def short_names(keys: list[str], longest: int = 16) -> list[str]:
+    """Each override key longer than `longest` as its last dotted part(s), as few as keep the
+    names apart (model.decoder.hidden_dim -> hidden_dim)."""
+    out = []
+    for key in keys:
+        parts = key.lstrip("+~").split(".")
+        name = key
+        if len(key) > longest:
+            for n in range(1, len(parts) + 1):
+                name = ".".join(parts[-n:])
+                same = [k for k in keys if k.lstrip("+~") == name or k.endswith("." + name)]
+                if len(same) == 1 and name not in ("status", "run"):
+                    break
+        out.append(name)
+    return out
+
+
+def as_markdown(table: Table) -> str:
+    def cells(row: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+
+    lines = []
+    if table.common:
+        lines.append("All runs: " + " ".join(f"`{o}`" for o in table.common) + "\n")
+    lines.append(cells(table.header))
+    lines.append("|" + "|".join("---" for _ in table.header) + "|")
+    lines.extend(cells(row) for row in table.rows)
+    if table.notes:
+        lines.append("")
+        lines.extend(f"- {note}" for note in table.notes)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,208 @@
+"""Evaluating a checkpoint on a split (capgen-eval), through the same Lightning test step as
+capgen-train's test: one evaluation loop, one rule for which scores run.
+
+The data config comes from the run that made the checkpoint: a checkpoint in
+<run>/checkpoints/ has the run's saved config in <run>/.hydra/config.yaml, and its `data`
+node is used as it was trained, with the user's data.* overrides on top. A `data=<name>`
+naming another data config replaces it. Without a saved run config the data config is
+composed from conf/eval.yaml (and a warning says so).
+
+Decoding: the run's test decode with the `decode.*` overrides on top, or a preset
+(`decode=beam`, ...; capgen.config.decode_group). With n_best > 1 each image's first caption is
+scored and all of them are written.
+
+Writes into cfg.paths.output_dir, each file atomically: metrics.json (with the decode
+settings used), captions.jsonl (one {image_id, caption, references, logprob, BLEU-4, CIDEr}
+per image, and `cut: true` for a caption cut at the length cap: its own BLEU-4 and CIDEr-D as pycocoevalcap scores each image; plus {captions,
+logprobs}: the image's n_best captions, when n_best > 1), results.json (the COCO caption
+server's [{image_id, caption}]) and data.yaml (the data config the scores are for).
+
+metrics.json also holds statistics of the captions (capgen.metrics.caption_stats):
+vocabulary, mean_length, unique_percent and novel_percent (against the training split's
+references; null, with novel_note saying why, when the training split cannot be read), and
+cut_captions: how many captions were cut at the length cap (the decoder had not ended them). With
+several captions per image (n_best > 1) Div-1, Div-2, mBLEU-4 and self-CIDEr
+(capgen.metrics.diversity) are added, per image in captions.jsonl and averaged in metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ...atomic import write_atomically
+from ...config.checks import check_numbers
+from ...config.decode_group import command_settings
+from ...lightning.callbacks import FollowFreeCores
+from ...lightning.inference import load_module, resolve_device
+from ...metrics import default_metrics
+from ...models.search import DecodeSettings
+from ...runs.folders import best_checkpoint, run_config, run_data_choice
+from ..failure import one_paragraph_on_failure
+from .statistics import corpus_statistics, diversity
+
+log = logging.getLogger(__name__)
+
+# A captions.jsonl row's fields, in this order, those a row has (diversity only with several captions).
+CAPTION_KEYS = ("image_id", "caption", "cut", "references", "logprob", "BLEU-4", "CIDEr", "captions", "logprobs", "Div-1",
+                "Div-2", "mBLEU-4", "self-CIDEr")
+
+
+def apply_data_overrides(data: DictConfig, overrides: list[str]) -> DictConfig:
+    """Apply the data.* command-line overrides to `data` (a data config node) as Hydra would:
+    `key=v` sets an existing key (a dict value merges in), `+key=v` adds one, `++key=v` sets
+    or adds, `~key` deletes. Unknown keys fail with the override named."""
+    root = OmegaConf.create({"data": data})
+    OmegaConf.set_struct(root, True)  # so a key the run's data config lacks is an error
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if not o.key_or_group.startswith("data."):
+            continue
+        key = o.key_or_group
+        try:
+            if o.is_delete():
+                parent, _, leaf = key.rpartition(".")
+                node = OmegaConf.select(root, parent)
+                if node is None or leaf not in node:
+                    raise KeyError(leaf)
+                with open_dict(node):
+                    del node[leaf]
+            elif o.is_add() or o.is_force_add():
+                if o.is_add() and OmegaConf.select(root, key, default=None) is not None:
+                    raise ValueError(f"{key} already exists; use {key}=... to change it")
+                OmegaConf.update(root, key, o.value(), merge=True, force_add=True)
+            else:
+                OmegaConf.update(root, key, o.value(), merge=True)
+        except (KeyError, AttributeError, ValueError) as e:
+            raise ValueError(
+                f"could not apply {o.input_line} to the run's saved data config ({e}); its keys are "
+                f"{sorted(data.keys())}; use +{key}=... to add a key"
+            ) from None
+    OmegaConf.set_struct(root, False)
+    return root.data
+
+
+def eval_data_config(cfg: DictConfig, overrides: list[str], run_cfg: DictConfig | None, run_choice: str | None) -> DictConfig:
+    """The data config to evaluate on (see the module docstring)."""
+    data_override = next(
+        (o for o in OverridesParser.create().parse_overrides(overrides) if o.key_or_group == "data"), None
+    )
+    # `data=<name>` replaces the run's data unless it names the very config the run used
+    # (which is also what with_run_data_choice adds when none is given).
+    replaced = data_override is not None and data_override.value() != run_choice
+    if run_cfg is None or "data" not in run_cfg or replaced:
+        if run_cfg is None:
+            log.warning("no saved run config beside the checkpoint (<run>/.hydra/config.yaml): using data=%s "
+                        "as composed from conf/eval.yaml and the command line",
+                        data_override.value() if data_override else "shapes")
+        return cfg.data
+    # Resolved inside the run's config, so ${seed} and the like take the run's values.
+    data = OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
+    return apply_data_overrides(data, overrides)
+
+
+def checkpoint_to_evaluate(cfg: DictConfig) -> str:
+    """cfg.ckpt_path, or the best checkpoint of the run folder cfg.run."""
+    if cfg.run and cfg.ckpt_path:
+        raise ValueError(f"run={cfg.run} and ckpt_path={cfg.ckpt_path}: give one of them")
+    if cfg.run:
+        return str(best_checkpoint(Path(cfg.run)))
+    if not cfg.ckpt_path:
+        raise ValueError("give run=<run folder> (its best checkpoint) or ckpt_path=<checkpoint file>")
+    return cfg.ckpt_path
+
+
+def check_eval_config(cfg: DictConfig) -> None:
+    """capgen-eval's own settings and every number it is given, before a checkpoint is read."""
+    check_numbers(cfg)
+    if cfg.split not in ("val", "test"):
+        raise ValueError(f"split={cfg.split}: evaluate on val or test")
+
+
+def run(cfg: DictConfig) -> float | None:
+    """capgen-eval's Hydra job: evaluate with the command line's overrides, a failure ended in
+    one paragraph. Returns the CIDEr score, the value a Hydra sweeper optimises."""
+    with one_paragraph_on_failure("capgen-eval"):
+        report = evaluate(cfg, list(HydraConfig.get().overrides.task))
+    return report.get("CIDEr")
+
+
+def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
+    """Score cfg.ckpt_path (or the best checkpoint of cfg.run) on cfg.split; `overrides` are
+    the command line's (for data.*). Writes the files named in the module docstring; returns
+    the report written to metrics.json."""
+    check_eval_config(cfg)
+    device = resolve_device(cfg.device)
+    ckpt_path = checkpoint_to_evaluate(cfg)
+    module = load_module(ckpt_path, device, cfg.get("channels_last", "auto"))
+    decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
+    module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
+    run_cfg = run_config(ckpt_path)
+    data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)
+    # The encoder a feature cache must have been made by: the checkpoint's.
+    datamodule = hydra.utils.instantiate(data_cfg, vocab=module.vocab)
+    datamodule.encoder = module.hparams.net_config["encoder"]  # after: instantiate would build it
+    loader = datamodule.eval_dataloader(cfg.split)
+    references = datamodule.references(cfg.split)
+    module.set_references("test", references)
+    module.set_scenes(datamodule.scenes(cfg.split))
+    out = Path(cfg.paths.output_dir)
+    log.info("evaluating %s on %s (%d images), decoding: %s, on %s",
+             ckpt_path, cfg.split, len(references), decode.describe(), device)
+
+    accelerator, devices = ("cpu", 1) if device == "cpu" else ("gpu", [torch.device(device).index or 0])
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=out,
+                        callbacks=[FollowFreeCores()])
+    [logged] = trainer.test(module, dataloaders=loader, verbose=False)
+    metrics = {k.removeprefix("test/"): v for k, v in logged.items() if not k.startswith("test/grounding")}
+    grounding = module.last_test["grounding"]
+    if grounding is not None:
+        # JSON has no NaN: null when no generated word named an object of its scene.
+        for key, value in (("grounding", grounding.score), ("grounding_chance", grounding.chance),
+                           ("grounding_other", grounding.other)):
+            metrics[key] = None if math.isnan(value) else value
+        metrics["grounding_words"] = grounding.n_words
+    rows = [{**r, "references": references[r["image_id"]]} for r in module.last_test["captions"]]
+
+    report = {"checkpoint": str(ckpt_path), "split": cfg.split, "decode": module.last_test["decode"],
+              "images": len(rows), **metrics}
+    report.update(corpus_statistics(rows, datamodule, module.hparams.tokenizer))
+    # Captions the decoder had not ended at the length cap (decode.max_len, else the vocabulary's).
+    report["cut_captions"] = sum(bool(r.get("cut")) for r in rows)
+    several = {r["image_id"]: r["captions"] for r in rows if len(r.get("captions", ())) > 1}
+    if several:
+        report.update(diversity(several, references, module.hparams.tokenizer, rows))
+    captions = "".join(json.dumps({k: r[k] for k in CAPTION_KEYS if k in r}) + "\n" for r in rows)
+    results = [{"image_id": int(r["image_id"]), "caption": r["caption"]} for r in rows]
+    # Each file whole or not at all (capgen.atomic); metrics.json last, as the mark of a finished evaluation.
+    for name, text in (("data.yaml", OmegaConf.to_yaml(data_cfg)), ("captions.jsonl", captions),
+                       ("results.json", json.dumps(results)), ("metrics.json", json.dumps(report, indent=2) + "\n")):
+        write_atomically(out / name, text.encode())
+    print(metrics_table(report))
+    print(f"wrote metrics.json, captions.jsonl, results.json to {out}")
+    return report
+
+
+def metrics_table(report: dict) -> str:
+    decode = DecodeSettings.from_config(report["decode"]).describe()
+    lines = [f"{report['checkpoint']} on {report['split']} ({report['images']} images, {decode})"]
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if key in ("checkpoint", "split", "images", "decode", "grounding_words", "novel_note"):
+            continue
+        shown = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+        if key == "grounding" and "grounding_words" in report:
+            shown += f"  ({report['grounding_words']} shape words)"
+        if key == "novel_percent" and "novel_note" in report:
+            shown += f"  ({report['novel_note']})"
+        lines.append(f"  {key:<{width}}  {shown}")
+    return "\n".join(lines)

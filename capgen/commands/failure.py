@@ -1,0 +1,69 @@
+"""How a capgen command that fails ends: one paragraph on stderr (the error's own message,
+see capgen.runs.records.one_paragraph) and exit status 1, with the traceback in
+error.txt in the command's output folder, instead of Hydra's printed stack.
+
+`HYDRA_FULL_ERROR=1` keeps Hydra's full traceback, as Hydra documents; in a sweep (-m) the
+error goes to Hydra, which goes on with the other jobs and reports failures at the end.
+
+A command refused before Hydra starts (a resume that does not fit the run, a setting its
+constructor does not take, a run folder in use) ends the same way (`refused_at_start`); it
+has no output folder yet, and the run folder it names must stay as it was, so its traceback
+goes to a file in the system's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from ..atomic import write_atomically
+from ..runs.records import RunFailed, one_paragraph
+
+
+@contextmanager
+def one_paragraph_on_failure(command: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
+            raise
+        if isinstance(e, RunFailed):  # capgen-train has recorded it in the run folder already
+            raise SystemExit(f"{command}: {e}") from None
+        error_file = Path(HydraConfig.get().runtime.output_dir) / "error.txt"
+        write_atomically(error_file, "".join(traceback.format_exception(e)).encode())
+        raise SystemExit(f"{command}: {one_paragraph(e)} (traceback in {error_file})") from None
+
+
+@contextmanager
+def refused_at_start(command: str) -> Iterator[None]:
+    """The checks a command makes on its command line before Hydra starts: an error ends it as
+    `<command>: <Type>: <message> (traceback in <file>)`; an exit with a message (SystemExit)
+    gets the `<command>: ` prefix."""
+    try:
+        yield
+    except SystemExit as e:
+        if isinstance(e.code, str) and not e.code.startswith(f"{command}: "):
+            raise SystemExit(f"{command}: {e.code}") from None
+        raise
+    except Exception as e:
+        # Also with HYDRA_FULL_ERROR=1: these are refusals, each one paragraph; the file has the traceback.
+        raise SystemExit(f"{command}: {one_paragraph(e)} ({_keep_traceback(command, e)})") from None
+
+
+def _keep_traceback(command: str, e: BaseException) -> str:
+    """Where the traceback of a refusal was written: a new file in the temporary folder."""
+    text = "".join(traceback.format_exception(e)).encode()
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"{command}-", suffix="-error.txt")
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+    except OSError as write_error:
+        return f"no traceback kept: {write_error}; HYDRA_FULL_ERROR=1 prints it"
+    return f"traceback in {path}"

@@ -1,0 +1,71 @@
+"""Writing a data config's caches (capgen.data.cache) into `cache_dir` (capgen-prepare)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from ..config.checks import check_numbers, check_types, check_values
+from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
+from ..lightning.hardware import configure_encoder, parse_channels_last
+from .failure import one_paragraph_on_failure
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def prepare(cfg: DictConfig) -> dict[str, int]:
+    """Write (or finish, or keep) every cache; returns the number of bad images per split."""
+    check_numbers(cfg)  # before anything is written
+    check_values(cfg, {"features": bool, "feature_batch_size": int})
+    if cfg.feature_batch_size < 1:
+        raise ValueError(f"feature_batch_size={cfg.feature_batch_size}: give a positive whole number, e.g. 64")
+    check_types(cfg.data, "data")
+    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops before any cache is written
+    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    on_bad_sample = cfg.data.get("on_bad_sample") or "error"
+    # The raw sources: this datamodule must not read from the caches it is writing.
+    datamodule = hydra.utils.instantiate(cfg.data, cache_dir=None, use_features=False)
+    if save_vocab(cache_dir, datamodule.vocab, datamodule.vocab_recipe()):
+        log.info("wrote %s (%d words)", cache_dir / "vocab.json", len(datamodule.vocab))
+
+    encoder = None
+    if cfg.features:
+        torch.manual_seed(cfg.seed)  # repeatable features from a randomly initialised encoder
+        encoder = hydra.utils.instantiate(cfg.model.encoder)
+        if any(p.requires_grad for p in encoder.parameters()):
+            log.warning(
+                "model.encoder (%s) has weights that training would update; its features are cached "
+                "from the weights it has now, and training on them leaves it as it is",
+                cfg.model.encoder._target_,
+            )
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        configure_encoder(encoder, cfg.get("channels_last", "auto"), device)
+
+    bad = {}
+    for split in SPLITS:
+        source = datamodule.source(split)
+        description = describe_source(datamodule.source_factory, split, source)
+        index = write_image_cache(source, cache_dir, split, description, on_bad_sample)
+        record_bad_images(cache_dir, split, index)
+        bad[split] = len(index["bad"])
+        if encoder is not None:
+            write_feature_cache(cache_dir, split, encoder, cfg.model.encoder, cfg.feature_batch_size, device)
+    if any(bad.values()):
+        log.warning(
+            "%d bad images left out (%s), listed in %s",
+            sum(bad.values()), ", ".join(f"{s}: {n}" for s, n in bad.items()), cache_dir / "bad_images.json",
+        )
+    log.info("caches complete in %s", cache_dir)
+    return bad
+
+
+def run(cfg: DictConfig) -> None:
+    """capgen-prepare's Hydra job: prepare, a failure ended in one paragraph."""
+    with one_paragraph_on_failure("capgen-prepare"):
+        prepare(cfg)

@@ -1,0 +1,7 @@
+"""capgen-train: `train(cfg)` and the command's Hydra job `run(cfg)` (fit.py), the settings
+checked together before anything is written (consistency.py) and what the command says when it
+ends (next_steps.py)."""
+
+from .fit import run, train
+
+__all__ = ["run", "train"]

@@ -1,0 +1,225 @@
+"""`train(cfg)`: what capgen-train runs, from a composed Hydra config to a finished run folder;
+`run(cfg)`: the command's Hydra job around it (the folder's lock, its failure recorded, what next).
+
+It builds the datamodule and the module and hands each what it needs from the other (the
+model's encoder config to the datamodule, for a feature cache; the splits' references and
+scenes to the module), so neither reads the other through the trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from ...config.checks import check_keys, check_numbers, check_types
+from ...data.datamodule import CaptionDataModule
+from ...instantiate import instantiate
+from ...lightning import tensorboard
+from ...lightning.callbacks import BestEpochMetrics, CaptionSamples, FollowFreeCores, progress_bar
+from ...lightning.hardware import configure_encoder, cpu_precision, parse_channels_last
+from ...lightning.hparams import log_final_hparams
+from ...lightning.loggers import build_loggers, check_logger_packages, logger_runs
+from ...lightning.module import CaptioningModule
+from ...models.captioner import build_captioner
+from ...runs import provenance
+from ...runs.init_from import check_coverage, init_checkpoint, load_network
+from ...runs.lock import run_lock
+from ...runs.records import run_recording_failure, write_summary, write_test_captions
+from ...runs.resume import check_resume_checkpoint, resume_checkpoint
+from ..failure import one_paragraph_on_failure
+from .consistency import check_consistency
+from .next_steps import what_next
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """capgen-train's Hydra job: train(cfg) under its run folder's lock (capgen.runs.lock; rank 0
+    only, as on the command line), a failure recorded in the folder and ended in one paragraph;
+    however it ends, where the run is and what to run next. Returns the best epoch's monitored
+    value, the one a Hydra sweeper optimises."""
+    try:
+        with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
+            with one_paragraph_on_failure("capgen-train"):
+                metrics = run_recording_failure(train, cfg)
+    finally:  # completed, failed or interrupted: where the run is and what to run next
+        if rank_zero_only.rank == 0:
+            log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor)))
+    return metrics.get(cfg.monitor)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) as configured; returns the final logged metrics."""
+    check_train_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.paths.output_dir)
+    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops here, before any work
+    device_type = "cpu" if trains_on_cpu(cfg) else "cuda"
+    choose_precision(cfg)
+
+    net_config = OmegaConf.to_container(cfg.model, resolve=True)
+    net_config.pop("module")
+    ckpt_path = resume_checkpoint(cfg)
+    # Checked before anything is built; resuming keeps the checkpoint's word ids.
+    start = check_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
+    init = init_checkpoint(cfg, net_config)  # init_from=: a new run from another's network weights
+    given_vocab = start.vocab if start else init.vocab if init else None
+    datamodule: CaptionDataModule = instantiate(cfg.data, vocab=given_vocab)
+    # Set after instantiate, which would build the encoder this config describes (drawing its
+    # random weights from the seeded generator) instead of handing the config over.
+    datamodule.encoder = net_config["encoder"]
+    check_splits(cfg, datamodule)
+    if init is not None:  # its vocabulary must cover the data's words (capgen.runs.init_from)
+        train_split = datamodule.source("train")
+        check_coverage(init, (c for i in range(len(train_split)) for c in train_split.captions(i)),
+                       datamodule.min_freq, datamodule.max_len, cfg.get("init_from_min_coverage", 0.5))
+    vocab = datamodule.vocab
+    log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
+
+    net = build_captioner(net_config, len(vocab))
+    if init is not None:
+        load_network(net, init)
+        log.info("network weights from %s (init_from)", init.path)
+    configure_encoder(net.encoder, cfg.get("channels_last", "auto"), device_type)
+    if cfg.get("compile"):
+        net.use_torch_compile()
+    # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.
+    module: CaptioningModule = instantiate(
+        cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
+    )
+    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    module.training_data = provenance.record(provenance.data_name(cfg.data, choice), str(OmegaConf.select(cfg, "data.source._target_", default="")))
+    module.set_references("val", datamodule.references("val"))
+    if module.uses_scst:
+        module.set_train_references(datamodule.references("train"))
+
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    for callback in callbacks:
+        if isinstance(callback, CaptionSamples):
+            callback.pictures = datamodule.pictures  # the images, when batches carry features
+    if cfg.trainer.get("enable_progress_bar", True) is not False:
+        callbacks.append(progress_bar())  # Lightning's own bar, without its `v_num=ault` fragment
+    callbacks.append(FollowFreeCores())
+    loggers = build_loggers(cfg, start)
+    if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()))
+    with logger_runs(out, loggers):  # MLflow / W&B runs started here, ended with the run's outcome
+        # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
+        vocab.save(out / "vocab.json")
+        for logger in loggers.values():
+            if isinstance(logger, TensorBoardLogger):
+                tensorboard.write_layout(logger, cfg.monitor)  # TensorBoard's CUSTOM SCALARS: the first screen
+
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        check_trained_on(cfg, start, trainer.global_step)
+        # The run's result is its best epoch (the checkpoint kept and tested), not its last.
+        best_epoch = next((c for c in callbacks if isinstance(c, BestEpochMetrics)), BestEpochMetrics())
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
+        if cfg.test:
+            module.set_references("test", datamodule.references("test"))
+            module.set_scenes(datamodule.scenes("test"))
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            metrics.update(results[0] if results else {})
+            if trainer.is_global_zero and module.last_test.get("captions"):
+                write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
+        log_final_hparams(trainer, cfg, metrics, best_epoch.step)
+    if trainer.is_global_zero:
+        write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
+    return metrics
+
+
+def check_trained_on(cfg: DictConfig, start, steps: int) -> None:
+    """A new run started from another run's checkpoint (ckpt_path= outside its own folder) that
+    took no step: the checkpoint had already reached trainer.max_epochs (or max_steps), and the
+    run would test the other run's weights and call itself completed, with no checkpoint of its
+    own. (A resume of a finished run in its own folder may do that: it tests its best again.)"""
+    if start is None or steps != start.global_step:
+        return
+    if Path(cfg.paths.output_dir).resolve() in Path(start.path).resolve().parents:
+        return
+    epochs = start.trained.epochs if start.trained else "its"
+    limits = [f"trainer.{k}={cfg.trainer[k]}" for k in ("max_epochs", "max_steps") if cfg.trainer.get(k) not in (None, -1)]
+    raise ValueError(
+        f"ckpt_path={start.path}: the checkpoint has trained {epochs} epoch(s) ({start.global_step} steps), as many as "
+        f"{' and '.join(limits) or 'the trainer'} allow, so this run trained nothing. Give a larger trainer.max_epochs "
+        f"to train on from it, or score it with capgen-eval ckpt_path={start.path}."
+    )
+
+
+def trains_on_cpu(cfg: DictConfig) -> bool:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def choose_precision(cfg: DictConfig) -> None:
+    """On the CPU, a bf16 trainer.precision becomes 32-true where the CPU has no native bf16
+    (it would run several times slower; capgen.lightning.hardware.cpu_precision warns), unless
+    allow_slow_bf16=true. The config is changed in place, so the run's records say what ran."""
+    allow = cfg.get("allow_slow_bf16", False)
+    if not isinstance(allow, bool):
+        raise ValueError(f"allow_slow_bf16={allow!r}: use true or false")
+    if trains_on_cpu(cfg) and cfg.trainer.get("precision") is not None:
+        cfg.trainer.precision = cpu_precision(cfg.trainer.precision, allow)
+
+
+def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
+    """Every split the run will use has images: a run without them would train, validate or
+    test on nothing and still report itself completed."""
+    uses = {"train": True, "val": cfg.trainer.get("limit_val_batches", 1.0) != 0, "test": bool(cfg.test)}
+    skip = {"train": "", "val": " or skip validation with trainer.limit_val_batches=0 monitor=train/loss monitor_mode=min",
+            "test": " or leave the test out with test=false"}
+    for split, used in uses.items():
+        if used and len(datamodule.source(split)) == 0:
+            raise ValueError(
+                f"data: the {split} split has no images (data.source sizes, data.root or the annotation files leave "
+                f"it empty), so the run would {'train' if split == 'train' else 'score'} on nothing. Give the "
+                f"{split} split images{skip[split]}."
+            )
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """The settings a run would only trip over later (an optimizer given lr=abc, a run that
+    trains on nothing, a monitor no epoch logs), checked before anything is built; each error
+    names the key, the value and the fix. Ranges of single settings are checked by the
+    constructors they go to, types against their annotations (capgen.config.checks)."""
+    check_numbers(cfg)
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r}: must be a whole number, e.g. seed=42")
+    if cfg.monitor_mode not in ("max", "min"):  # before the callbacks it is handed to
+        raise ValueError(f"monitor_mode={cfg.monitor_mode!r}: must be max (scores such as val/CIDEr) or min (val/loss)")
+    check_logger_packages(cfg.get("logger"))  # an optional extra missing: the pip command, before anything is built
+    nodes = ["model.encoder", "model.decoder", "model.module", "data", "trainer"]
+    nodes += [f"{group}.{name}" for group in ("callbacks", "logger") for name in cfg.get(group) or {}]
+    for key in nodes:
+        node = OmegaConf.select(cfg, key)
+        if isinstance(node, DictConfig):
+            check_keys(node, key)  # +model.decoder.hiden_dim=3: the close match, not a TypeError once built
+            check_types(node, key)
+    trainer = cfg.trainer
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        if trainer.get(key) == 0:
+            raise ValueError(
+                f"trainer.{key}=0: the run would train on nothing and still report itself completed. Give "
+                f"trainer.{key} a positive value, or evaluate an existing checkpoint with capgen-eval."
+            )
+    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.accelerator={trainer.accelerator}: no CUDA GPU is available here (torch sees none). Train on the "
+            "CPU with trainer=cpu, or in several CPU processes with trainer=ddp_cpu."
+        )
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and clip < 0:
+        raise ValueError(f"trainer.gradient_clip_val={clip}: must be at least 0 (0 or null: no clipping), e.g. 1.0")
+    check_consistency(cfg)  # settings that contradict each other or the run (capgen.commands.train.consistency)

@@ -1,0 +1,78 @@
+"""What capgen-train says when it ends, however it ends: where the run is, how it went, and
+the commands to run next (capgen.commands.train.run logs these lines; train.log keeps them)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from ...runs.folders import run_overrides
+from ...runs.records import SUMMARY, UnreadableRecord, read_summary
+
+
+def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
+    """A few lines for the end of a capgen-train run in `run`, from what it left there."""
+    run = run.absolute()
+    folder = shlex.quote(str(run))
+    try:
+        summary = read_summary(run)
+    except UnreadableRecord as e:
+        return [f"run folder: {run}", f"its record cannot be read: {e}"]
+    if summary is None:
+        return [f"run folder: {run}", f"the run ended before writing {SUMMARY}; its log is {run / 'train.log'}"]
+    lines = [f"run folder: {run} ({summary['status']})"]
+    if summary["status"] in ("failed", "interrupted"):
+        lines += _best_so_far(run)
+    if summary["status"] == "failed":  # the error itself is the command's last line
+        given = " ".join(shlex.quote(_unquoted(o)) for o in _overrides(run))
+        lines[0] = f"run folder: {run} (failed; traceback in {run / summary.get('traceback', 'error.txt')})"
+        lines.append(f"next: fix the cause and run again: capgen-train {given}".rstrip())
+        return lines
+    if summary["status"] == "interrupted":
+        lines.append(f"next: continue it where it stopped: {summary.get('resume') or f'capgen-train resume={folder}'}")
+        return lines
+    best = summary.get("best_checkpoint")
+    metrics = summary.get("metrics", {})
+    watch = f"  tensorboard --logdir {folder}    # then open its #custom_scalars page: scores and losses first"
+    if best:
+        score = f" ({monitor} {metrics[monitor]:.3f})" if monitor in metrics else ""
+        test = f", test/CIDEr {metrics['test/CIDEr']:.3f}" if "test/CIDEr" in metrics else ""
+        lines.append(f"best checkpoint: {best}{score}{test}")
+        checkpoint, run_or_ckpt = shlex.quote(str(run / best)), f"run={folder}"
+    elif (run / "checkpoints" / "last.ckpt").is_file():
+        lines.append("best checkpoint: none (no validation ran); the last: checkpoints/last.ckpt")
+        checkpoint = shlex.quote(str(run / "checkpoints" / "last.ckpt"))
+        run_or_ckpt = f"ckpt_path={checkpoint}"
+    else:  # trainer.fast_dev_run writes none
+        return [*lines, "no checkpoint was written (trainer.fast_dev_run writes none)", "next:", watch]
+    lines += [
+        "next:",
+        watch,
+        f"  capgen-eval {run_or_ckpt}    # the checkpoint on the test split",
+        f"  capgen-caption ckpt_path={checkpoint} images=<a folder of your photos>",
+        f"  capgen-demo {run_or_ckpt}    # a local web page (pip install -e \".[demo]\")",
+    ]
+    return lines
+
+
+def _best_so_far(run: Path) -> list[str]:
+    """The newest best-epoch checkpoint a run that did not complete left (its name holds its
+    score: conf/callbacks/default.yaml), as a line; none when it left none."""
+    found = sorted((run / "checkpoints").glob("*-best*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return [f"best checkpoint so far: {found[-1].relative_to(run)}"] if found else []
+
+
+def _unquoted(override: str) -> str:
+    """A path override as typed: capgen-train quotes the values of ckpt_path=, resume= and
+    init_from= for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
+    key, sep, value = override.partition("=")
+    if key.lstrip("+") in ("ckpt_path", "resume", "init_from") and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        return f"{key}{sep}{value[1:-1]}"
+    return override
+
+
+def _overrides(run: Path) -> list[str]:
+    try:
+        return run_overrides(run)
+    except UnreadableRecord:
+        return []

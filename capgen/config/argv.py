@@ -1,0 +1,177 @@
+"""The steps of a command line before Hydra reads it (capgen.config.command_line runs them in
+order): a command line's overrides without Hydra's flags (`command_overrides`), paths made safe
+for Hydra's override parser, paths.output_dir as the run folder, where a command will write,
+the run folder a capgen-train command line names, and the run's data config for capgen-eval.
+
+Hydra reads `key=value` with its own grammar, in which `,` makes a sweep, `=` and spaces
+end the value and `'`/`"` quote. A sweep job's folder is named by its overrides
+(`multirun/<time>/1_model=lstm,model.decoder.hidden_dim=512`), so `resume=`, `run=` or
+`ckpt_path=` pointing into one would otherwise be read as more overrides and a sweep.
+Each command quotes the values of the keys that hold paths before Hydra sees them.
+
+Where a command will write is checked here too, before Hydra makes its run folder
+(`require_writable_run_folder`): a folder on a read-only mount, or one this user may not
+write, would otherwise end in a traceback from Hydra's mkdir, or from the first file a resume
+writes, instead of a paragraph with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from ..runs.folders import run_data_choice
+from . import CONF_DIR
+
+# Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
+# `-p pkg`, ...): that value is not an override. `--info` takes one of INFO_CHOICES, or none.
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+INFO_FLAGS, INFO_CHOICES = {"--info", "-i"}, {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def command_overrides(args: list[str]) -> list[str]:
+    """The overrides (`key=value`) of a command line (sys.argv[1:]), without Hydra's flags and
+    their values, so that `capgen-train --cfg job model=lstm` reads as the one override
+    `model=lstm` (each capgen command looks at its overrides before Hydra starts)."""
+    overrides, skip_next = [], False
+    for i, arg in enumerate(args):
+        if skip_next:
+            skip_next = False
+        elif arg.startswith("-"):
+            takes_value = arg in HYDRA_VALUE_FLAGS or (arg in INFO_FLAGS and args[i + 1:i + 2] and args[i + 1] in INFO_CHOICES)
+            skip_next = bool(takes_value)
+        else:
+            overrides.append(arg)
+    return overrides
+
+
+def quote_paths(args: list[str], keys: Iterable[str]) -> list[str]:
+    """`args` (sys.argv[1:]) with the value of every `key=value` whose key is in `keys`
+    quoted, unless it is empty or already quoted. Flags and other overrides are unchanged."""
+    keys = set(keys)
+    quoted = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if key in keys and sep and value and value[0] not in "'\"":
+            if "'" in value and '"' in value:
+                raise ValueError(f"{arg}: a path with both ' and \" cannot be passed to Hydra; rename the folder")
+            quote = "'" if "'" not in value else '"'
+            arg = f"{key}={quote}{value}{quote}"
+        quoted.append(arg)
+    return quoted
+
+
+def output_dir_as_run_dir(args: list[str]) -> list[str]:
+    """`args` with `paths.output_dir=X` given as `hydra.run.dir=X`.
+
+    paths.output_dir is Hydra's run folder (conf/paths/default.yaml); setting it alone would
+    split a run in two: its checkpoints, metrics and events in X, and the `.hydra/` config and
+    log, which `capgen-eval run=` and `resume=` read, in a dated folder under outputs/. As
+    hydra.run.dir, both land in X. A sweep's jobs cannot share one folder: there it is refused,
+    as is a different hydra.run.dir beside it."""
+    given = [a for a in args if a.partition("=")[0] == "paths.output_dir"]
+    if not given:
+        return args
+    value = given[-1].partition("=")[2]
+    if "-m" in args or "--multirun" in args:
+        raise SystemExit(f"{given[-1]}: a sweep's jobs each need their own run folder, and paths.output_dir would "
+                         f"put them all in one. Name the sweep's folder with hydra.sweep.dir={value} instead "
+                         f"(each job gets a sub-folder of it).")
+    run_dirs = [a.partition("=")[2].strip("'\"") for a in args if a.partition("=")[0] == "hydra.run.dir"]
+    if run_dirs and run_dirs[-1] != value.strip("'\""):
+        raise SystemExit(f"{given[-1]} and hydra.run.dir={run_dirs[-1]} name two run folders; give one of them "
+                         f"(paths.output_dir is the run folder Hydra makes, hydra.run.dir).")
+    rest = [a for a in args if a.partition("=")[0] not in ("paths.output_dir", "hydra.run.dir")]
+    return [*rest, *quote_paths([f"hydra.run.dir={value}"], ["hydra.run.dir"])]
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why `folder` (or, when it does not exist yet, the folder that would hold it) cannot be
+    written, or None when it can."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if os.access(existing, os.W_OK):
+        return None
+    readonly = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    return f"{existing} is on a read-only file system" if readonly else f"{existing} is not writable by this user"
+
+
+def run_folder(args: list[str], task: str) -> Path:
+    """The folder a command line (sys.argv[1:]) writes its run into, as conf/hydra/default.yaml
+    names it: hydra.run.dir (hydra.sweep.dir with -m), resume=<run> for capgen-train, else
+    outputs/<task>/ in the working directory (the dated folder goes inside it)."""
+    try:
+        given = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(command_overrides(args))
+                 if not o.is_sweep_override()}
+    except HydraException:
+        given = {}  # Hydra reports the bad override itself
+    key = "hydra.sweep.dir" if "-m" in args or "--multirun" in args else "hydra.run.dir"
+    for value in (given.get(key), given.get("resume") if task == "train" else None):
+        if isinstance(value, str) and "${" not in value:
+            return Path(value).expanduser().absolute()
+    return Path.cwd() / "outputs" / task
+
+
+def require_writable_run_folder(args: list[str], task: str) -> None:
+    """SystemExit with one paragraph when the run folder of `args` cannot be written."""
+    folder = run_folder(args, task)
+    why = unwritable(folder)
+    if why is None:
+        return
+    if task == "train" and any(a.partition("=")[0] == "resume" for a in args):
+        raise SystemExit(
+            f"capgen-train: resume={folder}: {why}, and resuming writes the run's checkpoints and records into its "
+            f"folder. Nothing was changed. Copy the run to a writable place and resume the copy: cp -r {folder} "
+            f"<writable folder>/ && capgen-train resume=<writable folder>/{folder.name}"
+        )
+    raise SystemExit(
+        f"capgen-{task}: cannot make the run folder {folder}: {why}, and every run writes its config, log and "
+        f"results there. Give a writable folder with hydra.run.dir=<folder> (or paths.output_dir=<folder>), or run "
+        f"from a writable working directory."
+    )
+
+
+def named_run_dir(args: list[str]) -> Path | None:
+    """The existing folder a capgen-train command line (sys.argv[1:]) will write its run into,
+    when it names one: resume=<run> (see capgen.runs.resume), else hydra.run.dir=<folder>.
+    None for a sweep (-m: each job has its own folder), a folder that does not exist yet, or
+    one given with ${...} (Hydra resolves it later)."""
+    if "-m" in args or "--multirun" in args:
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
+    except HydraException:
+        return None  # Hydra reports the bad override itself
+    given = {o.key_or_group: o.value() for o in parsed if not o.is_sweep_override()}
+    value = given.get("resume") or given.get("hydra.run.dir")
+    if not isinstance(value, str) or "${" in value:
+        return None
+    folder = Path(value).expanduser().absolute()
+    return folder if folder.is_dir() else None
+
+
+def with_run_data_choice(args: list[str]) -> list[str]:
+    """Command-line overrides with `data=<the run's data config>` added when none is given.
+
+    Hydra checks data.* overrides against the data config it composes; without this, a
+    setting that only the run's data config has (data.root=... for a COCO run) would be
+    refused as unknown before the run's config is even read.
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
+    except HydraException:
+        return args  # Hydra reports the bad override itself
+    given = {o.key_or_group: o for o in parsed}
+    ckpt = given.get("ckpt_path") or given.get("run")
+    if "data" in given or ckpt is None or ckpt.is_sweep_override() or not isinstance(ckpt.value(), str):
+        return args
+    choice = run_data_choice(ckpt.value())
+    if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
+        return args
+    return [*args, f"data={choice}"]

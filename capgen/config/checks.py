@@ -1,0 +1,259 @@
+"""Settings checked against the annotations of the constructors they are given to, before
+anything is built: `model.module.lr=abc` stops the command at start-up with the key, the
+value and an example, instead of failing deep inside the optimizer an epoch later.
+
+`check_types(node, key)` walks a Hydra node that names a `_target_` (and the nodes with
+their own `_target_` inside it, such as `data.source`) and checks each value given against
+the annotation of the target's argument of that name: whole numbers, numbers, booleans,
+strings, one of a Literal's values, None where Optional, lists of those. Annotations that
+are not plain data (a class, a callable) are not checked: their constructors check them.
+Ranges are the constructors' own business (each raises a ValueError naming its setting).
+
+`check_numbers(cfg)` is the one rule for numbers that are not numbers: every float anywhere
+in a command's composed config (model, data, trainer, callbacks, decode, the command's own
+settings, and whatever a recipe sets) must be finite. NaN compares False with every bound,
+so `length_penalty=nan` would pass each range check and change results without a word; an
+infinity fails deep inside torch naming no setting. No capgen setting gives NaN or an
+infinity a meaning (null is how a setting says "none" or "off" where it allows it), so the
+rule has no exceptions. Each command's settings check calls it first.
+
+`check_keys(node, key)` refuses a key that the target's constructor does not take
+(`+model.decoder.hiden_dim=3`), naming the close match, before the constructor's TypeError
+would; `check_command_keys` does so for the command line before Hydra writes a run folder.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import difflib
+import inspect
+import math
+import re
+import types
+import typing
+from typing import Any
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
+
+_UNCHECKED = object()  # an annotation that is not plain data
+
+
+def check_types(node: DictConfig, key: str) -> None:
+    """Raise a one-paragraph ValueError for the first value in `node` (at config path `key`)
+    that its target's annotation does not allow."""
+    values = OmegaConf.to_container(node, resolve=True)
+    _check(values, key)
+
+
+class UnknownSetting(ValueError):
+    """A key that the constructor it would be given to does not take."""
+
+
+def check_keys(node: DictConfig, key: str) -> None:
+    """Raise UnknownSetting for the first key in `node` (at config path `key`), or in a node
+    with its own `_target_` inside it, that its target's constructor does not take."""
+    _check_keys(OmegaConf.to_container(node, resolve=False), key)
+
+
+def _check_keys(values: dict, key: str) -> None:
+    target = values.get("_target_")
+    if not isinstance(target, str):
+        return
+    fn = get_object(target)
+    params = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    for name, value in values.items():
+        if name.startswith("_"):  # Hydra's own: _target_, _recursive_, _partial_, ...
+            continue
+        if isinstance(value, dict) and "_target_" in value:
+            _check_keys(value, f"{key}.{name}")
+        elif name not in names and not takes_any:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"Did you mean {key}.{close[0]}? " if close else ""
+            known = f"Its settings are: {', '.join(names)}." if len(names) <= 12 else f"Its settings are the arguments of {target}."
+            raise UnknownSetting(
+                f"{key}.{name}: {target} takes no setting '{name}', so the run would fail when it is built. {hint}{known}"
+            )
+
+
+def check_command_keys(args: list[str], config_name: str = "train") -> None:
+    """UnknownSetting, before Hydra starts (and so before it makes a run folder), for a key on
+    the command line (`args`, sys.argv[1:]) that its constructor does not take: one added with
+    `+` (`+model.decoder.hiden_dim=3`), which Hydra would let through into a TypeError once the
+    run folder is written, and one without, for which Hydra's own error says to add `+`, which
+    would not help. Sweeps (-m) are checked by each job (capgen.commands.train.fit.check_train_config):
+    their values are not composed here. Other errors are left to Hydra to report."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from .argv import command_overrides
+
+    if "-m" in args or "--multirun" in args:
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_overrides(args))
+    except HydraException:
+        return  # Hydra reports a malformed override itself
+    # Hydra's settings do not change what is built; groups (model=lstm) are Hydra's to check.
+    keep = [o for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/"))]
+    dotted = [o.key_or_group for o in keep if "." in o.key_or_group and not o.is_delete()]
+    if not dotted or any(o.is_sweep_override() for o in keep):
+        return
+    lines = [o.input_line for o in keep]
+    cfg, unknown = _compose(config_name, lines)
+    if unknown is not None:  # Hydra refused a key that no node lists: compose without it, then name it
+        cfg, again = _compose(config_name, [o.input_line for o in keep if o.key_or_group.lstrip("+") != unknown])
+        if cfg is None or again is not None:
+            return
+        dotted = [unknown]
+    for key in (k.lstrip("+") for k in dotted):
+        parent = key.rpartition(".")[0]
+        while parent:  # the innermost node with a _target_ that holds the key
+            node = OmegaConf.select(cfg, parent)
+            if isinstance(node, DictConfig) and "_target_" in node:
+                values = OmegaConf.to_container(node, resolve=False)
+                values.setdefault(key[len(parent) + 1:].split(".")[0], None)
+                _check_keys(values, parent)
+                break
+            parent = parent.rpartition(".")[0]
+
+
+_NOT_LISTED = re.compile(r"Could not override '([^']+)'")
+
+
+def _compose(config_name: str, overrides: list[str]) -> tuple[DictConfig | None, str | None]:
+    """(the composed config, None), or (None, the key) when Hydra refuses an override whose key
+    the config does not list, or (None, None) for any other composition error."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    from . import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose(config_name, overrides=overrides), None
+    except ConfigCompositionException as e:
+        found = _NOT_LISTED.search(str(e))
+        return None, found.group(1) if found else None
+
+
+def check_values(cfg: DictConfig, hints: dict[str, Any]) -> None:
+    """The same check for a command's own settings, which go to no constructor (capgen-caption's
+    `figures`, capgen-prepare's `features`): `hints` maps each key to its type."""
+    for key, hint in hints.items():
+        value = OmegaConf.select(cfg, key)
+        if not _fits(value, hint):
+            raise ValueError(f"{key}={value!r}: must be {_describe(hint)}.")
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Raise a one-paragraph ValueError naming the first float setting of `cfg` that is NaN or
+    an infinity, with its default where a constructor gives one. Values are read as written
+    (unresolved): an interpolation takes its number from a key that is checked itself."""
+    values = OmegaConf.to_container(cfg, resolve=False)
+    for key, value, target in _floats(values, "", None):
+        if math.isfinite(value):
+            continue
+        what = "not a number (NaN)" if math.isnan(value) else "an infinity"
+        default = _default(target, key.rpartition(".")[2])
+        example = f", e.g. {key}={_show(default)} (the default)" if default is not None else ""
+        raise ValueError(f"{key}={value}: must be a finite number, and this is {what}; no capgen setting gives "
+                         f"NaN or an infinity a meaning (null means none or off where a setting allows it){example}.")
+
+
+def _floats(value: Any, key: str, target: str | None):
+    """(key, value, the _target_ of the node holding it) for every float in a container."""
+    if isinstance(value, dict):
+        target = value.get("_target_") if isinstance(value.get("_target_"), str) else None
+        for name, item in value.items():
+            yield from _floats(item, f"{key}.{name}" if key else str(name), target)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _floats(item, f"{key}[{i}]", target)
+    elif isinstance(value, float):
+        yield key, value, target
+
+
+def _default(target: str | None, name: str) -> Any:
+    """The finite number `target`'s constructor defaults argument `name` to, else None."""
+    if target is None:
+        return None
+    fn = get_object(target)
+    param = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters.get(name)
+    default = param.default if param is not None else None
+    finite = isinstance(default, (int, float)) and not isinstance(default, bool) and math.isfinite(default)
+    return default if finite else None
+
+
+def _check(values: dict, key: str) -> None:
+    target = values.get("_target_")
+    if not isinstance(target, str):
+        return
+    fn = get_object(target)
+    init = fn.__init__ if inspect.isclass(fn) else fn
+    hints = typing.get_type_hints(init)
+    params = inspect.signature(init).parameters
+    for name, value in values.items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, dict) and "_target_" in value:
+            _check(value, f"{key}.{name}")
+            continue
+        hint = hints.get(name)
+        if hint is None or _fits(value, hint):
+            continue
+        default = params[name].default if name in params else inspect.Parameter.empty
+        example = "" if default in (inspect.Parameter.empty, None) else f", e.g. {key}.{name}={_show(default)} (the default)"
+        raise ValueError(f"{key}.{name}={value!r}: must be {_describe(hint)}{example}.")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        if not isinstance(value, (list, tuple)):
+            return False
+        item = args[0]
+        return all(_fits(v, item) for v in value)
+    if hint in (dict, list) or origin in (dict, collections.abc.Mapping):
+        return isinstance(value, list if hint is list else dict)
+    return True  # a class, a callable, a protocol: checked by whoever receives it
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = [_describe(a) for a in args]
+        return " or ".join(dict.fromkeys(words))  # in order, without repeats
+    if origin is typing.Literal:
+        return "one of " + ", ".join(_show(a) for a in args)
+    if origin in (list, tuple, collections.abc.Sequence) and args:
+        return f"a list of {_describe(args[0])} values, e.g. [a,b]"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+            type(None): "null", dict: "a mapping {key: value}", list: "a list [a,b]"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _show(value: Any) -> str:
+    """A value as it is written in an override."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return "null" if value is None else str(value)

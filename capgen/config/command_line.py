@@ -1,0 +1,75 @@
+"""Each capgen command's command line before Hydra reads it, as one pipeline: `command_line`."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from ..runs.lock import hold, record_holder
+from .argv import named_run_dir, output_dir_as_run_dir, quote_paths, require_writable_run_folder, with_run_data_choice
+from .checks import check_command_keys
+from .decode_group import upgrade_overrides
+from .plugins import require_logger_packages, require_plugins
+from .registry import LAUNCH_TIME_ENV
+from .resume_argv import DDP_CHILD, resume_argv
+
+# The keys whose values are paths, quoted for Hydra's override parser (see quote_paths).
+PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from"), "eval": ("run", "ckpt_path"), "caption": ("ckpt_path", "images"),
+             "demo": ("run", "ckpt_path"), "prepare": ()}
+# The commands whose run folder may be given as paths.output_dir (capgen-prepare and capgen-demo
+# write only a log folder there).
+WHOLE_RUN_IN_OUTPUT_DIR = ("train", "eval", "caption")
+
+
+def command_line(command: str, args: list[str]) -> list[str]:
+    """capgen-`command`'s command line (`args`, sys.argv[1:]) as Hydra is to read it. Each step
+    rewrites the arguments or refuses the command (an exception, or SystemExit with one
+    paragraph) before Hydra makes a run folder, so a refused command writes nothing. In order,
+    each for the commands named:
+
+    1. quote_paths (all but prepare): the values of PATH_KEYS quoted, so that a folder named by
+       a sweep's overrides (`1_model=lstm,seed=2`) stays one path;
+    2. output_dir_as_run_dir (train, eval, caption): paths.output_dir=X given as hydra.run.dir=X,
+       so the whole run, .hydra/ included, lands in X;
+    3. upgrade_overrides (train): the decoding keys of earlier versions as decode settings;
+    4. the launch time (train, in the launching process, not a DDP child): set in the
+       environment for the processes DDP starts, so that a sweep's folder has one name;
+    5. with_run_data_choice (eval): `data=<the run's data config>` when none is given, so that
+       Hydra accepts the run's own data.* keys;
+    6. require_writable_run_folder (all): a run folder that cannot be written, in one paragraph;
+    7. require_plugins, require_logger_packages (train): a missing Hydra plugin or logger
+       package, with its pip command;
+    8. the run folder's lock (train, global rank 0 only: DDP's processes and torchrun's or
+       SLURM's other ranks write into its folder under its lock): a folder the command names
+       that exists already is locked before resume_argv copies its .hydra/ aside and before
+       Hydra writes into it (capgen.runs.lock), held until the process ends;
+    9. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked;
+    10. check_command_keys (train): a key no constructor takes (`model.decoder.hiden_dim=3`,
+        with + or not), refused before Hydra makes a run folder;
+    11. record_holder (train): accepted, so this process is named as the folder's writer.
+    """
+    if command in PATH_KEYS and PATH_KEYS[command]:
+        args = quote_paths(args, PATH_KEYS[command])
+    if command in WHOLE_RUN_IN_OUTPUT_DIR:
+        args = output_dir_as_run_dir(args)
+    if command == "train":
+        args = upgrade_overrides(args)
+        if not any(a.startswith(DDP_CHILD) for a in args):
+            os.environ[LAUNCH_TIME_ENV] = str(time.time())
+    if command == "eval":
+        args = with_run_data_choice(args)
+    require_writable_run_folder(args, command)
+    if command != "train":
+        return args
+    require_plugins(args)
+    require_logger_packages(args)
+    folder = named_run_dir(args) if rank_zero_only.rank == 0 else None
+    if folder is not None:
+        hold(folder, record=False)  # until this process ends; nothing written before the checks
+    args = resume_argv(args)
+    check_command_keys(args)
+    if folder is not None:
+        record_holder(folder)
+    return args

@@ -1,0 +1,123 @@
+"""Finding run folders and reading what they say about themselves: the runs under a folder, the
+run a checkpoint belongs to, its best checkpoint, and its saved Hydra config and choices
+(<run>/.hydra/config.yaml, overrides.yaml, hydra.yaml), for capgen-compare, capgen-eval run=,
+capgen-caption and capgen-demo.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import hydra
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .records import SUMMARY, UnreadableRecord, read_summary
+
+# The side images are resized to when the run that made a checkpoint does not say (no saved config).
+DEFAULT_IMAGE_SIZE = 256
+
+
+def is_run(path: Path) -> bool:
+    return (path / ".hydra" / "config.yaml").is_file()
+
+
+def find_runs(root: Path) -> list[Path]:
+    """The run folders at or under `root` (those holding .hydra/config.yaml), sorted by path."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if is_run(root):
+        return [root]
+    return sorted((p.parent.parent for p in root.glob("**/.hydra/config.yaml")), key=_natural_key)
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key where 10_... comes after 9_... (Hydra numbers sweep jobs from 0)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def run_overrides(run: Path) -> list[str]:
+    """The run's command-line overrides, as Hydra saved them in .hydra/overrides.yaml;
+    UnreadableRecord when that file is not a list."""
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return []
+    try:
+        overrides = OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UnreadableRecord(f"{path}: cannot be read as YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(overrides, ListConfig):
+        raise UnreadableRecord(f"{path}: not a list of overrides")
+    return [str(o) for o in overrides]
+
+
+def best_checkpoint(run: Path) -> Path:
+    """The run's best checkpoint (by its `monitor`), as its summary.json names it."""
+    if not run.is_dir():
+        raise FileNotFoundError(f"run={run}: no such folder")
+    if not is_run(run):
+        raise ValueError(f"run={run}: not a capgen-train run folder (it has no .hydra/config.yaml)")
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    hint = f"give ckpt_path=<file> instead; {run / 'checkpoints'} holds {ckpts or 'no checkpoints'}"
+    try:
+        summary = read_summary(run)
+    except UnreadableRecord as e:
+        raise ValueError(f"run={run}: its best checkpoint is named in {SUMMARY}, which is unreadable: {e}; {hint}") from None
+    if summary is None or summary["status"] != "completed":
+        state = "did not finish" if summary is None else summary["status"]
+        raise ValueError(f"run={run}: the run {state}, so it has no best checkpoint recorded in {SUMMARY}; {hint}")
+    if not summary.get("best_checkpoint"):
+        raise ValueError(f"run={run}: no best checkpoint was saved (validation never ran?); {hint}")
+    path = run / summary["best_checkpoint"]
+    if not path.is_file():
+        raise FileNotFoundError(f"run={run}: its best checkpoint {path} is missing; {hint}")
+    return path
+
+
+def run_of_checkpoint(ckpt_path: str) -> Path | None:
+    """The training run a checkpoint belongs to: its grandparent, when that holds the
+    run's saved config (<run>/.hydra/config.yaml, the checkpoint in <run>/checkpoints/).
+    Where the checkpoint is given wins; a symlink's target's run is the fallback."""
+    for path in (Path(ckpt_path).absolute(), Path(ckpt_path).resolve()):
+        run = path.parent.parent
+        if is_run(run):
+            return run
+    return None
+
+
+def run_config(ckpt_path: str) -> DictConfig | None:
+    """The saved config of the run a checkpoint belongs to, or None."""
+    run = run_of_checkpoint(ckpt_path)
+    return OmegaConf.load(run / ".hydra" / "config.yaml") if run else None
+
+
+def run_choice(path: str, group: str) -> str | None:
+    """The config of `group` the run was composed with (`data=<name>`, `model=<name>`), from
+    its .hydra/hydra.yaml; `path` is one of the run's checkpoints or the run folder itself."""
+    run = Path(path) if is_run(Path(path)) else run_of_checkpoint(path)
+    hydra_yaml = run / ".hydra" / "hydra.yaml" if run else None
+    if hydra_yaml is None or not hydra_yaml.is_file():
+        return None
+    return OmegaConf.select(OmegaConf.load(hydra_yaml), f"hydra.runtime.choices.{group}", default=None)
+
+
+def run_data_choice(path: str) -> str | None:
+    """The data config the run was composed with (`data=<name>`), see run_choice."""
+    return run_choice(path, "data")
+
+
+def training_image_size(run_cfg: DictConfig | None) -> int | None:
+    """The side the run's images were resized to: data.source.image_size, else the source
+    class's default for it (96 for shapes); None when the run does not say."""
+    source = run_cfg.get("data", {}).get("source") if run_cfg is not None else None
+    if source is None:
+        return None
+    if source.get("image_size") is not None:
+        return int(source.image_size)
+    try:
+        default = inspect.signature(hydra.utils.get_class(source._target_)).parameters["image_size"].default
+    except Exception:  # no such class here, or no image_size parameter (e.g. coco.pt's fixed 112 px)
+        return None
+    return int(default) if isinstance(default, int) else None

@@ -1,0 +1,205 @@
+"""What a training run leaves in its folder besides Hydra's `.hydra/` and Lightning's files,
+and reading it back (capgen-compare, `capgen-eval run=...`; finding run folders and reading
+their saved config: capgen.runs.folders).
+
+    <run>/summary.json    {"status": "completed", "metrics": {...}, "best_checkpoint": "checkpoints/..."}
+                          or {"status": "failed", "error": "<type>: <message>", "traceback": "error.txt"}
+                          or {"status": "interrupted", "signal": "SIGTERM", "resume": "capgen-train resume=<run>"}
+    <run>/error.txt       the full traceback of a failed run (error.rank<N>.txt from DDP rank N > 0)
+    <run>/test_captions.jsonl  the test of the best checkpoint, one {"image_id", "caption", "BLEU-4",
+                          "CIDEr"} per image (pycocoevalcap's per-image scores), for capgen-compare --paired
+
+A run folder without summary.json is still running, or was stopped before it could write one.
+These files are written atomically (capgen.atomic): a reader finds all of one or none.
+A record that cannot be read (written by hand, or by a tool that was cut off) is an
+UnreadableRecord naming the file: capgen-compare lists that run as unreadable and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ..atomic import write_atomically
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "summary.json"
+TEST_CAPTIONS = "test_captions.jsonl"
+PER_IMAGE_SCORES = ("BLEU-4", "CIDEr")
+
+
+class RunFailed(RuntimeError):
+    """A run raised; its traceback is in the file named in the message."""
+
+
+class UnreadableRecord(ValueError):
+    """A run's record (summary.json, .hydra/overrides.yaml) cannot be read; the message names it."""
+
+
+def _write_json(path: Path, value: dict) -> None:
+    write_atomically(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | None,
+                  test_decode: dict | None = None) -> None:
+    """The completed run's final train/val/test metrics and its best checkpoint (relative to the
+    run when inside it, so the folder can be moved, e.g. copied off a cluster); and, when it
+    was tested, the decode settings its test/* metrics are for."""
+    best = Path(best_checkpoint).absolute() if best_checkpoint else None
+    if best is not None and best.is_relative_to(run.absolute()):
+        best = best.relative_to(run.absolute())
+    final = {k: v for k, v in metrics.items() if k.startswith(("train/", "val/", "test/"))}
+    summary = {"status": "completed", "metrics": final, "best_checkpoint": str(best) if best else None}
+    if test_decode is not None:
+        summary["test_decode"] = test_decode
+    _write_json(run / SUMMARY, summary)
+
+
+def write_test_captions(run: Path, rows: list[dict]) -> None:
+    """The test's caption and per-image scores of every image (rows as CaptionScores.scored_captions)."""
+    keys = ("image_id", "caption", *PER_IMAGE_SCORES)
+    text = "".join(json.dumps({k: r[k] for k in keys if k in r}) + "\n" for r in rows)
+    write_atomically(run / TEST_CAPTIONS, text.encode())
+
+
+def read_test_captions(run: Path) -> dict[int, dict[str, float]]:
+    """Image id -> {"BLEU-4": ..., "CIDEr": ...} from the run's test_captions.jsonl; a ValueError
+    that names the file and what writes it when the run has none, UnreadableRecord when it
+    cannot be read."""
+    path = run / TEST_CAPTIONS
+    if not path.is_file():
+        raise ValueError(
+            f"{run} has no per-image test scores: {path} is missing. capgen-train writes it when it tests the "
+            f"run's best checkpoint at the end of training (test=true, the default); this run was trained with "
+            f"test=false, stopped before its test, or by a capgen older than this file. Train it again with "
+            f"capgen-train <its overrides> test=true (its overrides are in {run / '.hydra' / 'overrides.yaml'})."
+        )
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UnreadableRecord(f"{path}: cannot be read ({e})") from None
+    scores = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            scores[int(row["image_id"])] = {k: float(row[k]) for k in PER_IMAGE_SCORES if k in row}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UnreadableRecord(f"{path}: line {number} is not a test caption record ({e!r})") from None
+    return scores
+
+
+def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
+    """fn(cfg), and if it raises: the traceback to the log and to <run>/error.txt, a failed
+    summary.json, then RunFailed naming the file.
+
+    Hydra's launchers catch a job's exception and go on with the sweep's other jobs, but keep
+    the exception until the sweep ends and then only report the first one; so each job keeps
+    its own traceback, and capgen-compare can list it as failed.
+    """
+    run = Path(cfg.paths.output_dir)
+    try:
+        return fn(cfg)
+    except SystemExit as e:
+        interrupted = _interruption(e)
+        if interrupted is None:
+            raise
+        _record_interruption(run, *interrupted)
+        raise SystemExit(e.code if isinstance(e.code, int) and e.code else 128 + interrupted[1]) from None
+    except Exception as e:
+        # Imported here: capgen-compare reads run folders and should not wait for Lightning.
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        rank = rank_zero_only.rank
+        error_file = run / ("error.txt" if rank == 0 else f"error.rank{rank}.txt")
+        text = "".join(traceback.format_exception(e))
+        message = one_paragraph(e)
+        where = f"traceback in {error_file}"
+        try:
+            write_atomically(error_file, text.encode())
+            if rank == 0:
+                _write_json(run / SUMMARY, {"status": "failed", "error": message, "traceback": error_file.name})
+        except OSError as write_error:
+            # A full disk is often why the run failed: its records cannot be written then, but the
+            # run's own error stays the one raised, with the write's error next to it.
+            where = f"its records could not be written: {write_error}"
+        # The text, not exc_info: a log handler that keeps records would keep the exception.
+        if where.startswith("traceback in"):
+            log.error("run failed: %s (%s)", message, where)  # one paragraph; error.txt has the traceback
+        else:
+            log.error("run failed; %s\n%s", where, text.rstrip())  # the traceback's only copy
+    # Raised outside the except block so the original exception, and through its traceback the
+    # failed run's frames (its model, and on a GPU its memory), are freed before Hydra starts
+    # the sweep's next job: Hydra holds on to the exception it is given until the sweep ends.
+    raise RunFailed(f"{message} (run {run}; {where})")
+
+
+def one_paragraph(e: BaseException) -> str:
+    """`Type: message` on one line. An error raised in a DataLoader worker reaches the main
+    process as torch re-raises it: "Caught ValueError in DataLoader worker process 0." then
+    the worker's whole traceback in the message; the paragraph is the worker's own error
+    line(s), and which worker (the traceback is kept in error.txt)."""
+    text = str(e)
+    caught, marker, traceback_text = text.partition("\nOriginal Traceback (most recent call last):\n")
+    if marker:
+        # The error's own text follows the last frame ('  File "..."' and its indented code lines).
+        lines = traceback_text.rstrip().splitlines()
+        start = max((i + 1 for i, line in enumerate(lines) if line.startswith('  File "')), default=0)
+        while start < len(lines) - 1 and lines[start].startswith("    "):
+            start += 1
+        own = " ".join(line.strip() for line in lines[start:])
+        where = caught.removeprefix("Caught ").split(" ", 1)[-1].rstrip(".")
+        return f"{own} ({where})"
+    return f"{type(e).__name__}: {' '.join(text.split())}"
+
+
+def _interruption(e: SystemExit) -> tuple[str, int, bool] | None:
+    """(signal name, number, whether last.ckpt was written at the stop) when `e` ended the run on a
+    signal: capgen's RunInterrupted, or Lightning's SIGTERMException (a SIGTERM outside training
+    steps); None for any other exit."""
+    import signal
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    signum = getattr(e, "signum", None)
+    if signum is not None:
+        return signal.Signals(signum).name, signum, bool(getattr(e, "saved", False))
+    if isinstance(e, SIGTERMException):
+        return "SIGTERM", int(signal.SIGTERM), False
+    return None
+
+
+def _record_interruption(run: Path, name: str, signum: int, saved: bool) -> None:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0 or not run.is_dir():
+        return
+    where = "at the end of the step it was in" if saved else "earlier (the stop came outside a training step)"
+    summary = {"status": "interrupted", "signal": name, "checkpoint": "checkpoints/last.ckpt",
+               "resume": f"capgen-train resume={run}"}
+    _write_json(run / SUMMARY, summary)
+    log.warning("%s: the run stopped; its last.ckpt was written %s. Continue it with: capgen-train resume=%s",
+                name, where, run)
+
+
+def read_summary(run: Path) -> dict | None:
+    """The run's summary.json, or None when it has none; UnreadableRecord when it cannot be read
+    or is not a summary as write_summary and run_recording_failure write them."""
+    path = run / SUMMARY
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnreadableRecord(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(summary, dict) or summary.get("status") not in ("completed", "failed", "interrupted"):
+        raise UnreadableRecord(f"{path}: not a capgen run summary (it needs status completed, failed or interrupted)")
+    metrics = summary.get("metrics", {})
+    if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise UnreadableRecord(f"{path}: its metrics are not a mapping of names to numbers")
+    return summary

@@ -1,0 +1,84 @@
+"""scripts/benchmark.py runs end to end (--quick: tiny sizes) and writes every promised number."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import procs
+from helpers.paths import REPO
+
+SCRIPT = REPO / "scripts" / "benchmark.py"
+
+
+def _positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--decoders", "attn", "--out", str(out)]
+    run = procs.run(cmd, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())
+    for config in ("shapes", "reference"):
+        train = r[config]["train"]
+        modes = ("features", "finetune") if config == "shapes" else ("frozen", "features", "finetune")
+        for mode in modes:
+            assert _positive(train[f"attn/{mode}"]["step_s"]) and _positive(train[f"attn/{mode}"]["peak_rss_mb"])
+        # on cached features the encoder never runs: it gets no gradient, fine-tuning does
+        assert train["attn/features"]["params_updated"] < train["attn/finetune"]["params_updated"]
+        for name in ("greedy", "beam3", "beam5"):
+            d = r[config]["decode"][name]
+            assert _positive(d["batched_speedup"]) and _positive(d["one_at_a_time_captions_per_s"])
+        for name in ("beam3_nbest3", "beam3_constrained", "diverse_beam6_groups3", "sample5_top_p0.9"):
+            (rate,) = [v for k, v in r[config]["decode"][name].items() if k.endswith("_images_per_s")]
+            assert _positive(rate)
+        for form in ("raw", "image_cache", "feature_cache"):
+            assert all(_positive(r[config]["data"][f"{form}_workers{w}_images_per_s"]) for w in (0, 1, 2))
+    assert _positive(r["reference"]["decode"]["images_to_captions"]["beam3_batch_captions_per_s"])
+    # the machine it ran on, and the encoder's speed against an estimated peak
+    isa = r["machine"]["isa"]
+    assert set(isa) in ({"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"}, {"asimd", "sve", "bf16"})  # x86, Arm
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                      if line.startswith(("flags", "Features"))), []))
+    assert isa == {f: f in flags for f in isa}  # as the CPU lists them
+    assert r["machine"]["cpu"] and r["machine"]["threads"] >= 1 and r["machine"]["gpu"] is None
+    assert r["estimated_fp32_peak"]["estimate"] is True
+    assert "machine: " in run.stdout and "estimated fp32 peak" in run.stdout
+    for config in ("shapes", "reference"):
+        enc = r[config]["encoder"]
+        assert enc["gflop"] > 0 and _positive(enc["contiguous"]["gflops_per_s"])
+        assert _positive(enc["channels_last"]["speedup_vs_contiguous"])
+        if r["estimated_fp32_peak"]["gflops"]:
+            assert 0 < enc["channels_last"]["share_of_estimated_fp32_peak"] < 1
+    assert _positive(r["shapes"]["metrics"]["val_metrics_s"]) and "metrics" not in r["reference"]
+    sc = r["shapes"]["scst"]
+    assert all(_positive(sc[k]) for k in ("xe_step_s", "scst_step_s", "scst_over_xe", "reward_per_320_captions_s",
+                                          "reward_share_of_scst_step", "mean_sample_tokens"))
+    assert sc["captions"] == sc["batch_size"] * sc["samples"] and "scst" not in r["reference"]
+
+
+def test_unknown_options_are_clear_errors(tmp_path):
+    run = procs.run([sys.executable, str(SCRIPT), "--sections", "trian"], cwd=tmp_path)
+    assert run.returncode == 2 and "--sections: unknown ['trian']" in run.stderr
+
+
+def test_quick_startup_section_times_each_phase_and_the_train_command(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--sections", "startup", "--out", str(out)]
+    run = procs.run(cmd, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())["shapes"]["startup"]
+    assert r["scale"]["images"] == 1200 and r["scale"]["captions"] == 6030
+    phases = r["phases"]
+    for key in ("index_train_s", "index_val_s", "index_test_s", "vocabulary_s", "references_s", "train_loader_s", "imports_s",
+                "peak_rss_mb"):
+        assert isinstance(phases[key], float) and phases[key] >= 0, key
+    assert phases["train_images"] == 1200 - 100 - 100  # train + restval of the synthetic Karpathy file
+    command = r["train_command"]
+    assert 0 < command["to_first_step_s"] < command["end_to_end_s"] and _positive(command["peak_rss_mb"])

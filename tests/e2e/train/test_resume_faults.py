@@ -1,0 +1,82 @@
+"""Resumes that cannot go on are refused before anything in the run folder is written, and a
+damaged last.ckpt falls back to the newest checkpoint of the run that loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from capgen.config.resume_argv import resume_argv
+
+from helpers.procs import capgen
+from helpers.runs import snapshot, train_run
+
+
+@pytest.fixture
+def run(tiny_lstm_run, copy_run) -> Path:
+    """A copy of the session's finished tiny LSTM run (model=lstm, 1 epoch)."""
+    return copy_run(tiny_lstm_run, "run")
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_the_run_byte_for_byte_and_the_plain_resume_still_works(run, tmp_path):
+    before = snapshot(run)
+    for change in (["model.decoder.hidden_dim=512"], ["model=attn"]):
+        done = capgen("train", f"resume={run}", *change, cwd=tmp_path)
+        assert done.returncode != 0
+        assert "would build another network than the run trained" in done.stderr
+        assert f"capgen-train resume={run}" in done.stderr  # the command that works
+        assert snapshot(run) == before, change
+    done = capgen("train", f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_misspelt_override_on_resume_is_refused_before_any_write(run):
+    before = snapshot(run)
+    with pytest.raises(Exception, match="hiden_dim"):
+        resume_argv([f"resume={run}", "model.decoder.hiden_dim=3"])
+    assert snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_a_damaged_last_ckpt_falls_back_to_the_newest_checkpoint_that_loads(run, tmp_path, caplog):
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy that stopped half-way
+    [best] = [p for p in (run / "checkpoints").glob("epoch*.ckpt")]
+    args = resume_argv([f"resume={run}", "trainer.max_epochs=2"])
+    assert f'ckpt_path="{best}"' in args
+    assert any("is damaged" in r.getMessage() and best.name in r.getMessage() for r in caplog.records)
+    done = capgen("train", f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+def test_no_loadable_checkpoint_names_the_command_that_works(run):
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        ckpt.write_bytes(b"not a checkpoint")
+    before = snapshot(run)
+    with pytest.raises(ValueError) as err:
+        resume_argv([f"resume={run}"])
+    message = str(err.value)
+    assert "No other checkpoint" in message and "start it again without resume=" in message and "model=lstm" in message
+    assert snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_a_copied_run_resumes_as_itself_and_keeps_one_best_checkpoint(tmp_path):
+    # Judged by val/loss (it falls at every epoch here), so the resumed epochs make new bests.
+    original = train_run(tmp_path / "original", "model=lstm", "test=false", "monitor=val/loss", "monitor_mode=min")
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(original, copy)
+    before = snapshot(original)
+    done = capgen("train", f"resume={copy}", "trainer.max_epochs=3", "test=true", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert snapshot(original) == before  # the copy never reached into the original
+    bests = sorted(p.name for p in (copy / "checkpoints").glob("epoch*.ckpt"))
+    assert len(bests) == 1 and bests[0].startswith("epoch002"), bests  # save_top_k=1 across the resume
+    summary = json.loads((copy / "summary.json").read_text())
+    assert summary["best_checkpoint"] == f"checkpoints/{bests[0]}"

@@ -1,0 +1,61 @@
+"""What capgen-train says when it ends, however it ends: where the run is, how it went, and the
+commands to run next (tested without training: the run folders are written here)."""
+
+import json
+from pathlib import Path
+
+
+def _write_run(run: Path, summary: dict, overrides: list[str]) -> Path:
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_the_end_of_a_completed_run_names_its_best_checkpoint_and_the_next_commands(tmp_path):
+    from capgen.commands.train.next_steps import what_next
+
+    run = _write_run(tmp_path / "run", {"status": "completed", "best_checkpoint": "checkpoints/epoch003-best2.500.ckpt",
+                                        "metrics": {"val/CIDEr": 2.5, "test/CIDEr": 2.25}}, ["model=lstm"])
+    lines = what_next(run)
+    assert lines[0] == f"run folder: {run} (completed)"
+    assert lines[1] == "best checkpoint: checkpoints/epoch003-best2.500.ckpt (val/CIDEr 2.500), test/CIDEr 2.250"
+    text = "\n".join(lines)
+    for command in (f"tensorboard --logdir {run}", f"capgen-eval run={run}",
+                    f"capgen-caption ckpt_path={run}/checkpoints/epoch003-best2.500.ckpt images=", f"capgen-demo run={run}"):
+        assert command in text
+    assert len(lines) <= 8  # a few lines
+
+
+def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
+    from capgen.commands.train.next_steps import what_next
+
+    failed = _write_run(tmp_path / "failed", {"status": "failed", "error": "ValueError: bad", "traceback": "error.txt"},
+                        ["model=lstm", "data.source.sizes={train:8,val:4,test:4}", "ckpt_path='/runs/a b/last.ckpt'"])
+    lines = what_next(failed)
+    assert lines[0] == f"run folder: {failed} (failed; traceback in {failed / 'error.txt'})"
+    assert lines[1] == ("next: fix the cause and run again: capgen-train model=lstm 'data.source.sizes={train:8,val:4,test:4}' "
+                        "'ckpt_path=/runs/a b/last.ckpt'")  # as typed: capgen-train quotes paths for Hydra itself
+    stopped = _write_run(tmp_path / "stopped", {"status": "interrupted", "signal": "SIGTERM",
+                                                "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
+    (stopped / "checkpoints").mkdir()
+    (stopped / "checkpoints" / "epoch002-best1.250.ckpt").write_bytes(b"")
+    assert what_next(stopped)[1:] == ["best checkpoint so far: checkpoints/epoch002-best1.250.ckpt",
+                                      f"next: continue it where it stopped: capgen-train resume={stopped}"]
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    assert "ended before writing summary.json" in what_next(unfinished)[1]
+
+
+def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_work(tmp_path):
+    from capgen.commands.train.next_steps import what_next
+
+    quick = _write_run(tmp_path / "quick", {"status": "completed", "best_checkpoint": None, "metrics": {}}, [])
+    assert what_next(quick)[1:] == ["no checkpoint was written (trainer.fast_dev_run writes none)", "next:",
+                                    f"  tensorboard --logdir {quick}    # then open its #custom_scalars page: scores and losses first"]
+    (quick / "checkpoints").mkdir()
+    (quick / "checkpoints" / "last.ckpt").write_bytes(b"")
+    text = "\n".join(what_next(quick))
+    last = quick / "checkpoints" / "last.ckpt"
+    assert f"capgen-eval ckpt_path={last}" in text and f"capgen-demo ckpt_path={last}" in text and "run=" not in text

@@ -1,0 +1,116 @@
+"""Each command's command line before Hydra reads it: paths quoted so that folders named by a sweep's
+overrides stay one path, paths.output_dir as the run folder, and resume= as the run's own overrides."""
+
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from capgen.config.argv import output_dir_as_run_dir, quote_paths
+from capgen.config.resume_argv import resume_argv
+
+# What sweeps and users name folders: a job folder, spaces, a glob, quotes.
+AWKWARD = ["multirun/2026-11-25/1_model=lstm,model.decoder.hidden_dim=512", "my photos/a b.jpg",
+           "photos/*.jpg", "it's here/x.ckpt", 'say "hi"/x.ckpt', "plain/last.ckpt"]
+
+
+@pytest.mark.parametrize("path", AWKWARD)
+def test_a_quoted_path_parses_back_to_itself_as_one_value(path):
+    (arg,) = quote_paths([f"ckpt_path={path}"], ["ckpt_path"])
+    (override,) = OverridesParser.create().parse_overrides([arg])
+    assert override.key_or_group == "ckpt_path" and not override.is_sweep_override()
+    assert override.value() == path
+
+
+def test_only_the_named_keys_are_quoted_and_quoted_values_are_left_alone():
+    args = ["-m", "model=rnn,lstm", "run=a=b", "ckpt_path='already=quoted'", "images=", "seed=1"]
+    assert quote_paths(args, ["run", "ckpt_path", "images"]) == \
+        ["-m", "model=rnn,lstm", "run='a=b'", "ckpt_path='already=quoted'", "images=", "seed=1"]
+
+
+def test_a_path_with_both_quote_characters_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="rename the folder"):
+        quote_paths(["""resume=a'b"c"""], ["resume"])
+
+
+def test_resume_of_a_sweep_job_folder_keeps_the_folder_whole(tmp_path, monkeypatch):
+    # The checkpoint check itself is tested on real runs (tests/e2e/train/test_resume_faults.py).
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given: None)
+    run = tmp_path / "sweep" / "1_model=lstm,trainer.max_epochs=2"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=lstm\n- trainer.max_epochs=2\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    args = resume_argv(quote_paths([f"resume={run}", "trainer.max_epochs=4"], ["resume", "ckpt_path"]))
+    assert args[:2] == ["model=lstm", "trainer.max_epochs=2"] and args[-1] == f'hydra.run.dir="{run}"'
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(args)}
+    assert parsed["resume"] == str(run) and parsed["hydra.run.dir"] == str(run)
+    assert args.index("trainer.max_epochs=4") > args.index("trainer.max_epochs=2")  # the one given now comes last
+    assert any((run / ".hydra").glob("before-resume-*/overrides.yaml"))  # the old config kept aside
+
+
+def test_paths_output_dir_names_the_run_folder_hydra_makes():
+    # Alone it would leave the run's .hydra/ config in a dated folder elsewhere (what capgen-eval run= reads).
+    folder = "runs/1_model=lstm,seed=2"
+    args = output_dir_as_run_dir(["model=lstm", f"paths.output_dir={folder}"])
+    assert args[0] == "model=lstm" and "paths.output_dir" not in " ".join(args)
+    (override,) = OverridesParser.create().parse_overrides(args[1:])
+    assert override.key_or_group == "hydra.run.dir" and override.value() == folder
+    assert output_dir_as_run_dir([f"paths.output_dir={folder}", f"hydra.run.dir={folder}"])[-1] == args[-1]
+    assert output_dir_as_run_dir(["model=lstm"]) == ["model=lstm"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["-m", "seed=1,2", "paths.output_dir=runs/a"], "hydra.sweep.dir=runs/a"),
+    (["paths.output_dir=runs/a", "hydra.run.dir=runs/b"], "name two run folders"),
+])
+def test_paths_output_dir_in_a_sweep_or_beside_another_run_dir_is_refused(args, says):
+    with pytest.raises(SystemExit, match=says):
+        output_dir_as_run_dir(args)
+
+
+def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(tmp_path, monkeypatch):
+    # The checkpoint check itself is tested on real runs (tests/e2e/train/test_resume_faults.py).
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given: None)
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    OmegaConf.save(OmegaConf.create(["model=lstm", "trainer.max_epochs=2", "ckpt_path=/old.ckpt"]),
+                   run / ".hydra" / "overrides.yaml")
+    (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    args = resume_argv([f"resume={run}", "trainer.max_epochs=4"])
+    # The run's own settings first, the new ones after (later wins), the run's folder last.
+    assert args == ["model=lstm", "trainer.max_epochs=2", f"resume={run}", "trainer.max_epochs=4",
+                    f'hydra.run.dir="{run}"']
+    [kept] = (run / ".hydra").glob("before-resume-*")
+    assert (kept / "config.yaml").read_text() == "seed: 42\n"
+    # Lightning's second DDP process re-runs the rewritten command: left as it is.
+    child = [*args, "hydra.job.name=train_ddp_process_1"]
+    assert resume_argv(child) == child
+
+
+# ----- failures of the machine -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command, args, says", [
+    ("train", [], r"^capgen-train: cannot make the run folder .*/ro/outputs/train: .*/ro is on a read-only file system"),
+    ("train", ["resume={ro}/run"], r"^capgen-train: resume=.*/ro/run: .*read-only file system.* Nothing was changed\. "
+                                   r"Copy the run to a writable place"),
+    ("train", ["hydra.run.dir={ro}/a/b"], r"^capgen-train: cannot make the run folder .*/ro/a/b"),
+    ("eval", ["ckpt_path=x.ckpt"], r"^capgen-eval: cannot make the run folder .*/ro/outputs/eval"),
+    ("caption", ["ckpt_path=x.ckpt", "images=y"], r"^capgen-caption: cannot make the run folder"),
+    ("prepare", ["cache_dir=/tmp/c"], r"^capgen-prepare: cannot make the run folder"),
+    ("train", ["-m", "hydra.sweep.dir={ro}/sweep", "seed=1,2"], r"^capgen-train: cannot make the run folder .*/ro/sweep"),
+])
+def test_a_run_folder_on_a_read_only_mount_is_one_paragraph_before_hydra_writes(read_only, monkeypatch, command, args, says):
+    from capgen.config.argv import require_writable_run_folder
+
+    monkeypatch.chdir(read_only)
+    (read_only / "run").mkdir()
+    with pytest.raises(SystemExit) as err:
+        require_writable_run_folder([a.format(ro=read_only) for a in args], command)
+    import re
+
+    assert re.search(says, str(err.value)) and "\n" not in str(err.value), err.value
+    require_writable_run_folder([f"hydra.run.dir={read_only.parent / 'rw'}"], command)  # a writable folder passes

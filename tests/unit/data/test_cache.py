@@ -1,0 +1,546 @@
+"""capgen-prepare's caches: exact images, features, resuming, bad samples, the datamodule on them."""
+
+import copy
+import functools
+import json
+import logging
+import pickle
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf.errors import MissingMandatoryValue
+
+from capgen.commands.prepare import SPLITS, prepare
+from capgen.config import CONF_DIR
+from capgen.data import cache
+from capgen.data.cache import (
+    CachedFeatures,
+    CachedImages,
+    describe_source,
+    save_vocab,
+    write_feature_cache,
+    write_image_cache,
+)
+from capgen.data.datamodule import CaptionDataModule
+from capgen.data.shapes import ShapesSource
+from capgen.models import AttentionDecoder, Captioner
+from capgen.models.losses import caption_loss
+from capgen.vocab import Vocabulary
+
+SIZES = {"train": 40, "val": 12, "test": 12}
+SHAPES = functools.partial(ShapesSource, sizes=SIZES, image_size=32)
+ENCODER = {"_target_": "capgen.models.SmallCNN", "widths": [8, 8, 8, 16], "grid": 2}  # P=4, D=16
+
+
+class BadAt(ShapesSource):
+    """Shapes whose train image 5 cannot be read, like a truncated JPEG."""
+
+    def image(self, i):
+        if self.split == "train" and i == 5:
+            raise ValueError("train/0005.jpg: image file is truncated")
+        return super().image(i)
+
+
+def _dm(cache_dir=None, factory=SHAPES, **kw) -> CaptionDataModule:
+    return CaptionDataModule(source=factory, batch_size=8, max_len=24, cache_dir=cache_dir, **kw)
+
+
+def _write_images(cache_dir, factory=SHAPES, splits=SPLITS, **kw) -> None:
+    """What capgen-prepare does for the images, on any source factory."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    dm = _dm(factory=factory)
+    save_vocab(cache_dir, dm.vocab, dm.vocab_recipe())
+    for split in splits:
+        src = dm.source(split)
+        write_image_cache(src, cache_dir, split, describe_source(factory, split, src), **kw)
+
+
+def _encoder() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return hydra.utils.instantiate(ENCODER).eval()
+
+
+def _write_features(cache_dir, encoder, splits=SPLITS, **kw) -> None:
+    for split in splits:
+        write_feature_cache(cache_dir, split, encoder, ENCODER, batch_size=16, **kw)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _prepare_cfg(*overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("prepare", overrides=["data.source.sizes={train:40,val:12,test:12}", "+data.source.image_size=32",
+                                             *overrides])
+
+
+# ----- image cache -------------------------------------------------------------------------
+
+def test_image_cache_serves_the_raw_sources_images_ids_and_captions(tmp_path):
+    _write_images(tmp_path)
+    for split in SPLITS:
+        raw, cached = SHAPES(split=split), CachedImages(tmp_path, split)
+        assert len(cached) == len(raw)
+        for i in range(len(raw)):
+            image = cached.image(i)
+            assert image.dtype == np.uint8 and image.tobytes() == raw.image(i).tobytes()
+            assert cached.image_id(i) == raw.image_id(i) and cached.captions(i) == raw.captions(i)
+    index = json.loads((tmp_path / "images_val.json").read_text())
+    assert index["complete"] and index["shape"] == [12, 32, 32, 3] and index["version"] == cache.FORMAT_VERSION
+    assert index["source"]["source"] == "capgen.data.shapes.ShapesSource" and index["bad"] == []
+
+
+def test_datamodule_on_the_cache_yields_the_same_batches(tmp_path, caplog):
+    _write_images(tmp_path)
+    raw, cached = _dm(), _dm(tmp_path)
+    assert isinstance(cached.source("train"), CachedImages) and cached.vocab == raw.vocab
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        for a, b in zip(getattr(raw, loader)(), getattr(cached, loader)(), strict=True):
+            for x, y in zip(a, b):
+                assert torch.equal(x, y)
+    assert cached.references("val") == raw.references("val")
+    # DataLoader workers get the source pickled: without the mapped array, which they map themselves.
+    train = pickle.loads(pickle.dumps(cached.source("train")))
+    assert train._data is None and train.image(3).tobytes() == raw.source("train").image(3).tobytes()
+
+    # A cache made from other data is not used: one log line, and the raw source instead.
+    other = functools.partial(ShapesSource, sizes=SIZES, image_size=32, seed=1)
+    with caplog.at_level(logging.INFO):
+        assert isinstance(_dm(tmp_path, factory=other).source("val"), ShapesSource)
+    assert "images_val.json was made from" in caplog.text and "reading the raw source" in caplog.text
+
+
+def test_missing_cache_falls_back_to_raw_files_with_a_log_line(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        dm = _dm(tmp_path)
+        assert isinstance(dm.source("val"), ShapesSource) and dm.vocab == _dm().vocab
+    assert "images_val.json does not exist" in caplog.text
+
+
+# ----- feature cache -------------------------------------------------------------------------
+
+def test_feature_rows_are_the_frozen_encoders_output(tmp_path):
+    _write_images(tmp_path)
+    encoder = _encoder()
+    _write_features(tmp_path, encoder)
+    raw, feats = SHAPES(split="val"), CachedFeatures(tmp_path, "val")
+    images = torch.stack([torch.from_numpy(raw.image(i)).permute(2, 0, 1) for i in range(len(raw))])
+    with torch.no_grad():
+        expected = encoder(images).flatten(2).transpose(1, 2)  # (N, P, D)
+    got = torch.from_numpy(np.stack([feats.image(i) for i in range(len(feats))]))
+    assert got.dtype == torch.float16 and got.shape == (12, 4, 16)
+    torch.testing.assert_close(got.float(), expected, rtol=2e-3, atol=2e-3)
+    assert feats.encoder["grid"] == 2 and feats.encoder["_target_"] == "capgen.models.encoder.SmallCNN"
+
+
+def test_training_on_features_matches_training_on_images(tmp_path):
+    _write_images(tmp_path)
+    encoder = _encoder()
+    _write_features(tmp_path, encoder)
+    on_images = _dm(tmp_path)
+    on_feats = _dm(tmp_path, use_features=True, encoder=ENCODER)
+    a = next(iter(on_images.train_dataloader()))
+    b = next(iter(on_feats.train_dataloader()))
+    assert b.images.dtype == torch.float16 and b.images.shape == (8, 4, 16)
+    assert torch.equal(a.captions, b.captions) and torch.equal(a.image_ids, b.image_ids)
+
+    torch.manual_seed(0)
+    decoder = functools.partial(AttentionDecoder, embed_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0)
+    net = Captioner(encoder.requires_grad_(False), decoder, len(on_images.vocab))
+    losses = {}
+    for name, batch in (("images", a), ("features", b)):
+        model = copy.deepcopy(net).train()
+        model.encoder.eval()  # frozen: BatchNorm keeps the statistics the features were made with
+        opt = torch.optim.AdamW(model.decoder.parameters(), lr=1e-2)
+        losses[name] = []
+        for _ in range(2):  # the loss of one step, and after it
+            logits, _ = model(batch.images, batch.captions[:, :-1])
+            loss = caption_loss(logits, batch.captions[:, 1:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses[name].append(loss.item())
+        model.eval()
+        assert model.generate(batch.images, 10, 1, 2).tokens.shape[0] == 8
+    np.testing.assert_allclose(losses["features"], losses["images"], rtol=1e-3)
+
+
+def test_feature_cache_of_another_encoder_is_refused(tmp_path):
+    _write_images(tmp_path)
+    _write_features(tmp_path, _encoder())
+    dm = _dm(tmp_path, use_features=True, encoder={**ENCODER, "grid": 3})
+    with pytest.raises(ValueError, match=r'features were made by encoder .*"grid": 2.* model\'s encoder is .*"grid": 3.*differ in grid'):
+        dm.train_dataloader()
+    # The same encoder, spelled with its defaults or another import path, is accepted.
+    same = {"_target_": "capgen.models.encoder.SmallCNN", "widths": [8, 8, 8, 16], "grid": 2}
+    _dm(tmp_path, use_features=True, encoder=same).val_dataloader()
+
+
+def test_use_features_without_a_feature_cache_is_an_error(tmp_path):
+    _write_images(tmp_path)
+    with pytest.raises(ValueError, match="features_train.json does not exist.*capgen-prepare .*features=true"):
+        _dm(tmp_path, use_features=True, encoder=ENCODER).train_dataloader()
+    with pytest.raises(ValueError, match="use_features=true needs data.cache_dir"):
+        _dm(use_features=True)
+
+
+# ----- interruption, resuming, re-running ------------------------------------------------------
+
+def _crash_at(monkeypatch, row: int) -> list[tuple[str, int]]:
+    """Make ShapesSource.image raise KeyboardInterrupt (a Ctrl-C) at train `row`; returns the
+    (split, row)s read."""
+    read, image = [], ShapesSource.image
+
+    def crashing(self, i):
+        read.append((self.split, i))
+        if (self.split, i) == ("train", row):
+            raise KeyboardInterrupt
+        return image(self, i)
+
+    monkeypatch.setattr(ShapesSource, "image", crashing)
+    return read
+
+
+def test_interrupted_image_cache_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    _write_images(tmp_path / "clean")
+    read = _crash_at(monkeypatch, 17)
+    with pytest.raises(KeyboardInterrupt):
+        _write_images(tmp_path / "run", splits=["train"], flush_every=4)
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert "images_train.u8.partial" in names and not {"images_train.u8", "images_train.json"} & names
+    assert json.loads((tmp_path / "run" / "images_train.u8.progress.json").read_text())["rows_done"] == 17
+
+    monkeypatch.undo()
+    read = _crash_at(monkeypatch, -1)
+    _write_images(tmp_path / "run")
+    assert [i for s, i in read if s == "train"] == [0, *range(17, 40)]  # the shape probe, then the rest
+    assert _files(tmp_path / "run") == _files(tmp_path / "clean")
+
+
+def test_crash_between_rename_and_index_is_finished_without_rereading(tmp_path, monkeypatch):
+    _write_images(tmp_path / "clean", splits=["val"])
+    write_json = cache._write_json
+
+    def crash_on_index(path, value):
+        if path.name == "images_val.json":
+            raise KeyboardInterrupt
+        write_json(path, value)
+
+    monkeypatch.setattr(cache, "_write_json", crash_on_index)
+    with pytest.raises(KeyboardInterrupt):
+        _write_images(tmp_path / "run", splits=["val"])
+    assert (tmp_path / "run" / "images_val.u8").exists() and not (tmp_path / "run" / "images_val.json").exists()
+    with pytest.raises(cache.CacheUnavailable, match="does not exist"):
+        CachedImages(tmp_path / "run", "val")  # complete only with its index
+
+    monkeypatch.undo()
+    read = _crash_at(monkeypatch, -1)
+    _write_images(tmp_path / "run", splits=["val"])
+    assert read == [("val", 0)]  # the shape probe only
+    assert _files(tmp_path / "run") == _files(tmp_path / "clean")
+
+
+def test_interrupted_feature_cache_resumes_to_the_uninterrupted_result(tmp_path):
+    _write_images(tmp_path / "clean")
+    _write_features(tmp_path / "clean", _encoder())
+    _write_images(tmp_path / "run")
+    encoder, calls = _encoder(), []
+
+    def count_batches(module, inputs):
+        calls.append(len(inputs[0]))
+        if len(calls) == 3:  # the width probe, then two batches of 16
+            raise KeyboardInterrupt
+
+    hook = encoder.register_forward_pre_hook(count_batches)
+    with pytest.raises(KeyboardInterrupt):
+        _write_features(tmp_path / "run", encoder, splits=["train"])
+    assert json.loads((tmp_path / "run" / "features_train.f16.progress.json").read_text())["rows_done"] == 16
+    assert not (tmp_path / "run" / "features_train.f16").exists()
+    hook.remove()
+    _write_features(tmp_path / "run", encoder)
+    assert _files(tmp_path / "run") == _files(tmp_path / "clean")
+
+
+def test_prepare_resumes_and_a_complete_prepare_changes_nothing(tmp_path, monkeypatch):
+    cfg = _prepare_cfg(f"cache_dir={tmp_path / 'cache'}", "features=true", "+model.encoder.widths=[8,8,8,16]", "+model.encoder.grid=2")
+    _crash_at(monkeypatch, 30)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cfg)
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {
+        "vocab.json", "images_train.u8.partial", "images_train.u8.progress.json"
+    }
+    monkeypatch.undo()
+    assert prepare(cfg) == {"train": 0, "val": 0, "test": 0}
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()}
+    assert len(stamps) == 1 + 4 * len(SPLITS) and not any(".partial" in n or "progress" in n for n in stamps)
+
+    read = _crash_at(monkeypatch, -1)
+    prepare(cfg)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()} == stamps
+    assert read == []  # nothing was even read
+
+    dm = _dm(tmp_path / "cache", use_features=True, encoder=cfg.model.encoder)
+    assert next(iter(dm.val_dataloader())).images.shape == (8, 4, 16)
+
+
+def test_cache_dir_is_required():
+    with pytest.raises(MissingMandatoryValue, match="cache_dir"):
+        prepare(_prepare_cfg())
+
+
+# ----- bad samples -------------------------------------------------------------------------
+
+BAD = functools.partial(BadAt, sizes=SIZES, image_size=32)
+
+
+def test_bad_image_stops_prepare_under_on_bad_sample_error(tmp_path):
+    with pytest.raises(ValueError, match=r"train image 5 \(image id 5\): train/0005.jpg: image file is truncated.*on_bad_sample=skip"):
+        _write_images(tmp_path, factory=BAD)
+    assert not (tmp_path / "images_train.json").exists()
+
+
+def test_bad_image_is_recorded_and_left_out_under_skip(tmp_path, caplog):
+    _write_images(tmp_path, factory=BAD, on_bad_sample="skip")
+    for split in SPLITS:
+        cache.record_bad_images(tmp_path, split, json.loads((tmp_path / f"images_{split}.json").read_text()))
+    record = json.loads((tmp_path / "bad_images.json").read_text())
+    assert record == {"train": [{"image_id": 5, "error": "train/0005.jpg: image file is truncated"}]}
+    rows = np.memmap(tmp_path / "images_train.u8", dtype=np.uint8, mode="r", shape=(40, 32, 32, 3))
+    assert not rows[5].any()
+
+    dm = _dm(tmp_path, factory=BAD)
+    train = dm.source("train")
+    assert len(train) == 39 and 5 not in {train.image_id(i) for i in range(len(train))}
+    ids = torch.cat([b.image_ids for b in dm.train_dataloader()]).tolist()
+    assert 5 not in ids and len(ids) == 32  # 39 images, drop_last with batches of 8
+    assert train.image(5).tobytes() == ShapesSource("train", sizes=SIZES, image_size=32).image(6).tobytes()
+
+    # Features keep the same rows out.
+    _write_features(tmp_path, _encoder())
+    feats = CachedFeatures(tmp_path, "train")
+    assert len(feats) == 39 and not feats.rows[5].any()
+
+
+class OwnVocab(ShapesSource):
+    """Shapes with a vocabulary of their own, as the course file coco.pt brings."""
+
+    vocabulary = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "circle", "square"], max_len=24)
+
+
+def test_cached_split_keeps_the_sources_own_vocabulary(tmp_path):
+    factory = functools.partial(OwnVocab, sizes=SIZES, image_size=32)
+    _write_images(tmp_path, factory=factory)
+    (tmp_path / "vocab.json").unlink()
+    dm = _dm(tmp_path, factory=factory)
+    assert isinstance(dm.source("train"), CachedImages) and dm.vocab is OwnVocab.vocabulary
+
+
+def test_prepare_features_channels_last_equal_contiguous(tmp_path, caplog):
+    """capgen-prepare runs the encoder in the memory format `channels_last` asks for (auto on the
+    CPU: channels_last); the cached features are the same numbers either way (to float16)."""
+    feats = {}
+    for setting in ("true", "false"):
+        cfg = _prepare_cfg(f"cache_dir={tmp_path / setting}", "features=true", f"channels_last={setting}",
+                           "+model.encoder.widths=[8,8,8,16]", "+model.encoder.grid=2")
+        with caplog.at_level(logging.INFO, logger="capgen.lightning.hardware"):
+            prepare(cfg)
+        assert f"encoder memory format: {'channels_last' if setting == 'true' else 'contiguous'}" in caplog.text
+        caplog.clear()
+        cached = CachedFeatures(tmp_path / setting, "val")
+        feats[setting] = np.stack([cached.image(i) for i in range(len(cached))]).astype(np.float32)
+    assert feats["true"].shape == (12, 4, 16)
+    np.testing.assert_allclose(feats["true"], feats["false"], rtol=2e-3, atol=2e-3)
+    with pytest.raises(ValueError, match="channels_last='sometimes'"):
+        prepare(_prepare_cfg(f"cache_dir={tmp_path / 'bad'}", "features=true", "channels_last=sometimes"))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_a_split_read_from_a_cache_is_one_log_line(make_cfg, tmp_path, monkeypatch, caplog):
+    import hydra
+
+    from capgen.data import datamodule
+
+    class Cache:  # stands in for a usable capgen-prepare cache (the tests above test the real one)
+        def __init__(self, folder, split, description, vocabulary):
+            self.split = split
+
+        def __len__(self) -> int:
+            return 5
+
+    monkeypatch.setattr(datamodule, "CachedImages", Cache)
+    cfg = make_cfg(f"data.cache_dir={tmp_path / 'cache'}")
+    data = hydra.utils.instantiate(cfg.data)
+    with caplog.at_level(logging.INFO, logger="capgen.data.datamodule"):
+        data.source("val")
+        data.source("val")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"the val split: 5 images from the cache in {tmp_path / 'cache'}"]
+
+
+# ----- artifacts that no longer match what they claim to be ------------------------------
+class _Pictures:
+    """A source of n 16x16 pictures, each filled with its own grey value."""
+
+    def __init__(self, n: int = 20):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def image(self, i):
+        import numpy as np
+
+        return np.full((16, 16, 3), 10 + i, np.uint8)
+
+    def image_id(self, i):
+        return 100 + i
+
+    def captions(self, i):
+        return [f"picture {i}"]
+
+
+def _zero(path, start=0, length=None):
+    data = bytearray(path.read_bytes())
+    stop = len(data) if length is None else start + length
+    data[start:stop] = bytes(stop - start)
+    path.write_bytes(bytes(data))
+
+
+def _edit_json(path, change):
+    import json
+
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+DAMAGES = [
+    # (what is done to the cache, the file the error must name)
+    ("images zeroed", lambda d: _zero(d / "images_train.u8"), "images_train.u8"),
+    ("the first half zeroed", lambda d: _zero(d / "images_train.u8", 0, 10 * 16 * 16 * 3), "images_train.u8"),
+    ("a caption edited", lambda d: _edit_json(d / "images_train.json", lambda v: v["captions"][3].__setitem__(0, "a dog")),
+     "images_train.json"),
+    ("an id edited", lambda d: _edit_json(d / "images_train.json", lambda v: v["image_ids"].__setitem__(0, 7)),
+     "images_train.json"),
+    ("a word of vocab.json edited", lambda d: _edit_json(d / "vocab.json", lambda v: v["words"].__setitem__(5, "cat")),
+     "vocab.json"),
+    ("vocab.json's max_len edited", lambda d: _edit_json(d / "vocab.json", lambda v: v.__setitem__("max_len", 3)),
+     "vocab.json"),
+]
+
+
+@pytest.mark.parametrize("what, damage, named", DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_a_cache_changed_after_capgen_prepare_wrote_it_is_refused_naming_the_file_and_the_rebuild(tmp_path, what, damage, named):
+    import numpy as np
+
+    from capgen.data import cache
+    from capgen.vocab import Vocabulary
+
+    source, description = _Pictures(), {"source": "pictures", "split": "train"}
+    vocab = Vocabulary.build([c for i in range(len(source)) for c in source.captions(i)])
+    recipe = {"source": description, "min_freq": 1, "max_len": 20}
+    cache.save_vocab(tmp_path, vocab, recipe)
+    cache.write_image_cache(source, tmp_path, "train", description)
+    assert np.array_equal(cache.CachedImages(tmp_path, "train", description).image(3), source.image(3))
+    assert cache.load_vocab(tmp_path, recipe) == vocab
+    damage(tmp_path)
+    with pytest.raises(cache.CacheDamaged) as err:
+        cache.load_vocab(tmp_path, recipe)
+        cache.CachedImages(tmp_path, "train", description)
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / named)) and f"capgen-prepare data=<this data config> cache_dir={tmp_path}" in message
+    # capgen-prepare, the fix the message gives, rebuilds what no longer matches
+    cache.save_vocab(tmp_path, vocab, recipe)
+    cache.write_image_cache(source, tmp_path, "train", description)
+    assert cache.load_vocab(tmp_path, recipe) == vocab
+    assert np.array_equal(cache.CachedImages(tmp_path, "train", description).image(3), source.image(3))
+
+
+def test_capgen_prepare_on_a_full_disk_reserves_the_space_first_and_says_how_much_is_needed(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from capgen.data import cache
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # a test cannot fill a disk; the call is what a full one answers
+    with pytest.raises(ValueError, match=r"the cache file images_train\.u8\.partial needs 0\.00 GB and the disk has .* GB "
+                                         r"free \(No space left on device\); free .* or give a cache_dir= on a larger disk"):
+        cache.write_image_cache(_Pictures(), tmp_path, "train", {"source": "pictures"})
+    assert not (tmp_path / "images_train.u8.partial").exists() and not (tmp_path / "images_train.u8").exists()
+    monkeypatch.undo()
+    cache.write_image_cache(_Pictures(), tmp_path, "train", {"source": "pictures"})  # with room, it is written
+
+
+def test_the_cache_file_is_allocated_on_disk_before_rows_are_written(tmp_path, monkeypatch):
+    import os
+
+    from capgen.data import cache
+
+    reserved = []
+    real = os.posix_fallocate
+    monkeypatch.setattr(os, "posix_fallocate", lambda fd, off, n: (reserved.append(n), real(fd, off, n)))
+    cache.write_image_cache(_Pictures(), tmp_path, "train", {"source": "pictures"})
+    assert reserved == [20 * 16 * 16 * 3]
+
+
+class _Pictures:
+    """A source of n 16x16 pictures, each filled with its own grey value."""
+
+    def __init__(self, n: int = 20):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def image(self, i):
+        import numpy as np
+
+        return np.full((16, 16, 3), 10 + i, np.uint8)
+
+    def image_id(self, i):
+        return 100 + i
+
+    def captions(self, i):
+        return [f"picture {i}"]
+
+
+class _OneBad(_Pictures):
+    """Picture 4 unreadable until `fixed`."""
+
+    fixed = False
+
+    def image(self, i):
+        if i == 4 and not self.fixed:
+            raise ValueError("pictures/4.png: image file is truncated")
+        return super().image(i)
+
+
+def test_bad_images_are_read_again_by_capgen_prepare_after_the_user_fixes_them(tmp_path):
+    import json
+
+    import numpy as np
+
+    from capgen.data import cache
+
+    source, description = _OneBad(), {"source": "pictures", "split": "train"}
+    index = cache.write_image_cache(source, tmp_path, "train", description, on_bad_sample="skip")
+    cache.record_bad_images(tmp_path, "train", index)
+    assert [b["image_id"] for b in json.loads((tmp_path / "bad_images.json").read_text())["train"]] == [104]
+    assert len(cache.CachedImages(tmp_path, "train", description)) == 19
+    cache.write_image_cache(source, tmp_path, "train", description, on_bad_sample="skip")  # still bad: kept out
+    assert len(cache.CachedImages(tmp_path, "train", description)) == 19
+
+    source.fixed = True  # the user puts a good file in its place and runs capgen-prepare again
+    index = cache.write_image_cache(source, tmp_path, "train", description, on_bad_sample="skip")
+    cache.record_bad_images(tmp_path, "train", index)
+    assert not (tmp_path / "bad_images.json").exists() or "train" not in json.loads((tmp_path / "bad_images.json").read_text())
+    fixed = cache.CachedImages(tmp_path, "train", description)  # its checksums match the rewritten file
+    assert len(fixed) == 20 and np.array_equal(fixed.image(4), source.image(4))

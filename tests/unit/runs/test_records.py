@@ -1,0 +1,133 @@
+"""Run folders' records (summary.json, error.txt): their atomic writes, lenient reads, and a failing run's
+record of its failure, without training."""
+
+import builtins
+import errno
+import json
+import os
+import weakref
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import capgen.atomic as atomic
+from capgen.runs.folders import best_checkpoint
+from capgen.runs.records import RunFailed, UnreadableRecord, read_summary, run_recording_failure, write_summary
+
+from helpers.runs import make_run_folder
+
+
+def test_a_failing_run_leaves_its_traceback_and_a_failed_summary(tmp_path):
+    run = make_run_folder(tmp_path / "run", ["model=attn"])
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
+    held = []
+
+    def fail(cfg):
+        model = torch.nn.Linear(2, 2)
+        held.append(weakref.ref(model))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(RunFailed, match=r"OutOfMemoryError: CUDA out of memory.*error.txt") as raised:
+        run_recording_failure(fail, cfg)
+    assert read_summary(run) == {"status": "failed", "traceback": "error.txt",
+                                 "error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"}
+    assert "in fail" in (run / "error.txt").read_text()
+    # The failed run's objects are not kept alive by the error Hydra holds until the sweep ends.
+    assert raised.value.__context__ is None and held[0]() is None
+    with pytest.raises(ValueError, match="the run failed.*give ckpt_path="):
+        best_checkpoint(run)
+
+
+def test_summary_names_the_best_checkpoint_relative_to_the_run(tmp_path):
+    run = make_run_folder(tmp_path / "run", [])
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "epoch001-cider0.500.ckpt").write_bytes(b"")
+    write_summary(run, {"val/CIDEr": 0.5, "lr-AdamW/pg1": 1e-3}, str(run / "checkpoints" / "epoch001-cider0.500.ckpt"))
+    assert read_summary(run)["metrics"] == {"val/CIDEr": 0.5}  # the run's scores, not the optimiser's state
+    moved = tmp_path / "copied"
+    run.rename(moved)  # e.g. copied off the cluster
+    assert best_checkpoint(moved) == moved / "checkpoints" / "epoch001-cider0.500.ckpt"
+
+    elsewhere = tmp_path / "store" / "best.ckpt"  # callbacks.model_checkpoint.dirpath set outside the run
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"")
+    write_summary(moved, {}, str(elsewhere))
+    assert best_checkpoint(moved) == elsewhere
+
+
+def test_a_malformed_summary_is_named(tmp_path):
+    run = make_run_folder(tmp_path / "run", [])
+    (run / "summary.json").write_text("{")
+    with pytest.raises(UnreadableRecord, match=r"run/summary.json: cannot be read as JSON"):
+        read_summary(run)
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "metrics": {"val/CIDEr": "high"}}))
+    with pytest.raises(UnreadableRecord, match=r"run/summary.json: its metrics are not a mapping of names to numbers"):
+        read_summary(run)
+
+
+def test_records_are_replaced_whole_and_leave_no_temporary(tmp_path):
+    run = make_run_folder(tmp_path / "run", [])
+    write_summary(run, {"val/CIDEr": 0.25}, None)
+    write_summary(run, {"val/CIDEr": 0.5}, None)
+    assert read_summary(run)["metrics"] == {"val/CIDEr": 0.5}
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "summary.json"]
+
+
+class DiskFills:
+    """A file whose write puts a few bytes down and then finds the disk full (or read-only)."""
+
+    def __init__(self, f, code: int):
+        self.f, self.code = f, code
+
+    def write(self, data):
+        self.f.write(bytes(data[:10]))
+        raise OSError(self.code, os.strerror(self.code))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+
+@pytest.mark.parametrize("code, kind", [(errno.ENOSPC, OSError), (errno.EACCES, PermissionError)])
+def test_a_full_disk_or_a_read_only_folder_names_the_record_and_keeps_the_old_one(tmp_path, monkeypatch, code, kind):
+    run = make_run_folder(tmp_path / "run", [])
+    write_summary(run, {"val/CIDEr": 0.25}, None)
+    before = (run / "summary.json").read_bytes()
+    monkeypatch.setattr(atomic, "open", lambda p, mode: DiskFills(builtins.open(p, mode), code), raising=False)
+    with pytest.raises(kind) as raised:
+        write_summary(run, {"val/CIDEr": 0.5}, None)
+    message = str(raised.value)
+    assert message.startswith(f"could not write {run / 'summary.json'}: {os.strerror(code)}. Free space on its disk, or "
+                              f"make {run} writable") and "\n" not in message
+    assert raised.value.errno == code
+    assert (run / "summary.json").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "summary.json"]  # no summary.json.tmp
+
+
+def test_a_run_that_fails_on_a_full_disk_still_reports_its_own_error(tmp_path, monkeypatch):
+    run = make_run_folder(tmp_path / "run", [])
+    monkeypatch.setattr(atomic, "open", lambda p, mode: DiskFills(builtins.open(p, mode), errno.ENOSPC), raising=False)
+
+    def fail(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run / "checkpoints" / "last.ckpt"))
+
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
+    with pytest.raises(RunFailed, match=r"^OSError: \[Errno 28\] No space left on device: '.*last.ckpt' \(run .*; its records "
+                                        r"could not be written: could not write .*/run/error.txt: No space left on device\."):
+        run_recording_failure(fail, cfg)
+    assert sorted(p.name for p in run.iterdir()) == [".hydra"]  # neither a torn error.txt nor a .tmp
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the EACCES case above covers the message")
+def test_a_record_in_a_read_only_folder_is_a_permission_error_naming_it(tmp_path):
+    run = make_run_folder(tmp_path / "run", [])
+    run.chmod(0o555)
+    try:
+        with pytest.raises(PermissionError, match=f"could not write {run / 'summary.json'}: Permission denied"):
+            write_summary(run, {}, None)
+    finally:
+        run.chmod(0o755)
+    assert sorted(p.name for p in run.iterdir()) == [".hydra"]
