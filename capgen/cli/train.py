@@ -15,7 +15,6 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..training import config
-from ..training.decode import upgrade_overrides
 from ..training.lock import hold, named_run_dir, record_holder, run_lock
 from ..training.next_steps import what_next
 from ..training.plugins import require_logger_packages, require_plugins
@@ -54,8 +53,6 @@ def _check_command_line() -> None:
     """Rewrite and check sys.argv before Hydra starts: nothing is written for a refused command."""
     sys.argv[1:] = quote_paths(sys.argv[1:], ("resume", "ckpt_path", "init_from"))  # see capgen.cli.argv
     sys.argv[1:] = output_dir_as_run_dir(sys.argv[1:])  # the whole run in one folder
-    # model.module.beam_size=... and the other decoding keys of earlier versions, as decode settings
-    sys.argv[1:] = upgrade_overrides(sys.argv[1:])
     if not any(a.startswith(DDP_CHILD) for a in sys.argv[1:]):  # the launching process, not a DDP child
         os.environ[config.LAUNCH_TIME_ENV] = str(time.time())
     require_writable_run_folder(sys.argv[1:], "train")  # a read-only mount: one paragraph, before Hydra's mkdir

@@ -34,7 +34,6 @@ from ..models.word_vectors import load_word_vectors
 from ..vocab import Vocabulary
 from . import compat, provenance
 from .checkpoint import read_checkpoint, stamp
-from .decode import upgrade_hparams
 from .recipes import check_recipe, lr_scheduler
 
 # The default decoding: greedy every epoch (cheap), a beam of 3 for the test.
@@ -212,8 +211,7 @@ class CaptioningModule(L.LightningModule):
         """The module a capgen checkpoint holds, on the CPU (capgen.training.checkpoint says
         what is checked; errors name `setting`=path)."""
         ckpt = read_checkpoint(path, setting)
-        hparams = upgrade_hparams(ckpt.hparams)  # a checkpoint of an older capgen: its beam sizes as decode settings
-        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **hparams)
+        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **ckpt.hparams)
         module.trained_on = ckpt.trained
         try:
             module.load_state_dict(ckpt.state_dict)

@@ -27,7 +27,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import Checkpoint, UnreadableCheckpoint, read_checkpoint
 from .config import command_overrides
-from .decode import upgrade_overrides
 from .loggers import check_logger_packages
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def resume_argv(args: list[str]) -> list[str]:
         )
     check_run_dir(run)
     saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
-    own = [o.input_line for o in OverridesParser.create().parse_overrides(upgrade_overrides(saved))
+    own = [o.input_line for o in OverridesParser.create().parse_overrides(saved)
            if o.key_or_group not in ("resume", "ckpt_path") and not o.key_or_group.startswith("hydra.")]
     # Everything is checked before the first byte is written into the run: a refused resume
     # leaves the folder as it was, so the plain `resume=<run>` still works afterwards.

@@ -32,7 +32,7 @@ from helpers.fixtures_real import make_odd_images
 
 # ----- capgen-eval --------------------------------------------------------------------------
 def test_eval_writes_metrics_captions_and_coco_results_for_the_runs_test_split(ckpt, tmp_path):
-    report = run_eval(tmp_path, f"ckpt_path={ckpt}", "beam_size=1")
+    report = run_eval(tmp_path, f"ckpt_path={ckpt}", "decode=greedy")
     assert report["split"] == "test" and report["images"] == 16  # the run's 16, not the default 500
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -104,8 +104,8 @@ def test_novel_percent_is_left_out_with_the_reason_when_the_training_split_canno
 
 
 def test_eval_split_and_data_overrides_change_the_runs_settings(ckpt, tmp_path):
-    assert run_eval(tmp_path / "val", f"ckpt_path={ckpt}", "beam_size=1", "split=val")["images"] == 12
-    report = run_eval(tmp_path / "small", f"ckpt_path={ckpt}", "beam_size=1", "data.source.sizes.test=5")
+    assert run_eval(tmp_path / "val", f"ckpt_path={ckpt}", "decode=greedy", "split=val")["images"] == 12
+    report = run_eval(tmp_path / "small", f"ckpt_path={ckpt}", "decode=greedy", "data.source.sizes.test=5")
     assert report["images"] == 5
     data = OmegaConf.load(tmp_path / "small" / "data.yaml")
     assert data.source.sizes == {"train": 64, "val": 12, "test": 5}  # the rest is still the run's
@@ -115,7 +115,7 @@ def test_eval_split_and_data_overrides_change_the_runs_settings(ckpt, tmp_path):
 def test_eval_without_a_saved_run_config_uses_eval_yaml_data(ckpt, tmp_path):
     lone = tmp_path / "lone.ckpt"  # a checkpoint away from its run dir
     lone.write_bytes(Path(ckpt).read_bytes())
-    run_eval(tmp_path / "out", f"ckpt_path={lone}", "beam_size=1", "data.source.sizes.test=3")
+    run_eval(tmp_path / "out", f"ckpt_path={lone}", "decode=greedy", "data.source.sizes.test=3")
     data = OmegaConf.load(tmp_path / "out" / "data.yaml")
     assert data.source.sizes == {"train": 10000, "val": 500, "test": 3}  # conf/data/shapes.yaml's
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 3
@@ -234,32 +234,11 @@ def test_eval_sampling_preset_is_reproducible(ckpt, tmp_path):
     (["decode.method=sample", "decode.beam_size=5"], r"^decode\.beam_size=5: decode\.method=sample .* has no beam; give decode\.method=beam"),
     (["decode.temperature=0.5"], r"^decode\.temperature=0\.5: only decode\.method=sample reads it"),
     (["decode.max_len=100"], r"^decode\.max_len=100: the model was trained on captions of at most 24 words"),
-    (["beam_size=0"], r"^beam_size=0: a beam holds at least 1 caption; give decode\.beam_size=N"),
 ])  # fmt: skip
 def test_bad_decode_settings_stop_eval_before_anything_is_written(ckpt, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         run_eval(tmp_path / "out", f"ckpt_path={ckpt}", *overrides)
     assert not (tmp_path / "out").exists()
-
-
-def test_a_checkpoint_of_the_old_decoding_settings_still_loads(ckpt, tmp_path, photo_dir):
-    """Checkpoints written before decode settings existed carry beam_size (validation),
-    test_beam_size, length_penalty and max_decode_len: eval and caption read them as such."""
-    old = torch.load(ckpt, map_location="cpu", weights_only=True)
-    hparams = old["hyper_parameters"]
-    del hparams["val_decode"], hparams["test_decode"]
-    hparams.update(beam_size=1, test_beam_size=4, length_penalty=0.5, max_decode_len=10)
-    path = tmp_path / "run" / "checkpoints" / "old.ckpt"  # beside the run's config, as a run leaves it
-    shutil.copytree(Path(ckpt).parents[1] / ".hydra", tmp_path / "run" / ".hydra")
-    path.parent.mkdir()
-    torch.save(old, path)
-    module = load_module(str(path))
-    assert module.decoding["val"] == DecodeSettings(max_len=10)
-    assert module.decoding["test"] == DecodeSettings(method="beam", beam_size=4, length_penalty=0.5, max_len=10)
-    report = run_eval(tmp_path / "eval", f"ckpt_path={path}")
-    assert report["decode"] == dataclasses.asdict(module.decoding["test"]) and report["images"] == 16
-    rows = run_caption(tmp_path / "caption", f"ckpt_path={path}", f"images={photo_dir}", "decode=run", "figures=false")
-    assert all(len(r["words"]) <= 10 for r in rows)
 
 
 def test_caption_n_best_prints_and_records_every_caption_with_figures_for_the_first(ckpt, photo_dir, tmp_path, capsys):
@@ -273,13 +252,6 @@ def test_caption_n_best_prints_and_records_every_caption_with_figures_for_the_fi
         assert len(row["captions"]) == 4 and row["captions"][0] == row["caption"] and row["logprobs"][0] == row["logprob"]
         assert all(len(c.split()) >= 2 for c in row["captions"])
         assert Image.open(out / row["gif"]).n_frames == len(row["words"]) + 1  # the first caption's words
-
-
-def test_caption_old_beam_size_key_is_greedy_decoding(ckpt, photo_dir, tmp_path):
-    old = run_caption(tmp_path / "a", f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1", "figures=false")
-    new = run_caption(tmp_path / "b", f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy", "figures=false")
-    assert [r["caption"] for r in old] == [r["caption"] for r in new]
-    assert all("captions" not in r for r in old)
 
 
 # ----- capgen-caption -----------------------------------------------------------------------
@@ -297,7 +269,7 @@ def photo_dir(tmp_path) -> Path:
 
 def test_caption_a_folder_of_mixed_images_with_attention_png_and_gif(ckpt, photo_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1")
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy")
     lines = capsys.readouterr().out.splitlines()
     assert sorted(Path(p).name for p in (line.split("\t")[0] for line in lines)) == ["big.JPG", "gray.jpg", "scene.png"]
     assert all(line.count("\t") == 1 for line in lines)  # stdout: only `path<TAB>caption`
@@ -331,7 +303,7 @@ def odd_photos(photo_dir, tmp_path) -> Path:
 
 def test_a_corrupt_image_is_reported_in_its_row_and_every_shape_of_picture_is_drawn(ckpt, odd_photos, tmp_path, capsys):
     out = tmp_path / "out"
-    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={odd_photos}", "beam_size=1", "batch_size=3")
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={odd_photos}", "decode=greedy", "batch_size=3")
     captured = capsys.readouterr()
     assert [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()] == rows
     names = ["big.JPG", "broken.jpg", "dot.png", "gray.jpg", "pano.png", "scene.png", "strip.png", "tower.png"]
@@ -370,7 +342,7 @@ def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, pho
     write_gif = caption.write_gif
     monkeypatch.setattr(caption, "write_gif", gif_fails_for_the_scene)
     out = tmp_path / "out"
-    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1")
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy")
     captured = capsys.readouterr()
     scene = photo_dir / "scene.png"
     assert rows[2] == {"path": str(scene), "error": (
@@ -385,7 +357,7 @@ def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, pho
 def test_capgen_caption_command_exits_1_when_an_image_failed(ckpt, photo_dir, tmp_path):
     broken = photo_dir / "broken.jpg"
     shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], broken)
-    args = [f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1"]
+    args = [f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy"]
     done = procs.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
                      cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
@@ -447,7 +419,7 @@ def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_pa
     image = tmp_path / "my photos=1,2" / "scene.png"
     image.parent.mkdir()
     shutil.copy(photo_dir / "scene.png", image)
-    args = [f"ckpt_path={job_ckpt}", f"images={image}", "beam_size=1"]
+    args = [f"ckpt_path={job_ckpt}", f"images={image}", "decode=greedy"]
     done = procs.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
                      cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

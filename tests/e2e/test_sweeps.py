@@ -109,7 +109,7 @@ def test_eval_of_a_run_folder_uses_its_best_checkpoint_data_and_model_settings(s
     assert type(net.decoder).__name__ == "LSTMDecoder" and net.decoder.rnn.hidden_size == 40
 
     # Overrides on top of the run's settings.
-    report = run_eval(tmp_path / "b", f"run={job}", "split=val", "beam_size=1", "data.source.sizes.val=8")
+    report = run_eval(tmp_path / "b", f"run={job}", "split=val", "decode=greedy", "data.source.sizes.val=8")
     assert (report["split"], report["images"], report["decode"]["method"]) == ("val", 8, "greedy")
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["images"] == 8
 
