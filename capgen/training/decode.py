@@ -1,9 +1,9 @@
 """Decode settings as the commands take them (capgen.models.search.settings.DecodeSettings).
 
-- capgen-train: `model.module.val_decode` and `model.module.test_decode`, nodes of the
+- capgen-train: `model.module.val.decode` and `model.module.test.decode`, nodes of the
   module's generated config (every key overridable without `+`).
 - capgen-eval and capgen-caption: the `decode` config group. Each non-null key of the
-  chosen node is laid over the run's test decode (the checkpoint's `test_decode`): the
+  chosen node is laid over the run's test decode (the checkpoint's `test.decode`): the
   default `decode=run` is all null (the run's settings, `decode.beam_size=5` changes one of
   them), and a preset (`decode=greedy|beam|sample|diverse_beam`, conf/decode/) gives every
   key but max_len (null: the run's). capgen-caption defaults to `decode=beam`.

@@ -306,11 +306,11 @@ def test_a_bad_setting_is_one_paragraph_on_the_console_and_in_summary_json(tmp_p
     error.txt keeps it), the exit status is 1, and nothing but the run's records is written.
     The folder is named by paths.output_dir, so its .hydra/ lands there too (capgen.cli.argv)."""
     run = tmp_path / "run"
-    done = capgen("train", "debug=fast", "model.module.lr=abc", f"paths.output_dir={run}", cwd=tmp_path,
+    done = capgen("train", "debug=fast", "model.module.optimizer.lr=abc", f"paths.output_dir={run}", cwd=tmp_path,
                   env={"HYDRA_FULL_ERROR": "0"})
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("capgen-train: ValueError: model.module.lr='abc': must be a number"), done.stderr
+    assert last.startswith("capgen-train: ValueError: model.module.optimizer.lr='abc': must be a number"), done.stderr
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in run.iterdir()) == [".hydra", ".lock", "error.txt", "summary.json", "train.log"]
     assert "Traceback" in (run / "error.txt").read_text()

@@ -52,7 +52,7 @@ def test_custom_data_trains_prepares_evaluates_and_captions(tmp_path, form):
 
     # capgen-train
     run = tmp_path / "run"
-    metrics = _train_run(run, [*data, "model.module.test_metrics=[BLEU,CIDEr]"])
+    metrics = _train_run(run, [*data, "model.module.test.metrics=[BLEU,CIDEr]"])
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/CIDEr"])
     module = CaptioningModule.from_checkpoint(str(run / "checkpoints" / "last.ckpt"))
     assert "zebra" not in module.vocab.stoi  # a word of val/test captions only: the vocabulary is train's

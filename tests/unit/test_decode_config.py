@@ -57,11 +57,12 @@ def test_the_module_checks_its_decode_settings_at_start_up():
 
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "b"], max_len=6)
     net = Captioner(SmallCNN(grid=2), LSTMDecoder, vocab_size=len(vocab))
-    module = CaptioningModule(net, vocab, val_decode={"method": "sample", "n_best": 2}, test_decode={"max_len": 4})
+    module = CaptioningModule(net, vocab, val={"decode": {"method": "sample", "n_best": 2}}, test={"decode": {"max_len": 4}})
     assert module.decoding == {"val": DecodeSettings(method="sample", n_best=2, max_len=6), "test": DecodeSettings(max_len=4)}
-    assert module.hparams.val_decode == dataclasses.asdict(DecodeSettings(method="sample", n_best=2))  # plain data
-    with pytest.raises(ValueError, match=r"^model\.module\.val_decode\.top_k=-1: give k >= 1"):
-        CaptioningModule(net, vocab, val_decode={"method": "sample", "top_k": -1})
-    with pytest.raises(ValueError, match=r"^model\.module\.test_decode\.max_len=7: the model was trained on captions of "
+    assert module.hparams.val["decode"] == dataclasses.asdict(DecodeSettings(method="sample", n_best=2))  # plain data
+    assert module.hparams.val["metrics"] == ("BLEU", "CIDEr")  # a stage's keys not given keep its defaults
+    with pytest.raises(ValueError, match=r"^model\.module\.val\.decode\.top_k=-1: give k >= 1"):
+        CaptioningModule(net, vocab, val={"decode": {"method": "sample", "top_k": -1}})
+    with pytest.raises(ValueError, match=r"^model\.module\.test\.decode\.max_len=7: the model was trained on captions of "
                                          r"at most 6 words"):
-        CaptioningModule(net, vocab, test_decode={"method": "beam", "beam_size": 2, "max_len": 7})
+        CaptioningModule(net, vocab, test={"decode": {"method": "beam", "beam_size": 2, "max_len": 7}})

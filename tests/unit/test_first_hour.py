@@ -275,7 +275,7 @@ def test_the_switch_to_self_critical_training_is_one_log_line(caplog):
     vocab = _vocab()
     net = Captioner(SmallCNN(widths=(4,), grid=2), lambda **kw: LSTMDecoder(**kw, embed_dim=5, hidden_dim=7),
                     vocab_size=len(vocab))
-    module = CaptioningModule(net, vocab, objective="scst", scst_from_epoch=2)
+    module = CaptioningModule(net, vocab, objective={"name": "scst", "scst": {"from_epoch": 2}})
     module.set_train_references({1: ["a red circle"], 2: ["a blue square"]})
     with caplog.at_level(logging.INFO, logger="capgen.training.module"):
         module.on_train_start()

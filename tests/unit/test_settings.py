@@ -59,21 +59,40 @@ def test_nested_targets_are_checked_under_their_own_key():
         check_types(nested, "outer")
 
 
+def test_a_settings_group_is_checked_field_by_field_under_its_own_key():
+    """A constructor argument annotated with a settings dataclass (CaptioningModule's objective,
+    its scst inside) has its node's keys and values checked against the dataclass's fields."""
+    from capgen.training.settings import UnknownSetting, check_keys
+
+    module = {"_target_": "capgen.training.module.CaptioningModule"}
+    with pytest.raises(UnknownSetting, match=r"^model\.module\.objective\.scst\.samplez: .*SCSTSettings takes no "
+                                             r"setting 'samplez'.* Did you mean model\.module\.objective\.scst\.samples\?"):
+        check_keys(OmegaConf.create({**module, "objective": {"scst": {"samplez": 3}}}), "model.module")
+    with pytest.raises(ValueError, match=r"^model\.module\.objective\.scst\.samples='x': must be a whole number, e\.g\. "
+                                         r"model\.module\.objective\.scst\.samples=5 \(the default\)\.$"):
+        check_types(OmegaConf.create({**module, "objective": {"scst": {"samples": "x"}}}), "model.module")
+    # a stage's example is that stage's own default: the test decodes with a beam of 3
+    with pytest.raises(ValueError, match=r"^model\.module\.test\.decode\.beam_size=2\.5: .* e\.g\. "
+                                         r"model\.module\.test\.decode\.beam_size=3 \(the default\)"):
+        check_types(OmegaConf.create({**module, "test": {"decode": {"beam_size": 2.5}}}), "model.module")
+    check_keys(OmegaConf.create({**module, "objective": {"scst": {"samples": 3}}, "val": {"metrics": None}}), "model.module")
+
+
 def compose_train(tmp_path, *overrides):
     return compose_shared(tmp_path / "run", *overrides)
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.module.lr=abc", "model.module.lr='abc': must be a number"),
-    ("model.module.lr=-1", "model.module.lr=-1: must be a positive number"),
-    ("model.module.lr=nan", "model.module.lr=nan: must be a finite number"),
-    ("model.module.encoder_lr=0", "model.module.encoder_lr=0: must be a positive number, or null"),
-    ("model.module.weight_decay=-0.1", "model.module.weight_decay=-0.1: must be at least 0"),
-    ("model.module.warmup_steps=-5", "model.module.warmup_steps=-5: must be at least 0"),
-    ("model.module.alpha_c=-1", "model.module.alpha_c=-1: must be at least 0"),
-    ("model.module.test_decode.beam_size=2.5", "model.module.test_decode.beam_size=2.5: give a whole number"),
-    ("model.module.scheduler=linear", "model.module.scheduler='linear': must be one of none, cosine"),
-    ("model.module.val_metrics=[FOO]", "model.module.val_metrics=['FOO']: unknown metric(s) ['FOO']"),
+    ("model.module.optimizer.lr=abc", "model.module.optimizer.lr='abc': must be a number"),
+    ("model.module.optimizer.lr=-1", "model.module.optimizer.lr=-1: must be a positive number"),
+    ("model.module.optimizer.lr=nan", "model.module.optimizer.lr=nan: must be a finite number"),
+    ("model.module.optimizer.encoder_lr=0", "model.module.optimizer.encoder_lr=0: must be a positive number, or null"),
+    ("model.module.optimizer.weight_decay=-0.1", "model.module.optimizer.weight_decay=-0.1: must be at least 0"),
+    ("model.module.scheduler.warmup_steps=-5", "model.module.scheduler.warmup_steps=-5: must be at least 0"),
+    ("model.module.objective.alpha_c=-1", "model.module.objective.alpha_c=-1: must be at least 0"),
+    ("model.module.test.decode.beam_size=2.5", "model.module.test.decode.beam_size=2.5: must be a whole number"),
+    ("model.module.scheduler.name=linear", "model.module.scheduler.name='linear': must be one of none, cosine"),
+    ("model.module.val.metrics=[FOO]", "model.module.val.metrics=['FOO']: unknown metric(s) ['FOO']"),
     ("data.batch_size=abc", "data.batch_size='abc': must be a whole number"),
     ("data.use_features=maybe", "data.use_features='maybe': must be true or false"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0: the run would train on nothing"),
