@@ -72,7 +72,7 @@ def _check_keys(values: dict, key: str, schema: _Schema | None = None) -> None:
         if inner is not None:
             _check_keys(value, f"{key}.{name}", inner)
         elif name not in names and not schema.takes_any:
-            close = difflib.get_close_matches(name, names, n=1)
+            close = difflib.get_close_matches(name, names, n=1) or schema.holding(name)
             hint = f"Did you mean {key}.{close[0]}? " if close else ""
             known = f"Its settings are: {', '.join(names)}." if len(names) <= 12 else f"Its settings are the arguments of {schema.target}."
             raise UnknownSetting(
@@ -122,6 +122,16 @@ class _Schema:
         default = default if isinstance(default, group) else group()
         fields = {f.name: getattr(default, f.name) for f in dataclasses.fields(group)}
         return _Schema(f"{group.__module__}.{group.__qualname__}", list(fields), False, _hints(group), fields)
+
+
+    def holding(self, name: str) -> list[str]:
+        """[`group.name`] for the first group among this node's settings that has a setting
+        `name` (model.module.lr -> optimizer.lr), else []."""
+        for group in self.names:
+            inner = self.inner(group, {})
+            if inner is not None and name in inner.names:
+                return [f"{group}.{name}"]
+        return []
 
 
 def _hints(fn: Any) -> dict[str, Any]:

@@ -75,6 +75,9 @@ def test_a_settings_group_is_checked_field_by_field_under_its_own_key():
     with pytest.raises(ValueError, match=r"^model\.module\.test\.decode\.beam_size=2\.5: .* e\.g\. "
                                          r"model\.module\.test\.decode\.beam_size=3 \(the default\)"):
         check_types(OmegaConf.create({**module, "test": {"decode": {"beam_size": 2.5}}}), "model.module")
+    # a setting given where its group would hold it: the group's key is offered
+    with pytest.raises(UnknownSetting, match=r"^model\.module\.lr: .* Did you mean model\.module\.optimizer\.lr\?"):
+        check_keys(OmegaConf.create({**module, "lr": 1e-3}), "model.module")
     check_keys(OmegaConf.create({**module, "objective": {"scst": {"samples": 3}}, "val": {"metrics": None}}), "model.module")
 
 
