@@ -123,7 +123,8 @@ def model_config(config: str, decoder: str, mode: str = "frozen", quick: bool = 
                           "grid": 14, "finetune": "last" if mode == "finetune" else "frozen", "finetune_last": 3}
         dims = {"embed_dim": 512, "hidden_dim": 512, "dropout": 0.5}
         cfg["decoder"].update(dims | ({"attn_dim": 512} if decoder == "attn" else {}))
-        cfg["module"].update({"lr": 4e-4, "encoder_lr": 1e-4, "alpha_c": 1.0 if decoder == "attn" else 0.0})
+        cfg["module"]["optimizer"].update({"lr": 4e-4, "encoder_lr": 1e-4})
+        cfg["module"]["objective"]["alpha_c"] = 1.0 if decoder == "attn" else 0.0
         if quick:
             cfg["encoder"].update({"name": "resnet18", "grid": 4})
     return cfg
@@ -205,7 +206,7 @@ def train_step_child(spec: dict) -> dict:
     if spec.get("compile"):
         net.use_torch_compile()
     # the optimiser without its schedule: a schedule needs a Trainer and costs nothing per step
-    module_cfg = {k: v for k, v in cfg["module"].items() if k != "_target_"} | {"scheduler": "none"}
+    module_cfg = {k: v for k, v in cfg["module"].items() if k != "_target_"} | {"scheduler": {"name": "none"}}
     module = CaptioningModule(net, vocab, net_config=None, **module_cfg).to(device).train()
     optimizer = module.configure_optimizers()
     batch = Batch(*(x.to(device) for x in batch))
@@ -448,7 +449,7 @@ def scst_section(config: str, args) -> dict:
     reward.to(device)
     net = trained_shapes_attn(vocab, 4 if args.quick else 100)
     hp = model_config("shapes", "attn")["module"]
-    module_cfg = {k: v for k, v in hp.items() if k != "_target_"} | {"scheduler": "none"}
+    module_cfg = {k: v for k, v in hp.items() if k != "_target_"} | {"scheduler": {"name": "none"}}
     module = CaptioningModule(net, vocab, net_config=None, **module_cfg).to(device).train()
     optimizer = module.configure_optimizers()
     batch, _ = make_batch("shapes", batch_size, args.quick)  # the first training images

@@ -100,7 +100,7 @@ RUN_SIZES = "data.source.sizes={train:64,val:12,test:16}"
 def tiny_run(tmp_path_factory) -> Path:
     """A tiny attention (model=attn) run with what capgen-train logs by default (TensorBoard, the
     caption samples and attention figures) but the Java metrics."""
-    return train_run(tmp_path_factory.mktemp("train") / "run", RUN_SIZES, "model.module.test_metrics=[BLEU,ROUGE-L,CIDEr]",
+    return train_run(tmp_path_factory.mktemp("train") / "run", RUN_SIZES, "model.module.test.metrics=[BLEU,ROUGE-L,CIDEr]",
                      rich=True)
 
 

@@ -1,12 +1,15 @@
 """Settings checked against the annotations of the constructors they are given to, before
-anything is built: `model.module.lr=abc` stops the command at start-up with the key, the
-value and an example, instead of failing deep inside the optimizer an epoch later.
+anything is built: `model.module.optimizer.lr=abc` stops the command at start-up with the
+key, the value and an example, instead of failing deep inside the optimizer an epoch later.
 
 `check_types(node, key)` walks a Hydra node that names a `_target_` (and the nodes with
 their own `_target_` inside it, such as `data.source`) and checks each value given against
 the annotation of the target's argument of that name: whole numbers, numbers, booleans,
 strings, one of a Literal's values, None where Optional, lists of those. Annotations that
 are not plain data (a class, a callable) are not checked: their constructors check them.
+An argument annotated with a group of settings, a dataclass (CaptioningModule's
+`objective`: capgen.lightning.objective.ObjectiveSettings), has a node whose keys are the
+group's fields: they are checked against the fields' annotations, nested groups too.
 Ranges are the constructors' own business (each raises a ValueError naming its setting).
 
 `check_numbers(cfg)` is the one rule for numbers that are not numbers: every float anywhere
@@ -25,6 +28,7 @@ would; `check_command_keys` does so for the command line before Hydra writes a r
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import difflib
 import inspect
 import math
@@ -56,26 +60,86 @@ def check_keys(node: DictConfig, key: str) -> None:
     _check_keys(OmegaConf.to_container(node, resolve=False), key)
 
 
-def _check_keys(values: dict, key: str) -> None:
-    target = values.get("_target_")
-    if not isinstance(target, str):
+def _check_keys(values: dict, key: str, schema: _Schema | None = None) -> None:
+    schema = schema or _Schema.of(values)
+    if schema is None:
         return
-    fn = get_object(target)
-    params = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    names = schema.names
     for name, value in values.items():
         if name.startswith("_"):  # Hydra's own: _target_, _recursive_, _partial_, ...
             continue
-        if isinstance(value, dict) and "_target_" in value:
-            _check_keys(value, f"{key}.{name}")
-        elif name not in names and not takes_any:
-            close = difflib.get_close_matches(name, names, n=1)
+        inner = schema.inner(name, value)
+        if inner is not None:
+            _check_keys(value, f"{key}.{name}", inner)
+        elif name not in names and not schema.takes_any:
+            close = difflib.get_close_matches(name, names, n=1) or schema.holding(name)
             hint = f"Did you mean {key}.{close[0]}? " if close else ""
-            known = f"Its settings are: {', '.join(names)}." if len(names) <= 12 else f"Its settings are the arguments of {target}."
+            known = f"Its settings are: {', '.join(names)}." if len(names) <= 12 else f"Its settings are the arguments of {schema.target}."
             raise UnknownSetting(
-                f"{key}.{name}: {target} takes no setting '{name}', so the run would fail when it is built. {hint}{known}"
+                f"{key}.{name}: {schema.target} takes no setting '{name}', so the run would fail when it is built. "
+                f"{hint}{known}"
             )
+
+
+@dataclasses.dataclass
+class _Schema:
+    """What a config node is given to: a `_target_`'s constructor, or a group of settings (a
+    dataclass such as capgen.lightning.objective.ObjectiveSettings) that a constructor argument
+    is annotated with, whose node holds the group's fields (nested groups inside it too)."""
+
+    target: str  # its name in messages
+    names: list[str]  # the settings it takes
+    takes_any: bool  # **kwargs
+    hints: dict[str, Any]  # name -> annotation
+    defaults: dict[str, Any]  # name -> default, where there is one
+
+    @classmethod
+    def of(cls, values: dict) -> _Schema | None:
+        """The schema of a node with a `_target_`, else None."""
+        target = values.get("_target_")
+        if not isinstance(target, str):
+            return None
+        fn = get_object(target)
+        init = fn.__init__ if inspect.isclass(fn) else fn
+        params = inspect.signature(init).parameters
+        names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return cls(target, names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()),
+                   _hints(init), {n: p.default for n, p in params.items() if p.default is not p.empty})
+
+    def inner(self, name: str, value: Any) -> _Schema | None:
+        """The schema of the node `value` at `name`: its own `_target_`'s, or the group that
+        `name`'s annotation names (defaults: those of this node's default for it), else None."""
+        if not isinstance(value, dict):
+            return None
+        if "_target_" in value:
+            return _Schema.of(value)
+        hint = self.hints.get(name)
+        group = next((h for h in (hint, *typing.get_args(hint)) if isinstance(h, type) and dataclasses.is_dataclass(h)),
+                     None)
+        if group is None:
+            return None
+        default = self.defaults.get(name)
+        default = default if isinstance(default, group) else group()
+        fields = {f.name: getattr(default, f.name) for f in dataclasses.fields(group)}
+        return _Schema(f"{group.__module__}.{group.__qualname__}", list(fields), False, _hints(group), fields)
+
+
+    def holding(self, name: str) -> list[str]:
+        """[`group.name`] for the first group among this node's settings that has a setting
+        `name` (model.module.lr -> optimizer.lr), else []."""
+        for group in self.names:
+            inner = self.inner(group, {})
+            if inner is not None and name in inner.names:
+                return [f"{group}.{name}"]
+        return []
+
+
+def _hints(fn: Any) -> dict[str, Any]:
+    """fn's annotations, evaluated; none where they cannot be (a library's own forward references)."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unchecked then, as an annotation that is not plain data
+        return {}
 
 
 def check_command_keys(args: list[str], config_name: str = "train") -> None:
@@ -114,10 +178,20 @@ def check_command_keys(args: list[str], config_name: str = "train") -> None:
             node = OmegaConf.select(cfg, parent)
             if isinstance(node, DictConfig) and "_target_" in node:
                 values = OmegaConf.to_container(node, resolve=False)
-                values.setdefault(key[len(parent) + 1:].split(".")[0], None)
+                _add_key(values, key[len(parent) + 1:].split("."))
                 _check_keys(values, parent)
                 break
             parent = parent.rpartition(".")[0]
+
+
+def _add_key(values: dict, path: list[str]) -> None:
+    """The key at `path` (a.b.c) in `values` (None where it is missing), so that a misspelt key
+    inside a group's node (model.module.objective.scst.samplez) is checked where it would go."""
+    for name in path[:-1]:
+        values = values.get(name)
+        if not isinstance(values, dict):
+            return
+    values.setdefault(path[-1], None)
 
 
 _NOT_LISTED = re.compile(r"Could not override '([^']+)'")
@@ -153,59 +227,57 @@ def check_numbers(cfg: DictConfig) -> None:
     an infinity, with its default where a constructor gives one. Values are read as written
     (unresolved): an interpolation takes its number from a key that is checked itself."""
     values = OmegaConf.to_container(cfg, resolve=False)
-    for key, value, target in _floats(values, "", None):
+    for key, value, schema in _floats(values, "", None):
         if math.isfinite(value):
             continue
         what = "not a number (NaN)" if math.isnan(value) else "an infinity"
-        default = _default(target, key.rpartition(".")[2])
+        default = _default(schema, key.rpartition(".")[2])
         example = f", e.g. {key}={_show(default)} (the default)" if default is not None else ""
         raise ValueError(f"{key}={value}: must be a finite number, and this is {what}; no capgen setting gives "
                          f"NaN or an infinity a meaning (null means none or off where a setting allows it){example}.")
 
 
-def _floats(value: Any, key: str, target: str | None):
-    """(key, value, the _target_ of the node holding it) for every float in a container."""
+def _floats(value: Any, key: str, schema: _Schema | None):
+    """(key, value, the schema of the node holding it) for every float in a container."""
     if isinstance(value, dict):
-        target = value.get("_target_") if isinstance(value.get("_target_"), str) else None
         for name, item in value.items():
-            yield from _floats(item, f"{key}.{name}" if key else str(name), target)
+            inner = schema
+            if isinstance(item, dict):
+                try:  # only to offer a default in the message: a target that does not import offers none
+                    inner = schema.inner(name, item) if schema is not None else _Schema.of(item)
+                except Exception:  # noqa: BLE001
+                    inner = None
+            yield from _floats(item, f"{key}.{name}" if key else str(name), inner)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _floats(item, f"{key}[{i}]", target)
+            yield from _floats(item, f"{key}[{i}]", schema)
     elif isinstance(value, float):
-        yield key, value, target
+        yield key, value, schema
 
 
-def _default(target: str | None, name: str) -> Any:
-    """The finite number `target`'s constructor defaults argument `name` to, else None."""
-    if target is None:
-        return None
-    fn = get_object(target)
-    param = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn).parameters.get(name)
-    default = param.default if param is not None else None
+def _default(schema: _Schema | None, name: str) -> Any:
+    """The finite number the constructor or group of `schema` defaults setting `name` to, else None."""
+    default = schema.defaults.get(name) if schema is not None else None
     finite = isinstance(default, (int, float)) and not isinstance(default, bool) and math.isfinite(default)
     return default if finite else None
 
 
-def _check(values: dict, key: str) -> None:
-    target = values.get("_target_")
-    if not isinstance(target, str):
+def _check(values: dict, key: str, schema: _Schema | None = None) -> None:
+    schema = schema or _Schema.of(values)
+    if schema is None:
         return
-    fn = get_object(target)
-    init = fn.__init__ if inspect.isclass(fn) else fn
-    hints = typing.get_type_hints(init)
-    params = inspect.signature(init).parameters
     for name, value in values.items():
         if name.startswith("_"):
             continue
-        if isinstance(value, dict) and "_target_" in value:
-            _check(value, f"{key}.{name}")
+        inner = schema.inner(name, value)
+        if inner is not None:
+            _check(value, f"{key}.{name}", inner)
             continue
-        hint = hints.get(name)
+        hint = schema.hints.get(name)
         if hint is None or _fits(value, hint):
             continue
-        default = params[name].default if name in params else inspect.Parameter.empty
-        example = "" if default in (inspect.Parameter.empty, None) else f", e.g. {key}.{name}={_show(default)} (the default)"
+        default = schema.defaults.get(name)
+        example = "" if default is None else f", e.g. {key}.{name}={_show(default)} (the default)"
         raise ValueError(f"{key}.{name}={value!r}: must be {_describe(hint)}{example}.")
 
 

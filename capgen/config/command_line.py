@@ -10,7 +10,6 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from ..runs.lock import hold, record_holder
 from .argv import named_run_dir, output_dir_as_run_dir, quote_paths, require_writable_run_folder, with_run_data_choice
 from .checks import check_command_keys
-from .decode_group import upgrade_overrides
 from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV
 from .resume_argv import DDP_CHILD, resume_argv
@@ -33,29 +32,27 @@ def command_line(command: str, args: list[str]) -> list[str]:
        a sweep's overrides (`1_model=lstm,seed=2`) stays one path;
     2. output_dir_as_run_dir (train, eval, caption): paths.output_dir=X given as hydra.run.dir=X,
        so the whole run, .hydra/ included, lands in X;
-    3. upgrade_overrides (train): the decoding keys of earlier versions as decode settings;
-    4. the launch time (train, in the launching process, not a DDP child): set in the
+    3. the launch time (train, in the launching process, not a DDP child): set in the
        environment for the processes DDP starts, so that a sweep's folder has one name;
-    5. with_run_data_choice (eval): `data=<the run's data config>` when none is given, so that
+    4. with_run_data_choice (eval): `data=<the run's data config>` when none is given, so that
        Hydra accepts the run's own data.* keys;
-    6. require_writable_run_folder (all): a run folder that cannot be written, in one paragraph;
-    7. require_plugins, require_logger_packages (train): a missing Hydra plugin or logger
+    5. require_writable_run_folder (all): a run folder that cannot be written, in one paragraph;
+    6. require_plugins, require_logger_packages (train): a missing Hydra plugin or logger
        package, with its pip command;
-    8. the run folder's lock (train, global rank 0 only: DDP's processes and torchrun's or
+    7. the run folder's lock (train, global rank 0 only: DDP's processes and torchrun's or
        SLURM's other ranks write into its folder under its lock): a folder the command names
        that exists already is locked before resume_argv copies its .hydra/ aside and before
        Hydra writes into it (capgen.runs.lock), held until the process ends;
-    9. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked;
-    10. check_command_keys (train): a key no constructor takes (`model.decoder.hiden_dim=3`,
-        with + or not), refused before Hydra makes a run folder;
-    11. record_holder (train): accepted, so this process is named as the folder's writer.
+    8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked;
+    9. check_command_keys (train): a key no constructor takes (`model.decoder.hiden_dim=3`,
+       with + or not), refused before Hydra makes a run folder;
+    10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
     if command in PATH_KEYS and PATH_KEYS[command]:
         args = quote_paths(args, PATH_KEYS[command])
     if command in WHOLE_RUN_IN_OUTPUT_DIR:
         args = output_dir_as_run_dir(args)
     if command == "train":
-        args = upgrade_overrides(args)
         if not any(a.startswith(DDP_CHILD) for a in args):
             os.environ[LAUNCH_TIME_ENV] = str(time.time())
     if command == "eval":

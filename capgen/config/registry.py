@@ -5,7 +5,8 @@ adds two things:
 
 - Config nodes generated from constructor signatures, so that every constructor argument
   can be overridden without `+` while the YAML files state only what differs from its
-  default: `model/module: captioning` (CaptioningModule) and `data: _datamodule`
+  default: `model/module: captioning` (CaptioningModule, its groups of settings as nested
+  nodes: model.module.optimizer.lr, model.module.objective.scst.samples, ...) and `data: _datamodule`
   (CaptionDataModule), the bases the model and data configs start from; and from the
   fields of DecodeSettings, `decode: _settings` (the base of conf/decode/'s presets) and
   `decode: run` (capgen-eval's default: the run's own test decode).
@@ -120,12 +121,15 @@ def signature_node(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def _config_value(default: Any) -> Any:
-    """A constructor default as config data: a tuple as a list, a dataclass (a settings
-    object such as DecodeSettings) as the dict of its fields, so each field is a setting."""
-    if isinstance(default, tuple):
-        return list(default)
+    """A constructor default as config data: a tuple as a list, a dataclass (a group of
+    settings such as DecodeSettings or the module's ObjectiveSettings) as the dict of its
+    fields, nested ones included, so each field is a setting."""
     if dataclasses.is_dataclass(default) and not isinstance(default, type):
-        return dataclasses.asdict(default)
+        default = dataclasses.asdict(default)
+    if isinstance(default, dict):
+        return {k: _config_value(v) for k, v in default.items()}
+    if isinstance(default, (tuple, list)):
+        return [_config_value(v) for v in default]
     return default
 
 
@@ -142,8 +146,8 @@ def register() -> None:
     # net, vocab, net_config: built by capgen.commands.train.fit; vocab, encoder: handed over by it.
     # The run's monitor drives the plateau schedule too (oc.select: configs without a top-level
     # monitor, such as capgen-prepare's, still resolve).
-    module = {**signature_node(CaptioningModule, ("net", "vocab", "net_config")),
-              "monitor": "${oc.select:monitor,val/CIDEr}", "monitor_mode": "${oc.select:monitor_mode,max}"}
+    module = signature_node(CaptioningModule, ("net", "vocab", "net_config"))
+    module["scheduler"].update(monitor="${oc.select:monitor,val/CIDEr}", mode="${oc.select:monitor_mode,max}")
     store.store(group="model/module", name="captioning", node=module)
     store.store(group="data", name="_datamodule", node={**signature_node(CaptionDataModule, ("vocab", "encoder")), "seed": "${seed}"})
     for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.launch_time", launch_time),

@@ -24,7 +24,6 @@ from ..lightning.loggers import check_logger_packages
 from ..runs.checkpoint import UnreadableCheckpoint
 from ..runs.resume import NetworkMismatch, check_resume_checkpoint, check_run_dir, newest_loadable
 from .argv import command_overrides
-from .decode_group import upgrade_overrides
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def resume_argv(args: list[str]) -> list[str]:
         )
     check_run_dir(run)
     saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
-    own = [o.input_line for o in OverridesParser.create().parse_overrides(upgrade_overrides(saved))
+    own = [o.input_line for o in OverridesParser.create().parse_overrides(saved)
            if o.key_or_group not in ("resume", "ckpt_path") and not o.key_or_group.startswith("hydra.")]
     # Everything is checked before the first byte is written into the run: a refused resume
     # leaves the folder as it was, so the plain `resume=<run>` still works afterwards.

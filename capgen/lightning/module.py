@@ -14,13 +14,13 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config.decode_group import upgrade_hparams
 from ..data.datamodule import Batch, Scenes
 from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, default_metrics
 from ..metrics.captions import METRICS
@@ -35,28 +35,48 @@ from ..models.word_vectors import load_word_vectors
 from ..runs import provenance
 from ..runs.checkpoint import read_checkpoint, stamp
 from ..vocab import Vocabulary
-from . import compat
-from .recipes import check_recipe, lr_scheduler
+from . import compat, optimization
+from .groups import read_group
+from .objective import ObjectiveSettings
+from .optimization import OptimizerSettings, SchedulerSettings, check_scst_schedule
 
-# The default decoding: greedy every epoch (cheap), a beam of 3 for the test.
 log = logging.getLogger(__name__)
 
-VAL_DECODE = DecodeSettings()
-TEST_DECODE = DecodeSettings(method="beam", beam_size=3)
+
+@dataclass(frozen=True)
+class StageSettings:
+    """How an evaluation stage decodes and what it scores: `model.module.val` (every epoch) and
+    `model.module.test` (the best checkpoint, after fitting).
+
+    decode: DecodeSettings (capgen.models.search.settings), greedy for val (cheap every epoch),
+        a beam of 3 for the test; with n_best > 1 each image's first caption is the one scored.
+    metrics: val's are computed every epoch, so they are the cheap ones; null (the test's
+        default): every score that can run here (capgen.metrics.default_metrics).
+    """
+
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    metrics: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decode", DecodeSettings.from_config(self.decode))  # a mapping of its keys, too
+        if self.metrics is not None:
+            object.__setattr__(self, "metrics", tuple(self.metrics))  # a config gives a list
 
 
-def check_optimisation(lr: float, encoder_lr: float | None, weight_decay: float, warmup_steps: int, alpha_c: float) -> None:
-    """The optimisation settings are in range (their types are checked against the annotations
-    at start-up: capgen.config.checks)."""
-    rules = (("lr", lr, lr > 0 and math.isfinite(lr), "a positive number, e.g. 2e-3"),
-             ("encoder_lr", encoder_lr, encoder_lr is None or (encoder_lr > 0 and math.isfinite(encoder_lr)),
-              "a positive number, or null for model.module.lr"),
-             ("weight_decay", weight_decay, weight_decay >= 0 and math.isfinite(weight_decay), "at least 0, e.g. 0.0"),
-             ("warmup_steps", warmup_steps, warmup_steps >= 0, "at least 0 (0: no warm-up)"),
-             ("alpha_c", alpha_c, alpha_c >= 0 and math.isfinite(alpha_c), "at least 0 (0: no attention regularisation)"))
-    for name, value, ok, fix in rules:
-        if not ok:
-            raise ValueError(f"model.module.{name}={value}: must be {fix}")
+# The groups' defaults (a group's config node is generated from them: capgen.config.registry).
+OPTIMIZER, SCHEDULER, OBJECTIVE = OptimizerSettings(), SchedulerSettings(), ObjectiveSettings()
+VAL = StageSettings(metrics=("BLEU", "CIDEr"))
+TEST = StageSettings(decode=DecodeSettings(method="beam", beam_size=3))
+
+
+def _read_stage(default: StageSettings, given: StageSettings | Mapping[str, Any], stage: str) -> StageSettings:
+    """read_group for a stage, whose decode errors name model.module.<stage>.decode.<key>."""
+    where = f"model.module.{stage}"
+    if isinstance(given, Mapping):
+        given = OmegaConf.to_container(given, resolve=True) if isinstance(given, DictConfig) else dict(given)
+        if "decode" in given:
+            given["decode"] = DecodeSettings.from_config(given["decode"], f"{where}.decode")
+    return read_group(default, given, where)
 
 
 class CaptioningModule(L.LightningModule):
@@ -65,102 +85,52 @@ class CaptioningModule(L.LightningModule):
         net: Captioner,
         vocab: Vocabulary,
         net_config: dict | None = None,
-        lr: float = 2e-3,
-        encoder_lr: float | None = None,
-        weight_decay: float = 0.0,
-        scheduler: Literal["none", "cosine", "step", "plateau"] = "cosine",
-        warmup_steps: int = 100,
-        alpha_c: float = 1.0,
-        val_decode: Mapping[str, Any] | DecodeSettings = VAL_DECODE,
-        test_decode: Mapping[str, Any] | DecodeSettings = TEST_DECODE,
-        val_metrics: Sequence[str] = ("BLEU", "CIDEr"),
-        test_metrics: Sequence[str] | None = None,
+        optimizer: OptimizerSettings | Mapping[str, Any] = OPTIMIZER,
+        scheduler: SchedulerSettings | Mapping[str, Any] = SCHEDULER,
+        objective: ObjectiveSettings | Mapping[str, Any] = OBJECTIVE,
+        val: StageSettings | Mapping[str, Any] = VAL,
+        test: StageSettings | Mapping[str, Any] = TEST,
         tokenizer: str = "python",
-        objective: Literal["xe", "scst"] = "xe",
-        scst_samples: int = 5,
-        scst_baseline: Literal["greedy", "mean"] = "mean",
-        scst_max_len: int | None = None,
-        scst_from_epoch: int = 0,
-        scst_lr: float = 5e-5,
-        lr_decay: float = 0.1,
-        lr_step_epochs: int = 10,
-        lr_patience: int = 2,
-        monitor: str = "val/CIDEr",
-        monitor_mode: Literal["max", "min"] = "max",
-        label_smoothing: float = 0.0,
-        scheduled_sampling: float = 0.0,
-        scheduled_sampling_start: int = 0,
-        scheduled_sampling_ramp: int = 1,
         word_vectors: str | None = None,
         freeze_word_vectors: bool = False,
     ):
-        """val_decode and test_decode: how validation (greedy by default, cheap every epoch)
-        and the test (beam 3) decode, as DecodeSettings or their keys (missing ones at their
-        defaults); with n_best > 1 the first caption of each image is scored. val_metrics are
-        computed every epoch, so they are the cheap ones; test_metrics default to every score
-        that can run here (capgen.metrics.default_metrics). tokenizer: "python" (capgen's,
-        token for token equal to the official one on real captions and no JVM start per
-        evaluation), "java" (the official PTBTokenizer) or "auto".
-
-        objective: "xe" (cross-entropy) or "scst" (self-critical sequence training,
-        capgen.models.scst): from epoch `scst_from_epoch` on (the epochs before it train with
-        cross-entropy, so one run can chain both), each image gets `scst_samples` sampled
-        captions of at most `scst_max_len` words (None: the vocabulary's max_len), rewarded
-        with CIDEr-D against its training references, against the `scst_baseline` (mean:
-        the image's other samples; greedy: its greedy caption). The SCST epochs run at the
-        constant learning rate `scst_lr` (every parameter group's rate scaled by scst_lr / lr,
-        so the encoder keeps its ratio); the epochs before them follow `scheduler` as a run
-        of scst_from_epoch epochs would.
-
-        Recipe options (defaults: off): scheduler step/plateau with lr_decay, lr_step_epochs,
-        lr_patience and the run's monitor/monitor_mode (capgen.lightning.recipes);
-        label_smoothing of the training cross-entropy (val/loss stays the plain one);
-        scheduled_sampling, the highest probability of feeding the model's own previous word,
-        reached linearly over scheduled_sampling_ramp epochs from epoch scheduled_sampling_start
-        (capgen.models.scheduled_sampling); word_vectors, a GloVe-format file for the decoder's
-        word embedding, frozen or fine-tuned (capgen.models.word_vectors)."""
+        """optimizer, scheduler (capgen.lightning.optimization), objective
+        (capgen.lightning.objective), val and test (StageSettings): each a group of settings, or
+        a mapping of some of its keys (the others at the argument's default). tokenizer: how
+        the scores tokenize captions: "python" (capgen's, token for token equal to the
+        official one on real captions and no JVM start per evaluation), "java" (the official
+        PTBTokenizer) or "auto". word_vectors: a GloVe-format file for the decoder's word
+        embedding, frozen (freeze_word_vectors) or fine-tuned (capgen.models.word_vectors)."""
         super().__init__()
         # {data, source} of the training data, set by capgen.commands.train.fit and saved in every
         # checkpoint; trained_on: what a checkpoint read back says (from_checkpoint).
         self.training_data: dict[str, str] | None = None
         self.trained_on: provenance.TrainedOn | None = None
-        if objective not in ("xe", "scst"):
-            raise ValueError(f"model.module.objective={objective!r}: use xe (cross-entropy) or scst (self-critical)")
-        scst.check_scst_settings(scst_samples, scst_baseline, scst_max_len)
-        if isinstance(scst_from_epoch, bool) or not isinstance(scst_from_epoch, int) or scst_from_epoch < 0:
-            raise ValueError(f"model.module.scst_from_epoch={scst_from_epoch!r}: the first self-critical epoch, a whole "
-                             "number of at least 0 (0: from the start, e.g. after init_from=<an XE run>)")
-        if not isinstance(scst_lr, (int, float)) or not scst_lr > 0:
-            raise ValueError(f"model.module.scst_lr={scst_lr!r}: the learning rate of the self-critical epochs, a "
-                             "positive number (5e-5 in the reference recipe)")
-        if objective == "scst" and scheduler in ("step", "plateau"):
-            raise ValueError(f"model.module.scheduler={scheduler}: the self-critical epochs (objective=scst) run at the "
-                             "constant model.module.scst_lr; use scheduler=cosine or none for the epochs before them")
-        check_optimisation(lr, encoder_lr, weight_decay, warmup_steps, alpha_c)
-        check_recipe(scheduler, lr_decay, lr_step_epochs, lr_patience, monitor_mode, label_smoothing, scheduled_sampling,
-                     scheduled_sampling_start, scheduled_sampling_ramp)
-        for name, chosen in (("val_metrics", val_metrics), ("test_metrics", test_metrics or ())):
-            unknown = [m for m in chosen if m not in METRICS]
+        self.optimizer_settings = read_group(OPTIMIZER, optimizer, "model.module.optimizer")
+        self.scheduler_settings = read_group(SCHEDULER, scheduler, "model.module.scheduler")
+        self.objective = read_group(OBJECTIVE, objective, "model.module.objective")
+        check_scst_schedule(self.objective, self.scheduler_settings)
+        stages = {"val": _read_stage(VAL, val, "val"), "test": _read_stage(TEST, test, "test")}
+        for stage, settings in stages.items():
+            unknown = [m for m in settings.metrics or () if m not in METRICS]
             if unknown:
-                raise ValueError(f"model.module.{name}={list(chosen)}: unknown metric(s) {unknown}; choose from {list(METRICS)}")
-        # Checked at start-up, not at the first validation; errors name model.module.<stage>_decode.<key>.
-        given = {"val": val_decode, "test": test_decode}
-        self.decoding: dict[str, DecodeSettings] = {}  # "val", "test" -> settings, max_len given
-        for stage, node in given.items():
-            where = f"model.module.{stage}_decode"
-            given[stage] = DecodeSettings.from_config(node, where)
-            self.decoding[stage] = given[stage].with_max_len(vocab.max_len, where)
-        # Plain data only, so checkpoints load with weights_only (Hydra passes ListConfig/DictConfig).
-        val_decode, test_decode = dataclasses.asdict(given["val"]), dataclasses.asdict(given["test"])
+                raise ValueError(f"model.module.{stage}.metrics={list(settings.metrics)}: unknown metric(s) {unknown}; "
+                                 f"choose from {list(METRICS)}")
+        # "val", "test" -> how each decodes, max_len given; checked at start-up, not at the first validation
+        self.decoding: dict[str, DecodeSettings] = {
+            stage: settings.decode.with_max_len(vocab.max_len, f"model.module.{stage}.decode")
+            for stage, settings in stages.items()}
+        # The hyper-parameters as plain data, so checkpoints load with weights_only.
+        optimizer, scheduler, objective = (dataclasses.asdict(g) for g in (
+            self.optimizer_settings, self.scheduler_settings, self.objective))
+        val, test = dataclasses.asdict(stages["val"]), dataclasses.asdict(stages["test"])
         if isinstance(net_config, DictConfig):
             net_config = OmegaConf.to_container(net_config, resolve=True)
-        val_metrics = tuple(val_metrics)
-        test_metrics = tuple(test_metrics) if test_metrics is not None else None
         # net and vocab are live objects: the checkpoint keeps net_config and the vocabulary instead.
         self.save_hyperparameters(ignore=["net", "vocab"])
         self.net, self.vocab = net, vocab
-        self.val_scores = CaptionScores(vocab, metrics=val_metrics, tokenizer=tokenizer)
-        self.test_scores = CaptionScores(vocab, metrics=test_metrics or default_metrics(), tokenizer=tokenizer)
+        self.val_scores = CaptionScores(vocab, metrics=stages["val"].metrics or default_metrics(), tokenizer=tokenizer)
+        self.test_scores = CaptionScores(vocab, metrics=stages["test"].metrics or default_metrics(), tokenizer=tokenizer)
         self.eval_loss = torch.nn.ModuleDict({"val": ImageMeanLoss(), "test": ImageMeanLoss()})
         # test/grounding: attention models on data with known object boxes (shapes), see set_scenes
         self.test_grounding = GroundingScores()
@@ -184,7 +154,7 @@ class CaptioningModule(L.LightningModule):
 
     @property
     def uses_scst(self) -> bool:
-        return self.hparams.objective == "scst"
+        return self.objective.uses_scst
 
     def set_scenes(self, scenes: Scenes | None) -> None:
         """The test split's scenes, for test/grounding (attention models only; None: no score)."""
@@ -213,8 +183,7 @@ class CaptioningModule(L.LightningModule):
         """The module a capgen checkpoint holds, on the CPU (capgen.runs.checkpoint says
         what is checked; errors name `setting`=path)."""
         ckpt = read_checkpoint(path, setting)
-        hparams = upgrade_hparams(ckpt.hparams)  # a checkpoint of an older capgen: its beam sizes as decode settings
-        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **hparams)
+        module = cls(net=build_captioner(ckpt.net_config, len(ckpt.vocab)), vocab=ckpt.vocab, **ckpt.hparams)
         module.trained_on = ckpt.trained
         try:
             module.load_state_dict(ckpt.state_dict)
@@ -233,9 +202,8 @@ class CaptioningModule(L.LightningModule):
 
     def sampling_probability(self) -> float:
         """Scheduled sampling's probability in the current epoch (0: teacher forcing)."""
-        hp = self.hparams
-        return sampling_probability(self.current_epoch, hp.scheduled_sampling, hp.scheduled_sampling_start,
-                                    hp.scheduled_sampling_ramp)
+        s = self.objective.scheduled_sampling
+        return sampling_probability(self.current_epoch, s.probability, s.start, s.ramp)
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
@@ -246,32 +214,31 @@ class CaptioningModule(L.LightningModule):
                 self.log("train/sampling_prob", p, batch_size=len(batch.images))
         else:
             logits, alphas = self.net(batch.images, inputs)  # teacher forcing, the decoders' fast path
-        xent = caption_loss(logits, targets, self.vocab.pad_id, self.hparams.label_smoothing)
-        if alphas is None or self.hparams.alpha_c == 0:
+        xent = caption_loss(logits, targets, self.vocab.pad_id, self.objective.label_smoothing)
+        if alphas is None or self.objective.alpha_c == 0:
             return xent, xent
         reg = doubly_stochastic(alphas, targets != self.vocab.pad_id)
-        return xent + self.hparams.alpha_c * reg, xent
+        return xent + self.objective.alpha_c * reg, xent
 
     def on_train_start(self) -> None:
         if self.uses_scst and self.reward is None:
             raise ValueError(
-                "model.module.objective=scst: the module has no training references to reward its samples with; give "
+                "model.module.objective.name=scst: the module has no training references to reward its samples with; give "
                 "them with module.set_train_references(datamodule.references('train')) (capgen-train does)"
             )
         self._said_scst = False
 
     def on_train_epoch_start(self) -> None:
         # One log line when the recipe turns self-critical (or the run starts, or resumes, past that epoch).
-        hp = self.hparams
-        if self.uses_scst and self.current_epoch >= hp.scst_from_epoch and not self._said_scst:
-            before = f"after {hp.scst_from_epoch} cross-entropy epoch(s)" if hp.scst_from_epoch else "from the start"
+        sc = self.objective.scst
+        if self.objective.scst_at(self.current_epoch) and not self._said_scst:
+            before = f"after {sc.from_epoch} cross-entropy epoch(s)" if sc.from_epoch else "from the start"
             log.info("epoch %d: self-critical training (SCST) from epoch %d on, %s: %d samples per image, baseline %s, "
-                     "lr %g", self.current_epoch, hp.scst_from_epoch, before, hp.scst_samples, hp.scst_baseline,
-                     hp.scst_lr)
+                     "lr %g", self.current_epoch, sc.from_epoch, before, sc.samples, sc.baseline, sc.lr)
             self._said_scst = True
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        if self.uses_scst and self.current_epoch >= self.hparams.scst_from_epoch:
+        if self.objective.scst_at(self.current_epoch):
             return self._self_critical_step(batch)
         loss, xent = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.images))
@@ -279,12 +246,12 @@ class CaptioningModule(L.LightningModule):
         return loss
 
     def _self_critical_step(self, batch: Batch) -> torch.Tensor:
-        hp = self.hparams
+        sc = self.objective.scst
         if self.reward.device != self.device:
             self.reward.to(self.device)
         out = scst.self_critical_step(
             self.net, batch.images, batch.image_ids, self.reward, self.vocab.start_id, self.vocab.end_id,
-            hp.scst_max_len or self.vocab.max_len, hp.scst_samples, hp.scst_baseline,
+            sc.max_len or self.vocab.max_len, sc.samples, sc.baseline,
         )
         words = ((out.tokens != self.vocab.pad_id) & (out.tokens != self.vocab.end_id)).sum(1)
         B = len(batch.images)
@@ -300,7 +267,7 @@ class CaptioningModule(L.LightningModule):
 
     def generate(self, images: torch.Tensor, decode: DecodeSettings | None = None,
                  generator: torch.Generator | None = None) -> DecodeResult | NBestResult:
-        """Captions for a batch (capgen.models.search.decode): as `decode` says, else as the
+        """Captions for a batch (capgen.models.decoding.decode): as `decode` says, else as the
         stage decodes (the test's settings while testing, else validation's), sampling from
         `generator`, else from the evaluation's own (seeded at its start with decode.seed)."""
         if decode is None:
@@ -379,38 +346,10 @@ class CaptioningModule(L.LightningModule):
 
     # ----- optimisation -----------------------------------------------------------------
     def configure_optimizers(self):
-        hp = self.hparams
-        groups = [
-            {"params": [p for p in self.net.decoder.parameters() if p.requires_grad], "lr": hp.lr},
-            {"params": [p for p in self.net.encoder.parameters() if p.requires_grad], "lr": hp.encoder_lr or hp.lr},
-        ]
-        groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
-        if not self.uses_scst:
-            total = self.trainer.estimated_stepping_batches if hp.scheduler == "cosine" else None
-            scheduler = lr_scheduler(optimizer, hp, total)
-            return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
-        # SCST: the schedule (cosine or none) spans the cross-entropy epochs only, then scst_lr holds.
-        # estimated_stepping_batches loads the training data when the trainer has not yet, so the
-        # batches per epoch are known after it (num_training_batches is inf until then).
-        run_steps = self.trainer.estimated_stepping_batches
-        per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
-        # the first self-critical step; a run that ends before it (trainer.max_steps) spans its own steps
-        scst_from = total = min(hp.scst_from_epoch * per_epoch, run_steps)
-        warmup = min(hp.warmup_steps, max(total - 1, 0))
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine to zero; SCST: constant scst_lr
-            if step >= scst_from:
-                return hp.scst_lr / hp.lr
-            if hp.scheduler == "none":
-                return 1.0
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # None without a trainer (a benchmark's optimizer step): only the cosine and SCST schedules read it
+        trainer = compat.attached_trainer(self)
+        return optimization.configure_optimizers(self.net, trainer, self.optimizer_settings, self.scheduler_settings,
+                                                 self.objective)
 
 
 class NBestCaptions(PerImageMetric):

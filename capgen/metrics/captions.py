@@ -309,7 +309,7 @@ def default_metrics() -> tuple[str, ...]:
         return ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
     if not _spice_noted:
         log.info("SPICE is not scored: its Stanford CoreNLP models are not installed here (name SPICE in the test's "
-                 "metrics, e.g. model.module.test_metrics=[BLEU,METEOR,ROUGE-L,CIDEr,SPICE], to be told how to get them)")
+                 "metrics, e.g. model.module.test.metrics=[BLEU,METEOR,ROUGE-L,CIDEr,SPICE], to be told how to get them)")
         _spice_noted = True
     return ("BLEU", "METEOR", "ROUGE-L", "CIDEr")
 

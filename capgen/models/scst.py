@@ -52,7 +52,7 @@ class SelfCriticalStep(NamedTuple):
     logprob: torch.Tensor  # (N,) their summed log-probabilities, with gradients
 
 
-def check_scst_settings(samples: int, baseline: str, max_len: int | None, prefix: str = "model.module.scst_") -> None:
+def check_scst_settings(samples: int, baseline: str, max_len: int | None, prefix: str = "model.module.objective.scst.") -> None:
     """Errors naming the setting, for start-up."""
     if baseline not in BASELINES:
         raise ValueError(f"{prefix}baseline={baseline!r}: use greedy (the greedy caption's reward) or mean (the mean "

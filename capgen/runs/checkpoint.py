@@ -27,7 +27,9 @@ from .provenance import TrainedOn, trained_on
 
 # The layout of a capgen checkpoint: Lightning's keys plus "vocab" and hyper_parameters with
 # "net_config". Raise it when that layout changes so that older code refuses newer files.
-CHECKPOINT_FORMAT = 1
+# Format 2 keeps the module's settings in groups (optimizer, scheduler, objective, val, test);
+# files of format 1 (flat settings) are refused, as capgen has no release that wrote them.
+CHECKPOINT_FORMAT = 2
 FORMAT_KEY = "capgen"
 
 
@@ -44,8 +46,14 @@ def check_format(checkpoint: dict[str, Any], path: str | os.PathLike, setting: s
             "a checkpoint from a capgen-train run (<run>/checkpoints/*.ckpt)."
         )
     fmt, version = info.get("format"), info.get("version", "unknown")
-    if isinstance(fmt, int) and 1 <= fmt <= CHECKPOINT_FORMAT:
+    if fmt == CHECKPOINT_FORMAT:
         return
+    if isinstance(fmt, int) and 1 <= fmt < CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{setting}={path}: this checkpoint was written by capgen {version} in checkpoint format {fmt}, an earlier "
+            f"layout of the module's settings that this capgen ({__version__}) no longer reads (it reads format "
+            f"{CHECKPOINT_FORMAT}). Evaluate or resume it with the capgen that wrote it, or train a new run with this one."
+        )
     raise ValueError(
         f"{setting}={path}: this checkpoint was written by capgen {version} in checkpoint format {fmt!r}, "
         f"but this capgen ({__version__}) reads format {CHECKPOINT_FORMAT}. Use the capgen version that wrote "

@@ -3,7 +3,7 @@
 Unlike a resume (`resume=`, `ckpt_path=`: the same run continues with its optimizer,
 schedule, epoch count and folder), `init_from` starts a new run in a new folder with a new
 optimizer, schedule and epoch count, from the network weights alone: e.g. self-critical
-training (model.module.objective=scst) after a cross-entropy run. The run keeps the
+training (model.module.objective.name=scst) after a cross-entropy run. The run keeps the
 checkpoint's vocabulary (its word ids are the network's), and its network settings (model=...
 and model.* overrides) must build the checkpoint's network; that is checked before anything
 is built. A run folder stands for its best checkpoint (as summary.json names it).

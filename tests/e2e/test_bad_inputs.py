@@ -202,10 +202,10 @@ def test_a_checkpoint_that_does_not_fit_is_refused_by_eval_caption_and_resume(ls
     photo = tmp_path / "photo.png"
     Image.new("RGB", (40, 30), (200, 30, 30)).save(photo)
     with pytest.raises(ValueError) as err:
-        run_eval(out, f"ckpt_path={ckpt}", "beam_size=1")
+        run_eval(out, f"ckpt_path={ckpt}", "decode=greedy")
     assert str(ckpt) in one_paragraph(err) and eval_says in str(err.value)
     with pytest.raises(ValueError) as err:
-        run_caption(out, f"ckpt_path={ckpt}", f"images={photo}", "beam_size=1")
+        run_caption(out, f"ckpt_path={ckpt}", f"images={photo}", "decode=greedy")
     assert str(ckpt) in one_paragraph(err) and eval_says in str(err.value)
     with pytest.raises(ValueError) as err:
         resume_from(make_cfg, ckpt)
@@ -219,8 +219,8 @@ def test_a_truncated_checkpoint_is_refused_by_eval_caption_and_resume(lstm_run, 
     ckpt.write_bytes(data[: len(data) // 2])  # a copy that stopped half-way
     out = earlier_output(tmp_path)
     before = snapshot(out)
-    for call in (lambda: run_eval(out, f"ckpt_path={ckpt}", "beam_size=1"),
-                 lambda: run_caption(out, f"ckpt_path={ckpt}", f"images={out / 'metrics.json'}", "beam_size=1")):
+    for call in (lambda: run_eval(out, f"ckpt_path={ckpt}", "decode=greedy"),
+                 lambda: run_caption(out, f"ckpt_path={ckpt}", f"images={out / 'metrics.json'}", "decode=greedy")):
         with pytest.raises(ValueError) as err:
             call()
         assert "not a" in one_paragraph(err)
@@ -260,10 +260,10 @@ def test_caption_of_a_folder_without_images_or_a_text_file_keeps_earlier_outputs
     notes.write_text("a caption\n")
     ckpt = lstm_run / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError) as err:
-        run_caption(out, f"ckpt_path={ckpt}", f"images={empty}", "beam_size=1")
+        run_caption(out, f"ckpt_path={ckpt}", f"images={empty}", "decode=greedy")
     assert "no images in this folder" in one_paragraph(err) and "accepted extensions" in str(err.value)
     with pytest.raises(ValueError) as err:
-        run_caption(out, f"ckpt_path={ckpt}", f"images={notes}", "beam_size=1")
+        run_caption(out, f"ckpt_path={ckpt}", f"images={notes}", "decode=greedy")
     assert "not an image file" in one_paragraph(err)
     assert snapshot(out) == before
 
@@ -274,7 +274,7 @@ def test_caption_of_a_corrupt_image_among_good_ones_names_it_in_its_row_and_capt
     Image.new("RGB", (40, 30), (250, 0, 0)).save(photos / "good.png")
     shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], photos / "broken.jpg")
     out = tmp_path / "out"
-    broken, good = run_caption(out, f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", f"images={photos}", "beam_size=1")
+    broken, good = run_caption(out, f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", f"images={photos}", "decode=greedy")
     message = broken["error"]
     assert "\n" not in message.strip(), message  # one paragraph
     assert str(photos / "broken.jpg") in message and "corrupt or truncated" in message and "images=" in message
@@ -291,7 +291,7 @@ def test_tiny_and_huge_images_are_captioned(lstm_run, tmp_path):
     Image.new("RGB", (1, 1), (250, 0, 0)).save(photos / "dot.png")
     # 10,000 x 10,000 (100 Mpixel, past PIL's 89 Mpixel warning but under its 179 Mpixel refusal).
     Image.fromarray(np.full((10_000, 10_000, 3), 90, dtype=np.uint8)).save(photos / "huge.png", compress_level=1)
-    rows = run_caption(tmp_path / "out", f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", f"images={photos}", "beam_size=1")
+    rows = run_caption(tmp_path / "out", f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", f"images={photos}", "decode=greedy")
     assert [Path(r["path"]).name for r in rows] == ["dot.png", "huge.png"]
     assert all(isinstance(r["caption"], str) and r["logprob"] <= 0 for r in rows)
 
@@ -306,11 +306,11 @@ def test_a_bad_setting_is_one_paragraph_on_the_console_and_in_summary_json(tmp_p
     error.txt keeps it), the exit status is 1, and nothing but the run's records is written.
     The folder is named by paths.output_dir, so its .hydra/ lands there too (capgen.config.argv)."""
     run = tmp_path / "run"
-    done = capgen("train", "debug=fast", "model.module.lr=abc", f"paths.output_dir={run}", cwd=tmp_path,
+    done = capgen("train", "debug=fast", "model.module.optimizer.lr=abc", f"paths.output_dir={run}", cwd=tmp_path,
                   env={"HYDRA_FULL_ERROR": "0"})
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("capgen-train: ValueError: model.module.lr='abc': must be a number"), done.stderr
+    assert last.startswith("capgen-train: ValueError: model.module.optimizer.lr='abc': must be a number"), done.stderr
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in run.iterdir()) == [".hydra", ".lock", "error.txt", "summary.json", "train.log"]
     assert "Traceback" in (run / "error.txt").read_text()
@@ -324,7 +324,7 @@ def test_hydra_flags_with_values_work(tmp_path):
 
 
 @pytest.mark.parametrize("command, args, says", [
-    ("eval", ["beam_size=0"], "capgen-eval: ValueError: beam_size=0"),
+    ("eval", ["decode.beam_size=0"], "capgen-eval: ValueError: decode.beam_size=0"),
     ("caption", ["images=no_such_folder"], "capgen-caption: "),
 ])
 def test_eval_and_caption_failures_end_with_one_paragraph_and_keep_the_traceback(lstm_run, tmp_path, command, args, says):

@@ -5,7 +5,7 @@ The shared test config is cheap by default: tiny shapes data (`debug=fast`), no 
 caption-sample figures and no Java metrics (METEOR and SPICE each start a JVM). A test that
 asserts on one of these asks for it: `rich=True` keeps everything capgen-train does by
 default, and an override of one of the keys below (`logger=tensorboard`,
-`callbacks.caption_samples.num_samples=2`, `model.module.test_metrics=[...]`) keeps that one.
+`callbacks.caption_samples.num_samples=2`, `model.module.test.metrics=[...]`) keeps that one.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SIZES = "data.source.sizes={train:64,val:16,test:16}"
 CHEAP = {
     "logger": "logger=[]",
     "callbacks.caption_samples.num_samples": "callbacks.caption_samples.num_samples=0",
-    "model.module.test_metrics": "model.module.test_metrics=[BLEU,ROUGE-L,CIDEr]",
+    "model.module.test.metrics": "model.module.test.metrics=[BLEU,ROUGE-L,CIDEr]",
 }
 
 

@@ -21,9 +21,8 @@ PRIVATE_LIGHTNING = re.compile(
 # The library (capgen's top-level modules and these folders) is usable without a Trainer.
 LIBRARY = ("data", "models", "metrics")
 LAYERS = ("library", "runs", "lightning", "config", "commands", "cli")
-# The one import up the layers: CaptioningModule.from_checkpoint reads checkpoints written with
-# the old decoding keys through capgen.config.decode_group.upgrade_hparams; it goes with that upgrade.
-UPWARD_IMPORTS = {("lightning/module.py", "config")}
+# No import goes up the layers.
+UPWARD_IMPORTS: set[tuple[str, str]] = set()
 
 
 def sources(*parts: str) -> dict[str, str]:

@@ -3,9 +3,10 @@ anything is written (capgen.commands.train.fit.check_train_config). Each setting
 (its constructor checks that); together they would make a run that does not do what it says,
 and finishes as if it had:
 
-- a phase that starts after the last epoch: self-critical training (objective=scst from
-  scst_from_epoch), scheduled sampling (from scheduled_sampling_start), the first cut of the
-  step schedule (lr_step_epochs): the run would complete as a run without it;
+- a phase that starts after the last epoch: self-critical training (objective.name=scst from
+  objective.scst.from_epoch), scheduled sampling (from objective.scheduled_sampling.start), the
+  first cut of the step schedule (scheduler.step_epochs): the run would complete as a run
+  without it;
 - a monitor that no epoch logs: the best checkpoint, the best epoch's metrics, early
   stopping and the plateau schedule each wait for their metric; a val/* one is never
   logged when no epoch validates;
@@ -20,9 +21,9 @@ and finishes as if it had:
 from __future__ import annotations
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ...metrics.captions import METRICS
+from ...metrics.captions import METRICS, default_metrics
 
 # Words of a sampled caption that, with its <end>, make one 4-gram: CIDEr-D scores n-grams 1-4.
 SCST_MIN_LEN = 3
@@ -39,12 +40,13 @@ def check_consistency(cfg: DictConfig) -> None:
     epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
     _check_phases(module, epochs)
     _check_monitors(cfg, _unvalidated_epochs(trainer, epochs))
-    max_len = module.get("scst_max_len")
-    if module.objective == "scst" and max_len is not None and max_len < SCST_MIN_LEN:
+    max_len = module.objective.scst.max_len
+    if module.objective.name == "scst" and max_len is not None and max_len < SCST_MIN_LEN:
         raise ValueError(
-            f"model.module.scst_max_len={max_len}: a sampled caption of at most {max_len} words and its <end> holds no "
-            f"4-gram, so CIDEr-D's 4-gram part of the reward could never be earned; give "
-            f"model.module.scst_max_len>={SCST_MIN_LEN} (16 in the reference recipe), or null for the vocabulary's max_len."
+            f"model.module.objective.scst.max_len={max_len}: a sampled caption of at most {max_len} words and its <end> "
+            f"holds no 4-gram, so CIDEr-D's 4-gram part of the reward could never be earned; give "
+            f"model.module.objective.scst.max_len>={SCST_MIN_LEN} (16 in the reference recipe), or null for the "
+            "vocabulary's max_len."
         )
 
 
@@ -60,16 +62,17 @@ def _check_phases(module: DictConfig, epochs: int | None) -> None:
     if epochs is None:  # max_epochs null or -1: the run ends by steps or time, not at a known epoch
         return
     phases = []
-    if module.objective == "scst":
-        phases.append(("scst_from_epoch", "self-critical training (objective=scst)", "a cross-entropy run"))
-    if module.scheduled_sampling > 0:
-        phases.append(("scheduled_sampling_start", f"scheduled sampling (scheduled_sampling={module.scheduled_sampling})",
-                       "a teacher-forced run"))
-    if module.scheduler == "step":
-        phases.append(("lr_step_epochs", "the first cut of the step schedule (scheduler=step)",
-                       "a run at the constant model.module.lr"))
+    objective, sampling = module.objective, module.objective.scheduled_sampling
+    if objective.name == "scst":
+        phases.append(("objective.scst.from_epoch", "self-critical training (objective.name=scst)", "a cross-entropy run"))
+    if sampling.probability > 0:
+        phases.append(("objective.scheduled_sampling.start",
+                       f"scheduled sampling (scheduled_sampling.probability={sampling.probability})", "a teacher-forced run"))
+    if module.scheduler.name == "step":
+        phases.append(("scheduler.step_epochs", "the first cut of the step schedule (scheduler.name=step)",
+                       "a run at the constant model.module.optimizer.lr"))
     for key, what, instead in phases:
-        start = module[key]
+        start = OmegaConf.select(module, key)
         if start >= epochs:
             raise ValueError(
                 f"model.module.{key}={start}{_recipe()} with trainer.max_epochs={epochs}: {what} would start after the "
@@ -96,13 +99,14 @@ def _unvalidated_epochs(trainer: DictConfig, epochs: int | None) -> str | None:
 def _check_monitors(cfg: DictConfig, unvalidated: str | None) -> None:
     """Every monitor names a metric some epoch logs; the plateau schedule gets it every epoch."""
     module = cfg.model.module
-    val_metrics = list(module.val_metrics)
+    val_metrics = list(module.val.metrics) if module.val.metrics is not None else list(default_metrics())
     if any(m not in METRICS for m in val_metrics):
         return  # CaptioningModule names the unknown ones
     logged = ["val/loss", *(f"val/{name}" for m in val_metrics for name in METRICS[m]), "train/loss", "train/xent"]
     # each monitor with the setting that says which way is better for it
     monitors = {"monitor": (cfg.monitor, "monitor_mode", cfg.monitor_mode),
-                "model.module.monitor": (module.get("monitor"), "model.module.monitor_mode", module.get("monitor_mode"))}
+                "model.module.scheduler.monitor": (module.scheduler.get("monitor"), "model.module.scheduler.mode",
+                                                   module.scheduler.get("mode"))}
     for name, node in (cfg.get("callbacks") or {}).items():
         if isinstance(node, DictConfig) and node.get("monitor") is not None:
             if name == "early_stopping" and node.get("patience") is None:
@@ -121,7 +125,7 @@ def _check_monitors(cfg: DictConfig, unvalidated: str | None) -> None:
         if metric not in logged:
             raise ValueError(
                 f"{key}={metric!r}: no epoch of this run logs it, so no checkpoint could be chosen as the best. "
-                f"Use one of {', '.join(logged)} (val/* scores come from model.module.val_metrics)."
+                f"Use one of {', '.join(logged)} (val/* scores come from model.module.val.metrics)."
             )
         if unvalidated and metric.startswith("val/") and "no epoch validates" in unvalidated:
             raise ValueError(
@@ -129,9 +133,9 @@ def _check_monitors(cfg: DictConfig, unvalidated: str | None) -> None:
                 f"checkpoint, early stopping, the plateau schedule). Let epochs validate, or judge the run by its "
                 f"training loss: monitor=train/loss monitor_mode=min."
             )
-    if module.scheduler == "plateau" and unvalidated:
+    if module.scheduler.name == "plateau" and unvalidated:
         raise ValueError(
-            f"model.module.scheduler=plateau steps after every epoch on {module.get('monitor')}, and {unvalidated}, so "
-            f"an epoch would end with nothing to step on. Validate every epoch (trainer.check_val_every_n_epoch=1, "
-            f"trainer.limit_val_batches>0), or use model.module.scheduler=step or cosine."
+            f"model.module.scheduler.name=plateau steps after every epoch on {module.scheduler.monitor}, and {unvalidated}, "
+            f"so an epoch would end with nothing to step on. Validate every epoch (trainer.check_val_every_n_epoch=1, "
+            f"trainer.limit_val_batches>0), or use model.module.scheduler.name=step or cosine."
         )

@@ -26,7 +26,7 @@ class NonFiniteWeightsError(FloatingPointError):
     """An optimizer step made the weights or the optimizer state NaN or infinite (see FiniteLossGuard)."""
 
 
-_FIXES = ("Usual fixes: a lower model.module.lr, gradient clipping (trainer.gradient_clip_val, 5 by default), "
+_FIXES = ("Usual fixes: a lower model.module.optimizer.lr, gradient clipping (trainer.gradient_clip_val, 5 by default), "
           "trainer.precision=32-true instead of 16-mixed; or skip such steps with callbacks.finite_loss.action=skip.")
 
 
@@ -199,7 +199,7 @@ class FiniteLossGuard(L.Callback):
         if all(math.isfinite(lr) for lr in lrs):
             fix = _FIXES
         else:
-            fix = ("The learning rate is not finite: set a finite model.module.lr (and model.module.encoder_lr) and "
+            fix = ("The learning rate is not finite: set a finite model.module.optimizer.lr (and model.module.optimizer.encoder_lr) and "
                    "start the run again; the optimizer saved in that file keeps the learning rate it was given.")
         raise NonFiniteWeightsError(
             f"optimizer step {trainer.global_step} ({self._where(trainer)}) made the weights or the optimizer state "

@@ -1,7 +1,7 @@
 """DecodeSettings: every decoding control in one checked, frozen object.
 
-The same settings serve validation and test in training (`model.module.val_decode`,
-`model.module.test_decode`), capgen-eval and capgen-caption (`decode.*`); they are plain
+The same settings serve validation and test in training (`model.module.val.decode`,
+`model.module.test.decode`), capgen-eval and capgen-caption (`decode.*`); they are plain
 values, so they travel in checkpoints and metrics.json as a dict (`dataclasses.asdict`).
 
 A setting that only one method reads and that differs from its neutral value under another
@@ -67,7 +67,7 @@ class DecodeSettings:
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | DecodeSettings, where: str = "decode") -> DecodeSettings:
         """Settings from a config node (missing keys take their defaults); errors name
-        `where.<key>=<value>`, e.g. model.module.test_decode.top_p=1.5."""
+        `where.<key>=<value>`, e.g. model.module.test.decode.top_p=1.5."""
         if isinstance(node, DecodeSettings):
             return node
         values = dict(node)

@@ -33,17 +33,9 @@ def test_caption_n_best_prints_and_records_every_caption_with_figures_for_the_fi
         assert Image.open(out / row["gif"]).n_frames == len(row["words"]) + 1  # the first caption's words
 
 
-def test_caption_old_beam_size_key_is_greedy_decoding(ckpt, photo_dir, tmp_path):
-    old = run_caption(tmp_path / "a", f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1", "figures=false")
-    new = run_caption(tmp_path / "b", f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy", "figures=false")
-    assert [r["caption"] for r in old] == [r["caption"] for r in new]
-    assert all("captions" not in r for r in old)
-
-
-# ----- capgen-caption -----------------------------------------------------------------------
 def test_caption_a_folder_of_mixed_images_with_attention_png_and_gif(ckpt, photo_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1")
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy")
     lines = capsys.readouterr().out.splitlines()
     assert sorted(Path(p).name for p in (line.split("\t")[0] for line in lines)) == ["big.JPG", "gray.jpg", "scene.png"]
     assert all(line.count("\t") == 1 for line in lines)  # stdout: only `path<TAB>caption`
@@ -77,7 +69,7 @@ def odd_photos(photo_dir, tmp_path) -> Path:
 
 def test_a_corrupt_image_is_reported_in_its_row_and_every_shape_of_picture_is_drawn(ckpt, odd_photos, tmp_path, capsys):
     out = tmp_path / "out"
-    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={odd_photos}", "beam_size=1", "batch_size=3")
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={odd_photos}", "decode=greedy", "batch_size=3")
     captured = capsys.readouterr()
     assert [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()] == rows
     names = ["big.JPG", "broken.jpg", "dot.png", "gray.jpg", "pano.png", "scene.png", "strip.png", "tower.png"]
@@ -116,7 +108,7 @@ def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, pho
     write_gif = viz.write_gif
     monkeypatch.setattr(viz, "write_gif", gif_fails_for_the_scene)
     out = tmp_path / "out"
-    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1")
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy")
     captured = capsys.readouterr()
     scene = photo_dir / "scene.png"
     assert rows[2] == {"path": str(scene), "error": (
@@ -131,7 +123,7 @@ def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, pho
 def test_capgen_caption_command_exits_1_when_an_image_failed(ckpt, photo_dir, tmp_path):
     broken = photo_dir / "broken.jpg"
     shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], broken)
-    args = [f"ckpt_path={ckpt}", f"images={photo_dir}", "beam_size=1"]
+    args = [f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy"]
     done = procs.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
                      cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
@@ -193,7 +185,7 @@ def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_pa
     image = tmp_path / "my photos=1,2" / "scene.png"
     image.parent.mkdir()
     shutil.copy(photo_dir / "scene.png", image)
-    args = [f"ckpt_path={job_ckpt}", f"images={image}", "beam_size=1"]
+    args = [f"ckpt_path={job_ckpt}", f"images={image}", "decode=greedy"]
     done = procs.run([str(Path(sys.executable).parent / "capgen-caption"), *args],
                      cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

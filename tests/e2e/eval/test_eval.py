@@ -4,7 +4,6 @@ fixtures, tests/conftest.py)."""
 import dataclasses
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,13 +24,13 @@ from capgen.runs.records import TEST_CAPTIONS
 from capgen.tokenizer import tokenize
 
 from helpers import procs
-from helpers.commands import run_caption, run_eval
+from helpers.commands import run_eval
 from helpers.runs import read_jsonl
 
 
 # ----- capgen-eval --------------------------------------------------------------------------
 def test_eval_writes_metrics_captions_and_coco_results_for_the_runs_test_split(ckpt, tmp_path):
-    report = run_eval(tmp_path, f"ckpt_path={ckpt}", "beam_size=1")
+    report = run_eval(tmp_path, f"ckpt_path={ckpt}", "decode=greedy")
     assert report["split"] == "test" and report["images"] == 16  # the run's 16, not the default 500
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -103,8 +102,8 @@ def test_novel_percent_is_left_out_with_the_reason_when_the_training_split_canno
 
 
 def test_eval_split_and_data_overrides_change_the_runs_settings(ckpt, tmp_path):
-    assert run_eval(tmp_path / "val", f"ckpt_path={ckpt}", "beam_size=1", "split=val")["images"] == 12
-    report = run_eval(tmp_path / "small", f"ckpt_path={ckpt}", "beam_size=1", "data.source.sizes.test=5")
+    assert run_eval(tmp_path / "val", f"ckpt_path={ckpt}", "decode=greedy", "split=val")["images"] == 12
+    report = run_eval(tmp_path / "small", f"ckpt_path={ckpt}", "decode=greedy", "data.source.sizes.test=5")
     assert report["images"] == 5
     data = OmegaConf.load(tmp_path / "small" / "data.yaml")
     assert data.source.sizes == {"train": 64, "val": 12, "test": 5}  # the rest is still the run's
@@ -114,7 +113,7 @@ def test_eval_split_and_data_overrides_change_the_runs_settings(ckpt, tmp_path):
 def test_eval_without_a_saved_run_config_uses_eval_yaml_data(ckpt, tmp_path):
     lone = tmp_path / "lone.ckpt"  # a checkpoint away from its run dir
     lone.write_bytes(Path(ckpt).read_bytes())
-    run_eval(tmp_path / "out", f"ckpt_path={lone}", "beam_size=1", "data.source.sizes.test=3")
+    run_eval(tmp_path / "out", f"ckpt_path={lone}", "decode=greedy", "data.source.sizes.test=3")
     data = OmegaConf.load(tmp_path / "out" / "data.yaml")
     assert data.source.sizes == {"train": 10000, "val": 500, "test": 3}  # conf/data/shapes.yaml's
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 3
@@ -229,7 +228,6 @@ def test_eval_sampling_preset_is_reproducible(ckpt, tmp_path):
     (["decode.method=sample", "decode.beam_size=5"], r"^decode\.beam_size=5: decode\.method=sample .* has no beam; give decode\.method=beam"),
     (["decode.temperature=0.5"], r"^decode\.temperature=0\.5: only decode\.method=sample reads it"),
     (["decode.max_len=100"], r"^decode\.max_len=100: the model was trained on captions of at most 24 words"),
-    (["beam_size=0"], r"^beam_size=0: a beam holds at least 1 caption; give decode\.beam_size=N"),
 ])  # fmt: skip
 def test_bad_decode_settings_stop_eval_before_anything_is_written(ckpt, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -237,21 +235,3 @@ def test_bad_decode_settings_stop_eval_before_anything_is_written(ckpt, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_a_checkpoint_of_the_old_decoding_settings_still_loads(ckpt, tmp_path, photo_dir):
-    """Checkpoints written before decode settings existed carry beam_size (validation),
-    test_beam_size, length_penalty and max_decode_len: eval and caption read them as such."""
-    old = torch.load(ckpt, map_location="cpu", weights_only=True)
-    hparams = old["hyper_parameters"]
-    del hparams["val_decode"], hparams["test_decode"]
-    hparams.update(beam_size=1, test_beam_size=4, length_penalty=0.5, max_decode_len=10)
-    path = tmp_path / "run" / "checkpoints" / "old.ckpt"  # beside the run's config, as a run leaves it
-    shutil.copytree(Path(ckpt).parents[1] / ".hydra", tmp_path / "run" / ".hydra")
-    path.parent.mkdir()
-    torch.save(old, path)
-    module = load_module(str(path))
-    assert module.decoding["val"] == DecodeSettings(max_len=10)
-    assert module.decoding["test"] == DecodeSettings(method="beam", beam_size=4, length_penalty=0.5, max_len=10)
-    report = run_eval(tmp_path / "eval", f"ckpt_path={path}")
-    assert report["decode"] == dataclasses.asdict(module.decoding["test"]) and report["images"] == 16
-    rows = run_caption(tmp_path / "caption", f"ckpt_path={path}", f"images={photo_dir}", "decode=run", "figures=false")
-    assert all(len(r["words"]) <= 10 for r in rows)

@@ -53,7 +53,7 @@ def test_custom_data_trains_prepares_evaluates_and_captions(tmp_path, form):
 
     # capgen-train
     run = tmp_path / "run"
-    metrics = _train_run(run, [*data, "model.module.test_metrics=[BLEU,CIDEr]"])
+    metrics = _train_run(run, [*data, "model.module.test.metrics=[BLEU,CIDEr]"])
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/CIDEr"])
     module = CaptioningModule.from_checkpoint(str(run / "checkpoints" / "last.ckpt"))
     assert "zebra" not in module.vocab.stoi  # a word of val/test captions only: the vocabulary is train's
@@ -72,7 +72,7 @@ def test_custom_data_trains_prepares_evaluates_and_captions(tmp_path, form):
         assert [source.image_id(i) for i in range(len(source))] == [facts["ids"][f] for f in facts["splits"][split]]
 
     # capgen-eval run=<run>: the run's own data config (data=custom), its test split
-    overrides = with_run_data_choice([f"run={run}", "metrics=[BLEU,CIDEr]", "beam_size=1"])
+    overrides = with_run_data_choice([f"run={run}", "metrics=[BLEU,CIDEr]", "decode=greedy"])
     assert "data=custom" in overrides
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("eval", overrides=[*overrides, f"paths.output_dir={tmp_path / 'eval'}"])
@@ -87,7 +87,7 @@ def test_custom_data_trains_prepares_evaluates_and_captions(tmp_path, form):
     # capgen-caption on the data set's image folder, at the run's image size
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("caption", overrides=[f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"images={root / 'images'}",
-                                            "beam_size=1", "figures=false", f"paths.output_dir={tmp_path / 'caption'}"])
+                                            "decode=greedy", "figures=false", f"paths.output_dir={tmp_path / 'caption'}"])
     captioned = caption_images(cfg)
     top_level = sorted(f for f in facts["paths"] if "/" not in f)
     assert [Path(r["path"]).name for r in captioned] == top_level and all("caption" in r for r in captioned)

@@ -91,7 +91,7 @@ def test_ddp_cpu_under_a_multirun_sweep_runs_each_job_on_two_processes(tmp_path)
     that the first process hands down (capgen.config.registry.launch_time), not the time now."""
     done = capgen("train", "-m", "model=rnn,lstm", *cheap("trainer=ddp_cpu", "debug=fast", "test=false",
                   "data.source.sizes={train:64,val:15,test:16}",
-                  "hydra.job.config.override_dirname.exclude_keys=[data.source.sizes,debug,test,trainer,logger,callbacks.caption_samples.num_samples,model.module.test_metrics]"),
+                  "hydra.job.config.override_dirname.exclude_keys=[data.source.sizes,debug,test,trainer,logger,callbacks.caption_samples.num_samples,model.module.test.metrics]"),
                   cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "outputs" / "train").iterdir()  # one sweep folder for both processes
@@ -130,7 +130,7 @@ def test_ddp_cpu_self_critical_training(tmp_path):
     """SCST needs nothing across processes beyond DDP's gradients: each rank samples and
     rewards its own images against the training references it holds."""
     run = tmp_path / "run"
-    done = capgen("train", *DDP_RUN, "model.module.objective=scst", "model.module.scst_samples=3", f"hydra.run.dir={run}",
+    done = capgen("train", *DDP_RUN, "model.module.objective.name=scst", "model.module.objective.scst.samples=3", f"hydra.run.dir={run}",
                   cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3

@@ -127,7 +127,7 @@ def test_xe_then_scst_crash_and_resume_equals_one_uninterrupted_run(uninterrupte
     """Self-critical training samples its captions from torch's global generator: a run
     resumed in its SCST epoch, from a step checkpoint written mid-epoch, draws the captions
     (and so the rewards and the updates) of the uninterrupted run."""
-    extra = ("model.module.objective=scst", "model.module.scst_from_epoch=1", "model.module.scst_samples=3",
+    extra = ("model.module.objective.name=scst", "model.module.objective.scst.from_epoch=1", "model.module.objective.scst.samples=3",
              "callbacks.last_checkpoint.every_n_train_steps=2")
     full = uninterrupted(*extra)
     split = crash_then_resume(make_cfg, monkeypatch, 5, *extra)  # resumes from the checkpoint of step 4

@@ -69,13 +69,21 @@ def test_a_refused_resume_ends_in_one_paragraph_and_changes_nothing(tiny_run, co
     assert files(run) == before
 
 
+TYPOS = {  # a misspelt key: (what it is given to, the close match)
+    "model.decoder.hiden_dim": ("capgen.models.AttentionDecoder", "model.decoder.hidden_dim"),
+    "model.module.objective.scst.samplez": ("capgen.lightning.objective.SCSTSettings", "model.module.objective.scst.samples"),
+}
+
+
+@pytest.mark.parametrize("typo", TYPOS)
 @pytest.mark.parametrize("plus", ["+", ""])  # with +: past Hydra into a TypeError; without: Hydra said to add +
-def test_a_misspelt_setting_is_refused_before_a_run_folder_is_written(tmp_path, monkeypatch, plus):
+def test_a_misspelt_setting_is_refused_before_a_run_folder_is_written(tmp_path, monkeypatch, plus, typo):
     run = tmp_path / "typo"
-    message = capgen_train(monkeypatch, tmp_path, f"{plus}model.decoder.hiden_dim=3", "debug=fast", f"hydra.run.dir={run}")
-    assert message.startswith("capgen-train: UnknownSetting: model.decoder.hiden_dim: capgen.models.AttentionDecoder "
-                              "takes no setting 'hiden_dim'"), message
-    assert "Did you mean model.decoder.hidden_dim?" in message
+    target, close = TYPOS[typo]
+    message = capgen_train(monkeypatch, tmp_path, f"{plus}{typo}=3", "debug=fast", f"hydra.run.dir={run}")
+    assert message.startswith(f"capgen-train: UnknownSetting: {typo}: {target} takes no setting "
+                              f"'{typo.rpartition('.')[2]}'"), message
+    assert f"Did you mean {close}?" in message
     assert not run.exists()  # so capgen-compare never lists it
 
 

@@ -22,12 +22,12 @@ def test_a_briefly_trained_model_peaks_on_named_objects_well_above_chance(tmp_pa
     from helpers.runs import compose_train
 
     cfg = compose_train(tmp_path / "run", f"data.source.sizes={{train:2000,val:50,test:{N_SCENES}}}",
-                        "trainer.max_epochs=2", "model.module.test_decode.method=greedy",
-                        "model.module.test_metrics=[BLEU,CIDEr]", small_shapes=False, fast=False)
+                        "trainer.max_epochs=2", "model.module.test.decode.method=greedy",
+                        "model.module.test.metrics=[BLEU,CIDEr]", small_shapes=False, fast=False)
     trained = train(cfg)
     best = next((tmp_path / "run" / "checkpoints").glob("epoch*.ckpt"))  # the one capgen-train tested
     # No saved run config beside this checkpoint: eval composes shapes, given the test size.
-    report = run_eval(tmp_path / "eval", "beam_size=1", f"ckpt_path={best}", f"data.source.sizes.test={N_SCENES}")
+    report = run_eval(tmp_path / "eval", "decode=greedy", f"ckpt_path={best}", f"data.source.sizes.test={N_SCENES}")
     assert report["images"] == N_SCENES and report["grounding_words"] >= 80
     assert report["grounding"] > report["grounding_chance"] + 0.15, report
     # capgen-train's own test step logs the same numbers

@@ -22,7 +22,7 @@ from helpers.runs import compose_train
 from helpers.workflow import capgen, job_dirs, read_events, small, summary
 
 # A short run: the LSTM, scored by BLEU and CIDEr only (METEOR's Java process is the slow part of a test).
-QUICK = ["model=lstm", "model.module.test_metrics=[BLEU,CIDEr]"]
+QUICK = ["model=lstm", "model.module.test.metrics=[BLEU,CIDEr]"]
 CRASH_AT_3 = ["+callbacks.crash._target_=helpers.crash_once.CrashOnce", "+callbacks.crash.at_step=3"]
 
 
@@ -84,7 +84,7 @@ def test_mlflow_file_store_has_the_run_its_params_metrics_and_sample_images(logg
     assert json.loads((run / "logger_runs.json").read_text())["mlflow"]["run_id"] == found.info.run_id
     params = found.data.params
     assert params["model.decoder.hidden_dim"] == str(cfg.model.decoder.hidden_dim) and params["seed"] == "42"
-    assert params["lr"] == str(cfg.model.module.lr)  # the module's own settings, logged by Lightning at the start
+    assert params["optimizer.lr"] == str(cfg.model.module.optimizer.lr)  # the module's own settings, logged by Lightning at the start
     assert [s for s, _ in mlflow_column(client, found.info.run_id, "train/loss")] == list(range(6))  # 2 epochs x 3 steps
     val = [v for _, v in mlflow_column(client, found.info.run_id, "val/CIDEr")]
     assert len(val) == 2 and found.data.metrics["hp/val/CIDEr"] == pytest.approx(max(val))  # the best epoch's
@@ -148,14 +148,14 @@ def test_a_resume_continues_the_mlflow_run_and_the_csv_file(make_cfg, tmp_path):
     client, crashed = mlflow_run(run)
     assert crashed.info.status == "FAILED"
     # Resumed with a changed module setting, which Lightning logs as an MLflow parameter.
-    train(make_cfg(*base, "trainer.max_epochs=2", "model.module.test_decode.beam_size=2", f"resume={run}", name="run"))
+    train(make_cfg(*base, "trainer.max_epochs=2", "model.module.test.decode.beam_size=2", f"resume={run}", name="run"))
     client, resumed = mlflow_run(run)  # still one MLflow run
     assert (resumed.info.run_id, resumed.info.status) == (crashed.info.run_id, "FINISHED")
     assert [s for s, _ in mlflow_column(client, resumed.info.run_id, "train/loss")] == list(range(6))
     assert len(mlflow_column(client, resumed.info.run_id, "val/CIDEr")) == 2
     # MLflow keeps a parameter's first value; the resumed one is a tag.
-    assert resumed.data.params["test_decode.beam_size"] == str(cfg.model.module.test_decode.beam_size)
-    assert resumed.data.tags["resumed/test_decode.beam_size"] == "2"
+    assert resumed.data.params["test.decode.beam_size"] == str(cfg.model.module.test.decode.beam_size)
+    assert resumed.data.tags["resumed/test.decode.beam_size"] == "2"
     assert [s for s, _ in csv_column(run, "train/loss")] == list(range(6))  # the rows before the crash kept
     assert len(csv_column(run, "val/CIDEr")) == 2
 
@@ -165,7 +165,7 @@ def test_a_sweep_logs_each_job_to_its_own_runs(tmp_path, monkeypatch):
     """`-m` with several loggers: every job (one process, one after another) has its own MLflow and
     W&B runs, not the first job's still open."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    done = capgen("train", "-m", "model=rnn,lstm", *small("logger=[csv,tensorboard,mlflow,wandb]", "model.module.test_metrics=[BLEU,CIDEr]"),
+    done = capgen("train", "-m", "model=rnn,lstm", *small("logger=[csv,tensorboard,mlflow,wandb]", "model.module.test.metrics=[BLEU,CIDEr]"),
                   f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = job_dirs(tmp_path)

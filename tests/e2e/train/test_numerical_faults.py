@@ -108,7 +108,7 @@ def test_nan_first_update_stops_keeping_finite_weights(make_cfg, monkeypatch):
     kept = Path(cfg.paths.output_dir) / "checkpoints" / "last-good-step0.ckpt"
     message = str(err.value)
     assert "optimizer step 0 (epoch 0, batch 0) made the weights or the optimizer state NaN/inf" in message
-    assert str(kept) in message and "set a finite model.module.lr" in message and "\n" not in message
+    assert str(kept) in message and "set a finite model.module.optimizer.lr" in message and "\n" not in message
     saved = torch.load(kept, weights_only=True)
     assert saved["global_step"] == 0 and all_finite(saved["state_dict"].values())
     for k, v in weights.after[0].items():

@@ -28,18 +28,18 @@ def _epoch_rates(logged: dict, epochs: int) -> list[float]:
 
 
 def test_step_schedule_cuts_the_rate_every_n_epochs(make_cfg):
-    cfg = make_cfg("model=lstm", "trainer.max_epochs=5", "test=false", "logger=tensorboard", "model.module.scheduler=step",
-                   "model.module.lr=0.002", "model.module.lr_step_epochs=2", "model.module.lr_decay=0.5")
+    cfg = make_cfg("model=lstm", "trainer.max_epochs=5", "test=false", "logger=tensorboard", "model.module.scheduler.name=step",
+                   "model.module.optimizer.lr=0.002", "model.module.scheduler.step_epochs=2", "model.module.scheduler.decay=0.5")
     train(cfg)
     rates = _epoch_rates(scalars(Path(cfg.paths.output_dir)), 5)
     assert rates == pytest.approx([2e-3, 2e-3, 1e-3, 1e-3, 5e-4], rel=1e-6)
 
 
 def test_plateau_schedule_cuts_the_rate_when_the_monitored_metric_stops_improving(make_cfg):
-    cfg = make_cfg("model=lstm", "trainer.max_epochs=5", "test=false", "logger=tensorboard", "model.module.scheduler=plateau",
-                   "model.module.lr=0.002", "model.module.lr_patience=0", "model.module.lr_decay=0.5",
+    cfg = make_cfg("model=lstm", "trainer.max_epochs=5", "test=false", "logger=tensorboard", "model.module.scheduler.name=plateau",
+                   "model.module.optimizer.lr=0.002", "model.module.scheduler.patience=0", "model.module.scheduler.decay=0.5",
                    "monitor=val/BLEU-1", "monitor_mode=max")
-    assert cfg.model.module.monitor == "val/BLEU-1"  # the run's monitor, handed on by the config
+    assert cfg.model.module.scheduler.monitor == "val/BLEU-1"  # the run's monitor, handed on by the config
     train(cfg)
     logged = scalars(Path(cfg.paths.output_dir))
     rates = _epoch_rates(logged, 5)

@@ -12,7 +12,7 @@ from capgen.commands.train.fit import train
 
 from helpers.runs import scalars
 
-SCST = ["model.module.objective=scst", "model.module.scst_samples=3", "logger=tensorboard"]
+SCST = ["model.module.objective.name=scst", "model.module.objective.scst.samples=3", "logger=tensorboard"]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def test_scst_from_an_xe_run_starts_from_its_weights_and_logs_the_reward(xe_run,
     # A learning rate so small that the SCST steps leave the weights as they started: the
     # weights at the end are the XE run's, not a fresh initialisation's. data.max_len differs:
     # the vocabulary is the checkpoint's all the same.
-    cfg = make_cfg("model=lstm", *SCST, f"init_from={xe_run}", "model.module.scst_lr=1e-12", "data.max_len=7",
-                   "model.module.test_metrics=[BLEU,CIDEr]", name="scst")
+    cfg = make_cfg("model=lstm", *SCST, f"init_from={xe_run}", "model.module.objective.scst.lr=1e-12", "data.max_len=7",
+                   "model.module.test.metrics=[BLEU,CIDEr]", name="scst")
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     after = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -47,8 +47,8 @@ def test_scst_from_an_xe_run_starts_from_its_weights_and_logs_the_reward(xe_run,
 
     # Resumed with its own settings (init_from among them, as resume= replays them), the run
     # continues from its own checkpoint: one more epoch, not a new start from the XE weights.
-    train(make_cfg("model=lstm", *SCST, f"init_from={xe_run}", "model.module.scst_lr=1e-12", "data.max_len=7",
-                   "model.module.test_metrics=[BLEU,CIDEr]", "trainer.max_epochs=2", "test=false", f"resume={run}",
+    train(make_cfg("model=lstm", *SCST, f"init_from={xe_run}", "model.module.objective.scst.lr=1e-12", "data.max_len=7",
+                   "model.module.test.metrics=[BLEU,CIDEr]", "trainer.max_epochs=2", "test=false", f"resume={run}",
                    name="scst"))
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 6 and resumed["epoch"] == 1
@@ -66,8 +66,8 @@ def test_init_from_refuses_another_network_and_a_resume_checkpoint(xe_run, make_
 
 
 def test_xe_then_scst_in_one_run_switches_objective_and_learning_rate_at_the_epoch(make_cfg):
-    cfg = make_cfg("experiment=shapes_scst", "model=lstm", "model.module.scst_samples=3", "trainer.max_epochs=2",
-                   "model.module.scst_from_epoch=1", "test=false", "logger=tensorboard")
+    cfg = make_cfg("experiment=shapes_scst", "model=lstm", "model.module.objective.scst.samples=3", "trainer.max_epochs=2",
+                   "model.module.objective.scst.from_epoch=1", "test=false", "logger=tensorboard")
     train(cfg)
     logged = scalars(Path(cfg.paths.output_dir))
     assert [s for s, _ in logged["train/xent"]] == [0, 1, 2]  # epoch 0: cross-entropy
@@ -78,7 +78,7 @@ def test_xe_then_scst_in_one_run_switches_objective_and_learning_rate_at_the_epo
 
 
 def test_bad_scst_settings_stop_the_run_at_start_up(make_cfg):
-    with pytest.raises(ValueError, match=r"^model\.module\.scst_samples=1 with model\.module\.scst_baseline=mean"):
-        train(make_cfg(*SCST, "model.module.scst_samples=1"))
-    with pytest.raises(ValueError, match=r"^model\.module\.objective='sct'"):
-        train(make_cfg("model.module.objective=sct"))
+    with pytest.raises(ValueError, match=r"^model\.module\.objective\.scst\.samples=1 with model\.module\.objective\.scst\.baseline=mean"):
+        train(make_cfg(*SCST, "model.module.objective.scst.samples=1"))
+    with pytest.raises(ValueError, match=r"^model\.module\.objective\.name='sct'"):
+        train(make_cfg("model.module.objective.name=sct"))

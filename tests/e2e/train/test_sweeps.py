@@ -33,7 +33,7 @@ def sweep(tmp_path_factory) -> Path:
     """`capgen-train -m model=rnn,lstm,attn` (2 epochs, hidden 40, tested with beam 2) on tiny data."""
     out = tmp_path_factory.mktemp("sweep")
     done = capgen("train", "-m", "model=" + ",".join(MODELS), "model.decoder.hidden_dim=40",
-                  "model.module.test_decode.beam_size=2", "trainer.max_epochs=2", *small("logger=tensorboard", "callbacks.caption_samples.num_samples=4"), UNNAMED,
+                  "model.module.test.decode.beam_size=2", "trainer.max_epochs=2", *small("logger=tensorboard", "callbacks.caption_samples.num_samples=4"), UNNAMED,
                   f"hydra.sweep.dir={out}", cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -41,7 +41,7 @@ def sweep(tmp_path_factory) -> Path:
 
 def test_sweep_writes_one_folder_per_job_named_by_its_overrides(sweep):
     names = [p.name for p in job_dirs(sweep)]
-    assert names == [f"{i}_model.decoder.hidden_dim=40,model.module.test_decode.beam_size=2,model={m}"
+    assert names == [f"{i}_model.decoder.hidden_dim=40,model.module.test.decode.beam_size=2,model={m}"
                      for i, m in enumerate(MODELS)]
     for job in job_dirs(sweep):
         assert summary(job)["status"] == "completed"
@@ -59,7 +59,7 @@ def test_each_job_is_one_tensorboard_run_named_by_its_overrides_with_an_hparams_
         params, experiment = hparams_entry(session)
         assert params["group/model"] == model and params["group/model/encoder"] == "small_cnn"
         assert params["model/decoder/hidden_dim"] == 40 and params["trainer/precision"] == "32-true"
-        assert params["model/module/lr"] == pytest.approx(2e-3)
+        assert params["model/module/optimizer/lr"] == pytest.approx(2e-3)
         assert params["overrides"] == overrides
         assert experiment is False  # TensorBoard builds the table from every session, differing columns first
         assert hparams_entry(events) == ({}, False)
@@ -125,7 +125,7 @@ def test_eval_of_a_run_folder_uses_its_best_checkpoint_data_and_model_settings(s
     assert type(net.decoder).__name__ == "LSTMDecoder" and net.decoder.rnn.hidden_size == 40
 
     # Overrides on top of the run's settings.
-    report = run_eval(tmp_path / "b", f"run={job}", "split=val", "beam_size=1", "data.source.sizes.val=8")
+    report = run_eval(tmp_path / "b", f"run={job}", "split=val", "decode=greedy", "data.source.sizes.val=8")
     assert (report["split"], report["images"], report["decode"]["method"]) == ("val", 8, "greedy")
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["images"] == 8
 

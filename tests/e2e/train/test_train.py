@@ -89,8 +89,8 @@ def test_mixed_precision_through_trainer_precision(make_cfg):
 
 def test_bad_beam_size_fails_at_start_up(make_cfg):
     # The module's own ValueError, naming the setting, not Hydra's wrapper around it.
-    with pytest.raises(ValueError, match=r"^model\.module\.test_decode\.beam_size=0: a beam holds at least 1 caption\.$"):
-        train(make_cfg("model.module.test_decode.beam_size=0"))
+    with pytest.raises(ValueError, match=r"^model\.module\.test\.decode\.beam_size=0: a beam holds at least 1 caption\.$"):
+        train(make_cfg("model.module.test.decode.beam_size=0"))
 
 
 def test_test_split_is_decoded_with_the_test_beam(make_cfg, monkeypatch):
@@ -104,7 +104,7 @@ def test_test_split_is_decoded_with_the_test_beam(make_cfg, monkeypatch):
         return original(self, images, settings, *args, **kw)
 
     monkeypatch.setattr(Captioner, "decode", spy)
-    train(make_cfg("model=lstm", "model.module.test_decode.beam_size=4", "test=true"))
+    train(make_cfg("model=lstm", "model.module.test.decode.beam_size=4", "test=true"))
     assert ("greedy", 1) in seen and ("beam", 4) in seen  # validation greedy, test with the beam
 
 
@@ -115,9 +115,9 @@ def test_sampled_validation_and_an_n_best_test_leave_training_as_it_was(make_cfg
     import json
 
     greedy = train(make_cfg("model=lstm", "trainer.max_epochs=2", "test=false", name="greedy"))
-    cfg = make_cfg("model=lstm", "trainer.max_epochs=2", "model.module.val_decode.method=sample",
-                   "model.module.val_decode.n_best=3", "model.module.val_decode.top_p=0.8",
-                   "model.module.test_decode.n_best=2", "model.module.test_decode.no_repeat_ngram_size=2", name="sampled")
+    cfg = make_cfg("model=lstm", "trainer.max_epochs=2", "model.module.val.decode.method=sample",
+                   "model.module.val.decode.n_best=3", "model.module.val.decode.top_p=0.8",
+                   "model.module.test.decode.n_best=2", "model.module.test.decode.no_repeat_ngram_size=2", name="sampled")
     sampled = train(cfg)
     weights = [torch.load(Path(tmp_path) / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
                for run in ("greedy", "sampled")]

@@ -164,13 +164,13 @@ def test_a_resumed_run_stays_in_its_seed_group(tmp_path):
 # ----- unreadable records, failed and unfinished runs ----------------------------------------
 def test_compare_lists_unreadable_records_as_such_and_shows_the_other_runs(tmp_path):
     done = {"status": "completed", "metrics": {"val/CIDEr": 0.8}, "best_checkpoint": None}
-    make_run_folder(tmp_path / "0_lr=1", ["model.module.lr=1"], done)
-    torn = make_run_folder(tmp_path / "1_lr=2", ["model.module.lr=2"])
+    make_run_folder(tmp_path / "0_lr=1", ["model.module.optimizer.lr=1"], done)
+    torn = make_run_folder(tmp_path / "1_lr=2", ["model.module.optimizer.lr=2"])
     (torn / "summary.json").write_text(half_written(done))
-    make_run_folder(tmp_path / "2_lr=3", ["model.module.lr=3"], {"status": "exploded"})
+    make_run_folder(tmp_path / "2_lr=3", ["model.module.optimizer.lr=3"], {"status": "exploded"})
     bad_yaml = make_run_folder(tmp_path / "3_lr=4", [], done)
-    (bad_yaml / ".hydra" / "overrides.yaml").write_text("- model.module.lr=4\n- [unclosed\n")
-    make_run_folder(tmp_path / "4_lr=5", ["model.module.lr=5"], {**done, "metrics": {"val/CIDEr": 0.9}})
+    (bad_yaml / ".hydra" / "overrides.yaml").write_text("- model.module.optimizer.lr=4\n- [unclosed\n")
+    make_run_folder(tmp_path / "4_lr=5", ["model.module.optimizer.lr=5"], {**done, "metrics": {"val/CIDEr": 0.9}})
 
     table = compare([tmp_path], ["val/CIDEr"])
     assert [r[-3:] for r in table.rows[:2]] == [["completed", "0.9000", "4_lr=5"], ["completed", "0.8000", "0_lr=1"]]
@@ -186,21 +186,21 @@ def test_compare_lists_unreadable_records_as_such_and_shows_the_other_runs(tmp_p
 def test_compare_shows_varying_overrides_and_puts_failed_and_unfinished_runs_last(tmp_path):
     done = {"status": "completed", "metrics": {"val/CIDEr": 0.8, "test/CIDEr": 0.7}}
     for i in range(11):  # job 10 sorts after job 9
-        make_run_folder(tmp_path / f"{i}_lr={i}", ["debug=fast", f"model.module.lr={i}"], {**done, "metrics": {"val/CIDEr": i / 10}})
-    make_run_folder(tmp_path / "11_lr=bad", ["debug=fast", "model.module.lr=bad"], {"status": "failed", "error": "ValueError: bad lr"})
-    make_run_folder(tmp_path / "12_lr=slow", ["debug=fast", "model.module.lr=slow"])
+        make_run_folder(tmp_path / f"{i}_lr={i}", ["debug=fast", f"model.module.optimizer.lr={i}"], {**done, "metrics": {"val/CIDEr": i / 10}})
+    make_run_folder(tmp_path / "11_lr=bad", ["debug=fast", "model.module.optimizer.lr=bad"], {"status": "failed", "error": "ValueError: bad lr"})
+    make_run_folder(tmp_path / "12_lr=slow", ["debug=fast", "model.module.optimizer.lr=slow"])
     assert [p.name for p in find_runs(tmp_path)][9:11] == ["9_lr=9", "10_lr=10"]
 
     table = compare([tmp_path], ["val/CIDEr", "test/CIDEr"])
     assert table.common == ["debug=fast"]
-    assert table.header == ["model.module.lr", "status", "val/CIDEr", "test/CIDEr", "run"]
+    assert table.header == ["model.module.optimizer.lr", "status", "val/CIDEr", "test/CIDEr", "run"]
     assert table.rows[0] == ["10", "completed", "1.0000", "-", "10_lr=10"]
     assert [r[1] for r in table.rows[-2:]] == ["completed", "unfinished"]  # a failed run is no row: a note below
     assert "11_lr=bad: failed: ValueError: bad lr" in table.notes
     assert any(n.startswith("12_lr=slow: unfinished: no summary.json") for n in table.notes) and len(table.notes) == 2
     assert as_text(table).splitlines()[0] == "all runs: debug=fast"
     markdown = as_markdown(table)
-    assert "| model.module.lr | status | val/CIDEr | test/CIDEr | run |\n|---|---|---|---|---|\n| 10 | completed |" in markdown
+    assert "| model.module.optimizer.lr | status | val/CIDEr | test/CIDEr | run |\n|---|---|---|---|---|\n| 10 | completed |" in markdown
     with pytest.raises(SystemExit, match="no capgen-train runs"):
         compare([tmp_path / "0_lr=0" / ".hydra"], ["val/CIDEr"])
 

@@ -12,19 +12,19 @@ TRAIN = ("debug=fast",)
 CONTRADICTIONS = [
     # the recipe with fewer epochs than its cross-entropy phase: it would finish as a cross-entropy run
     (("experiment=shapes_scst", "trainer.max_epochs=5"),
-     r"^model\.module\.scst_from_epoch=8 with trainer\.max_epochs=5: self-critical training .* complete as a cross-entropy"),
-    (("model.module.objective=scst", "model.module.scst_from_epoch=1"),  # debug=fast: 1 epoch
-     r"^model\.module\.scst_from_epoch=1 with trainer\.max_epochs=1"),
-    (("model.module.scheduled_sampling=0.25", "model.module.scheduled_sampling_start=3", "trainer.max_epochs=3"),
-     r"^model\.module\.scheduled_sampling_start=3 with trainer\.max_epochs=3: scheduled sampling"),
-    (("model.module.scheduler=step", "trainer.max_epochs=4"),  # lr_step_epochs=10: never cut
-     r"^model\.module\.lr_step_epochs=10 with trainer\.max_epochs=4"),
-    (("model.module.scheduler=plateau", "trainer.max_epochs=4", "+trainer.check_val_every_n_epoch=2"),
-     r"^model\.module\.scheduler=plateau steps after every epoch on val/CIDEr, and trainer\.check_val_every_n_epoch=2"),
-    (("model.module.scheduler=plateau", "+trainer.check_val_every_n_epoch=null", "+trainer.val_check_interval=2"),
-     r"^model\.module\.scheduler=plateau .*check_val_every_n_epoch=null"),
-    (("model.module.objective=scst", "model.module.scst_max_len=2"),
-     r"^model\.module\.scst_max_len=2: .* no 4-gram"),
+     r"^model\.module\.objective\.scst\.from_epoch=8 with trainer\.max_epochs=5: self-critical training .* complete as a cross-entropy"),
+    (("model.module.objective.name=scst", "model.module.objective.scst.from_epoch=1"),  # debug=fast: 1 epoch
+     r"^model\.module\.objective\.scst\.from_epoch=1 with trainer\.max_epochs=1"),
+    (("model.module.objective.scheduled_sampling.probability=0.25", "model.module.objective.scheduled_sampling.start=3", "trainer.max_epochs=3"),
+     r"^model\.module\.objective\.scheduled_sampling\.start=3 with trainer\.max_epochs=3: scheduled sampling"),
+    (("model.module.scheduler.name=step", "trainer.max_epochs=4"),  # lr_step_epochs=10: never cut
+     r"^model\.module\.scheduler\.step_epochs=10 with trainer\.max_epochs=4"),
+    (("model.module.scheduler.name=plateau", "trainer.max_epochs=4", "+trainer.check_val_every_n_epoch=2"),
+     r"^model\.module\.scheduler\.name=plateau steps after every epoch on val/CIDEr, and trainer\.check_val_every_n_epoch=2"),
+    (("model.module.scheduler.name=plateau", "+trainer.check_val_every_n_epoch=null", "+trainer.val_check_interval=2"),
+     r"^model\.module\.scheduler\.name=plateau .*check_val_every_n_epoch=null"),
+    (("model.module.objective.name=scst", "model.module.objective.scst.max_len=2"),
+     r"^model\.module\.objective\.scst\.max_len=2: .* no 4-gram"),
     (("callbacks.early_stopping.patience=3", "callbacks.early_stopping.monitor=val/BLEU-5"),
      r"^callbacks\.early_stopping\.monitor='val/BLEU-5': no epoch of this run logs it"),
     (("callbacks.model_checkpoint.monitor=val/METEOR",),  # val_metrics: BLEU and CIDEr
@@ -52,10 +52,10 @@ def test_settings_that_contradict_each_other_or_the_run_stop_it_at_start_up(tmp_
 @pytest.mark.parametrize("overrides", [
     ("experiment=shapes_scst", "trainer.max_epochs=10"),  # 8 epochs of cross-entropy, then 2 of SCST
     ("experiment=shapes_scst", "+trainer.fast_dev_run=1"),  # a smoke test: its result claims nothing
-    ("model.module.objective=scst", "model.module.scst_max_len=3"),
+    ("model.module.objective.name=scst", "model.module.objective.scst.max_len=3"),
     ("trainer.limit_val_batches=0", "monitor=train/loss", "monitor_mode=min"),
-    ("model.module.scheduler=plateau", "trainer.max_epochs=3"),
-    ("model.module.scheduler=step", "model.module.lr_step_epochs=2", "trainer.max_epochs=3"),
+    ("model.module.scheduler.name=plateau", "trainer.max_epochs=3"),
+    ("model.module.scheduler.name=step", "model.module.scheduler.step_epochs=2", "trainer.max_epochs=3"),
     ("callbacks.early_stopping.monitor=val/BLEU-5",),  # early stopping off (patience null): never read
     ("monitor=val/loss", "monitor_mode=min"),
 ])

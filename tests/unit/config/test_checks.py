@@ -65,21 +65,43 @@ def test_nested_targets_are_checked_under_their_own_key():
         check_types(nested, "outer")
 
 
+def test_a_settings_group_is_checked_field_by_field_under_its_own_key():
+    """A constructor argument annotated with a settings dataclass (CaptioningModule's objective,
+    its scst inside) has its node's keys and values checked against the dataclass's fields."""
+    from capgen.config.checks import UnknownSetting, check_keys
+
+    module = {"_target_": "capgen.lightning.module.CaptioningModule"}
+    with pytest.raises(UnknownSetting, match=r"^model\.module\.objective\.scst\.samplez: .*SCSTSettings takes no "
+                                             r"setting 'samplez'.* Did you mean model\.module\.objective\.scst\.samples\?"):
+        check_keys(OmegaConf.create({**module, "objective": {"scst": {"samplez": 3}}}), "model.module")
+    with pytest.raises(ValueError, match=r"^model\.module\.objective\.scst\.samples='x': must be a whole number, e\.g\. "
+                                         r"model\.module\.objective\.scst\.samples=5 \(the default\)\.$"):
+        check_types(OmegaConf.create({**module, "objective": {"scst": {"samples": "x"}}}), "model.module")
+    # a stage's example is that stage's own default: the test decodes with a beam of 3
+    with pytest.raises(ValueError, match=r"^model\.module\.test\.decode\.beam_size=2\.5: .* e\.g\. "
+                                         r"model\.module\.test\.decode\.beam_size=3 \(the default\)"):
+        check_types(OmegaConf.create({**module, "test": {"decode": {"beam_size": 2.5}}}), "model.module")
+    # a setting given where its group would hold it: the group's key is offered
+    with pytest.raises(UnknownSetting, match=r"^model\.module\.lr: .* Did you mean model\.module\.optimizer\.lr\?"):
+        check_keys(OmegaConf.create({**module, "lr": 1e-3}), "model.module")
+    check_keys(OmegaConf.create({**module, "objective": {"scst": {"samples": 3}}, "val": {"metrics": None}}), "model.module")
+
+
 def compose_train(tmp_path, *overrides):
     return compose_shared(tmp_path / "run", *overrides)
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.module.lr=abc", "model.module.lr='abc': must be a number"),
-    ("model.module.lr=-1", "model.module.lr=-1: must be a positive number"),
-    ("model.module.lr=nan", "model.module.lr=nan: must be a finite number"),
-    ("model.module.encoder_lr=0", "model.module.encoder_lr=0: must be a positive number, or null"),
-    ("model.module.weight_decay=-0.1", "model.module.weight_decay=-0.1: must be at least 0"),
-    ("model.module.warmup_steps=-5", "model.module.warmup_steps=-5: must be at least 0"),
-    ("model.module.alpha_c=-1", "model.module.alpha_c=-1: must be at least 0"),
-    ("model.module.test_decode.beam_size=2.5", "model.module.test_decode.beam_size=2.5: give a whole number"),
-    ("model.module.scheduler=linear", "model.module.scheduler='linear': must be one of none, cosine"),
-    ("model.module.val_metrics=[FOO]", "model.module.val_metrics=['FOO']: unknown metric(s) ['FOO']"),
+    ("model.module.optimizer.lr=abc", "model.module.optimizer.lr='abc': must be a number"),
+    ("model.module.optimizer.lr=-1", "model.module.optimizer.lr=-1: must be a positive number"),
+    ("model.module.optimizer.lr=nan", "model.module.optimizer.lr=nan: must be a finite number"),
+    ("model.module.optimizer.encoder_lr=0", "model.module.optimizer.encoder_lr=0: must be a positive number, or null"),
+    ("model.module.optimizer.weight_decay=-0.1", "model.module.optimizer.weight_decay=-0.1: must be at least 0"),
+    ("model.module.scheduler.warmup_steps=-5", "model.module.scheduler.warmup_steps=-5: must be at least 0"),
+    ("model.module.objective.alpha_c=-1", "model.module.objective.alpha_c=-1: must be at least 0"),
+    ("model.module.test.decode.beam_size=2.5", "model.module.test.decode.beam_size=2.5: must be a whole number"),
+    ("model.module.scheduler.name=linear", "model.module.scheduler.name='linear': must be one of none, cosine"),
+    ("model.module.val.metrics=[FOO]", "model.module.val.metrics=['FOO']: unknown metric(s) ['FOO']"),
     ("data.batch_size=abc", "data.batch_size='abc': must be a whole number"),
     ("data.use_features=maybe", "data.use_features='maybe': must be true or false"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0: the run would train on nothing"),
@@ -171,21 +193,21 @@ TRAIN = ("debug=fast",)
 
 NOT_NUMBERS = [
     # (command, its check, the override, the key the error must name)
-    ("train", check_train, "model.module.lr=nan", "model.module.lr=nan"),
-    ("train", check_train, "model.module.val_decode.length_penalty=nan", "model.module.val_decode.length_penalty=nan"),
-    ("train", check_train, "model.module.label_smoothing=inf", "model.module.label_smoothing=inf"),
+    ("train", check_train, "model.module.optimizer.lr=nan", "model.module.optimizer.lr=nan"),
+    ("train", check_train, "model.module.val.decode.length_penalty=nan", "model.module.val.decode.length_penalty=nan"),
+    ("train", check_train, "model.module.objective.label_smoothing=inf", "model.module.objective.label_smoothing=inf"),
     ("train", check_train, "model.decoder.dropout=-inf", "model.decoder.dropout=-inf"),
     ("train", check_train, "callbacks.early_stopping.min_delta=nan", "callbacks.early_stopping.min_delta=nan"),
     ("train", check_train, "trainer.gradient_clip_val=inf", "trainer.gradient_clip_val=inf"),
     ("train", check_train, "data.batch_size=nan", "data.batch_size=nan"),  # a float where a whole number goes
-    ("train", check_train, "experiment=shapes_scst model.module.scst_lr=inf", "model.module.scst_lr=inf"),
+    ("train", check_train, "experiment=shapes_scst model.module.objective.scst.lr=inf", "model.module.objective.scst.lr=inf"),
     ("eval", check_eval, "decode.length_penalty=nan", "decode.length_penalty=nan"),
     ("eval", check_eval, "decode.diversity_strength=nan", "decode.diversity_strength=nan"),
     ("eval", check_eval, "decode.temperature=inf", "decode.temperature=inf"),
     ("caption", check_caption, "decode.top_p=nan", "decode.top_p=nan"),
     ("caption", check_caption, "decode.temperature=-inf", "decode.temperature=-inf"),
     ("demo", check_demo, "decode.length_penalty=inf", "decode.length_penalty=inf"),
-    ("prepare", None, "model.module.lr=nan", "model.module.lr=nan"),
+    ("prepare", None, "model.module.optimizer.lr=nan", "model.module.optimizer.lr=nan"),
 ]
 
 
@@ -206,6 +228,6 @@ def test_nan_and_infinities_are_refused_at_start_up_naming_the_setting(tmp_path,
 
 
 def test_the_default_is_offered_where_a_constructor_gives_one(tmp_path):
-    cfg = compose_command("train", *TRAIN, f"paths.output_dir={tmp_path}", "model.module.lr=nan")
-    with pytest.raises(ValueError, match=r"e\.g\. model\.module\.lr=0\.002 \(the default\)"):
+    cfg = compose_command("train", *TRAIN, f"paths.output_dir={tmp_path}", "model.module.optimizer.lr=nan")
+    with pytest.raises(ValueError, match=r"e\.g\. model\.module\.optimizer\.lr=0\.002 \(the default\)"):
         check_train(cfg)

@@ -32,13 +32,22 @@ def arguments(cls, skip: tuple[str, ...]) -> set[str]:
 def test_every_module_argument_is_a_setting_that_overrides_without_plus(model):
     cfg = compose_train(f"model={model}")
     assert set(cfg.model.module) - {"_target_"} == arguments(CaptioningModule, ("net", "vocab", "net_config"))
-    changed = compose_train(f"model={model}", "model.module.test_decode.length_penalty=0.7",
-                            "model.module.test_decode.beam_size=5", "model.module.val_metrics=[BLEU]")
-    assert (changed.model.module.test_decode.length_penalty, changed.model.module.test_decode.beam_size) == (0.7, 5)
-    assert list(changed.model.module.val_metrics) == ["BLEU"]
+    changed = compose_train(f"model={model}", "model.module.test.decode.length_penalty=0.7",
+                            "model.module.test.decode.beam_size=5", "model.module.val.metrics=[BLEU]")
+    assert (changed.model.module.test.decode.length_penalty, changed.model.module.test.decode.beam_size) == (0.7, 5)
+    assert list(changed.model.module.val.metrics) == ["BLEU"]
     # The YAML states only what differs: the rest are the constructor's own defaults.
     defaults = signature_node(CaptioningModule, ("net", "vocab", "net_config"))
-    assert cfg.model.module.lr == defaults["lr"] and cfg.model.module.warmup_steps == defaults["warmup_steps"]
+    assert cfg.model.module.optimizer.lr == defaults["optimizer"]["lr"]
+    assert cfg.model.module.scheduler.warmup_steps == defaults["scheduler"]["warmup_steps"]
+    assert cfg.model.module.objective.scst.samples == defaults["objective"]["scst"]["samples"]
+
+
+def test_the_module_takes_few_arguments_its_settings_in_groups():
+    """The network, the vocabulary and its config, and settings grouped by what they configure."""
+    assert arguments(CaptioningModule, ()) == {"net", "vocab", "net_config", "optimizer", "scheduler", "objective", "val",
+                                               "test", "tokenizer", "word_vectors", "freeze_word_vectors"}
+    assert len(arguments(CaptioningModule, ())) <= 12
 
 
 @pytest.mark.parametrize("data", DATA_CONFIGS)
@@ -50,7 +59,7 @@ def test_every_datamodule_argument_is_a_setting(data):
 
 @pytest.mark.parametrize("name, typo", [
     ("train", "trainer.max_epoch=3"), ("train", "model.decoder.hiden_dim=3"), ("train", "model.module.lenght_penalty=0.7"),
-    ("train", "modle=rnn"), ("eval", "beam_sise=3"), ("eval", "decode.beamsize=4"), ("caption", "imagess=x"),
+    ("train", "model.module.objective.scst.samplez=3"), ("train", "modle=rnn"), ("eval", "beam_sise=3"), ("eval", "decode.beamsize=4"), ("caption", "imagess=x"),
 ])  # fmt: skip
 def test_config_typos_fail_in_every_command(name, typo):
     """A misspelt setting or group stops composition naming it (settings are not silently added)."""

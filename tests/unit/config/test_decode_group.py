@@ -1,5 +1,5 @@
 """Decode settings as the commands take them (capgen.config.decode_group): the `decode` group laid
-over the run's test decode, presets, the old beam_size= key, and old checkpoints' keys."""
+over the run's test decode, and presets; the module's own val/test decode settings."""
 
 import dataclasses
 
@@ -7,8 +7,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from capgen.config import CONF_DIR
-from capgen.config.decode_group import command_settings, upgrade_hparams
-from capgen.lightning.module import TEST_DECODE, VAL_DECODE, CaptioningModule
+from capgen.config.decode_group import command_settings
+from capgen.lightning.module import CaptioningModule
 from capgen.models.search import DecodeSettings
 
 RUN = DecodeSettings(method="beam", beam_size=5, length_penalty=0.7, min_len=2, max_len=12)  # a run's test decode
@@ -43,14 +43,6 @@ def test_caption_decodes_with_a_beam_of_3_unless_told():
     assert settings("caption", "decode=run") == RUN
 
 
-def test_the_old_beam_size_key_is_an_alias():
-    # 1: greedy, keeping the run's constraints; N: a beam of N with the run's length penalty
-    assert settings("eval", "beam_size=1") == DecodeSettings(min_len=2, max_len=12)
-    assert settings("eval", "beam_size=2") == dataclasses.replace(RUN, beam_size=2)
-    assert settings("caption", "beam_size=1", "decode.no_repeat_ngram_size=3") == DecodeSettings(
-        no_repeat_ngram_size=3, max_len=12)
-
-
 def test_a_beam_size_that_would_change_nothing_is_refused():
     with pytest.raises(ValueError, match=r"^decode\.beam_size=4: decode\.method=greedy .* give decode\.method=beam"):
         settings("eval", "decode.beam_size=4", run=DecodeSettings())
@@ -59,51 +51,18 @@ def test_a_beam_size_that_would_change_nothing_is_refused():
     assert settings("eval", "decode.beam_size=4", "decode.method=beam", run=DecodeSettings()).beam_size == 4
 
 
-def test_old_checkpoint_hyper_parameters_become_decode_settings():
-    new = {"lr": 1e-3, "val_decode": {"method": "greedy"}, "test_decode": {"method": "beam", "beam_size": 3}}
-    assert upgrade_hparams(new) is new
-    old = {"lr": 1e-3, "beam_size": 2, "test_beam_size": 1, "length_penalty": 0.4, "max_decode_len": 9}
-    up = upgrade_hparams(old)
-    assert "beam_size" in old and set(up) == {"lr", "val_decode", "test_decode"}  # the given dict is left alone
-    assert DecodeSettings.from_config(up["val_decode"]) == DecodeSettings(method="beam", beam_size=2, length_penalty=0.4,
-                                                                          max_len=9)
-    assert DecodeSettings.from_config(up["test_decode"]) == DecodeSettings(max_len=9)  # a beam of 1 was greedy
-    # an old checkpoint that kept the defaults: greedy validation, beam 3 test, the vocabulary's length
-    up = upgrade_hparams({"beam_size": 1, "test_beam_size": 3, "length_penalty": 0.0, "max_decode_len": None})
-    assert DecodeSettings.from_config(up["val_decode"]) == VAL_DECODE
-    assert DecodeSettings.from_config(up["test_decode"]) == TEST_DECODE
-
-
 def test_the_module_checks_its_decode_settings_at_start_up():
     from capgen.models import Captioner, LSTMDecoder, SmallCNN
     from capgen.vocab import Vocabulary
 
     vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", "b"], max_len=6)
     net = Captioner(SmallCNN(grid=2), LSTMDecoder, vocab_size=len(vocab))
-    module = CaptioningModule(net, vocab, val_decode={"method": "sample", "n_best": 2}, test_decode={"max_len": 4})
+    module = CaptioningModule(net, vocab, val={"decode": {"method": "sample", "n_best": 2}}, test={"decode": {"max_len": 4}})
     assert module.decoding == {"val": DecodeSettings(method="sample", n_best=2, max_len=6), "test": DecodeSettings(max_len=4)}
-    assert module.hparams.val_decode == dataclasses.asdict(DecodeSettings(method="sample", n_best=2))  # plain data
-    with pytest.raises(ValueError, match=r"^model\.module\.val_decode\.top_k=-1: give k >= 1"):
-        CaptioningModule(net, vocab, val_decode={"method": "sample", "top_k": -1})
-    with pytest.raises(ValueError, match=r"^model\.module\.test_decode\.max_len=7: the model was trained on captions of "
+    assert module.hparams.val["decode"] == dataclasses.asdict(DecodeSettings(method="sample", n_best=2))  # plain data
+    assert module.hparams.val["metrics"] == ("BLEU", "CIDEr")  # a stage's keys not given keep its defaults
+    with pytest.raises(ValueError, match=r"^model\.module\.val\.decode\.top_k=-1: give k >= 1"):
+        CaptioningModule(net, vocab, val={"decode": {"method": "sample", "top_k": -1}})
+    with pytest.raises(ValueError, match=r"^model\.module\.test\.decode\.max_len=7: the model was trained on captions of "
                                          r"at most 6 words"):
-        CaptioningModule(net, vocab, test_decode={"method": "beam", "beam_size": 2, "max_len": 7})
-
-
-def test_a_run_started_with_the_old_decoding_overrides_still_composes_for_resume():
-    from hydra import compose, initialize_config_dir
-
-    from capgen.config import CONF_DIR, register
-    from capgen.config.decode_group import upgrade_overrides
-
-    saved = ["model=lstm", "model.module.beam_size=2", "model.module.test_beam_size=4",
-             "model.module.length_penalty=0.5", "model.module.max_decode_len=12", "trainer.max_epochs=3"]
-    upgraded = upgrade_overrides(saved)
-    assert upgraded[:2] == ["model=lstm", "trainer.max_epochs=3"]  # the others kept, in order
-    register()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=upgraded)
-    val, test = cfg.model.module.val_decode, cfg.model.module.test_decode
-    assert (val.method, val.beam_size, val.length_penalty, val.max_len) == ("beam", 2, 0.5, 12)
-    assert (test.method, test.beam_size, test.length_penalty, test.max_len) == ("beam", 4, 0.5, 12)
-    assert upgrade_overrides(["model=attn"]) == ["model=attn"]
+        CaptioningModule(net, vocab, test={"decode": {"method": "beam", "beam_size": 2, "max_len": 7}})

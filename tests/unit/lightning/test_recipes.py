@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from capgen.data.datamodule import Batch
 from capgen.lightning.module import CaptioningModule
-from capgen.lightning.recipes import lr_scheduler
+from capgen.lightning.optimization import lr_scheduler
 from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN
 from capgen.models.losses import caption_loss
 from capgen.models.scheduled_sampling import sampled_forward, sampling_probability
@@ -79,8 +79,8 @@ def _captions(n, T=7, seed=0):
     return caps
 
 
-def _module(cls, **recipe):
-    return CaptioningModule(_net(cls, dropout=0.3), VOCAB, scheduler="none", **recipe).train()
+def _module(cls, **objective):
+    return CaptioningModule(_net(cls, dropout=0.3), VOCAB, scheduler={"name": "none"}, objective=objective).train()
 
 
 class StepSpy:
@@ -103,7 +103,7 @@ def test_scheduled_sampling_at_probability_0_is_bit_identical_teacher_forcing_on
     torch.manual_seed(1)
     expected = plain._loss(batch)
     # Sampling set up but at probability 0 in this epoch (it starts at epoch 3).
-    later = _module(cls, scheduled_sampling=1.0, scheduled_sampling_start=3)
+    later = _module(cls, scheduled_sampling={"probability": 1.0, "start": 3})
     spy = StepSpy(later.net.decoder)
     torch.manual_seed(1)
     got = later._loss(batch)
@@ -171,21 +171,21 @@ def test_scheduled_sampling_draws_the_models_word_with_the_given_probability_and
 def test_scheduled_sampling_trains_through_the_step_loop(cls):
     captions = _captions(4)
     batch = Batch(_features(4), captions, (captions != 0).sum(1), torch.arange(4))
-    module = _module(cls, scheduled_sampling=0.5)
+    module = _module(cls, scheduled_sampling={"probability": 0.5})
     loss, _ = module._loss(batch)
     loss.backward()
     assert torch.isfinite(loss) and module.net.decoder.embed.weight.grad.abs().sum() > 0
 
 
 # ----- schedules: the scheduler each setting builds --------------------------------------------
-def _schedule(**hp):
-    module = CaptioningModule(_net(LSTMDecoder), VOCAB, **hp)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=module.hparams.lr)
-    return optimizer, lr_scheduler(optimizer, module.hparams)
+def _schedule(lr, **scheduler):
+    module = CaptioningModule(_net(LSTMDecoder), VOCAB, optimizer={"lr": lr}, scheduler=scheduler)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=module.hparams.optimizer["lr"])
+    return optimizer, lr_scheduler(optimizer, module.scheduler_settings)
 
 
 def test_step_schedule_cuts_the_rate_every_n_epochs():
-    optimizer, config = _schedule(scheduler="step", lr=1.0, lr_step_epochs=3, lr_decay=0.5)
+    optimizer, config = _schedule(name="step", lr=1.0, step_epochs=3, decay=0.5)
     assert config["interval"] == "epoch"
     rates = []
     for _ in range(8):
@@ -196,8 +196,7 @@ def test_step_schedule_cuts_the_rate_every_n_epochs():
 
 
 def test_plateau_schedule_follows_the_runs_monitor_and_mode():
-    optimizer, config = _schedule(scheduler="plateau", lr=1.0, lr_patience=1, lr_decay=0.1, monitor="val/loss",
-                                  monitor_mode="min")
+    optimizer, config = _schedule(name="plateau", lr=1.0, patience=1, decay=0.1, monitor="val/loss", mode="min")
     assert (config["monitor"], config["interval"]) == ("val/loss", "epoch")
     rates = []
     for value in (5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 3.5):  # improves, improves, then 3 without, then better
@@ -242,7 +241,7 @@ def test_word_vectors_load_for_the_words_present_and_are_counted(tmp_path, caplo
 def test_frozen_word_vectors_leave_the_embedding_out_of_the_optimizer(tmp_path):
     path, _ = _glove(tmp_path)
     module = CaptioningModule(_net(LSTMDecoder), VOCAB, word_vectors=str(path), freeze_word_vectors=True,
-                              scheduler="none")
+                              scheduler={"name": "none"})
     module.setup("fit")
     assert not module.net.decoder.embed.weight.requires_grad
     params = [p for g in module.configure_optimizers().param_groups for p in g["params"]]
@@ -264,19 +263,23 @@ def test_word_vectors_of_the_wrong_width_or_a_missing_file_name_the_setting(tmp_
 
 # ----- range errors -------------------------------------------------------------------------
 @pytest.mark.parametrize("key, value, fix", [
-    ("scheduler", "linear", "one of none, cosine, step, plateau"),
-    ("lr_decay", 1.5, "a factor between 0 and 1"),
-    ("lr_step_epochs", 0, "at least 1"),
-    ("lr_patience", -1, "at least 0"),
-    ("label_smoothing", 1.0, r"in \[0, 1\)"),
-    ("scheduled_sampling", 1.2, r"a probability in \[0, 1\]"),
-    ("scheduled_sampling_start", -2, "at least 0"),
-    ("scheduled_sampling_ramp", 0, "at least 1"),
-    ("monitor_mode", "up", "max or min"),
+    ("scheduler.name", "linear", "one of none, cosine, step, plateau"),
+    ("scheduler.decay", 1.5, "a factor between 0 and 1"),
+    ("scheduler.step_epochs", 0, "at least 1"),
+    ("scheduler.patience", -1, "at least 0"),
+    ("objective.label_smoothing", 1.0, r"in \[0, 1\)"),
+    ("objective.scheduled_sampling.probability", 1.2, r"a probability in \[0, 1\]"),
+    ("objective.scheduled_sampling.start", -2, "at least 0"),
+    ("objective.scheduled_sampling.ramp", 0, "at least 1"),
+    ("scheduler.mode", "up", "max or min"),
 ])
 def test_recipe_settings_out_of_range_name_the_setting_and_the_fix(key, value, fix):
+    group, *inner, name = key.split(".")
+    setting = {name: value}
+    for part in reversed(inner):
+        setting = {part: setting}
     with pytest.raises(ValueError, match=rf"^model\.module\.{key}={value}: must be {fix}") as err:
-        CaptioningModule(_net(LSTMDecoder), VOCAB, **{key: value})
+        CaptioningModule(_net(LSTMDecoder), VOCAB, **{group: setting})
     assert "\n" not in str(err.value)
 
 
@@ -287,7 +290,7 @@ def test_the_switch_to_self_critical_training_is_one_log_line(caplog):
     vocab = tiny_vocab()
     net = Captioner(SmallCNN(widths=(4,), grid=2), lambda **kw: LSTMDecoder(**kw, embed_dim=5, hidden_dim=7),
                     vocab_size=len(vocab))
-    module = CaptioningModule(net, vocab, objective="scst", scst_from_epoch=2)
+    module = CaptioningModule(net, vocab, objective={"name": "scst", "scst": {"from_epoch": 2}})
     module.set_train_references({1: ["a red circle"], 2: ["a blue square"]})
     with caplog.at_level(logging.INFO, logger="capgen.lightning.module"):
         module.on_train_start()

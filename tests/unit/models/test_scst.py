@@ -144,9 +144,9 @@ def test_teacher_forced_logprobs_skip_padding_and_match_the_sampler():
 
 
 def test_bad_settings_name_the_setting():
-    with pytest.raises(ValueError, match=r"model\.module\.scst_samples=1 with model\.module\.scst_baseline=mean"):
+    with pytest.raises(ValueError, match=r"model\.module\.objective\.scst\.samples=1 with model\.module\.objective\.scst\.baseline=mean"):
         scst.check_scst_settings(1, "mean", None)
-    with pytest.raises(ValueError, match=r"model\.module\.scst_baseline='beam'"):
+    with pytest.raises(ValueError, match=r"model\.module\.objective\.scst\.baseline='beam'"):
         scst.check_scst_settings(5, "beam", None)
-    with pytest.raises(ValueError, match=r"model\.module\.scst_max_len=0"):
+    with pytest.raises(ValueError, match=r"model\.module\.objective\.scst\.max_len=0"):
         scst.check_scst_settings(5, "mean", 0)

@@ -452,7 +452,7 @@ def test_settings_errors_name_the_key_value_and_fix(values, message):
     with pytest.raises(ValueError, match="^" + message) as err:
         DecodeSettings(**values)
     assert "\n" not in str(err.value)
-    where = "model.module.test_decode"
+    where = "model.module.test.decode"
     with pytest.raises(ValueError, match="^" + message.replace(r"decode\.", re_escape(where) + r"\.")):
         DecodeSettings.from_config(values, where=where)
 

@@ -58,8 +58,11 @@ def test_format_stamp_is_checked():
     with pytest.raises(ValueError, match=r"ckpt_path=other\.ckpt: the checkpoint has no capgen format stamp"):
         check_format({"state_dict": {}}, "other.ckpt")
     with pytest.raises(ValueError, match=r"ckpt_path=new\.ckpt: this checkpoint was written by capgen 2\.0 in "
-                                         r"checkpoint format 2, but this capgen \(.+\) reads format 1"):
-        check_format({"capgen": {"format": 2, "version": "2.0"}}, "new.ckpt")
+                                         r"checkpoint format 3, but this capgen \(.+\) reads format 2"):
+        check_format({"capgen": {"format": 3, "version": "2.0"}}, "new.ckpt")
+    with pytest.raises(ValueError, match=r"ckpt_path=old\.ckpt: this checkpoint was written by capgen 0\.1 in "
+                                         r"checkpoint format 1, an earlier layout .* no longer reads \(it reads format 2\)"):
+        check_format({"capgen": {"format": 1, "version": "0.1"}}, "old.ckpt")
 
 
 def test_a_text_file_given_as_checkpoint_is_named_without_torchs_weights_only_advice(tmp_path):
