@@ -31,6 +31,7 @@ import collections.abc
 import dataclasses
 import difflib
 import inspect
+import itertools
 import math
 import re
 import types
@@ -147,31 +148,54 @@ def check_command_keys(args: list[str], config_name: str = "train") -> None:
     the command line (`args`, sys.argv[1:]) that its constructor does not take: one added with
     `+` (`+model.decoder.hiden_dim=3`), which Hydra would let through into a TypeError once the
     run folder is written, and one without, for which Hydra's own error says to add `+`, which
-    would not help. Sweeps (-m) are checked by each job (capgen.commands.train.fit.check_train_config):
-    their values are not composed here. Other errors are left to Hydra to report."""
+    would not help. A sweep (-m) is checked job by job, each listed value of its sweeps
+    (`model=rnn,attn`, `seed=range(3)`) composed as its job would be, up to SWEEP_JOBS_CHECKED
+    jobs, so that a key one model takes and another does not is refused before the first job
+    writes anything; values drawn by a search (`interval(...)`) are checked by each job
+    (capgen.commands.train.fit.check_train_config). Other errors are left to Hydra to report."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     from .argv import command_overrides
 
-    if "-m" in args or "--multirun" in args:
-        return
     try:
         parsed = OverridesParser.create().parse_overrides(command_overrides(args))
     except HydraException:
         return  # Hydra reports a malformed override itself
     # Hydra's settings do not change what is built; groups (model=lstm) are Hydra's to check.
     keep = [o for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/"))]
-    dotted = [o.key_or_group for o in keep if "." in o.key_or_group and not o.is_delete()]
-    if not dotted or any(o.is_sweep_override() for o in keep):
+    if not any("." in o.key_or_group and not o.is_delete() for o in keep):
         return
-    lines = [o.input_line for o in keep]
+    for job in itertools.islice(_sweep_jobs(keep), SWEEP_JOBS_CHECKED):
+        _check_job_keys(job, config_name)
+
+
+SWEEP_JOBS_CHECKED = 64  # a larger grid's other jobs are checked as each starts
+
+
+def _sweep_jobs(overrides: list) -> typing.Iterator[list[str]]:
+    """Each job's override lines: one value of every listed sweep (the cartesian product, as
+    Hydra's basic sweeper runs them); a sweep whose values are drawn (an interval) is left out."""
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    swept = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+             for o in overrides if o.is_sweep_override() and o.is_discrete_sweep()]
+    for values in itertools.product(*swept):
+        yield [*fixed, *values]
+
+
+def _check_job_keys(lines: list[str], config_name: str) -> None:
+    """check_command_keys for one job's override lines."""
+    dotted = [line.split("=", 1)[0] for line in lines if "." in line.split("=", 1)[0] and not line.startswith("~")]
+    if not dotted:
+        return
     cfg, unknown = _compose(config_name, lines)
     if unknown is not None:  # Hydra refused a key that no node lists: compose without it, then name it
-        cfg, again = _compose(config_name, [o.input_line for o in keep if o.key_or_group.lstrip("+") != unknown])
+        cfg, again = _compose(config_name, [line for line in lines if line.split("=", 1)[0].lstrip("+") != unknown])
         if cfg is None or again is not None:
             return
         dotted = [unknown]
+    if cfg is None:
+        return
     for key in (k.lstrip("+") for k in dotted):
         parent = key.rpartition(".")[0]
         while parent:  # the innermost node with a _target_ that holds the key

@@ -87,6 +87,18 @@ def test_a_misspelt_setting_is_refused_before_a_run_folder_is_written(tmp_path, 
     assert not run.exists()  # so capgen-compare never lists it
 
 
+@pytest.mark.parametrize(("models", "typo", "target"), [
+    ("rnn,lstm", "+model.decoder.hiden_dim=3", "capgen.models.RNNDecoder"),  # wrong for every job
+    ("attn,rnn", "model.decoder.attn_dim=8", "capgen.models.RNNDecoder"),  # right for the first job only
+])
+def test_a_sweep_with_a_setting_one_of_its_jobs_refuses_writes_no_job_folder(tmp_path, monkeypatch, models, typo, target):
+    sweep = tmp_path / "sweep"
+    message = capgen_train(monkeypatch, tmp_path, "-m", f"model={models}", typo, "debug=fast", f"hydra.sweep.dir={sweep}")
+    key = typo.lstrip("+").split("=")[0]
+    assert message.startswith(f"capgen-train: UnknownSetting: {key}: {target} takes no setting"), message
+    assert not sweep.exists()  # refused before the first job made its folder
+
+
 def test_a_checkpoint_knows_its_training_data_and_caption_warns_on_a_photograph(ckpt, tmp_path, caplog):
     from hydra import compose, initialize_config_dir
 
