@@ -48,24 +48,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_demo(args: list[str], log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    """capgen-demo with `args` on a free port, once its page answers: (process, url)."""
-    port = free_port()
-    # Its own process group: whoever ends the demo ends whatever it started with it.
-    proc = subprocess.Popen([sys.executable, "-m", "capgen.cli.demo", *args, f"port={port}"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+def serve(cmd: list[str], url: str, log: Path, name: str, timeout: float = 180,
+          ready=lambda answer: True) -> subprocess.Popen:
+    """Start `cmd` (its output to `log`) and wait until `url` answers and `ready(answer)` holds;
+    the process, in its own process group (whoever ends it ends whatever it started)."""
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"capgen-demo exited with status {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise SystemExit(f"{name} exited with status {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=5):
-                return proc, url
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if ready(answer):
+                    return proc
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     proc.kill()
-    raise SystemExit(f"capgen-demo did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+    raise SystemExit(f"{name} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def start_demo(args: list[str], log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """capgen-demo with `args` on a free port, once its page answers: (process, url)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    return serve([sys.executable, "-m", "capgen.cli.demo", *args, f"port={port}"], url, log, "capgen-demo", timeout), url
 
 
 def browser(profile: Path, width: int, height: int) -> webdriver.Chrome:

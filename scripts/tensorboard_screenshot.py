@@ -17,10 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from demo_screenshot import browser, free_port
+from demo_screenshot import browser, free_port, serve
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -31,24 +30,12 @@ VIEWS = {"custom_scalars": ("custom_scalars", "val/BLEU-4"), "hparams": ("hparam
 
 
 def start_tensorboard(logdir: Path, log: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """TensorBoard on `logdir` on a free port, once its runs are loaded: (process, url)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port),
-                             "--host", "127.0.0.1", "--load_fast=false"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"tensorboard exited with status {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "data/runs", timeout=5) as answer:
-                if json.load(answer):  # the runs are loaded
-                    return proc, url
-        except OSError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"tensorboard did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1",
+           "--load_fast=false"]
+    return serve(cmd, url + "data/runs", log, "tensorboard", timeout, ready=lambda answer: bool(json.load(answer))), url
 
 
 def main() -> None:

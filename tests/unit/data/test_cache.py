@@ -491,27 +491,6 @@ def test_the_cache_file_is_allocated_on_disk_before_rows_are_written(tmp_path, m
     assert reserved == [20 * 16 * 16 * 3]
 
 
-class _Pictures:
-    """A source of n 16x16 pictures, each filled with its own grey value."""
-
-    def __init__(self, n: int = 20):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def image(self, i):
-        import numpy as np
-
-        return np.full((16, 16, 3), 10 + i, np.uint8)
-
-    def image_id(self, i):
-        return 100 + i
-
-    def captions(self, i):
-        return [f"picture {i}"]
-
-
 class _OneBad(_Pictures):
     """Picture 4 unreadable until `fixed`."""
 
