@@ -70,19 +70,22 @@ def threads_for(others: float, cores: int, most: int) -> int:
 class FreeCoreThreads:
     """Sets the thread count (`set_threads`) to the free cores; call `check()` between steps.
     `cpus`: the process's CPU set; `most`: the count on an idle machine (torch's default);
-    `sample`: reads a Sample (injected by the tests)."""
+    `sample`: reads a Sample, `clock`: the time it stamps them with (both injected by the tests)."""
 
     def __init__(self, cpus: frozenset[int], most: int, sample: Callable[[], Sample | None],
-                 set_threads: Callable[[int], None]) -> None:
-        self.cpus, self.most, self.sample, self.set_threads = cpus, most, sample, set_threads
+                 set_threads: Callable[[int], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.cpus, self.most, self.sample, self.set_threads, self.clock = cpus, most, sample, set_threads, clock
         self.threads, self.changes, self.calm = most, 0, 0
         self.last = sample()
 
     def check(self) -> int:
         """Read the load if a second has passed and change the thread count if it calls for it;
         the thread count now."""
+        # Called before every batch: the clock alone until a second has passed, /proc/stat only then.
+        if self.last is None or self.clock() - self.last.at < CHECK_EVERY_S:
+            return self.threads
         now = self.sample()
-        if now is None or self.last is None or now.at - self.last.at < CHECK_EVERY_S:
+        if now is None:
             return self.threads
         others = max(0.0, (now.busy - self.last.busy) - (now.own - self.last.own)) / (now.at - self.last.at)
         self.last = now

@@ -57,7 +57,7 @@ class Machine:
 
 def test_the_count_drops_at_once_and_comes_back_only_after_the_others_stay_quiet(caplog):
     m = Machine()
-    policy = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append)
+    policy = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append, clock=lambda: m.at)
     m.run(0.5, others=1.0)
     assert policy.check() == 2 and m.set_to == []  # less than a second since the last reading: no reading
     m.run(0.6, others=1.0)
@@ -79,7 +79,7 @@ def test_the_count_drops_at_once_and_comes_back_only_after_the_others_stay_quiet
 
 def test_changes_past_the_first_few_are_logged_at_debug_level(caplog):
     m = Machine()
-    policy = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append)
+    policy = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append, clock=lambda: m.at)
     with caplog.at_level(logging.INFO, logger="capgen.lightning.threads"):
         for _ in range(5):
             m.run(1.0, others=1.0)
