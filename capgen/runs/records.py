@@ -47,10 +47,12 @@ def _write_json(path: Path, value: dict) -> None:
 
 
 def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | None,
-                  test_decode: dict | None = None) -> None:
+                  test_decode: dict | None = None, thread_changes: int = 0) -> None:
     """The completed run's final train/val/test metrics and its best checkpoint (relative to the
-    run when inside it, so the folder can be moved, e.g. copied off a cluster); and, when it
-    was tested, the decode settings its test/* metrics are for."""
+    run when inside it, so the folder can be moved, e.g. copied off a cluster); when it was
+    tested, the decode settings its test/* metrics are for; and how often torch's thread count
+    followed the machine's load (capgen.lightning.threads), when it did: its scores then equal
+    a rerun's only to float rounding."""
     best = Path(best_checkpoint).absolute() if best_checkpoint else None
     if best is not None and best.is_relative_to(run.absolute()):
         best = best.relative_to(run.absolute())
@@ -58,6 +60,8 @@ def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | N
     summary = {"status": "completed", "metrics": final, "best_checkpoint": str(best) if best else None}
     if test_decode is not None:
         summary["test_decode"] = test_decode
+    if thread_changes:
+        summary["thread_count_changes"] = thread_changes
     _write_json(run / SUMMARY, summary)
 
 

@@ -108,7 +108,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             callback.pictures = datamodule.pictures  # the images, when batches carry features
     if cfg.trainer.get("enable_progress_bar", True) is not False:
         callbacks.append(progress_bar())  # Lightning's own bar, without its `v_num=ault` fragment
-    callbacks.append(FollowFreeCores())
+    follow_free_cores = FollowFreeCores()
+    callbacks.append(follow_free_cores)
     loggers = build_loggers(cfg, start)
     if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -135,7 +136,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
         log_final_hparams(trainer, cfg, metrics, best_epoch.step)
     if trainer.is_global_zero:
-        write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None)
+        if follow_free_cores.changes:
+            log.warning("torch's thread count changed %d times during this run, following other processes' load: its "
+                        "scores equal a rerun's only to float rounding, and training can drift from there. For a "
+                        "rerun equal to the last digit, fix the count: OMP_NUM_THREADS=<n> capgen-train ...",
+                        follow_free_cores.changes)
+        write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None,
+                      follow_free_cores.changes)
     return metrics
 
 

@@ -13,6 +13,12 @@ class FollowFreeCores(L.Callback):
 
     def __init__(self) -> None:
         self.policy = threads.follow_free_cores()
+        self._changes_before = self.policy.changes if self.policy is not None else 0  # a sweep's jobs share the policy
+
+    @property
+    def changes(self) -> int:
+        """How often the thread count changed since this callback was made (for one run)."""
+        return self.policy.changes - self._changes_before if self.policy is not None else 0
 
     def _check(self, *_) -> None:
         if self.policy is not None:

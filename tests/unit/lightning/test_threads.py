@@ -115,3 +115,24 @@ def test_the_callback_checks_before_every_batch_of_every_stage():
     for hook in ("on_train_batch_start", "on_validation_batch_start", "on_test_batch_start", "on_predict_batch_start"):
         getattr(callback, hook)(None, None, None, 0)
     assert len(calls) == 4
+
+
+def test_a_run_counts_only_its_own_thread_changes_and_its_summary_records_them(monkeypatch, tmp_path):
+    import json
+
+    from capgen.runs.records import write_summary
+
+    m = Machine()
+    shared = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append, clock=lambda: m.at)
+    shared.changes = 4  # an earlier job of the same sweep
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_policy", shared)
+    callback = FollowFreeCores()
+    assert callback.changes == 0
+    m.run(1.0, others=1.0)
+    callback.on_train_batch_start(None, None, None, 0)
+    assert callback.changes == 1
+    write_summary(tmp_path, {"val/CIDEr": 1.0}, None, None, callback.changes)
+    assert json.loads((tmp_path / "summary.json").read_text())["thread_count_changes"] == 1
+    write_summary(tmp_path, {"val/CIDEr": 1.0}, None, None, 0)  # a fixed count: nothing to say
+    assert "thread_count_changes" not in json.loads((tmp_path / "summary.json").read_text())
