@@ -7,8 +7,10 @@ A source may also carry `vocabulary` (a Vocabulary it must be read with, e.g. th
 file's own); otherwise the datamodule builds one from the train split only.
 The datamodule receives a factory `source(split=...)` (a Hydra `_partial_`) and yields
 `Batch`es:
-    train:     every image once per epoch, paired with one of its references; the reference
-               cycles with the epoch, so all are seen across epochs;
+    train:     every image once per epoch, with `captions_per_image` of its references (1 by
+               default); they cycle with the epoch, so all are seen across epochs. A batch
+               holds batch_size images and batch_size * captions_per_image captions, and
+               each image is encoded once for all of its captions;
     val/test:  every image once, with reference 0 for the loss (scores use all references).
 An image that fails to decode while training reads it (no capgen-prepare scan first, or a
 file changed after its split was indexed) follows the source's `on_bad_sample`: "error"
@@ -46,14 +48,23 @@ log = logging.getLogger(__name__)
 
 
 class Batch(NamedTuple):
+    """B images and their R = B k captions, k per image, image-major (rows b k .. b k + k - 1
+    describe image b): k = 1 in evaluation, data.captions_per_image in training."""
+
     images: torch.Tensor  # (B, 3, H, W) uint8, or cached features (B, P, D) float16 (use_features)
-    captions: torch.Tensor  # (B, T) <start> words <end> <pad>...
-    lengths: torch.Tensor  # (B,) tokens per caption including <start> and <end>
+    captions: torch.Tensor  # (R, T) <start> words <end> <pad>...
+    lengths: torch.Tensor  # (R,) tokens per caption including <start> and <end>
     image_ids: torch.Tensor  # (B,)
 
+    @property
+    def captions_per_image(self) -> int:
+        return len(self.captions) // len(self.images)
 
-def collate(items: list[tuple[torch.Tensor, list[int], int]]) -> Batch:
-    images, ids, image_ids = zip(*items)
+
+def collate(items: list[tuple[torch.Tensor, list[list[int]], int]]) -> Batch:
+    """items: (image, its k encoded captions, image id), k the same for every item."""
+    images, captions, image_ids = zip(*items)
+    ids = [c for image_captions in captions for c in image_captions]  # image-major
     lengths = torch.tensor([len(c) for c in ids])
     captions = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)  # 0 = <pad>
     for row, c in enumerate(ids):
@@ -95,7 +106,9 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class CaptionPairs(Dataset):
-    """Item k is (image i, reference r): the flat list of every image's references.
+    """Pair k is (image i, reference r): the flat list of every image's references. An item
+    is a tuple of pairs of one image (the sampler's choice of its references), read as
+    (image, [caption ids per pair], image id): the image is read once.
 
     An image that cannot be decoded gives an Unreadable marker instead of raising: raised in
     a DataLoader worker, the error would reach the main process as a traceback text, and it
@@ -109,36 +122,41 @@ class CaptionPairs(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def __getitem__(self, k: int):
-        i = int(np.searchsorted(self.offsets, k, side="right") - 1)
-        caption = self.source.captions(i)[k - self.offsets[i]]
+    def __getitem__(self, ks: tuple[int, ...]):
+        i = int(np.searchsorted(self.offsets, ks[0], side="right") - 1)
+        if any(not self.offsets[i] <= k < self.offsets[i + 1] for k in ks):
+            raise IndexError(f"pairs {ks} are not all references of image {i}")
+        captions = self.source.captions(i)
         try:
             image = self.source.image(i)
         except BadSampleError as e:
             return Unreadable(e.path, e.reason or "unreadable")
-        return _to_tensor(image), self.vocab.encode(caption), self.source.image_id(i)
+        return _to_tensor(image), [self.vocab.encode(captions[k - self.offsets[i]]) for k in ks], self.source.image_id(i)
 
 
 class CyclingReferenceSampler(DistributedSampler):
-    """One (image, reference) pair per image per epoch; image i uses reference
-    (epoch + i) mod n_i, so every reference is used every n_i epochs.
+    """Each image once per epoch, with `per_image` of its references as one item (a tuple of
+    pair indices): image i uses references (epoch k + i + j) mod n_i for j < k = per_image,
+    so every reference is used every ceil(n_i / k) epochs (k >= n_i: all of them, some
+    twice when k > n_i, in every epoch).
 
     A DistributedSampler subclass so Lightning leaves it in place under DDP and calls
     set_epoch on it; each rank takes every world_size-th pair, padded to equal length.
     """
 
-    def __init__(self, pairs: CaptionPairs, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None, rank: int | None = None):
+    def __init__(self, pairs: CaptionPairs, shuffle: bool = True, seed: int = 0, num_replicas: int | None = None,
+                 rank: int | None = None, per_image: int = 1):
         ddp = dist.is_available() and dist.is_initialized()
         world = num_replicas if num_replicas is not None else dist.get_world_size() if ddp else 1
         rank = rank if rank is not None else dist.get_rank() if ddp else 0
         super().__init__(pairs, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
-        self.pairs = pairs
+        self.pairs, self.per_image = pairs, per_image
         self.num_samples = math.ceil(len(pairs.counts) / world)
         self.total_size = self.num_samples * world
         self.resumed_epoch, self.resumed_skip = -1, 0
 
     def resume_at(self, epoch: int, served: int) -> None:
-        """In `epoch`, leave out the first `served` pairs of this rank: a run resumed from a
+        """In `epoch`, leave out the first `served` images of this rank: a run resumed from a
         mid-epoch checkpoint continues where it stopped (see capgen.data.resumable)."""
         self.resumed_epoch, self.resumed_skip = epoch, served
 
@@ -156,7 +174,8 @@ class CyclingReferenceSampler(DistributedSampler):
         mine = order[self.rank : self.total_size : self.num_replicas]
         if self.epoch == self.resumed_epoch:
             mine = mine[self.resumed_skip :]
-        return iter(int(self.pairs.offsets[i]) + (self.epoch + i) % self.pairs.counts[i] for i in mine)
+        k, offsets, counts = self.per_image, self.pairs.offsets, self.pairs.counts
+        return iter(tuple(int(offsets[i]) + (self.epoch * k + i + j) % counts[i] for j in range(k)) for i in mine)
 
 
 class TrainLoader(ResumableLoader):
@@ -224,7 +243,7 @@ class TrainLoader(ResumableLoader):
 
 
 class EvalImages(Dataset):
-    """Each image once; reference 0 encoded for the validation loss."""
+    """Each image once; reference 0 encoded for the validation loss (one caption per image)."""
 
     def __init__(self, source, vocab: Vocabulary):
         self.source, self.vocab = source, vocab
@@ -233,7 +252,7 @@ class EvalImages(Dataset):
         return len(self.source)
 
     def __getitem__(self, i: int):
-        return _to_tensor(self.source.image(i)), self.vocab.encode(self.source.captions(i)[0]), self.source.image_id(i)
+        return _to_tensor(self.source.image(i)), [self.vocab.encode(self.source.captions(i)[0])], self.source.image_id(i)
 
 
 class Scenes:
@@ -255,6 +274,7 @@ class CaptionDataModule(L.LightningDataModule):
         self,
         source: Callable[..., object],
         batch_size: int = 64,
+        captions_per_image: int = 1,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         min_freq: int = 1,
@@ -270,9 +290,12 @@ class CaptionDataModule(L.LightningDataModule):
         """encoder: the model's encoder config, which a feature cache must have been made by
         (given by capgen-train and capgen-eval; needed with use_features only).
         root, on_bad_sample: passed on to the source factory when set (file-based sources),
-        so every split's source shares them and `data.root=...` is the one place to say it."""
+        so every split's source shares them and `data.root=...` is the one place to say it.
+        batch_size counts images; a training batch has captions_per_image captions of each
+        (see the module docstring)."""
         super().__init__()
-        for name, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size or 1, 1),
+        for name, value, least in (("batch_size", batch_size, 1), ("captions_per_image", captions_per_image, 1),
+                                   ("eval_batch_size", eval_batch_size or 1, 1),
                                    ("num_workers", num_workers, 0), ("min_freq", min_freq, 1), ("max_len", max_len, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"data.{name}={value!r}: must be a whole number of at least {least}")
@@ -285,6 +308,7 @@ class CaptionDataModule(L.LightningDataModule):
         source = functools.partial(source, **shared) if shared else source
         self.source_factory = source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.captions_per_image = captions_per_image
         self.num_workers, self.min_freq, self.max_len, self.seed = num_workers, min_freq, max_len, seed
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.use_features, self.encoder = use_features, encoder
@@ -412,7 +436,7 @@ class CaptionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         source = self._loading("train")
         pairs = CaptionPairs(source, self.vocab)
-        sampler = CyclingReferenceSampler(pairs, seed=self.seed)
+        sampler = CyclingReferenceSampler(pairs, seed=self.seed, per_image=self.captions_per_image)
         # Its own generator: creating its iterator must not draw from the global one that
         # dropout uses, or a resumed run's dropout masks would differ (capgen.lightning.callbacks.ExactResume).
         generator = torch.Generator().manual_seed(self.seed)

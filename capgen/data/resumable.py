@@ -2,7 +2,7 @@
 
 A loader without `state_dict()` / `load_state_dict()` restarts a half-finished epoch from
 its first batch (Lightning warns "your dataloader is not resumable"). This loader records the epoch and how many batches it has served, and on
-restore tells its CyclingReferenceSampler to leave out those pairs in that epoch, so a
+restore tells its CyclingReferenceSampler to leave out those images in that epoch, so a
 run resumed from a checkpoint saved every N steps sees exactly the batches an
 uninterrupted run would have seen. capgen.lightning.callbacks.ExactResume saves and restores the state
 (Lightning's own restore misses it when the loader is built before the checkpoint is read).

@@ -28,6 +28,7 @@ from ..metrics.cider_reward import CiderDReward
 from ..metrics.per_image import PerImageMetric
 from ..models import scst
 from ..models.captioner import Captioner, build_captioner
+from ..models.decoders import Rows
 from ..models.losses import caption_loss, doubly_stochastic, token_losses
 from ..models.scheduled_sampling import sampled_forward, sampling_probability
 from ..models.search import DecodeResult, DecodeSettings, NBestResult, first_captions
@@ -206,14 +207,17 @@ class CaptioningModule(L.LightningModule):
         return sampling_probability(self.current_epoch, s.probability, s.start, s.ramp)
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (B, T-1) each
+        inputs, targets = batch.captions[:, :-1], batch.captions[:, 1:]  # (R, T-1) each, R = B k
+        k = batch.captions_per_image
+        # k captions per image: each image's encoding, projection and initial state are shared
+        rows = Rows.each(len(batch.images), k, batch.captions.device) if k > 1 else None
         p = self.sampling_probability() if self.training else 0.0
         if p > 0:
-            logits, alphas = sampled_forward(self.net, batch.images, inputs, p, self.vocab.start_id)
+            logits, alphas = sampled_forward(self.net, batch.images, inputs, p, self.vocab.start_id, rows=rows)
             if compat.attached_trainer(self) is not None:
                 self.log("train/sampling_prob", p, batch_size=len(batch.images))
         else:
-            logits, alphas = self.net(batch.images, inputs)  # teacher forcing, the decoders' fast path
+            logits, alphas = self.net(batch.images, inputs, rows)  # teacher forcing, the decoders' fast path
         xent = caption_loss(logits, targets, self.vocab.pad_id, self.objective.label_smoothing)
         if alphas is None or self.objective.alpha_c == 0:
             return xent, xent

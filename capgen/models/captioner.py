@@ -10,7 +10,7 @@ from torch import nn
 
 from ..instantiate import instantiate
 from . import search
-from .decoders import Decoder
+from .decoders import Decoder, Rows
 from .search import DecodeResult
 
 
@@ -55,10 +55,11 @@ class Captioner(nn.Module):
             return images.to(next(self.decoder.parameters()).dtype)
         return self.encoder(images).flatten(2).transpose(1, 2)
 
-    def forward(self, images: torch.Tensor, inputs: torch.Tensor):
-        """Teacher forcing: images (B, 3, H, W) or features (B, P, D), inputs (B, T) -> logits
-        (B, T, V), alphas (B, T, P) or None."""
-        return self.decoder(self.encode(images), inputs)
+    def forward(self, images: torch.Tensor, inputs: torch.Tensor, rows: Rows | None = None):
+        """Teacher forcing: images (N, 3, H, W) or features (N, P, D), inputs (R, T) -> logits
+        (R, T, V), alphas (R, T, P) or None. `rows` says which image each caption describes
+        (None: caption b of image b); each image is encoded once however many it has."""
+        return self.decoder(self.encode(images), inputs, rows)
 
     @torch.no_grad()
     def generate(

@@ -1,24 +1,56 @@
 """The decoder protocol and the two non-attention decoders (vanilla RNN, LSTM).
 
-Every decoder speaks the same protocol so that greedy, beam and sampling decoding are
-written once (capgen.models.search):
-    memory = dec.prepare(feats)                 per-batch work on the image features, once
-    state  = dec.init_state(memory)             initial recurrent state
-    logits, state, alpha = dec.step(tokens, state, memory)   one word for every caption
-    logits, alphas = dec(feats, inputs)         teacher-forced forward over whole captions
-`memory` and `state` are tuples of batch-first tensors, so a beam search can expand and
-reorder them with index_select(0, ...). `step` also accepts G rows of tokens and state per
-row of memory (rows i G .. i G + G - 1 belong to image i): a beam search keeps one copy of
-each image's memory for its K beams instead of K. Shapes: B batch, T steps, P grid cells,
-D feature dims, E embedding, H hidden, V vocabulary.
+Every decoder speaks the same protocol so that greedy, beam and sampling decoding and the
+training objectives are written once (capgen.models.search, scst, scheduled_sampling):
+    memory = dec.prepare(feats)                 the work on each image's features, once per image
+    state  = dec.init_state(memory)             initial recurrent state, one row per image
+    logits, state, alpha = dec.step(tokens, state, memory, rows)   one word for every caption
+    logits, alphas = dec(feats, inputs, rows, memory)   teacher-forced forward over whole captions
+`memory` and `state` are tuples of batch-first tensors. Memory stays one row per image; the
+captions (rows of tokens and state) may be more, and `rows` (a Rows) says which image each
+belongs to: an image's several reference captions, or its SCST samples, share its memory
+and initial state instead of repeating them (`per_row` spreads the initial state). Without
+`rows`, `step` takes G consecutive rows per image (rows i G .. i G + G - 1 belong to image
+i, G = 1 by default): a beam search keeps one copy of each image's memory for its K beams.
+`prepare` is the same in training and eval mode, so one call can serve several passes (SCST
+samples, decodes its greedy baseline and scores its samples on one `memory`: the forward takes
+it instead of making its own). Shapes: N images, R caption rows, T steps, P grid cells, D feature dims, E embedding,
+H hidden, V vocabulary.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 Tensors = tuple[torch.Tensor, ...]
+
+
+class Rows(NamedTuple):
+    """Which image each caption row belongs to: row r is place slot[r] (of per_image) of
+    image image[r]. Rows may be any subset of the N x per_image places, in any order (a
+    teacher-forced pass sorts them by length; decoding drops the captions that ended)."""
+
+    image: torch.Tensor  # (R,) long, the memory row of each caption row
+    slot: torch.Tensor  # (R,) long, its place among its image's rows
+    per_image: int  # G, the places per image
+
+    @classmethod
+    def each(cls, images: int, per_image: int, device: torch.device | str = "cpu") -> Rows:
+        """per_image rows per image, image-major: row b G + j is place j of image b."""
+        places = torch.arange(images * per_image, device=device)
+        return cls(places // per_image, places % per_image, per_image)
+
+    def take(self, index: torch.Tensor | slice) -> Rows:
+        """The rows `index` picks (a long tensor or a slice), keeping their images and places."""
+        return Rows(self.image[index], self.slot[index], self.per_image)
+
+
+def per_row(tensors: Tensors, rows: Rows | None) -> Tensors:
+    """Per-image tensors (N, ...) -> one row per caption (R, ...) as `rows` say (None: as they are)."""
+    return tensors if rows is None else tuple(x.index_select(0, rows.image) for x in tensors)
 
 
 def input_lengths(inputs: torch.Tensor) -> torch.Tensor:
@@ -49,14 +81,14 @@ class Decoder(nn.Module):
         super().__init__()
         self.vocab_size, self.feature_dim = vocab_size, feature_dim
 
-    def prepare(self, feats: torch.Tensor) -> Tensors:  # feats (B, P, D)
+    def prepare(self, feats: torch.Tensor) -> Tensors:  # feats (N, P, D)
         raise NotImplementedError
 
-    def init_state(self, memory: Tensors) -> Tensors:
+    def init_state(self, memory: Tensors) -> Tensors:  # -> (N, ...) per image
         raise NotImplementedError
 
-    def step(self, tokens: torch.Tensor, state: Tensors, memory: Tensors):
-        """tokens (B,) -> logits (B, V), new state, attention (B, P) or None."""
+    def step(self, tokens: torch.Tensor, state: Tensors, memory: Tensors, rows: Rows | None = None):
+        """tokens (R,) -> logits (R, V), new state, attention (R, P) or None."""
         raise NotImplementedError
 
 
@@ -93,16 +125,19 @@ class RecurrentDecoder(Decoder):
         s = tuple(x.unsqueeze(0).contiguous() for x in state)
         return s if self.cell == "lstm" else s[0]
 
-    def step(self, tokens: torch.Tensor, state: Tensors, memory: Tensors):
+    def step(self, tokens: torch.Tensor, state: Tensors, memory: Tensors, rows: Rows | None = None):
+        # memory only sets the initial state: the step is the same whatever image a row belongs to
         out, new = self.rnn(self.embed(tokens).unsqueeze(1), self._rnn_state(state))  # out (B, 1, H)
         new = new if isinstance(new, tuple) else (new,)
         logits = self.out(self.dropout(out.squeeze(1)))
         return logits, tuple(x.squeeze(0) for x in new), None
 
-    def forward(self, feats: torch.Tensor, inputs: torch.Tensor):
-        """feats (B, P, D), inputs (B, T) token ids -> logits (B, T, V), None. Steps after a
-        row's last non-pad input are not run: their hidden output is zero."""
-        state = self.init_state(self.prepare(feats))
+    def forward(self, feats: torch.Tensor, inputs: torch.Tensor, rows: Rows | None = None, memory: Tensors | None = None):
+        """feats (N, P, D), inputs (R, T) token ids, rows: the image of each caption (None:
+        caption b of image b), memory: prepare(feats) if made already -> logits (R, T, V),
+        None. Steps after a row's last non-pad input are not run: their hidden output is zero."""
+        memory = self.prepare(feats) if memory is None else memory
+        state = per_row(self.init_state(memory), rows)  # (R, H) each
         T = inputs.shape[1]
         packed = nn.utils.rnn.pack_padded_sequence(
             self.embed(inputs), input_lengths(inputs).cpu(), batch_first=True, enforce_sorted=False

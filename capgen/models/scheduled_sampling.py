@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .captioner import Captioner
+from .decoders import Rows, per_row
 
 PAD_ID = 0  # capgen.vocab.Vocabulary.pad_id
 
@@ -29,21 +30,22 @@ def sampling_probability(epoch: int, highest: float, start: int, ramp: int) -> f
 
 
 def sampled_forward(net: Captioner, images: torch.Tensor, inputs: torch.Tensor, p: float, start_id: int,
-                    generator: torch.Generator | None = None):
-    """net's forward over `inputs` (B, T) <start> words..., with each input after the first
+                    generator: torch.Generator | None = None, rows: Rows | None = None):
+    """net's forward over `inputs` (B, T) <start> words... of the images (N, ...) that `rows`
+    says (None: caption b of image b), with each input after the first
     replaced, with probability p, by a word drawn from the model's previous output (never
     <pad> or <start>, which decoding never emits either: capgen.models.search). Returns
     logits (B, T, V) and alphas (B, T, P) or None, as the teacher-forced forward does.
     Positions whose reference input is padding (the caption has ended) stay padding: their
     targets are padding too, which the loss ignores."""
     decoder = net.decoder
-    memory = decoder.prepare(net.encode(images))
-    state = decoder.init_state(memory)
+    memory = decoder.prepare(net.encode(images))  # (N, ...) once per image
+    state = per_row(decoder.init_state(memory), rows)  # (B, ...)
     B, T = inputs.shape
     tokens = inputs[:, 0]
     logits_steps, alpha_steps = [], []
     for t in range(T):
-        logits, state, alpha = decoder.step(tokens, state, memory)  # (B, V), ..., (B, P) or None
+        logits, state, alpha = decoder.step(tokens, state, memory, rows)  # (B, V), ..., (B, P) or None
         logits_steps.append(logits)
         alpha_steps.append(alpha)
         if t + 1 == T:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..decoders import Decoder
+from ..decoders import Decoder, Rows, Tensors, per_row
 from .constraints import Constraints
 from .results import PAD_ID, DecodeResult, word_logits
 
@@ -22,13 +22,16 @@ def greedy(
     end_id: int,
     *,
     constraints: Constraints | None = None,
+    memory: Tensors | None = None,
 ) -> DecodeResult:
     """Most likely word at every step (among those `constraints` allow); stops when every
     caption has emitted <end>.
 
-    feats (B, P, D). At most `max_len` words plus <end> are emitted per caption.
+    feats (B, P, D); memory: decoder.prepare(feats) when the caller has it already. At most
+    `max_len` words plus <end> are emitted per caption.
     """
-    return decode_rows(decoder, feats, max_len, start_id, end_id, lambda logits: logits.argmax(dim=-1), constraints)
+    return decode_rows(decoder, feats, max_len, start_id, end_id, lambda logits: logits.argmax(dim=-1), constraints,
+                       memory=memory)
 
 
 def sample(
@@ -44,10 +47,11 @@ def sample(
     top_p: float = 1.0,
     n: int = 1,
     constraints: Constraints | None = None,
+    memory: Tensors | None = None,
 ) -> DecodeResult:
     """`n` random captions per image, for diverse captions; the same lengths as greedy.
 
-    feats (B, P, D). Each word is drawn from softmax(logits / temperature), restricted to
+    feats (B, P, D); memory: decoder.prepare(feats) when the caller has it already. Each word is drawn from softmax(logits / temperature), restricted to
     the `top_k` most likely words when given, then to the nucleus: the fewest most likely
     words whose probability (after temperature and top-k) sums to at least `top_p`.
     Temperature < 1 sharpens the distribution (-> 0 gives greedy), > 1 flattens it.
@@ -77,7 +81,7 @@ def sample(
             probs = nucleus(probs, top_p)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
-    return decode_rows(decoder, feats, max_len, start_id, end_id, draw, constraints, n)
+    return decode_rows(decoder, feats, max_len, start_id, end_id, draw, constraints, n, memory)
 
 
 def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -98,6 +102,7 @@ def decode_rows(
     choose: Callable[[torch.Tensor], torch.Tensor],
     constraints: Constraints | None = None,
     n: int = 1,
+    memory: Tensors | None = None,
 ) -> DecodeResult:
     """`n` captions per image, word by word: `choose(logits (R, V) float32) -> tokens (R,)`
     picks each next word among those `constraints` leave (the others at -inf); stops when
@@ -105,13 +110,13 @@ def decode_rows(
     (float32 even under bf16 autocast). After max_len words only <end> is taken: any other
     word is not emitted and the caption stays unfinished. A caption's row leaves the batch
     once it has ended, so later steps compute only the captions still going (as beam
-    search does). Rows are image-major: row b*n + j is caption j of image b."""
-    memory = decoder.prepare(feats)  # per image, once
-    if n > 1:
-        memory = tuple(m.repeat_interleave(n, dim=0) for m in memory)  # (R, ...)
+    search does). Rows are image-major: row b*n + j is caption j of image b; the n captions
+    of an image share its memory and initial state (capgen.models.decoders.Rows)."""
+    memory = decoder.prepare(feats) if memory is None else memory  # per image, once
     R, device = feats.shape[0] * n, feats.device
+    rows = Rows.each(feats.shape[0], n, device)  # (R,) the image of each caption still going
     max_tokens = max_len + 1
-    state = decoder.init_state(memory)
+    state = per_row(decoder.init_state(memory), rows)
     active = torch.arange(R, device=device)  # (r,) the rows whose captions are still going
     tokens = torch.full((R,), start_id, dtype=torch.long, device=device)  # (r,) last tokens
     out = torch.zeros(R, max_tokens, dtype=torch.long, device=device)  # (R, L), <pad> after <end>
@@ -119,7 +124,7 @@ def decode_rows(
     logprob = torch.zeros(R, device=device)  # summed step by step, in beam search's order
     alphas = None  # (R, L, P) for attention decoders, 0 after the caption
     for t in range(max_tokens):
-        logits, state, alpha = decoder.step(tokens, state, memory)
+        logits, state, alpha = decoder.step(tokens, state, memory, rows)
         logits = word_logits(logits, start_id)  # (r, V)
         allowed = logits if constraints is None else constraints.apply(logits, out[active, :t])
         tokens = choose(allowed)  # (r,)
@@ -142,8 +147,7 @@ def decode_rows(
             if len(going) == 0:
                 break
             active, tokens = active[going], tokens[going]
-            state = tuple(x.index_select(0, going) for x in state)
-            memory = tuple(x.index_select(0, going) for x in memory)
+            state, rows = tuple(x.index_select(0, going) for x in state), rows.take(going)
     L = int((out != PAD_ID).sum(1).max())  # as wide as the longest caption
     alphas = alphas[:, :L] if alphas is not None else None
     return DecodeResult(out[:, :L], logprob, token_logprobs[:, :L], alphas)

@@ -111,7 +111,7 @@ def test_datamodule_uses_the_files_vocabulary_and_rows(coco):
                 seen.add(r)
     assert seen == all_rows
     pairs = loader.dataset
-    assert sorted(pairs[k][1] for k in range(len(pairs))) == sorted(trimmed(row) for row in data["train_captions"])
+    assert sorted(pairs[(k,)][1][0] for k in range(len(pairs))) == sorted(trimmed(row) for row in data["train_captions"])
 
     batches = list(dm.val_dataloader())
     ids = torch.cat([b.image_ids for b in batches]).tolist()

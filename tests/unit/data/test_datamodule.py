@@ -60,6 +60,10 @@ def test_validation_yields_each_image_once_and_references_are_complete():
     assert set(refs) == set(ids) and refs[1001] == TinySource("val").captions(1)
 
 
+def _image_of(pairs, k: int) -> int:
+    return int(np.searchsorted(pairs.offsets, k, side="right") - 1)
+
+
 def test_training_sees_each_image_once_per_epoch_and_all_references_across_epochs():
     src = TinySource("train", n=7, refs=3)
     dm = CaptionDataModule(source=lambda split: src, batch_size=1)
@@ -68,14 +72,61 @@ def test_training_sees_each_image_once_per_epoch_and_all_references_across_epoch
     seen = Counter()
     for epoch in range(3):
         sampler.set_epoch(epoch)
-        ks = list(sampler)
-        images = [int(np.searchsorted(pairs.offsets, k, side="right") - 1) for k in ks]
-        assert sorted(images) == list(range(7))  # every image exactly once per epoch
+        items = list(sampler)
+        assert all(len(item) == 1 for item in items)  # one reference per image by default
+        ks = [item[0] for item in items]
+        assert sorted(_image_of(pairs, k) for k in ks) == list(range(7))  # every image exactly once per epoch
+        # as before captions_per_image existed: image i takes reference (epoch + i) mod n_i
+        assert all(k - pairs.offsets[_image_of(pairs, k)] == (epoch + _image_of(pairs, k)) % pairs.counts[_image_of(pairs, k)]
+                   for k in ks)
         seen.update(ks)
     # images with 3 references show all 3 in 3 epochs; those with 2 repeat one
     for i in range(7):
         used = {k for k in seen if pairs.offsets[i] <= k < pairs.offsets[i + 1]}
         assert len(used) == pairs.counts[i]
+
+
+def test_several_captions_per_image_are_distinct_references_of_that_image_cycling_over_epochs():
+    src = TinySource("train", n=7, refs=3)  # odd images have 2 references, even ones 3
+    dm = CaptionDataModule(source=lambda split: src, batch_size=1)
+    pairs = CaptionPairs(src, dm.vocab)
+    sampler = CyclingReferenceSampler(pairs, seed=1, per_image=2)
+    used = {i: Counter() for i in range(7)}
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        items = list(sampler)
+        assert sorted(_image_of(pairs, item[0]) for item in items) == list(range(7))
+        for item in items:
+            i = _image_of(pairs, item[0])
+            assert len(item) == 2 and {_image_of(pairs, k) for k in item} == {i}
+            assert len(set(item)) == 2  # two different references (every image has at least 2)
+            used[i].update(item)
+    # 3 epochs x 2 = 6 captions per image: each of an image's n references exactly 6 / n times
+    for i, counts in used.items():
+        assert sorted(counts.values()) == [6 // pairs.counts[i]] * pairs.counts[i]
+    # an item reads its image once, with its captions in the item's order
+    image, captions, image_id = pairs[(pairs.offsets[2] + 2, int(pairs.offsets[2]))]
+    assert (image == 2).all() and image_id == 2
+    assert [dm.vocab.decode(c) for c in captions] == [dm.vocab.decode(dm.vocab.encode(src.captions(2)[r])) for r in (2, 0)]
+
+
+def test_a_training_batch_holds_each_images_captions_image_major():
+    dm = CaptionDataModule(source=lambda split: TinySource(split, n=8), batch_size=4, captions_per_image=3, max_len=20)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.images.shape[0] == 4 and batch.captions.shape[0] == 12 and batch.captions_per_image == 3
+    for row, caption in enumerate(batch.captions):
+        b = row // 3
+        i = int(batch.image_ids[b])
+        assert (batch.images[b] == i).all()
+        words = dm.vocab.decode(caption.tolist())
+        assert words.startswith(f"image {i} caption ")
+
+
+def test_captions_per_image_must_be_a_whole_number_of_at_least_1():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"data.captions_per_image=0: must be a whole number of at least 1"):
+        _dm(captions_per_image=0)
 
 
 def test_sampler_shards_disjointly_across_ranks_with_padding():
@@ -84,14 +135,19 @@ def test_sampler_shards_disjointly_across_ranks_with_padding():
     pairs = CaptionPairs(src, dm.vocab)
     shards = [list(CyclingReferenceSampler(pairs, num_replicas=2, rank=r)) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 4
-    images = [int(np.searchsorted(pairs.offsets, k, side="right") - 1) for k in shards[0] + shards[1]]
+    images = [_image_of(pairs, item[0]) for item in shards[0] + shards[1]]
     assert set(images) == set(range(7))  # 8 slots: all 7 images plus one repeat
 
 
-def test_collate_pads_with_zeros():
-    b = collate([(torch.zeros(3, 2, 2, dtype=torch.uint8), [1, 5, 2], 7), (torch.ones(3, 2, 2, dtype=torch.uint8), [1, 5, 6, 6, 2], 8)])
+def test_collate_pads_with_zeros_and_keeps_each_images_captions_together():
+    b = collate([(torch.zeros(3, 2, 2, dtype=torch.uint8), [[1, 5, 2]], 7), (torch.ones(3, 2, 2, dtype=torch.uint8), [[1, 5, 6, 6, 2]], 8)])
     assert b.captions.tolist() == [[1, 5, 2, 0, 0], [1, 5, 6, 6, 2]]
-    assert b.lengths.tolist() == [3, 5] and b.image_ids.tolist() == [7, 8]
+    assert b.lengths.tolist() == [3, 5] and b.image_ids.tolist() == [7, 8] and b.captions_per_image == 1
+    two = collate([(torch.zeros(3, 2, 2, dtype=torch.uint8), [[1, 5, 2], [1, 6, 2]], 7),
+                   (torch.ones(3, 2, 2, dtype=torch.uint8), [[1, 5, 6, 2], [1, 2]], 8)])
+    assert two.images.shape[0] == 2 and two.captions_per_image == 2
+    assert two.captions.tolist() == [[1, 5, 2, 0], [1, 6, 2, 0], [1, 5, 6, 2], [1, 2, 0, 0]]
+    assert two.lengths.tolist() == [3, 3, 4, 2]
 
 
 def test_a_source_with_its_own_vocabulary_is_read_with_it():

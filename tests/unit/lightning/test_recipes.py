@@ -90,9 +90,9 @@ class StepSpy:
         self.fed, self._step = [], decoder.step
         decoder.step = self
 
-    def __call__(self, tokens, state, memory):
+    def __call__(self, tokens, state, memory, rows=None):
         self.fed.append(tokens.clone())
-        return self._step(tokens, state, memory)
+        return self._step(tokens, state, memory, rows)
 
 
 @pytest.mark.parametrize("cls", DECODERS)

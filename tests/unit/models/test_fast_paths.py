@@ -4,15 +4,16 @@
 Fast paths checked: the attention decoder's feature projection hoisted out of the step loop,
 the embedding's gate projection for all steps in one product, the sigmoid form of the
 additive attention (tanh in the reference), steps skipped after each caption's end (rows
-sorted by length), memory shared by the K rows of a beam; the RNN/LSTM decoders' fused
-nn.RNN/nn.LSTM over packed sequences (a hand-written cell over every step here).
+sorted by length), memory shared by the K rows of a beam and by the several captions of an
+image (Rows); the RNN/LSTM decoders' fused nn.RNN/nn.LSTM over packed sequences (a
+hand-written cell over every step here).
 """
 
 import pytest
 import torch
 
 from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder
-from capgen.models.decoders import input_lengths
+from capgen.models.decoders import Rows, input_lengths, per_row
 from capgen.models.losses import caption_loss
 
 V, B, T, P, D = 13, 4, 6, 9, 8
@@ -138,3 +139,49 @@ def test_step_with_memory_shared_by_groups_of_rows(cls):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     if cls.has_attention:
         torch.testing.assert_close(shared[2], repeated[2], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder, AttentionDecoder])
+def test_several_captions_per_image_share_its_work_and_give_the_repeated_computations_gradients(cls):
+    """k captions per image read one copy of its memory and initial state (Rows); the loss and
+    every gradient (parameters and features) equal those of the features repeated k times."""
+    dec = _decoder(cls)
+    k = 3
+    g = torch.Generator().manual_seed(2)
+    feats = torch.randn(B, P, D, dtype=torch.float64, generator=g, requires_grad=True)
+    tokens = torch.randint(3, V, (B * k, T + 1), generator=g)
+    for row, length in enumerate(torch.randint(2, T + 2, (B * k,), generator=g).tolist()):
+        tokens[row, length:] = 0  # ragged lengths within each image's captions
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    projected = []
+    if cls is AttentionDecoder:  # count the rows the grid projection runs on
+        dec.feat_att.register_forward_hook(lambda m, args, out: projected.append(args[0].shape[0]))
+    logits, alphas = dec(feats, inputs, Rows.each(B, k))
+    assert projected in ([], [B])  # once per image
+    params = list(dec.parameters())
+    loss = caption_loss(logits, targets)
+    grads = torch.autograd.grad(loss, [feats, *params], allow_unused=True)
+    ref_logits, ref_alphas = dec(feats.repeat_interleave(k, dim=0), inputs)
+    ref_loss = caption_loss(ref_logits, targets)
+    ref_grads = torch.autograd.grad(ref_loss, [feats, *params], allow_unused=True)
+    real = targets != 0
+    torch.testing.assert_close(logits[real], ref_logits[real], rtol=1e-12, atol=1e-12)
+    if cls.has_attention:
+        torch.testing.assert_close(alphas, ref_alphas, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+    assert grads[0].abs().sum() > 0  # the features get a gradient: the comparison has teeth
+    _assert_same_grads(grads, ref_grads)
+
+
+def test_rows_in_any_order_and_number_per_image_read_their_own_images_memory():
+    """Rows need not be k per image nor image-major: a decode drops ended rows, a forward sorts."""
+    dec = _decoder(AttentionDecoder).eval()
+    feats = torch.randn(B, P, D, dtype=torch.float64)
+    rows = Rows(image=torch.tensor([2, 0, 3, 0, 2, 2]), slot=torch.tensor([1, 0, 0, 2, 0, 2]), per_image=3)
+    memory = dec.prepare(feats)
+    state = tuple(s + 0.1 * torch.randn_like(s) for s in per_row(dec.init_state(memory), rows))  # (6, H) each
+    tokens = torch.randint(3, V, (6,))
+    shared = dec.step(tokens, state, memory, rows)
+    own = dec.step(tokens, state, tuple(m[rows.image] for m in memory))  # each row's image memory copied
+    for a, b in zip((shared[0], *shared[1], shared[2]), (own[0], *own[1], own[2])):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

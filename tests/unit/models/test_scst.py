@@ -131,6 +131,24 @@ def test_step_gradient_equals_a_plain_float64_computation(cls, baseline):
         torch.testing.assert_close(got[name], p.grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("baseline", ["mean", "greedy"])
+def test_the_image_work_runs_once_per_image_for_all_samples_and_the_baseline(baseline):
+    """One encoder pass and one projection of the grid (prepare) on the B images serve the
+    sampler, the greedy baseline and the teacher-forced pass; the samples are those drawn
+    from the features repeated n times, the draws unchanged."""
+    net = _net(AttentionDecoder)
+    feats, ids = _inputs()
+    encoded, projected = [], []
+    net.encode = lambda images, encode=net.encode: encoded.append(len(images)) or encode(images)
+    net.decoder.feat_att.register_forward_hook(lambda m, args, out: projected.append(args[0].shape[0]))
+    torch.manual_seed(5)
+    out = self_critical_step(net, feats, ids, _reward, START, END, MAX_LEN, N_SAMPLES, baseline)
+    assert encoded == [B] and projected == [B]
+    torch.manual_seed(5)
+    repeated = scst.search.sample(net.decoder, feats.repeat_interleave(N_SAMPLES, 0), MAX_LEN, START, END)
+    assert torch.equal(out.tokens, repeated.tokens)
+
+
 def test_teacher_forced_logprobs_skip_padding_and_match_the_sampler():
     """The teacher-forced pass gives the log-probabilities the sampler recorded for its own
     draws (dropout 0), caption by caption, and a caption cut at max_len has no <end>."""
