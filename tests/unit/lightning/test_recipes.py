@@ -111,6 +111,31 @@ def test_scheduled_sampling_at_probability_0_is_bit_identical_teacher_forcing_on
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
+@pytest.mark.parametrize("p", [0.0, 0.5])
+@pytest.mark.parametrize("cls", DECODERS)
+def test_a_batch_of_several_captions_per_image_trains_as_its_images_repeated(cls, p):
+    """data.captions_per_image=3: the loss (teacher forcing, and scheduled sampling's step loop
+    with the same draws) and its gradients equal those of each image repeated for its captions."""
+    captions = _captions(12)
+    feats = _features(4).double()
+    shared = Batch(feats, captions, (captions != 0).sum(1), torch.arange(4))
+    repeated = Batch(feats.repeat_interleave(3, 0), captions, (captions != 0).sum(1), torch.arange(4).repeat_interleave(3))
+    assert shared.captions_per_image == 3 and repeated.captions_per_image == 1
+    results = []
+    for batch in (shared, repeated):
+        module = CaptioningModule(_net(cls).double(), VOCAB, scheduler={"name": "none"},
+                                  objective={"scheduled_sampling": {"probability": p, "start": 0}, "alpha_c": 1.0}).train()
+        torch.manual_seed(3)
+        loss, _ = module._loss(batch)
+        loss.backward()
+        results.append((loss, {n: q.grad for n, q in module.named_parameters() if q.grad is not None}))
+    (loss, grads), (ref_loss, ref_grads) = results
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+    assert grads.keys() == ref_grads.keys() and len(grads) > 3
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
 def _rigged(cls):
     """A model that says OWN almost surely whatever it is fed."""
     net = _net(cls)
