@@ -7,9 +7,9 @@ A source may also carry `vocabulary` (a Vocabulary it must be read with, e.g. th
 file's own); otherwise the datamodule builds one from the train split only.
 The datamodule receives a factory `source(split=...)` (a Hydra `_partial_`) and yields
 `Batch`es:
-    train:     every image once per epoch, with `captions_per_image` of its references (1 by
+    train:     every image once per epoch, with `train_captions_per_image` of its references (1 by
                default); they cycle with the epoch, so all are seen across epochs. A batch
-               holds batch_size images and batch_size * captions_per_image captions, and
+               holds batch_size images and batch_size * train_captions_per_image captions, and
                each image is encoded once for all of its captions;
     val/test:  every image once, with reference 0 for the loss (scores use all references).
 An image that fails to decode while training reads it (no capgen-prepare scan first, or a
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 class Batch(NamedTuple):
     """B images and their R = B k captions, k per image, image-major (rows b k .. b k + k - 1
-    describe image b): k = 1 in evaluation, data.captions_per_image in training."""
+    describe image b): k = 1 in evaluation, data.train_captions_per_image in training."""
 
     images: torch.Tensor  # (B, 3, H, W) uint8, or cached features (B, P, D) float16 (use_features)
     captions: torch.Tensor  # (R, T) <start> words <end> <pad>...
@@ -274,7 +274,7 @@ class CaptionDataModule(L.LightningDataModule):
         self,
         source: Callable[..., object],
         batch_size: int = 64,
-        captions_per_image: int = 1,
+        train_captions_per_image: int = 1,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         min_freq: int = 1,
@@ -291,10 +291,10 @@ class CaptionDataModule(L.LightningDataModule):
         (given by capgen-train and capgen-eval; needed with use_features only).
         root, on_bad_sample: passed on to the source factory when set (file-based sources),
         so every split's source shares them and `data.root=...` is the one place to say it.
-        batch_size counts images; a training batch has captions_per_image captions of each
+        batch_size counts images; a training batch has train_captions_per_image captions of each
         (see the module docstring)."""
         super().__init__()
-        for name, value, least in (("batch_size", batch_size, 1), ("captions_per_image", captions_per_image, 1),
+        for name, value, least in (("batch_size", batch_size, 1), ("train_captions_per_image", train_captions_per_image, 1),
                                    ("eval_batch_size", eval_batch_size or 1, 1),
                                    ("num_workers", num_workers, 0), ("min_freq", min_freq, 1), ("max_len", max_len, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -308,7 +308,7 @@ class CaptionDataModule(L.LightningDataModule):
         source = functools.partial(source, **shared) if shared else source
         self.source_factory = source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.captions_per_image = captions_per_image
+        self.train_captions_per_image = train_captions_per_image
         self.num_workers, self.min_freq, self.max_len, self.seed = num_workers, min_freq, max_len, seed
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.use_features, self.encoder = use_features, encoder
@@ -436,7 +436,7 @@ class CaptionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         source = self._loading("train")
         pairs = CaptionPairs(source, self.vocab)
-        sampler = CyclingReferenceSampler(pairs, seed=self.seed, per_image=self.captions_per_image)
+        sampler = CyclingReferenceSampler(pairs, seed=self.seed, per_image=self.train_captions_per_image)
         # Its own generator: creating its iterator must not draw from the global one that
         # dropout uses, or a resumed run's dropout masks would differ (capgen.lightning.callbacks.ExactResume).
         generator = torch.Generator().manual_seed(self.seed)

@@ -115,7 +115,7 @@ def test_two_resumes_within_one_epoch_equal_one_uninterrupted_run(uninterrupted,
     checkpoint: the second resume must know where the epoch stands, not how far the first
     resumed process got in it (it repeated a batch before). With two captions per image: the
     epoch's position counts images, and their references go on where they stopped."""
-    extra = ("callbacks.last_checkpoint.every_n_train_steps=1", "data.captions_per_image=2")
+    extra = ("callbacks.last_checkpoint.every_n_train_steps=1", "data.train_captions_per_image=2")
     full = uninterrupted(*extra)
     split = crash_then_resume(make_cfg, monkeypatch, 4, *extra, crash_again_at=5)
     assert_same_training_state(checkpoint(full), checkpoint(split))

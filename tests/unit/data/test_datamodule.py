@@ -76,7 +76,7 @@ def test_training_sees_each_image_once_per_epoch_and_all_references_across_epoch
         assert all(len(item) == 1 for item in items)  # one reference per image by default
         ks = [item[0] for item in items]
         assert sorted(_image_of(pairs, k) for k in ks) == list(range(7))  # every image exactly once per epoch
-        # as before captions_per_image existed: image i takes reference (epoch + i) mod n_i
+        # as before train_captions_per_image existed: image i takes reference (epoch + i) mod n_i
         assert all(k - pairs.offsets[_image_of(pairs, k)] == (epoch + _image_of(pairs, k)) % pairs.counts[_image_of(pairs, k)]
                    for k in ks)
         seen.update(ks)
@@ -111,7 +111,7 @@ def test_several_captions_per_image_are_distinct_references_of_that_image_cyclin
 
 
 def test_a_training_batch_holds_each_images_captions_image_major():
-    dm = CaptionDataModule(source=lambda split: TinySource(split, n=8), batch_size=4, captions_per_image=3, max_len=20)
+    dm = CaptionDataModule(source=lambda split: TinySource(split, n=8), batch_size=4, train_captions_per_image=3, max_len=20)
     batch = next(iter(dm.train_dataloader()))
     assert batch.images.shape[0] == 4 and batch.captions.shape[0] == 12 and batch.captions_per_image == 3
     for row, caption in enumerate(batch.captions):
@@ -122,11 +122,11 @@ def test_a_training_batch_holds_each_images_captions_image_major():
         assert words.startswith(f"image {i} caption ")
 
 
-def test_captions_per_image_must_be_a_whole_number_of_at_least_1():
+def test_train_captions_per_image_must_be_a_whole_number_of_at_least_1():
     import pytest
 
-    with pytest.raises(ValueError, match=r"data.captions_per_image=0: must be a whole number of at least 1"):
-        _dm(captions_per_image=0)
+    with pytest.raises(ValueError, match=r"data.train_captions_per_image=0: must be a whole number of at least 1"):
+        _dm(train_captions_per_image=0)
 
 
 def test_sampler_shards_disjointly_across_ranks_with_padding():

@@ -114,7 +114,7 @@ def test_scheduled_sampling_at_probability_0_is_bit_identical_teacher_forcing_on
 @pytest.mark.parametrize("p", [0.0, 0.5])
 @pytest.mark.parametrize("cls", DECODERS)
 def test_a_batch_of_several_captions_per_image_trains_as_its_images_repeated(cls, p):
-    """data.captions_per_image=3: the loss (teacher forcing, and scheduled sampling's step loop
+    """data.train_captions_per_image=3: the loss (teacher forcing, and scheduled sampling's step loop
     with the same draws) and its gradients equal those of each image repeated for its captions."""
     captions = _captions(12)
     feats = _features(4).double()
