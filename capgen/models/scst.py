@@ -14,21 +14,21 @@ length has none), and advantage = reward - baseline, held constant. The baseline
     mean    the mean reward of the image's other samples (the "new SCST" of the
             self-critical reference code), so an image's advantages sum to zero.
 
-The log-probabilities come from one teacher-forced pass of the decoder over all sampled
-captions, which stops at each caption's end (no work on padding). The image work is done
-once per image: the encoder and the decoder's `prepare` (the attention's projection of the
-grid) run once, and the sampler, the greedy baseline and the teacher-forced pass all read
-that memory, for all n samples of an image (capgen.models.decoders.Rows) instead of n copies. They are those of the
-distribution the words were drawn from: <pad> and <start> excluded, temperature 1.
-Sampling runs the decoder as training does (dropout on, as the reference code samples); the
-teacher-forced pass draws its own dropout masks. The attention model's doubly stochastic
+The log-probabilities are the sampler's own, kept with their gradients while it draws
+(one pass, as the reference code does; a caption's row leaves the batch once it has ended,
+so there is no work on padding). They are those of the distribution the words were drawn
+from, dropout masks included: <pad> and <start> excluded, temperature 1. Sampling runs the
+decoder as training does (dropout on, as the reference code samples). The image work is
+done once per image: the encoder and the decoder's `prepare` (the attention's projection of
+the grid) run once, and the sampler and the greedy baseline read that memory, for all n
+samples of an image (capgen.models.decoders.Rows) instead of n copies.
+The attention model's doubly stochastic
 regulariser belongs to cross-entropy training and is not part of this loss. Shapes: B images, n samples per image,
 N = B*n captions, L their width, P grid cells, D feature dims, V vocabulary.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Literal, NamedTuple
@@ -38,9 +38,7 @@ from torch import nn
 
 from . import search
 from .captioner import Captioner
-from .decoders import Rows
 
-PAD_ID = 0  # capgen.vocab.Vocabulary.pad_id
 BASELINES = ("greedy", "mean")
 
 # (image_ids (N,), tokens (N, L)) -> rewards (N,): capgen.metrics.cider_reward.CiderDReward
@@ -91,28 +89,6 @@ def eval_mode(module: nn.Module):
             m.training = training
 
 
-def caption_logprobs(decoder: nn.Module, feats: torch.Tensor, tokens: torch.Tensor, start_id: int, end_id: int,
-                     rows: Rows | None = None, memory: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
-    """Summed log-probabilities (N,) of captions tokens (N, L) (word ids, the <end> included
-    where a caption has one, then <pad>) given features feats (B, P, D) of the images `rows`
-    says (None: caption b of image b, B = N), teacher-forced in one pass, as the decoding
-    methods score words (<pad> and <start> excluded; at least float32). memory:
-    decoder.prepare(feats) when made already."""
-    N, L = tokens.shape
-    # Inputs: <start>, then each caption's words; its <end> is no input (nothing follows it),
-    # so the forward stops at the caption's last token.
-    previous = tokens[:, :-1].masked_fill(tokens[:, :-1] == end_id, PAD_ID)
-    inputs = torch.cat([tokens.new_full((N, 1), start_id), previous], dim=1)  # (N, L)
-    logits, _ = decoder(feats, inputs, rows, memory)  # (N, L, V)
-    real = tokens != PAD_ID  # (N, L)
-    # (M, V) the caption tokens' logits only, at least float32 (bf16 under autocast)
-    picked = logits[real].to(torch.promote_types(logits.dtype, torch.float32))
-    picked[:, [PAD_ID, start_id]] = -math.inf
-    token_logprobs = picked.log_softmax(dim=-1).gather(1, tokens[real].unsqueeze(1)).squeeze(1)  # (M,)
-    rows = torch.arange(N, device=tokens.device).unsqueeze(1).expand(N, L)[real]  # (M,) caption of each token
-    return token_logprobs.new_zeros(N).index_add(0, rows, token_logprobs)
-
-
 def self_critical_step(
     net: Captioner,
     images: torch.Tensor,
@@ -126,25 +102,25 @@ def self_critical_step(
 ) -> SelfCriticalStep:
     """One SCST loss for a batch of images (B, 3, H, W) or features (B, P, D), see the module
     docstring. The images are encoded once; the encoder gets its gradient through the
-    teacher-forced pass. Sampling draws from torch's global generator (on the features'
+    sampler's log-probabilities. Sampling draws from torch's global generator (on the features'
     device), which a resumed run restores (capgen.lightning.callbacks.ExactResume)."""
     check_scst_settings(samples, baseline, max_len, prefix="")
     B = images.shape[0]
     feats = net.encode(images)  # (B, P, D), with gradients when the encoder trains
-    memory = net.decoder.prepare(feats)  # (B, ...) with gradients, for the teacher-forced pass
-    fixed = tuple(m.detach() for m in memory)  # the same numbers for the decodes without gradients
-    rows = Rows.each(B, samples, feats.device)  # (N,): rows b*n .. b*n+n-1 are image b
-    ids = image_ids.repeat_interleave(samples)  # (N,)
+    memory = net.decoder.prepare(feats)  # (B, ...) with gradients, shared by the n samples of each image
+    ids = image_ids.repeat_interleave(samples)  # (N,): rows b*n .. b*n+n-1 are image b
+    # with gradients: the sampler's log-probabilities are the loss's
+    drawn = search.sample(net.decoder, feats, max_len, start_id, end_id, n=samples, memory=memory)
     with torch.no_grad():
-        drawn = search.sample(net.decoder, feats.detach(), max_len, start_id, end_id, n=samples, memory=fixed)
         rewards = reward(ids, drawn.tokens).to(feats.device, torch.float32).view(B, samples)
         if baseline == "greedy":
             with eval_mode(net.decoder):
+                fixed = tuple(m.detach() for m in memory)  # the same numbers, no gradient
                 greedy = search.greedy(net.decoder, feats.detach(), max_len, start_id, end_id, memory=fixed)
             baselines = reward(image_ids, greedy.tokens).to(feats.device, torch.float32).unsqueeze(1).expand(B, samples)
         else:
             baselines = mean_baseline(rewards)
         advantage = rewards - baselines
-    logprob = caption_logprobs(net.decoder, feats, drawn.tokens, start_id, end_id, rows, memory)  # (N,)
+    logprob = drawn.logprob  # (N,)
     loss = -(advantage.reshape(-1) * logprob).mean()
-    return SelfCriticalStep(loss, rewards, baselines, advantage, drawn.tokens, logprob)
+    return SelfCriticalStep(loss, rewards, baselines, advantage, drawn.tokens.detach(), logprob)

@@ -64,7 +64,7 @@ def beam_search(
     beam.
 
     Returns tokens (B, L) or (B, N, L) with each caption's <end> if finished, then pad 0;
-    logprob its raw sum of log-probs (float32); token_logprobs; alphas (B, [N,] L, P) of the
+    logprob its raw sum of log-probs (float32, float64 for a float64 model); token_logprobs; alphas (B, [N,] L, P) of the
     chosen hypotheses for attention decoders (0 after the caption), else None.
     """
     if beam_size < 1:
@@ -100,20 +100,21 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
     active = torch.arange(B, device=device)  # (n,)
     # At the start each group's Kg beams are the same empty caption: only its first is live
     # (the others score -inf), otherwise the beam would fill with Kg copies of each caption.
-    scores = torch.full((B, K), -math.inf, device=device)  # (n, K) raw sums of log-probs, float32
+    dtype = torch.promote_types(feats.dtype, torch.float32)  # log-probs: at least float32, as the other methods
+    scores = torch.full((B, K), -math.inf, device=device, dtype=dtype)  # (n, K) raw sums of log-probs
     scores[:, ::Kg] = 0
     tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)  # (n*K,) last tokens
     hist_tokens = torch.zeros(B * K, 0, dtype=torch.long, device=device)  # (n*K, t) captions so far
-    hist_logp = torch.zeros(B * K, 0, device=device)  # (n*K, t) their token log-probs
+    hist_logp = torch.zeros(B * K, 0, device=device, dtype=dtype)  # (n*K, t) their token log-probs
     hist_alpha = None  # (n*K, t, P) their attention maps, for attention decoders
 
     # Each image's N best finished hypotheses, best first, laid out as the result.
-    pool = _Pool(B, N, T, device)
+    pool = _Pool(B, N, T, device, dtype)
 
     for t in range(T):
         n = len(active)
         logits, state, alpha = decoder.step(tokens, state, memory)  # (n*K, V), alpha (n*K, P) or None
-        logp = word_logits(logits, start_id).log_softmax(dim=-1)  # (n*K, V), float32
+        logp = word_logits(logits, start_id).log_softmax(dim=-1)  # (n*K, V)
         if constraints is not None:
             logp = constraints.apply(logp, hist_tokens)
         V = logp.shape[-1]
@@ -200,13 +201,13 @@ class _Pool:
     lengths, tokens, token log-probs and attention maps (B, N, ...). An empty place has
     norm -inf and length 0."""
 
-    def __init__(self, B: int, N: int, T: int, device: torch.device):
+    def __init__(self, B: int, N: int, T: int, device: torch.device, dtype: torch.dtype):
         self.N, self.T = N, T
-        self.norm = torch.full((B, N), -math.inf, device=device)  # (B, N) normalised scores
-        self.raw = torch.zeros(B, N, device=device)  # (B, N) raw sums of log-probs
+        self.norm = torch.full((B, N), -math.inf, device=device, dtype=dtype)  # (B, N) normalised scores
+        self.raw = torch.zeros(B, N, device=device, dtype=dtype)  # (B, N) raw sums of log-probs
         self.len = torch.zeros(B, N, dtype=torch.long, device=device)  # (B, N) tokens
         self.tokens = torch.zeros(B, N, T, dtype=torch.long, device=device)
-        self.logp = torch.zeros(B, N, T, device=device)
+        self.logp = torch.zeros(B, N, T, device=device, dtype=dtype)
         self.alpha = None  # (B, N, T, P)
 
     def add(self, active, norm, raw, rows, t, end_id, hist_tokens, hist_logp, logp, hist_alpha, alpha) -> None:

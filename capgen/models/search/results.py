@@ -50,7 +50,7 @@ def first_captions(result: DecodeResult | NBestResult) -> DecodeResult:
 
 
 def word_logits(logits: torch.Tensor, start_id: int) -> torch.Tensor:
-    """logits (R, V) -> float32 logits with <pad> and <start> excluded (-inf)."""
-    logits = logits.float()  # float32 even under bf16 autocast
+    """logits (R, V) -> logits of at least float32 with <pad> and <start> excluded (-inf)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 even under bf16 autocast
     logits[:, [PAD_ID, start_id]] = -math.inf
     return logits

@@ -111,7 +111,9 @@ def decode_rows(
     word is not emitted and the caption stays unfinished. A caption's row leaves the batch
     once it has ended, so later steps compute only the captions still going (as beam
     search does). Rows are image-major: row b*n + j is caption j of image b; the n captions
-    of an image share its memory and initial state (capgen.models.decoders.Rows)."""
+    of an image share its memory and initial state (capgen.models.decoders.Rows).
+    Run with gradients enabled, logprob and token_logprobs carry them (self-critical
+    training differentiates the sampler's own log-probabilities); the rest never does."""
     memory = decoder.prepare(feats) if memory is None else memory  # per image, once
     R, device = feats.shape[0] * n, feats.device
     rows = Rows.each(feats.shape[0], n, device)  # (R,) the image of each caption still going
@@ -120,14 +122,15 @@ def decode_rows(
     active = torch.arange(R, device=device)  # (r,) the rows whose captions are still going
     tokens = torch.full((R,), start_id, dtype=torch.long, device=device)  # (r,) last tokens
     out = torch.zeros(R, max_tokens, dtype=torch.long, device=device)  # (R, L), <pad> after <end>
-    token_logprobs = torch.zeros(R, max_tokens, device=device)
-    logprob = torch.zeros(R, device=device)  # summed step by step, in beam search's order
+    dtype = torch.promote_types(feats.dtype, torch.float32)  # the log-probabilities': at least float32
+    token_logprobs = torch.zeros(R, max_tokens, device=device, dtype=dtype)
+    logprob = torch.zeros(R, device=device, dtype=dtype)  # summed step by step, in beam search's order
     alphas = None  # (R, L, P) for attention decoders, 0 after the caption
     for t in range(max_tokens):
         logits, state, alpha = decoder.step(tokens, state, memory, rows)
         logits = word_logits(logits, start_id)  # (r, V)
-        allowed = logits if constraints is None else constraints.apply(logits, out[active, :t])
-        tokens = choose(allowed)  # (r,)
+        with torch.no_grad():  # which word: no gradient (SCST runs this loop with gradients on)
+            tokens = choose(logits if constraints is None else constraints.apply(logits, out[active, :t]))  # (r,)
         picked = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)  # (r,)
         if t == max_len:  # max_len words already: <end> or nothing
             unfinished = tokens != end_id
@@ -140,7 +143,7 @@ def decode_rows(
         if alpha is not None:
             if alphas is None:
                 alphas = alpha.new_zeros(R, max_tokens, alpha.shape[-1])
-            alphas[active, t] = alpha
+            alphas[active, t] = alpha.detach()  # for figures: no gradient kept
         ended = tokens == end_id
         if ended.any():  # the captions that just ended leave the batch
             going = (~ended).nonzero().squeeze(1)  # (r',) positions among the r
