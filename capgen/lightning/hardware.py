@@ -212,7 +212,7 @@ def choose_encoder_precision(setting, frozen: bool, device_type: str, allow_slow
 
 def _not_native(device_type: str) -> str:
     if device_type == "cpu":
-        return (f"this CPU ({cpu_model()}) has no native bf16 for a frozen encoder "
+        return (f"this CPU ({cpu_model()}) has no native bf16 "
                 f"(none of the flags {', '.join(NATIVE_BF16_FLAGS)})")
     if device_type == "cuda":
         return "this GPU has no native bf16 (torch.cuda.is_bf16_supported(including_emulation=False) is false)"
