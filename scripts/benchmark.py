@@ -20,10 +20,11 @@ Configurations
 Sections
   train    one optimisation step exactly as capgen-train runs it (CaptioningModule._loss,
            its AdamW groups, gradient clipping at 5) per decoder and encoder mode:
-           frozen (the encoder runs, without gradients), features (the decoder alone on
-           fp16 features, as with a capgen-prepare feature cache) and finetune (shapes: the
-           SmallCNN trains, as by default; reference: ResNet-101's last 3 stages, as the
-           tutorial's fine-tuning). Each runs in a fresh child process, so its peak memory
+           frozen (the encoder runs, without gradients; in bf16 where the device computes it
+           natively, as capgen-train's encoder_precision=auto; --encoder-precision 32: fp32),
+           features (the decoder alone on fp16 features, as with a capgen-prepare feature
+           cache) and finetune (shapes: the SmallCNN trains, as by default; reference:
+           ResNet-101's last 3 stages, as the tutorial's fine-tuning). Each runs in a fresh child process, so its peak memory
            (max RSS on CPU, max allocated on CUDA) is its own.
   decode   captions/s of greedy, beam 3 and beam 5 from encoder features at several batch
            sizes; the batch decoded at once vs one image at a time; images/s of the other
@@ -48,9 +49,10 @@ Sections
            decode, so its samples end as a trained model's do.
   encoder  the encoder alone as training runs it (shapes: the SmallCNN forward and backward;
            reference: ResNet-101's frozen forward in inference mode), contiguous against
-           channels_last (and bf16 autocast where the CPU has native bf16, or when asked for with
-           --precision bf16-mixed) in alternating pairs: seconds, GFLOP/s (FLOPs counted by
-           torch.utils.flop_counter) and the share of an ESTIMATED fp32 peak (below).
+           channels_last (and bf16 autocast where the device has native bf16, as
+           encoder_precision=auto decides, or when asked for with --precision bf16-mixed) in
+           alternating pairs: seconds, GFLOP/s (FLOPs counted by torch.utils.flop_counter) and
+           the share of an ESTIMATED fp32 peak (below).
   startup  start-up at COCO scale (once, independent of --config): a synthetic Karpathy-sized
            COCO in a temporary folder (123,287 images, 619,489 captions of 8-16 words from a
            12k-word Zipfian vocabulary; image files are hard links to 4 JPEGs), then, each in
@@ -202,7 +204,8 @@ def train_step_child(spec: dict) -> dict:
     cfg = model_config(spec["config"], spec["decoder"], spec["mode"], spec["quick"])
     torch.manual_seed(0)
     net = build_captioner(cfg, len(vocab))
-    hardware.configure_encoder(net.encoder, spec["channels_last"], device.type)  # as capgen-train does
+    hardware.configure_encoder(net.encoder, spec["channels_last"], device.type,  # as capgen-train does
+                               precision=spec["encoder_precision"], surrounding=spec["precision"])
     if spec.get("compile"):
         net.use_torch_compile()
     # the optimiser without its schedule: a schedule needs a Trainer and costs nothing per step
@@ -243,7 +246,7 @@ def train_section(config: str, args) -> dict:
                 continue  # the SmallCNN is trained with its decoder: finetune is the default
             spec = {"config": config, "decoder": decoder, "mode": mode, "batch_size": batch_size, "device": args.device,
                     "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
-                    "channels_last": args.channels_last}
+                    "channels_last": args.channels_last, "encoder_precision": args.encoder_precision}
             threads = ["--threads", args.threads]
             run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec), *threads], capture_output=True, text=True)
             if run.returncode != 0:
@@ -305,7 +308,8 @@ def decode_section(config: str, args) -> dict:
         vocab = reference_vocab(100 if args.quick else 10_000)
         torch.manual_seed(0)
         net = build_captioner(model_config("reference", "attn", quick=args.quick), len(vocab)).eval()
-        hardware.configure_encoder(net.encoder, args.channels_last, device.type)  # as capgen-caption does
+        hardware.configure_encoder(net.encoder, args.channels_last, device.type,  # as capgen-caption does
+                                   precision=args.encoder_precision)
         n = 4 if args.quick else 32
         images = torch.randint(0, 256, (n, 3, 64 if args.quick else 256, 64 if args.quick else 256), dtype=torch.uint8)
         max_len, sizes, n_one = (8 if args.quick else 50), ((1, 4) if args.quick else (1, 8, 32)), (2 if args.quick else 4)
@@ -541,7 +545,7 @@ def encoder_section(config: str, args) -> dict:
     batch, side = {"shapes": (8, 96) if args.quick else (64, 96), "reference": (2, 64) if args.quick else (32, 256)}[config]
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8, generator=g).to(device)
-    native_bf16 = device.type == "cuda" or hardware.has_native_bf16()
+    native_bf16 = hardware.native_bf16(device.type) is not None  # where encoder_precision=auto uses it
     variants = {"contiguous": (plain, False), "channels_last": (nhwc, False)}
     if native_bf16 or args.precision == "bf16-mixed":
         variants["channels_last_bf16"] = (nhwc, True)
@@ -797,6 +801,8 @@ def main() -> None:
                     "OMP_NUM_THREADS in the environment fixes it)")
     ap.add_argument("--channels-last", default="auto", help="the encoder's memory format in the training and "
                     "decoding sections, as capgen-train's channels_last setting: auto, true or false")
+    ap.add_argument("--encoder-precision", default="auto", help="the frozen encoder's precision in the training and "
+                    "decoding sections, as capgen-train's encoder_precision setting: auto, bf16 or 32")
     ap.add_argument("--out", default="benchmark.json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--startup-child", help=argparse.SUPPRESS)
@@ -824,6 +830,10 @@ def main() -> None:
         hardware.parse_channels_last(args.channels_last)
     except ValueError as e:
         ap.error(f"--channels-last: {e}")
+    try:
+        hardware.parse_encoder_precision(args.encoder_precision)
+    except ValueError as e:
+        ap.error(f"--encoder-precision: {e}")
     if args.quick:
         args.repeats = 1
     configs, sections, args.decoders = args.config.split(","), args.sections.split(","), args.decoders.split(",")
@@ -840,7 +850,7 @@ def main() -> None:
     results = {"machine": machine, "estimated_fp32_peak": args.peak, "threads": threads_setting(args.threads),
                "torch": torch.__version__, "device": args.device, "precision": args.precision,
                "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
-               "channels_last": args.channels_last}  # fmt: skip
+               "channels_last": args.channels_last, "encoder_precision": args.encoder_precision}  # fmt: skip
     if args.device == "cuda":
         results["gpu"] = torch.cuda.get_device_name()
     flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["isa"].items())

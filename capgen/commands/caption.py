@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 from ..config.checks import check_numbers, check_values
 from ..config.decode_group import command_settings
 from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
+from ..lightning.hardware import encoder_settings
 from ..lightning.inference import caption_row, load_module, resolve_device
 from ..models.search import DecodeSettings
 from ..runs.folders import DEFAULT_IMAGE_SIZE, run_config, training_image_size
@@ -178,7 +179,7 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     paths = find_images(str(cfg.images))
     check_caption_config(cfg)
     device = resolve_device(cfg.device)
-    module = load_module(cfg.ckpt_path, device, cfg.get("channels_last", "auto"))
+    module = load_module(cfg.ckpt_path, device, encoder_settings(cfg))
     note = module.trained_on.photo_note(str(cfg.ckpt_path)) if module.trained_on else None
     if note:  # the images given here are the user's own: most likely photographs
         log.warning("%s", note)

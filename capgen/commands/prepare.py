@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from ..config.checks import check_numbers, check_types, check_values
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
-from ..lightning.hardware import configure_encoder, parse_channels_last
+from ..lightning.hardware import configure_encoder, encoder_settings
 from .failure import one_paragraph_on_failure
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     if cfg.feature_batch_size < 1:
         raise ValueError(f"feature_batch_size={cfg.feature_batch_size}: give a positive whole number, e.g. 64")
     check_types(cfg.data, "data")
-    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops before any cache is written
+    encoder_run = encoder_settings(cfg)  # a bad value stops before any cache is written
     cache_dir = Path(cfg.cache_dir).expanduser().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
     on_bad_sample = cfg.data.get("on_bad_sample") or "error"
@@ -45,7 +45,9 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
                 cfg.model.encoder._target_,
             )
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        configure_encoder(encoder, cfg.get("channels_last", "auto"), device)
+        # bf16 for a frozen encoder where the device computes it natively (encoder_precision=auto);
+        # the feature cache records the precision its features were computed in.
+        configure_encoder(encoder, device_type=device, **encoder_run)
 
     bad = {}
     for split in SPLITS:

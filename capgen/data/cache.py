@@ -5,7 +5,8 @@
     images_<split>.u8        uint8 rows (N, H, W, 3), C order, no header: np.memmap reads it
     images_<split>.json      its index (below)
     features_<split>.f16     float16 rows (N, P, D): a frozen encoder's features per image
-    features_<split>.json    its index, which also names the encoder (its full config)
+    features_<split>.json    its index, which also names the encoder (its full config) and
+                             the precision it computed in (encoder_precision: bfloat16 or float32)
     bad_images.json          {split: [{image_id, error}]}: images left out under
                              data.on_bad_sample=skip
 
@@ -307,6 +308,13 @@ class CachedFeatures(CachedImages):
         """The full config of the encoder that made the features."""
         return self.index["encoder"]
 
+    @property
+    def precision(self) -> str:
+        """What the encoder computed the features in: "bfloat16" or "float32" (caches older than
+        this record were all made in float32). Recorded, never refused: bf16 features train an
+        fp32 run as well as fp32 ones (docs/performance.md has the difference they make)."""
+        return self.index.get("encoder_precision", "float32")
+
     def check_encoder(self, config) -> None:
         """Refuse features another encoder made: the model would be trained on them but run
         with its own encoder on new images."""
@@ -504,6 +512,13 @@ def _encode_images(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return encoder(images).flatten(2).transpose(1, 2)
 
 
+def computed_in(encoder: nn.Module) -> str:
+    """The dtype an encoder's forward computes in outside any autocast: its set_precision's
+    (capgen.models.encoder.ConvEncoder), else its weights'; e.g. "bfloat16" or "float32"."""
+    dtype = getattr(encoder, "precision", None) or next(encoder.parameters()).dtype
+    return str(dtype).removeprefix("torch.")
+
+
 def write_feature_cache(
     cache_dir: str | Path,
     split: str,
@@ -516,17 +531,24 @@ def write_feature_cache(
     """Write, finish or keep the split's feature cache from its (complete) image cache.
 
     The encoder runs frozen: eval mode (BatchNorm uses its running statistics) under
-    inference_mode, in batches of `batch_size`. Returns the index.
+    inference_mode, in batches of `batch_size`, in the precision it was set to (the index
+    records it as encoder_precision). A complete cache made in another precision is kept (its
+    features serve either way); a partial one is started over, so that no cache mixes both.
+    Returns the index.
     """
     cache_dir = Path(cache_dir)
     try:
         images = CachedImages(cache_dir, split)
     except CacheUnavailable as e:
         raise ValueError(f"the feature cache is made from the image cache, which is unusable: {e}") from e
-    identity = encoder_identity(encoder_config)
+    identity, precision = encoder_identity(encoder_config), computed_in(encoder)
     index = _complete_index(cache_dir, FEATURES, split, images.description)
     # Kept when made by this encoder from the image cache as it is now (a bad image fixed since: rebuilt).
     if index is not None and index["encoder"] == identity and index["bad"] == images.bad:
+        made_in = index.get("encoder_precision", "float32")
+        if made_in != precision:
+            log.info("%s: kept, its features computed in %s (this encoder computes in %s); delete it to remake it",
+                     index_path(cache_dir, FEATURES, split), made_in, precision)
         return index
     index_path(cache_dir, FEATURES, split).unlink(missing_ok=True)  # made by another encoder
 
@@ -536,7 +558,7 @@ def write_feature_cache(
         _, p, d = _encode_images(encoder, torch.zeros(1, 3, h, w, dtype=torch.uint8, device=device)).shape
         writer = _RowWriter(
             data_path(cache_dir, FEATURES, split), (n, p, d), _DTYPE[FEATURES],
-            {"source": images.description, "encoder": identity},
+            {"source": images.description, "encoder": identity, "encoder_precision": precision},
         )
         writer.bad = images.bad
         bad_rows = np.array([b["row"] for b in images.bad], dtype=np.int64)
@@ -562,6 +584,7 @@ def write_feature_cache(
         "source": images.description,
         "dtype": _DTYPE[FEATURES],
         "encoder": identity,
+        "encoder_precision": precision,
         "image_ids": images.index["image_ids"],
         "captions": images.index["captions"],
     }

@@ -11,13 +11,14 @@ from .hardware import configure_encoder
 from .module import CaptioningModule
 
 
-def load_module(path: str, device: str = "cpu", channels_last="auto") -> CaptioningModule:
-    """The checkpoint's module in eval mode on `device`, its encoder in the memory format
-    `channels_last` asks for (capgen.lightning.hardware); errors name the file and the fix."""
+def load_module(path: str, device: str = "cpu", encoder: dict | None = None) -> CaptioningModule:
+    """The checkpoint's module in eval mode on `device`, its encoder run as the command's
+    `encoder` settings (capgen.lightning.hardware.encoder_settings; None: their defaults) ask:
+    memory format and precision. Errors name the file and the fix."""
     if not path:
         raise ValueError("ckpt_path is not set: give ckpt_path=<run dir>/checkpoints/<name>.ckpt")
     module = CaptioningModule.from_checkpoint(str(path))
-    configure_encoder(module.net.encoder, channels_last, torch.device(device).type)
+    configure_encoder(module.net.encoder, device_type=torch.device(device).type, **(encoder or {}))
     return module.to(device).eval()
 
 

@@ -42,17 +42,44 @@ class ConvEncoder(nn.Module):
     convolutions). The features are the same numbers either way (tested); the output
     (B, D, h, w) is then laid out as (B, h, w, D), which Captioner.encode's (B, P, D) view
     reads without a copy. capgen.lightning.hardware decides which format an encoder gets.
+
+    set_precision(dtype) makes the forward pass compute in `dtype` whatever autocast its caller
+    runs under: torch.bfloat16 (bf16 autocast, fp32 weights kept) or torch.float32 (autocast
+    off); None (the default) follows the caller's. Either way the features come out in the
+    dtype the caller's setting would have given (the weights' dtype, or its autocast dtype), so
+    the decoder's inputs never change dtype. capgen.lightning.hardware decides this too.
     """
 
     channels_last = False
+    precision: torch.dtype | None = None
 
     def set_memory_format(self, channels_last: bool) -> None:
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.channels_last = channels_last
 
+    def set_precision(self, dtype: torch.dtype | None) -> None:
+        if dtype not in (None, torch.bfloat16, torch.float32):
+            raise ValueError(f"encoder precision {dtype}: use torch.bfloat16, torch.float32 or None (the caller's)")
+        self.precision = dtype
+
+    @property
+    def frozen(self) -> bool:
+        """No weight trains: what the forward pass computes needs no gradient's precision."""
+        return not any(p.requires_grad for p in self.parameters())
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if self.precision is None:
+            return self._features(images)
+        device = images.device.type
+        outer = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == torch.bfloat16):
+            feats = self._features(images)  # (B, D, h, w), bf16 under bf16 autocast
+        # The dtype the caller's own setting gives: its autocast's, else the weights' (the decoder's).
+        return feats.to(outer or next(self.parameters()).dtype)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
         return self.pool(self.body(self.normalize(images)))
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 from ...config.decode_group import CONSTRAINT_KEYS, command_settings
 from ...data.images import BadSampleError, load_rgb
 from ...data.shapes import ShapesSource
+from ...lightning.hardware import encoder_settings
 from ...lightning.inference import caption_row, load_module, resolve_device
 from ...lightning.module import CaptioningModule
 from ...models.search import DecodeSettings
@@ -130,7 +131,7 @@ def load_served_models(cfg: DictConfig, paths: list[Path] | None = None) -> list
     device = resolve_device(cfg.device)
     models = []
     for path in checkpoint_paths(cfg) if paths is None else paths:
-        module = load_module(str(path), device, cfg.get("channels_last", "auto"))
+        module = load_module(str(path), device, encoder_settings(cfg))
         size = cfg.image_size or training_image_size(run_config(str(path)))
         if size is None:
             size = DEFAULT_IMAGE_SIZE

@@ -43,6 +43,7 @@ from ...atomic import write_atomically
 from ...config.checks import check_numbers
 from ...config.decode_group import command_settings
 from ...lightning.callbacks import FollowFreeCores
+from ...lightning.hardware import encoder_settings
 from ...lightning.inference import load_module, resolve_device
 from ...metrics import default_metrics
 from ...models.search import DecodeSettings
@@ -142,7 +143,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     check_eval_config(cfg)
     device = resolve_device(cfg.device)
     ckpt_path = checkpoint_to_evaluate(cfg)
-    module = load_module(ckpt_path, device, cfg.get("channels_last", "auto"))
+    module = load_module(ckpt_path, device, encoder_settings(cfg))
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)

@@ -25,7 +25,7 @@ from ...data.datamodule import CaptionDataModule
 from ...instantiate import instantiate
 from ...lightning import tensorboard
 from ...lightning.callbacks import BestEpochMetrics, CaptionSamples, FollowFreeCores, progress_bar
-from ...lightning.hardware import configure_encoder, cpu_precision, parse_channels_last
+from ...lightning.hardware import configure_encoder, cpu_precision, encoder_settings
 from ...lightning.hparams import log_final_hparams
 from ...lightning.loggers import build_loggers, check_logger_packages, logger_runs
 from ...lightning.module import CaptioningModule
@@ -62,7 +62,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
-    parse_channels_last(cfg.get("channels_last", "auto"))  # a bad value stops here, before any work
+    encoder_run = encoder_settings(cfg)  # a bad value stops here, before any work
     device_type = "cpu" if trains_on_cpu(cfg) else "cuda"
     choose_precision(cfg)
 
@@ -89,7 +89,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if init is not None:
         load_network(net, init)
         log.info("network weights from %s (init_from)", init.path)
-    configure_encoder(net.encoder, cfg.get("channels_last", "auto"), device_type)
+    # A frozen encoder computes in bf16 where the device does so natively (encoder_precision=auto);
+    # a trained one follows the trainer's precision (capgen.lightning.hardware).
+    configure_encoder(net.encoder, device_type=device_type, surrounding=str(cfg.trainer.get("precision", "32-true")),
+                      **encoder_run)
     if cfg.get("compile"):
         net.use_torch_compile()
     # _recursive_=False: net_config holds _target_ nodes that must stay a config, not objects.

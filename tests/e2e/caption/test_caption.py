@@ -2,6 +2,7 @@
 fixtures, tests/conftest.py)."""
 
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -143,6 +144,16 @@ def test_a_bad_caption_setting_stops_before_anything_is_written(ckpt, photo_dir,
     with pytest.raises(ValueError, match=rf"^{key}={value}: give a positive whole number .*, e\.g\. {key}=32$"):
         run_caption(tmp_path / "out", f"ckpt_path={ckpt}", f"images={photo_dir}", setting)
     assert not (tmp_path / "out").exists()
+
+
+def test_caption_runs_the_encoder_in_the_precision_asked_for(ckpt, photo_dir, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="capgen.lightning.hardware"):
+        rows = run_caption(tmp_path / "out", f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy",
+                           "figures=false", "encoder_precision=32")
+    assert len(rows) == 3 and "encoder precision: fp32 (encoder_precision=32, on cpu: asked for)" in caplog.text
+    with pytest.raises(ValueError, match="encoder_precision='fp16': use auto"):
+        run_caption(tmp_path / "bad", f"ckpt_path={ckpt}", f"images={photo_dir}", "encoder_precision=fp16")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_caption_errors_say_what_was_found_and_what_is_accepted(tmp_path):

@@ -3,6 +3,7 @@ fixtures, tests/conftest.py)."""
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -117,6 +118,19 @@ def test_eval_without_a_saved_run_config_uses_eval_yaml_data(ckpt, tmp_path):
     data = OmegaConf.load(tmp_path / "out" / "data.yaml")
     assert data.source.sizes == {"train": 10000, "val": 500, "test": 3}  # conf/data/shapes.yaml's
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 3
+
+
+def test_eval_runs_the_encoder_in_the_precision_asked_for(ckpt, tmp_path, caplog):
+    """encoder_precision reaches the checkpoint's encoder (capgen-caption and the demo load it the
+    same way): bf16 forced on the run's SmallCNN, which auto leaves to the caller as it trains."""
+    with caplog.at_level(logging.INFO, logger="capgen.lightning.hardware"):
+        report = run_eval(tmp_path / "out", f"ckpt_path={ckpt}", "decode=greedy", "data.source.sizes.test=3",
+                          "encoder_precision=bf16", "allow_slow_bf16=true")
+    assert report["images"] == 3
+    assert "encoder precision: bf16 autocast (encoder_precision=bf16, on cpu: asked for" in caplog.text
+    with pytest.raises(ValueError, match="encoder_precision='half'"):
+        run_eval(tmp_path / "bad", f"ckpt_path={ckpt}", "encoder_precision=half")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_eval_refuses_a_data_key_the_runs_config_does_not_have(tiny_run, tmp_path):

@@ -24,6 +24,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     run = procs.run(cmd, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads(out.read_text())
+    assert r["encoder_precision"] == "auto"  # the frozen step's encoder runs as capgen-train's would
     for config in ("shapes", "reference"):
         train = r[config]["train"]
         modes = ("features", "finetune") if config == "shapes" else ("frozen", "features", "finetune")
@@ -66,6 +67,8 @@ def test_quick_benchmark_writes_every_section(tmp_path):
 def test_unknown_options_are_clear_errors(tmp_path):
     run = procs.run([sys.executable, str(SCRIPT), "--sections", "trian"], cwd=tmp_path)
     assert run.returncode == 2 and "--sections: unknown ['trian']" in run.stderr
+    run = procs.run([sys.executable, str(SCRIPT), "--encoder-precision", "fp16"], cwd=tmp_path)
+    assert run.returncode == 2 and "--encoder-precision: encoder_precision='fp16': use auto" in run.stderr
 
 
 def test_quick_startup_section_times_each_phase_and_the_train_command(tmp_path):

@@ -64,9 +64,9 @@ def _encoder() -> torch.nn.Module:
     return hydra.utils.instantiate(ENCODER).eval()
 
 
-def _write_features(cache_dir, encoder, splits=SPLITS, **kw) -> None:
+def _write_features(cache_dir, encoder, splits=SPLITS, encoder_config=ENCODER, batch_size=16, **kw) -> None:
     for split in splits:
-        write_feature_cache(cache_dir, split, encoder, ENCODER, batch_size=16, **kw)
+        write_feature_cache(cache_dir, split, encoder, encoder_config, batch_size=batch_size, **kw)
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -357,6 +357,76 @@ def test_prepare_features_channels_last_equal_contiguous(tmp_path, caplog):
     np.testing.assert_allclose(feats["true"], feats["false"], rtol=2e-3, atol=2e-3)
     with pytest.raises(ValueError, match="channels_last='sometimes'"):
         prepare(_prepare_cfg(f"cache_dir={tmp_path / 'bad'}", "features=true", "channels_last=sometimes"))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+FROZEN = {"_target_": "capgen.models.TorchvisionEncoder", "name": "resnet18", "grid": 2}  # P=4, D=512
+
+
+def _frozen(precision: torch.dtype | None) -> torch.nn.Module:
+    torch.manual_seed(0)
+    encoder = hydra.utils.instantiate(FROZEN)
+    encoder.set_precision(precision)
+    return encoder
+
+
+def _rows(cache_dir, split="val") -> np.ndarray:
+    feats = CachedFeatures(cache_dir, split)
+    return np.stack([feats.image(i) for i in range(len(feats))]).astype(np.float32)  # (N, P, D)
+
+
+def test_a_feature_cache_records_the_precision_its_encoder_computed_in(tmp_path, caplog):
+    """bf16 and fp32 features of one frozen encoder are told apart by the index (and differ by
+    bf16's rounding); a complete cache made in the other precision is kept, with one line (bf16
+    features serve an fp32 run); an interrupted one is started over, so no cache mixes both."""
+    for name, precision in (("fp32", None), ("bf16", torch.bfloat16)):
+        _write_images(tmp_path / name, splits=["val"])
+        _write_features(tmp_path / name, _frozen(precision), splits=["val"], encoder_config=FROZEN)
+    assert CachedFeatures(tmp_path / "fp32", "val").precision == "float32"
+    assert CachedFeatures(tmp_path / "bf16", "val").precision == "bfloat16"
+    assert json.loads((tmp_path / "bf16" / "features_val.json").read_text())["encoder_precision"] == "bfloat16"
+    fp32, bf16 = _rows(tmp_path / "fp32"), _rows(tmp_path / "bf16")
+    relative = np.abs(bf16 - fp32).max() / np.abs(fp32).max()
+    assert fp32.shape == (12, 4, 512) and 1e-3 < relative < 3e-2, relative
+
+    kept = _files(tmp_path / "bf16")
+    with caplog.at_level(logging.INFO, logger=cache.__name__):
+        _write_features(tmp_path / "bf16", _frozen(torch.float32), splits=["val"], encoder_config=FROZEN)
+    assert _files(tmp_path / "bf16") == kept
+    assert "features_val.json: kept, its features computed in bfloat16 (this encoder computes in float32)" in caplog.text
+
+    _write_images(tmp_path / "mixed", splits=["val"])
+    encoder, calls = _frozen(torch.bfloat16), []
+
+    def stop_after_a_batch(module, inputs):
+        calls.append(len(inputs[0]))
+        if len(calls) == 3:  # the width probe, then one batch of 8
+            raise KeyboardInterrupt
+
+    encoder.register_forward_pre_hook(stop_after_a_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _write_features(tmp_path / "mixed", encoder, splits=["val"], encoder_config=FROZEN, batch_size=8)
+    assert json.loads((tmp_path / "mixed" / "features_val.f16.progress.json").read_text())["rows_done"] == 8
+    _write_features(tmp_path / "mixed", _frozen(None), splits=["val"], encoder_config=FROZEN)
+    assert _files(tmp_path / "mixed") == _files(tmp_path / "fp32")  # started over in fp32, not resumed
+
+
+def test_prepare_computes_a_frozen_encoders_features_in_bf16_where_native(tmp_path, monkeypatch, caplog):
+    """capgen-prepare on a CPU with native bf16 (flags mocked): encoder_precision=auto runs a
+    frozen backbone in bf16, 32 in fp32, and each cache says which; a bad value writes nothing."""
+    from capgen.lightning import hardware
+
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: hardware.parse_cpuinfo("flags\t: avx2 avx512f amx_bf16"))
+    frozen = ("model/encoder=torchvision", "model.encoder.name=resnet18", "+model.encoder.grid=2")
+    for setting, expected in (("auto", "bfloat16"), ("32", "float32")):
+        with caplog.at_level(logging.INFO, logger=hardware.__name__):
+            prepare(_prepare_cfg(f"cache_dir={tmp_path / setting}", "features=true", f"encoder_precision={setting}",
+                                 *frozen))
+        assert CachedFeatures(tmp_path / setting, "test").precision == expected
+    assert "encoder precision: bf16 autocast (encoder_precision=auto, on cpu: the encoder is frozen" in caplog.text
+    assert "encoder precision: fp32 (encoder_precision=32, on cpu: asked for)" in caplog.text
+    with pytest.raises(ValueError, match="encoder_precision='fp16'"):
+        prepare(_prepare_cfg(f"cache_dir={tmp_path / 'bad'}", "features=true", "encoder_precision=fp16"))
     assert not (tmp_path / "bad").exists()  # refused before anything is written
 
 
