@@ -17,6 +17,7 @@ import torch
 
 from .captioner import Captioner
 from .decoders import Rows, per_row
+from .search.stepwise import categorical
 
 PAD_ID = 0  # capgen.vocab.Vocabulary.pad_id
 
@@ -54,7 +55,7 @@ def sampled_forward(net: Captioner, images: torch.Tensor, inputs: torch.Tensor, 
         with torch.no_grad():
             words = logits.float()
             words[:, [PAD_ID, start_id]] = -torch.inf
-            own = torch.multinomial(words.softmax(-1), 1, generator=generator).squeeze(1)  # (B,)
+            own = categorical(words.softmax(-1), generator)  # (B,)
             coin = torch.rand(B, device=inputs.device, generator=generator) < p
             tokens = torch.where(coin & (reference != PAD_ID), own, reference)
     alphas = None if alpha_steps[0] is None else torch.stack(alpha_steps, dim=1)

@@ -194,7 +194,7 @@ def test_unk_is_never_emitted_when_suppressed(cls, method):
 @pytest.mark.parametrize("cls", DECODERS)
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m["method"])
 def test_min_length_holds(cls, method):
-    dec = _decoder(cls, end_bias=3.0)  # captions end after a word or two
+    dec = _decoder(cls, end_bias=4.0)  # captions end after a word or two
     feats = _feats(6)
     assert max(map(len, _words(_rows(_decode(dec, feats, **method))[0]))) < 4
     res = _decode(dec, feats, min_len=4, **method)
@@ -484,3 +484,19 @@ def test_decode_settings_built_in_code_refuse_nan_too():
 
     with pytest.raises(ValueError, match=r"decode\.length_penalty=nan: give a finite number"):
         DecodeSettings(method="beam", beam_size=3, length_penalty=float("nan"))
+
+
+def test_categorical_draws_each_word_as_often_as_its_probability_and_never_a_zero_one():
+    from capgen.models.search.stepwise import categorical
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0], [0.9, 0.0, 0.0, 0.0, 0.0, 0.1], [0.0] * 5 + [1.0]])
+    rows = probs.repeat(20_000, 1)  # (60000, 6): 20,000 draws per distribution
+    g = torch.Generator().manual_seed(0)
+    drawn = categorical(rows, g).view(20_000, 3)
+    assert torch.equal(drawn, categorical(rows, torch.Generator().manual_seed(0)).view(20_000, 3))  # the generator decides
+    for r in range(3):
+        counts = torch.bincount(drawn[:, r], minlength=6).double()
+        assert (counts[probs[r] == 0] == 0).all()  # a word of probability 0 is never drawn
+        freq, p = counts / 20_000, probs[r].double()
+        # binomial standard error at most 0.0036 here: 5 of them
+        assert (freq - p).abs().max() < 5 * (p * (1 - p) / 20_000).sqrt().max() + 1e-12, (r, freq, p)
