@@ -20,7 +20,7 @@ def _positive(value) -> bool:
 @pytest.mark.slow
 def test_quick_benchmark_writes_every_section(tmp_path):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(SCRIPT), "--quick", "--decoders", "attn", "--out", str(out)]
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--config", "shapes,reference,peer", "--decoders", "attn", "--out", str(out)]
     run = procs.run(cmd, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -62,6 +62,15 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert all(_positive(sc[k]) for k in ("xe_step_s", "scst_step_s", "scst_over_xe", "reward_per_320_captions_s",
                                           "reward_share_of_scst_step", "mean_sample_tokens"))
     assert sc["captions"] == sc["batch_size"] * sc["samples"] and "scst" not in r["reference"]
+    # the peer settings: features only (no encoder, data or metrics sections), 5 captions per image
+    peer = r["peer"]
+    assert set(peer) == {"train", "decode", "scst"}
+    assert peer["train"]["captions_per_image"] == 5 and _positive(peer["train"]["attn/features"]["step_s"])
+    assert peer["decode"]["max_len"] == 16 and _positive(peer["decode"]["beam3"]["batch2_captions_per_s"])
+    sc = peer["scst"]
+    assert sc["baseline"] == "greedy" and sc["captions_per_image_xe"] == 5 and sc["captions"] == sc["batch_size"] * 5
+    assert all(_positive(sc["reward"][f"{threads}_{load}_s"]) for threads in ("default", "1_thread") for load in ("alone", "busy"))
+    assert "peer settings (issue 26):" in run.stdout
 
 
 def test_unknown_options_are_clear_errors(tmp_path):
