@@ -576,6 +576,9 @@ def scst_section(config: str, args) -> dict:
     module_cfg = {k: v for k, v in hp.items() if k != "_target_"} | {"scheduler": {"name": "none"}}
     module = CaptioningModule(net, vocab, net_config=None, **module_cfg).to(device).train()
     optimizer = module.configure_optimizers()
+    if config == "peer":  # the update's work is done, its size zero: untrained, every sample runs its 16 words
+        for group in optimizer.param_groups:
+            group["lr"] = 0.0
     batch = Batch(*(x.to(device) for x in setting.batch))
     params = [p for p in module.parameters() if p.requires_grad]
     last = {}
