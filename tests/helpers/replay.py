@@ -23,3 +23,17 @@ def replay(dec, feats, tokens, start_id: int):
         alphas.append(alpha)
         prev = tokens[:, t]
     return torch.stack(logps, 1), (torch.stack(alphas, 1) if dec.has_attention else None)
+
+
+def sharp_decoder(cls, feature_dim: int, seed=0, vocab=17, scale=1.0, end_bias=0.0, unk_bias=0.0, end_id=2, unk_id=3):
+    """A small float64 decoder in eval mode with random weights times `scale` (sharper
+    distributions); `end_bias` makes <end> likelier, so that captions end at different lengths
+    instead of all running to max_len, and `unk_bias` <unk>."""
+    torch.manual_seed(seed)
+    dec = cls(vocab_size=vocab, feature_dim=feature_dim, embed_dim=5, hidden_dim=7, dropout=0.0).double().eval()
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.mul_(scale)
+        dec.out.bias[end_id] += end_bias
+        dec.out.bias[unk_id] += unk_bias
+    return dec

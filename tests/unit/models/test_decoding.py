@@ -10,23 +10,15 @@ import torch
 from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN
 from capgen.models.search import beam_search, greedy, sample
 
-from helpers.replay import replay
+from helpers.replay import replay, sharp_decoder
 
 DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]
 V, B, P, D = 17, 4, 9, 8
 START, END = 1, 2
 
 
-def _decoder(cls, seed=0, vocab=V, scale=1.0, end_bias=0.0):
-    """Random weights times `scale` (sharper distributions); `end_bias` makes <end> likelier
-    so that captions end at different lengths instead of all running to max_len."""
-    torch.manual_seed(seed)
-    dec = cls(vocab_size=vocab, feature_dim=D, embed_dim=5, hidden_dim=7, dropout=0.0).double().eval()
-    with torch.no_grad():
-        for p in dec.parameters():
-            p.mul_(scale)
-        dec.out.bias[END] += end_bias
-    return dec
+def _decoder(cls, **kw):
+    return sharp_decoder(cls, D, **{"vocab": V, **kw})
 
 
 # Untrained decoders spread probability almost evenly, so a beam ends every caption at once or

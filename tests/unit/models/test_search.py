@@ -13,24 +13,15 @@ import torch
 from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder
 from capgen.models.search import DecodeSettings, NBestResult, beam_search, decode, first_captions
 
-from helpers.replay import replay
+from helpers.replay import replay, sharp_decoder
 
 DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]
 P, D = 9, 8
 START, END, UNK = 1, 2, 3
 
 
-def _decoder(cls, seed=0, vocab=17, scale=1.0, end_bias=0.0, unk_bias=0.0):
-    """Random weights times `scale` (sharper distributions); `end_bias` makes <end> likelier,
-    `unk_bias` <unk>."""
-    torch.manual_seed(seed)
-    dec = cls(vocab_size=vocab, feature_dim=D, embed_dim=5, hidden_dim=7, dropout=0.0).double().eval()
-    with torch.no_grad():
-        for p in dec.parameters():
-            p.mul_(scale)
-        dec.out.bias[END] += end_bias
-        dec.out.bias[UNK] += unk_bias
-    return dec
+def _decoder(cls, **kw):
+    return sharp_decoder(cls, D, **kw)
 
 
 def _feats(n=4, seed=1):
