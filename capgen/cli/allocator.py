@@ -12,6 +12,14 @@ of returning it. The mmap threshold cannot exceed 32 MB, so blocks above it are 
 the heap by allowing no mmap at all: the cross-entropy step of that COCO-sized batch
 (attention model, 512 dims, 9,487 words) took 3.8 s instead of 5.4 s, its peak RSS 4.5 GB
 instead of 4.1 GB (2-core AMD EPYC Zen 4, 2 threads, torch 2.14.1).
+
+Two limits, measured with a loop that allocates and frees one 40 or 100 MB block: the first
+5 to 8 blocks are not reused yet (a small block freed beside each one waits in glibc's
+per-thread cache, which holds 7 of a size, and keeps it from merging), so the heap grows by
+that many copies before it settles; and allocations made in a thread other than the main one
+come from a secondary arena, whose heaps stop at 64 MB, so glibc still mmaps blocks above that
+there. Training, evaluation and capgen-caption run in the main thread; the demo's gradio
+handlers do not, but their one-image requests stay far below that.
 """
 
 from __future__ import annotations
