@@ -29,7 +29,7 @@ from ..metrics.per_image import PerImageMetric
 from ..models import scst
 from ..models.captioner import Captioner, build_captioner
 from ..models.decoders import Rows
-from ..models.losses import caption_loss, doubly_stochastic, token_losses
+from ..models.losses import caption_loss, doubly_stochastic, token_losses, word_layer_loss
 from ..models.scheduled_sampling import sampled_forward, sampling_probability
 from ..models.search import DecodeResult, DecodeSettings, NBestResult, first_captions
 from ..models.word_vectors import load_word_vectors
@@ -216,9 +216,10 @@ class CaptioningModule(L.LightningModule):
             logits, alphas = sampled_forward(self.net, batch.images, inputs, p, self.vocab.start_id, rows=rows)
             if compat.attached_trainer(self) is not None:
                 self.log("train/sampling_prob", p, batch_size=len(batch.images))
-        else:
-            logits, alphas = self.net(batch.images, inputs, rows)  # teacher forcing, the decoders' fast path
-        xent = caption_loss(logits, targets, self.vocab.pad_id, self.objective.label_smoothing)
+            xent = caption_loss(logits, targets, self.vocab.pad_id, self.objective.label_smoothing)
+        else:  # teacher forcing, the decoders' fast path; the word layer runs inside the loss
+            hidden, alphas = self.net(batch.images, inputs, rows, words=False)
+            xent = word_layer_loss(self.net.decoder.out, hidden, targets, self.vocab.pad_id, self.objective.label_smoothing)
         if alphas is None or self.objective.alpha_c == 0:
             return xent, xent
         reg = doubly_stochastic(alphas, targets != self.vocab.pad_id)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decoders import Decoder, Rows, Tensors, check_decoder_settings, input_lengths, per_row
+from .pieces import rows_per_piece
 
 
 class AttentionDecoder(Decoder):
@@ -75,19 +76,24 @@ class AttentionDecoder(Decoder):
         with `rows`, row r belongs to image rows.image[r]."""
         feats, feats_att2 = memory  # (N, P, D), (N, P, A)
         N, P, A = feats_att2.shape
+        w2 = 2 * self.att_score.weight[0]  # (A,)
         if rows is None:
             query = 2 * self.hid_att(h).view(N, -1, 1, A)  # (N, G, 1, A)
             # The step's largest tensor: sigmoid in place (no second copy; autograd keeps only
             # the sigmoid's output), scored by a matrix-vector product with 2w.
-            act = (feats_att2.unsqueeze(1) + query).sigmoid_()  # (N, G, P, A)
-            alpha = (act @ (2 * self.att_score.weight[0])).softmax(dim=-1)  # (N, G, P)
+            # made in pieces of whole images on CPU (capgen.models.pieces: no fresh mappings)
+            n = rows_per_piece(h.device, query.shape[1] * P * A * feats_att2.element_size()) or N
+            scores = [(f.unsqueeze(1) + q).sigmoid_() @ w2 for f, q in zip(feats_att2.split(n), query.split(n))]
+            alpha = torch.cat(scores).softmax(dim=-1)  # (N, G, P)
             context = torch.bmm(alpha, feats).view(h.shape[0], -1)  # (N, G, D) -> (R, D)
             return torch.sigmoid(self.gate(h)) * context, alpha.view(h.shape[0], P)
         # Each row's copy of its image's projection, then the query added in place: one
         # (R, P, A) tensor as above (measured 2% slower than the broadcast, against 5x the
         # projection's work for 5 captions per image).
-        act = feats_att2.index_select(0, rows.image).add_(2 * self.hid_att(h).unsqueeze(1)).sigmoid_()  # (R, P, A)
-        alpha = (act @ (2 * self.att_score.weight[0])).softmax(dim=-1)  # (R, P)
+        query = 2 * self.hid_att(h).unsqueeze(1)  # (R, 1, A)
+        n = rows_per_piece(h.device, P * A * feats_att2.element_size()) or len(query)
+        scores = [feats_att2.index_select(0, i).add_(q).sigmoid_() @ w2 for i, q in zip(rows.image.split(n), query.split(n))]
+        alpha = torch.cat(scores).softmax(dim=-1)  # (R, P)
         # The context against each row's own image without copying its features (R, P, D):
         # the rows' maps placed in an (N, G, P) grid, zero where no row is, one batched product.
         places = alpha.new_zeros(N, rows.per_image, P).index_put((rows.image, rows.slot), alpha)
@@ -105,17 +111,20 @@ class AttentionDecoder(Decoder):
         h = torch.sigmoid(o) * torch.tanh(c)
         return (h, c), context, alpha
 
-    def _logits(self, emb: torch.Tensor, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(emb + self.out_h(h) + self.out_z(context)))
+    def _word_input(self, emb: torch.Tensor, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The deep output's input to the word layer `out`, (..., E)."""
+        return self.dropout(emb + self.out_h(h) + self.out_z(context))
 
     def step(self, tokens: torch.Tensor, state: Tensors, memory: Tensors, rows: Rows | None = None):
         emb = self.embed(tokens)  # (R, E)
         state, context, alpha = self._cell(self.gates_emb(emb), state, memory, rows)
-        return self._logits(emb, state[0], context), state, alpha
+        return self.out(self._word_input(emb, state[0], context)), state, alpha
 
-    def forward(self, feats: torch.Tensor, inputs: torch.Tensor, rows: Rows | None = None, memory: Tensors | None = None):
+    def forward(self, feats: torch.Tensor, inputs: torch.Tensor, rows: Rows | None = None, memory: Tensors | None = None,
+                words: bool = True):
         """feats (N, P, D), inputs (R, T), rows: the image of each caption (None: caption b of
-        image b), memory: prepare(feats) if made already -> logits (R, T, V), alphas (R, T, P).
+        image b), memory: prepare(feats) if made already -> logits (R, T, V), alphas (R, T, P);
+        words=False: the word layer's input (R, T, E) in place of the logits.
 
         No work on padding: rows are sorted by caption length, longest first, so the n_t
         captions still going at step t are the first n_t rows and each step runs on those
@@ -147,5 +156,5 @@ class AttentionDecoder(Decoder):
                 out.append(F.pad(x, (0, 0, 0, R - n)))  # (R, .) zeros for the ended rows
         unsort = order.argsort()  # (R,) caption row -> sorted row
         h, context, alpha = (torch.stack(x, dim=1)[unsort] for x in (hs, contexts, alphas))  # (R, T, .)
-        # the output layer for all steps at once: (R, T, V)
-        return self._logits(emb, h, context), alpha
+        word_input = self._word_input(emb, h, context)  # (R, T, E), all steps at once
+        return (self.out(word_input) if words else word_input), alpha

@@ -55,11 +55,13 @@ class Captioner(nn.Module):
             return images.to(next(self.decoder.parameters()).dtype)
         return self.encoder(images).flatten(2).transpose(1, 2)
 
-    def forward(self, images: torch.Tensor, inputs: torch.Tensor, rows: Rows | None = None):
+    def forward(self, images: torch.Tensor, inputs: torch.Tensor, rows: Rows | None = None, words: bool = True):
         """Teacher forcing: images (N, 3, H, W) or features (N, P, D), inputs (R, T) -> logits
         (R, T, V), alphas (R, T, P) or None. `rows` says which image each caption describes
-        (None: caption b of image b); each image is encoded once however many it has."""
-        return self.decoder(self.encode(images), inputs, rows)
+        (None: caption b of image b); each image is encoded once however many it has.
+        words=False: the decoder's word layer (decoder.out) is left to the caller, which gets
+        its input (R, T, E) instead of the logits (losses.word_layer_loss)."""
+        return self.decoder(self.encode(images), inputs, rows, words=words)
 
     @torch.no_grad()
     def generate(

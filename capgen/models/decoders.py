@@ -6,6 +6,8 @@ training objectives are written once (capgen.models.search, scst, scheduled_samp
     state  = dec.init_state(memory)             initial recurrent state, one row per image
     logits, state, alpha = dec.step(tokens, state, memory, rows)   one word for every caption
     logits, alphas = dec(feats, inputs, rows, memory)   teacher-forced forward over whole captions
+    hidden, alphas = dec(feats, inputs, rows, memory, words=False)   the same up to the word layer
+                                                dec.out (nn.Linear), which the loss applies in pieces
 `memory` and `state` are tuples of batch-first tensors. Memory stays one row per image; the
 captions (rows of tokens and state) may be more, and `rows` (a Rows) says which image each
 belongs to: an image's several reference captions, or its SCST samples, share its memory
@@ -132,10 +134,12 @@ class RecurrentDecoder(Decoder):
         logits = self.out(self.dropout(out.squeeze(1)))
         return logits, tuple(x.squeeze(0) for x in new), None
 
-    def forward(self, feats: torch.Tensor, inputs: torch.Tensor, rows: Rows | None = None, memory: Tensors | None = None):
+    def forward(self, feats: torch.Tensor, inputs: torch.Tensor, rows: Rows | None = None, memory: Tensors | None = None,
+                words: bool = True):
         """feats (N, P, D), inputs (R, T) token ids, rows: the image of each caption (None:
         caption b of image b), memory: prepare(feats) if made already -> logits (R, T, V),
-        None. Steps after a row's last non-pad input are not run: their hidden output is zero."""
+        None; words=False: the word layer's input (R, T, H) in place of the logits. Steps
+        after a row's last non-pad input are not run: their hidden output is zero."""
         memory = self.prepare(feats) if memory is None else memory
         state = per_row(self.init_state(memory), rows)  # (R, H) each
         T = inputs.shape[1]
@@ -144,7 +148,8 @@ class RecurrentDecoder(Decoder):
         )
         out, _ = self.rnn(packed, self._rnn_state(state))
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, H)
-        return self.out(self.dropout(out)), None
+        word_input = self.dropout(out)
+        return (self.out(word_input) if words else word_input), None
 
 
 class RNNDecoder(RecurrentDecoder):

@@ -6,17 +6,25 @@ the embedding's gate projection for all steps in one product, the sigmoid form o
 additive attention (tanh in the reference), steps skipped after each caption's end (rows
 sorted by length), memory shared by the K rows of a beam and by the several captions of an
 image (Rows); the RNN/LSTM decoders' fused nn.RNN/nn.LSTM over packed sequences (a
-hand-written cell over every step here).
+hand-written cell over every step here); on CPU, the attention's activation and the word
+layer's logits made in pieces (every test runs with whole tensors and with pieces of one to a
+few rows), and the word layer run inside the loss on the real tokens only.
 """
 
 import pytest
 import torch
 
-from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder
+from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder, pieces
 from capgen.models.decoders import Rows, input_lengths, per_row
-from capgen.models.losses import caption_loss
+from capgen.models.losses import caption_loss, word_layer_loss
 
 V, B, T, P, D = 13, 4, 6, 9, 8
+
+
+@pytest.fixture(autouse=True, params=["whole", "pieces"])
+def piece_bytes(request, monkeypatch):
+    """Pieces of 3 rows of float32 logits: one attention row (P x 128 float64) per piece."""
+    monkeypatch.setattr(pieces, "CPU_PIECE_BYTES", 1 << 40 if request.param == "whole" else 3 * V * 4)
 
 
 def _decoder(cls, seed=0):
@@ -185,3 +193,22 @@ def test_rows_in_any_order_and_number_per_image_read_their_own_images_memory():
     own = dec.step(tokens, state, tuple(m[rows.image] for m in memory))  # each row's image memory copied
     for a, b in zip((shared[0], *shared[1], shared[2]), (own[0], *own[1], own[2])):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder, AttentionDecoder])
+def test_the_word_layer_run_inside_the_loss_gives_the_loss_and_gradients_of_the_logits(cls, smoothing):
+    """Training's path (word_layer_loss on the word layer's input, real tokens only, in pieces)
+    against caption_loss of the plain step-by-step logits, label smoothing included."""
+    dec = _decoder(cls)
+    feats, inputs, targets = _inputs_targets()
+    params = list(dec.parameters())
+    hidden, _ = dec(feats, inputs, words=False)
+    loss = word_layer_loss(dec.out, hidden, targets, 0, smoothing)
+    plain = _plain_attention(dec, feats, inputs)[0] if cls is AttentionDecoder else _plain_recurrent(dec, feats, inputs)
+    ref = caption_loss(plain, targets, 0, smoothing)
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=0)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    _assert_same_grads(grads, torch.autograd.grad(ref, params, allow_unused=True))
+    word_layer = next(i for i, p in enumerate(params) if p is dec.out.weight)
+    assert grads[word_layer].abs().sum() > 0  # the word layer is trained through the loss
