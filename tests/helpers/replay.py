@@ -25,12 +25,19 @@ def replay(dec, feats, tokens, start_id: int):
     return torch.stack(logps, 1), (torch.stack(alphas, 1) if dec.has_attention else None)
 
 
+def tiny_sizes(cls) -> dict:
+    """The sizes of a decoder class small enough for float64 reference checks."""
+    if cls.__name__ == "TransformerDecoder":
+        return {"d_model": 8, "layers": 2, "heads": 2, "ffn_dim": 12}
+    return {"embed_dim": 5, "hidden_dim": 7}
+
+
 def sharp_decoder(cls, feature_dim: int, seed=0, vocab=17, scale=1.0, end_bias=0.0, unk_bias=0.0, end_id=2, unk_id=3):
     """A small float64 decoder in eval mode with random weights times `scale` (sharper
     distributions); `end_bias` makes <end> likelier, so that captions end at different lengths
     instead of all running to max_len, and `unk_bias` <unk>."""
     torch.manual_seed(seed)
-    dec = cls(vocab_size=vocab, feature_dim=feature_dim, embed_dim=5, hidden_dim=7, dropout=0.0).double().eval()
+    dec = cls(vocab_size=vocab, feature_dim=feature_dim, dropout=0.0, **tiny_sizes(cls)).double().eval()
     with torch.no_grad():
         for p in dec.parameters():
             p.mul_(scale)

@@ -28,7 +28,7 @@ def arguments(cls, skip: tuple[str, ...]) -> set[str]:
     return {n for n in inspect.signature(cls.__init__).parameters if n not in ("self", *skip)}
 
 
-@pytest.mark.parametrize("model", ["rnn", "lstm", "attn"])
+@pytest.mark.parametrize("model", ["rnn", "lstm", "attn", "transformer"])
 def test_every_module_argument_is_a_setting_that_overrides_without_plus(model):
     cfg = compose_train(f"model={model}")
     assert set(cfg.model.module) - {"_target_"} == arguments(CaptioningModule, ("net", "vocab", "net_config"))

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN
+from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN, TransformerDecoder
 from capgen.models.search import beam_search, greedy, sample
 
 from helpers.replay import replay, sharp_decoder
 
-DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]
+DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder, TransformerDecoder]
 V, B, P, D = 17, 4, 9, 8
 START, END = 1, 2
 
@@ -24,7 +24,8 @@ def _decoder(cls, **kw):
 # Untrained decoders spread probability almost evenly, so a beam ends every caption at once or
 # never. These settings, found by trying a few, give captions of several lengths per batch.
 VARIED = {RNNDecoder: {"scale": 2.0, "end_bias": 0.0}, LSTMDecoder: {"scale": 4.0, "end_bias": 2.0},
-          AttentionDecoder: {"scale": 3.0, "end_bias": 2.0}}  # fmt: skip
+          AttentionDecoder: {"scale": 3.0, "end_bias": 2.0},
+          TransformerDecoder: {"scale": 1.0, "end_bias": 0.5}}  # fmt: skip
 
 
 def _varied(cls):
@@ -89,7 +90,7 @@ def _exhaustive(dec, feats):
 
 # Seeds per decoder, found by trying: weights x3 and a push towards <end> give non-trivial
 # optima, but a seed where greedy misses the optimum is rare (1 in 40 for attention).
-EXHAUSTIVE_SEEDS = {RNNDecoder: (0, 16), LSTMDecoder: (0, 13), AttentionDecoder: (0, 23)}
+EXHAUSTIVE_SEEDS = {RNNDecoder: (0, 16), LSTMDecoder: (0, 13), AttentionDecoder: (0, 23), TransformerDecoder: (0, 13)}
 
 
 @pytest.mark.parametrize("cls", DECODERS)

@@ -14,9 +14,11 @@ few rows), and the word layer run inside the loss on the real tokens only.
 import pytest
 import torch
 
-from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder, pieces
+from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder, TransformerDecoder, pieces
 from capgen.models.decoders import Rows, input_lengths, per_row
 from capgen.models.losses import caption_loss, word_layer_loss
+
+from helpers.replay import tiny_sizes
 
 V, B, T, P, D = 13, 4, 6, 9, 8
 
@@ -29,7 +31,7 @@ def piece_bytes(request, monkeypatch):
 
 def _decoder(cls, seed=0):
     torch.manual_seed(seed)
-    dec = cls(vocab_size=V, feature_dim=D, embed_dim=5, hidden_dim=7, dropout=0.0).double()
+    dec = cls(vocab_size=V, feature_dim=D, dropout=0.0, **tiny_sizes(cls)).double()
     with torch.no_grad():  # larger weights than the init: sharper attention, bigger gradients
         for p in dec.parameters():
             p.mul_(2.0)
@@ -130,7 +132,7 @@ def test_fused_recurrent_forward_equals_a_written_out_cell(cls):
     _assert_same_grads(_loss_and_grads(dec, logits, targets)[1], _loss_and_grads(dec, ref, targets)[1])
 
 
-@pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder, AttentionDecoder])
+@pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder, AttentionDecoder, TransformerDecoder])
 def test_step_with_memory_shared_by_groups_of_rows(cls):
     """Beam search passes K rows of state per image and one copy of the image's memory; the
     step must equal the step on memory repeated K times."""
@@ -149,7 +151,7 @@ def test_step_with_memory_shared_by_groups_of_rows(cls):
         torch.testing.assert_close(shared[2], repeated[2], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder, AttentionDecoder])
+@pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder, AttentionDecoder, TransformerDecoder])
 def test_several_captions_per_image_share_its_work_and_give_the_repeated_computations_gradients(cls):
     """k captions per image read one copy of its memory and initial state (Rows); the loss and
     every gradient (parameters and features) equal those of the features repeated k times."""
@@ -162,8 +164,9 @@ def test_several_captions_per_image_share_its_work_and_give_the_repeated_computa
         tokens[row, length:] = 0  # ragged lengths within each image's captions
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     projected = []
-    if cls is AttentionDecoder:  # count the rows the grid projection runs on
-        dec.feat_att.register_forward_hook(lambda m, args, out: projected.append(args[0].shape[0]))
+    grid_layer = {AttentionDecoder: "feat_att", TransformerDecoder: "grid_in"}.get(cls)
+    if grid_layer:  # count the rows the grid projection runs on
+        getattr(dec, grid_layer).register_forward_hook(lambda m, args, out: projected.append(args[0].shape[0]))
     logits, alphas = dec(feats, inputs, Rows.each(B, k))
     assert projected in ([], [B])  # once per image
     params = list(dec.parameters())

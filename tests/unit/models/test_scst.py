@@ -4,10 +4,12 @@ gradient of a step against a plain float64 computation on a tiny model."""
 import pytest
 import torch
 
-from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, scst
+from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, TransformerDecoder, scst
 from capgen.models.scst import mean_baseline, self_critical_step
 
-DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]
+from helpers.replay import tiny_sizes
+
+DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder, TransformerDecoder]
 V, B, P, D, N_SAMPLES, MAX_LEN = 9, 3, 4, 6, 4, 5
 START, END = 1, 2
 
@@ -22,7 +24,7 @@ def _net(cls, dropout: float = 0.0) -> Captioner:
     torch.manual_seed(0)
 
     def decoder(**kw):
-        return cls(embed_dim=5, hidden_dim=7, dropout=dropout, **kw)
+        return cls(dropout=dropout, **tiny_sizes(cls), **kw)
 
     return Captioner(_Features(), decoder, vocab_size=V).double()
 

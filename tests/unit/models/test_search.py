@@ -10,12 +10,12 @@ from collections import Counter
 import pytest
 import torch
 
-from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder
+from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder, TransformerDecoder
 from capgen.models.search import DecodeSettings, NBestResult, beam_search, decode, first_captions
 
 from helpers.replay import replay, sharp_decoder
 
-DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder]
+DECODERS = [RNNDecoder, LSTMDecoder, AttentionDecoder, TransformerDecoder]
 P, D = 9, 8
 START, END, UNK = 1, 2, 3
 
