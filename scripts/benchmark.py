@@ -43,7 +43,9 @@ Sections
            decoding controls (beam 3 keeping its 3 best, beam 3 with min length, no repeated
            bigram and no <unk>, diverse beam 6 in 3 groups, 5 samples with top-p 0.9) at the
            largest batch; and for the reference,
-           images to captions including the encoder. Shapes: the attention model trained
+           images to captions including the encoder; beam 3 captions/s of the attention LSTM
+           and the Transformer, with and without its key/value cache, all untrained on the
+           same features, every caption held to max_len words. Shapes: the attention model trained
            100 steps so that it ends its captions as a trained one does. Reference: untrained,
            as the quoted figures were, so no caption ends: every one runs to 50 words.
            peer: beam 3 on the 50 feature grids only, at most 16 words, untrained (every
@@ -133,7 +135,7 @@ from capgen.models import build_captioner, scst
 from capgen.models.search import DecodeSettings
 from capgen.vocab import SPECIALS, Vocabulary
 
-DECODERS = ("rnn", "lstm", "attn")
+DECODERS = ("rnn", "lstm", "attn", "transformer")
 MODES = ("frozen", "features", "finetune")
 
 
@@ -146,8 +148,11 @@ def model_config(config: str, decoder: str, mode: str = "frozen", quick: bool = 
     if config in ("reference", "peer"):  # the peer settings' model is the reference one, on cached features
         cfg["encoder"] = {"_target_": "capgen.models.TorchvisionEncoder", "name": "resnet101", "weights": None,
                           "grid": 14, "finetune": "last" if mode == "finetune" else "frozen", "finetune_last": 3}
-        dims = {"embed_dim": 512, "hidden_dim": 512, "dropout": 0.5}
-        cfg["decoder"].update(dims | ({"attn_dim": 512} if decoder == "attn" else {}))
+        if decoder == "transformer":  # the widely used captioning Transformer's sizes, 3 layers
+            cfg["decoder"].update({"d_model": 512, "layers": 3, "heads": 8, "ffn_dim": 2048, "dropout": 0.1})
+        else:
+            dims = {"embed_dim": 512, "hidden_dim": 512, "dropout": 0.5}
+            cfg["decoder"].update(dims | ({"attn_dim": 512} if decoder == "attn" else {}))
         cfg["module"]["optimizer"].update({"lr": 4e-4, "encoder_lr": 1e-4})
         cfg["module"]["objective"]["alpha_c"] = 1.0 if decoder == "attn" else 0.0
         if quick:
@@ -437,6 +442,7 @@ def decode_section(config: str, args) -> dict:
 
         results[name] = {f"batch{b}_images_per_s": b / median_seconds(decode, repeats, sync), "settings": settings.describe()}
         print(f"  {config} decode {name}: {results[name]}", flush=True)
+    results["beam3_by_decoder"] = beam3_by_decoder(config, feats, vocab, max_len, args, sync)
     if config == "reference":  # images -> captions, the encoder included, beam 3
         end_to_end = median_seconds(lambda: generate(images, 3), repeats, sync)
         one = median_seconds(lambda: [generate(images[i : i + 1], 3) for i in range(n_one)], repeats, sync)
@@ -446,6 +452,29 @@ def decode_section(config: str, args) -> dict:
                                              lambda: net.encode(images), repeats, sync)}  # fmt: skip
         print(f"  reference images->captions: {results['images_to_captions']}", flush=True)
     return results
+
+
+def beam3_by_decoder(config: str, feats: torch.Tensor, vocab: Vocabulary, max_len: int, args, sync) -> dict:
+    """Beam 3 captions/s of the attention LSTM and the Transformer (with its key/value cache
+    and recomputing every prefix), untrained, on the same features, every caption held to
+    max_len words (min_len = max_len): equal work per caption."""
+    out, settings = {}, DecodeSettings(method="beam", beam_size=3, min_len=max_len, max_len=max_len)
+    for name, decoder, cache in (("attn", "attn", None), ("transformer", "transformer", True),
+                                 ("transformer_no_kv_cache", "transformer", False)):  # fmt: skip
+        cfg = model_config(config, decoder, quick=args.quick)
+        if cache is not None:
+            cfg["decoder"]["kv_cache"] = cache
+        torch.manual_seed(0)
+        net = build_captioner(cfg, len(vocab)).to(feats.device).eval()
+
+        def generate(net=net):
+            with _autocast(feats.device, args.precision):
+                return net.decode(feats, settings, vocab.start_id, vocab.end_id, vocab.unk_id, max_len)
+
+        out[f"{name}_captions_per_s"] = len(feats) / median_seconds(generate, min(args.repeats, 3), sync)
+        out[f"{name}_mean_caption_tokens"] = (generate().tokens != 0).sum(1).float().mean().item()
+    print(f"  {config} decode beam3 by decoder: " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()), flush=True)
+    return out
 
 
 # ----- data loading -----------------------------------------------------------------------
