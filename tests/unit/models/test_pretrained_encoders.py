@@ -125,6 +125,22 @@ def test_clip_finetune_trains_the_last_stages(finetune, last, trains):
     assert enc.frozen == (finetune == "frozen")
 
 
+@pytest.mark.parametrize("name, tower, kind, last_stage", [
+    ("ViT-B-16-SigLIP", {"timm_model_name": "test_vit"}, "TimmModel", {"trunk.blocks.5", "trunk.norm"}),
+    ("RN50", {"width": 8, "layers": [1, 1, 1, 1]}, "ModifiedResNet", {"layer4"}),
+])
+def test_clip_towers_built_on_timm_or_a_resnet_give_their_last_map(name, tower, kind, last_stage):
+    """SigLIP's tower is a timm ViT (its attention-pooling head removed); RN50's a ResNet (its attnpool removed)."""
+    torch.manual_seed(0)
+    enc = ClipEncoder(name, image_size=32, vision_cfg=tower, finetune="last", finetune_last=1)
+    assert type(enc.body).__name__ == kind
+    assert enc(IMAGES).shape == (2, enc.out_dim, enc.grid, enc.grid) and enc.grid == (2 if kind == "TimmModel" else 1)
+    trained = {n for n in _trainable(enc)}
+    assert {n for n in last_stage if any(t.startswith(n + ".") for t in trained)} == last_stage
+    assert all(any(t.startswith(n + ".") for n in last_stage) for t in trained)
+    assert not any("attn_pool" in n or "attnpool" in n or n.startswith("head.") for n, _ in enc.body.named_parameters())
+
+
 @pytest.mark.parametrize("build", [_vit, _clip], ids=["timm", "clip"])
 def test_bad_finetune_settings_are_refused(build):
     with pytest.raises(ValueError, match="model.encoder.finetune='some'"):
