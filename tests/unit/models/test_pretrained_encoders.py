@@ -276,3 +276,26 @@ def test_clip_hands_open_clip_the_cached_file_and_its_tags_settings(tmp_path, mo
     assert given["pretrained"].endswith("snapshots/abc123/open_clip_model.safetensors")
     assert given["force_quick_gelu"] is True
     assert given["force_preprocess_cfg"]["std"] == open_clip.get_pretrained_cfg("ViT-B-16", "openai")["std"]
+
+
+def test_the_commands_raise_the_encoders_own_errors_not_hydras_wrapper(tmp_path, monkeypatch):
+    """Built from its config node (capgen-train, -eval, -caption, -prepare), an encoder's missing
+    package or weight file reaches the user as its own one paragraph: Hydra used to wrap the
+    first in an InstantiationException ("Error in call to target ..."), and capgen-prepare both."""
+    from omegaconf import OmegaConf
+
+    from capgen.commands.prepare import prepare
+    from capgen.instantiate import instantiate
+
+    from helpers.runs import SIZES, compose_command
+
+    node = OmegaConf.create({"_target_": "capgen.models.TimmEncoder", "name": "test_vit"})
+    with monkeypatch.context() as patched:
+        patched.setitem(sys.modules, "timm", None)
+        with pytest.raises(ModuleNotFoundError, match=r"^model\.encoder: timm's test_vit \(TimmEncoder\) needs the timm"):
+            instantiate(node)
+    _hf_cache(tmp_path, monkeypatch)
+    cfg = compose_command("prepare", f"cache_dir={tmp_path / 'cache'}", "features=true", SIZES, "model/encoder=timm",
+                          "model.encoder.name=test_vit", "model.encoder.weights=r160_in1k")
+    with pytest.raises(FileNotFoundError, match=r"^model\.encoder\.weights=r160_in1k: the weight file"):
+        prepare(cfg)
