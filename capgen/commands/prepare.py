@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from ..config.checks import check_numbers, check_types, check_values
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
+from ..instantiate import instantiate
 from ..lightning.hardware import configure_encoder, encoder_settings
 from .failure import one_paragraph_on_failure
 
@@ -37,7 +38,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     encoder = None
     if cfg.features:
         torch.manual_seed(cfg.seed)  # repeatable features from a randomly initialised encoder
-        encoder = hydra.utils.instantiate(cfg.model.encoder)
+        encoder = instantiate(cfg.model.encoder)  # its own error (a missing weight file, package) as it is
         if any(p.requires_grad for p in encoder.parameters()):
             log.warning(
                 "model.encoder (%s) has weights that training would update; its features are cached "

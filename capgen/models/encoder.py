@@ -1,8 +1,11 @@
 """Image encoders: uint8 images (B, 3, H, W) -> a grid of features (B, D, h, w).
 
-Two kinds: a small CNN trained from scratch (the default for the built-in shapes data) and
-any torchvision classification backbone truncated to its last spatial feature map. Both
-pool adaptively to a fixed `grid` so the decoders attend over P = grid * grid cells.
+Here a small CNN trained from scratch (the default for the built-in shapes data), any
+torchvision classification backbone truncated to its last spatial feature map, and what every
+pretrained backbone shares (`StagedEncoder`: which stages train; `ModelInput`: the image size
+and normalisation a library's model expects). timm models and open_clip's image towers are in
+timm_encoder.py and clip_encoder.py. Each gives a square grid of `grid` x `grid` cells, so the
+decoders attend over P = grid * grid cells.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Literal
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 
 # ImageNet statistics: torchvision backbones expect them, and they are a fine
 # normalisation for a CNN trained from scratch too.
@@ -21,17 +25,35 @@ _STD = (0.229, 0.224, 0.225)
 
 
 class _Normalize(nn.Module):
-    """uint8 or [0, 1] float images -> ImageNet-normalised float."""
+    """uint8 or [0, 1] float images -> float normalised by `mean` and `std` (ImageNet's by default)."""
 
-    def __init__(self):
+    def __init__(self, mean: tuple[float, ...] = _MEAN, std: tuple[float, ...] = _STD):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype == torch.uint8:
             images = images.float().div_(255)
         return (images - self.mean) / self.std
+
+
+class ModelInput(_Normalize):
+    """uint8 images (B, 3, H, W) -> the input a library's model was trained on: resized to
+    `size` x `size` (the whole image, with `interpolation` and antialiasing; capgen's images are
+    square already) and normalised by the mean and std of the model's pretrained config. One
+    path for every pretrained backbone, so features never depend on where an image came from."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], interpolation: str = "bicubic"):
+        super().__init__(mean, std)
+        self.size = size
+        self.interpolation = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = super().forward(images)
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode=self.interpolation, align_corners=False, antialias=True)
+        return x
 
 
 class ConvEncoder(nn.Module):
@@ -119,11 +141,71 @@ def _trunk(model: nn.Module, name: str) -> list[nn.Module]:
     )
 
 
-class TorchvisionEncoder(ConvEncoder):
+FINETUNE = ("frozen", "last", "all")
+
+
+def check_finetune(finetune: str, finetune_last: int) -> None:
+    if finetune not in FINETUNE:
+        raise ValueError(f"model.encoder.finetune={finetune!r}: use one of frozen, last, all")
+    if isinstance(finetune_last, bool) or not isinstance(finetune_last, int) or finetune_last < 0:
+        raise ValueError(f"model.encoder.finetune_last={finetune_last!r}: give the number of last stages that train, e.g. 2")
+
+
+def _whole_modules(module: nn.Module, frozen: set[int]):
+    """The largest submodules of `module` that hold parameters and only frozen ones (ids in `frozen`)."""
+    params = list(module.parameters())
+    if params and all(id(p) in frozen for p in params):
+        yield module
+        return
+    for child in module.children():
+        yield from _whole_modules(child, frozen)
+
+
+class StagedEncoder(ConvEncoder):
+    """A backbone as a list of stages, input to output, of which the last ones train:
+
+    finetune: "frozen" (no gradients; BatchNorm statistics and dropout kept in eval mode),
+    "last" (only the last `finetune_last` stages train, as in the Show-Attend-Tell recipes), or
+    "all". A stage is a list of modules and parameters; each library names its own (torchvision:
+    the trunk's blocks; timm: its parameter groups; open_clip: its towers' lock groups).
+    """
+
+    _frozen: tuple[nn.Module, ...] = ()
+
+    def freeze_stages(self, stages: list[list[nn.Module | nn.Parameter]], finetune: str, finetune_last: int) -> None:
+        n_frozen = {"frozen": len(stages), "last": max(len(stages) - finetune_last, 0), "all": 0}[finetune]
+        frozen = [p for stage in stages[:n_frozen] for part in stage
+                  for p in ([part] if isinstance(part, nn.Parameter) else part.parameters())]
+        for p in frozen:
+            p.requires_grad_(False)
+        # A plain tuple, not a ModuleList: the modules are registered once, under body.
+        ids = {id(p) for p in frozen}
+        self._frozen = tuple(m for child in self.children() for m in _whole_modules(child, ids))
+        self.finetune, self.n_stages = finetune, len(stages)
+
+    def dry_run(self, size: int) -> torch.Tensor:
+        """The features (1, D, h, w) of a black size x size image, in eval mode, so that the
+        dry run leaves BatchNorm's running statistics (pretrained ones) as they were."""
+        mode = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return self._features(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        finally:
+            self.train(mode)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self._frozen:  # frozen stages keep their BatchNorm statistics
+            module.eval()
+        return self
+
+
+class TorchvisionEncoder(StagedEncoder):
     """A torchvision classification backbone truncated to its last spatial map.
 
-    finetune: "frozen" (no gradients, BatchNorm kept in eval mode), "last" (only the last
-    `finetune_last` stages train, as in the Show-Attend-Tell recipes), or "all".
+    finetune, finetune_last: as StagedEncoder says; the stages are the trunk's blocks (a ResNet's
+    conv1, bn1, relu, maxpool, layer1 ... layer4).
     weights: a torchvision weights name such as "IMAGENET1K_V1", or None for random init.
     Nothing is downloaded unless `download=True`: offline, the error names the file.
     """
@@ -138,8 +220,7 @@ class TorchvisionEncoder(ConvEncoder):
         download: bool = False,
     ):
         super().__init__()
-        if finetune not in ("frozen", "last", "all"):
-            raise ValueError(f"model.encoder.finetune={finetune!r}: use one of frozen, last, all")
+        check_finetune(finetune, finetune_last)
         try:
             builder = torchvision.models.get_model_builder(name)
         except ValueError as e:
@@ -154,14 +235,9 @@ class TorchvisionEncoder(ConvEncoder):
         self.normalize = _Normalize()
         self.body = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(grid)
-        self.grid, self.finetune = grid, finetune
-        with torch.no_grad():  # the channel count of the last map, found by a dry run
-            self.out_dim = self.body(torch.zeros(1, 3, 64, 64)).shape[1]
-        n_frozen = {"frozen": len(stages), "last": max(len(stages) - finetune_last, 0), "all": 0}[finetune]
-        # A plain tuple, not a ModuleList: the stages are registered once, under body.
-        self._frozen = tuple(stages[:n_frozen])
-        for stage in self._frozen:
-            stage.requires_grad_(False)
+        self.grid = grid
+        self.out_dim = self.dry_run(64).shape[1]  # the channel count of the last map
+        self.freeze_stages([[stage] for stage in stages], finetune, finetune_last)
 
     @staticmethod
     def _load_weights(name: str, weights: str, download: bool) -> dict:
@@ -179,9 +255,3 @@ class TorchvisionEncoder(ConvEncoder):
                 "model.encoder.download=true on a machine with internet, or weights=null."
             )
         return enum.get_state_dict(progress=True, check_hash=True)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for stage in self._frozen:  # frozen stages keep their BatchNorm statistics
-            stage.eval()
-        return self

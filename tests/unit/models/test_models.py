@@ -143,6 +143,10 @@ def test_torchvision_encoder_loads_weights_file_from_torch_home(tmp_path, monkey
     torch.save(src.state_dict(), path)
     enc = TorchvisionEncoder("resnet18", weights="IMAGENET1K_V1", grid=2)
     torch.testing.assert_close(enc.body[0].weight, src.conv1.weight)
+    # The dry run that finds the feature width runs in eval mode: it used to run in train mode,
+    # moving the pretrained BatchNorm statistics 10% towards those of a black image.
+    for name, value in src.bn1.state_dict().items():
+        assert torch.equal(enc.body[1].state_dict()[name], value), name
 
 
 def test_greedy_token_logprobs_sum_to_the_caption_logprob():
