@@ -184,18 +184,22 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     paths = find_images(str(cfg.images))
     check_caption_config(cfg)
     device = resolve_device(cfg.device)
-    paths = checkpoint_list(cfg.ckpt_path)  # several: an ensemble, with the first one's run settings
-    module = load_checkpoints(paths, device, encoder_settings(cfg))
-    if len(paths) > 1:
-        log.info("captioning with the ensemble of %d checkpoints: %s", len(paths), ", ".join(paths))
+    ckpts = checkpoint_list(cfg.ckpt_path)  # several: an ensemble, with the first one's run settings
+    module = load_checkpoints(ckpts, device, encoder_settings(cfg))
+    if len(ckpts) > 1:
+        log.info("captioning with the ensemble of %d checkpoints: %s", len(ckpts), ", ".join(ckpts))
         if module.net.attention_note:
             log.warning("the ensemble draws no attention figures: %s", module.net.attention_note)
-    note = module.trained_on.photo_note(paths[0]) if module.trained_on else None
+    note = module.trained_on.photo_note(ckpts[0]) if module.trained_on else None
     if note:  # the images given here are the user's own: most likely photographs
         log.warning("%s", note)
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
-    size = cfg.image_size or training_image_size(run_config(paths[0]))
+    size = cfg.image_size or training_image_size(run_config(ckpts[0]))
+    sizes = {training_image_size(run_config(c)) for c in ckpts}
+    if not cfg.image_size and len(sizes) > 1:
+        log.warning("the ensemble's checkpoints were trained on images of different sizes (%s): every member sees "
+                    "them at the first one's, %s; set image_size=... to choose", sorted(map(str, sizes)), size)
     if size is None:
         size = DEFAULT_IMAGE_SIZE
         log.warning("the training image size is unknown (no saved run config with data.source.image_size beside "

@@ -18,7 +18,8 @@ weights 1/M). A member's own distribution over the emittable words differs from 
 log_softmax over the whole vocabulary only by a constant per row, which the normalisation
 removes: p is exactly the geometric mean of the members' distributions as each decodes alone.
 The log-probabilities an ensemble records (logprob, token_logprobs) are those of p; the
-teacher-forced forward returns the same mean (R, T, V), so a loss on it is p's cross-entropy.
+teacher-forced forward returns the same mean (R, T, V), so a loss on it (cross-entropy over
+the whole vocabulary, as a single model's on its logits) scores exp s renormalised.
 An ensemble of one member is that member: its features, logits and attention pass through
 untouched, so it gives the same captions and scores, bit for bit, as the member alone.
 

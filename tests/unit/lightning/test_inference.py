@@ -2,38 +2,16 @@
 or an ensemble of several, and what is refused. The checkpoints are written here from untrained
 modules in capgen's format (no Trainer)."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from capgen.lightning.inference import checkpoint_list, load_checkpoints
-from capgen.lightning.module import CaptioningModule
-from capgen.models.captioner import Captioner, build_captioner
+from capgen.models.captioner import Captioner
 from capgen.models.ensemble import Ensemble
 from capgen.models.search import DecodeSettings
-from capgen.vocab import Vocabulary
 
-CAPTIONS = ["a red circle", "a blue square", "a green triangle left of a red circle"]
-ENCODER = {"_target_": "capgen.models.encoder.SmallCNN", "widths": [4, 8, 8, 8], "grid": 2}
-DECODERS = {
-    "lstm": {"_target_": "capgen.models.decoders.LSTMDecoder", "_partial_": True, "embed_dim": 8, "hidden_dim": 8},
-    "attn": {"_target_": "capgen.models.attention.AttentionDecoder", "_partial_": True, "embed_dim": 8,
-             "hidden_dim": 8, "attn_dim": 8},
-}
-
-
-def write_checkpoint(path: Path, decoder: str = "lstm", captions=CAPTIONS, seed: int = 0, max_len: int = 8) -> Path:
-    """An untrained module saved as capgen-train saves one (its hook adds the vocabulary and the stamp)."""
-    torch.manual_seed(seed)
-    vocab = Vocabulary.build(captions, max_len=max_len)
-    net_config = {"encoder": ENCODER, "decoder": DECODERS[decoder]}
-    module = CaptioningModule(build_captioner(net_config, len(vocab)), vocab, net_config=net_config)
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}
-    module.on_save_checkpoint(ckpt)
-    torch.save(ckpt, path)
-    return path
+from helpers.fakes import CAPTIONS, write_checkpoint
 
 
 @pytest.fixture
