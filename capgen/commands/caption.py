@@ -4,6 +4,11 @@
     capgen-caption ckpt_path=... images='photos/*.jpg' decode=greedy device=cuda
     capgen-caption ckpt_path=... images=photos/ decode=sample decode.n_best=5
 
+An ensemble, `ckpt_path=[a.ckpt,b.ckpt]`, captions with the normalised geometric mean of the
+checkpoints' word distributions (capgen.models.ensemble; every decoding method); the image
+size and the run's notes are the first checkpoint's, and the attention figures show the mean
+of the attending members' maps.
+
 `images` is an image file, a folder (its images, not sub-folders) or a glob pattern. Each
 image is read as RGB whatever its format and resized to the side the model was trained on
 (image_size, see conf/caption.yaml). Decoding: beam 3 unless `decode=` / `decode.*` say
@@ -37,7 +42,7 @@ from ..config.checks import check_numbers, check_values
 from ..config.decode_group import command_settings
 from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
 from ..lightning.hardware import encoder_settings
-from ..lightning.inference import caption_row, load_module, resolve_device
+from ..lightning.inference import caption_row, checkpoint_list, load_checkpoints, resolve_device
 from ..models.search import DecodeSettings
 from ..runs.folders import DEFAULT_IMAGE_SIZE, run_config, training_image_size
 from ..viz import draw_attention, resize_longest
@@ -179,13 +184,22 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     paths = find_images(str(cfg.images))
     check_caption_config(cfg)
     device = resolve_device(cfg.device)
-    module = load_module(cfg.ckpt_path, device, encoder_settings(cfg))
-    note = module.trained_on.photo_note(str(cfg.ckpt_path)) if module.trained_on else None
+    ckpts = checkpoint_list(cfg.ckpt_path)  # several: an ensemble, with the first one's run settings
+    module = load_checkpoints(ckpts, device, encoder_settings(cfg))
+    if len(ckpts) > 1:
+        log.info("captioning with the ensemble of %d checkpoints: %s", len(ckpts), ", ".join(ckpts))
+        if module.net.attention_note:
+            log.warning("the ensemble draws no attention figures: %s", module.net.attention_note)
+    note = module.trained_on.photo_note(ckpts[0]) if module.trained_on else None
     if note:  # the images given here are the user's own: most likely photographs
         log.warning("%s", note)
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
-    size = cfg.image_size or training_image_size(run_config(cfg.ckpt_path))
+    size = cfg.image_size or training_image_size(run_config(ckpts[0]))
+    sizes = {training_image_size(run_config(c)) for c in ckpts}
+    if not cfg.image_size and len(sizes) > 1:
+        log.warning("the ensemble's checkpoints were trained on images of different sizes (%s): every member sees "
+                    "them at the first one's, %s; set image_size=... to choose", sorted(map(str, sizes)), size)
     if size is None:
         size = DEFAULT_IMAGE_SIZE
         log.warning("the training image size is unknown (no saved run config with data.source.image_size beside "

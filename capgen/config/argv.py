@@ -50,20 +50,54 @@ def command_overrides(args: list[str]) -> list[str]:
     return overrides
 
 
-def quote_paths(args: list[str], keys: Iterable[str]) -> list[str]:
+def quote_paths(args: list[str], keys: Iterable[str], lists: Iterable[str] = ()) -> list[str]:
     """`args` (sys.argv[1:]) with the value of every `key=value` whose key is in `keys`
-    quoted, unless it is empty or already quoted. Flags and other overrides are unchanged."""
-    keys = set(keys)
+    quoted, unless it is empty or already quoted. Flags and other overrides are unchanged.
+
+    A key in `lists` may hold a list in Hydra's syntax, `key=[a,b,c]` (an ensemble's
+    checkpoints): each item is quoted, and stays a list. The items are split at commas into
+    the shortest runs of parts that name existing files or folders, so that a sweep job's
+    folder (`1_model=lstm,seed=2`) stays one item; a part that names nothing is an item of
+    its own (the command then names it as missing). A value that names an existing path is
+    that path, brackets and all."""
+    keys, lists = set(keys), set(lists)
     quoted = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if key in keys and sep and value and value[0] not in "'\"":
-            if "'" in value and '"' in value:
-                raise ValueError(f"{arg}: a path with both ' and \" cannot be passed to Hydra; rename the folder")
-            quote = "'" if "'" not in value else '"'
-            arg = f"{key}={quote}{value}{quote}"
+            if key in lists and _is_list(value):
+                items = _list_items(value[1:-1])
+                arg = f"{key}=[{','.join(_quoted(arg, item) for item in items)}]"
+            else:
+                arg = f"{key}={_quoted(arg, value)}"
         quoted.append(arg)
     return quoted
+
+
+def _quoted(arg: str, value: str) -> str:
+    if "'" in value and '"' in value:
+        raise ValueError(f"{arg}: a path with both ' and \" cannot be passed to Hydra; rename the folder")
+    quote = "'" if "'" not in value else '"'
+    return f"{quote}{value}{quote}"
+
+
+def _is_list(value: str) -> bool:
+    """`[...]` of unquoted items, and not the name of an existing file or folder."""
+    return (value.startswith("[") and value.endswith("]") and not any(q in value for q in "'\"")
+            and not Path(value).expanduser().exists())
+
+
+def _list_items(inner: str) -> list[str]:
+    """The items of a list's inside `a,b,c` (see quote_paths), without surrounding spaces."""
+    parts, items, start = inner.split(","), [], 0
+    if not inner.strip():
+        return []
+    while start < len(parts):
+        end = next((e for e in range(start + 1, len(parts) + 1)
+                    if Path(",".join(parts[start:e]).strip()).expanduser().exists()), start + 1)
+        items.append(",".join(parts[start:end]).strip())
+        start = end
+    return items
 
 
 def output_dir_as_run_dir(args: list[str]) -> list[str]:
@@ -157,7 +191,8 @@ def named_run_dir(args: list[str]) -> Path | None:
 
 
 def with_run_data_choice(args: list[str]) -> list[str]:
-    """Command-line overrides with `data=<the run's data config>` added when none is given.
+    """Command-line overrides with `data=<the run's data config>` added when none is given
+    (for an ensemble, `ckpt_path=[a,b]`, the first checkpoint's run's).
 
     Hydra checks data.* overrides against the data config it composes; without this, a
     setting that only the run's data config has (data.root=... for a COCO run) would be
@@ -169,9 +204,14 @@ def with_run_data_choice(args: list[str]) -> list[str]:
         return args  # Hydra reports the bad override itself
     given = {o.key_or_group: o for o in parsed}
     ckpt = given.get("ckpt_path") or given.get("run")
-    if "data" in given or ckpt is None or ckpt.is_sweep_override() or not isinstance(ckpt.value(), str):
+    if "data" in given or ckpt is None or ckpt.is_sweep_override():
         return args
-    choice = run_data_choice(ckpt.value())
+    value = ckpt.value()
+    if isinstance(value, list) and value:  # an ensemble: its first member's run gives the data
+        value = value[0]
+    if not isinstance(value, str):
+        return args
+    choice = run_data_choice(value)
     if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
         return args
     return [*args, f"data={choice}"]

@@ -17,6 +17,8 @@ from .resume_argv import DDP_CHILD, resume_argv
 # The keys whose values are paths, quoted for Hydra's override parser (see quote_paths).
 PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from"), "eval": ("run", "ckpt_path"), "caption": ("ckpt_path", "images"),
              "demo": ("run", "ckpt_path"), "prepare": ()}
+# The keys that may hold a list of paths: an ensemble's checkpoints (capgen.lightning.inference).
+LIST_KEYS = {"eval": ("run", "ckpt_path"), "caption": ("ckpt_path",), "demo": ("run", "ckpt_path")}
 # The commands whose run folder may be given as paths.output_dir (capgen-prepare and capgen-demo
 # write only a log folder there).
 WHOLE_RUN_IN_OUTPUT_DIR = ("train", "eval", "caption")
@@ -29,7 +31,8 @@ def command_line(command: str, args: list[str]) -> list[str]:
     each for the commands named:
 
     1. quote_paths (all but prepare): the values of PATH_KEYS quoted, so that a folder named by
-       a sweep's overrides (`1_model=lstm,seed=2`) stays one path;
+       a sweep's overrides (`1_model=lstm,seed=2`) stays one path; a list of LIST_KEYS
+       (`ckpt_path=[a,b]`, an ensemble) stays a list of quoted paths;
     2. output_dir_as_run_dir (train, eval, caption): paths.output_dir=X given as hydra.run.dir=X,
        so the whole run, .hydra/ included, lands in X;
     3. the launch time (train, in the launching process, not a DDP child): set in the
@@ -49,7 +52,7 @@ def command_line(command: str, args: list[str]) -> list[str]:
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
     if command in PATH_KEYS and PATH_KEYS[command]:
-        args = quote_paths(args, PATH_KEYS[command])
+        args = quote_paths(args, PATH_KEYS[command], LIST_KEYS.get(command, ()))
     if command in WHOLE_RUN_IN_OUTPUT_DIR:
         args = output_dir_as_run_dir(args)
     if command == "train":

@@ -11,7 +11,7 @@ from capgen.commands.caption import caption_images
 from capgen.commands.eval.evaluate import evaluate
 from capgen.config import CONF_DIR
 from capgen.config.argv import quote_paths, with_run_data_choice
-from capgen.config.command_line import PATH_KEYS
+from capgen.config.command_line import LIST_KEYS, PATH_KEYS
 
 
 def run_eval(out: Path, *overrides: str) -> dict:
@@ -19,7 +19,7 @@ def run_eval(out: Path, *overrides: str) -> dict:
     METEOR's Java start-up alone takes seconds."""
     if not any(o.startswith("metrics=") for o in overrides):
         overrides = ("metrics=[BLEU,CIDEr]", *overrides)
-    given = with_run_data_choice(quote_paths(list(overrides), PATH_KEYS["eval"]))
+    given = with_run_data_choice(quote_paths(list(overrides), PATH_KEYS["eval"], LIST_KEYS["eval"]))
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("eval", overrides=[*given, f"paths.output_dir={out}"])
     return evaluate(cfg, given)

@@ -90,7 +90,7 @@ def build_page(models: list[ServedModel], examples: list[Path], out: Path, figur
                 for c in models:
                     with gr.Column(min_width=300, elem_classes="capgen-column"):
                         trained = f" &middot; {html.escape(c.trained.describe())}" if c.trained else ""
-                        gr.HTML(f'<h3>{html.escape(c.model)}{trained}</h3><p class="capgen-path">{html.escape(str(c.path))}</p>')
+                        gr.HTML(f'<h3>{html.escape(c.model)}{trained}</h3><p class="capgen-path">{html.escape(c.shown_path)}</p>')
                         text = gr.HTML(label="Caption")
                         # No labels or buttons over the pictures: they would hide the word written on each frame.
                         gr.Markdown("Where the model looked for the word the slider picks, and the animated GIF:",

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from PIL import Image
 
 from ...config.decode_group import CONSTRAINT_KEYS, command_settings
 from ...data.images import BadSampleError, load_rgb
 from ...data.shapes import ShapesSource
 from ...lightning.hardware import encoder_settings
-from ...lightning.inference import caption_row, load_module, resolve_device
+from ...lightning.inference import caption_row, checkpoint_list, load_checkpoints, load_module, resolve_device
 from ...lightning.module import CaptioningModule
 from ...models.search import DecodeSettings
 from ...models.search.settings import BEAM_METHODS
@@ -47,10 +47,16 @@ class ServedModel:
     image_size: int  # the side its run's images were resized to
     settings: DecodeSettings  # the command's decode settings for it: cfg.decode over its run's test decode
     trained: TrainedOn | None = None  # its training data and length (capgen.runs.provenance)
+    members: tuple[Path, ...] = ()  # an ensemble's checkpoints, in order (`path` is the first); () for one
+
+    @property
+    def shown_path(self) -> str:
+        """Its checkpoint, or an ensemble's checkpoints joined by ' + '."""
+        return " + ".join(map(str, self.members)) if self.members else str(self.path)
 
     @property
     def name(self) -> str:
-        return f"{self.model}: {self.path}"
+        return f"{self.model}: {self.shown_path}"
 
     @property
     def has_attention(self) -> bool:
@@ -88,13 +94,27 @@ def split_paths(value: str, setting: str) -> list[Path]:
     return paths
 
 
+def is_ensemble(cfg: DictConfig) -> bool:
+    """Whether `run=` or `ckpt_path=` is a list (`ckpt_path=[a.ckpt,b.ckpt]`): one column, the
+    ensemble of its checkpoints (capgen.models.ensemble), where commas alone give a column each."""
+    return any(isinstance(cfg.get(key), ListConfig | list) for key in ("run", "ckpt_path"))
+
+
 def checkpoint_paths(cfg: DictConfig) -> list[Path]:
     """The checkpoints `run=` or `ckpt_path=` names, in order: each run folder's best
-    checkpoint (a folder of runs, such as a sweep's: each of its runs'), each checkpoint file."""
+    checkpoint (a folder of runs, such as a sweep's: each of its runs'), each checkpoint file.
+    A list (is_ensemble): its items, each a checkpoint file (ckpt_path) or a run folder (run:
+    its best checkpoint)."""
     if bool(cfg.run) == bool(cfg.ckpt_path):
         given = f"run={cfg.run} and ckpt_path={cfg.ckpt_path}: give one of them" if cfg.run else "nothing to show"
         raise ValueError(f"{given}: give run=<run folder> (its best checkpoint; a sweep folder: each run's) or "
                          "ckpt_path=<checkpoint>, several separated by commas (run=a,b or ckpt_path=a.ckpt,b.ckpt)")
+    if is_ensemble(cfg):
+        setting = "ckpt_path" if cfg.ckpt_path else "run"
+        paths = [Path(p).expanduser() for p in checkpoint_list(cfg[setting], setting)]
+        if setting == "run":
+            return [best_checkpoint(p) for p in paths]
+        return paths
     if cfg.ckpt_path:
         paths = split_paths(str(cfg.ckpt_path), "ckpt_path")
         for path in paths:
@@ -129,8 +149,11 @@ def load_served_models(cfg: DictConfig, paths: list[Path] | None = None) -> list
     capgen-caption loads one; a checkpoint that does not load stops the command with its
     error (naming the file)."""
     device = resolve_device(cfg.device)
+    paths = checkpoint_paths(cfg) if paths is None else paths
+    if is_ensemble(cfg) and len(paths) > 1:  # a list of one, ckpt_path=[a]: the checkpoint itself
+        return [_served_ensemble(cfg, paths, device)]
     models = []
-    for path in checkpoint_paths(cfg) if paths is None else paths:
+    for path in paths:
         module = load_module(str(path), device, encoder_settings(cfg))
         size = cfg.image_size or training_image_size(run_config(str(path)))
         if size is None:
@@ -141,6 +164,19 @@ def load_served_models(cfg: DictConfig, paths: list[Path] | None = None) -> list
         settings = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
         models.append(ServedModel(model, path, module, size, settings, module.trained_on))
     return models
+
+
+def _served_ensemble(cfg: DictConfig, paths: list[Path], device: str) -> ServedModel:
+    """The ensemble of `paths` as one column; its image size, test decode and training data
+    are the first checkpoint's (capgen.lightning.inference)."""
+    module = load_checkpoints([str(p) for p in paths], device, encoder_settings(cfg))
+    if module.net.attention_note:
+        log.warning("the ensemble shows no attention: %s", module.net.attention_note)
+    size = cfg.image_size or training_image_size(run_config(str(paths[0]))) or DEFAULT_IMAGE_SIZE
+    names = [run_choice(str(p), "model") or type(m.decoder).__name__ for p, m in zip(paths, module.net.members)]
+    settings = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
+    return ServedModel(f"ensemble of {' + '.join(names)}", paths[0], module, size, settings, module.trained_on,
+                       members=tuple(paths))
 
 
 # ----- pictures -------------------------------------------------------------------------------
@@ -223,10 +259,11 @@ def caption_picture(served: ServedModel, picture: np.ndarray, settings: DecodeSe
     images = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].to(module.device)  # (1, 3, S, S)
     draws = torch.Generator(device=module.device).manual_seed(settings.seed)
     row, alphas = caption_row(module.vocab, module.generate(images, settings, draws), 0)
-    row = {"checkpoint": str(served.path), "decode": settings.describe(), **row}
+    checkpoint = [str(p) for p in served.members] if served.members else str(served.path)
+    row = {"checkpoint": checkpoint, "decode": settings.describe(), **row}
     if alphas is None or not row["words"]:
         return Captioned(row, [], None, None)
-    stem = f"{next(_requests):04d}_{served.path.stem}_attention"
+    stem = f"{next(_requests):04d}_{'ensemble_' if served.members else ''}{served.path.stem}_attention"
     out.mkdir(parents=True, exist_ok=True)
     png, gif = out / f"{stem}.png", out / f"{stem}.gif"
     frames = draw_attention(png, gif, resize_longest(picture, figure_size), row["words"], alphas,

@@ -7,6 +7,14 @@ node is used as it was trained, with the user's data.* overrides on top. A `data
 naming another data config replaces it. Without a saved run config the data config is
 composed from conf/eval.yaml (and a warning says so).
 
+Ensembles: `ckpt_path=[a.ckpt,b.ckpt]` (or `run=[<run>,<run>]`, each run's best checkpoint)
+evaluates the checkpoints as one model, the normalised geometric mean of their word
+distributions at every step (capgen.models.ensemble; loading and what is refused:
+capgen.lightning.inference). The data config and the test decode are the first checkpoint's
+run's; a data config that reads cached features (data.use_features) reads images instead,
+since each member runs its own encoder. metrics.json's `checkpoint` is the list of the
+members' paths in the order given (one checkpoint, also `[a.ckpt]`: its path, a string).
+
 Decoding: the run's test decode with the `decode.*` overrides on top, or a preset
 (`decode=beam`, ...; capgen.config.decode_group). With n_best > 1 each image's first caption is
 scored and all of them are written.
@@ -44,7 +52,7 @@ from ...config.checks import check_numbers
 from ...config.decode_group import command_settings
 from ...lightning.callbacks import FollowFreeCores
 from ...lightning.hardware import encoder_settings
-from ...lightning.inference import load_module, resolve_device
+from ...lightning.inference import checkpoint_list, load_checkpoints, resolve_device
 from ...metrics import default_metrics
 from ...models.search import DecodeSettings
 from ...runs.folders import best_checkpoint, run_config, run_data_choice
@@ -110,15 +118,18 @@ def eval_data_config(cfg: DictConfig, overrides: list[str], run_cfg: DictConfig 
     return apply_data_overrides(data, overrides)
 
 
-def checkpoint_to_evaluate(cfg: DictConfig) -> str:
-    """cfg.ckpt_path, or the best checkpoint of the run folder cfg.run."""
+def checkpoints_to_evaluate(cfg: DictConfig) -> list[str]:
+    """The checkpoints to evaluate, in order: cfg.ckpt_path (one, or a list: an ensemble), or
+    the best checkpoint of the run folder cfg.run (of each, for a list of run folders)."""
     if cfg.run and cfg.ckpt_path:
         raise ValueError(f"run={cfg.run} and ckpt_path={cfg.ckpt_path}: give one of them")
     if cfg.run:
-        return str(best_checkpoint(Path(cfg.run)))
+        runs = checkpoint_list(cfg.run, "run")
+        return [str(best_checkpoint(Path(r))) for r in runs]
     if not cfg.ckpt_path:
-        raise ValueError("give run=<run folder> (its best checkpoint) or ckpt_path=<checkpoint file>")
-    return cfg.ckpt_path
+        raise ValueError("give run=<run folder> (its best checkpoint) or ckpt_path=<checkpoint file>; an ensemble: "
+                         "ckpt_path=[a.ckpt,b.ckpt] or run=[<run>,<run>]")
+    return checkpoint_list(cfg.ckpt_path, "ckpt_path")
 
 
 def check_eval_config(cfg: DictConfig) -> None:
@@ -142,12 +153,21 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     the report written to metrics.json."""
     check_eval_config(cfg)
     device = resolve_device(cfg.device)
-    ckpt_path = checkpoint_to_evaluate(cfg)
-    module = load_module(ckpt_path, device, encoder_settings(cfg))
+    paths = checkpoints_to_evaluate(cfg)
+    module = load_checkpoints(paths, device, encoder_settings(cfg))
+    # An ensemble's data and test decode are its first member's run's (capgen.lightning.inference).
+    ckpt_path = paths[0]
+    ensemble = len(paths) > 1
+    if ensemble and module.net.attention_note:
+        log.warning("the ensemble has no attention maps (no grounding score): %s", module.net.attention_note)
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)
+    if ensemble and data_cfg.get("use_features"):
+        log.info("data.use_features=false: an ensemble encodes the images with each member's own encoder, so it "
+                 "reads images (a cached split's image cache, else the raw source), not one encoder's features")
+        data_cfg.use_features = False
     # The encoder a feature cache must have been made by: the checkpoint's.
     datamodule = hydra.utils.instantiate(data_cfg, vocab=module.vocab)
     datamodule.encoder = module.hparams.net_config["encoder"]  # after: instantiate would build it
@@ -157,7 +177,7 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     module.set_scenes(datamodule.scenes(cfg.split))
     out = Path(cfg.paths.output_dir)
     log.info("evaluating %s on %s (%d images), decoding: %s, on %s",
-             ckpt_path, cfg.split, len(references), decode.describe(), device)
+             describe_checkpoints(paths), cfg.split, len(references), decode.describe(), device)
 
     accelerator, devices = ("cpu", 1) if device == "cpu" else ("gpu", [torch.device(device).index or 0])
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
@@ -174,7 +194,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         metrics["grounding_words"] = grounding.n_words
     rows = [{**r, "references": references[r["image_id"]]} for r in module.last_test["captions"]]
 
-    report = {"checkpoint": str(ckpt_path), "split": cfg.split, "decode": module.last_test["decode"],
+    # One checkpoint: its path; an ensemble: its members' paths, in the order given.
+    report = {"checkpoint": paths if ensemble else str(ckpt_path), "split": cfg.split, "decode": module.last_test["decode"],
               "images": len(rows), **metrics}
     report.update(corpus_statistics(rows, datamodule, module.hparams.tokenizer))
     # Captions the decoder had not ended at the length cap (decode.max_len, else the vocabulary's).
@@ -193,9 +214,16 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     return report
 
 
+def describe_checkpoints(paths: list[str] | str) -> str:
+    """A checkpoint's path, or `the ensemble of N checkpoints (a, b, ...)`."""
+    if isinstance(paths, str) or len(paths) == 1:
+        return str(paths if isinstance(paths, str) else paths[0])
+    return f"the ensemble of {len(paths)} checkpoints ({', '.join(map(str, paths))})"
+
+
 def metrics_table(report: dict) -> str:
     decode = DecodeSettings.from_config(report["decode"]).describe()
-    lines = [f"{report['checkpoint']} on {report['split']} ({report['images']} images, {decode})"]
+    lines = [f"{describe_checkpoints(report['checkpoint'])} on {report['split']} ({report['images']} images, {decode})"]
     width = max(len(k) for k in report)
     for key, value in report.items():
         if key in ("checkpoint", "split", "images", "decode", "grounding_words", "novel_note"):

@@ -203,3 +203,25 @@ def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_pa
     assert done.stdout.startswith(f"{image}\t") and done.stdout.count("\n") == 1
     (out,) = (tmp_path / "outputs" / "caption").iterdir()
     assert str(out) in done.stderr and (out / "captions.jsonl").is_file()
+
+
+def test_capgen_caption_command_captions_with_an_ensemble(ckpt, tiny_lstm_run, photo_dir, tmp_path):
+    """ckpt_path=[attn,lstm] from a real command line, one of them in a sweep job's folder (commas in
+    its path): each image captioned by the ensemble, with the attention member's figures; its
+    captions' log-probs are the ensemble's, not the attention model's alone."""
+    job_ckpt = tmp_path / "multirun" / "1_model=lstm,seed=2" / "last.ckpt"
+    job_ckpt.parent.mkdir(parents=True)
+    shutil.copy(tiny_lstm_run / "checkpoints" / "last.ckpt", job_ckpt)
+    args = [f"ckpt_path=[{ckpt},{job_ckpt}]", f"images={photo_dir}", "decode=greedy"]
+    done = procs.run([str(Path(sys.executable).parent / "capgen-caption"), *args], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"the ensemble of 2 checkpoints: {ckpt}, {job_ckpt}" in done.stderr
+    (out,) = (tmp_path / "outputs" / "caption").iterdir()
+    rows = read_jsonl(out / "captions.jsonl")
+    assert [Path(r["path"]).name for r in rows] == ["big.JPG", "gray.jpg", "scene.png"]
+    assert [line.split("\t") for line in done.stdout.splitlines()] == [[r["path"], r["caption"]] for r in rows]
+    for row in rows:
+        if row["words"]:
+            assert Image.open(out / row["gif"]).n_frames == len(row["words"]) + 1
+    alone = run_caption(tmp_path / "alone", f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy")
+    assert all(r["logprob"] != a["logprob"] for r, a in zip(rows, alone))

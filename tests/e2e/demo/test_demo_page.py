@@ -25,7 +25,9 @@ from capgen.commands.caption import caption_images
 from capgen.commands.demo.served import caption_picture, load_served_models, page_settings, read_picture
 from capgen.config import CONF_DIR
 from capgen.config.argv import quote_paths
+from capgen.config.command_line import LIST_KEYS, PATH_KEYS
 from capgen.data.shapes import ShapesSource
+from capgen.runs.folders import best_checkpoint
 
 from helpers import procs
 from helpers.paths import REPO
@@ -42,7 +44,8 @@ PER_CHECKPOINT = 6  # html, record, frame, slider, gallery, gif (capgen.commands
 def demo_cfg(out: Path, *args: str):
     """capgen-demo's config as its main composes it, paths quoted as its main quotes them."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("demo", overrides=[*quote_paths(list(args), ("run", "ckpt_path")), f"paths.output_dir={out}"])
+        return compose("demo", overrides=[*quote_paths(list(args), PATH_KEYS["demo"], LIST_KEYS["demo"]),
+                                          f"paths.output_dir={out}"])
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +148,20 @@ def test_a_sweep_folder_and_a_moved_run_give_each_runs_best_checkpoint(tiny_run,
     assert all(c.path.is_relative_to(sweep) and c.image_size == 96 for c in models)
     done = caption_picture(models[0], read_picture(scene), page_settings(models[0].settings, *CHOICES), tmp_path / "figs")
     assert len(done.frames) == len(done.row["words"]) + 1 and done.gif.is_file() and done.png.is_file()
+
+
+def test_a_list_of_checkpoints_is_one_column_their_ensemble(tiny_run, tiny_lstm_run, scene, tmp_path):
+    runs = [tiny_lstm_run, tiny_run]
+    (served,) = load_served_models(demo_cfg(tmp_path / "out", f"run=[{runs[0]},{runs[1]}]"))
+    assert served.model == "ensemble of lstm + attn" and served.has_attention and served.image_size == 96
+    assert served.members == tuple(best_checkpoint(r) for r in runs)  # each run's best checkpoint, in order
+    assert served.shown_path == " + ".join(str(p) for p in served.members)
+    settings = page_settings(served.settings, "greedy", 1, 1, 1.0, 1.0, 0)
+    done = caption_picture(served, read_picture(scene), settings, tmp_path / "figs")
+    assert done.row["checkpoint"] == [str(p) for p in served.members]
+    assert len(done.frames) == len(done.row["words"]) + 1 and done.gif.name.startswith(f"{done.gif.name[:4]}_ensemble_")
+    (alone,) = load_served_models(demo_cfg(tmp_path / "out", f"ckpt_path={served.members[1]}"))
+    assert caption_picture(alone, read_picture(scene), settings, tmp_path / "figs").row["logprob"] != done.row["logprob"]
 
 
 # ----- start-up failures, as the command prints them ----------------------------------------------

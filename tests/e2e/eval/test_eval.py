@@ -249,3 +249,42 @@ def test_bad_decode_settings_stop_eval_before_anything_is_written(ckpt, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+
+
+# ----- ensembles (capgen.models.ensemble) ------------------------------------------------------------
+def test_capgen_eval_command_evaluates_an_ensemble_of_two_runs(ckpt, tiny_lstm_run, tmp_path):
+    """ckpt_path=[attn,lstm] from a real command line: one evaluation of both checkpoints, recorded
+    as the list of its members, captions of its own (not its first member's); [attn] alone is attn."""
+    lstm = str(tiny_lstm_run / "checkpoints" / "last.ckpt")
+    args = [f"ckpt_path=[{ckpt},{lstm}]", "data.source.sizes.test=4", "metrics=[BLEU,CIDEr]", "decode=greedy"]
+    done = procs.run([str(Path(sys.executable).parent / "capgen-eval"), *args],
+                     cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"the ensemble of 2 checkpoints ({ckpt}, {lstm}) on test (4 images, greedy)" in done.stdout
+    (out,) = (tmp_path / "outputs" / "eval").iterdir()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["checkpoint"] == [ckpt, lstm] and metrics["images"] == 4
+    assert "grounding" in metrics  # the attention member's maps: the ensemble has attention
+    ensemble = read_jsonl(out / "captions.jsonl")
+
+    alone = run_eval(tmp_path / "alone", f"ckpt_path={ckpt}", "data.source.sizes.test=4", "decode=greedy")
+    listed = run_eval(tmp_path / "listed", f"ckpt_path=[{ckpt}]", "data.source.sizes.test=4", "decode=greedy")
+    assert alone["checkpoint"] == listed["checkpoint"] == ckpt  # a list of one is the checkpoint itself
+    first = read_jsonl(tmp_path / "alone" / "captions.jsonl")
+    assert read_jsonl(tmp_path / "listed" / "captions.jsonl") == first  # ids, captions and scores exactly
+    assert [r["image_id"] for r in ensemble] == [r["image_id"] for r in first]
+    assert all(r["logprob"] != f["logprob"] for r, f in zip(ensemble, first))
+
+
+def test_eval_refuses_an_ensemble_of_different_vocabularies_naming_both(ckpt, tmp_path):
+    module = load_module(ckpt)
+    other = tmp_path / "other.ckpt"
+    saved = torch.load(ckpt, weights_only=True)
+    words = list(module.vocab.itos)
+    words[4], words[5] = words[5], words[4]  # the same words at other ids: not the same vocabulary
+    saved["vocab"] = {**saved["vocab"], "words": words}
+    torch.save(saved, other)
+    with pytest.raises(ValueError, match=rf"ckpt_path\[0\]={ckpt} and ckpt_path\[1\]={other} have different "
+                                         rf"vocabularies \({len(words)} vs {len(words)} words, first differing at id 4"):
+        run_eval(tmp_path / "out", f"ckpt_path=[{ckpt},{other}]")
+    assert not (tmp_path / "out" / "metrics.json").exists()

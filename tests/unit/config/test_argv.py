@@ -114,3 +114,33 @@ def test_a_run_folder_on_a_read_only_mount_is_one_paragraph_before_hydra_writes(
 
     assert re.search(says, str(err.value)) and "\n" not in str(err.value), err.value
     require_writable_run_folder([f"hydra.run.dir={read_only.parent / 'rw'}"], command)  # a writable folder passes
+
+
+def test_a_list_of_paths_stays_a_list_of_whole_paths(tmp_path, monkeypatch):
+    """ckpt_path=[a,b] (an ensemble) reaches Hydra as a list; a sweep job's folder inside it, commas
+    and all, stays one item, and an item that names nothing is its own (the command names it)."""
+    monkeypatch.chdir(tmp_path)
+    job = tmp_path / "multirun" / "1_model=lstm,seed=2"
+    job.mkdir(parents=True)
+    (job / "last.ckpt").write_bytes(b"")
+    (tmp_path / "a.ckpt").write_bytes(b"")
+    value = f"[a.ckpt,{job}/last.ckpt, gone.ckpt]"
+    (arg,) = quote_paths([f"ckpt_path={value}"], ["ckpt_path"], ["ckpt_path"])
+    (override,) = OverridesParser.create().parse_overrides([arg])
+    assert not override.is_sweep_override() and override.value() == ["a.ckpt", f"{job}/last.ckpt", "gone.ckpt"]
+    # Not a key that takes lists: the value stays one quoted path, brackets and all.
+    (arg,) = quote_paths(["resume=[a.ckpt,b]"], ["resume"], ["ckpt_path"])
+    assert OverridesParser.create().parse_overrides([arg])[0].value() == "[a.ckpt,b]"
+
+
+def test_an_ensembles_data_choice_is_its_first_checkpoints_runs(tmp_path):
+    from capgen.config.argv import with_run_data_choice
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    OmegaConf.save(OmegaConf.create({"data": {}}), run / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"data": "shapes"}}}}), run / ".hydra" / "hydra.yaml")
+    args = quote_paths([f"ckpt_path=[{run}/checkpoints/last.ckpt,{tmp_path}/other.ckpt]"], ["ckpt_path"], ["ckpt_path"])
+    assert with_run_data_choice(args) == [*args, "data=shapes"]
