@@ -67,6 +67,10 @@ class EnsembleDecoder(Decoder):
         self.decoders = nn.ModuleList(decoders)
         self.shapes = [tuple(s) for s in shapes]
         self.attending = tuple(attending)
+        cells = {shapes[k][0] for k in self.attending}
+        if len(cells) > 1:
+            raise ValueError(f"the attending members {list(self.attending)} attend over different numbers of cells "
+                             f"{sorted(cells)}, whose maps cannot be averaged: name only members of one grid")
         self.has_attention = bool(self.attending)
         # How many tensors each member's memory and state tuple holds: a decoder's are always
         # the same number (the protocol's fixed tuples), learnt from its prepare / init_state.

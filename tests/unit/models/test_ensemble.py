@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN
+from capgen.models import AttentionDecoder, Captioner, LSTMDecoder, RNNDecoder, SmallCNN, TransformerDecoder
 from capgen.models.ensemble import Ensemble, EnsembleDecoder
 from capgen.models.search import DecodeSettings, NBestResult, decode
 from capgen.models.search.results import word_logits
@@ -41,7 +41,8 @@ def _packed(feats):
 
 
 def _ensemble(decoders):
-    return EnsembleDecoder(decoders, SHAPES, attending=[k for k, d in enumerate(decoders) if d.has_attention])
+    """The members' maps averaged where they attend over the 3x3 grid (the second member's)."""
+    return EnsembleDecoder(decoders, SHAPES, attending=[k for k, d in enumerate(decoders) if d.has_attention and k == 1])
 
 
 def _hand_logp(decoders, feats, tokens):
@@ -164,11 +165,13 @@ METHODS = [
 ]
 
 
+@pytest.mark.parametrize("kinds", [(LSTMDecoder, AttentionDecoder), (TransformerDecoder, AttentionDecoder)],
+                         ids=lambda k: "+".join(c.__name__ for c in k))
 @pytest.mark.parametrize("settings", METHODS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
-def test_every_method_records_the_ensembles_own_log_probabilities(settings):
+def test_every_method_records_the_ensembles_own_log_probabilities(settings, kinds):
     """Each caption's token log-probs are the hand-made ensemble distribution's at its words, and
     they sum to its logprob; the constraints hold."""
-    decoders, feats = _members(seed=5), _feats(3, seed=5)
+    decoders, feats = _members(seed=5, kinds=kinds), _feats(3, seed=5)
     res = _decode(_ensemble(decoders), _packed(feats), generator=torch.Generator().manual_seed(0), **settings)
     tokens, logprob, token_logprobs, image = _rows(res)
     valid = tokens != 0
@@ -199,10 +202,13 @@ ONE = [
 ]
 
 
-@pytest.mark.parametrize("factory", [LSTMDecoder, AttentionDecoder])
+SIZES = {TransformerDecoder: {"d_model": 8, "heads": 2, "ffn_dim": 16}}
+
+
+@pytest.mark.parametrize("factory", [LSTMDecoder, AttentionDecoder, TransformerDecoder])
 @pytest.mark.parametrize("settings", ONE, ids=lambda s: s.method)
 def test_an_ensemble_of_one_decodes_exactly_as_its_member(factory, settings):
-    net = _captioner(lambda **kw: factory(**kw, embed_dim=8, hidden_dim=8), seed=0)
+    net = _captioner(lambda **kw: factory(**kw, **SIZES.get(factory, {"embed_dim": 8, "hidden_dim": 8})), seed=0)
     one = Ensemble([net]).eval()
     images = _images()
     a = net.decode(images, settings, START, END, UNK, 6, torch.Generator().manual_seed(3))
@@ -210,6 +216,11 @@ def test_an_ensemble_of_one_decodes_exactly_as_its_member(factory, settings):
     for x, y in zip(a, b):
         assert (x is None and y is None) or torch.equal(x, y)  # ids, scores and maps bit for bit
     assert one.has_attention == net.has_attention and one.grid == net.grid
+
+
+def test_members_attending_over_grids_of_different_sizes_are_refused_as_the_attention():
+    with pytest.raises(ValueError, match=r"different numbers of cells \[4, 9\]"):
+        EnsembleDecoder(_members(kinds=(TransformerDecoder, AttentionDecoder)), SHAPES, attending=[0, 1])
 
 
 def test_an_ensemble_of_captioners_encodes_with_each_members_encoder():
