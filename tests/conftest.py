@@ -116,6 +116,14 @@ def tiny_lstm_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_transformer_run(tmp_path_factory) -> Path:
+    """A tiny Transformer-decoder run (small widths), logging as tiny_run does."""
+    return train_run(tmp_path_factory.mktemp("train_transformer") / "run", RUN_SIZES, "model=transformer",
+                     "model.decoder.d_model=32", "model.decoder.ffn_dim=64", "model.module.test.metrics=[BLEU,ROUGE-L,CIDEr]",
+                     rich=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_rnn_run(tmp_path_factory) -> Path:
     """The same with the vanilla RNN decoder."""
     return train_run(tmp_path_factory.mktemp("train_rnn") / "run", RUN_SIZES, "model=rnn")

@@ -14,10 +14,10 @@ from capgen.commands.train.fit import train
 from capgen.lightning.module import CaptioningModule
 
 
-@pytest.mark.parametrize("run", ["tiny_rnn_run", "tiny_lstm_run", "tiny_run"])
+@pytest.mark.parametrize("run", ["tiny_rnn_run", "tiny_lstm_run", "tiny_run", "tiny_transformer_run"])
 def test_each_model_trains_validates_and_tests_its_best_checkpoint(request, run):
-    """The session's run of each decoder (model=rnn, lstm, attn): finite training loss, val and
-    test scores in summary.json, and the files a run leaves."""
+    """The session's run of each decoder (model=rnn, lstm, attn, transformer): finite training
+    loss, val and test scores in summary.json, and the files a run leaves."""
     run = request.getfixturevalue(run)
     record = json.loads((run / "summary.json").read_text())
     metrics = record["metrics"]
@@ -33,9 +33,12 @@ def test_each_model_trains_validates_and_tests_its_best_checkpoint(request, run)
     assert len(module.vocab) == module.net.decoder.vocab_size
 
 
-def test_a_run_logs_curves_captions_and_attention_figures_to_tensorboard(tiny_run):
-    """The session's attention run keeps capgen-train's default logger and sample figures."""
-    events = EventAccumulator(str(tiny_run / "tb" / "default"), size_guidance={"images": 0, "tensors": 0}).Reload()
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_transformer_run"])
+def test_a_run_logs_curves_captions_and_attention_figures_to_tensorboard(request, run):
+    """The session's attention runs (the attention LSTM, the Transformer's cross-attention) keep
+    capgen-train's default logger and sample figures."""
+    run = request.getfixturevalue(run)
+    events = EventAccumulator(str(run / "tb" / "default"), size_guidance={"images": 0, "tensors": 0}).Reload()
     tags = events.Tags()
     assert {"train/loss", "val/loss", "val/BLEU-4", "val/CIDEr", "test/CIDEr"} <= set(tags["scalars"])
     assert "val_attention/0" in tags["images"]
