@@ -164,6 +164,14 @@ def test_a_list_of_checkpoints_is_one_column_their_ensemble(tiny_run, tiny_lstm_
     assert caption_picture(alone, read_picture(scene), settings, tmp_path / "figs").row["logprob"] != done.row["logprob"]
 
 
+def test_the_transformers_cross_attention_gives_the_per_word_view(tiny_transformer_run, scene, tmp_path):
+    (served,) = load_served_models(demo_cfg(tmp_path / "out", f"run={tiny_transformer_run}"))
+    assert served.has_attention
+    done = caption_picture(served, read_picture(scene), page_settings(served.settings, "beam", 2, 1, 1.0, 1.0, 0),
+                           tmp_path / "figs")
+    assert done.row["words"] and len(done.frames) == len(done.row["words"]) + 1 and done.gif.is_file()
+
+
 # ----- start-up failures, as the command prints them ----------------------------------------------
 def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
