@@ -17,8 +17,9 @@ from capgen.commands.train.fit import train
 
 from helpers.runs import assert_same_training_state, checkpoint, compose_train, scalars, tb_run
 
-# 2 epochs x 3 steps (debug=fast); TensorBoard on: the curves are compared.
-ONE_RUN = ["model=lstm", "trainer.max_epochs=2", "test=false", "logger=tensorboard"]
+# 2 epochs x 3 steps (debug=fast); TensorBoard on: the curves are compared. Each test names
+# its decoder (model=...) among its extra overrides.
+ONE_RUN = ["trainer.max_epochs=2", "test=false", "logger=tensorboard"]
 
 
 class Crash(L.Callback):
@@ -75,11 +76,11 @@ def crash_then_resume(make_cfg, monkeypatch, at_step: int, *extra: str, crash_ag
 @pytest.mark.parametrize(
     "at_step, extra",
     [
-        (3, ()),  # epoch 1 about to start: resumes from the end-of-epoch-0 last.ckpt
-        (5, ("callbacks.last_checkpoint.every_n_train_steps=2",)),  # mid-epoch 1: last.ckpt of step 4
+        (3, ("model=lstm",)),  # epoch 1 about to start: resumes from the end-of-epoch-0 last.ckpt
+        (5, ("model=lstm", "callbacks.last_checkpoint.every_n_train_steps=2")),  # mid-epoch 1: last.ckpt of step 4
         # last.ckpt of step 3, written before epoch 0's validation: that validation must not
         # move the random stream the resumed run continues from
-        (3, ("callbacks.last_checkpoint.every_n_train_steps=3",)),
+        (3, ("model=lstm", "callbacks.last_checkpoint.every_n_train_steps=3")),
     ],
     ids=["epoch-end-checkpoint", "mid-epoch-checkpoint", "step-checkpoint-before-validation"],
 )
@@ -115,7 +116,7 @@ def test_two_resumes_within_one_epoch_equal_one_uninterrupted_run(uninterrupted,
     checkpoint: the second resume must know where the epoch stands, not how far the first
     resumed process got in it (it repeated a batch before). With two captions per image: the
     epoch's position counts images, and their references go on where they stopped."""
-    extra = ("callbacks.last_checkpoint.every_n_train_steps=1", "data.train_captions_per_image=2")
+    extra = ("model=lstm", "callbacks.last_checkpoint.every_n_train_steps=1", "data.train_captions_per_image=2")
     full = uninterrupted(*extra)
     split = crash_then_resume(make_cfg, monkeypatch, 4, *extra, crash_again_at=5)
     assert_same_training_state(checkpoint(full), checkpoint(split))
@@ -127,8 +128,9 @@ def test_two_resumes_within_one_epoch_equal_one_uninterrupted_run(uninterrupted,
 def test_xe_then_scst_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, monkeypatch):
     """Self-critical training samples its captions from torch's global generator: a run
     resumed in its SCST epoch, from a step checkpoint written mid-epoch, draws the captions
-    (and so the rewards and the updates) of the uninterrupted run."""
-    extra = ("model.module.objective.name=scst", "model.module.objective.scst.from_epoch=1", "model.module.objective.scst.samples=3",
+    (and so the rewards and the updates) of the uninterrupted run. With the Transformer
+    decoder (dropout on, its key/value cache in the sampler)."""
+    extra = ("model=transformer", "model.decoder.d_model=32", "model.decoder.ffn_dim=64", "model.module.objective.name=scst", "model.module.objective.scst.from_epoch=1", "model.module.objective.scst.samples=3",
              "callbacks.last_checkpoint.every_n_train_steps=2")
     full = uninterrupted(*extra)
     split = crash_then_resume(make_cfg, monkeypatch, 5, *extra)  # resumes from the checkpoint of step 4
