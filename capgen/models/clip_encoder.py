@@ -137,9 +137,7 @@ class ClipEncoder(StagedEncoder):
         size = pre["size"] if isinstance(pre["size"], int) else pre["size"][0]
         self.body = visual
         self.normalize = ModelInput(size, pre["mean"], pre["std"], pre.get("interpolation", "bicubic"))
-        self.pool = nn.Identity() if grid is None else nn.AdaptiveAvgPool2d(grid)
-        feats = self.dry_run(size)  # (1, D, h, w)
-        self.out_dim, self.grid = feats.shape[1], feats.shape[-1]
+        self.measure_grid(grid, size, f"open_clip's {name}")
         self.freeze_stages(stages, finetune, finetune_last)
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:

@@ -194,6 +194,17 @@ class StagedEncoder(ConvEncoder):
         finally:
             self.train(mode)
 
+    def measure_grid(self, grid: int | None, size: int, what: str) -> None:
+        """Sets the pooling (to grid x grid; None: the map as the model makes it), then out_dim
+        and grid from a dry run at size x size. `what` names the model in the error for a
+        map that is not square."""
+        self.pool = nn.Identity() if grid is None else nn.AdaptiveAvgPool2d(grid)
+        feats = self.dry_run(size)  # (1, D, h, w)
+        if feats.shape[-2] != feats.shape[-1]:
+            raise ValueError(f"model.encoder: {what} makes a {feats.shape[-2]}x{feats.shape[-1]} map of a square "
+                             "image; set model.encoder.grid to pool it to a square grid")
+        self.out_dim, self.grid = feats.shape[1], feats.shape[-1]
+
     def train(self, mode: bool = True):
         super().train(mode)
         for module in self._frozen:  # frozen stages keep their BatchNorm statistics

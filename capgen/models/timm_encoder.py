@@ -97,12 +97,7 @@ class TimmEncoder(StagedEncoder):
         self.body = model
         self.normalize = ModelInput(image_size or data["input_size"][-1], data["mean"], data["std"],
                                     data.get("interpolation", "bicubic"))
-        self.pool = nn.Identity() if grid is None else nn.AdaptiveAvgPool2d(grid)
-        feats = self.dry_run(self.normalize.size)  # (1, D, h, w)
-        self.out_dim, self.grid = feats.shape[1], feats.shape[-1]
-        if feats.shape[-2] != feats.shape[-1]:
-            raise ValueError(f"model.encoder: timm's {name} makes a {feats.shape[-2]}x{feats.shape[-1]} map of a square "
-                             "image; set model.encoder.grid to pool it to a square grid")
+        self.measure_grid(grid, self.normalize.size, f"timm's {name}")
         self.freeze_stages(timm_stages(model), finetune, finetune_last)
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
