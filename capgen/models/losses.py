@@ -29,10 +29,13 @@ def word_layer_loss(words: nn.Linear, hidden: torch.Tensor, targets: torch.Tenso
     """caption_loss(words(hidden), targets, ...) without the whole (B, T, V) logits: hidden
     (B, T, E) is the word layer's input. Only the real tokens go through the word layer (the
     padding's loss and gradient are zero anyway; a third of a COCO batch's positions), and on
-    CPU in pieces of at most 16 MB of logits (capgen.models.pieces)."""
+    CPU in pieces of at most 16 MB of logits (capgen.models.pieces). On a GPU the whole logits
+    at once: picking the real tokens would wait for the device at every step."""
+    n = rows_per_piece(hidden.device, words.out_features * 4)  # float32 logits
+    if n is None:
+        return caption_loss(words(hidden), targets, pad_id, label_smoothing)
     real = targets.flatten() != pad_id  # (B T,)
     h, t = hidden.flatten(0, 1)[real], targets.flatten()[real]  # (n, E), (n,)
-    n = rows_per_piece(h.device, words.out_features * 4) or max(1, len(t))  # float32 logits
     total = sum(F.cross_entropy(_wide(words(hp)), tp, label_smoothing=label_smoothing, reduction="sum")
                 for hp, tp in zip(h.split(n), t.split(n)))
     return total / len(t)

@@ -14,7 +14,7 @@ few rows), and the word layer run inside the loss on the real tokens only.
 import pytest
 import torch
 
-from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder, TransformerDecoder, pieces
+from capgen.models import AttentionDecoder, LSTMDecoder, RNNDecoder, TransformerDecoder, losses, pieces
 from capgen.models.decoders import Rows, input_lengths, per_row
 from capgen.models.losses import caption_loss, word_layer_loss
 
@@ -215,3 +215,18 @@ def test_the_word_layer_run_inside_the_loss_gives_the_loss_and_gradients_of_the_
     _assert_same_grads(grads, torch.autograd.grad(ref, params, allow_unused=True))
     word_layer = next(i for i, p in enumerate(params) if p is dec.out.weight)
     assert grads[word_layer].abs().sum() > 0  # the word layer is trained through the loss
+
+
+def test_the_word_layer_loss_on_a_gpu_is_the_loss_of_the_whole_logits(monkeypatch):
+    """Where no pieces are made (a GPU: rows_per_piece gives None) the loss takes the whole
+    logits with the padding ignored, without picking the real tokens out first."""
+    dec = _decoder(AttentionDecoder)
+    feats, inputs, targets = _inputs_targets()
+    hidden, _ = dec(feats, inputs, words=False)
+    monkeypatch.setattr(losses, "rows_per_piece", lambda device, row_bytes: None)
+    monkeypatch.setattr(losses, "caption_loss", lambda *a, **kw: torch.tensor(7.0))  # the path taken
+    assert word_layer_loss(dec.out, hidden, targets, 0, 0.1) == 7.0
+    monkeypatch.undo()
+    monkeypatch.setattr(losses, "rows_per_piece", lambda device, row_bytes: None)
+    torch.testing.assert_close(word_layer_loss(dec.out, hidden, targets, 0, 0.1),
+                               caption_loss(dec.out(hidden), targets, 0, 0.1), rtol=1e-12, atol=0)
