@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from capgen.models import TransformerDecoder
+
 
 @torch.no_grad()
 def replay(dec, feats, tokens, start_id: int):
@@ -27,7 +29,7 @@ def replay(dec, feats, tokens, start_id: int):
 
 def tiny_sizes(cls) -> dict:
     """The sizes of a decoder class small enough for float64 reference checks."""
-    if cls.__name__ == "TransformerDecoder":
+    if issubclass(cls, TransformerDecoder):
         return {"d_model": 8, "layers": 2, "heads": 2, "ffn_dim": 12}
     return {"embed_dim": 5, "hidden_dim": 7}
 
