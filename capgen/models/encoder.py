@@ -182,6 +182,7 @@ class StagedEncoder(ConvEncoder):
         ids = {id(p) for p in frozen}
         self._frozen = tuple(m for child in self.children() for m in _whole_modules(child, ids))
         self.finetune, self.n_stages = finetune, len(stages)
+        self.train(self.training)  # the frozen modules in eval mode from now on, not from the first train()
 
     def dry_run(self, size: int) -> torch.Tensor:
         """The features (1, D, h, w) of a black size x size image, in eval mode, so that the

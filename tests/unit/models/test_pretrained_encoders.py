@@ -104,9 +104,11 @@ def test_timm_frozen_stages_keep_batchnorm_statistics():
     torch.manual_seed(0)
     enc = TimmEncoder("test_resnet", image_size=64, finetune="last", finetune_last=1)
     assert {n.split(".")[0] for n in _trainable(enc)} == {"layer4"}
+    before = enc.body.bn1.running_mean.clone()
+    enc(IMAGES)  # as built, before any train() or eval(): the frozen stages are in eval mode already
+    assert torch.equal(enc.body.bn1.running_mean, before)
     enc.train()
     assert not enc.body.bn1.training and not enc.body.layer3.training and enc.body.layer4.training
-    before = enc.body.bn1.running_mean.clone()
     enc(IMAGES)
     assert torch.equal(enc.body.bn1.running_mean, before)
 
