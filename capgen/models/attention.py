@@ -172,25 +172,33 @@ class _RowScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats_att2, query, w2, image, n):
         acts = [feats_att2.index_select(0, i).add_(q.unsqueeze(1)).sigmoid_() for i, q in zip(image.split(n), query.split(n))]
-        ctx.save_for_backward(w2, image, *acts)  # acts: (n, P, A) each, the sigmoid's output
-        ctx.n, ctx.images = n, feats_att2.shape[0]
-        return torch.cat([s @ w2 for s in acts])  # (R, P)
+        w = w2.to(acts[0].dtype)  # bf16 under bf16 autocast, as autocast's matmul would take it
+        ctx.acts = acts  # (n, P, A) each, the sigmoid's output; the backward computes in them
+        ctx.save_for_backward(w2, image)
+        ctx.n, ctx.images, ctx.query_dtype = n, feats_att2.shape[0], query.dtype
+        return torch.cat([s @ w for s in acts])  # (R, P)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # grad (R, P)
-        w2, image, *acts = ctx.saved_tensors
+        w2, image = ctx.saved_tensors
+        acts, ctx.acts = ctx.acts, None
+        if acts is None:
+            raise RuntimeError("the attention scores' backward ran twice (retain_graph=True): it computes in its saved "
+                               "activations, so it runs once per forward pass")
         need_f, need_q, need_w = ctx.needs_input_grad[:3]
-        grad_f = grad.new_zeros(ctx.images, *acts[0].shape[1:]) if need_f else None  # (N, P, A)
+        w = w2.to(acts[0].dtype)
+        grad_f = acts[0].new_zeros(ctx.images, *acts[0].shape[1:]) if need_f else None  # (N, P, A)
         grad_q, grad_w = [], torch.zeros_like(w2) if need_w else None
-        for s, i, g in zip(acts, image.split(ctx.n), grad.split(ctx.n)):
+        for s, i, g in zip(acts, image.split(ctx.n), grad.to(w.dtype).split(ctx.n)):
             if need_w:
-                grad_w.addmv_(s.flatten(0, 1).T, g.flatten())  # sum over rows and cells of g s
+                grad_w += (s.flatten(0, 1).T @ g.flatten()).to(w2.dtype)  # sum over rows and cells of g s
             if need_f or need_q:
-                pre = torch.ops.aten.sigmoid_backward(g.unsqueeze(-1) * w2, s)  # (n, P, A), d e / d (F + query)
+                # d e / d (F + query) = g w s (1 - s), in place in the activation, which is done
+                # with: no fresh (n, P, A) block per piece (glibc may map and fault in each one)
+                pre = s.addcmul_(s, s, value=-1).mul_(w).mul_(g.unsqueeze(-1))
                 if need_q:
                     grad_q.append(pre.sum(1))
                 if need_f:
                     grad_f.index_add_(0, i, pre)
-        return grad_f, torch.cat(grad_q) if need_q else None, grad_w, None, None
-
+        return grad_f, torch.cat(grad_q).to(ctx.query_dtype) if need_q else None, grad_w, None, None

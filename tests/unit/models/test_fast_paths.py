@@ -198,6 +198,34 @@ def test_rows_in_any_order_and_number_per_image_read_their_own_images_memory():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def _attention_step_grads(dec, feats, tokens, autocast: bool):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits, _ = dec(feats, tokens[:, :-1], Rows.each(B, 2))
+        loss = caption_loss(logits.float(), tokens[:, 1:])
+    return torch.autograd.grad(loss, list(dec.parameters()))
+
+
+def test_the_attention_scores_backward_runs_under_bf16_autocast_near_float32s_gradients():
+    """Under bf16 autocast the scores compute in bf16 (the projections' dtype); each gradient
+    comes back in its parameter's dtype and near the fp32 step's."""
+    dec = _decoder(AttentionDecoder).float()
+    g = torch.Generator().manual_seed(3)
+    feats, tokens = torch.randn(B, P, D, generator=g), torch.randint(3, V, (2 * B, T + 1), generator=g)
+    mixed, full = _attention_step_grads(dec, feats, tokens, True), _attention_step_grads(dec, feats, tokens, False)
+    for p, a, b in zip(dec.parameters(), mixed, full):
+        assert a.dtype == p.dtype == torch.float32
+        assert (a - b).norm() <= 0.05 * b.norm() + 1e-6, p.shape
+
+
+def test_the_attention_scores_backward_refuses_a_second_run_over_one_forward():
+    """It computes in its saved activations, so retain_graph=True cannot replay it: a clear error, not wrong numbers."""
+    dec = _decoder(AttentionDecoder)
+    logits, _ = dec(torch.randn(B, P, D, dtype=torch.float64), torch.randint(3, V, (2 * B, T)), Rows.each(B, 2))
+    logits.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        logits.sum().backward()
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("cls", [RNNDecoder, LSTMDecoder, AttentionDecoder])
 def test_the_word_layer_run_inside_the_loss_gives_the_loss_and_gradients_of_the_logits(cls, smoothing):
