@@ -89,11 +89,14 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
     bound_div = T**length_penalty  # the longest caption's length divisor
     beam_offsets = torch.arange(K, device=device)
 
-    # Per-image work once; each image's state repeated for its K beams, which share one copy
-    # of its memory (the decoder protocol's G = K rows per memory row).
+    # Per-image work once; the rows of an image share one copy of its memory (the decoder
+    # protocol's rows per memory row). The first step runs on one row per group (B*G rows):
+    # a group's Kg beams are all the empty caption then, so its other rows would repeat that
+    # row's work (a third of the first step's for beam 3). Its result is then repeated Kg
+    # times, giving every later step K rows per image.
     memory = decoder.prepare(feats)  # (B, ...)
     state = decoder.init_state(memory)
-    state = tuple(s.repeat_interleave(K, dim=0) for s in state)  # (B*K, ...)
+    state = tuple(s.repeat_interleave(G, dim=0) for s in state)  # (B*G, ...)
 
     # The search state covers the n images still searching (at first all B): `active` holds
     # their ids, memory their n rows and every per-beam tensor their n*K rows.
@@ -103,7 +106,7 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
     dtype = torch.promote_types(feats.dtype, torch.float32)  # log-probs: at least float32, as the other methods
     scores = torch.full((B, K), -math.inf, device=device, dtype=dtype)  # (n, K) raw sums of log-probs
     scores[:, ::Kg] = 0
-    tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)  # (n*K,) last tokens
+    tokens = torch.full((B * G,), start_id, dtype=torch.long, device=device)  # (n*K,) last tokens; first (B*G,)
     hist_tokens = torch.zeros(B * K, 0, dtype=torch.long, device=device)  # (n*K, t) captions so far
     hist_logp = torch.zeros(B * K, 0, device=device, dtype=dtype)  # (n*K, t) their token log-probs
     hist_alpha = None  # (n*K, t, P) their attention maps, for attention decoders
@@ -114,6 +117,9 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
     for t in range(T):
         n = len(active)
         logits, state, alpha = decoder.step(tokens, state, memory)  # (n*K, V), alpha (n*K, P) or None
+        if t == 0 and Kg > 1:  # (B*G, ...) -> (B*K, ...): each group's row for its Kg beams
+            logits, *state = (x.repeat_interleave(Kg, dim=0) for x in (logits, *state))
+            state, alpha = tuple(state), None if alpha is None else alpha.repeat_interleave(Kg, dim=0)
         logp = word_logits(logits, start_id).log_softmax(dim=-1)  # (n*K, V)
         if constraints is not None:
             logp = constraints.apply(logp, hist_tokens)

@@ -270,6 +270,19 @@ def test_diverse_beam_matches_a_plain_reference(cls, G, strength):
     _check_consistent(dec, feats, res)
 
 
+@pytest.mark.parametrize("cls", DECODERS)
+def test_the_first_beam_step_runs_one_row_per_group(cls, monkeypatch):
+    """At the first step a group's beams are all the empty caption: one row each computes it
+    (B*G rows), every later step K rows per image still searching."""
+    dec = _decoder(cls, scale=3.0, end_bias=1.0)
+    rows = []
+    step = dec.step
+    monkeypatch.setattr(dec, "step", lambda tokens, *a, **kw: rows.append(len(tokens)) or step(tokens, *a, **kw))
+    B, K, G = 5, 6, 2
+    _decode(dec, _feats(B), method="diverse_beam", beam_size=K, groups=G, diversity_strength=0.5)
+    assert rows[0] == B * G and rows[1] == B * K and all(r % K == 0 for r in rows[1:]), rows
+
+
 def test_diversity_widens_the_words_of_the_n_best():
     """The n best of a diverse beam use more distinct words, and start with more distinct
     words, than those of a plain beam of the same size."""
