@@ -118,8 +118,8 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
         n = len(active)
         logits, state, alpha = decoder.step(tokens, state, memory)  # (n*K, V), alpha (n*K, P) or None
         if t == 0 and Kg > 1:  # (B*G, ...) -> (B*K, ...): each group's row for its Kg beams
-            logits, *state = (x.repeat_interleave(Kg, dim=0) for x in (logits, *state))
-            state, alpha = tuple(state), None if alpha is None else alpha.repeat_interleave(Kg, dim=0)
+            state = tuple(s.repeat_interleave(Kg, dim=0) for s in state)
+            logits, alpha = (x if x is None else x.repeat_interleave(Kg, dim=0) for x in (logits, alpha))
         logp = word_logits(logits, start_id).log_softmax(dim=-1)  # (n*K, V)
         if constraints is not None:
             logp = constraints.apply(logp, hist_tokens)
