@@ -36,15 +36,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 
-def _conf_dir() -> str:
+def _conf_dir(package_file: str = __file__) -> str:
     """The configs: conf/ in the source tree, installed as the package data capgen.conf
-    (pyproject.toml maps one onto the other). In a source checkout that Python imports
-    capgen from directly (its folder on sys.path), capgen.conf is not a package: conf/ is
-    then found beside capgen/."""
-    try:
-        return str(importlib.resources.files("capgen.conf"))
-    except ModuleNotFoundError:
-        return str(Path(__file__).resolve().parents[2] / "conf")
+    (pyproject.toml maps one onto the other). In a source checkout (pyproject.toml and
+    conf/train.yaml beside capgen/) the conf/ beside the imported code, always: capgen.conf
+    may be another checkout's (an editable install of one checkout, the code of a second one
+    imported through PYTHONPATH or a git worktree), and code and configs must not mix."""
+    root = Path(package_file).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "conf" / "train.yaml").is_file():
+        return str(root / "conf")
+    return str(importlib.resources.files("capgen.conf"))
 
 
 CONF_DIR = _conf_dir()

@@ -28,3 +28,21 @@ def test_tensorboard_run_name_is_the_jobs_overrides():
     finally:
         HydraConfig.instance().cfg = None
     assert registry.run_name() == "default"  # no command line outside a Hydra app
+
+
+def test_a_source_checkouts_code_reads_the_conf_beside_it_not_an_installed_ones(tmp_path):
+    """The code of one checkout imported while another is installed (PYTHONPATH, a git
+    worktree) must compose its own configs: its conf/ beside capgen/, not capgen.conf."""
+    import importlib.resources
+
+    from capgen.config import registry
+
+    code = tmp_path / "checkout" / "capgen" / "config" / "registry.py"
+    code.parent.mkdir(parents=True)
+    code.write_text("")
+    (tmp_path / "checkout" / "conf").mkdir()
+    (tmp_path / "checkout" / "conf" / "train.yaml").write_text("seed: 1\n")
+    installed = str(importlib.resources.files("capgen.conf"))
+    assert registry._conf_dir(str(code)) == installed  # no pyproject.toml: not a checkout
+    (tmp_path / "checkout" / "pyproject.toml").write_text("")
+    assert registry._conf_dir(str(code)) == str((tmp_path / "checkout" / "conf").resolve())
