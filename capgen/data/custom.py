@@ -172,7 +172,7 @@ def _row_index(path: str, identity: tuple, folder: str, fractions, seed: int) ->
                 images[file]["image_id"] = k
         entries, first = [], {}  # first: id and file -> the first image with it, described for messages
         for file, image in images.items():
-            where = f"{path} (line {image['line']}, image_id {image['image_id']}, {file})"
+            where = f"{path} ({_lines(image['lines'])}, image_id {image['image_id']}, {file})"
             repeat = repeat_of(first, image["image_id"], os.path.join(folder, file), "image_id",
                                f"line {image['line']} ({file})")
             entries.append((image["split"], image["image_id"], os.path.join(folder, file), where, repeat,
@@ -232,7 +232,8 @@ def _read_rows(path: str) -> list[tuple[int, dict]]:
 
 
 def _group_rows(path: str, rows: list[tuple[int, dict]]) -> dict[str, dict]:
-    """file -> {line (its first), captions, split, image_id}, files in order of first appearance."""
+    """file -> {line (its first), lines (one per caption), captions, split, image_id}, files in
+    order of first appearance."""
     images: dict[str, dict] = {}
     for number, row in rows:
         where = f"{path}: line {number}"
@@ -246,7 +247,7 @@ def _group_rows(path: str, rows: list[tuple[int, dict]]) -> dict[str, dict]:
         part, image_id = row.get("split"), _image_id(row.get("image_id"), where)
         if part is not None and part not in SPLITS:
             raise ValueError(f"{where} has split {part!r}; a split is train, val or test")
-        image = images.setdefault(file, {"line": number, "captions": [], "split": part, "image_id": image_id})
+        image = images.setdefault(file, {"line": number, "lines": [], "captions": [], "split": part, "image_id": image_id})
         for key, value, what in (("split", part, "split"), ("image_id", image_id, "id")):
             if image[key] != value:
                 raise ValueError(
@@ -254,7 +255,14 @@ def _group_rows(path: str, rows: list[tuple[int, dict]]) -> dict[str, dict]:
                     f"{_given(key, image[key])}; an image has one {what}, so all its rows must give the same one"
                 )
         image["captions"].append(row["caption"])
+        image["lines"].append(number)
     return images
+
+
+def _lines(numbers: list[int]) -> str:
+    """Where an image's captions are, for messages about its k-th caption: "line 5", or
+    "lines 5, 25" when its captions are on several (caption k is on the k-th of them)."""
+    return f"line {numbers[0]}" if len(numbers) == 1 else "lines " + ", ".join(map(str, numbers))
 
 
 def _given(key: str, value) -> str:

@@ -107,16 +107,22 @@ class ImageFileSource:
                 bad.exclude()
                 continue
             captions = []
-            for k, c in enumerate(raw):
+            for k, c in enumerate(raw, start=1):  # counted from 1, as the lines of a file are
+                which = f"caption {k} of {len(raw)}"
                 text = c.strip() if isinstance(c, str) else ""
                 if text and has_tokens(text):
                     captions.append(text)
                 elif text:  # emoji or punctuation only: tokenized, as training and scoring do, it is empty
-                    bad.report("empty caption", where, f"caption {k} ({c!r}) has no words once tokenized (only "
+                    bad.report("empty caption", where, f"{which} ({c!r}) has no words once tokenized (only "
                                "punctuation, emoji or symbols, which the COCO tokenizer drops), so it would train and "
                                "score as an empty caption", _FIX_ENTRY)
+                elif c is None:
+                    bad.report("empty caption", where, f"{which} is missing (no caption value)", _FIX_ENTRY)
+                elif not isinstance(c, str):
+                    bad.report("empty caption", where, f"{which} is not text but a {type(c).__name__} ({c!r})",
+                               _FIX_ENTRY)
                 else:
-                    bad.report("empty caption", where, f"caption {k} is empty ({c!r})", _FIX_ENTRY)
+                    bad.report("empty caption", where, f"{which} is empty ({c!r})", _FIX_ENTRY)
             if not captions:
                 bad.report("image without captions", where, "has no caption with words", _FIX_ENTRY)
                 continue

@@ -254,11 +254,29 @@ def test_captions_that_tokenize_to_nothing_are_empty_captions_under_on_bad_sampl
     from capgen.data.images import BadSampleError
 
     name = _custom(tmp_path, _row("a.png", "A red square.") + _row("a.png", caption) + _row("b.png", caption))
-    with pytest.raises(BadSampleError, match=r"captions\.jsonl \(line 1.*caption 1 .*has no words once tokenized"):
+    with pytest.raises(BadSampleError, match=r"captions\.jsonl \(lines 1, 2,.*caption 2 of 2 .*has no words once tokenized"):
         CustomSource(tmp_path, "train", captions=name, image_dir="images")
     kept = CustomSource(tmp_path, "train", captions=name, image_dir="images", on_bad_sample="skip")
     # a.png keeps its caption with words; b.png has none left, like an image whose captions are all ""
     assert len(kept) == 1 and kept.captions(0) == ["A red square."]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("", r"caption 2 of 2 is empty \(''\)"),
+    (5, r"caption 2 of 2 is not text but a int \(5\)"),
+    (["a dog"], r"caption 2 of 2 is not text but a list"),
+    (None, r"caption 2 of 2 is missing"),
+])
+def test_a_bad_caption_is_named_by_its_own_line_among_its_images_lines(tmp_path, bad, message):
+    """An image's captions may sit on lines far apart: the message lists the image's lines, so
+    its caption k (counted from 1) is found on the k-th of them, and says what is wrong with it."""
+    from capgen.data.custom import CustomSource
+    from capgen.data.images import BadSampleError
+
+    rows = _row("a.png", "A red square.") + _row("b.png", "A red circle.") + _row("a.png", bad)
+    name = _custom(tmp_path, rows)
+    with pytest.raises(BadSampleError, match=r"captions\.jsonl \(lines 1, 3, image_id \d+, a\.png\).*" + message):
+        CustomSource(tmp_path, "train", captions=name, image_dir="images")
 
 
 def test_captions_with_words_in_any_script_are_kept(tmp_path):
