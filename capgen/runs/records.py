@@ -114,7 +114,10 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
         if interrupted is None:
             raise
         _record_interruption(run, *interrupted)
-        raise SystemExit(e.code if isinstance(e.code, int) and e.code else 128 + interrupted[1]) from None
+        raise SystemExit(128 + interrupted[1]) from None  # the shell's code for "ended by signal n"
+    except KeyboardInterrupt:  # a Ctrl-C outside Lightning's fit and test: while the data loads, say
+        _record_interruption(run, "SIGINT", 2, False)
+        raise SystemExit(128 + 2) from None
     except Exception as e:
         # Imported here: capgen-compare reads run folders and should not wait for Lightning.
         from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -164,8 +167,8 @@ def one_paragraph(e: BaseException) -> str:
 
 def _interruption(e: SystemExit) -> tuple[str, int, bool] | None:
     """(signal name, number, whether last.ckpt was written at the stop) when `e` ended the run on a
-    signal: capgen's RunInterrupted, or Lightning's SIGTERMException (a SIGTERM outside training
-    steps); None for any other exit."""
+    signal: capgen's RunInterrupted, Lightning's SIGTERMException (a SIGTERM outside training
+    steps) or its exit after a Ctrl-C; None for any other exit."""
     import signal
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -175,6 +178,8 @@ def _interruption(e: SystemExit) -> tuple[str, int, bool] | None:
         return signal.Signals(signum).name, signum, bool(getattr(e, "saved", False))
     if isinstance(e, SIGTERMException):
         return "SIGTERM", int(signal.SIGTERM), False
+    if isinstance(e.__context__, KeyboardInterrupt):  # Lightning ends a Ctrl-C in fit or test with sys.exit(1)
+        return "SIGINT", int(signal.SIGINT), False
     return None
 
 
@@ -182,6 +187,10 @@ def _record_interruption(run: Path, name: str, signum: int, saved: bool) -> None
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0 or not run.is_dir():
+        return
+    if not (run / "checkpoints" / "last.ckpt").is_file():  # nothing to resume: said so, not a resume that fails
+        _write_json(run / SUMMARY, {"status": "interrupted", "signal": name, "checkpoint": None})
+        log.warning("%s: the run stopped before its first checkpoint was written; run it again to train it", name)
         return
     where = "at the end of the step it was in" if saved else "earlier (the stop came outside a training step)"
     summary = {"status": "interrupted", "signal": name, "checkpoint": "checkpoints/last.ckpt",

@@ -29,7 +29,11 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
         lines.append(f"next: fix the cause and run again: capgen-train {given}".rstrip())
         return lines
     if summary["status"] == "interrupted":
-        lines.append(f"next: continue it where it stopped: {summary.get('resume') or f'capgen-train resume={folder}'}")
+        if "checkpoint" in summary and summary["checkpoint"] is None:  # stopped before its first one
+            given = " ".join(shlex.quote(_unquoted(o)) for o in _overrides(run))
+            lines.append(f"next: it stopped before its first checkpoint; run it again: capgen-train {given}".rstrip())
+        else:
+            lines.append(f"next: continue it where it stopped: {summary.get('resume') or f'capgen-train resume={folder}'}")
         return lines
     best = summary.get("best_checkpoint")
     metrics = summary.get("metrics", {})

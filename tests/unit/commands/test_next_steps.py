@@ -43,6 +43,8 @@ def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
     (stopped / "checkpoints" / "epoch002-best1.250.ckpt").write_bytes(b"")
     assert what_next(stopped)[1:] == ["best checkpoint so far: checkpoints/epoch002-best1.250.ckpt",
                                       f"next: continue it where it stopped: capgen-train resume={stopped}"]
+    early = _write_run(tmp_path / "early", {"status": "interrupted", "signal": "SIGINT", "checkpoint": None}, ["model=lstm"])
+    assert what_next(early)[1:] == ["next: it stopped before its first checkpoint; run it again: capgen-train model=lstm"]
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     assert "ended before writing summary.json" in what_next(unfinished)[1]

@@ -131,3 +131,46 @@ def test_a_record_in_a_read_only_folder_is_a_permission_error_naming_it(tmp_path
     finally:
         run.chmod(0o755)
     assert sorted(p.name for p in run.iterdir()) == [".hydra"]
+
+
+def _ctrl_c_in_lightning(cfg):
+    """What Lightning does with a Ctrl-C inside fit or test: a graceful shutdown, then sys.exit(1)."""
+    import sys
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        sys.exit(1)
+
+
+def _ctrl_c_outside_lightning(cfg):
+    raise KeyboardInterrupt  # e.g. while the data set is indexed, before fit starts
+
+
+@pytest.mark.parametrize("ctrl_c", [_ctrl_c_in_lightning, _ctrl_c_outside_lightning])
+def test_a_ctrl_c_is_recorded_as_an_interruption_with_the_shells_exit_code(tmp_path, ctrl_c):
+    """Ctrl-C ends a run as SIGTERM does: summary.json says interrupted (and how to go on), exit
+    status 130 (128 + SIGINT); with a last.ckpt the resume command, without one no resume."""
+    run = make_run_folder(tmp_path / "run", ["model=attn"])
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
+    with pytest.raises(SystemExit) as ended:
+        run_recording_failure(ctrl_c, cfg)
+    assert ended.value.code == 130
+    assert read_summary(run) == {"status": "interrupted", "signal": "SIGINT", "checkpoint": None}
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(SystemExit) as ended:
+        run_recording_failure(ctrl_c, cfg)
+    assert ended.value.code == 130
+    assert read_summary(run) == {"status": "interrupted", "signal": "SIGINT", "checkpoint": "checkpoints/last.ckpt",
+                                 "resume": f"capgen-train resume={run}"}
+
+
+def test_an_ordinary_exit_is_not_taken_for_an_interruption(tmp_path):
+    import sys
+
+    run = make_run_folder(tmp_path / "run", [])
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
+    with pytest.raises(SystemExit) as ended:
+        run_recording_failure(lambda cfg: sys.exit(3), cfg)
+    assert ended.value.code == 3 and read_summary(run) is None
