@@ -52,7 +52,8 @@ def command_overrides(args: list[str]) -> list[str]:
 
 def quote_paths(args: list[str], keys: Iterable[str], lists: Iterable[str] = ()) -> list[str]:
     """`args` (sys.argv[1:]) with the value of every `key=value` whose key is in `keys`
-    quoted, unless it is empty or already quoted. Flags and other overrides are unchanged.
+    quoted, unless it is empty, already quoted or null (no path: the setting's default None).
+    Flags and other overrides are unchanged.
 
     A key in `lists` may hold a list in Hydra's syntax, `key=[a,b,c]` (an ensemble's
     checkpoints): each item is quoted, and stays a list. The items are split at commas into
@@ -64,7 +65,7 @@ def quote_paths(args: list[str], keys: Iterable[str], lists: Iterable[str] = ())
     quoted = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if key in keys and sep and value and value[0] not in "'\"":
+        if key in keys and sep and value and value[0] not in "'\"" and value != "null":
             if key in lists and _is_list(value):
                 items = _list_items(value[1:-1])
                 arg = f"{key}=[{','.join(_quoted(arg, item) for item in items)}]"

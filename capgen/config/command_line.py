@@ -14,9 +14,13 @@ from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV
 from .resume_argv import DDP_CHILD, resume_argv
 
+# The data configs' path settings (conf/data/*.yaml): quoted, `data.root=~/pets` reaches the
+# source, which expands `~`, instead of stopping Hydra's lexer, and a comma stays in the path.
+DATA_PATH_KEYS = ("data.root", "data.cache_dir", "data.source.path", "data.source.captions", "data.source.karpathy_json",
+                  "data.source.image_dir")
 # The keys whose values are paths, quoted for Hydra's override parser (see quote_paths).
-PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from"), "eval": ("run", "ckpt_path"), "caption": ("ckpt_path", "images"),
-             "demo": ("run", "ckpt_path"), "prepare": ()}
+PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from", *DATA_PATH_KEYS), "eval": ("run", "ckpt_path", *DATA_PATH_KEYS),
+             "caption": ("ckpt_path", "images"), "demo": ("run", "ckpt_path"), "prepare": ("cache_dir", *DATA_PATH_KEYS)}
 # The keys that may hold a list of paths: an ensemble's checkpoints (capgen.lightning.inference).
 LIST_KEYS = {"eval": ("run", "ckpt_path"), "caption": ("ckpt_path",), "demo": ("run", "ckpt_path")}
 # The commands whose run folder may be given as paths.output_dir (capgen-prepare and capgen-demo
@@ -30,7 +34,7 @@ def command_line(command: str, args: list[str]) -> list[str]:
     paragraph) before Hydra makes a run folder, so a refused command writes nothing. In order,
     each for the commands named:
 
-    1. quote_paths (all but prepare): the values of PATH_KEYS quoted, so that a folder named by
+    1. quote_paths (all): the values of PATH_KEYS quoted, so that a folder named by
        a sweep's overrides (`1_model=lstm,seed=2`) stays one path; a list of LIST_KEYS
        (`ckpt_path=[a,b]`, an ensemble) stays a list of quoted paths;
     2. output_dir_as_run_dir (train, eval, caption): paths.output_dir=X given as hydra.run.dir=X,
@@ -51,7 +55,7 @@ def command_line(command: str, args: list[str]) -> list[str]:
        with + or not), refused before Hydra makes a run folder;
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
-    if command in PATH_KEYS and PATH_KEYS[command]:
+    if command in PATH_KEYS:
         args = quote_paths(args, PATH_KEYS[command], LIST_KEYS.get(command, ()))
     if command in WHOLE_RUN_IN_OUTPUT_DIR:
         args = output_dir_as_run_dir(args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from ...config.command_line import PATH_KEYS
 from ...runs.folders import run_overrides
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
 
@@ -63,10 +64,10 @@ def _best_so_far(run: Path) -> list[str]:
 
 
 def _unquoted(override: str) -> str:
-    """A path override as typed: capgen-train quotes the values of ckpt_path=, resume= and
-    init_from= for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
+    """A path override as typed: capgen-train quotes the values of its path settings (resume=,
+    data.root=, ...) for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
     key, sep, value = override.partition("=")
-    if key.lstrip("+") in ("ckpt_path", "resume", "init_from") and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+    if key.lstrip("+") in PATH_KEYS["train"] and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
         return f"{key}{sep}{value[1:-1]}"
     return override
 

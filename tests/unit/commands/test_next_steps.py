@@ -32,11 +32,12 @@ def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
     from capgen.commands.train.next_steps import what_next
 
     failed = _write_run(tmp_path / "failed", {"status": "failed", "error": "ValueError: bad", "traceback": "error.txt"},
-                        ["model=lstm", "data.source.sizes={train:8,val:4,test:4}", "ckpt_path='/runs/a b/last.ckpt'"])
+                        ["model=lstm", "data.source.sizes={train:8,val:4,test:4}", "ckpt_path='/runs/a b/last.ckpt'",
+                         "data.root='~/pets'"])
     lines = what_next(failed)
     assert lines[0] == f"run folder: {failed} (failed; traceback in {failed / 'error.txt'})"
     assert lines[1] == ("next: fix the cause and run again: capgen-train model=lstm 'data.source.sizes={train:8,val:4,test:4}' "
-                        "'ckpt_path=/runs/a b/last.ckpt'")  # as typed: capgen-train quotes paths for Hydra itself
+                        "'ckpt_path=/runs/a b/last.ckpt' 'data.root=~/pets'")  # as typed: capgen-train quotes paths for Hydra itself
     stopped = _write_run(tmp_path / "stopped", {"status": "interrupted", "signal": "SIGTERM",
                                                 "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
     (stopped / "checkpoints").mkdir()

@@ -23,9 +23,9 @@ def test_a_quoted_path_parses_back_to_itself_as_one_value(path):
 
 
 def test_only_the_named_keys_are_quoted_and_quoted_values_are_left_alone():
-    args = ["-m", "model=rnn,lstm", "run=a=b", "ckpt_path='already=quoted'", "images=", "seed=1"]
-    assert quote_paths(args, ["run", "ckpt_path", "images"]) == \
-        ["-m", "model=rnn,lstm", "run='a=b'", "ckpt_path='already=quoted'", "images=", "seed=1"]
+    args = ["-m", "model=rnn,lstm", "run=a=b", "ckpt_path='already=quoted'", "images=", "seed=1", "init_from=null"]
+    assert quote_paths(args, ["run", "ckpt_path", "images", "init_from"]) == \
+        ["-m", "model=rnn,lstm", "run='a=b'", "ckpt_path='already=quoted'", "images=", "seed=1", "init_from=null"]
 
 
 def test_a_path_with_both_quote_characters_is_refused_with_the_fix():
@@ -144,3 +144,19 @@ def test_an_ensembles_data_choice_is_its_first_checkpoints_runs(tmp_path):
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"data": "shapes"}}}}), run / ".hydra" / "hydra.yaml")
     args = quote_paths([f"ckpt_path=[{run}/checkpoints/last.ckpt,{tmp_path}/other.ckpt]"], ["ckpt_path"], ["ckpt_path"])
     assert with_run_data_choice(args) == [*args, "data=shapes"]
+
+
+@pytest.mark.parametrize("command, setting", [("train", "data.root"), ("train", "data.cache_dir"),
+                                              ("train", "data.source.captions"), ("eval", "data.root"),
+                                              ("prepare", "data.root"), ("prepare", "cache_dir")])
+def test_a_data_path_with_a_tilde_or_a_comma_reaches_the_config_as_typed(command, setting, monkeypatch):
+    # README's `capgen-train data=custom data.root=~/pets`: unquoted, `~` stops Hydra's lexer and
+    # a comma would make a sweep; the code expands `~` itself.
+    from capgen.config.command_line import command_line
+
+    from helpers.runs import compose_command
+
+    monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")  # restored after the test: command_line("train") sets it
+    extra = ["cache_dir=/tmp/c"] if command == "prepare" and setting != "cache_dir" else []
+    args = command_line(command, ["data=custom", f"{setting}=~/my pets,2", *extra])
+    assert OmegaConf.select(compose_command(command, *args), setting) == "~/my pets,2"
