@@ -11,8 +11,9 @@ Each command quotes the values of the keys that hold paths before Hydra sees the
 
 Where a command will write is checked here too, before Hydra makes its run folder
 (`require_writable_run_folder`): a folder on a read-only mount, or one this user may not
-write, would otherwise end in a traceback from Hydra's mkdir, or from the first file a resume
-writes, instead of a paragraph with the fix.
+write, or a file where the folder (or one above it) should be, would otherwise end in a
+traceback from Hydra's mkdir, or from the first file a resume writes, instead of a paragraph
+with the fix.
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ def unwritable(folder: Path) -> str | None:
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    if not existing.is_dir():  # Hydra's makedirs would stop there with a traceback
+        return f"{existing} is a file, not a folder"
     if os.access(existing, os.W_OK):
         return None
     readonly = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
@@ -160,6 +163,8 @@ def require_writable_run_folder(args: list[str], task: str) -> None:
     if why is None:
         return
     if task == "train" and any(a.partition("=")[0] == "resume" for a in args):
+        if not folder.is_dir():
+            return  # not a run folder: resume_argv says so (capgen.runs.resume.check_run_dir)
         raise SystemExit(
             f"capgen-train: resume={folder}: {why}, and resuming writes the run's checkpoints and records into its "
             f"folder. Nothing was changed. Copy the run to a writable place and resume the copy: cp -r {folder} "

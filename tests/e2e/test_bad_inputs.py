@@ -54,6 +54,8 @@ result, and leaves the outputs already on disk as they were.
 |                                         |                  | (test_skip_bad_images.py)                      |
 | a full disk or a read-only run folder   | train/eval       | one paragraph naming the file, no .tmp left    |
 |                                         |                  | (unit/runs/test_records.py, test_checkpoint.py) |
+| a file in the way of the run folder     | all              | one paragraph naming it, before Hydra writes   |
+|                                         |                  | (unit/config/test_argv.py)                     |
 
 The readers' own tests (test_karpathy.py, test_images.py, test_vocab.py) cover each case
 at the source level; here they go through the entry points.

@@ -116,6 +116,23 @@ def test_a_run_folder_on_a_read_only_mount_is_one_paragraph_before_hydra_writes(
     require_writable_run_folder([f"hydra.run.dir={read_only.parent / 'rw'}"], command)  # a writable folder passes
 
 
+@pytest.mark.parametrize("args, folder", [(["hydra.run.dir={f}/run"], "{f}/run"), (["hydra.run.dir={f}"], "{f}"),
+                                          (["-m", "hydra.sweep.dir={f}/sweep", "seed=1,2"], "{f}/sweep")])
+def test_a_file_in_the_way_of_the_run_folder_is_one_paragraph_before_hydra_writes(tmp_path, args, folder):
+    from capgen.config.argv import require_writable_run_folder
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    with pytest.raises(SystemExit) as err:
+        require_writable_run_folder([a.format(f=afile) for a in args], "train")
+    assert str(err.value) == (
+        f"capgen-train: cannot make the run folder {folder.format(f=afile)}: {afile} is a file, not a folder, and every "
+        "run writes its config, log and results there. Give a writable folder with hydra.run.dir=<folder> (or "
+        "paths.output_dir=<folder>), or run from a writable working directory.")
+    assert afile.read_text() == "mine"
+    require_writable_run_folder([f"resume={afile}"], "train")  # resume_argv names it as no run folder
+
+
 def test_a_list_of_paths_stays_a_list_of_whole_paths(tmp_path, monkeypatch):
     """ckpt_path=[a,b] (an ensemble) reaches Hydra as a list; a sweep job's folder inside it, commas
     and all, stays one item, and an item that names nothing is its own (the command names it)."""
