@@ -25,7 +25,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from ..runs.folders import run_data_choice
+from ..runs.folders import held_run, run_data_choice
 from . import CONF_DIR
 
 # Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
@@ -194,6 +194,22 @@ def named_run_dir(args: list[str]) -> Path | None:
         return None
     folder = Path(value).expanduser().absolute()
     return folder if folder.is_dir() else None
+
+
+def require_new_run_folder(args: list[str], folder: Path) -> None:
+    """SystemExit with one paragraph when a new run (no resume=) is given, as hydra.run.dir,
+    the existing `folder` (named_run_dir) of another run: it would overwrite that run's config,
+    last.ckpt and summary.json and mix its checkpoints and curves with its own."""
+    if any(a.partition("=")[0] == "resume" and a.partition("=")[2] not in ("", "null") for a in command_overrides(args)):
+        return  # resume_argv continues the run there
+    held = held_run(folder)
+    if held:
+        raise SystemExit(
+            f"capgen-train: hydra.run.dir={folder} already holds a run ({', '.join(held)}), and a new run there would "
+            f"overwrite its config, last checkpoint and summary and mix its checkpoints with the new run's. Nothing "
+            f"was written. Continue that run with capgen-train resume={folder} (trainer.max_epochs=... may be added), "
+            f"or give the new run another folder: hydra.run.dir=<new folder>."
+        )
 
 
 def with_run_data_choice(args: list[str]) -> list[str]:

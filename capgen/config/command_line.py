@@ -8,7 +8,8 @@ import time
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from ..runs.lock import hold, record_holder
-from .argv import named_run_dir, output_dir_as_run_dir, quote_paths, require_writable_run_folder, with_run_data_choice
+from .argv import (named_run_dir, output_dir_as_run_dir, quote_paths, require_new_run_folder, require_writable_run_folder,
+                   with_run_data_choice)
 from .checks import check_command_keys
 from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV
@@ -49,7 +50,8 @@ def command_line(command: str, args: list[str]) -> list[str]:
     7. the run folder's lock (train, global rank 0 only: DDP's processes and torchrun's or
        SLURM's other ranks write into its folder under its lock): a folder the command names
        that exists already is locked before resume_argv copies its .hydra/ aside and before
-       Hydra writes into it (capgen.runs.lock), held until the process ends;
+       Hydra writes into it (capgen.runs.lock), held until the process ends; a new run (no
+       resume=) given such a folder that holds a run is refused (require_new_run_folder);
     8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked;
     9. check_command_keys (train): a key no constructor takes (`model.decoder.hiden_dim=3`,
        with + or not), refused before Hydra makes a run folder;
@@ -72,6 +74,7 @@ def command_line(command: str, args: list[str]) -> list[str]:
     folder = named_run_dir(args) if rank_zero_only.rank == 0 else None
     if folder is not None:
         hold(folder, record=False)  # until this process ends; nothing written before the checks
+        require_new_run_folder(args, folder)  # after the lock: a run still writing there is named as such
     args = resume_argv(args)
     check_command_keys(args)
     if folder is not None:

@@ -48,6 +48,8 @@ result, and leaves the outputs already on disk as they were.
 | duplicate image ids                     | train            | follows on_bad_sample (test_karpathy.py)       |
 | two capgen-train on one run folder      | train            | the second refused, naming the holder          |
 |                                         |                  | (test_run_lock.py)                             |
+| a new run given another run's folder    | train            | refused naming resume= and another folder,     |
+|   as hydra.run.dir                      |                  | the run kept (test_first_hour_commands.py)     |
 | a half-written summary.json             | compare          | listed as unreadable, the others shown         |
 |                                         |                  | (unit/commands/test_compare.py)                |
 | an undecodable image, on_bad_sample=skip | train           | left out of its batch, counted, resume exact   |

@@ -133,6 +133,42 @@ def test_a_file_in_the_way_of_the_run_folder_is_one_paragraph_before_hydra_write
     require_writable_run_folder([f"resume={afile}"], "train")  # resume_argv names it as no run folder
 
 
+def _run_folder(run, summary: str | None = None, checkpoint: str | None = None):
+    """A run folder as capgen-train leaves it: .hydra/config.yaml, then what the run got to write."""
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    if summary:
+        (run / "summary.json").write_text(f'{{"status": "{summary}"}}')
+    if checkpoint:
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / checkpoint).write_bytes(b"")
+    return run
+
+
+@pytest.mark.parametrize("summary, checkpoint", [("completed", "epoch001-best0.798.ckpt"), (None, "last.ckpt"),
+                                                 ("completed", None), ("interrupted", "last.ckpt")])
+def test_a_new_run_into_a_folder_holding_a_run_is_refused_naming_both_ways_out(tmp_path, summary, checkpoint):
+    from capgen.config.argv import require_new_run_folder
+
+    run = _run_folder(tmp_path / "ow", summary, checkpoint)
+    with pytest.raises(SystemExit) as err:
+        require_new_run_folder(["debug=fast", f"hydra.run.dir={run}"], run)
+    message = str(err.value)
+    assert message.startswith(f"capgen-train: hydra.run.dir={run} already holds a run (.hydra/config.yaml"), message
+    assert f"capgen-train resume={run} " in message and "hydra.run.dir=<new folder>" in message and "\n" not in message
+    require_new_run_folder([f"resume='{run}'", "trainer.max_epochs=4"], run)  # a resume continues it there
+
+
+@pytest.mark.parametrize("summary", [None, "interrupted", "failed"])
+def test_a_run_stopped_before_its_first_checkpoint_may_be_started_again_in_its_folder(tmp_path, summary):
+    # resume= refuses it ("start it again without resume="); the soak restarts it so (tests/e2e/train/test_soak.py)
+    from capgen.config.argv import require_new_run_folder
+
+    run = _run_folder(tmp_path / "early", summary)
+    (run / "checkpoints").mkdir()  # made before any checkpoint is written into it
+    require_new_run_folder([f"hydra.run.dir={run}"], run)
+
+
 def test_a_list_of_paths_stays_a_list_of_whole_paths(tmp_path, monkeypatch):
     """ckpt_path=[a,b] (an ensemble) reaches Hydra as a list; a sweep job's folder inside it, commas
     and all, stays one item, and an item that names nothing is its own (the command names it)."""
