@@ -433,6 +433,12 @@ class CaptionDataModule(L.LightningDataModule):
             source.check_encoder(self.encoder)
         return source
 
+    def train_batches(self, world_size: int = 1) -> int:
+        """The training batches of an epoch in each of `world_size` processes, as train_dataloader
+        makes them: the sampler hands each process ceil(images / world_size) items (padded), one
+        per image whatever train_captions_per_image is, and the loader drops the incomplete last batch."""
+        return math.ceil(len(self.source("train")) / world_size) // self.batch_size
+
     def train_dataloader(self) -> DataLoader:
         source = self._loading("train")
         pairs = CaptionPairs(source, self.vocab)

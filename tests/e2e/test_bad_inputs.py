@@ -23,7 +23,8 @@ result, and leaves the outputs already on disk as they were.
 | caption: 1x1 and 10,000x10,000 images   | caption          | captioned like any other image                 |
 | caption: a 3000x300 panorama            | caption          | captioned, its figure drawn (test_viz.py)      |
 | no training images, empty val/test split, | train          | stops at start-up naming the setting, before   |
-|   hidden_dim=0, max_len=0               |                  | anything is written                            |
+|   hidden_dim=0, max_len=0, fewer train  |                  | anything is written                            |
+|   images than data.batch_size           |                  | (unit/config/test_checks.py)                   |
 | a setting of the wrong type (lr=abc,    | train            | one paragraph naming the key, the value and an |
 |   batch_size=abc, precision=bogus, ...) |                  | example, before anything is written            |
 | a setting out of range (lr=-1 or nan,   | train            | the same (unit/config/test_checks.py: all)     |

@@ -11,8 +11,9 @@ from ...runs.folders import run_overrides
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
 
 
-def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
-    """A few lines for the end of a capgen-train run in `run`, from what it left there."""
+def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False) -> list[str]:
+    """A few lines for the end of a capgen-train run in `run`, from what it left there
+    (`fast_dev_run`: the run's trainer.fast_dev_run was set)."""
     run = run.absolute()
     folder = shlex.quote(str(run))
     try:
@@ -44,8 +45,9 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
         lines.append("best checkpoint: none (no validation ran); the last: checkpoints/last.ckpt")
         checkpoint = shlex.quote(str(run / "checkpoints" / "last.ckpt"))
         run_or_ckpt = f"ckpt_path={checkpoint}"
-    else:  # trainer.fast_dev_run writes none
-        return [*lines, "no checkpoint was written (trainer.fast_dev_run writes none)", "next:", watch]
+    else:  # e.g. trainer.fast_dev_run, or trainer.enable_checkpointing=false
+        why = " (trainer.fast_dev_run writes none)" if fast_dev_run else ""
+        return [*lines, f"no checkpoint was written{why}", "next:", watch]
     lines += [
         "next:",
         watch,
