@@ -11,8 +11,9 @@ Each command quotes the values of the keys that hold paths before Hydra sees the
 
 Where a command will write is checked here too, before Hydra makes its run folder
 (`require_writable_run_folder`): a folder on a read-only mount, or one this user may not
-write, would otherwise end in a traceback from Hydra's mkdir, or from the first file a resume
-writes, instead of a paragraph with the fix.
+write, or a file where the folder (or one above it) should be, would otherwise end in a
+traceback from Hydra's mkdir, or from the first file a resume writes, instead of a paragraph
+with the fix.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from ..runs.folders import run_data_choice
+from ..runs.folders import held_run, run_data_choice
 from . import CONF_DIR
 
 # Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
@@ -52,7 +53,8 @@ def command_overrides(args: list[str]) -> list[str]:
 
 def quote_paths(args: list[str], keys: Iterable[str], lists: Iterable[str] = ()) -> list[str]:
     """`args` (sys.argv[1:]) with the value of every `key=value` whose key is in `keys`
-    quoted, unless it is empty or already quoted. Flags and other overrides are unchanged.
+    quoted, unless it is empty, already quoted or null (no path: the setting's default None).
+    Flags and other overrides are unchanged.
 
     A key in `lists` may hold a list in Hydra's syntax, `key=[a,b,c]` (an ensemble's
     checkpoints): each item is quoted, and stays a list. The items are split at commas into
@@ -64,7 +66,7 @@ def quote_paths(args: list[str], keys: Iterable[str], lists: Iterable[str] = ())
     quoted = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if key in keys and sep and value and value[0] not in "'\"":
+        if key in keys and sep and value and value[0] not in "'\"" and value != "null":
             if key in lists and _is_list(value):
                 items = _list_items(value[1:-1])
                 arg = f"{key}=[{','.join(_quoted(arg, item) for item in items)}]"
@@ -130,6 +132,8 @@ def unwritable(folder: Path) -> str | None:
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    if not existing.is_dir():  # Hydra's makedirs would stop there with a traceback
+        return f"{existing} is a file, not a folder"
     if os.access(existing, os.W_OK):
         return None
     readonly = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
@@ -159,6 +163,8 @@ def require_writable_run_folder(args: list[str], task: str) -> None:
     if why is None:
         return
     if task == "train" and any(a.partition("=")[0] == "resume" for a in args):
+        if not folder.is_dir():
+            return  # not a run folder: resume_argv says so (capgen.runs.resume.check_run_dir)
         raise SystemExit(
             f"capgen-train: resume={folder}: {why}, and resuming writes the run's checkpoints and records into its "
             f"folder. Nothing was changed. Copy the run to a writable place and resume the copy: cp -r {folder} "
@@ -188,6 +194,22 @@ def named_run_dir(args: list[str]) -> Path | None:
         return None
     folder = Path(value).expanduser().absolute()
     return folder if folder.is_dir() else None
+
+
+def require_new_run_folder(args: list[str], folder: Path) -> None:
+    """SystemExit with one paragraph when a new run (no resume=) is given, as hydra.run.dir,
+    the existing `folder` (named_run_dir) of another run: it would overwrite that run's config,
+    last.ckpt and summary.json and mix its checkpoints and curves with its own."""
+    if any(a.partition("=")[0] == "resume" and a.partition("=")[2] not in ("", "null") for a in command_overrides(args)):
+        return  # resume_argv continues the run there
+    held = held_run(folder)
+    if held:
+        raise SystemExit(
+            f"capgen-train: hydra.run.dir={folder} already holds a run ({', '.join(held)}), and a new run there would "
+            f"overwrite its config, last checkpoint and summary and mix its checkpoints with the new run's. Nothing "
+            f"was written. Continue that run with capgen-train resume={folder} (trainer.max_epochs=... may be added), "
+            f"or give the new run another folder: hydra.run.dir=<new folder>."
+        )
 
 
 def with_run_data_choice(args: list[str]) -> list[str]:

@@ -8,15 +8,20 @@ import time
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from ..runs.lock import hold, record_holder
-from .argv import named_run_dir, output_dir_as_run_dir, quote_paths, require_writable_run_folder, with_run_data_choice
+from .argv import (named_run_dir, output_dir_as_run_dir, quote_paths, require_new_run_folder, require_writable_run_folder,
+                   with_run_data_choice)
 from .checks import check_command_keys
 from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV
 from .resume_argv import DDP_CHILD, resume_argv
 
+# The data configs' path settings (conf/data/*.yaml): quoted, `data.root=~/pets` reaches the
+# source, which expands `~`, instead of stopping Hydra's lexer, and a comma stays in the path.
+DATA_PATH_KEYS = ("data.root", "data.cache_dir", "data.source.path", "data.source.captions", "data.source.karpathy_json",
+                  "data.source.image_dir")
 # The keys whose values are paths, quoted for Hydra's override parser (see quote_paths).
-PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from"), "eval": ("run", "ckpt_path"), "caption": ("ckpt_path", "images"),
-             "demo": ("run", "ckpt_path"), "prepare": ()}
+PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from", *DATA_PATH_KEYS), "eval": ("run", "ckpt_path", *DATA_PATH_KEYS),
+             "caption": ("ckpt_path", "images"), "demo": ("run", "ckpt_path"), "prepare": ("cache_dir", *DATA_PATH_KEYS)}
 # The keys that may hold a list of paths: an ensemble's checkpoints (capgen.lightning.inference).
 LIST_KEYS = {"eval": ("run", "ckpt_path"), "caption": ("ckpt_path",), "demo": ("run", "ckpt_path")}
 # The commands whose run folder may be given as paths.output_dir (capgen-prepare and capgen-demo
@@ -30,7 +35,7 @@ def command_line(command: str, args: list[str]) -> list[str]:
     paragraph) before Hydra makes a run folder, so a refused command writes nothing. In order,
     each for the commands named:
 
-    1. quote_paths (all but prepare): the values of PATH_KEYS quoted, so that a folder named by
+    1. quote_paths (all): the values of PATH_KEYS quoted, so that a folder named by
        a sweep's overrides (`1_model=lstm,seed=2`) stays one path; a list of LIST_KEYS
        (`ckpt_path=[a,b]`, an ensemble) stays a list of quoted paths;
     2. output_dir_as_run_dir (train, eval, caption): paths.output_dir=X given as hydra.run.dir=X,
@@ -45,13 +50,14 @@ def command_line(command: str, args: list[str]) -> list[str]:
     7. the run folder's lock (train, global rank 0 only: DDP's processes and torchrun's or
        SLURM's other ranks write into its folder under its lock): a folder the command names
        that exists already is locked before resume_argv copies its .hydra/ aside and before
-       Hydra writes into it (capgen.runs.lock), held until the process ends;
+       Hydra writes into it (capgen.runs.lock), held until the process ends; a new run (no
+       resume=) given such a folder that holds a run is refused (require_new_run_folder);
     8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked;
     9. check_command_keys (train): a key no constructor takes (`model.decoder.hiden_dim=3`,
        with + or not), refused before Hydra makes a run folder;
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
-    if command in PATH_KEYS and PATH_KEYS[command]:
+    if command in PATH_KEYS:
         args = quote_paths(args, PATH_KEYS[command], LIST_KEYS.get(command, ()))
     if command in WHOLE_RUN_IN_OUTPUT_DIR:
         args = output_dir_as_run_dir(args)
@@ -68,6 +74,7 @@ def command_line(command: str, args: list[str]) -> list[str]:
     folder = named_run_dir(args) if rank_zero_only.rank == 0 else None
     if folder is not None:
         hold(folder, record=False)  # until this process ends; nothing written before the checks
+        require_new_run_folder(args, folder)  # after the lock: a run still writing there is named as such
     args = resume_argv(args)
     check_command_keys(args)
     if folder is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -55,7 +56,7 @@ class CocoPtSource:
     def __init__(self, path: str, split: str):
         if split not in SPLIT_FIELDS:
             raise ValueError(f"split must be one of {tuple(SPLIT_FIELDS)}, got {split!r}")
-        self.path, self.split = str(path), split
+        self.path, self.split = os.path.expanduser(str(path)), split  # data.source.path=~/coco.pt
         self._field = SPLIT_FIELDS[split]
         data = _read(self.path)
         self.vocabulary = _vocabulary(self.path, data["vocab"])

@@ -310,7 +310,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.train_captions_per_image = train_captions_per_image
         self.num_workers, self.min_freq, self.max_len, self.seed = num_workers, min_freq, max_len, seed
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None  # data.cache_dir=~/cache, as capgen-prepare's
         self.use_features, self.encoder = use_features, encoder
         self._vocab = vocab
         self._sources: dict[str, object] = {}
@@ -432,6 +432,12 @@ class CaptionDataModule(L.LightningDataModule):
                 )
             source.check_encoder(self.encoder)
         return source
+
+    def train_batches(self, world_size: int = 1) -> int:
+        """The training batches of an epoch in each of `world_size` processes, as train_dataloader
+        makes them: the sampler hands each process ceil(images / world_size) items (padded), one
+        per image whatever train_captions_per_image is, and the loader drops the incomplete last batch."""
+        return math.ceil(len(self.source("train")) / world_size) // self.batch_size
 
     def train_dataloader(self) -> DataLoader:
         source = self._loading("train")

@@ -24,6 +24,19 @@ def is_run(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file()
 
 
+def held_run(folder: Path) -> list[str]:
+    """What of a run `folder` holds that a new run there would overwrite or mix with its own
+    (.hydra/config.yaml, checkpoints/, summary.json); none when the run there stopped before
+    its first checkpoint and did not complete: it has nothing to resume or keep (resume=
+    refuses it and says to start it again), and the same command may start it again."""
+    held = [name for name in (".hydra/config.yaml", "checkpoints/", SUMMARY) if (folder / name).exists()]
+    try:
+        completed = (read_summary(folder) or {}).get("status") == "completed"
+    except UnreadableRecord:
+        completed = True  # it cannot say: keep it
+    return held if completed or any((folder / "checkpoints").glob("*.ckpt")) else []
+
+
 def find_runs(root: Path) -> list[Path]:
     """The run folders at or under `root` (those holding .hydra/config.yaml), sorted by path."""
     if not root.is_dir():

@@ -23,7 +23,8 @@ result, and leaves the outputs already on disk as they were.
 | caption: 1x1 and 10,000x10,000 images   | caption          | captioned like any other image                 |
 | caption: a 3000x300 panorama            | caption          | captioned, its figure drawn (test_viz.py)      |
 | no training images, empty val/test split, | train          | stops at start-up naming the setting, before   |
-|   hidden_dim=0, max_len=0               |                  | anything is written                            |
+|   hidden_dim=0, max_len=0, fewer train  |                  | anything is written                            |
+|   images than data.batch_size           |                  | (unit/config/test_checks.py)                   |
 | a setting of the wrong type (lr=abc,    | train            | one paragraph naming the key, the value and an |
 |   batch_size=abc, precision=bogus, ...) |                  | example, before anything is written            |
 | a setting out of range (lr=-1 or nan,   | train            | the same (unit/config/test_checks.py: all)     |
@@ -48,12 +49,16 @@ result, and leaves the outputs already on disk as they were.
 | duplicate image ids                     | train            | follows on_bad_sample (test_karpathy.py)       |
 | two capgen-train on one run folder      | train            | the second refused, naming the holder          |
 |                                         |                  | (test_run_lock.py)                             |
+| a new run given another run's folder    | train            | refused naming resume= and another folder,     |
+|   as hydra.run.dir                      |                  | the run kept (test_first_hour_commands.py)     |
 | a half-written summary.json             | compare          | listed as unreadable, the others shown         |
 |                                         |                  | (unit/commands/test_compare.py)                |
 | an undecodable image, on_bad_sample=skip | train           | left out of its batch, counted, resume exact   |
 |                                         |                  | (test_skip_bad_images.py)                      |
 | a full disk or a read-only run folder   | train/eval       | one paragraph naming the file, no .tmp left    |
 |                                         |                  | (unit/runs/test_records.py, test_checkpoint.py) |
+| a file in the way of the run folder     | all              | one paragraph naming it, before Hydra writes   |
+|                                         |                  | (unit/config/test_argv.py)                     |
 
 The readers' own tests (test_karpathy.py, test_images.py, test_vocab.py) cover each case
 at the source level; here they go through the entry points.

@@ -9,6 +9,7 @@ scenes to the module), so neither reads the other through the trainer.
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def run(cfg: DictConfig) -> float | None:
                 metrics = run_recording_failure(train, cfg)
     finally:  # completed, failed or interrupted: where the run is and what to run next
         if rank_zero_only.rank == 0:
-            log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor)))
+            log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor, bool(cfg.trainer.get("fast_dev_run")))))
     return metrics.get(cfg.monitor)
 
 
@@ -117,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()))
+    check_train_batches(datamodule, trainer.world_size)  # the trainer knows the processes, each with its own batches
     with logger_runs(out, loggers):  # MLflow / W&B runs started here, ended with the run's outcome
         # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
         vocab.save(out / "vocab.json")
@@ -196,6 +198,22 @@ def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
                 f"it empty), so the run would {'train' if split == 'train' else 'score'} on nothing. Give the "
                 f"{split} split images{skip[split]}."
             )
+
+
+def check_train_batches(datamodule: CaptionDataModule, world_size: int) -> None:
+    """The train split gives each of the `world_size` processes at least one whole batch: the
+    loader drops the incomplete last one, so with fewer images a run would train on nothing and
+    still report itself completed."""
+    if datamodule.train_batches(world_size) > 0:
+        return
+    images = len(datamodule.source("train"))
+    each = math.ceil(images / world_size)
+    per_process = f", {each} for each of the {world_size} processes (a batch is per process)," if world_size > 1 else ","
+    raise ValueError(
+        f"data: the train split has {images} images{per_process} fewer than data.batch_size={datamodule.batch_size}, "
+        f"and training drops an epoch's incomplete last batch, so the run would train on nothing and still report "
+        f"itself completed. Lower data.batch_size to {each} or less, or give the train split more images."
+    )
 
 
 def check_train_config(cfg: DictConfig) -> None:

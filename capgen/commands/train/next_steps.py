@@ -6,12 +6,14 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from ...config.command_line import PATH_KEYS
 from ...runs.folders import run_overrides
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
 
 
-def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
-    """A few lines for the end of a capgen-train run in `run`, from what it left there."""
+def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False) -> list[str]:
+    """A few lines for the end of a capgen-train run in `run`, from what it left there
+    (`fast_dev_run`: the run's trainer.fast_dev_run was set)."""
     run = run.absolute()
     folder = shlex.quote(str(run))
     try:
@@ -47,8 +49,9 @@ def what_next(run: Path, monitor: str = "val/CIDEr") -> list[str]:
         lines.append("best checkpoint: none (no validation ran); the last: checkpoints/last.ckpt")
         checkpoint = shlex.quote(str(run / "checkpoints" / "last.ckpt"))
         run_or_ckpt = f"ckpt_path={checkpoint}"
-    else:  # trainer.fast_dev_run writes none
-        return [*lines, "no checkpoint was written (trainer.fast_dev_run writes none)", "next:", watch]
+    else:  # e.g. trainer.fast_dev_run, or trainer.enable_checkpointing=false
+        why = " (trainer.fast_dev_run writes none)" if fast_dev_run else ""
+        return [*lines, f"no checkpoint was written{why}", "next:", watch]
     lines += [
         "next:",
         watch,
@@ -67,10 +70,10 @@ def _best_so_far(run: Path) -> list[str]:
 
 
 def _unquoted(override: str) -> str:
-    """A path override as typed: capgen-train quotes the values of ckpt_path=, resume= and
-    init_from= for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
+    """A path override as typed: capgen-train quotes the values of its path settings (resume=,
+    data.root=, ...) for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
     key, sep, value = override.partition("=")
-    if key.lstrip("+") in ("ckpt_path", "resume", "init_from") and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+    if key.lstrip("+") in PATH_KEYS["train"] and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
         return f"{key}{sep}{value[1:-1]}"
     return override
 

@@ -69,6 +69,18 @@ def test_a_refused_resume_ends_in_one_paragraph_and_changes_nothing(tiny_run, co
     assert files(run) == before
 
 
+def test_a_new_run_given_an_existing_runs_folder_is_refused_and_the_run_kept(tiny_run, copy_run, tmp_path, monkeypatch):
+    run = copy_run(tiny_run, "run")  # forgot resume=: the new run would overwrite its last.ckpt, summary and .hydra/
+    before = files(run)
+    message = capgen_train(monkeypatch, tmp_path, "debug=fast", f"paths.output_dir={run}")
+    assert message == (f"capgen-train: hydra.run.dir={run} already holds a run (.hydra/config.yaml, checkpoints/, "
+                       "summary.json), and a new run there would overwrite its config, last checkpoint and summary and "
+                       "mix its checkpoints with the new run's. Nothing was written. Continue that run with capgen-train "
+                       f"resume={run} (trainer.max_epochs=... may be added), or give the new run another folder: "
+                       "hydra.run.dir=<new folder>.")
+    assert files(run) == before
+
+
 TYPOS = {  # a misspelt key: (what it is given to, the close match)
     "model.decoder.hiden_dim": ("capgen.models.AttentionDecoder", "model.decoder.hidden_dim"),
     "model.module.objective.scst.samplez": ("capgen.lightning.objective.SCSTSettings", "model.module.objective.scst.samples"),

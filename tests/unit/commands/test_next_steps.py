@@ -32,11 +32,12 @@ def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
     from capgen.commands.train.next_steps import what_next
 
     failed = _write_run(tmp_path / "failed", {"status": "failed", "error": "ValueError: bad", "traceback": "error.txt"},
-                        ["model=lstm", "data.source.sizes={train:8,val:4,test:4}", "ckpt_path='/runs/a b/last.ckpt'"])
+                        ["model=lstm", "data.source.sizes={train:8,val:4,test:4}", "ckpt_path='/runs/a b/last.ckpt'",
+                         "data.root='~/pets'"])
     lines = what_next(failed)
     assert lines[0] == f"run folder: {failed} (failed; traceback in {failed / 'error.txt'})"
     assert lines[1] == ("next: fix the cause and run again: capgen-train model=lstm 'data.source.sizes={train:8,val:4,test:4}' "
-                        "'ckpt_path=/runs/a b/last.ckpt'")  # as typed: capgen-train quotes paths for Hydra itself
+                        "'ckpt_path=/runs/a b/last.ckpt' 'data.root=~/pets'")  # as typed: capgen-train quotes paths for Hydra itself
     stopped = _write_run(tmp_path / "stopped", {"status": "interrupted", "signal": "SIGTERM",
                                                 "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
     (stopped / "checkpoints").mkdir()
@@ -54,8 +55,10 @@ def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_wor
     from capgen.commands.train.next_steps import what_next
 
     quick = _write_run(tmp_path / "quick", {"status": "completed", "best_checkpoint": None, "metrics": {}}, [])
-    assert what_next(quick)[1:] == ["no checkpoint was written (trainer.fast_dev_run writes none)", "next:",
-                                    f"  tensorboard --logdir {quick}    # then open its #custom_scalars page: scores and losses first"]
+    assert what_next(quick, fast_dev_run=True)[1:] == [
+        "no checkpoint was written (trainer.fast_dev_run writes none)", "next:",
+        f"  tensorboard --logdir {quick}    # then open its #custom_scalars page: scores and losses first"]
+    assert what_next(quick)[1] == "no checkpoint was written"  # not blamed on a fast_dev_run that was not set
     (quick / "checkpoints").mkdir()
     (quick / "checkpoints" / "last.ckpt").write_bytes(b"")
     text = "\n".join(what_next(quick))

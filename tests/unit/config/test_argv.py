@@ -23,9 +23,9 @@ def test_a_quoted_path_parses_back_to_itself_as_one_value(path):
 
 
 def test_only_the_named_keys_are_quoted_and_quoted_values_are_left_alone():
-    args = ["-m", "model=rnn,lstm", "run=a=b", "ckpt_path='already=quoted'", "images=", "seed=1"]
-    assert quote_paths(args, ["run", "ckpt_path", "images"]) == \
-        ["-m", "model=rnn,lstm", "run='a=b'", "ckpt_path='already=quoted'", "images=", "seed=1"]
+    args = ["-m", "model=rnn,lstm", "run=a=b", "ckpt_path='already=quoted'", "images=", "seed=1", "init_from=null"]
+    assert quote_paths(args, ["run", "ckpt_path", "images", "init_from"]) == \
+        ["-m", "model=rnn,lstm", "run='a=b'", "ckpt_path='already=quoted'", "images=", "seed=1", "init_from=null"]
 
 
 def test_a_path_with_both_quote_characters_is_refused_with_the_fix():
@@ -116,6 +116,59 @@ def test_a_run_folder_on_a_read_only_mount_is_one_paragraph_before_hydra_writes(
     require_writable_run_folder([f"hydra.run.dir={read_only.parent / 'rw'}"], command)  # a writable folder passes
 
 
+@pytest.mark.parametrize("args, folder", [(["hydra.run.dir={f}/run"], "{f}/run"), (["hydra.run.dir={f}"], "{f}"),
+                                          (["-m", "hydra.sweep.dir={f}/sweep", "seed=1,2"], "{f}/sweep")])
+def test_a_file_in_the_way_of_the_run_folder_is_one_paragraph_before_hydra_writes(tmp_path, args, folder):
+    from capgen.config.argv import require_writable_run_folder
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    with pytest.raises(SystemExit) as err:
+        require_writable_run_folder([a.format(f=afile) for a in args], "train")
+    assert str(err.value) == (
+        f"capgen-train: cannot make the run folder {folder.format(f=afile)}: {afile} is a file, not a folder, and every "
+        "run writes its config, log and results there. Give a writable folder with hydra.run.dir=<folder> (or "
+        "paths.output_dir=<folder>), or run from a writable working directory.")
+    assert afile.read_text() == "mine"
+    require_writable_run_folder([f"resume={afile}"], "train")  # resume_argv names it as no run folder
+
+
+def _run_folder(run, summary: str | None = None, checkpoint: str | None = None):
+    """A run folder as capgen-train leaves it: .hydra/config.yaml, then what the run got to write."""
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
+    if summary:
+        (run / "summary.json").write_text(f'{{"status": "{summary}"}}')
+    if checkpoint:
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / checkpoint).write_bytes(b"")
+    return run
+
+
+@pytest.mark.parametrize("summary, checkpoint", [("completed", "epoch001-best0.798.ckpt"), (None, "last.ckpt"),
+                                                 ("completed", None), ("interrupted", "last.ckpt")])
+def test_a_new_run_into_a_folder_holding_a_run_is_refused_naming_both_ways_out(tmp_path, summary, checkpoint):
+    from capgen.config.argv import require_new_run_folder
+
+    run = _run_folder(tmp_path / "ow", summary, checkpoint)
+    with pytest.raises(SystemExit) as err:
+        require_new_run_folder(["debug=fast", f"hydra.run.dir={run}"], run)
+    message = str(err.value)
+    assert message.startswith(f"capgen-train: hydra.run.dir={run} already holds a run (.hydra/config.yaml"), message
+    assert f"capgen-train resume={run} " in message and "hydra.run.dir=<new folder>" in message and "\n" not in message
+    require_new_run_folder([f"resume='{run}'", "trainer.max_epochs=4"], run)  # a resume continues it there
+
+
+@pytest.mark.parametrize("summary", [None, "interrupted", "failed"])
+def test_a_run_stopped_before_its_first_checkpoint_may_be_started_again_in_its_folder(tmp_path, summary):
+    # resume= refuses it ("start it again without resume="); the soak restarts it so (tests/e2e/train/test_soak.py)
+    from capgen.config.argv import require_new_run_folder
+
+    run = _run_folder(tmp_path / "early", summary)
+    (run / "checkpoints").mkdir()  # made before any checkpoint is written into it
+    require_new_run_folder([f"hydra.run.dir={run}"], run)
+
+
 def test_a_list_of_paths_stays_a_list_of_whole_paths(tmp_path, monkeypatch):
     """ckpt_path=[a,b] (an ensemble) reaches Hydra as a list; a sweep job's folder inside it, commas
     and all, stays one item, and an item that names nothing is its own (the command names it)."""
@@ -144,3 +197,19 @@ def test_an_ensembles_data_choice_is_its_first_checkpoints_runs(tmp_path):
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"data": "shapes"}}}}), run / ".hydra" / "hydra.yaml")
     args = quote_paths([f"ckpt_path=[{run}/checkpoints/last.ckpt,{tmp_path}/other.ckpt]"], ["ckpt_path"], ["ckpt_path"])
     assert with_run_data_choice(args) == [*args, "data=shapes"]
+
+
+@pytest.mark.parametrize("command, setting", [("train", "data.root"), ("train", "data.cache_dir"),
+                                              ("train", "data.source.captions"), ("eval", "data.root"),
+                                              ("prepare", "data.root"), ("prepare", "cache_dir")])
+def test_a_data_path_with_a_tilde_or_a_comma_reaches_the_config_as_typed(command, setting, monkeypatch):
+    # README's `capgen-train data=custom data.root=~/pets`: unquoted, `~` stops Hydra's lexer and
+    # a comma would make a sweep; the code expands `~` itself.
+    from capgen.config.command_line import command_line
+
+    from helpers.runs import compose_command
+
+    monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")  # restored after the test: command_line("train") sets it
+    extra = ["cache_dir=/tmp/c"] if command == "prepare" and setting != "cache_dir" else []
+    args = command_line(command, ["data=custom", f"{setting}=~/my pets,2", *extra])
+    assert OmegaConf.select(compose_command(command, *args), setting) == "~/my pets,2"

@@ -116,6 +116,10 @@ def compose_train(tmp_path, *overrides):
     ("monitor_mode=up", "monitor_mode='up': must be max"),
     ("callbacks.caption_samples.num_samples=-1", "callbacks.caption_samples.num_samples=-1: must be at least 0"),
     ("data.source.sizes={train:0,val:16,test:16}", "data: the train split has no images"),
+    ("data.source.sizes={train:6,val:16,test:16}", "data: the train split has 6 images, fewer than data.batch_size=8, "
+                                                   "and training drops an epoch's incomplete last batch, so the run would "
+                                                   "train on nothing and still report itself completed. Lower "
+                                                   "data.batch_size to 6 or less"),
     ("data.source.sizes={train:64,val:0,test:16}", "data: the val split has no images"),
     ("data.source.sizes={train:64,val:16,test:0}", "data: the test split has no images"),
     ("model.decoder.hidden_dim=0", "model.decoder.hidden_dim=0: must be a positive whole number"),
@@ -130,6 +134,17 @@ def test_bad_settings_stop_the_run_before_anything_is_written(tmp_path, override
         train(cfg)
     assert str(err.value).startswith(message), str(err.value)
     assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_a_train_split_without_a_whole_batch_for_each_process_is_refused(tmp_path):
+    # 12 images are a batch of 8 in one process, but 6 in each of trainer=ddp_cpu's 2: no batch at all
+    cfg = compose_train(tmp_path, "trainer=ddp_cpu", "data.source.sizes={train:12,val:16,test:16}")
+    with pytest.raises(ValueError) as err:
+        train(cfg)
+    assert str(err.value).startswith("data: the train split has 12 images, 6 for each of the 2 processes (a batch is per "
+                                     "process), fewer than data.batch_size=8,"), str(err.value)
+    assert "Lower data.batch_size to 6 or less" in str(err.value)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 

@@ -210,3 +210,10 @@ def test_words_the_tokenizer_would_change_are_reported(tmp_path):
     torch.save(data, path)
     with pytest.warns(UserWarning, match=r"'vocab'.*\['Cannot'\]"):
         CocoPtSource(str(path), "train")
+
+
+def test_a_path_under_the_home_folder_may_be_given_with_a_tilde(coco, tmp_path, monkeypatch):
+    # data.source.path=~/coco.pt reaches the source as typed (capgen.config.command_line quotes it).
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert len(CocoPtSource("~/coco.pt", "train")) == len(expected("train"))
+    assert CaptionDataModule(CocoPtSource, cache_dir="~/cache").cache_dir == tmp_path / "cache"

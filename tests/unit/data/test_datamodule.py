@@ -160,3 +160,15 @@ def test_a_source_with_its_own_vocabulary_is_read_with_it():
 
     dm = CaptionDataModule(source=lambda split: WithVocab(split))
     assert dm.vocab is fixed
+
+
+def test_train_batches_counts_each_processs_whole_batches_whatever_the_captions_per_image():
+    # capgen-train refuses a run with none (capgen.commands.train.fit.check_train_batches)
+    for n, batch, per_image in [(6, 4, 1), (6, 4, 3), (3, 4, 1), (8, 4, 2), (7, 7, 1), (13, 4, 1)]:
+        dm = CaptionDataModule(source=lambda split, n=n: TinySource(split, n=n), batch_size=batch, max_len=20,
+                               train_captions_per_image=per_image)
+        assert dm.train_batches() == len(dm.train_dataloader()) == len(list(dm.train_dataloader())), (n, batch, per_image)
+        sampler = CyclingReferenceSampler(CaptionPairs(dm.source("train"), dm.vocab), num_replicas=2, rank=1,
+                                          per_image=per_image)
+        assert dm.train_batches(2) == len(sampler) // batch
+    assert (dm.train_batches(4), dm.train_batches(5)) == (1, 0)  # 13 images: 4 for each of 4 processes, 3 of 5
