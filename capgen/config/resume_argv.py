@@ -4,24 +4,26 @@
 started with (<run>/.hydra/overrides.yaml), then the ones given now (so
 `trainer.max_epochs=20` can extend it), and `hydra.run.dir=<run>` so that Hydra writes into
 the same folder instead of a new one. Before a byte is written, the resumed run's config is
-composed and its checkpoint checked against it (`check_resume`, capgen.runs.resume); then the
-run's previous .hydra/*.yaml are copied to .hydra/before-resume-<time>/, since Hydra rewrites
-them. `train()` then resumes from <run>/checkpoints/last.ckpt (or `ckpt_path=`).
+composed, its values checked as capgen-train checks a new run's, and its checkpoint checked
+against it (`check_resume`, capgen.runs.resume); then the run's previous .hydra/*.yaml and
+summary.json are copied to .hydra/before-resume-<time>/, since Hydra rewrites the first (and
+put back if the resume fails before it changes a checkpoint: capgen.runs.records). `train()`
+then resumes from <run>/checkpoints/last.ckpt (or `ckpt_path=`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import time
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from ..lightning.loggers import check_logger_packages
+from ..instantiate import instantiate
+from ..lightning.optimization import restored_settings_changes
 from ..runs.checkpoint import UnreadableCheckpoint
+from ..runs.records import keep_before_resume
 from ..runs.resume import NetworkMismatch, check_resume_checkpoint, check_run_dir, newest_loadable
 from .argv import command_overrides
 
@@ -52,7 +54,7 @@ def resume_argv(args: list[str]) -> list[str]:
     # leaves the folder as it was, so the plain `resume=<run>` still works afterwards.
     fallback = check_resume(run, own, overrides)
     if os.environ.get("RANK", "0") == "0":
-        _keep_previous_config(run)
+        keep_before_resume(run)
     extra = [f'ckpt_path="{fallback}"'] if fallback else []
     return [*own, *args, *extra, f'hydra.run.dir="{run}"']
 
@@ -62,16 +64,22 @@ def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
     checkpoint it resumes from against it. Raises, naming the override and the command that
     works, when the resume cannot go on; returns the checkpoint to resume from instead of a
     damaged last.ckpt (the newest of the run's other checkpoints that loads), else None."""
-    cfg = _compose(own, given)
-    check_logger_packages(cfg.get("logger"))  # the run's logger=mlflow on a machine without mlflow
+    cfg, own_cfg = _compose(own, given), _compose(own, [])
+    cfg.paths.output_dir = str(run)  # Hydra's ${hydra:runtime.output_dir}, which is not set before Hydra starts
+    plain = f"capgen-train resume={run}"
+    _check_values(run, cfg, plain)
+    _check_working_directory(run, cfg, own_cfg, plain)
+    changes = restored_settings_changes(own_cfg.model.module, cfg.model.module, str(run))
+    if changes:
+        raise ValueError(f"resume={run}: {changes} Nothing in the run folder was changed. Resume with the run's own "
+                         f"optimizer and schedule: {plain}")
     net_config = _net_config(cfg)
     last = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else run / "checkpoints" / "last.ckpt"
-    plain = f"capgen-train resume={run}"
     try:
         check_resume_checkpoint(str(last), net_config)
         return None
     except NetworkMismatch as e:
-        if cfg.get("ckpt_path") or _net_config(_compose(own, [])) != net_config:
+        if cfg.get("ckpt_path") or _net_config(own_cfg) != net_config:
             changed = [o for o in given if not o.startswith(("resume=", "hydra."))]
             raise ValueError(
                 f"resume={run}: {' '.join(changed) or 'the settings given'} would build another network than the "
@@ -87,6 +95,49 @@ def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
         if cfg.get("ckpt_path"):
             raise
         return _fallback(run, last, net_config, own, f"is damaged ({e})")
+
+
+def _check_values(run: Path, cfg: DictConfig, plain: str) -> None:
+    """The checks a new run makes before it builds anything (capgen-train's check_train_config,
+    the data module's ranges such as data.batch_size=0), made here before Hydra writes into the
+    run: a value refused once the job has started would be saved in the run's overrides.yaml,
+    and the plain resume would fail on it again."""
+    from ..commands.train.fit import check_train_config  # imported here: it imports the whole trainer
+
+    try:
+        check_train_config(cfg)
+        instantiate(cfg.data)
+    except ValueError as e:
+        raise ValueError(f"resume={run}: {str(e).rstrip('.')}. Nothing in the run folder was changed: correct or "
+                         f"leave out that setting (the run's own settings resume with {plain}).") from None
+
+
+# The settings read as paths relative to the working directory (data.source's captions and
+# image_dir are relative to data.root).
+CWD_PATHS = ("data.root", "data.cache_dir", "data.source.path")
+
+
+def _check_working_directory(run: Path, cfg: DictConfig, own_cfg: DictConfig, plain: str) -> None:
+    """Refuses a resume from another working directory than the run's when a data path of the
+    run's own settings (`own_cfg`; not one given now) is relative: it would name other files
+    there (or none). Refused rather than resolved against the run's directory: which settings
+    are paths, and relative to what, is each data source's business (a key missed here would
+    still be read from the new directory), and a refusal cannot train on the wrong data."""
+    hydra_yaml = run / ".hydra" / "hydra.yaml"
+    started_in = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd") if hydra_yaml.is_file() else None
+    if started_in is None or Path(started_in) == Path.cwd():
+        return
+    relative = {key: value for key in CWD_PATHS
+                if isinstance(value := OmegaConf.select(cfg, key), str) and not Path(value).expanduser().is_absolute()
+                and value == OmegaConf.select(own_cfg, key)}
+    if relative:
+        key, value = next(iter(relative.items()))
+        raise ValueError(
+            f"resume={run}: the run was started in {started_in}, and its {', '.join(f'{k}={v}' for k, v in relative.items())} "
+            f"is relative to the working directory, so from {Path.cwd()} it would read other files, or none. Nothing in "
+            f"the run folder was changed. Resume from the run's working directory (cd {started_in} && {plain}), or give "
+            f"the path in full ({plain} {key}={Path(started_in) / value})."
+        )
 
 
 def _compose(own: list[str], given: list[str]) -> DictConfig:
@@ -119,11 +170,3 @@ def _fallback(run: Path, last: Path, net_config: dict, own: list[str], problem: 
     log.warning("resume=%s: %s %s; resuming from %s, the newest checkpoint of the run that loads",
                 run, last, problem, fallback)
     return fallback
-
-
-def _keep_previous_config(run: Path) -> None:
-    """Copy .hydra/*.yaml aside: Hydra overwrites them when the resumed job starts."""
-    keep = run / ".hydra" / f"before-resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    keep.mkdir(parents=True, exist_ok=True)
-    for f in (run / ".hydra").glob("*.yaml"):
-        shutil.copy2(f, keep / f.name)

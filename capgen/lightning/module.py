@@ -179,6 +179,17 @@ class CaptioningModule(L.LightningModule):
         if self.training_data is not None:  # what it was trained on (capgen.runs.provenance)
             checkpoint[provenance.KEY] = dict(self.training_data)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Fitting on from a checkpoint (ckpt_path=, resume=): Lightning restores the optimizer and
+        # schedule next, over the settings given now; refused when they differ (see the function).
+        if self.trainer.state.fn == "fit":
+            now = {group: dataclasses.asdict(s) for group, s in (("optimizer", self.optimizer_settings),
+                                                                 ("scheduler", self.scheduler_settings))}
+            saved = {group: checkpoint["hyper_parameters"].get(group) for group in now}
+            changes = optimization.restored_settings_changes(saved, now, str(self.trainer.ckpt_path))
+            if changes:
+                raise ValueError(changes)
+
     @classmethod
     def from_checkpoint(cls, path: str, setting: str = "ckpt_path") -> CaptioningModule:
         """The module a capgen checkpoint holds, on the CPU (capgen.runs.checkpoint says

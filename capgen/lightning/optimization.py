@@ -12,10 +12,12 @@ cross-entropy epochs followed by the constant SCST rate.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from .groups import check_ranges
 from .objective import ObjectiveSettings
@@ -97,6 +99,31 @@ class SchedulerSettings:
             ("patience", self.patience, self.patience >= 0, "at least 0 (validations without improvement before a cut)"),
             ("mode", self.mode, self.mode in ("max", "min"), "max or min (set the top-level monitor_mode)"),
         ))
+
+
+def restored_settings_changes(saved: Mapping, now: Mapping, source: str) -> str:
+    """A paragraph naming the model.module.optimizer.* and .scheduler.* settings that differ
+    between `saved` (a checkpoint's, or a run's own, model.module settings) and `now`, for a run
+    that continues from the checkpoint; "" when none does. Lightning loads the optimizer's
+    param_groups (lr, weight decay) and the scheduler's state (base_lrs, step_size, gamma, ...)
+    over what the new settings built, so a change would be recorded but not used. Refused
+    rather than applied: a new schedule in the middle of an old one (cosine to none, after the
+    cosine ended at lr 0) has no one right meaning; init_from= starts afresh from the weights.
+    monitor and mode follow the run's top-level monitor (Lightning reads the monitor anew)."""
+    changed = []
+    for group in ("optimizer", "scheduler"):
+        old, new = (OmegaConf.to_container(m[group], resolve=True) if isinstance(m[group], DictConfig) else m[group]
+                    for m in (saved, now))
+        if old is None:  # a checkpoint of a capgen that did not save them
+            continue
+        changed += [f"model.module.{group}.{key}={new.get(key)} (the checkpoint's: {old.get(key)})"
+                    for key in sorted(set(old) | set(new)) if key not in ("monitor", "mode") and old.get(key) != new.get(key)]
+    if not changed:
+        return ""
+    return (f"{', '.join(changed)}: the run continues from {source} with its optimizer and learning-rate schedule "
+            f"restored, settings and state together, so the new value would be recorded but not used. Continue with "
+            f"the checkpoint's settings, or start a new run from its weights with a new optimizer and schedule: "
+            f"capgen-train init_from={source} <the new settings>.")
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, settings: SchedulerSettings, total_steps: int | None = None) -> dict | None:

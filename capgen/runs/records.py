@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,11 @@ log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
 TEST_CAPTIONS = "test_captions.jsonl"
 PER_IMAGE_SCORES = ("BLEU-4", "CIDEr")
+
+
+# The runs this process resumes (capgen.config.resume_argv, before Hydra starts): run folder ->
+# where its records were kept before the resume, and its checkpoints' sizes and times then.
+_before_resume: dict[Path, tuple[Path, dict[str, tuple[int, int]]]] = {}
 
 
 class RunFailed(RuntimeError):
@@ -107,6 +115,7 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
     its own traceback, and capgen-compare can list it as failed.
     """
     run = Path(cfg.paths.output_dir)
+    before = _before_resume.pop(run.absolute(), None)
     try:
         return fn(cfg)
     except SystemExit as e:
@@ -129,7 +138,11 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
         where = f"traceback in {error_file}"
         try:
             write_atomically(error_file, text.encode())
-            if rank == 0:
+            if before is not None and _restore_before_resume(run, *before):
+                where += (f"; the resume failed before it changed the run's checkpoints, so the run folder was left as it "
+                          f"was (its summary.json and .hydra/ settings put back): capgen-train resume={run} still "
+                          f"resumes it with its own settings")
+            elif rank == 0:
                 _write_json(run / SUMMARY, {"status": "failed", "error": message, "traceback": error_file.name})
         except OSError as write_error:
             # A full disk is often why the run failed: its records cannot be written then, but the
@@ -144,6 +157,37 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
     # failed run's frames (its model, and on a GPU its memory), are freed before Hydra starts
     # the sweep's next job: Hydra holds on to the exception it is given until the sweep ends.
     raise RunFailed(f"{message} (run {run}; {where})")
+
+
+def keep_before_resume(run: Path) -> None:
+    """Copy the run's .hydra/*.yaml and summary.json to .hydra/before-resume-<time>/ before a
+    resume: Hydra rewrites the first when the resumed job starts. If the resume then fails
+    before it changes the run's checkpoints, run_recording_failure puts them back, since the
+    run's result is still the one they describe (a failed summary would hide it from
+    capgen-eval run=, and overrides.yaml would keep the setting that failed for the next resume)."""
+    keep = run / ".hydra" / f"before-resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    keep.mkdir(parents=True, exist_ok=True)
+    for f in [*(run / ".hydra").glob("*.yaml"), run / SUMMARY]:
+        if f.is_file():
+            shutil.copy2(f, keep / f.name)
+    _before_resume[run.absolute()] = (keep, _checkpoints(run))
+
+
+def _checkpoints(run: Path) -> dict[str, tuple[int, int]]:
+    """Each checkpoint file of the run: (size, modification time); a write changes them (a
+    checkpoint is written to a new file and renamed over the old, capgen.atomic)."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in (run / "checkpoints").glob("*.ckpt")}
+
+
+def _restore_before_resume(run: Path, keep: Path, checkpoints: dict[str, tuple[int, int]]) -> bool:
+    """Put back what keep_before_resume kept, unless the resume changed the run's checkpoints;
+    whether it did."""
+    if not keep.is_dir() or _checkpoints(run) != checkpoints:
+        return False
+    for f in keep.iterdir():
+        os.replace(f, run / f.name if f.name == SUMMARY else run / ".hydra" / f.name)
+    keep.rmdir()
+    return True
 
 
 def one_paragraph(e: BaseException) -> str:

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from capgen.commands.train.fit import train
 from capgen.config.resume_argv import resume_argv
 
 from helpers.procs import capgen
@@ -80,3 +82,50 @@ def test_a_copied_run_resumes_as_itself_and_keeps_one_best_checkpoint(tmp_path):
     assert len(bests) == 1 and bests[0].startswith("epoch002"), bests  # save_top_k=1 across the resume
     summary = json.loads((copy / "summary.json").read_text())
     assert summary["best_checkpoint"] == f"checkpoints/{bests[0]}"
+
+
+def test_a_bad_value_on_resume_is_refused_before_any_write(run):
+    # Found by the checks a new run makes before it builds anything, and by the data module's
+    # constructor; refused once the job had started, the value was saved in overrides.yaml.
+    before = snapshot(run)
+    for bad, named in (("data.batch_size=0", "data.batch_size=0"), ("monitor_mode=up", "monitor_mode='up'")):
+        with pytest.raises(ValueError) as err:
+            resume_argv([f"resume={run}", bad])
+        message = str(err.value)
+        assert named in message and "Nothing in the run folder was changed" in message
+        assert f"capgen-train resume={run})" in message
+        assert snapshot(run) == before, bad
+
+
+def test_an_optimizer_or_schedule_change_on_resume_is_refused_naming_init_from(run):
+    # Lightning restores the optimizer and schedule from the checkpoint: the change would be recorded, not used.
+    before = snapshot(run)
+    for change in ("model.module.optimizer.lr=1e-4", "model.module.scheduler.name=none"):
+        with pytest.raises(ValueError) as err:
+            resume_argv([f"resume={run}", change])
+        assert change.partition("=")[0] in str(err.value) and f"init_from={run}" in str(err.value)
+        assert snapshot(run) == before, change
+    resume_argv([f"resume={run}", "model.module.optimizer.lr=0.002", "monitor=val/loss", "monitor_mode=min"])  # unchanged
+
+
+def test_a_relative_data_root_from_another_working_directory_is_refused(run, tmp_path, monkeypatch):
+    started_in = tmp_path / "started_in"
+    (started_in / "ok").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(["model=lstm", "data=custom", "data.root=ok"]), run / ".hydra" / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(started_in)}}}), run / ".hydra" / "hydra.yaml")
+    before = snapshot(run)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as err:
+        resume_argv([f"resume={run}"])
+    message = str(err.value)
+    assert f"started in {started_in}" in message and "data.root=ok" in message
+    assert f"cd {started_in} && capgen-train resume={run}" in message and f"data.root={started_in / 'ok'}" in message
+    assert snapshot(run) == before
+
+
+def test_a_new_run_from_a_checkpoint_refuses_another_schedule(tiny_lstm_run, make_cfg):
+    # After its cosine schedule ended, the restored optimizer's lr is 0: scheduler.name=none would train at lr 0.
+    ckpt = tiny_lstm_run / "checkpoints" / "last.ckpt"
+    cfg = make_cfg("model=lstm", "data.source.sizes={train:64,val:12,test:16}", f"ckpt_path={ckpt}", "trainer.max_epochs=2", "model.module.scheduler.name=none")
+    with pytest.raises(ValueError, match=rf"model.module.scheduler.name=none \(the checkpoint's: cosine\).*init_from={ckpt}"):
+        train(cfg)

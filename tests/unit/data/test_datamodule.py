@@ -1,9 +1,11 @@
 from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 
 from capgen.data.datamodule import CaptionDataModule, CaptionPairs, CyclingReferenceSampler, collate
+from capgen.data.resumable import ResumableLoader
 
 
 class TinySource:
@@ -172,3 +174,34 @@ def test_train_batches_counts_each_processs_whole_batches_whatever_the_captions_
                                           per_image=per_image)
         assert dm.train_batches(2) == len(sampler) // batch
     assert (dm.train_batches(4), dm.train_batches(5)) == (1, 0)  # 13 images: 4 for each of 4 processes, 3 of 5
+
+
+class _Items:
+    """A data set whose item is the sampler's index itself (the pairs of one image)."""
+
+    def __getitem__(self, item):
+        return item
+
+
+def test_a_mid_epoch_loader_state_continues_in_batches_of_its_size_only():
+    src = TinySource("train", n=16, refs=3)
+    pairs = CaptionPairs(src, CaptionDataModule(source=lambda split: src, batch_size=1).vocab)
+
+    def loader(batch_size: int, epoch: int = 0, state: dict | None = None) -> ResumableLoader:
+        made = ResumableLoader(_Items(), batch_size=batch_size, collate_fn=lambda b: b,
+                               sampler=CyclingReferenceSampler(pairs, seed=1), drop_last=True)
+        if state is not None:
+            made.load_state_dict(state)
+        made.sampler.set_epoch(epoch)
+        return made
+
+    whole = list(loader(4))
+    first = loader(4)
+    batches = iter(first)
+    served = [next(batches), next(batches)]
+    state = first.state_dict()
+    assert [*served, *loader(4, state=state)] == whole  # the same batch size continues exactly
+    # 2 batches of 4 read as 2 of 2 by Lightning's progress: the epoch would end 4 images early
+    with pytest.raises(ValueError, match=r"data.batch_size=2: .* after 8 training images .* batches of 4.*data.batch_size=4"):
+        next(iter(loader(2, state=state)))
+    assert len(list(loader(2, epoch=1, state=state))) == 8  # the next epoch takes any batch size

@@ -13,9 +13,10 @@ from omegaconf import OmegaConf
 
 import capgen.atomic as atomic
 from capgen.runs.folders import best_checkpoint
-from capgen.runs.records import RunFailed, UnreadableRecord, read_summary, run_recording_failure, write_summary
+from capgen.runs.records import (RunFailed, UnreadableRecord, keep_before_resume, read_summary, run_recording_failure,
+                                 write_summary)
 
-from helpers.runs import make_run_folder
+from helpers.runs import make_run_folder, snapshot
 
 
 def test_a_failing_run_leaves_its_traceback_and_a_failed_summary(tmp_path):
@@ -174,3 +175,40 @@ def test_an_ordinary_exit_is_not_taken_for_an_interruption(tmp_path):
     with pytest.raises(SystemExit) as ended:
         run_recording_failure(lambda cfg: sys.exit(3), cfg)
     assert ended.value.code == 3 and read_summary(run) is None
+
+
+def _resumed_run(tmp_path):
+    """A completed run with a checkpoint, kept before a resume that then rewrites its overrides as Hydra does."""
+    run = make_run_folder(tmp_path / "run", ["model=lstm"], {"status": "completed", "metrics": {"val/CIDEr": 0.5}})
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"step 10")
+    before = snapshot(run)
+    keep_before_resume(run)
+    OmegaConf.save(OmegaConf.create(["model=lstm", "data.batch_size=0"]), run / ".hydra" / "overrides.yaml")
+    return run, before
+
+
+def _fail(cfg):
+    raise ValueError("data.batch_size=0: must be a whole number of at least 1")
+
+
+def test_a_resume_that_fails_before_changing_a_checkpoint_leaves_the_run_as_it_was(tmp_path):
+    run, before = _resumed_run(tmp_path)
+    with pytest.raises(RunFailed, match="the run folder was left as it was"):
+        run_recording_failure(_fail, OmegaConf.create({"paths": {"output_dir": str(run)}}))
+    after = snapshot(run)
+    assert "data.batch_size=0" in after.pop("error.txt").decode()  # the traceback stays
+    assert after == before  # summary.json completed, overrides.yaml without the failed value, no before-resume copy
+
+
+def test_a_resume_that_fails_after_writing_a_checkpoint_is_recorded_as_failed(tmp_path):
+    run, _ = _resumed_run(tmp_path)
+
+    def trains_then_fails(cfg):
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"step 11")
+        _fail(cfg)
+
+    with pytest.raises(RunFailed):
+        run_recording_failure(trains_then_fails, OmegaConf.create({"paths": {"output_dir": str(run)}}))
+    assert read_summary(run)["status"] == "failed"
+    assert "data.batch_size=0" in (run / ".hydra" / "overrides.yaml").read_text()  # what the checkpoint was trained with
