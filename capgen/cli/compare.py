@@ -10,7 +10,8 @@ The table has a row per run, or per seed group: runs that differ only by seed sh
 each metric as mean +- sd (n) over them (--each: a row per run). Its columns are the settings
 (command-line overrides) that differ between the rows, the status, the metrics (the first
 sorts, best first) and the run folder(s); settings every row shares are printed once above
-it. It fits --width columns (120): long names and values are cut, marked with "…".
+it. It fits --width columns (120): long names and values are cut, marked with "…", but the
+run folder never so far that two rows read the same. A --metrics name no run has is refused.
 Failed and unreadable runs are not rows: they are listed below it with their error, one
 line each (as are unfinished and interrupted runs, which are rows).
 
@@ -36,8 +37,9 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="*", type=Path,
                         help="run folders, or folders to search for runs (e.g. outputs/train, a sweep's folder)")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
-                        help="metric columns, from the runs' summary.json; the first one sorts (default: %(default)s)")
+    parser.add_argument("--metrics", nargs="+",
+                        help="metric columns, from the runs' summary.json; the first one sorts (default: "
+                             f"{' '.join(DEFAULT_METRICS)})")
     parser.add_argument("--markdown", type=Path,
                         help="also write the table, uncut, as Markdown to this file")
     parser.add_argument("--width", type=int, default=WIDTH,
@@ -70,7 +72,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{folder}: {'a file, not a folder' if folder.exists() else 'no such folder'}; give run folders")
     if args.width < 40:
         parser.error(f"--width {args.width}: give at least 40 characters (120 is the default)")
-    table = compare(args.folders, args.metrics, group_seeds=not args.each)
+    try:
+        table = compare(args.folders, args.metrics, group_seeds=not args.each)
+    except ValueError as e:  # a metric no run has: one paragraph
+        parser.exit(2, f"capgen-compare: error: {e}\n")
     print(as_text(table, args.width))
     if args.markdown:
         args.markdown.write_text(as_markdown(table))

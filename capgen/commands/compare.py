@@ -2,7 +2,8 @@
 metrics, read from the run folders (capgen.runs.records); and the paired comparison of two
 runs, or two seed groups, image by image on their test set.
 
-A run is a folder holding .hydra/config.yaml (as capgen-train leaves it); its overrides come
+A run is a folder holding .hydra/config.yaml that capgen-train wrote (capgen.runs.folders.is_run:
+the folders of capgen-eval, caption, demo and prepare are no runs); its overrides come
 from .hydra/overrides.yaml and its metrics from summary.json (the best epoch's val/* and the
 test/* of that checkpoint). Failed runs, and runs whose summary.json or overrides.yaml cannot
 be read (unreadable), are not rows of the table: they are listed below it, one line each with
@@ -11,7 +12,8 @@ overrides they all share are printed once above it; the ones that differ get a c
 and the run's folder comes last. Rows are sorted by the first metric, best first; unfinished
 and interrupted runs come last. As text (`as_text`) the table fits a width (120 columns by
 default): long column names are cut to their last part(s), long values abbreviated with "…"
-(a start that all values of a column share first).
+(a start that all values of a column share first), the run column never so far that two rows
+read the same (the table is wider then). A metric asked for by name that no run has is refused.
 
 Seed groups: completed runs whose overrides are the same apart from `seed` (e.g. the jobs of
 `-m seed=1,2,3 model=rnn,lstm`) share one row, each metric as "mean +- sd (n)" over them
@@ -31,6 +33,7 @@ CIDEr(-D) and BLEU-4.
 
 from __future__ import annotations
 
+import difflib
 import glob
 import math
 import os
@@ -83,10 +86,18 @@ class Table:
 NOT_IN_TABLE = ("failed", "unreadable")  # listed below the table instead
 
 
-def compare(roots: list[Path], metrics: list[str], group_seeds: bool = True) -> Table:
+def compare(roots: list[Path], metrics: list[str] | None = None, group_seeds: bool = True) -> Table:
+    """The table of the runs under `roots`; `metrics` given are checked against the runs' (see
+    check_metrics), the default ones (None: DEFAULT_METRICS) are not: a run tested without the
+    test split just has no test/* cells."""
     found = [load_run(p) for root in roots for p in find_runs(root)]
     if not found:
-        raise SystemExit(f"no capgen-train runs (folders with .hydra/config.yaml) under {', '.join(map(str, roots))}")
+        raise SystemExit(f"no capgen-train runs under {', '.join(map(str, roots))} (folders whose .hydra/ capgen-train "
+                         f"wrote; capgen-eval, caption, demo and prepare folders are not runs); give run folders, e.g. outputs/train")
+    if metrics is None:
+        metrics = list(DEFAULT_METRICS)
+    else:
+        check_metrics(metrics, {m for r in found for m in r.metrics}, ", ".join(map(str, roots)))
     runs = [r for r in found if r.status not in NOT_IN_TABLE]
     left_out = [r for r in found if r.status in NOT_IN_TABLE]
     keys = sorted({k for r in runs for k in r.overrides})
@@ -120,6 +131,21 @@ def compare(roots: list[Path], metrics: list[str], group_seeds: bool = True) -> 
             notes.append(f"{name(entry[0])}: {entry[0].status}: {entry[0].error}")
     notes += [f"{name(r)}: {r.status}: {r.error}" for r in left_out]
     return Table(header, rows, common, notes, numbers)
+
+
+def check_metrics(metrics: list[str], available: set[str], where: str) -> None:
+    """A metric no run has (a misspelt name) would be a column of "-" that sorts nothing:
+    ValueError naming it, the close match and the names the runs have. Runs that have no
+    metrics yet (all unfinished, say) leave nothing to check against."""
+    if not available:
+        return
+    by_lower = {m.lower(): m for m in available}  # val/cider -> val/CIDEr: case is the usual slip
+    for metric in metrics:
+        if metric not in available:
+            close = difflib.get_close_matches(metric.lower(), list(by_lower), n=1)
+            hint = f" (did you mean {by_lower[close[0]]}?)" if close else ""
+            raise ValueError(f"--metrics {metric}: no run under {where} has this metric in its summary.json{hint}; they have "
+                             f"{', '.join(sorted(available))}. Give the names as listed (case matters).")
 
 
 def without_seed(run: Run) -> tuple:
@@ -165,7 +191,7 @@ def side_runs(spec: str) -> list[Path]:
     found = [r for m in matches if m.is_dir() for r in find_runs(m)]
     if not found:
         where = "in that folder" if path.exists() else "matching that pattern"
-        raise ValueError(f"--paired {spec}: no capgen-train run folders (with .hydra/config.yaml) {where}")
+        raise ValueError(f"--paired {spec}: no capgen-train run folders (whose .hydra/ capgen-train wrote) {where}")
     runs = [load_run(r) for r in found]
     unreadable = [r for r in runs if r.status == "unreadable"]
     if unreadable:
@@ -236,9 +262,9 @@ def as_text(table: Table, width: int = WIDTH) -> str:
     n_settings = table.header.index("status")
     names = short_names(table.header[:n_settings])
     header, rows = [*names, *table.header[n_settings:]], [list(r) for r in table.rows]
-    for i in range(n_settings):  # /mnt/data/coco/a, /mnt/data/coco/b: "…a", "…b", so a cut keeps what differs
+    for i in [*range(n_settings), len(header) - 1]:  # /mnt/data/coco/a, /mnt/data/coco/b: "…a", "…b", so a cut keeps what differs
         given = [row[i] for row in rows if row[i] != "-"]
-        start = len(os.path.commonprefix(given)) if len(set(given)) > 1 else 0
+        start = _shared_start(given)
         if start > _MIN_CELL:
             for row in rows:
                 row[i] = row[i] if row[i] == "-" else "…" + row[i][start:]
@@ -261,16 +287,30 @@ def as_text(table: Table, width: int = WIDTH) -> str:
     return "\n".join(lines)
 
 
+def _shared_start(values: list[str]) -> int:
+    """The length of the start all `values` share, back to its last separator where that still
+    cuts (2026-12-05_13-26-52 and 2026-12-05_13-27-27: "…26-52", "…27-27"); 0 for one value."""
+    if len(set(values)) < 2:
+        return 0
+    shared = os.path.commonprefix(values)
+    at_separator = max(shared.rfind(sep) for sep in "/_-=,. ") + 1
+    return at_separator if at_separator > _MIN_CELL else len(shared)
+
+
 def _fitted(header: list[str], rows: list[list[str]], n_settings: int, width: int) -> list[int]:
     """Column widths: the widest settings or run column is cut, one character at a time, until
-    the table fits `width` or every one of them is down to _MIN_CELL (metrics are never cut)."""
+    the table fits `width` or every one of them is down to its least width (metrics are never
+    cut): _MIN_CELL, and for the run column the width that still tells every row's runs apart,
+    the only thing that names a row."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    cuttable = [*range(n_settings), len(header) - 1]
+    names = [row[-1] for row in rows]
+    apart = next(w for w in range(widths[-1] + 1) if len({abbreviate(n, w) for n in names}) == len(set(names)))
+    least = {**dict.fromkeys(range(n_settings), _MIN_CELL), len(header) - 1: max(_MIN_CELL, apart)}
     while sum(widths) + 2 * (len(widths) - 1) > width:
-        widest = max(cuttable, key=lambda i: widths[i])
-        if widths[widest] <= _MIN_CELL:
+        above = [i for i in least if widths[i] > least[i]]
+        if not above:
             break
-        widths[widest] -= 1
+        widths[max(above, key=lambda i: widths[i])] -= 1
     return widths
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -27,8 +28,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
         raise ValueError(f"feature_batch_size={cfg.feature_batch_size}: give a positive whole number, e.g. 64")
     check_types(cfg.data, "data")
     encoder_run = encoder_settings(cfg)  # a bad value stops before any cache is written
-    cache_dir = Path(cfg.cache_dir).expanduser().resolve()
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = cache_folder(cfg.cache_dir)
     on_bad_sample = cfg.data.get("on_bad_sample") or "error"
     # The raw sources: this datamodule must not read from the caches it is writing.
     datamodule = hydra.utils.instantiate(cfg.data, cache_dir=None, use_features=False)
@@ -66,6 +66,26 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
         )
     log.info("caches complete in %s", cache_dir)
     return bad
+
+
+def cache_folder(value: object) -> Path:
+    """cache_dir as an existing folder to write in, created if need be; otherwise a one-paragraph
+    ValueError naming the setting. An empty value is refused, not read as the current folder:
+    Path("") is ".", and an unset $CACHE in `cache_dir=$CACHE` would fill it with caches."""
+    fix = "give the folder to write the caches into, e.g. cache_dir=/scratch/shapes_cache"
+    if value is None or not str(value).strip():
+        raise ValueError(f"cache_dir={'null' if value is None else repr(value)}: no folder given; {fix}.")
+    path = Path(str(value)).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"cache_dir={value}: {path} is a file, not a folder; {fix} (a new or an existing folder).")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way, a read-only or virtual file system (/proc, /sys), no permission
+        raise ValueError(f"cache_dir={value}: the folder {path} cannot be created ({e.strerror}); {fix}, "
+                         "somewhere you can write.") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"cache_dir={value}: the folder {path} is not writable; {fix}, somewhere you can write.")
+    return path
 
 
 def run(cfg: DictConfig) -> None:

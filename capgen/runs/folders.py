@@ -21,7 +21,27 @@ DEFAULT_IMAGE_SIZE = 256
 
 
 def is_run(path: Path) -> bool:
-    return (path / ".hydra" / "config.yaml").is_file()
+    """A capgen-train run folder: one holding .hydra/config.yaml that its .hydra/hydra.yaml does
+    not name another command's. capgen-eval, caption, demo and prepare leave a .hydra/ too;
+    Hydra records the config each command composes (hydra.job.config_name: train, eval, ...),
+    which, unlike task_name, no override changes. A run without a readable hydra.yaml (copied
+    without it, or written by hand) still counts: only another command's name rules one out."""
+    return (path / ".hydra" / "config.yaml").is_file() and _config_name(path) in (None, "train")
+
+
+def _config_name(path: Path) -> str | None:
+    try:  # the C loader: hydra.yaml is long, and capgen-compare reads one per folder
+        saved = yaml.load((path / ".hydra" / "hydra.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return saved["hydra"]["job"]["config_name"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def not_a_run(path: Path) -> str:
+    """Why is_run(path) is false, for a message."""
+    if (path / ".hydra" / "config.yaml").is_file():
+        return f"its .hydra/hydra.yaml says capgen-{_config_name(path)} wrote it"
+    return "it has no .hydra/config.yaml"
 
 
 def held_run(folder: Path) -> list[str]:
@@ -38,12 +58,13 @@ def held_run(folder: Path) -> list[str]:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """The run folders at or under `root` (those holding .hydra/config.yaml), sorted by path."""
+    """The capgen-train run folders at or under `root` (see is_run), sorted by path."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
     if is_run(root):
         return [root]
-    return sorted((p.parent.parent for p in root.glob("**/.hydra/config.yaml")), key=_natural_key)
+    found = (p.parent.parent for p in root.glob("**/.hydra/config.yaml"))
+    return sorted((p for p in found if is_run(p)), key=_natural_key)
 
 
 def _natural_key(path: Path) -> list:
@@ -71,7 +92,7 @@ def best_checkpoint(run: Path) -> Path:
     if not run.is_dir():
         raise FileNotFoundError(f"run={run}: no such folder")
     if not is_run(run):
-        raise ValueError(f"run={run}: not a capgen-train run folder (it has no .hydra/config.yaml)")
+        raise ValueError(f"run={run}: not a capgen-train run folder ({not_a_run(run)}); give a run folder of capgen-train's, e.g. under outputs/train")
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     hint = f"give ckpt_path=<file> instead; {run / 'checkpoints'} holds {ckpts or 'no checkpoints'}"
     try:

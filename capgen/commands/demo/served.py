@@ -24,7 +24,16 @@ from ...lightning.inference import caption_row, checkpoint_list, load_checkpoint
 from ...lightning.module import CaptioningModule
 from ...models.search import DecodeSettings
 from ...models.search.settings import BEAM_METHODS
-from ...runs.folders import DEFAULT_IMAGE_SIZE, best_checkpoint, find_runs, is_run, run_choice, run_config, training_image_size
+from ...runs.folders import (
+    DEFAULT_IMAGE_SIZE,
+    best_checkpoint,
+    find_runs,
+    is_run,
+    not_a_run,
+    run_choice,
+    run_config,
+    training_image_size,
+)
 from ...runs.provenance import TrainedOn
 from ...viz import draw_attention, resize_longest
 
@@ -131,8 +140,8 @@ def checkpoint_paths(cfg: DictConfig) -> list[Path]:
             continue
         runs, skipped = find_runs(folder), []
         if not runs:
-            raise ValueError(f"run={folder}: neither a capgen-train run folder nor a folder holding any (none has "
-                             ".hydra/config.yaml); give a run folder, a sweep folder, or ckpt_path=<checkpoint>")
+            raise ValueError(f"run={folder}: neither a capgen-train run folder nor a folder holding any ("
+                             f"{not_a_run(folder)}); give a run folder, a sweep folder, or ckpt_path=<checkpoint>")
         for run in runs:  # a sweep's job that failed or is still running has no best checkpoint yet: the others are shown
             try:
                 found.append(best_checkpoint(run))

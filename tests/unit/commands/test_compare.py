@@ -186,7 +186,7 @@ def test_compare_lists_unreadable_records_as_such_and_shows_the_other_runs(tmp_p
 def test_compare_shows_varying_overrides_and_puts_failed_and_unfinished_runs_last(tmp_path):
     done = {"status": "completed", "metrics": {"val/CIDEr": 0.8, "test/CIDEr": 0.7}}
     for i in range(11):  # job 10 sorts after job 9
-        make_run_folder(tmp_path / f"{i}_lr={i}", ["debug=fast", f"model.module.optimizer.lr={i}"], {**done, "metrics": {"val/CIDEr": i / 10}})
+        make_run_folder(tmp_path / f"{i}_lr={i}", ["debug=fast", f"model.module.optimizer.lr={i}"], {**done, "metrics": {"val/CIDEr": i / 10, **({"test/CIDEr": 0.7} if i == 0 else {})}})
     make_run_folder(tmp_path / "11_lr=bad", ["debug=fast", "model.module.optimizer.lr=bad"], {"status": "failed", "error": "ValueError: bad lr"})
     make_run_folder(tmp_path / "12_lr=slow", ["debug=fast", "model.module.optimizer.lr=slow"])
     assert [p.name for p in find_runs(tmp_path)][9:11] == ["9_lr=9", "10_lr=10"]
@@ -205,7 +205,7 @@ def test_compare_shows_varying_overrides_and_puts_failed_and_unfinished_runs_las
         compare([tmp_path / "0_lr=0" / ".hydra"], ["val/CIDEr"])
 
 
-def test_compare_on_a_mixed_folder_fits_120_columns_and_lists_failed_runs_apart(tmp_path, capsys):
+def test_compare_on_a_mixed_folder_fits_120_columns_but_for_telling_runs_apart_and_lists_failed_runs_apart(tmp_path, capsys):
     from capgen.cli.compare import main as compare_main
 
     def run(name: str, overrides: list[str], summary: dict | None) -> None:
@@ -231,10 +231,15 @@ def test_compare_on_a_mixed_folder_fits_120_columns_and_lists_failed_runs_apart(
 
     compare_main([str(tmp_path / "train")])
     lines = capsys.readouterr().out.splitlines()
-    assert max(len(line) for line in lines) <= 120, "\n".join(lines)
-    header = next(line for line in lines if " status " in line).split()
+    header = next(line for line in lines if " status " in line)
+    table = lines[lines.index(header):lines.index("runs that did not complete:")]
+    # The two sweep rows differ only at their job number, 30 characters in: the run column is not
+    # cut before it (so the table is 10 wider than 120), every other line fits.
+    assert [row.split()[-1] for row in table[1:]] == \
+        ["2025-01-02_09-00-00", "multirun_2025-01-01_12-00-00/0…", "multirun_2025-01-01_12-00-00/2…"]
+    assert max(len(line) for line in table) == 130 and all(len(line) <= 120 for line in lines if line not in table)
     # Only what differs among the rows shown: not the failed run's misspelt key, not max_epochs.
-    assert header[:4] == ["data.root", "model", "hidden_dim", "seed"] and "hiden_dim" not in "\n".join(lines[:-2])
+    assert header.split()[:4] == ["data.ro…", "model", "hidden_…", "seed"] and "hiden_dim" not in "\n".join(lines[:-2])
     assert lines[0] == "all runs: trainer.max_epochs=2"
     # The long paths shown from where they differ: their shared start is cut, not their difference.
     assert [row.split()[0][:7] for row in lines[3:6]] == ["…rather", "…very/l", "…very/l"]
@@ -261,3 +266,42 @@ def test_capgen_compare_markdown_into_a_missing_or_read_only_folder_is_one_line_
         import re
 
         assert re.search(r"capgen-compare: error: --markdown .*" + says, capsys.readouterr().err)
+
+
+# ----- what counts as a run -------------------------------------------------------------------
+def test_the_folders_of_other_commands_are_no_rows_columns_or_notes(tmp_path):
+    make_run(tmp_path / "train" / "a", ["model=lstm"], {"val/CIDEr": 0.5})
+    make_run(tmp_path / "train" / "b", ["model=attn"], {"val/CIDEr": 0.6})
+    evaluation = make_run(tmp_path / "eval" / "2026-12-05_13-30-05", ["run=train/a", "decode.beam_size=5"])
+    (evaluation / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    name: eval\n    config_name: eval\n")
+    table = compare([tmp_path], ["val/CIDEr"])
+    assert table.header == ["model", "status", "val/CIDEr", "run"] and table.notes == []
+    assert [row[-1] for row in table.rows] == ["b", "a"]
+    with pytest.raises(SystemExit, match=r"no capgen-train runs under .*/eval .*capgen-eval, caption, demo and prepare folders are not runs"):
+        compare([tmp_path / "eval"], ["val/CIDEr"])
+
+
+def test_the_run_column_is_cut_no_further_than_tells_the_rows_apart(tmp_path):
+    # The run folder is the only thing naming a row: cut from its end it read "2026-12…" in every row.
+    scores = {"val/CIDEr": 0.8, "val/BLEU-4": 0.2, "test/CIDEr": 0.5, "test/BLEU-4": 0.2}
+    for i, name in enumerate(["2026-12-05_13-26-52", "2026-12-05_13-27-27"]):
+        make_run(tmp_path / name, [f"data.root=/mnt/shared/datasets/coco2014/{i}"], {k: v - i / 10 for k, v in scores.items()})
+    rows = as_text(compare([tmp_path]), width=80).splitlines()[1:]
+    assert [row.split()[-1] for row in rows] == ["…26-52", "…27-27"]  # their shared start cut, at a separator
+    make_run(tmp_path / "2026-12-06_09-00-00", ["data.root=/mnt/shared/datasets/coco2014/2"], {"val/CIDEr": 0.1})
+    rows = as_text(compare([tmp_path]), width=40).splitlines()[1:]
+    assert [row.split()[-1] for row in rows] == ["…5_13-26…", "…5_13-27…", "…6_09-00…"]  # not "…5_13-2…" twice
+
+
+def test_a_misspelt_metric_is_refused_with_the_close_match_and_the_names_the_runs_have(tmp_path, capsys):
+    make_run(tmp_path / "a", ["model=lstm"], {"val/CIDEr": 0.5, "val/loss": 2.0})  # tested without the test split
+    make_run(tmp_path / "b", ["model=attn"], {"val/CIDEr": 0.6, "val/loss": 1.9})
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path), "--metrics", "val/cider", "val/loss"])
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert message == (f"capgen-compare: error: --metrics val/cider: no run under {tmp_path} has this metric in its "
+                       "summary.json (did you mean val/CIDEr?); they have val/CIDEr, val/loss. Give the names as listed "
+                       "(case matters).\n")
+    # The default metrics are not checked: these runs have no test/* cells, and that is no error.
+    assert compare([tmp_path]).rows[0] == ["attn", "completed", "0.6000", "-", "-", "-", "b"]
