@@ -23,7 +23,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     with refused_at_start("capgen-train"):  # one paragraph, not a traceback, for what is refused here
-        sys.argv[1:] = command_line("train", sys.argv[1:])
+        sys.argv[1:] = command_line("train", sys.argv[1:], check_values=train.check_train_config)
     _main()
 
 

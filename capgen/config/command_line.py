@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
 
 from ..runs.lock import hold, record_holder
 from .argv import (named_run_dir, output_dir_as_run_dir, quote_paths, require_new_run_folder, require_writable_run_folder,
@@ -29,7 +31,7 @@ LIST_KEYS = {"eval": ("run", "ckpt_path"), "caption": ("ckpt_path",), "demo": ("
 WHOLE_RUN_IN_OUTPUT_DIR = ("train", "eval", "caption")
 
 
-def command_line(command: str, args: list[str]) -> list[str]:
+def command_line(command: str, args: list[str], check_values: Callable[[DictConfig], None] | None = None) -> list[str]:
     """capgen-`command`'s command line (`args`, sys.argv[1:]) as Hydra is to read it. Each step
     rewrites the arguments or refuses the command (an exception, or SystemExit with one
     paragraph) before Hydra makes a run folder, so a refused command writes nothing. In order,
@@ -52,7 +54,8 @@ def command_line(command: str, args: list[str]) -> list[str]:
        that exists already is locked before resume_argv copies its .hydra/ aside and before
        Hydra writes into it (capgen.runs.lock), held until the process ends; a new run (no
        resume=) given such a folder that holds a run is refused (require_new_run_folder);
-    8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked;
+    8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked (the
+       composed config also by `check_values`, capgen-train's own checks, handed in by its main);
     9. check_command_keys (train): a key no constructor takes (`model.decoder.hiden_dim=3`,
        with + or not), refused before Hydra makes a run folder;
     10. record_holder (train): accepted, so this process is named as the folder's writer.
@@ -75,7 +78,7 @@ def command_line(command: str, args: list[str]) -> list[str]:
     if folder is not None:
         hold(folder, record=False)  # until this process ends; nothing written before the checks
         require_new_run_folder(args, folder)  # after the lock: a run still writing there is named as such
-    args = resume_argv(args)
+    args = resume_argv(args, check_values)
     check_command_keys(args)
     if folder is not None:
         record_holder(folder)

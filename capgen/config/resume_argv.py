@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 DDP_CHILD = "hydra.job.name=train_ddp_process_"
 
 
-def resume_argv(args: list[str]) -> list[str]:
-    """`args` (sys.argv[1:]) rewritten for `resume=<run dir>` as the module docstring says."""
+def resume_argv(args: list[str], check_values: Callable[[DictConfig], None] | None = None) -> list[str]:
+    """`args` (sys.argv[1:]) rewritten for `resume=<run dir>` as the module docstring says.
+    check_values: capgen-train's checks of a composed config (check_train_config), handed down
+    by the command, whose layer is above this one."""
     overrides = command_overrides(args)
     given = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(overrides)}
     if "resume" not in given or given["resume"].value() in (None, "null") or any(a.startswith(DDP_CHILD) for a in args):
@@ -52,14 +55,15 @@ def resume_argv(args: list[str]) -> list[str]:
            if o.key_or_group not in ("resume", "ckpt_path") and not o.key_or_group.startswith("hydra.")]
     # Everything is checked before the first byte is written into the run: a refused resume
     # leaves the folder as it was, so the plain `resume=<run>` still works afterwards.
-    fallback = check_resume(run, own, overrides)
+    fallback = check_resume(run, own, overrides, check_values)
     if os.environ.get("RANK", "0") == "0":
         keep_before_resume(run)
     extra = [f'ckpt_path="{fallback}"'] if fallback else []
     return [*own, *args, *extra, f'hydra.run.dir="{run}"']
 
 
-def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
+def check_resume(run: Path, own: list[str], given: list[str],
+                 check_values: Callable[[DictConfig], None] | None = None) -> Path | None:
     """Compose the resumed run's config (its own overrides, then `given`) and check the
     checkpoint it resumes from against it. Raises, naming the override and the command that
     works, when the resume cannot go on; returns the checkpoint to resume from instead of a
@@ -67,7 +71,7 @@ def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
     cfg, own_cfg = _compose(own, given), _compose(own, [])
     cfg.paths.output_dir = str(run)  # Hydra's ${hydra:runtime.output_dir}, which is not set before Hydra starts
     plain = f"capgen-train resume={run}"
-    _check_values(run, cfg, plain)
+    _check_values(run, cfg, plain, check_values)
     _check_working_directory(run, cfg, own_cfg, plain)
     changes = restored_settings_changes(own_cfg.model.module, cfg.model.module, str(run))
     if changes:
@@ -97,15 +101,14 @@ def check_resume(run: Path, own: list[str], given: list[str]) -> Path | None:
         return _fallback(run, last, net_config, own, f"is damaged ({e})")
 
 
-def _check_values(run: Path, cfg: DictConfig, plain: str) -> None:
+def _check_values(run: Path, cfg: DictConfig, plain: str, check_values: Callable[[DictConfig], None] | None) -> None:
     """The checks a new run makes before it builds anything (capgen-train's check_train_config,
     the data module's ranges such as data.batch_size=0), made here before Hydra writes into the
     run: a value refused once the job has started would be saved in the run's overrides.yaml,
     and the plain resume would fail on it again."""
-    from ..commands.train.fit import check_train_config  # imported here: it imports the whole trainer
-
     try:
-        check_train_config(cfg)
+        if check_values is not None:
+            check_values(cfg)
         instantiate(cfg.data)
     except ValueError as e:
         raise ValueError(f"resume={run}: {str(e).rstrip('.')}. Nothing in the run folder was changed: correct or "

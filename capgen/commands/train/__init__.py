@@ -2,6 +2,6 @@
 checked together before anything is written (consistency.py) and what the command says when it
 ends (next_steps.py)."""
 
-from .fit import run, train
+from .fit import check_train_config, run, train
 
-__all__ = ["run", "train"]
+__all__ = ["check_train_config", "run", "train"]

@@ -87,14 +87,23 @@ def test_a_copied_run_resumes_as_itself_and_keeps_one_best_checkpoint(tmp_path):
 def test_a_bad_value_on_resume_is_refused_before_any_write(run):
     # Found by the checks a new run makes before it builds anything, and by the data module's
     # constructor; refused once the job had started, the value was saved in overrides.yaml.
+    from capgen.cli.train import main
+    from capgen.commands.train import check_train_config
+
     before = snapshot(run)
     for bad, named in (("data.batch_size=0", "data.batch_size=0"), ("monitor_mode=up", "monitor_mode='up'")):
         with pytest.raises(ValueError) as err:
-            resume_argv([f"resume={run}", bad])
+            resume_argv([f"resume={run}", bad], check_train_config)
         message = str(err.value)
         assert named in message and "Nothing in the run folder was changed" in message
         assert f"capgen-train resume={run})" in message
         assert snapshot(run) == before, bad
+    # capgen-train's main hands its checks down to the resume's (the config layer cannot import them)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", ["capgen-train", f"resume={run}", "monitor_mode=up"])
+        with pytest.raises(SystemExit):
+            main()
+    assert snapshot(run) == before
 
 
 def test_an_optimizer_or_schedule_change_on_resume_is_refused_naming_init_from(run):
