@@ -18,7 +18,8 @@ stderr):
     captions.jsonl                     {path, caption, words, word_probs, logprob} per image, of
                                        its first caption, plus {captions, logprobs} of all n_best
     <name>_attention.png, <name>_attention.gif   attention models: one panel / frame per word
-                                       of the first caption
+                                       of the first caption (<name> cut, plus a hash, where a
+                                       file name would pass 255 bytes)
 
 An image that cannot be read, or whose figures cannot be drawn, does not stop the others:
 its row is {path, error} (a one-paragraph message, also on stderr), and the last stderr
@@ -29,8 +30,10 @@ exits with status 1). A bad setting or checkpoint stops the command before it wr
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -60,11 +63,14 @@ def find_images(spec: str) -> list[Path]:
     found instead and which extensions are accepted."""
     accepted = ", ".join(IMAGE_EXTENSIONS)
 
+    def dangling(p: Path) -> bool:  # kept, so that its row says so (load_rgb), rather than left out unsaid
+        return p.is_symlink() and not p.exists()
+
     def is_image(p: Path) -> bool:
-        return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        return (p.is_file() or dangling(p)) and p.suffix.lower() in IMAGE_EXTENSIONS
 
     p = Path(spec).expanduser()
-    if p.is_file():
+    if p.is_file() or dangling(p):
         if not is_image(p):
             raise ValueError(f"images={spec}: not an image file (extension {p.suffix or 'none'!r}); accepted: {accepted}")
         return [p]
@@ -93,12 +99,35 @@ def _display(path: Path, longest: int) -> np.ndarray:
     return resize_longest(load_rgb(path), longest)
 
 
+# A file name's limit in bytes (NAME_MAX on Linux and macOS), and the longer figure suffix.
+NAME_MAX = 255
+FIGURE_SUFFIX = "_attention.png"  # .gif: as long
+STEM_MAX = NAME_MAX - len(FIGURE_SUFFIX)
+
+
+def _fitting(stem: str) -> str:
+    """`stem`, or when stem + FIGURE_SUFFIX exceeds NAME_MAX bytes (a legal 245-byte image
+    name, or about 80 CJK characters), its first characters plus 8 hex digits of its hash,
+    so that two long names cut alike still differ."""
+    if len(os.fsencode(stem)) <= STEM_MAX:
+        return stem
+    tag = "-" + hashlib.sha256(os.fsencode(stem)).hexdigest()[:8]
+    cut = stem
+    while len(os.fsencode(cut + tag)) > STEM_MAX:  # whole characters: a cut never splits one's bytes
+        cut = cut[:-1]
+    return cut + tag
+
+
 def _unique_stem(path: Path, taken: set[str]) -> str:
-    """A file-name stem for the image's figures; a.jpg and a.png do not overwrite each other."""
-    stem, n = path.stem, 2
+    """A file-name stem for the image's figures that fits a file name; a.jpg and a.png do not
+    overwrite each other."""
+    stem, n = _fitting(path.stem), 2
     while stem in taken:
-        stem, n = f"{path.stem}_{n}", n + 1
+        stem, n = _fitting(f"{path.stem}_{n}"), n + 1
     taken.add(stem)
+    if len(os.fsencode(path.stem)) > STEM_MAX:  # the figures' names no longer show the image's whole name
+        log.info("%s: its attention figures are %s_attention.png and .gif (its name cut to fit a file name's "
+                 "%d bytes)", path, stem, NAME_MAX)
     return stem
 
 

@@ -68,7 +68,8 @@ def load_rgb(path, size: int | None = None, fix: str = FIX_FILE) -> np.ndarray:
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.array(img, dtype=np.uint8)  # (H, W, 3), a writable copy for torch
     except FileNotFoundError:
-        raise BadSampleError(path, "file not found", fix) from None
+        link = f" (a symbolic link to {os.readlink(path)}, which does not exist)" if os.path.islink(path) else ""
+        raise BadSampleError(path, "file not found" + link, fix) from None
     except IsADirectoryError:
         raise BadSampleError(path, "is a directory, not an image file", fix) from None
     except UnidentifiedImageError:

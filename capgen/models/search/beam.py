@@ -86,7 +86,6 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
     B, device = feats.shape[0], feats.device
     Kg = K // G
     T = max_len + 1  # max_len words + <end>, as greedy
-    bound_div = T**length_penalty  # the longest caption's length divisor
     beam_offsets = torch.arange(K, device=device)
 
     # Per-image work once; the rows of an image share one copy of its memory (the decoder
@@ -163,7 +162,7 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
 
         # Finished hypotheses all have t + 1 tokens, so their scores divide alike.
         end_scores, end_rows = (torch.cat(x, dim=1) for x in zip(*ended))  # (n, K)
-        pool.add(active, end_scores / (t + 1) ** length_penalty, end_scores, end_rows, t, end_id,
+        pool.add(active, _rank_key(end_scores, t + 1, length_penalty), end_scores, end_rows, t, end_id,
                  hist_tokens, hist_logp, logp, hist_alpha, alpha)
 
         if t == max_len:
@@ -183,8 +182,8 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
 
         # Done: even the best live beam, keeping its raw score up to the longest length,
         # cannot beat the worst of the image's n best finished hypotheses.
-        found = pool.norm[active, N - 1]
-        done = (found > -math.inf) & (found >= scores.max(dim=1).values / bound_div)  # (n,)
+        found = pool.key[active, N - 1]
+        done = (found > -math.inf) & (found >= _rank_key(scores.max(dim=1).values, T, length_penalty))  # (n,)
         if done.all():
             active = active[:0]
             break
@@ -202,32 +201,41 @@ def _search(decoder, feats, K, max_len, start_id, end_id, length_penalty, N, G, 
     return pool.result()
 
 
+def _rank_key(raw: torch.Tensor, length: int, length_penalty: float) -> torch.Tensor:
+    """A key that orders raw sums of log-probs (<= 0; -inf: none) of `length` tokens as
+    raw / length ** length_penalty does: lp * log(length) - log(-raw), strictly increasing in
+    it. Computed as is, the score overflows (length ** 221 for 25 tokens) or underflows in
+    float32 (-20 / 11**40 is -0.), and then every caption ties; the log never does. float64,
+    so that two float32 scores a hair apart stay apart after the log."""
+    return length_penalty * math.log(length) - torch.log(-raw.double())
+
+
 class _Pool:
-    """Each image's N best finished hypotheses, best first: normalised and raw scores,
-    lengths, tokens, token log-probs and attention maps (B, N, ...). An empty place has
-    norm -inf and length 0."""
+    """Each image's N best finished hypotheses, best first: rank keys (_rank_key) and raw
+    scores, lengths, tokens, token log-probs and attention maps (B, N, ...). An empty place has
+    key -inf and length 0."""
 
     def __init__(self, B: int, N: int, T: int, device: torch.device, dtype: torch.dtype):
         self.N, self.T = N, T
-        self.norm = torch.full((B, N), -math.inf, device=device, dtype=dtype)  # (B, N) normalised scores
+        self.key = torch.full((B, N), -math.inf, device=device, dtype=torch.float64)  # (B, N) rank keys
         self.raw = torch.zeros(B, N, device=device, dtype=dtype)  # (B, N) raw sums of log-probs
         self.len = torch.zeros(B, N, dtype=torch.long, device=device)  # (B, N) tokens
         self.tokens = torch.zeros(B, N, T, dtype=torch.long, device=device)
         self.logp = torch.zeros(B, N, T, device=device, dtype=dtype)
         self.alpha = None  # (B, N, T, P)
 
-    def add(self, active, norm, raw, rows, t, end_id, hist_tokens, hist_logp, logp, hist_alpha, alpha) -> None:
+    def add(self, active, key, raw, rows, t, end_id, hist_tokens, hist_logp, logp, hist_alpha, alpha) -> None:
         """Candidates finished at step t, (n, C) each for the n active images: their
-        normalised and raw scores (-inf: no candidate) and parent rows. An image takes the
+        rank keys and raw scores (-inf: no candidate) and parent rows. An image takes the
         N best of its places and candidates; on equal scores the earlier (shorter) one stays."""
         N = self.N
-        better = (norm.max(dim=1).values > self.norm[active, N - 1]).nonzero().squeeze(1)  # positions among n
+        better = (key.max(dim=1).values > self.key[active, N - 1]).nonzero().squeeze(1)  # positions among n
         if len(better) == 0:
             return
         b = active[better]  # image ids
         if alpha is not None and self.alpha is None:
             self.alpha = alpha.new_zeros(*self.tokens.shape, alpha.shape[-1])
-        merged = torch.cat([self.norm[b], norm[better]], dim=1)  # (m, N + C), places first
+        merged = torch.cat([self.key[b], key[better]], dim=1)  # (m, N + C), places first
         order = merged.argsort(dim=1, descending=True, stable=True)[:, :N]  # (m, N)
         kept = order < N  # (m, N) an old place, else a new candidate
         old = order.clamp(max=N - 1)  # (m, N) the old place kept (where kept)
@@ -240,7 +248,7 @@ class _Pool:
             mask = kept.view(*kept.shape, *[1] * (current.dim() - 2))
             return torch.where(mask, current.gather(1, index), candidate)
 
-        self.norm[b] = merged.gather(1, order)
+        self.key[b] = merged.gather(1, order)
         self.raw[b] = place(self.raw[b], raw[better].gather(1, new))
         self.len[b] = place(self.len[b], torch.full_like(parents, t + 1))
         tokens = self.tokens.new_zeros(*parents.shape, self.T)  # (m, N, T)

@@ -22,6 +22,11 @@ METHODS = ("greedy", "beam", "sample", "diverse_beam")
 BEAM_METHODS = ("beam", "diverse_beam")
 INT_KEYS = ("beam_size", "n_best", "groups", "min_len", "no_repeat_ngram_size", "top_k", "seed")
 FLOAT_KEYS = ("diversity_strength", "length_penalty", "temperature", "top_p")
+# Beyond a few the longest finished caption already wins; the bound keeps the beam's rank
+# key (lp * log(length), beam._rank_key) far from float64's limits.
+MAX_LENGTH_PENALTY = 1000
+# What torch.Generator.manual_seed takes: an int64 or a uint64.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 @dataclass(frozen=True)
@@ -157,8 +162,9 @@ def check(values: dict[str, Any], where: str) -> None:
         if method != "diverse_beam" and v[key] != (1 if key == "groups" else 0):
             fail(key, f"only {where}.method=diverse_beam reads it; with {where}.method={method} give "
                       f"{where}.{key}={1 if key == 'groups' else 0}, or {where}.method=diverse_beam.")
-    if v["length_penalty"] < 0:
-        fail("length_penalty", "give a value >= 0 (0 ranks by the raw log-probability, larger favours longer captions).")
+    if not 0 <= v["length_penalty"] <= MAX_LENGTH_PENALTY:
+        fail("length_penalty", f"give a value from 0 to {MAX_LENGTH_PENALTY} (0 ranks by the raw log-probability, "
+                               "larger favours longer captions).")
     if method not in BEAM_METHODS and v["length_penalty"] != 0:
         fail("length_penalty", f"it ranks the hypotheses of a beam, and {where}.method={method} has none to rank; "
                                f"give {where}.length_penalty=0 or {where}.method=beam.")
@@ -176,6 +182,8 @@ def check(values: dict[str, Any], where: str) -> None:
         fail("top_k", "give k >= 1 to draw among the k most likely words, or 0 for the whole vocabulary.")
     if not 0 < v["top_p"] <= 1:
         fail("top_p", "give a probability mass in (0, 1] (1: no nucleus cut).")
+    if not SEED_RANGE[0] <= v["seed"] <= SEED_RANGE[1]:  # checked for every method: the seed is given to a generator
+        fail("seed", "give a whole number from -2**63 to 2**64-1 (what a torch random generator takes).")
     for key, neutral in (("temperature", 1), ("top_k", 0), ("top_p", 1)):
         if method != "sample" and v[key] != neutral:
             fail(key, f"only {where}.method=sample reads it; with {where}.method={method} give {where}.{key}={neutral}, "

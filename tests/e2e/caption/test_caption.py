@@ -121,6 +121,21 @@ def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, pho
     assert all("caption" in r for r in rows[:2])
 
 
+def test_a_long_image_name_keeps_its_caption_and_a_dangling_link_gets_an_error_row(ckpt, photo_dir, tmp_path):
+    """A legal 249-byte name would make its figures' names too long: they are cut, and the
+    image keeps its caption. A broken link is an error row naming its missing target."""
+    long = photo_dir / ("x" * 245 + ".png")
+    (photo_dir / "scene.png").rename(long)
+    (photo_dir / "dangling.jpg").symlink_to("nonexist.jpg")
+    out = tmp_path / "out"
+    rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy")
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert set(by_name) == {long.name, "dangling.jpg", "big.JPG", "gray.jpg"}
+    assert by_name[long.name]["words"] and Image.open(out / by_name[long.name]["gif"]).format == "GIF"
+    assert by_name["dangling.jpg"]["error"].startswith(
+        f"{photo_dir / 'dangling.jpg'}: file not found (a symbolic link to nonexist.jpg, which does not exist)")
+
+
 def test_capgen_caption_command_exits_1_when_an_image_failed(ckpt, photo_dir, tmp_path):
     broken = photo_dir / "broken.jpg"
     shutil.copyfile(make_odd_images(tmp_path / "odd")["truncated"], broken)

@@ -130,6 +130,25 @@ def test_n_best_equals_exhaustive_enumeration(cls, constraints):
         _check_consistent(dec, feats, res)
 
 
+@pytest.mark.parametrize("alpha", [80, 500])
+def test_a_large_length_penalty_ranks_as_documented_in_float32(alpha):
+    """log-prob / len**alpha, computed as is, underflows in float32 (-5 / 5**80 is -0.: all
+    captions would tie) or overflows (5**500): the beam of a float32 decoder must still give
+    the n best of an exact (rational) reference."""
+    from fractions import Fraction
+
+    N = 8
+    dec = _decoder(LSTMDecoder, seed=0, vocab=WORDS_V, scale=3.0, end_bias=1.0)
+    feats = _feats(1, seed=0)
+    seqs, logps = _exhaustive(dec, feats)
+    exact = [Fraction(lp) / len(s) ** alpha for s, lp in zip(seqs, logps.tolist())]
+    order = sorted(range(len(seqs)), key=lambda i: exact[i], reverse=True)[:N]
+    res = _decode(dec.float(), feats.float(), WORDS_MAX_LEN, method="beam", beam_size=EXHAUSTIVE_BEAM, n_best=N,
+                  length_penalty=alpha)
+    assert res.logprob.dtype == torch.float32
+    assert [row[: row.index(END) + 1] for row in res.tokens[0].tolist()] == [seqs[i] for i in order]
+
+
 def test_the_constraints_change_the_exhaustive_n_best():
     """The test above has teeth: on its decoders each constraint excludes some of the
     unconstrained 8 best captions."""
@@ -448,6 +467,9 @@ BAD_SETTINGS = [
     ({"no_repeat_ngram_size": -1}, r"decode\.no_repeat_ngram_size=-1: "),
     ({"suppress_unk": "yes"}, r"decode\.suppress_unk='yes': give true or false"),
     ({"beam_size": 2.5}, r"decode\.beam_size=2\.5: give a whole number"),
+    ({"method": "beam", "beam_size": 3, "length_penalty": 1001}, r"decode\.length_penalty=1001: give a value from 0 to 1000"),
+    ({"method": "beam", "beam_size": 3, "seed": 2**64}, r"decode\.seed=18446744073709551616: give a whole number from -2\*\*63 to 2\*\*64-1"),
+    ({"method": "sample", "seed": -(2**63) - 1}, r"decode\.seed=-9223372036854775809: give a whole number from"),
 ]
 
 
@@ -481,6 +503,8 @@ def test_settings_from_a_config_node():
         DecodeSettings(min_len=25).with_max_len(20, where="x")
     assert DecodeSettings(method="beam", beam_size=3).describe() == "beam 3"
     assert DecodeSettings(method="sample", top_p=0.9).describe() == "sample, top_p 0.9, seed 0"
+    for seed in (-(2**63), 2**64 - 1):  # the range's ends seed a generator
+        torch.Generator().manual_seed(DecodeSettings(method="sample", seed=seed).seed)
 
 
 def test_decode_settings_built_in_code_refuse_nan_too():
