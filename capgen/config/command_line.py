@@ -53,8 +53,9 @@ def command_line(command: str, args: list[str]) -> list[str]:
        Hydra writes into it (capgen.runs.lock), held until the process ends; a new run (no
        resume=) given such a folder that holds a run is refused (require_new_run_folder);
     8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked;
-    9. check_command_keys (train): a key no constructor takes (`model.decoder.hiden_dim=3`,
-       with + or not), refused before Hydra makes a run folder;
+    9. check_command_keys (all): a key no constructor takes (`model.decoder.hiden_dim=3`,
+       with + or not), refused before Hydra makes a run folder, with the close match (Hydra's
+       own error would say to add +, which fails later);
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
     if command in PATH_KEYS:
@@ -68,6 +69,7 @@ def command_line(command: str, args: list[str]) -> list[str]:
         args = with_run_data_choice(args)
     require_writable_run_folder(args, command)
     if command != "train":
+        check_command_keys(args, command)  # for eval, with the run's data config (step 4)
         return args
     require_plugins(args)
     require_logger_packages(args)
