@@ -25,7 +25,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from ..runs.folders import held_run, run_data_choice
+from ..runs.folders import held_run, is_run, not_a_run, run_data_choice
 from . import CONF_DIR
 
 # Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
@@ -210,6 +210,23 @@ def require_new_run_folder(args: list[str], folder: Path) -> None:
             f"was written. Continue that run with capgen-train resume={folder} (trainer.max_epochs=... may be added), "
             f"or give the new run another folder: hydra.run.dir=<new folder>."
         )
+
+
+def require_folder_without_run(args: list[str], command: str) -> None:
+    """SystemExit with one paragraph when the existing folder a capgen-eval or capgen-caption
+    command line names as its run folder (named_run_dir) already holds a run of any command
+    (.hydra/): Hydra would replace that run's saved config, which a training run's resume=,
+    capgen-eval run= and capgen-compare read."""
+    folder = named_run_dir(args)
+    if folder is None or not (folder / ".hydra").is_dir():
+        return
+    held = "a capgen-train run" if is_run(folder) else f"another command's run ({not_a_run(folder)})"
+    raise SystemExit(
+        f"capgen-{command}: hydra.run.dir={folder} (or paths.output_dir) already holds {held}, and this command "
+        f"would replace its saved config in {folder / '.hydra'}, which resume=, capgen-eval run= and capgen-compare "
+        f"read. Nothing was written. Give the command its own folder with paths.output_dir=<new folder>, or leave "
+        f"it out (outputs/{command}/<time>)."
+    )
 
 
 def with_run_data_choice(args: list[str]) -> list[str]:

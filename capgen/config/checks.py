@@ -36,6 +36,7 @@ import math
 import re
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_object
@@ -164,7 +165,7 @@ def check_command_keys(args: list[str], config_name: str = "train") -> None:
         return  # Hydra reports a malformed override itself
     # Hydra's settings do not change what is built; groups (model=lstm) are Hydra's to check.
     keep = [o for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/"))]
-    if not any("." in o.key_or_group and not o.is_delete() for o in keep):
+    if not any(not _is_group(o.key_or_group) and not o.is_delete() for o in keep):
         return
     for job in itertools.islice(_sweep_jobs(keep), SWEEP_JOBS_CHECKED):
         _check_job_keys(job, config_name)
@@ -183,20 +184,28 @@ def _sweep_jobs(overrides: list) -> typing.Iterator[list[str]]:
         yield [*fixed, *values]
 
 
+# The nodes without a _target_ whose entries a command line adds with + (a callback, a logger:
+# each entry has its own _target_); under any other such node (decode, paths, a command's own
+# top-level settings) a key added with + lists a setting nothing reads.
+OPEN_NODES = ("callbacks", "logger")
+
+
 def _check_job_keys(lines: list[str], config_name: str) -> None:
     """check_command_keys for one job's override lines."""
-    dotted = [line.split("=", 1)[0] for line in lines if "." in line.split("=", 1)[0] and not line.startswith("~")]
-    if not dotted:
+    keys = [line.split("=", 1)[0] for line in lines if not line.startswith("~")]
+    keys = [k for k in keys if not _is_group(k.lstrip("+"))]  # a group's choice is Hydra's to check
+    if not keys:
         return
     cfg, unknown = _compose(config_name, lines)
     if unknown is not None:  # Hydra refused a key that no node lists: compose without it, then name it
         cfg, again = _compose(config_name, [line for line in lines if line.split("=", 1)[0].lstrip("+") != unknown])
         if cfg is None or again is not None:
             return
-        dotted = [unknown]
+        keys = [unknown]
     if cfg is None:
         return
-    for key in (k.lstrip("+") for k in dotted):
+    for given in keys:
+        key = given.lstrip("+")
         parent = key.rpartition(".")[0]
         while parent:  # the innermost node with a _target_ that holds the key
             node = OmegaConf.select(cfg, parent)
@@ -206,6 +215,36 @@ def _check_job_keys(lines: list[str], config_name: str) -> None:
                 _check_keys(values, parent)
                 break
             parent = parent.rpartition(".")[0]
+        else:  # under no constructor: unknown when Hydra refused it, or + added it (+ fails on a listed key)
+            added = given.startswith("+") and not given.startswith("++")
+            if (key == unknown or added) and not key.startswith(OPEN_NODES):
+                if added:  # the config as it is without the key, to name what it does list
+                    cfg, _ = _compose(config_name, [line for line in lines if line.split("=", 1)[0] != given])
+                _refuse_unlisted(cfg, key, config_name)
+
+
+def _is_group(key: str) -> bool:
+    """A config group (`data`, `model/encoder`): its value chooses a YAML file."""
+    from . import CONF_DIR
+
+    return "/" in key or (Path(CONF_DIR) / key).is_dir()
+
+
+def _refuse_unlisted(cfg: DictConfig | None, key: str, config_name: str) -> None:
+    """UnknownSetting for `key`, which the command's config `cfg` does not list, naming the
+    closest setting of the innermost node it would go in that exists."""
+    parts = key.split(".")
+    depth = len(parts) - 1
+    while depth and not isinstance(OmegaConf.select(cfg, ".".join(parts[:depth])) if cfg else None, DictConfig):
+        depth -= 1
+    parent = ".".join(parts[:depth])
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    names = [k for k in node.keys() if k != "hydra"] if node is not None else []
+    close = difflib.get_close_matches(parts[depth], names, n=1)
+    hint = f"Did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    where = f"{parent}'s settings" if parent else f"capgen-{config_name}'s settings"
+    raise UnknownSetting(f"{key}: {parts[depth]} is not one of {where}, so nothing would read it (and Hydra's advice "
+                         f"to add + would not help). {hint}Nothing was written; give the setting's right name.")
 
 
 def _add_key(values: dict, path: list[str]) -> None:

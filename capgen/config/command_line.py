@@ -10,8 +10,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..runs.lock import hold, record_holder
-from .argv import (named_run_dir, output_dir_as_run_dir, quote_paths, require_new_run_folder, require_writable_run_folder,
-                   with_run_data_choice)
+from .argv import (named_run_dir, output_dir_as_run_dir, quote_paths, require_folder_without_run, require_new_run_folder,
+                   require_writable_run_folder, with_run_data_choice)
 from .checks import check_command_keys
 from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV
@@ -47,6 +47,8 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
     4. with_run_data_choice (eval): `data=<the run's data config>` when none is given, so that
        Hydra accepts the run's own data.* keys;
     5. require_writable_run_folder (all): a run folder that cannot be written, in one paragraph;
+       require_folder_without_run (eval, caption): a folder named as the run folder that holds
+       a run already (.hydra/), a training run's above all, refused;
     6. require_plugins, require_logger_packages (train): a missing Hydra plugin or logger
        package, with its pip command;
     7. the run folder's lock (train, global rank 0 only: DDP's processes and torchrun's or
@@ -56,8 +58,9 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
        resume=) given such a folder that holds a run is refused (require_new_run_folder);
     8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked (the
        composed config also by `check_values`, capgen-train's own checks, handed in by its main);
-    9. check_command_keys (train): a key no constructor takes (`model.decoder.hiden_dim=3`,
-       with + or not), refused before Hydra makes a run folder;
+    9. check_command_keys (all): a key no constructor takes (`model.decoder.hiden_dim=3`,
+       with + or not), refused before Hydra makes a run folder, with the close match (Hydra's
+       own error would say to add +, which fails later);
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
     if command in PATH_KEYS:
@@ -70,7 +73,10 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
     if command == "eval":
         args = with_run_data_choice(args)
     require_writable_run_folder(args, command)
+    if command in ("eval", "caption"):  # their whole run, .hydra/ included, may go to a folder given (step 2)
+        require_folder_without_run(args, command)
     if command != "train":
+        check_command_keys(args, command)  # for eval, with the run's data config (step 4)
         return args
     require_plugins(args)
     require_logger_packages(args)

@@ -213,3 +213,22 @@ def test_a_data_path_with_a_tilde_or_a_comma_reaches_the_config_as_typed(command
     extra = ["cache_dir=/tmp/c"] if command == "prepare" and setting != "cache_dir" else []
     args = command_line(command, ["data=custom", f"{setting}=~/my pets,2", *extra])
     assert OmegaConf.select(compose_command(command, *args), setting) == "~/my pets,2"
+
+
+@pytest.mark.parametrize("command, args", [("eval", ["ckpt_path=x.ckpt"]), ("caption", ["ckpt_path=x.ckpt", "images=x.jpg"])])
+@pytest.mark.parametrize("config_name, says", [("train", "a capgen-train run"), ("eval", "capgen-eval wrote it")])
+def test_eval_and_caption_refuse_a_folder_holding_a_run_before_hydra_writes(tmp_path, command, args, config_name, says):
+    from capgen.config.command_line import command_line
+
+    run = _run_folder(tmp_path / "run", "completed", "last.ckpt")
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    config_name: {config_name}\n")
+    saved = (run / ".hydra" / "config.yaml").read_bytes()
+    for given in (f"paths.output_dir={run}", f"hydra.run.dir={run}"):
+        with pytest.raises(SystemExit) as err:
+            command_line(command, [*args, given])
+        message = str(err.value)
+        assert message.startswith(f"capgen-{command}: hydra.run.dir={run} (or paths.output_dir) already holds"), message
+        assert says in message and "paths.output_dir=<new folder>" in message and "\n" not in message
+    assert (run / ".hydra" / "config.yaml").read_bytes() == saved
+    (tmp_path / "empty").mkdir()  # a folder without a run may be given
+    assert command_line(command, [*args, f"paths.output_dir={tmp_path / 'empty'}"])[-1].endswith("empty'")

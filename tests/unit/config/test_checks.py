@@ -3,6 +3,7 @@ constructors check, and the run-level settings (a run that trains on nothing, a 
 epoch logs); each error is one paragraph naming the key, the value and the fix, and comes
 before anything is written into the run folder."""
 
+import re
 from typing import Literal
 
 import pytest
@@ -246,3 +247,34 @@ def test_the_default_is_offered_where_a_constructor_gives_one(tmp_path):
     cfg = compose_command("train", *TRAIN, f"paths.output_dir={tmp_path}", "model.module.optimizer.lr=nan")
     with pytest.raises(ValueError, match=r"e\.g\. model\.module\.optimizer\.lr=0\.002 \(the default\)"):
         check_train(cfg)
+
+
+MISSPELT = [
+    # (command, its command line, the close match the refusal must name)
+    ("eval", ["ckpt_path=x.ckpt", "decode.beam_sise=3"], "decode.beam_size"),  # a node without a constructor
+    ("eval", ["ckpt_path=x.ckpt", "+data.batch_sz=3"], "data.batch_size"),  # Hydra's advice followed
+    ("caption", ["ckpt_path=x.ckpt", "images=x.jpg", "batch_sise=3"], "batch_size"),  # a command's own setting
+    ("caption", ["ckpt_path=x.ckpt", "images=x.jpg", "+batch_sise=3"], "batch_size"),
+    ("demo", ["run=x", "+decode.beam_sise=3"], "decode.beam_size"),
+    ("prepare", ["cache_dir=x", "model.encodr.widths=[8]"], "model.encoder"),
+    ("train", ["+seeed=3"], "seed"),
+]
+
+
+@pytest.mark.parametrize("command, args, close", MISSPELT)
+def test_a_misspelt_key_is_refused_in_every_command_naming_the_close_match(command, args, close, monkeypatch):
+    from capgen.config.checks import UnknownSetting
+    from capgen.config.command_line import command_line
+
+    monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")  # restored after the test: command_line("train") sets it
+    with pytest.raises(UnknownSetting, match=rf"Did you mean {re.escape(close)}\?"):
+        command_line(command, args)
+
+
+def test_the_settings_each_command_lists_or_adds_are_accepted(monkeypatch):
+    from capgen.config.command_line import command_line
+
+    monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")
+    command_line("eval", ["ckpt_path=x.ckpt", "data.source.sizes.test=20", "decode.beam_size=3", "++device=cpu"])
+    command_line("caption", ["ckpt_path=x.ckpt", "images=x.jpg", "decode=greedy", "batch_size=2"])
+    command_line("train", ["+trainer.fast_dev_run=2", "model/encoder=resnet18", "seed=1"])
