@@ -35,7 +35,7 @@ def test_a_path_with_both_quote_characters_is_refused_with_the_fix():
 
 def test_resume_of_a_sweep_job_folder_keeps_the_folder_whole(tmp_path, monkeypatch):
     # The checkpoint check itself is tested on real runs (tests/e2e/train/test_resume_faults.py).
-    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given: None)
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given, check_values=None: None)
     run = tmp_path / "sweep" / "1_model=lstm,trainer.max_epochs=2"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- model=lstm\n- trainer.max_epochs=2\n")
@@ -71,7 +71,7 @@ def test_paths_output_dir_in_a_sweep_or_beside_another_run_dir_is_refused(args, 
 
 def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(tmp_path, monkeypatch):
     # The checkpoint check itself is tested on real runs (tests/e2e/train/test_resume_faults.py).
-    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given: None)
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given, check_values=None: None)
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "checkpoints").mkdir()
