@@ -10,8 +10,15 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..runs.lock import hold, record_holder
-from .argv import (named_run_dir, output_dir_as_run_dir, quote_paths, require_folder_without_run, require_new_run_folder,
-                   require_writable_run_folder, with_run_data_choice)
+from .argv import (
+    named_run_dir,
+    output_dir_as_run_dir,
+    quote_paths,
+    require_folder_without_run,
+    require_new_run_folder,
+    require_writable_run_folder,
+    with_run_data_choice,
+)
 from .checks import check_command_keys
 from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV

@@ -13,8 +13,14 @@ from omegaconf import OmegaConf
 
 import capgen.atomic as atomic
 from capgen.runs.folders import best_checkpoint
-from capgen.runs.records import (RunFailed, UnreadableRecord, keep_before_resume, read_summary, run_recording_failure,
-                                 write_summary)
+from capgen.runs.records import (
+    RunFailed,
+    UnreadableRecord,
+    keep_before_resume,
+    read_summary,
+    run_recording_failure,
+    write_summary,
+)
 
 from helpers.runs import make_run_folder, snapshot
 
