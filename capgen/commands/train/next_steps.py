@@ -26,14 +26,12 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
     if summary["status"] in ("failed", "interrupted"):
         lines += _best_so_far(run)
     if summary["status"] == "failed":  # the error itself is the command's last line
-        given = " ".join(shlex.quote(_unquoted(o)) for o in _overrides(run))
         lines[0] = f"run folder: {run} (failed; traceback in {run / summary.get('traceback', 'error.txt')})"
-        lines.append(f"next: fix the cause and run again: capgen-train {given}".rstrip())
+        lines.append(f"next: fix the cause and run again: {_again(run)}")
         return lines
     if summary["status"] == "interrupted":
         if "checkpoint" in summary and summary["checkpoint"] is None:  # stopped before its first one
-            given = " ".join(shlex.quote(_unquoted(o)) for o in _overrides(run))
-            lines.append(f"next: it stopped before its first checkpoint; run it again: capgen-train {given}".rstrip())
+            lines.append(f"next: it stopped before its first checkpoint; run it again: {_again(run)}")
         else:
             lines.append(f"next: continue it where it stopped: {summary.get('resume') or f'capgen-train resume={folder}'}")
         return lines
@@ -67,6 +65,11 @@ def _best_so_far(run: Path) -> list[str]:
     score: conf/callbacks/default.yaml), as a line; none when it left none."""
     found = sorted((run / "checkpoints").glob("*-best*.ckpt"), key=lambda p: p.stat().st_mtime)
     return [f"best checkpoint so far: {found[-1].relative_to(run)}"] if found else []
+
+
+def _again(run: Path) -> str:
+    """The capgen-train command line that starts the run again, its overrides as typed."""
+    return f"capgen-train {' '.join(shlex.quote(_unquoted(o)) for o in _overrides(run))}".rstrip()
 
 
 def _unquoted(override: str) -> str:
