@@ -89,3 +89,19 @@ def command_env(extra: dict | None = None) -> dict:
     tests = str(Path(__file__).parents[1])
     path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONPATH": path, **(extra or {})}
+
+
+def why(done: subprocess.CompletedProcess, tail: int = 3000) -> str:
+    """A failed command's stderr for an assertion message: every Python traceback in it whole,
+    then its last `tail` characters. Processes that share one stderr (DDP's ranks, a sweep's
+    jobs) interleave their output, and the rank that failed first may be far from the end."""
+    lines, tracebacks, inside = done.stderr.splitlines(), [], False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last)"):
+            tracebacks.append([line])
+            inside = True
+        elif inside:
+            tracebacks[-1].append(line)
+            inside = line[:1].isspace()  # a traceback ends with its first unindented line, the exception
+    found = "\n\n".join("\n".join(t) for t in tracebacks) or "(no traceback)"
+    return f"every traceback in stderr:\n{found}\n\nthe last {tail} characters of stderr:\n{done.stderr[-tail:]}"

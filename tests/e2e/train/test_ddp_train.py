@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from capgen.lightning.callbacks import BatchNormPolicy
 from capgen.lightning.module import CaptioningModule
 
-from helpers.procs import capgen
+from helpers.procs import capgen, why
 from helpers.runs import assert_same_training_state, cheap, checkpoint, scalars
 
 # 15 validation images in batches of 4 over 2 processes: Lightning's distributed sampler
@@ -31,7 +31,7 @@ WHOLE = [*DDP_RUN, "trainer.max_epochs=2", "model.decoder.dropout=0.5", "callbac
 def whole(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("ddp") / "whole"
     done = capgen("train", *WHOLE, f"hydra.run.dir={run}", cwd=run.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done)
     return run
 
 
@@ -93,7 +93,7 @@ def test_ddp_cpu_under_a_multirun_sweep_runs_each_job_on_two_processes(tmp_path)
                   "data.source.sizes={train:64,val:15,test:16}",
                   "hydra.job.config.override_dirname.exclude_keys=[data.source.sizes,debug,test,trainer,logger,callbacks.caption_samples.num_samples,model.module.test.metrics]"),
                   cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done)
     (sweep,) = (tmp_path / "outputs" / "train").iterdir()  # one sweep folder for both processes
     assert sweep.name.startswith("multirun_")
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -117,7 +117,7 @@ def test_ddp_cpu_crash_and_resume_equals_one_uninterrupted_run(whole, tmp_path):
     assert {p.name for p in tmp_path.glob("crashed.*")} == {"crashed.0", "crashed.1"}  # both processes crashed
     assert checkpoint(split)["global_step"] == 4
     done = capgen("train", f"resume={split}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done)
 
     assert (split / "train_ddp_process_1.log").is_file()  # the resumed run had its second process too
     assert_same_training_state(checkpoint(split), checkpoint(whole))
@@ -132,7 +132,7 @@ def test_ddp_cpu_self_critical_training(tmp_path):
     run = tmp_path / "run"
     done = capgen("train", *DDP_RUN, "model.module.objective.name=scst", "model.module.objective.scst.samples=3", f"hydra.run.dir={run}",
                   cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, why(done)
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
     logged = scalars(run)
     for tag in ("train/reward", "train/baseline", "train/sample_len"):
