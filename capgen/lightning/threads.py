@@ -12,7 +12,10 @@ So capgen keeps the spinning and changes the thread count, between steps, to the
 CPU set that other processes left free over the last second: all of them on an idle machine,
 fewer (at least one) as soon as something else runs, all again once the others have been
 quiet for a few seconds. Other processes' use is read from /proc/stat (busy time of this
-process's CPUs) less this process's own CPU time.
+process's CPUs) less this process's own CPU time, between two checks: a second apart, or a
+batch apart where a batch takes longer. A check after a long wait of this process (over 10 s
+in which it used less than half a core) decides nothing and starts a fresh reading: what ran
+during the wait (its own child processes, say) had ended when the work resumed.
 
 A thread count set by the user always wins: with OMP_NUM_THREADS in the environment (or where
 /proc/stat cannot be read) capgen never changes it. Sums split over 2 threads round
@@ -37,6 +40,10 @@ CHECK_EVERY_S = 1.0  # how often the load is read (a /proc/stat read costs about
 CALM_CHECKS = 3  # threads are added back only after this many checks in a row allow more
 FREE_MARGIN = 0.3  # a core counts as free while other processes use at most 0.3 of it
 LOGGED_CHANGES = 3  # changes logged at INFO level; later ones at DEBUG (a flapping load)
+# A reading this old, over which this process itself used less than half a core, spans a wait
+# (for its own child processes, another rank, the next job of a sweep): the others' load in it
+# is history, so a fresh reading starts instead of a decision.
+STALE_AFTER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,11 @@ class FreeCoreThreads:
         now = self.sample()
         if now is None:
             return self.threads
-        others = max(0.0, (now.busy - self.last.busy) - (now.own - self.last.own)) / (now.at - self.last.at)
+        elapsed, own = now.at - self.last.at, now.own - self.last.own
+        others = max(0.0, (now.busy - self.last.busy) - own) / elapsed
         self.last = now
+        if elapsed > STALE_AFTER_S and own < 0.5 * elapsed:
+            return self.threads
         wanted = threads_for(others, len(self.cpus), self.most)
         if wanted < self.threads:
             self._change(wanted, others)

@@ -77,6 +77,28 @@ def test_the_count_drops_at_once_and_comes_back_only_after_the_others_stay_quiet
     assert policy.threads == 2 and m.set_to == [1, 2]
 
 
+def test_a_long_wait_of_this_process_is_not_read_as_the_others_load_now():
+    """The benchmark's parent process waited a minute for its child processes, which kept
+    both cores busy, then timed steps itself: it ran them on one thread, 1.6x slower."""
+    m = Machine()
+    policy = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append, clock=lambda: m.at)
+    m.at += 60.0  # this process waits (no CPU time of its own) while its children use both cores
+    m.busy += 60.0 * 2
+    assert policy.check() == 2 and m.set_to == []  # a fresh reading, no decision
+    m.run(1.0, others=0.0)  # the children have ended
+    assert policy.check() == 2 and m.set_to == []
+    m.run(1.0, others=1.0)  # a real neighbour: still seen at the next reading
+    assert policy.check() == 1 and m.set_to == [1]
+
+
+def test_a_long_batch_is_one_reading():
+    """A batch longer than the wait limit, computed by this process, still decides."""
+    m = Machine()
+    policy = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append, clock=lambda: m.at)
+    m.run(30.0, others=1.0)
+    assert policy.check() == 1 and m.set_to == [1]
+
+
 def test_changes_past_the_first_few_are_logged_at_debug_level(caplog):
     m = Machine()
     policy = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append, clock=lambda: m.at)
