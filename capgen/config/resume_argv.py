@@ -2,8 +2,8 @@
 
 `resume_argv` turns the command line into the run's own one: the overrides the run was
 started with (<run>/.hydra/overrides.yaml), then the ones given now (so
-`trainer.max_epochs=20` can extend it), and `hydra.run.dir=<run>` so that Hydra writes into
-the same folder instead of a new one. Before a byte is written, the resumed run's config is
+`trainer.max_epochs=20` can extend it; a `+key=` the run added is given again without its
+`+`), and `hydra.run.dir=<run>` so that Hydra writes into the same folder instead of a new one. Before a byte is written, the resumed run's config is
 composed, its values checked as capgen-train checks a new run's, and its checkpoint checked
 against it (`check_resume`, capgen.runs.resume); then the run's previous .hydra/*.yaml and
 summary.json are copied to .hydra/before-resume-<time>/, since Hydra rewrites the first (and
@@ -53,6 +53,7 @@ def resume_argv(args: list[str], check_values: Callable[[DictConfig], None] | No
     saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
     own = [o.input_line for o in OverridesParser.create().parse_overrides(saved)
            if o.key_or_group not in ("resume", "ckpt_path") and not o.key_or_group.startswith("hydra.")]
+    args, overrides = _set_added_keys(args, own), _set_added_keys(overrides, own)
     # Everything is checked before the first byte is written into the run: a refused resume
     # leaves the folder as it was, so the plain `resume=<run>` still works afterwards.
     fallback = check_resume(run, own, overrides, check_values)
@@ -60,6 +61,16 @@ def resume_argv(args: list[str], check_values: Callable[[DictConfig], None] | No
         keep_before_resume(run)
     extra = [f'ckpt_path="{fallback}"'] if fallback else []
     return [*own, *args, *extra, f'hydra.run.dir="{run}"']
+
+
+def _set_added_keys(args: list[str], own: list[str]) -> list[str]:
+    """`args` with `+key=value` given as `key=value` where the run's own overrides (`own`)
+    already add the key: the run's `+trainer.accumulate_grad_batches=2` comes first on the
+    rewritten command line, so a second `+` for the key (the way the user started the run)
+    would be Hydra's "Could not append to config. An item is already at ..."."""
+    added = {o.key_or_group for o in OverridesParser.create().parse_overrides(own) if o.is_add()}
+    return [a[1:] if a.startswith("+") and not a.startswith("++") and a[1:].partition("=")[0] in added else a
+            for a in args]
 
 
 def check_resume(run: Path, own: list[str], given: list[str],

@@ -9,6 +9,8 @@ from omegaconf import OmegaConf
 from capgen.config.argv import output_dir_as_run_dir, quote_paths
 from capgen.config.resume_argv import resume_argv
 
+from helpers.runs import compose_command
+
 # What sweeps and users name folders: a job folder, spaces, a glob, quotes.
 AWKWARD = ["multirun/2026-11-25/1_model=lstm,model.decoder.hidden_dim=512", "my photos/a b.jpg",
            "photos/*.jpg", "it's here/x.ckpt", 'say "hi"/x.ckpt', "plain/last.ckpt"]
@@ -88,6 +90,28 @@ def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(t
     # Lightning's second DDP process re-runs the rewritten command: left as it is.
     child = [*args, "hydra.job.name=train_ddp_process_1"]
     assert resume_argv(child) == child
+
+
+def test_a_key_the_run_added_with_plus_may_be_given_with_plus_again_at_resume(tmp_path, monkeypatch):
+    checked = {}
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume",
+                        lambda run, own, given, check_values=None: checked.update(own=own, given=given))
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    OmegaConf.save(OmegaConf.create(["+trainer.accumulate_grad_batches=2", "+trainer.detect_anomaly=false"]),
+                   run / ".hydra" / "overrides.yaml")
+    args = resume_argv([f"resume={run}", "+trainer.accumulate_grad_batches=4", "++trainer.detect_anomaly=true",
+                        "+trainer.benchmark=false"])
+    assert args == ["+trainer.accumulate_grad_batches=2", "+trainer.detect_anomaly=false", f"resume={run}",
+                    "trainer.accumulate_grad_batches=4", "++trainer.detect_anomaly=true", "+trainer.benchmark=false",
+                    f'hydra.run.dir="{run}"']
+    assert checked["given"] == [f"resume={run}", "trainer.accumulate_grad_batches=4", "++trainer.detect_anomaly=true",
+                                "+trainer.benchmark=false"]
+    # what Hydra makes of it: the values given now, no "Could not append to config"
+    cfg = compose_command("train", *[a for a in args if not a.startswith(("resume=", "hydra."))])
+    assert (cfg.trainer.accumulate_grad_batches, cfg.trainer.detect_anomaly, cfg.trainer.benchmark) == (4, True, False)
 
 
 # ----- failures of the machine -----------------------------------------------------------
