@@ -173,6 +173,12 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     datamodule.encoder = module.hparams.net_config["encoder"]  # after: instantiate would build it
     loader = datamodule.eval_dataloader(cfg.split)
     references = datamodule.references(cfg.split)
+    if not references:
+        raise ValueError(
+            f"split={cfg.split}: the {cfg.split} split has no images (data.source sizes, data.root or the annotation "
+            f"files leave it empty), so there is nothing to score. Give it images, or choose another split= "
+            f"(train, val or test)."
+        )
     module.set_references("test", references)
     module.set_scenes(datamodule.scenes(cfg.split))
     out = Path(cfg.paths.output_dir)

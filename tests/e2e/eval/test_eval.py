@@ -111,6 +111,11 @@ def test_eval_split_and_data_overrides_change_the_runs_settings(ckpt, tmp_path):
     assert data.batch_size == 8  # debug=fast's, as in the run (shapes.yaml says 64)
 
 
+def test_eval_of_an_empty_split_is_refused_naming_it(ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"^split=test: the test split has no images .* nothing to score"):
+        run_eval(tmp_path / "none", f"ckpt_path={ckpt}", "decode=greedy", "data.source.sizes.test=0")
+
+
 def test_eval_without_a_saved_run_config_uses_eval_yaml_data(ckpt, tmp_path):
     lone = tmp_path / "lone.ckpt"  # a checkpoint away from its run dir
     lone.write_bytes(Path(ckpt).read_bytes())
