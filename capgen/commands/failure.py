@@ -2,7 +2,9 @@
 see capgen.runs.records.one_paragraph) and exit status 1, with the traceback in
 error.txt in the command's output folder, instead of Hydra's printed stack.
 
-`HYDRA_FULL_ERROR=1` keeps Hydra's full traceback, as Hydra documents; in a sweep (-m) the
+A Ctrl-C ends it with one line and exit status 130, the shell's code for SIGINT (capgen-train
+records its own, capgen.runs.records). `HYDRA_FULL_ERROR=1` keeps Hydra's full traceback, as
+Hydra documents, for both; in a sweep (-m) the
 error goes to Hydra, which goes on with the other jobs and reports failures at the end.
 
 A command refused before Hydra starts (a resume that does not fit the run, a setting its
@@ -14,6 +16,7 @@ goes to a file in the system's temporary folder.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import traceback
 from collections.abc import Iterator
@@ -28,9 +31,19 @@ from ..runs.records import RunFailed, one_paragraph
 
 
 @contextmanager
-def one_paragraph_on_failure(command: str) -> Iterator[None]:
+def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[None]:
+    """Ends a failure as the module docstring says, and a Ctrl-C with one line, `on_interrupt`
+    (what the user may do next) added, and exit status 130, the shell's code for SIGINT.
+    capgen-train records its own interruptions (capgen.runs.records)."""
     try:
         yield
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Lightning ends a Ctrl-C inside trainer.test with sys.exit(1), raised while handling it.
+        ctrl_c = isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)
+        if not ctrl_c or os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
+            raise
+        print(f"{command}: interrupted (Ctrl-C).{' ' + on_interrupt if on_interrupt else ''}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + 2) from None
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
             raise

@@ -90,5 +90,6 @@ def cache_folder(value: object) -> Path:
 
 def run(cfg: DictConfig) -> None:
     """capgen-prepare's Hydra job: prepare, a failure ended in one paragraph."""
-    with one_paragraph_on_failure("capgen-prepare"):
+    with one_paragraph_on_failure("capgen-prepare", on_interrupt="The same command continues the caches from the "
+                                  "rows already written."):
         prepare(cfg)

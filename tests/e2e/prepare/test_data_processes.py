@@ -6,7 +6,10 @@ import functools
 import hashlib
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from capgen.commands.prepare import SPLITS
@@ -53,6 +56,31 @@ def test_capgen_prepare_command_writes_the_caches(tmp_path):
     names = {p.name for p in (tmp_path / "cache").iterdir()}
     assert names == {"vocab.json"} | {f"images_{s}{ext}" for s in SPLITS for ext in (".u8", ".json")}
     assert len(CachedImages(tmp_path / "cache", "test")) == 8
+
+
+def test_ctrl_c_in_capgen_prepare_ends_in_one_line_and_leaves_the_rows_to_continue_from(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) while the train split's
+    rows are written: exit status 130, one line saying the same command continues, no traceback."""
+    cache = tmp_path / "cache"
+    proc = procs.start([str(Path(sys.executable).with_name("capgen-prepare")), "data=shapes", f"cache_dir={cache}",
+                        "data.source.sizes={train:50000,val:8,test:8}", "+data.source.image_size=32",
+                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                       env=procs.command_env({"HYDRA_FULL_ERROR": "0"}),  # "1" keeps the traceback, as for any error
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        progress = cache / "images_train.u8.progress.json"
+        deadline = time.monotonic() + 120
+        while not progress.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert progress.exists(), proc.communicate(timeout=60)[1][-3000:] if proc.poll() is not None else "no progress record"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        procs.end(proc)
+    assert proc.returncode == 130, err[-3000:]
+    assert "capgen-prepare: interrupted (Ctrl-C). The same command continues the caches" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert json.loads(progress.read_text())["rows_done"] >= 0 and not (cache / "images_train.u8").exists()
 
 
 def test_same_scene_and_pixels_in_another_process():
