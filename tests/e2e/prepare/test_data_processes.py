@@ -63,7 +63,7 @@ def test_ctrl_c_in_capgen_prepare_ends_in_one_line_and_leaves_the_rows_to_contin
     rows are written: exit status 130, one line saying the same command continues, no traceback."""
     cache = tmp_path / "cache"
     proc = procs.start([str(Path(sys.executable).with_name("capgen-prepare")), "data=shapes", f"cache_dir={cache}",
-                        "data.source.sizes={train:50000,val:8,test:8}", "+data.source.image_size=32",
+                        "data.source.sizes={train:8000,val:8,test:8}",
                         f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
                        env=procs.command_env({"HYDRA_FULL_ERROR": "0"}),  # "1" keeps the traceback, as for any error
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
