@@ -26,6 +26,7 @@ from capgen.data.cache import (
     write_image_cache,
 )
 from capgen.data.datamodule import CaptionDataModule
+from capgen.data.encoder_weights import weights_fingerprint
 from capgen.data.shapes import ShapesSource
 from capgen.models import AttentionDecoder, Captioner
 from capgen.models.losses import caption_loss
@@ -179,6 +180,28 @@ def test_feature_cache_of_another_encoder_is_refused(tmp_path):
     # The same encoder, spelled with its defaults or another import path, is accepted.
     same = {"_target_": "capgen.models.encoder.SmallCNN", "widths": [8, 8, 8, 16], "grid": 2}
     _dm(tmp_path, use_features=True, encoder=same).val_dataloader()
+
+
+def test_the_weights_fingerprint_is_the_weights_not_their_layout(tmp_path):
+    """Equal for equal weights however they are laid out (channels_last, a state_dict copy);
+    another initialisation, one changed number, BatchNorm's statistics or a dtype change it."""
+    encoder = _encoder()
+    fingerprint = weights_fingerprint(encoder)
+    assert len(fingerprint) == 64 and fingerprint == weights_fingerprint(_encoder())
+    assert weights_fingerprint(copy.deepcopy(encoder).to(memory_format=torch.channels_last)) == fingerprint
+    assert weights_fingerprint({k: v.clone() for k, v in encoder.state_dict().items()}) == fingerprint
+    torch.manual_seed(1)
+    assert weights_fingerprint(hydra.utils.instantiate(ENCODER)) != fingerprint  # another random initialisation
+    changed = {name: copy.deepcopy(encoder) for name in ("weight", "statistics", "dtype")}
+    with torch.no_grad():
+        next(changed["weight"].parameters()).view(-1)[0] += 1e-3
+    bn = next(m for m in changed["statistics"].modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean[0] += 1e-3
+    changed["dtype"].double()
+    assert len({fingerprint, *(weights_fingerprint(m) for m in changed.values())}) == 4
+    _write_images(tmp_path)
+    _write_features(tmp_path, encoder, splits=["val"])
+    assert CachedFeatures(tmp_path, "val").encoder_weights == fingerprint  # what the cache records
 
 
 def test_use_features_without_a_feature_cache_is_an_error(tmp_path):
