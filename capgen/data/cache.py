@@ -55,7 +55,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..vocab import Vocabulary
-from .encoder_weights import weights_fingerprint
+from .encoder_weights import EncoderWeights, weights_fingerprint, weights_match
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +324,11 @@ class CachedFeatures(CachedImages):
         None in a cache written before capgen recorded it."""
         return self.index.get("encoder_weights")
 
-    def check_encoder(self, config) -> None:
-        """Refuse features another encoder made: the model would be trained on them but run
-        with its own encoder on new images."""
+    def check_encoder(self, config, weights: EncoderWeights) -> bool:
+        """Refuse features another encoder made, or the same encoder config with other weights
+        (EncoderWeightsMismatch): the model would be trained or scored on them but run with its
+        own encoder on new images. False when the cache is too old to say which weights made it
+        (accepted; the caller says that they could not be checked), else True."""
         wanted = encoder_identity(config)
         if wanted != self.encoder:
             differ = sorted(k for k in wanted.keys() | self.encoder.keys() if wanted.get(k) != self.encoder.get(k))
@@ -336,6 +338,7 @@ class CachedFeatures(CachedImages):
                 "capgen-prepare features=true with the training run's model/encoder settings, or "
                 "train without data.use_features."
             )
+        return weights_match(self.index_file, wanted["_target_"], self.encoder_weights, weights)
 
 
 # ----- writing -------------------------------------------------------------------------------

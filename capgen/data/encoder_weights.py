@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -39,3 +41,38 @@ def weights_fingerprint(state: Mapping[str, torch.Tensor] | nn.Module) -> str:
         digest.update(json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)]).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+class EncoderWeights(NamedTuple):
+    """A model's encoder weights, as a feature cache is checked against them: their fingerprint,
+    whose they are and what to do when a cache's are others. The command that hands them over
+    says the last two: it knows the checkpoint or run and the settings that would fix it."""
+
+    fingerprint: str
+    owner: str  # e.g. "the checkpoint <path>", "this run's encoder (model.encoder built with seed=42)"
+    fix: str  # one or two sentences
+
+
+class EncoderWeightsMismatch(ValueError):
+    """A feature cache made by the same encoder config with other weights than the model's."""
+
+    def __init__(self, index_file: Path, target: str, made_by: str, model: EncoderWeights):
+        self.index_file, self.made_by, self.model = index_file, made_by, model
+        super().__init__(
+            f"data.use_features=true with data.cache_dir={index_file.parent}: the features in {index_file.name} were "
+            f"made by {target} with other weights than {model.owner} (the same encoder config; weights sha256 "
+            f"{made_by[:12]}... there, {model.fingerprint[:12]}... in the model), so the decoder would read features "
+            f"that its own encoder never computes: what it learns or scores on them does not hold for the model on "
+            f"new images. {model.fix}"
+        )
+
+
+def weights_match(index_file: Path, target: str, made_by: str | None, model: EncoderWeights) -> bool:
+    """True when the cache's weights (`made_by`, its index's encoder_weights) are the model's;
+    EncoderWeightsMismatch when they are others; False for a cache written before capgen
+    recorded them (accepted: nothing says it is wrong, and the caller says it was not checked)."""
+    if made_by is None:
+        return False
+    if made_by != model.fingerprint:
+        raise EncoderWeightsMismatch(index_file, target, made_by, model)
+    return True
