@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ..config.checks import check_numbers, check_types, check_values
 from ..data.cache import describe_source, record_bad_images, save_vocab, write_feature_cache, write_image_cache
+from ..data.encoder_weights import weights_fingerprint
 from ..instantiate import instantiate
 from ..lightning.hardware import configure_encoder, encoder_settings
 from .failure import one_paragraph_on_failure
@@ -35,20 +36,24 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     if save_vocab(cache_dir, datamodule.vocab, datamodule.vocab_recipe()):
         log.info("wrote %s (%d words)", cache_dir / "vocab.json", len(datamodule.vocab))
 
-    encoder = None
+    encoder, weights = None, None
     if cfg.features:
         torch.manual_seed(cfg.seed)  # repeatable features from a randomly initialised encoder
         encoder = instantiate(cfg.model.encoder)  # its own error (a missing weight file, package) as it is
         if any(p.requires_grad for p in encoder.parameters()):
             log.warning(
                 "model.encoder (%s) has weights that training would update; its features are cached "
-                "from the weights it has now, and training on them leaves it as it is",
-                cfg.model.encoder._target_,
+                "from the weights it has now (drawn with seed=%s if not pretrained), and training on them leaves it "
+                "as it is. Runs read them only with these very weights (train with the same model.encoder settings "
+                "and seed=%s); a checkpoint whose encoder trained on images is refused on them",
+                cfg.model.encoder._target_, cfg.seed, cfg.seed,
             )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # bf16 for a frozen encoder where the device computes it natively (encoder_precision=auto);
         # the feature cache records the precision its features were computed in.
         configure_encoder(encoder, device_type=device, **encoder_run)
+        # Once for every split: each feature index records it, and readers check the model's against it.
+        weights = weights_fingerprint(encoder)
 
     bad = {}
     for split in SPLITS:
@@ -58,7 +63,8 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
         record_bad_images(cache_dir, split, index)
         bad[split] = len(index["bad"])
         if encoder is not None:
-            write_feature_cache(cache_dir, split, encoder, cfg.model.encoder, cfg.feature_batch_size, device)
+            write_feature_cache(cache_dir, split, encoder, cfg.model.encoder, cfg.feature_batch_size, device,
+                                weights=weights)
     if any(bad.values()):
         log.warning(
             "%d bad images left out (%s), listed in %s",

@@ -144,13 +144,13 @@ def register() -> None:
     # decode/_settings (the presets' base) and decode/run (the run's test decode), see capgen.config.decode_group
     for name, node in decode_nodes().items():
         store.store(group="decode", name=name, node=node)
-    # net, vocab, net_config: built by capgen.commands.train.fit; vocab, encoder: handed over by it.
+    # net, vocab, net_config: built by capgen.commands.train.fit; vocab, encoder, encoder_weights: handed over by it.
     # The run's monitor drives the plateau schedule too (oc.select: configs without a top-level
     # monitor, such as capgen-prepare's, still resolve).
     module = signature_node(CaptioningModule, ("net", "vocab", "net_config"))
     module["scheduler"].update(monitor="${oc.select:monitor,val/CIDEr}", mode="${oc.select:monitor_mode,max}")
     store.store(group="model/module", name="captioning", node=module)
-    store.store(group="data", name="_datamodule", node={**signature_node(CaptionDataModule, ("vocab", "encoder")), "seed": "${seed}"})
+    store.store(group="data", name="_datamodule", node={**signature_node(CaptionDataModule, ("vocab", "encoder", "encoder_weights")), "seed": "${seed}"})
     for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.launch_time", launch_time),
                      ("capgen.slurm_tasks", slurm_tasks),
                      ("capgen.slurm_gpus", slurm_gpus), ("capgen.slurm_cpus", slurm_cpus)):

@@ -5,7 +5,9 @@
     images_<split>.u8        uint8 rows (N, H, W, 3), C order, no header: np.memmap reads it
     images_<split>.json      its index (below)
     features_<split>.f16     float16 rows (N, P, D): a frozen encoder's features per image
-    features_<split>.json    its index, which also names the encoder (its full config) and
+    features_<split>.json    its index, which also names the encoder (its full config), the
+                             fingerprint of its weights (encoder_weights, see
+                             capgen.data.encoder_weights; absent in caches written before it) and
                              the precision it computed in (encoder_precision: bfloat16 or float32)
     bad_images.json          {split: [{image_id, error}]}: images left out under
                              data.on_bad_sample=skip
@@ -53,6 +55,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..vocab import Vocabulary
+from .encoder_weights import EncoderWeights, weights_fingerprint, weights_match
 
 log = logging.getLogger(__name__)
 
@@ -315,9 +318,17 @@ class CachedFeatures(CachedImages):
         fp32 run as well as fp32 ones (docs/performance.md has the difference they make)."""
         return self.index.get("encoder_precision", "float32")
 
-    def check_encoder(self, config) -> None:
-        """Refuse features another encoder made: the model would be trained on them but run
-        with its own encoder on new images."""
+    @property
+    def encoder_weights(self) -> str | None:
+        """The fingerprint of the weights that made the features (capgen.data.encoder_weights);
+        None in a cache written before capgen recorded it."""
+        return self.index.get("encoder_weights")
+
+    def check_encoder(self, config, weights: EncoderWeights) -> bool:
+        """Refuse features another encoder made, or the same encoder config with other weights
+        (EncoderWeightsMismatch): the model would be trained or scored on them but run with its
+        own encoder on new images. False when the cache is too old to say which weights made it
+        (accepted; the caller says that they could not be checked), else True."""
         wanted = encoder_identity(config)
         if wanted != self.encoder:
             differ = sorted(k for k in wanted.keys() | self.encoder.keys() if wanted.get(k) != self.encoder.get(k))
@@ -327,6 +338,7 @@ class CachedFeatures(CachedImages):
                 "capgen-prepare features=true with the training run's model/encoder settings, or "
                 "train without data.use_features."
             )
+        return weights_match(self.index_file, wanted["_target_"], self.encoder_weights, weights)
 
 
 # ----- writing -------------------------------------------------------------------------------
@@ -527,8 +539,13 @@ def write_feature_cache(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     flush_every: int = 1000,
+    weights: str | None = None,
 ) -> dict:
     """Write, finish or keep the split's feature cache from its (complete) image cache.
+
+    weights: the encoder's weights_fingerprint, recorded in the index as encoder_weights (None:
+    computed here; capgen-prepare computes it once for every split). A complete cache made by
+    the same encoder config with other weights, or without that record, is made again.
 
     The encoder runs frozen: eval mode (BatchNorm uses its running statistics) under
     inference_mode, in batches of `batch_size`, in the precision it was set to (the index
@@ -542,9 +559,15 @@ def write_feature_cache(
     except CacheUnavailable as e:
         raise ValueError(f"the feature cache is made from the image cache, which is unusable: {e}") from e
     identity, precision = encoder_identity(encoder_config), computed_in(encoder)
+    weights = weights or weights_fingerprint(encoder)
     index = _complete_index(cache_dir, FEATURES, split, images.description)
-    # Kept when made by this encoder from the image cache as it is now (a bad image fixed since: rebuilt).
-    if index is not None and index["encoder"] == identity and index["bad"] == images.bad:
+    if index is not None and index["encoder"] == identity and index.get("encoder_weights") != weights:
+        log.info("%s: made again, %s", index_path(cache_dir, FEATURES, split),
+                 "made by other weights of this encoder" if index.get("encoder_weights") else
+                 "written before capgen recorded its encoder's weights, which readers check")
+    # Kept when made by this encoder and its weights from the image cache as it is now (a bad image fixed since: rebuilt).
+    if (index is not None and index["encoder"] == identity and index.get("encoder_weights") == weights
+            and index["bad"] == images.bad):
         made_in = index.get("encoder_precision", "float32")
         if made_in != precision:
             log.info("%s: kept, its features computed in %s (this encoder computes in %s); delete it to remake it",
@@ -558,7 +581,7 @@ def write_feature_cache(
         _, p, d = _encode_images(encoder, torch.zeros(1, 3, h, w, dtype=torch.uint8, device=device)).shape
         writer = _RowWriter(
             data_path(cache_dir, FEATURES, split), (n, p, d), _DTYPE[FEATURES],
-            {"source": images.description, "encoder": identity, "encoder_precision": precision},
+            {"source": images.description, "encoder": identity, "encoder_weights": weights, "encoder_precision": precision},
         )
         writer.bad = images.bad
         bad_rows = np.array([b["row"] for b in images.bad], dtype=np.int64)
@@ -584,6 +607,7 @@ def write_feature_cache(
         "source": images.description,
         "dtype": _DTYPE[FEATURES],
         "encoder": identity,
+        "encoder_weights": weights,
         "encoder_precision": precision,
         "image_ids": images.index["image_ids"],
         "captions": images.index["captions"],

@@ -19,8 +19,9 @@ batch and reports the count once per epoch (see TrainLoader).
 With `cache_dir` (a capgen-prepare folder, see capgen.data.cache) a split is read from its
 image cache when that is complete and made from the same source, else from the raw source
 (one log line says why); vocab.json there is the vocabulary. With `use_features` the batches
-carry the cached features of a frozen encoder instead of images, and a missing or mismatched
-feature cache is an error.
+carry the cached features of a frozen encoder instead of images, and a missing feature cache,
+or one made by another encoder config or other weights than the model's (`encoder`,
+`encoder_weights`), is an error.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..vocab import Vocabulary
 from .cache import CachedFeatures, CachedImages, CacheUnavailable, describe_source, load_vocab
+from .encoder_weights import EncoderWeights
 from .images import BadSampleError
 from .resumable import ResumableLoader
 
@@ -284,11 +286,13 @@ class CaptionDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         use_features: bool = False,
         encoder: dict | None = None,
+        encoder_weights: EncoderWeights | None = None,
         root: str | None = None,
         on_bad_sample: str | None = None,
     ):
-        """encoder: the model's encoder config, which a feature cache must have been made by
-        (given by capgen-train and capgen-eval; needed with use_features only).
+        """encoder, encoder_weights: the model's encoder config and the fingerprint of its weights
+        (capgen.data.encoder_weights), which a feature cache must have been made by (given by
+        capgen-train and capgen-eval; needed with use_features only).
         root, on_bad_sample: passed on to the source factory when set (file-based sources),
         so every split's source shares them and `data.root=...` is the one place to say it.
         batch_size counts images; a training batch has train_captions_per_image captions of each
@@ -311,7 +315,8 @@ class CaptionDataModule(L.LightningDataModule):
         self.train_captions_per_image = train_captions_per_image
         self.num_workers, self.min_freq, self.max_len, self.seed = num_workers, min_freq, max_len, seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None  # data.cache_dir=~/cache, as capgen-prepare's
-        self.use_features, self.encoder = use_features, encoder
+        self.use_features, self.encoder, self.encoder_weights = use_features, encoder, encoder_weights
+        self._unchecked_weights_said = False  # a feature cache too old to check: said once
         self._vocab = vocab
         self._sources: dict[str, object] = {}
         self._pictures: dict[str, tuple[object, dict[int, int]]] = {}
@@ -424,14 +429,30 @@ class CaptionDataModule(L.LightningDataModule):
         """The split's source for a DataLoader; cached features only if the model's encoder made them."""
         source = self.source(split)
         if self.use_features:
-            if self.encoder is None:
-                raise ValueError(
-                    "data.use_features=true: the feature cache must be checked against the model's encoder config; "
-                    "pass CaptionDataModule(encoder=<model.encoder config>) (capgen-train and capgen-eval pass the "
-                    "model's)"
-                )
-            source.check_encoder(self.encoder)
+            self.check_features(split)
         return source
+
+    def check_features(self, split: str) -> None:
+        """With use_features: the split's feature cache was made by the model's encoder, its
+        config and its weights (an error names both and the fix). A cache too old to record its
+        weights is accepted, and one log line says they could not be checked. capgen-train calls
+        this before it writes anything; every loader calls it again (cheap: the fingerprints are
+        computed by then)."""
+        if self.encoder is None or self.encoder_weights is None:
+            raise ValueError(
+                "data.use_features=true: the feature cache must be checked against the model's encoder config and "
+                "weights; pass CaptionDataModule(encoder=<model.encoder config>, encoder_weights=EncoderWeights("
+                "weights_fingerprint(model.encoder), ...)) (capgen.data.encoder_weights; capgen-train and capgen-eval "
+                "pass the model's)"
+            )
+        source = self.source(split)
+        if not source.check_encoder(self.encoder, self.encoder_weights) and not self._unchecked_weights_said:
+            self._unchecked_weights_said = True
+            log.warning(
+                "%s records no fingerprint of the encoder weights that made its features (written before capgen "
+                "recorded them), so whether they are those of %s cannot be checked; running capgen-prepare "
+                "features=true again remakes the cache with the record", source.index_file, self.encoder_weights.owner,
+            )
 
     def train_batches(self, world_size: int = 1) -> int:
         """The training batches of an epoch in each of `world_size` processes, as train_dataloader

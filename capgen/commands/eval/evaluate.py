@@ -12,8 +12,10 @@ evaluates the checkpoints as one model, the normalised geometric mean of their w
 distributions at every step (capgen.models.ensemble; loading and what is refused:
 capgen.lightning.inference). The data config and the test decode are the first checkpoint's
 run's; a data config that reads cached features (data.use_features) reads images instead,
-since each member runs its own encoder. metrics.json's `checkpoint` is the list of the
-members' paths in the order given (one checkpoint, also `[a.ckpt]`: its path, a string).
+since each member runs its own encoder. One checkpoint is scored on cached features only if
+they were made by its encoder's config and weights (capgen.commands.eval.features).
+metrics.json's `checkpoint` is the list of the members' paths in the order given (one
+checkpoint, also `[a.ckpt]`: its path, a string).
 
 Decoding: the run's test decode with the `decode.*` overrides on top, or a preset
 (`decode=beam`, ...; capgen.config.decode_group). With n_best > 1 each image's first caption is
@@ -57,6 +59,7 @@ from ...metrics import default_metrics
 from ...models.search import DecodeSettings
 from ...runs.folders import best_checkpoint, run_config, run_data_choice
 from ..failure import one_paragraph_on_failure
+from .features import checkpoint_encoder_weights
 from .statistics import corpus_statistics, diversity
 
 log = logging.getLogger(__name__)
@@ -168,9 +171,11 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
         log.info("data.use_features=false: an ensemble encodes the images with each member's own encoder, so it "
                  "reads images (a cached split's image cache, else the raw source), not one encoder's features")
         data_cfg.use_features = False
-    # The encoder a feature cache must have been made by: the checkpoint's.
+    # The encoder a feature cache must have been made by: the checkpoint's, its config and its weights.
     datamodule = hydra.utils.instantiate(data_cfg, vocab=module.vocab)
     datamodule.encoder = module.hparams.net_config["encoder"]  # after: instantiate would build it
+    if datamodule.use_features:
+        datamodule.encoder_weights = checkpoint_encoder_weights(module, ckpt_path, run_cfg)
     loader = datamodule.eval_dataloader(cfg.split)
     references = datamodule.references(cfg.split)
     if not references:

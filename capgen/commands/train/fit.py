@@ -2,7 +2,7 @@
 `run(cfg)`: the command's Hydra job around it (the folder's lock, its failure recorded, what next).
 
 It builds the datamodule and the module and hands each what it needs from the other (the
-model's encoder config to the datamodule, for a feature cache; the splits' references and
+model's encoder config and weights to the datamodule, for a feature cache; the splits' references and
 scenes to the module), so neither reads the other through the trainer.
 """
 
@@ -38,6 +38,7 @@ from ...runs.records import run_recording_failure, write_summary, write_test_cap
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
 from ..failure import one_paragraph_on_failure
 from .consistency import check_consistency
+from .features import run_encoder_weights
 from .next_steps import what_next
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if init is not None:
         load_network(net, init)
         log.info("network weights from %s (init_from)", init.path)
+    if datamodule.use_features:
+        # The weights its checkpoints will hold must be those that made the features
+        # (capgen.commands.train.features); refused here, before anything is written.
+        datamodule.encoder_weights = run_encoder_weights(cfg, net, start, init)
+        for split in used_splits(cfg):
+            datamodule.check_features(split)
     # A frozen encoder computes in bf16 where the device does so natively (encoder_precision=auto);
     # a trained one follows the trainer's precision (capgen.lightning.hardware).
     configure_encoder(net.encoder, device_type=device_type, surrounding=str(cfg.trainer.get("precision", "32-true")),
@@ -188,16 +195,21 @@ def choose_precision(cfg: DictConfig) -> None:
 def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
     """Every split the run will use has images: a run without them would train, validate or
     test on nothing and still report itself completed."""
-    uses = {"train": True, "val": cfg.trainer.get("limit_val_batches", 1.0) != 0, "test": bool(cfg.test)}
     skip = {"train": "", "val": " or skip validation with trainer.limit_val_batches=0 monitor=train/loss monitor_mode=min",
             "test": " or leave the test out with test=false"}
-    for split, used in uses.items():
-        if used and len(datamodule.source(split)) == 0:
+    for split in used_splits(cfg):
+        if len(datamodule.source(split)) == 0:
             raise ValueError(
                 f"data: the {split} split has no images (data.source sizes, data.root or the annotation files leave "
                 f"it empty), so the run would {'train' if split == 'train' else 'score'} on nothing. Give the "
                 f"{split} split images{skip[split]}."
             )
+
+
+def used_splits(cfg: DictConfig) -> list[str]:
+    """The splits the run reads: train, val unless no batch validates, test unless test=false."""
+    uses = {"train": True, "val": cfg.trainer.get("limit_val_batches", 1.0) != 0, "test": bool(cfg.test)}
+    return [split for split, used in uses.items() if used]
 
 
 def check_train_batches(datamodule: CaptionDataModule, world_size: int) -> None:

@@ -16,7 +16,9 @@ from pycocoevalcap.cider.cider import Cider
 
 from capgen.commands.eval.evaluate import metrics_table
 from capgen.commands.eval.statistics import corpus_statistics
+from capgen.commands.prepare import prepare
 from capgen.config.argv import with_run_data_choice
+from capgen.data.encoder_weights import EncoderWeightsMismatch
 from capgen.data.shapes import ShapesSource
 from capgen.lightning.inference import load_module
 from capgen.metrics.captions import score_captions
@@ -26,7 +28,7 @@ from capgen.tokenizer import tokenize
 
 from helpers import procs
 from helpers.commands import run_eval
-from helpers.runs import read_jsonl
+from helpers.runs import compose_command, read_jsonl
 
 
 # ----- capgen-eval --------------------------------------------------------------------------
@@ -136,6 +138,25 @@ def test_eval_runs_the_encoder_in_the_precision_asked_for(ckpt, tmp_path, caplog
     with pytest.raises(ValueError, match="encoder_precision='half'"):
         run_eval(tmp_path / "bad", f"ckpt_path={ckpt}", "encoder_precision=half")
     assert not (tmp_path / "bad").exists()
+
+
+def test_eval_refuses_features_made_by_other_weights_of_the_checkpoints_encoder(ckpt, tmp_path):
+    """The run's small_cnn trained with its decoder on images; capgen-prepare's features come from
+    a random initialisation of the same encoder config. Scored on them, a checkpoint lost a third
+    of its CIDEr without a word (QA report-eval, item 3): now refused, with the fix."""
+    cache = tmp_path / "cache"
+    prepare(compose_command("prepare", f"cache_dir={cache}", "features=true", "data.source.sizes={train:64,val:12,test:16}"))
+    with pytest.raises(EncoderWeightsMismatch) as refused:
+        run_eval(tmp_path / "out", f"ckpt_path={ckpt}", f"data.cache_dir={cache}", "data.use_features=true")
+    message = str(refused.value)
+    assert message.startswith(f"data.use_features=true with data.cache_dir={cache}: the features in features_test.json ")
+    assert f"other weights than the checkpoint {ckpt} (the same encoder config" in message
+    assert message.endswith("trained with the decoder on images, and capgen-prepare makes features only from an "
+                            "encoder config, never from a checkpoint's weights: score it on images with "
+                            "data.use_features=false (data.cache_dir's image cache still serves).")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    report = run_eval(tmp_path / "images", f"ckpt_path={ckpt}", f"data.cache_dir={cache}", "decode=greedy")
+    assert report["images"] == 16  # the same cache's images serve
 
 
 def test_eval_refuses_a_data_key_the_runs_config_does_not_have(tiny_run, tmp_path):

@@ -14,9 +14,12 @@ import pytest
 import torch
 
 from capgen.commands.prepare import prepare
+from capgen.commands.train.features import checkpoint_encoder
 from capgen.commands.train.fit import train
 from capgen.data.cache import CachedFeatures
+from capgen.data.encoder_weights import EncoderWeightsMismatch, weights_fingerprint
 from capgen.lightning.inference import load_module
+from capgen.runs.checkpoint import read_checkpoint
 
 from helpers.runs import SIZES, checkpoint, compose_command
 
@@ -62,6 +65,17 @@ def test_capgen_prepare_caches_the_encoders_features_and_training_reads_them(enc
     assert "the train split: 64 images' encoder features from the cache" in caplog.text
     assert "the test split: 16 images' encoder features from the cache" in caplog.text
     assert checkpoint(Path(cfg.paths.output_dir))["global_step"] == 3
+    # Its randomly initialised encoder never ran: the checkpoint holds the weights that made the
+    # features, drawn from the same seed as capgen-prepare's (capgen.commands.train.features).
+    saved = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert weights_fingerprint(checkpoint_encoder(saved)) == features.encoder_weights
+
+    # Another seed draws other weights, and the run is refused before anything is written.
+    reseeded = make_cfg(*ENCODERS[encoder], f"data.cache_dir={cache}", "data.use_features=true", "seed=1", name="seed1")
+    with pytest.raises(EncoderWeightsMismatch, match=r"than this run's encoder, model.encoder as built with seed=1 \(.*"
+                                                     r"capgen-prepare features=true .* and seed=1, or train on images"):
+        train(reseeded)
+    assert list(Path(reseeded.paths.output_dir).iterdir()) == []
 
     other = make_cfg(*ENCODERS[encoder], "model.encoder.image_size=64", f"data.cache_dir={cache}", "data.use_features=true",
                      name="other")

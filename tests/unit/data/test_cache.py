@@ -26,6 +26,7 @@ from capgen.data.cache import (
     write_image_cache,
 )
 from capgen.data.datamodule import CaptionDataModule
+from capgen.data.encoder_weights import EncoderWeights, EncoderWeightsMismatch, weights_fingerprint
 from capgen.data.shapes import ShapesSource
 from capgen.models import AttentionDecoder, Captioner
 from capgen.models.losses import caption_loss
@@ -62,6 +63,11 @@ def _write_images(cache_dir, factory=SHAPES, splits=SPLITS, **kw) -> None:
 def _encoder() -> torch.nn.Module:
     torch.manual_seed(0)
     return hydra.utils.instantiate(ENCODER).eval()
+
+
+def _weights(encoder, owner="the test's encoder") -> EncoderWeights:
+    """The model's encoder weights, as capgen-train and capgen-eval hand them to the datamodule."""
+    return EncoderWeights(weights_fingerprint(encoder), owner, "Make the cache with its weights.")
 
 
 def _write_features(cache_dir, encoder, splits=SPLITS, encoder_config=ENCODER, batch_size=16, **kw) -> None:
@@ -143,7 +149,7 @@ def test_training_on_features_matches_training_on_images(tmp_path):
     encoder = _encoder()
     _write_features(tmp_path, encoder)
     on_images = _dm(tmp_path)
-    on_feats = _dm(tmp_path, use_features=True, encoder=ENCODER)
+    on_feats = _dm(tmp_path, use_features=True, encoder=ENCODER, encoder_weights=_weights(encoder))
     a = next(iter(on_images.train_dataloader()))
     b = next(iter(on_feats.train_dataloader()))
     assert b.images.dtype == torch.float16 and b.images.shape == (8, 4, 16)
@@ -173,18 +179,99 @@ def test_training_on_features_matches_training_on_images(tmp_path):
 def test_feature_cache_of_another_encoder_is_refused(tmp_path):
     _write_images(tmp_path)
     _write_features(tmp_path, _encoder())
-    dm = _dm(tmp_path, use_features=True, encoder={**ENCODER, "grid": 3})
+    dm = _dm(tmp_path, use_features=True, encoder={**ENCODER, "grid": 3}, encoder_weights=_weights(_encoder()))
     with pytest.raises(ValueError, match=r'features were made by encoder .*"grid": 2.* model\'s encoder is .*"grid": 3.*differ in grid'):
         dm.train_dataloader()
     # The same encoder, spelled with its defaults or another import path, is accepted.
     same = {"_target_": "capgen.models.encoder.SmallCNN", "widths": [8, 8, 8, 16], "grid": 2}
-    _dm(tmp_path, use_features=True, encoder=same).val_dataloader()
+    _dm(tmp_path, use_features=True, encoder=same, encoder_weights=_weights(_encoder())).val_dataloader()
+
+
+def test_the_weights_fingerprint_is_the_weights_not_their_layout(tmp_path):
+    """Equal for equal weights however they are laid out (channels_last, a state_dict copy);
+    another initialisation, one changed number, BatchNorm's statistics or a dtype change it."""
+    encoder = _encoder()
+    fingerprint = weights_fingerprint(encoder)
+    assert len(fingerprint) == 64 and fingerprint == weights_fingerprint(_encoder())
+    assert weights_fingerprint(copy.deepcopy(encoder).to(memory_format=torch.channels_last)) == fingerprint
+    assert weights_fingerprint({k: v.clone() for k, v in encoder.state_dict().items()}) == fingerprint
+    torch.manual_seed(1)
+    assert weights_fingerprint(hydra.utils.instantiate(ENCODER)) != fingerprint  # another random initialisation
+    changed = {name: copy.deepcopy(encoder) for name in ("weight", "statistics", "dtype")}
+    with torch.no_grad():
+        next(changed["weight"].parameters()).view(-1)[0] += 1e-3
+    bn = next(m for m in changed["statistics"].modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean[0] += 1e-3
+    changed["dtype"].double()
+    assert len({fingerprint, *(weights_fingerprint(m) for m in changed.values())}) == 4
+    _write_images(tmp_path)
+    _write_features(tmp_path, encoder, splits=["val"])
+    assert CachedFeatures(tmp_path, "val").encoder_weights == fingerprint  # what the cache records
+
+
+def test_feature_cache_of_other_weights_of_the_same_encoder_is_refused(tmp_path, caplog):
+    """The same encoder config with other weights (a checkpoint's trained small_cnn against
+    capgen-prepare's random initialisation) is refused, naming the cache file and folder, the
+    setting, whose weights and the fix; the weights that made it are accepted."""
+    _write_images(tmp_path)
+    _write_features(tmp_path, _encoder())
+    assert json.loads((tmp_path / "features_val.json").read_text())["encoder_weights"] == weights_fingerprint(_encoder())
+    torch.manual_seed(1)
+    trained = _weights(hydra.utils.instantiate(ENCODER), owner="the checkpoint /runs/a/last.ckpt")
+    dm = _dm(tmp_path, use_features=True, encoder=ENCODER, encoder_weights=trained)
+    with pytest.raises(EncoderWeightsMismatch) as refused:
+        dm.train_dataloader()
+    message = str(refused.value)
+    assert message.startswith(f"data.use_features=true with data.cache_dir={tmp_path}: the features in features_train.json "
+                              "were made by capgen.models.encoder.SmallCNN with other weights than the checkpoint "
+                              "/runs/a/last.ckpt (the same encoder config; weights sha256 ")
+    assert message.endswith("Make the cache with its weights.") and "\n" not in message
+    with pytest.raises(EncoderWeightsMismatch):
+        dm.val_dataloader()
+    with caplog.at_level(logging.WARNING):
+        _dm(tmp_path, use_features=True, encoder=ENCODER, encoder_weights=_weights(_encoder())).val_dataloader()
+    assert caplog.text == ""
+    with pytest.raises(ValueError, match="must be checked against the model's encoder config and weights"):
+        _dm(tmp_path, use_features=True, encoder=ENCODER).val_dataloader()  # no weights given: nothing to check
+
+
+def _without_weights_record(cache_dir: Path, split: str) -> None:
+    """The split's feature index as capgen wrote it before it recorded the encoder's weights."""
+    path = cache_dir / f"features_{split}.json"
+    index = json.loads(path.read_text())
+    del index["encoder_weights"], index["checksum"]
+    path.write_text(json.dumps(cache._signed(index)))
+
+
+def test_a_feature_cache_written_before_weights_were_recorded_is_read_with_one_log_line(tmp_path, caplog):
+    _write_images(tmp_path)
+    _write_features(tmp_path, _encoder())
+    for split in SPLITS:
+        _without_weights_record(tmp_path, split)
+    torch.manual_seed(1)  # other weights: nothing can tell
+    dm = _dm(tmp_path, use_features=True, encoder=ENCODER, encoder_weights=_weights(hydra.utils.instantiate(ENCODER)))
+    with caplog.at_level(logging.WARNING):
+        for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            getattr(dm, loader)()
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"{tmp_path / 'features_train.json'} records no fingerprint of the encoder weights that made "
+                           "its features") and "whether they are those of the test's encoder cannot be checked" in line
+
+    # capgen-prepare makes such a cache again, and one made by other weights of the same encoder.
+    with caplog.at_level(logging.INFO):
+        _write_features(tmp_path, _encoder(), splits=["val"])
+        assert "features_val.json: made again, written before capgen recorded its encoder's weights" in caplog.text
+        torch.manual_seed(1)
+        other = hydra.utils.instantiate(ENCODER).eval()
+        _write_features(tmp_path, other, splits=["val"])
+        assert "features_val.json: made again, made by other weights of this encoder" in caplog.text
+    assert CachedFeatures(tmp_path, "val").encoder_weights == weights_fingerprint(other)
 
 
 def test_use_features_without_a_feature_cache_is_an_error(tmp_path):
     _write_images(tmp_path)
     with pytest.raises(ValueError, match="features_train.json does not exist.*capgen-prepare .*features=true"):
-        _dm(tmp_path, use_features=True, encoder=ENCODER).train_dataloader()
+        _dm(tmp_path, use_features=True, encoder=ENCODER, encoder_weights=_weights(_encoder())).train_dataloader()
     with pytest.raises(ValueError, match="use_features=true needs data.cache_dir"):
         _dm(use_features=True)
 
@@ -284,7 +371,9 @@ def test_prepare_resumes_and_a_complete_prepare_changes_nothing(tmp_path, monkey
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()} == stamps
     assert read == []  # nothing was even read
 
-    dm = _dm(tmp_path / "cache", use_features=True, encoder=cfg.model.encoder)
+    torch.manual_seed(cfg.seed)  # as capgen-prepare builds it
+    weights = _weights(hydra.utils.instantiate(cfg.model.encoder))
+    dm = _dm(tmp_path / "cache", use_features=True, encoder=cfg.model.encoder, encoder_weights=weights)
     assert next(iter(dm.val_dataloader())).images.shape == (8, 4, 16)
 
 
