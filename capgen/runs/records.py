@@ -73,6 +73,18 @@ def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | N
     _write_json(run / SUMMARY, summary)
 
 
+def earlier_train_metrics(run: Path) -> dict[str, float]:
+    """The train/* metrics the run's summary.json records (none when it has none, or cannot be
+    read). A resume that trains nothing (of a completed run, or from a fallback checkpoint as
+    new as its last) measured none itself: its summary carries these forward, the last epoch's
+    as the process that trained it measured them."""
+    try:
+        summary = read_summary(run)
+    except UnreadableRecord:
+        return {}
+    return {k: v for k, v in (summary or {}).get("metrics", {}).items() if k.startswith("train/")}
+
+
 def write_test_captions(run: Path, rows: list[dict]) -> None:
     """The test's caption and per-image scores of every image (rows as CaptionScores.scored_captions)."""
     keys = ("image_id", "caption", *PER_IMAGE_SCORES)

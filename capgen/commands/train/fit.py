@@ -34,7 +34,7 @@ from ...models.captioner import build_captioner
 from ...runs import provenance
 from ...runs.init_from import check_coverage, init_checkpoint, load_network
 from ...runs.lock import run_lock
-from ...runs.records import run_recording_failure, write_summary, write_test_captions
+from ...runs.records import earlier_train_metrics, run_recording_failure, write_summary, write_test_captions
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
 from ..failure import one_paragraph_on_failure
 from .consistency import check_consistency
@@ -131,6 +131,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # The run's result is its best epoch (the checkpoint kept and tested), not its last.
         best_epoch = next((c for c in callbacks if isinstance(c, BestEpochMetrics)), BestEpochMetrics())
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
+        if start is not None and trainer.global_step == start.global_step:
+            # No step taken here (a resume of a finished run tests its best again): its train/* are
+            # the earlier summary's, which the process that trained its last epoch measured.
+            metrics = earlier_train_metrics(out) | metrics
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
         if cfg.test:
             module.set_references("test", datamodule.references("test"))

@@ -138,3 +138,27 @@ def test_a_new_run_from_a_checkpoint_refuses_another_schedule(tiny_lstm_run, mak
     cfg = make_cfg("model=lstm", "data.source.sizes={train:64,val:12,test:16}", f"ckpt_path={ckpt}", "trainer.max_epochs=2", "model.module.scheduler.name=none")
     with pytest.raises(ValueError, match=rf"model.module.scheduler.name=none \(the checkpoint's: cosine\).*init_from={ckpt}"):
         train(cfg)
+
+
+@pytest.mark.parametrize("last", ["whole", "damaged"])
+def test_a_resume_that_trains_nothing_keeps_the_train_metrics_the_run_measured(run, last):
+    """A resume of a completed run (or from the fallback for a damaged last.ckpt, here as new as
+    it) takes no step and tests its best again: summary.json still has the run's train/* (this
+    process measured none), and its val/* and test/* as before."""
+    from hydra import compose, initialize_config_dir
+
+    from capgen.config import CONF_DIR
+
+    before = json.loads((run / "summary.json").read_text())["metrics"]
+    assert {"train/loss", "train/xent"} <= set(before)
+    if last == "damaged":
+        ckpt = run / "checkpoints" / "last.ckpt"
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    args = [a for a in resume_argv([f"resume={run}"]) if not a.startswith("hydra.run.dir=")]
+    assert any(a.startswith("ckpt_path=") for a in args) == (last == "damaged")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*args, f"paths.output_dir={run}"])
+    train(cfg)
+    after = json.loads((run / "summary.json").read_text())
+    assert after["status"] == "completed"
+    assert after["metrics"] == pytest.approx(before)
