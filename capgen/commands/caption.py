@@ -11,7 +11,7 @@ of the attending members' maps.
 
 `images` is an image file, a folder (its images, not sub-folders) or a glob pattern. Each
 image is read as RGB whatever its format and resized to the side the model was trained on
-(image_size, see conf/caption.yaml). Decoding: beam 3 unless `decode=` / `decode.*` say
+(image_size, see conf/caption.yaml: the checkpoint records it). Decoding: beam 3 unless `decode=` / `decode.*` say
 otherwise (capgen.config.decode_group). Prints `path<TAB>caption` per caption on stdout (n_best
 lines per image, best first) and writes into the run dir (outputs/caption/<time>, named on
 stderr):
@@ -47,7 +47,7 @@ from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
 from ..lightning.hardware import encoder_settings
 from ..lightning.inference import caption_row, checkpoint_list, load_checkpoints, resolve_device
 from ..models.search import DecodeSettings
-from ..runs.folders import DEFAULT_IMAGE_SIZE, run_config, training_image_size
+from ..runs.folders import DEFAULT_IMAGE_SIZE, checkpoint_image_size
 from ..viz import draw_attention, resize_longest
 from ..vocab import shown
 from .failure import one_paragraph_on_failure
@@ -224,15 +224,18 @@ def caption_images(cfg: DictConfig) -> list[dict]:
         log.warning("%s", note)
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
-    size = cfg.image_size or training_image_size(run_config(ckpts[0]))
-    sizes = {training_image_size(run_config(c)) for c in ckpts}
-    if not cfg.image_size and len(sizes) > 1:
+    # Each checkpoint's training image size: recorded in it, else (an earlier capgen's) its run folder's.
+    trained = module.members_trained_on or (module.trained_on,)
+    each = [checkpoint_image_size(c, t.image_size if t else None) for c, t in zip(ckpts, trained)]
+    size = cfg.image_size or each[0]
+    if not cfg.image_size and len(set(each)) > 1:
         log.warning("the ensemble's checkpoints were trained on images of different sizes (%s): every member sees "
-                    "them at the first one's, %s; set image_size=... to choose", sorted(map(str, sizes)), size)
+                    "them at the first one's, %s; set image_size=... to choose", sorted(map(str, set(each))), size)
     if size is None:
         size = DEFAULT_IMAGE_SIZE
-        log.warning("the training image size is unknown (no saved run config with data.source.image_size beside "
-                    "the checkpoint): resizing to %d; set image_size=... to match training", size)
+        log.warning("the training image size is unknown (the checkpoint, written by an earlier capgen, does not record "
+                    "it, and no saved run config with data.source.image_size is beside it): resizing to %d; set "
+                    "image_size=... to match training", size)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -19,7 +19,8 @@ from .records import SUMMARY, UnreadableRecord, read_summary
 
 log = logging.getLogger(__name__)
 
-# The side images are resized to when the run that made a checkpoint does not say (no saved config).
+# The side images are resized to when neither a checkpoint nor its run says (an earlier capgen's
+# checkpoint without its run folder).
 DEFAULT_IMAGE_SIZE = 256
 
 
@@ -162,8 +163,27 @@ def training_image_size(run_cfg: DictConfig | None) -> int | None:
         return None
     if source.get("image_size") is not None:
         return int(source.image_size)
+    default = _image_size_parameter(source)
+    return int(default) if isinstance(default, int) and not isinstance(default, bool) else None
+
+
+def _image_size_parameter(source: DictConfig):
+    """The default of the source class's image_size parameter; inspect's `empty` when it has
+    none; None when it has no such parameter (e.g. coco.pt's fixed 112 px) or is no class here."""
     try:
-        default = inspect.signature(hydra.utils.get_class(source._target_)).parameters["image_size"].default
-    except Exception:  # no such class here, or no image_size parameter (e.g. coco.pt's fixed 112 px)
+        return inspect.signature(hydra.utils.get_class(source._target_)).parameters["image_size"].default
+    except Exception:
         return None
-    return int(default) if isinstance(default, int) else None
+
+
+def takes_image_size(source: DictConfig | None) -> bool:
+    """Whether a data config's source (data.source) resizes its images to an image_size."""
+    return source is not None and "_target_" in source and _image_size_parameter(source) is not None
+
+
+def checkpoint_image_size(ckpt_path: str, recorded: int | None) -> int | None:
+    """The side a checkpoint's training images were resized to: as the checkpoint records it
+    (`recorded`, capgen.runs.provenance: capgen-train writes it), else as its run folder's saved
+    config says (a checkpoint of an earlier capgen, still in its run folder); None when
+    neither does."""
+    return recorded or training_image_size(run_config(ckpt_path))

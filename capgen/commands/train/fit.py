@@ -32,6 +32,7 @@ from ...lightning.loggers import build_loggers, check_logger_packages, logger_ru
 from ...lightning.module import CaptioningModule
 from ...models.captioner import build_captioner
 from ...runs import provenance
+from ...runs.folders import training_image_size
 from ...runs.init_from import check_coverage, init_checkpoint, load_network
 from ...runs.lock import run_lock
 from ...runs.records import (
@@ -107,7 +108,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
     choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
-    module.training_data = provenance.record(provenance.data_name(cfg.data, choice), str(OmegaConf.select(cfg, "data.source._target_", default="")))
+    module.training_data = provenance.record(provenance.data_name(cfg.data, choice),
+                                             str(OmegaConf.select(cfg, "data.source._target_", default="")),
+                                             training_image_size(cfg))
     module.set_references("val", datamodule.references("val"))
     if module.uses_scst:
         module.set_train_references(datamodule.references("train"))

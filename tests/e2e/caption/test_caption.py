@@ -17,7 +17,7 @@ from capgen.runs.folders import training_image_size
 from helpers import procs
 from helpers.commands import run_caption
 from helpers.fixtures_real import make_odd_images
-from helpers.runs import read_jsonl
+from helpers.runs import checkpoint, read_jsonl
 
 
 # ----- decoding controls (capgen.config.decode_group) ----------------------------------------------
@@ -200,6 +200,24 @@ def test_training_image_size_comes_from_the_run_config(tiny_run):
     coco = OmegaConf.create({"data": {"source": {"_target_": "capgen.data.karpathy.Coco2014Source", "image_size": 224}}})
     assert training_image_size(coco) == 224
     assert training_image_size(None) is None
+
+
+def test_a_checkpoint_copied_out_of_its_run_is_captioned_at_the_size_it_was_trained_at(ckpt, photo_dir, tmp_path,
+                                                                                        caplog, monkeypatch):
+    """capgen-train records the training image size in every checkpoint (96, shapes' default):
+    a copy without its run folder still resizes to it, not to 256 with a warning."""
+    import capgen.commands.caption as caption
+
+    assert checkpoint(Path(ckpt).parent.parent)["training_data"]["image_size"] == 96
+    alone = tmp_path / "alone" / "a.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(ckpt, alone)
+    sizes, load = [], caption.load_rgb
+    monkeypatch.setattr(caption, "load_rgb", lambda path, size=None, *rest: sizes.append(size) or load(path, size, *rest))
+    with caplog.at_level(logging.WARNING):
+        rows = run_caption(tmp_path / "out", f"ckpt_path={alone}", f"images={photo_dir / 'scene.png'}", "figures=false")
+    assert rows[0]["caption"] and sizes == [96]
+    assert "image size is unknown" not in caplog.text
 
 
 def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_path):
