@@ -21,10 +21,12 @@ stderr):
                                        of the first caption (<name> cut, plus a hash, where a
                                        file name would pass 255 bytes)
 
-An image that cannot be read, or whose figures cannot be drawn, does not stop the others:
-its row is {path, error} (a one-paragraph message, also on stderr), and the last stderr
-line says `N of M images failed, listed in <run dir>/captions.jsonl` (capgen-caption then
-exits with status 1). A bad setting or checkpoint stops the command before it writes anything.
+An image that cannot be read does not stop the others: its row is {path, error} (a
+one-paragraph message, also on stderr), and a last stderr line says `N of M images failed,
+listed in <run dir>/captions.jsonl`. An image whose figures cannot be drawn keeps its caption
+(printed and in its row) and its row adds `figure_error` (the message, also on stderr at once),
+and a last stderr line counts those. Either way capgen-caption then exits with status 1. A bad
+setting or checkpoint stops the command before it writes anything.
 """
 
 from __future__ import annotations
@@ -173,9 +175,10 @@ def _draw(cfg: DictConfig, out: Path, stem: str, path: Path, words, alphas, grid
 
 def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch.Generator, paths: list[Path],
                    size: int, out: Path, taken: set[str]) -> list[dict]:
-    """The rows of one batch of images, in order: each image's own failure (unreadable, or
-    its figures) becomes its row's error, and the rest go on. The model's own errors concern
-    every image alike (a setting, the checkpoint) and stop the command."""
+    """The rows of one batch of images, in order: an image that cannot be read gets an error
+    row, one whose figures cannot be drawn keeps its caption with a figure_error, and the rest
+    go on. The model's own errors concern every image alike (a setting, the checkpoint) and
+    stop the command."""
     vocab, net = module.vocab, module.net
     rows: dict[int, dict] = {}
     readable, pixels = [], []
@@ -196,10 +199,10 @@ def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch
         if cfg.figures and alphas is not None and words:
             try:
                 row.update(_draw(cfg, out, _unique_stem(path, taken), path, words, alphas, net.grid, probs))
-            except Exception as e:  # any error of one image's figures: recorded in its row, and the exit status
-                rows[i] = _failed(path, f"{path}: its attention figures could not be drawn ({_one_line(e)}); "
-                                        "give figures=false to caption it without them")
-                continue
+            except Exception as e:  # any error of one image's figures: in its row (its caption kept), and the exit status
+                row["figure_error"] = (f"{path}: its attention figures could not be drawn ({_one_line(e)}); its caption "
+                                       "is kept; give figures=false to caption without figures")
+                print(f"error: {row['figure_error']}", file=sys.stderr, flush=True)
         cut = row.get("cut_captions", [0] if row.get("cut") else [])
         for j, caption in enumerate(row.get("captions", [row["caption"]])):
             print(f"{path}\t{shown(caption, j in cut)}", flush=True)
@@ -209,7 +212,8 @@ def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch
 
 def caption_images(cfg: DictConfig) -> list[dict]:
     """Caption every image cfg.images names; writes the files in the module docstring.
-    An image that cannot be read or drawn gets a row {path, error} instead of a caption."""
+    An image that cannot be read gets a row {path, error} instead of a caption; one whose
+    figures cannot be drawn keeps its caption, its row with a figure_error."""
     paths = find_images(str(cfg.images))
     check_caption_config(cfg)
     device = resolve_device(cfg.device)
@@ -246,18 +250,28 @@ def caption_images(cfg: DictConfig) -> list[dict]:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     failed = sum("error" in row for row in rows)
-    what = "captions and attention figures" if cfg.figures and module.net.has_attention else "captions"
-    print(f"wrote {what} for {len(rows) - failed} images to {out}", file=sys.stderr)
+    no_figures = sum("figure_error" in row for row in rows)
+    captioned = len(rows) - failed
+    if no_figures:
+        what = f"captions for {captioned} images and attention figures for {captioned - no_figures}"
+    elif cfg.figures and module.net.has_attention:
+        what = f"captions and attention figures for {captioned} images"
+    else:
+        what = f"captions for {captioned} images"
+    print(f"wrote {what} to {out}", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(rows)} images failed, listed in {out / 'captions.jsonl'}", file=sys.stderr)
+    if no_figures:
+        print(f"{no_figures} of {len(rows)} images have their caption but no attention figures (drawing them failed: "
+              f"figure_error in {out / 'captions.jsonl'})", file=sys.stderr)
     return rows
 
 
 def run(cfg: DictConfig) -> None:
     """capgen-caption's Hydra job: caption_images, a failure ended in one paragraph. Images that
-    failed are in captions.jsonl and on stderr; scripts learn of them from the exit status 1
-    (SystemExit passes through Hydra, which only reports Exceptions)."""
+    failed, or whose figures failed, are in captions.jsonl and on stderr; scripts learn of them
+    from the exit status 1 (SystemExit passes through Hydra, which only reports Exceptions)."""
     with one_paragraph_on_failure("capgen-caption"):
         rows = caption_images(cfg)
-    if any("error" in row for row in rows):
+    if any("error" in row or "figure_error" in row for row in rows):
         raise SystemExit(1)
