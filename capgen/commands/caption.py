@@ -11,7 +11,7 @@ of the attending members' maps.
 
 `images` is an image file, a folder (its images, not sub-folders) or a glob pattern. Each
 image is read as RGB whatever its format and resized to the side the model was trained on
-(image_size, see conf/caption.yaml). Decoding: beam 3 unless `decode=` / `decode.*` say
+(image_size, see conf/caption.yaml: the checkpoint records it). Decoding: beam 3 unless `decode=` / `decode.*` say
 otherwise (capgen.config.decode_group). Prints `path<TAB>caption` per caption on stdout (n_best
 lines per image, best first) and writes into the run dir (outputs/caption/<time>, named on
 stderr):
@@ -21,10 +21,12 @@ stderr):
                                        of the first caption (<name> cut, plus a hash, where a
                                        file name would pass 255 bytes)
 
-An image that cannot be read, or whose figures cannot be drawn, does not stop the others:
-its row is {path, error} (a one-paragraph message, also on stderr), and the last stderr
-line says `N of M images failed, listed in <run dir>/captions.jsonl` (capgen-caption then
-exits with status 1). A bad setting or checkpoint stops the command before it writes anything.
+An image that cannot be read does not stop the others: its row is {path, error} (a
+one-paragraph message, also on stderr), and a last stderr line says `N of M images failed,
+listed in <run dir>/captions.jsonl`. An image whose figures cannot be drawn keeps its caption
+(printed and in its row) and its row adds `figure_error` (the message, also on stderr at once),
+and a last stderr line counts those. Either way capgen-caption then exits with status 1. A bad
+setting or checkpoint stops the command before it writes anything.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from ..data.images import FIX_GIVEN, BadSampleError, load_rgb
 from ..lightning.hardware import encoder_settings
 from ..lightning.inference import caption_row, checkpoint_list, load_checkpoints, resolve_device
 from ..models.search import DecodeSettings
-from ..runs.folders import DEFAULT_IMAGE_SIZE, run_config, training_image_size
+from ..runs.folders import DEFAULT_IMAGE_SIZE, checkpoint_image_size
 from ..viz import draw_attention, resize_longest
 from ..vocab import shown
 from .failure import one_paragraph_on_failure
@@ -173,9 +175,10 @@ def _draw(cfg: DictConfig, out: Path, stem: str, path: Path, words, alphas, grid
 
 def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch.Generator, paths: list[Path],
                    size: int, out: Path, taken: set[str]) -> list[dict]:
-    """The rows of one batch of images, in order: each image's own failure (unreadable, or
-    its figures) becomes its row's error, and the rest go on. The model's own errors concern
-    every image alike (a setting, the checkpoint) and stop the command."""
+    """The rows of one batch of images, in order: an image that cannot be read gets an error
+    row, one whose figures cannot be drawn keeps its caption with a figure_error, and the rest
+    go on. The model's own errors concern every image alike (a setting, the checkpoint) and
+    stop the command."""
     vocab, net = module.vocab, module.net
     rows: dict[int, dict] = {}
     readable, pixels = [], []
@@ -196,10 +199,10 @@ def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch
         if cfg.figures and alphas is not None and words:
             try:
                 row.update(_draw(cfg, out, _unique_stem(path, taken), path, words, alphas, net.grid, probs))
-            except Exception as e:  # any error of one image's figures: recorded in its row, and the exit status
-                rows[i] = _failed(path, f"{path}: its attention figures could not be drawn ({_one_line(e)}); "
-                                        "give figures=false to caption it without them")
-                continue
+            except Exception as e:  # any error of one image's figures: in its row (its caption kept), and the exit status
+                row["figure_error"] = (f"{path}: its attention figures could not be drawn ({_one_line(e)}); its caption "
+                                       "is kept; give figures=false to caption without figures")
+                print(f"error: {row['figure_error']}", file=sys.stderr, flush=True)
         cut = row.get("cut_captions", [0] if row.get("cut") else [])
         for j, caption in enumerate(row.get("captions", [row["caption"]])):
             print(f"{path}\t{shown(caption, j in cut)}", flush=True)
@@ -209,7 +212,8 @@ def _caption_chunk(cfg: DictConfig, module, decode: DecodeSettings, draws: torch
 
 def caption_images(cfg: DictConfig) -> list[dict]:
     """Caption every image cfg.images names; writes the files in the module docstring.
-    An image that cannot be read or drawn gets a row {path, error} instead of a caption."""
+    An image that cannot be read gets a row {path, error} instead of a caption; one whose
+    figures cannot be drawn keeps its caption, its row with a figure_error."""
     paths = find_images(str(cfg.images))
     check_caption_config(cfg)
     device = resolve_device(cfg.device)
@@ -224,15 +228,18 @@ def caption_images(cfg: DictConfig) -> list[dict]:
         log.warning("%s", note)
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     draws = torch.Generator(device=module.device).manual_seed(decode.seed)  # one stream for every image
-    size = cfg.image_size or training_image_size(run_config(ckpts[0]))
-    sizes = {training_image_size(run_config(c)) for c in ckpts}
-    if not cfg.image_size and len(sizes) > 1:
+    # Each checkpoint's training image size: recorded in it, else (an earlier capgen's) its run folder's.
+    trained = module.members_trained_on or (module.trained_on,)
+    each = [checkpoint_image_size(c, t.image_size if t else None) for c, t in zip(ckpts, trained)]
+    size = cfg.image_size or each[0]
+    if not cfg.image_size and len(set(each)) > 1:
         log.warning("the ensemble's checkpoints were trained on images of different sizes (%s): every member sees "
-                    "them at the first one's, %s; set image_size=... to choose", sorted(map(str, sizes)), size)
+                    "them at the first one's, %s; set image_size=... to choose", sorted(map(str, set(each))), size)
     if size is None:
         size = DEFAULT_IMAGE_SIZE
-        log.warning("the training image size is unknown (no saved run config with data.source.image_size beside "
-                    "the checkpoint): resizing to %d; set image_size=... to match training", size)
+        log.warning("the training image size is unknown (the checkpoint, written by an earlier capgen, does not record "
+                    "it, and no saved run config with data.source.image_size is beside it): resizing to %d; set "
+                    "image_size=... to match training", size)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -243,18 +250,28 @@ def caption_images(cfg: DictConfig) -> list[dict]:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     failed = sum("error" in row for row in rows)
-    what = "captions and attention figures" if cfg.figures and module.net.has_attention else "captions"
-    print(f"wrote {what} for {len(rows) - failed} images to {out}", file=sys.stderr)
+    no_figures = sum("figure_error" in row for row in rows)
+    captioned = len(rows) - failed
+    if no_figures:
+        what = f"captions for {captioned} images and attention figures for {captioned - no_figures}"
+    elif cfg.figures and module.net.has_attention:
+        what = f"captions and attention figures for {captioned} images"
+    else:
+        what = f"captions for {captioned} images"
+    print(f"wrote {what} to {out}", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(rows)} images failed, listed in {out / 'captions.jsonl'}", file=sys.stderr)
+    if no_figures:
+        print(f"{no_figures} of {len(rows)} images have their caption but no attention figures (drawing them failed: "
+              f"figure_error in {out / 'captions.jsonl'})", file=sys.stderr)
     return rows
 
 
 def run(cfg: DictConfig) -> None:
     """capgen-caption's Hydra job: caption_images, a failure ended in one paragraph. Images that
-    failed are in captions.jsonl and on stderr; scripts learn of them from the exit status 1
-    (SystemExit passes through Hydra, which only reports Exceptions)."""
+    failed, or whose figures failed, are in captions.jsonl and on stderr; scripts learn of them
+    from the exit status 1 (SystemExit passes through Hydra, which only reports Exceptions)."""
     with one_paragraph_on_failure("capgen-caption"):
         rows = caption_images(cfg)
-    if any("error" in row for row in rows):
+    if any("error" in row or "figure_error" in row for row in rows):
         raise SystemExit(1)

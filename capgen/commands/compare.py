@@ -5,7 +5,7 @@ runs, or two seed groups, image by image on their test set.
 A run is a folder holding .hydra/config.yaml that capgen-train wrote (capgen.runs.folders.is_run:
 the folders of capgen-eval, caption, demo and prepare are no runs); its overrides come
 from .hydra/overrides.yaml and its metrics from summary.json (the best epoch's val/* and the
-test/* of that checkpoint). Failed runs, and runs whose summary.json or overrides.yaml cannot
+test/* of that checkpoint; an interrupted run's best epoch so far, and no test/*). Failed runs, and runs whose summary.json or overrides.yaml cannot
 be read (unreadable), are not rows of the table: they are listed below it, one line each with
 the reason, and their settings (a misspelt key, say) make no column. Of the runs in the table,
 overrides they all share are printed once above it; the ones that differ get a column each,
@@ -70,7 +70,11 @@ def load_run(path: Path) -> Run:
         return Run(path, overrides, "unreadable", {}, str(e))
     if summary is None:
         return Run(path, overrides, "unfinished", {}, "no summary.json: still running, or stopped before the end")
-    note = summary.get("error", "") or (f"{summary['signal']}; continue with {summary['resume']}" if summary["status"] == "interrupted" else "")
+    note = summary.get("error", "")
+    if summary["status"] == "interrupted":
+        best = f"best so far: {summary['best_checkpoint']}; " if summary.get("best_checkpoint") else ""
+        go_on = f"continue with {summary['resume']}" if summary.get("resume") else "stopped before its first checkpoint"
+        note = f"{summary.get('signal', 'a signal')}; {best}{go_on}"
     return Run(path, overrides, summary["status"], summary.get("metrics", {}), note)
 
 

@@ -111,6 +111,7 @@ def load_checkpoints(value, device: str = "cpu", encoder: dict | None = None,
                 f"(data.min_freq, data.max_len), or evaluate them one at a time."
             )
     first.net = Ensemble([m.net for m in modules]).to(device).eval()
+    first.members_trained_on = tuple(m.trained_on for m in modules)  # e.g. each one's training image size
     return first
 
 

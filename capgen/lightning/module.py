@@ -103,10 +103,12 @@ class CaptioningModule(L.LightningModule):
         PTBTokenizer) or "auto". word_vectors: a GloVe-format file for the decoder's word
         embedding, frozen (freeze_word_vectors) or fine-tuned (capgen.models.word_vectors)."""
         super().__init__()
-        # {data, source} of the training data, set by capgen.commands.train.fit and saved in every
+        # {data, source, image_size} of the training data, set by capgen.commands.train.fit and saved in every
         # checkpoint; trained_on: what a checkpoint read back says (from_checkpoint).
-        self.training_data: dict[str, str] | None = None
+        self.training_data: dict[str, Any] | None = None
         self.trained_on: provenance.TrainedOn | None = None
+        # An ensemble's (capgen.lightning.inference.load_checkpoints): each member's, in order; () for one checkpoint.
+        self.members_trained_on: tuple[provenance.TrainedOn | None, ...] = ()
         self.optimizer_settings = read_group(OPTIMIZER, optimizer, "model.module.optimizer")
         self.scheduler_settings = read_group(SCHEDULER, scheduler, "model.module.scheduler")
         self.objective = read_group(OBJECTIVE, objective, "model.module.objective")

@@ -2,8 +2,10 @@
 function, `read_checkpoint` (the trainer writes it all-or-nothing: capgen.lightning.checkpoint_io).
 
 A capgen checkpoint is Lightning's (weights, optimizer, loops, callbacks' states) plus the
-vocabulary (`vocab`) and the network's Hydra config (`hyper_parameters.net_config`), so that
-eval, caption and resume need nothing else. `stamp` puts a format number and the capgen
+vocabulary (`vocab`), the network's Hydra config (`hyper_parameters.net_config`) and what it
+was trained on (`training_data`: the data config, its source and the image size; read into
+`Checkpoint.trained`, capgen.runs.provenance), so that eval, caption and resume need nothing
+else. `stamp` puts a format number and the capgen
 version into every checkpoint (CaptioningModule.on_save_checkpoint); `read_checkpoint`, the
 one place a checkpoint is loaded, refuses a file this capgen cannot use with a message that
 names it and the fix.

@@ -7,6 +7,7 @@ capgen-caption and capgen-demo.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .records import SUMMARY, UnreadableRecord, read_summary
 
-# The side images are resized to when the run that made a checkpoint does not say (no saved config).
+log = logging.getLogger(__name__)
+
+# The side images are resized to when neither a checkpoint nor its run says (an earlier capgen's
+# checkpoint without its run folder).
 DEFAULT_IMAGE_SIZE = 256
 
 
@@ -88,7 +92,9 @@ def run_overrides(run: Path) -> list[str]:
 
 
 def best_checkpoint(run: Path) -> Path:
-    """The run's best checkpoint (by its `monitor`), as its summary.json names it."""
+    """The run's best checkpoint (by its `monitor`), as its summary.json names it. A run that
+    was interrupted or failed after a best checkpoint was saved records its best so far: that
+    one, with a warning that the run did not finish."""
     if not run.is_dir():
         raise FileNotFoundError(f"run={run}: no such folder")
     if not is_run(run):
@@ -99,14 +105,21 @@ def best_checkpoint(run: Path) -> Path:
         summary = read_summary(run)
     except UnreadableRecord as e:
         raise ValueError(f"run={run}: its best checkpoint is named in {SUMMARY}, which is unreadable: {e}; {hint}") from None
-    if summary is None or summary["status"] != "completed":
-        state = "did not finish" if summary is None else summary["status"]
+    status = None if summary is None else summary["status"]
+    if status != "completed" and not (summary or {}).get("best_checkpoint"):
+        state = {None: "did not finish", "interrupted": "was interrupted"}.get(status, status)
         raise ValueError(f"run={run}: the run {state}, so it has no best checkpoint recorded in {SUMMARY}; {hint}")
     if not summary.get("best_checkpoint"):
         raise ValueError(f"run={run}: no best checkpoint was saved (validation never ran?); {hint}")
     path = run / summary["best_checkpoint"]
     if not path.is_file():
         raise FileNotFoundError(f"run={run}: its best checkpoint {path} is missing; {hint}")
+    if status != "completed":
+        why = (f"was interrupted ({summary.get('signal', 'a signal')})" if status == "interrupted"
+               else f"failed ({summary.get('error', 'see its error.txt')})")
+        go_on = f"; capgen-train resume={run} continues it" if summary.get("resume") else ""
+        log.warning("run=%s: the run %s before it finished: using its best checkpoint so far, %s%s",
+                    run, why, summary["best_checkpoint"], go_on)
     return path
 
 
@@ -150,8 +163,27 @@ def training_image_size(run_cfg: DictConfig | None) -> int | None:
         return None
     if source.get("image_size") is not None:
         return int(source.image_size)
+    default = _image_size_parameter(source)
+    return int(default) if isinstance(default, int) and not isinstance(default, bool) else None
+
+
+def _image_size_parameter(source: DictConfig):
+    """The default of the source class's image_size parameter; inspect's `empty` when it has
+    none; None when it has no such parameter (e.g. coco.pt's fixed 112 px) or is no class here."""
     try:
-        default = inspect.signature(hydra.utils.get_class(source._target_)).parameters["image_size"].default
-    except Exception:  # no such class here, or no image_size parameter (e.g. coco.pt's fixed 112 px)
+        return inspect.signature(hydra.utils.get_class(source._target_)).parameters["image_size"].default
+    except Exception:
         return None
-    return int(default) if isinstance(default, int) else None
+
+
+def takes_image_size(source: DictConfig | None) -> bool:
+    """Whether a data config's source (data.source) resizes its images to an image_size."""
+    return source is not None and "_target_" in source and _image_size_parameter(source) is not None
+
+
+def checkpoint_image_size(ckpt_path: str, recorded: int | None) -> int | None:
+    """The side a checkpoint's training images were resized to: as the checkpoint records it
+    (`recorded`, capgen.runs.provenance: capgen-train writes it), else as its run folder's saved
+    config says (a checkpoint of an earlier capgen, still in its run folder); None when
+    neither does."""
+    return recorded or training_image_size(run_config(ckpt_path))

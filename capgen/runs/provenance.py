@@ -2,10 +2,11 @@
 model will not describe a photograph well: one trained on the synthetic shapes data, or for
 only a few optimizer steps.
 
-capgen-train records the data in every checkpoint (`training_data`: the data config's name
-and its source class); the epochs and steps are Lightning's own `epoch` and `global_step`.
-A checkpoint of an earlier capgen has no record: its run folder's .hydra/hydra.yaml names
-the data config, when the checkpoint is still in its run folder.
+capgen-train records the data in every checkpoint (`training_data`: the data config's name,
+its source class and the side its images were resized to); the epochs and steps are
+Lightning's own `epoch` and `global_step`. A checkpoint of an earlier capgen has no record
+(or none of the image size): its run folder's .hydra/ files name the data config and its
+image size, when the checkpoint is still in its run folder.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class TrainedOn:
     data: str | None  # the data config's name (shapes, coco2014, custom, ...), None when unknown
     epochs: int  # epochs trained (the epoch the checkpoint was written in, counted from 1)
     steps: int  # optimizer steps
+    image_size: int | None = None  # the side its training images were resized to; None: not recorded
 
     @property
     def synthetic(self) -> bool:
@@ -43,17 +45,25 @@ class TrainedOn:
         return None
 
 
-def record(data_name: str, source_target: str) -> dict[str, Any]:
-    """The checkpoint entry capgen-train writes (CaptioningModule.on_save_checkpoint)."""
-    return {"data": data_name, "source": source_target}
+def record(data_name: str, source_target: str, image_size: int | None = None) -> dict[str, Any]:
+    """The checkpoint entry capgen-train writes (CaptioningModule.on_save_checkpoint);
+    `image_size`: the side the training images were resized to, where the data config says
+    (capgen.runs.folders.training_image_size), so capgen-caption, -eval and -demo resize to it
+    without the run folder."""
+    entry: dict[str, Any] = {"data": data_name, "source": source_target}
+    if image_size is not None:
+        entry["image_size"] = int(image_size)
+    return entry
 
 
 def trained_on(checkpoint: dict[str, Any], run_data: str | None = None) -> TrainedOn:
     """What `checkpoint` (the loaded dict) was trained on; `run_data`: its run folder's data
     config, for a checkpoint written before capgen recorded it."""
     entry = checkpoint.get(KEY) or {}
+    size = entry.get("image_size")
+    size = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None  # written by hand: unknown
     return TrainedOn(entry.get("data") or run_data, int(checkpoint.get("epoch", 0)) + 1,
-                     int(checkpoint.get("global_step", 0)))
+                     int(checkpoint.get("global_step", 0)), size)
 
 
 def data_name(cfg_data: Any, choice: str | None) -> str:

@@ -5,6 +5,8 @@ their saved config: capgen.runs.folders).
     <run>/summary.json    {"status": "completed", "metrics": {...}, "best_checkpoint": "checkpoints/..."}
                           or {"status": "failed", "error": "<type>: <message>", "traceback": "error.txt"}
                           or {"status": "interrupted", "signal": "SIGTERM", "resume": "capgen-train resume=<run>"}
+                          a failed or interrupted run that measured something also has the "metrics" (train/* and
+                          the best epoch's val/*) and the "best_checkpoint" it had when it stopped
     <run>/error.txt       the full traceback of a failed run (error.rank<N>.txt from DDP rank N > 0)
     <run>/test_captions.jsonl  the test of the best checkpoint, one {"image_id", "caption", "BLEU-4",
                           "CIDEr"} per image (pycocoevalcap's per-image scores), for capgen-compare --paired
@@ -23,7 +25,8 @@ import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -42,6 +45,11 @@ PER_IMAGE_SCORES = ("BLEU-4", "CIDEr")
 _before_resume: dict[Path, tuple[Path, dict[str, tuple[int, int]]]] = {}
 
 
+# What the run this process trains had measured when it stopped (measured_on_stop): run folder ->
+# (its metrics, its best checkpoint), for the failed or interrupted summary.json.
+_measured_on_stop: dict[Path, tuple[dict[str, float], str | None]] = {}
+
+
 class RunFailed(RuntimeError):
     """A run raised; its traceback is in the file named in the message."""
 
@@ -54,6 +62,15 @@ def _write_json(path: Path, value: dict) -> None:
     write_atomically(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
+def _relative(run: Path, checkpoint: str | None) -> str | None:
+    """A checkpoint's path relative to the run when inside it, so the folder can be moved (e.g.
+    copied off a cluster)."""
+    best = Path(checkpoint).absolute() if checkpoint else None
+    if best is not None and best.is_relative_to(run.absolute()):
+        best = best.relative_to(run.absolute())
+    return str(best) if best else None
+
+
 def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | None,
                   test_decode: dict | None = None, thread_changes: int = 0) -> None:
     """The completed run's final train/val/test metrics and its best checkpoint (relative to the
@@ -61,16 +78,55 @@ def write_summary(run: Path, metrics: dict[str, float], best_checkpoint: str | N
     tested, the decode settings its test/* metrics are for; and how often torch's thread count
     followed the machine's load (capgen.lightning.threads), when it did: its scores then equal
     a rerun's only to float rounding."""
-    best = Path(best_checkpoint).absolute() if best_checkpoint else None
-    if best is not None and best.is_relative_to(run.absolute()):
-        best = best.relative_to(run.absolute())
     final = {k: v for k, v in metrics.items() if k.startswith(("train/", "val/", "test/"))}
-    summary = {"status": "completed", "metrics": final, "best_checkpoint": str(best) if best else None}
+    summary = {"status": "completed", "metrics": final, "best_checkpoint": _relative(run, best_checkpoint)}
     if test_decode is not None:
         summary["test_decode"] = test_decode
     if thread_changes:
         summary["thread_count_changes"] = thread_changes
     _write_json(run / SUMMARY, summary)
+
+
+def earlier_train_metrics(run: Path) -> dict[str, float]:
+    """The train/* metrics the run's summary.json records (none when it has none, or cannot be
+    read). A resume that trains nothing (of a completed run, or from a fallback checkpoint as
+    new as its last) measured none itself: its summary carries these forward, the last epoch's
+    as the process that trained it measured them."""
+    try:
+        summary = read_summary(run)
+    except UnreadableRecord:
+        return {}
+    return {k: v for k, v in (summary or {}).get("metrics", {}).items() if k.startswith("train/")}
+
+
+@contextmanager
+def measured_on_stop(run: Path, measured: Callable[[], tuple[dict[str, float], str | None]]) -> Iterator[None]:
+    """Around a run's training: when it raises (it fails, or stops on a signal or Ctrl-C),
+    `measured()`, its metrics so far and its best checkpoint, is kept for the failed or
+    interrupted summary.json that run_recording_failure writes; so the run's best checkpoint
+    and best val scores are on record (capgen-compare, `capgen-eval run=`, `capgen-demo run=`).
+    Plain numbers and a path are kept, not the trainer: a failed run's objects are freed."""
+    try:
+        yield
+    except BaseException:
+        try:
+            _measured_on_stop[run.absolute()] = measured()
+        except Exception as e:  # e.g. a device in error: the summary is written without them
+            log.warning("the metrics measured so far could not be read for %s (%s)", run / SUMMARY, one_paragraph(e))
+        raise
+
+
+def _so_far(run: Path) -> dict:
+    """What a run that stopped had measured (measured_on_stop), as summary.json entries: its
+    train/* and best val/* metrics, and its best checkpoint where one is on disk; {} when none."""
+    metrics, best = _measured_on_stop.pop(run.absolute(), ({}, None))
+    entries: dict = {}
+    kept = {k: float(v) for k, v in metrics.items() if k.startswith(("train/", "val/"))}  # a test cut off says nothing
+    if kept:
+        entries["metrics"] = kept
+    if best and Path(best).is_file():
+        entries["best_checkpoint"] = _relative(run, best)
+    return entries
 
 
 def write_test_captions(run: Path, rows: list[dict]) -> None:
@@ -116,16 +172,18 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
     """
     run = Path(cfg.paths.output_dir)
     before = _before_resume.pop(run.absolute(), None)
+    _measured_on_stop.pop(run.absolute(), None)  # an earlier job's in this folder (a train(cfg) of a notebook, say)
     try:
         return fn(cfg)
     except SystemExit as e:
         interrupted = _interruption(e)
         if interrupted is None:
+            _measured_on_stop.pop(run.absolute(), None)
             raise
-        _record_interruption(run, *interrupted)
+        _record_interruption(run, *interrupted, _so_far(run))
         raise SystemExit(128 + interrupted[1]) from None  # the shell's code for "ended by signal n"
     except KeyboardInterrupt:  # a Ctrl-C outside Lightning's fit and test: while the data loads, say
-        _record_interruption(run, "SIGINT", 2, False)
+        _record_interruption(run, "SIGINT", 2, False, _so_far(run))
         raise SystemExit(128 + 2) from None
     except Exception as e:
         # Imported here: capgen-compare reads run folders and should not wait for Lightning.
@@ -136,6 +194,7 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
         text = "".join(traceback.format_exception(e))
         message = one_paragraph(e)
         where = f"traceback in {error_file}"
+        so_far = _so_far(run)
         try:
             write_atomically(error_file, text.encode())
             if before is not None and _restore_before_resume(run, *before):
@@ -143,7 +202,7 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
                           f"was (its summary.json and .hydra/ settings put back): capgen-train resume={run} still "
                           f"resumes it with its own settings")
             elif rank == 0:
-                _write_json(run / SUMMARY, {"status": "failed", "error": message, "traceback": error_file.name})
+                _write_json(run / SUMMARY, {"status": "failed", "error": message, "traceback": error_file.name, **so_far})
         except OSError as write_error:
             # A full disk is often why the run failed: its records cannot be written then, but the
             # run's own error stays the one raised, with the write's error next to it.
@@ -227,18 +286,20 @@ def _interruption(e: SystemExit) -> tuple[str, int, bool] | None:
     return None
 
 
-def _record_interruption(run: Path, name: str, signum: int, saved: bool) -> None:
+def _record_interruption(run: Path, name: str, signum: int, saved: bool, so_far: dict | None = None) -> None:
+    """An interrupted summary.json: the signal, last.ckpt and the command that resumes from it,
+    and `so_far` (_so_far: the metrics and best checkpoint of the epochs it finished)."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0 or not run.is_dir():
         return
     if not (run / "checkpoints" / "last.ckpt").is_file():  # nothing to resume: said so, not a resume that fails
-        _write_json(run / SUMMARY, {"status": "interrupted", "signal": name, "checkpoint": None})
+        _write_json(run / SUMMARY, {"status": "interrupted", "signal": name, "checkpoint": None, **(so_far or {})})
         log.warning("%s: the run stopped before its first checkpoint was written; run it again to train it", name)
         return
     where = "at the end of the step it was in" if saved else "earlier (the stop came outside a training step)"
     summary = {"status": "interrupted", "signal": name, "checkpoint": "checkpoints/last.ckpt",
-               "resume": f"capgen-train resume={run}"}
+               "resume": f"capgen-train resume={run}", **(so_far or {})}
     _write_json(run / SUMMARY, summary)
     log.warning("%s: the run stopped; its last.ckpt was written %s. Continue it with: capgen-train resume=%s",
                 name, where, run)

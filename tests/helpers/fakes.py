@@ -32,8 +32,10 @@ DECODERS = {
 }
 
 
-def write_checkpoint(path: Path, decoder: str = "lstm", captions=CAPTIONS, seed: int = 0, max_len: int = 8) -> Path:
-    """An untrained module saved as capgen-train saves one (its hook adds the vocabulary and the stamp)."""
+def write_checkpoint(path: Path, decoder: str = "lstm", captions=CAPTIONS, seed: int = 0, max_len: int = 8,
+                     training_data: dict | None = None) -> Path:
+    """An untrained module saved as capgen-train saves one (its hook adds the vocabulary and the stamp;
+    `training_data`: the record of its data, capgen.runs.provenance.record's, none as an earlier capgen)."""
     from capgen.lightning.module import CaptioningModule
     from capgen.models.captioner import build_captioner
 
@@ -41,6 +43,7 @@ def write_checkpoint(path: Path, decoder: str = "lstm", captions=CAPTIONS, seed:
     vocab = Vocabulary.build(captions, max_len=max_len)
     net_config = {"encoder": ENCODER, "decoder": DECODERS[decoder]}
     module = CaptioningModule(build_captioner(net_config, len(vocab)), vocab, net_config=net_config)
+    module.training_data = training_data
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}
     module.on_save_checkpoint(ckpt)
     torch.save(ckpt, path)

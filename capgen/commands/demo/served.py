@@ -27,12 +27,12 @@ from ...models.search.settings import BEAM_METHODS
 from ...runs.folders import (
     DEFAULT_IMAGE_SIZE,
     best_checkpoint,
+    checkpoint_image_size,
     find_runs,
     is_run,
     not_a_run,
     run_choice,
     run_config,
-    training_image_size,
 )
 from ...runs.provenance import TrainedOn
 from ...viz import draw_attention, resize_longest
@@ -164,11 +164,12 @@ def load_served_models(cfg: DictConfig, paths: list[Path] | None = None) -> list
     models = []
     for path in paths:
         module = load_module(str(path), device, encoder_settings(cfg))
-        size = cfg.image_size or training_image_size(run_config(str(path)))
+        size = cfg.image_size or checkpoint_image_size(str(path), module.trained_on.image_size if module.trained_on else None)
         if size is None:
             size = DEFAULT_IMAGE_SIZE
-            log.warning("%s: the training image size is unknown (no saved run config beside the checkpoint): resizing "
-                        "to %d; set image_size=... to match training", path, size)
+            log.warning("%s: the training image size is unknown (the checkpoint, written by an earlier capgen, does not "
+                        "record it, and no saved run config is beside it): resizing to %d; set image_size=... to match "
+                        "training", path, size)
         model = run_choice(str(path), "model") or type(module.net.decoder).__name__
         settings = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
         models.append(ServedModel(model, path, module, size, settings, module.trained_on))
@@ -181,7 +182,8 @@ def _served_ensemble(cfg: DictConfig, paths: list[Path], device: str) -> ServedM
     module = load_checkpoints([str(p) for p in paths], device, encoder_settings(cfg))
     if module.net.attention_note:
         log.warning("the ensemble shows no attention: %s", module.net.attention_note)
-    size = cfg.image_size or training_image_size(run_config(str(paths[0]))) or DEFAULT_IMAGE_SIZE
+    first = module.trained_on.image_size if module.trained_on else None
+    size = cfg.image_size or checkpoint_image_size(str(paths[0]), first) or DEFAULT_IMAGE_SIZE
     names = [run_choice(str(p), "model") or type(m.decoder).__name__ for p, m in zip(paths, module.net.members)]
     settings = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     return ServedModel(f"ensemble of {' + '.join(names)}", paths[0], module, size, settings, module.trained_on,

@@ -5,7 +5,9 @@ The data config comes from the run that made the checkpoint: a checkpoint in
 <run>/checkpoints/ has the run's saved config in <run>/.hydra/config.yaml, and its `data`
 node is used as it was trained, with the user's data.* overrides on top. A `data=<name>`
 naming another data config replaces it. Without a saved run config the data config is
-composed from conf/eval.yaml (and a warning says so).
+composed from conf/eval.yaml (and a warning says so). A data config composed so resizes its
+images to the side the checkpoint was trained at (recorded in it by capgen-train), unless
+data.source.image_size is given.
 
 Ensembles: `ckpt_path=[a.ckpt,b.ckpt]` (or `run=[<run>,<run>]`, each run's best checkpoint)
 evaluates the checkpoints as one model, the normalised geometric mean of their word
@@ -57,7 +59,7 @@ from ...lightning.hardware import encoder_settings
 from ...lightning.inference import checkpoint_list, load_checkpoints, resolve_device
 from ...metrics import default_metrics
 from ...models.search import DecodeSettings
-from ...runs.folders import best_checkpoint, run_config, run_data_choice
+from ...runs.folders import best_checkpoint, run_config, run_data_choice, takes_image_size
 from ..failure import one_paragraph_on_failure
 from .features import checkpoint_encoder_weights
 from .statistics import corpus_statistics, diversity
@@ -102,11 +104,13 @@ def apply_data_overrides(data: DictConfig, overrides: list[str]) -> DictConfig:
     return root.data
 
 
-def eval_data_config(cfg: DictConfig, overrides: list[str], run_cfg: DictConfig | None, run_choice: str | None) -> DictConfig:
-    """The data config to evaluate on (see the module docstring)."""
-    data_override = next(
-        (o for o in OverridesParser.create().parse_overrides(overrides) if o.key_or_group == "data"), None
-    )
+def eval_data_config(cfg: DictConfig, overrides: list[str], run_cfg: DictConfig | None, run_choice: str | None,
+                     trained_image_size: int | None = None) -> DictConfig:
+    """The data config to evaluate on (see the module docstring). `trained_image_size`: the side
+    the checkpoint records its training images were resized to; a data config composed here
+    (not the run's own) resizes to it unless the command line gives data.source.image_size."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    data_override = next((o for o in parsed if o.key_or_group == "data"), None)
     # `data=<name>` replaces the run's data unless it names the very config the run used
     # (which is also what with_run_data_choice adds when none is given).
     replaced = data_override is not None and data_override.value() != run_choice
@@ -115,6 +119,12 @@ def eval_data_config(cfg: DictConfig, overrides: list[str], run_cfg: DictConfig 
             log.warning("no saved run config beside the checkpoint (<run>/.hydra/config.yaml): using data=%s "
                         "as composed from conf/eval.yaml and the command line",
                         data_override.value() if data_override else "shapes")
+        given = any(o.key_or_group == "data.source.image_size" for o in parsed)
+        source = cfg.data.get("source")
+        if trained_image_size and not given and takes_image_size(source) and source.get("image_size") != trained_image_size:
+            with open_dict(source):
+                source.image_size = trained_image_size
+            log.info("data.source.image_size=%d: the side the checkpoint was trained at (recorded in it)", trained_image_size)
         return cfg.data
     # Resolved inside the run's config, so ${seed} and the like take the run's values.
     data = OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
@@ -166,7 +176,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)
-    data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None)
+    data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None,
+                                module.trained_on.image_size if module.trained_on else None)
     if ensemble and data_cfg.get("use_features"):
         log.info("data.use_features=false: an ensemble encodes the images with each member's own encoder, so it "
                  "reads images (a cached split's image cache, else the raw source), not one encoder's features")

@@ -32,9 +32,16 @@ from ...lightning.loggers import build_loggers, check_logger_packages, logger_ru
 from ...lightning.module import CaptioningModule
 from ...models.captioner import build_captioner
 from ...runs import provenance
+from ...runs.folders import training_image_size
 from ...runs.init_from import check_coverage, init_checkpoint, load_network
 from ...runs.lock import run_lock
-from ...runs.records import run_recording_failure, write_summary, write_test_captions
+from ...runs.records import (
+    earlier_train_metrics,
+    measured_on_stop,
+    run_recording_failure,
+    write_summary,
+    write_test_captions,
+)
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
 from ..failure import one_paragraph_on_failure
 from .consistency import check_consistency
@@ -108,7 +115,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
     choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
-    module.training_data = provenance.record(provenance.data_name(cfg.data, choice), str(OmegaConf.select(cfg, "data.source._target_", default="")))
+    module.training_data = provenance.record(provenance.data_name(cfg.data, choice),
+                                             str(OmegaConf.select(cfg, "data.source._target_", default="")),
+                                             training_image_size(cfg))
     module.set_references("val", datamodule.references("val"))
     if module.uses_scst:
         module.set_train_references(datamodule.references("train"))
@@ -126,7 +135,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()))
     check_train_batches(datamodule, trainer.world_size)  # the trainer knows the processes, each with its own batches
-    with logger_runs(out, loggers):  # MLflow / W&B runs started here, ended with the run's outcome
+    # The run's result is its best epoch (the checkpoint kept and tested), not its last.
+    best_epoch = next((c for c in callbacks if isinstance(c, BestEpochMetrics)), BestEpochMetrics())
+
+    def measured() -> tuple[dict[str, float], str]:
+        """The metrics so far (train/* of the last step, val/* of the best epoch) and the best checkpoint."""
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
+        if start is not None and trainer.global_step == start.global_step:  # no step taken here
+            if out.resolve() not in Path(start.path).resolve().parents:
+                return {}, ""  # another run's checkpoint restored, nothing of this run's own (check_trained_on)
+            # A resume of a finished run tests its best again: its train/* are the earlier
+            # summary's, which the process that trained its last epoch measured.
+            metrics = earlier_train_metrics(out) | metrics
+        return metrics, best
+
+    # MLflow / W&B runs started here, ended with the run's outcome; a run that stops before it
+    # completes keeps what it measured for its failed or interrupted summary.json.
+    with logger_runs(out, loggers), measured_on_stop(out, measured):
         # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
         vocab.save(out / "vocab.json")
         for logger in loggers.values():
@@ -135,10 +161,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         check_trained_on(cfg, start, trainer.global_step)
-        # The run's result is its best epoch (the checkpoint kept and tested), not its last.
-        best_epoch = next((c for c in callbacks if isinstance(c, BestEpochMetrics)), BestEpochMetrics())
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
-        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
+        metrics, best = measured()
         if cfg.test:
             module.set_references("test", datamodule.references("test"))
             module.set_scenes(datamodule.scenes("test"))

@@ -24,7 +24,7 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
         return [f"run folder: {run}", f"the run ended before writing {SUMMARY}; its log is {run / 'train.log'}"]
     lines = [f"run folder: {run} ({summary['status']})"]
     if summary["status"] in ("failed", "interrupted"):
-        lines += _best_so_far(run)
+        lines += _best_so_far(run, summary, monitor)
     if summary["status"] == "failed":  # the error itself is the command's last line
         lines[0] = f"run folder: {run} (failed; traceback in {run / summary.get('traceback', 'error.txt')})"
         lines.append(f"next: fix the cause and run again: {_again(run)}")
@@ -60,9 +60,14 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
     return lines
 
 
-def _best_so_far(run: Path) -> list[str]:
-    """The newest best-epoch checkpoint a run that did not complete left (its name holds its
-    score: conf/callbacks/default.yaml), as a line; none when it left none."""
+def _best_so_far(run: Path, summary: dict, monitor: str) -> list[str]:
+    """The best checkpoint a run that did not complete left, as a line: the one its summary
+    records (with its score), else the newest best-epoch checkpoint (its name holds its score:
+    conf/callbacks/default.yaml); none when it left none."""
+    best, metrics = summary.get("best_checkpoint"), summary.get("metrics", {})
+    if best:
+        score = f" ({monitor} {metrics[monitor]:.3f})" if monitor in metrics else ""
+        return [f"best checkpoint so far: {best}{score}; capgen-eval run={shlex.quote(str(run))} scores it"]
     found = sorted((run / "checkpoints").glob("*-best*.ckpt"), key=lambda p: p.stat().st_mtime)
     return [f"best checkpoint so far: {found[-1].relative_to(run)}"] if found else []
 

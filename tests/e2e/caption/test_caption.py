@@ -17,7 +17,7 @@ from capgen.runs.folders import training_image_size
 from helpers import procs
 from helpers.commands import run_caption
 from helpers.fixtures_real import make_odd_images
-from helpers.runs import read_jsonl
+from helpers.runs import checkpoint, read_jsonl
 
 
 # ----- decoding controls (capgen.config.decode_group) ----------------------------------------------
@@ -98,7 +98,7 @@ def test_a_corrupt_image_is_reported_in_its_row_and_every_shape_of_picture_is_dr
     assert not list(out.glob("broken*"))
 
 
-def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, photo_dir, tmp_path, capsys, monkeypatch):
+def test_an_image_whose_figures_fail_keeps_its_caption_and_leaves_no_figures(ckpt, photo_dir, tmp_path, capsys, monkeypatch):
     import capgen.viz as viz  # where capgen-caption's figures are drawn (viz.draw_attention)
 
     def gif_fails_for_the_scene(path, *args, **kwargs):
@@ -112,13 +112,15 @@ def test_an_image_whose_figures_fail_is_reported_and_leaves_no_figures(ckpt, pho
     rows = run_caption(out, f"ckpt_path={ckpt}", f"images={photo_dir}", "decode=greedy")
     captured = capsys.readouterr()
     scene = photo_dir / "scene.png"
-    assert rows[2] == {"path": str(scene), "error": (
-        f"{scene}: its attention figures could not be drawn (RuntimeError: no room for this one); "
-        "give figures=false to caption it without them")}
+    message = (f"{scene}: its attention figures could not be drawn (RuntimeError: no room for this one); its caption is "
+               "kept; give figures=false to caption without figures")
+    assert rows[2]["figure_error"] == message and rows[2]["words"] and "error" not in rows[2] and "gif" not in rows[2]
     assert not list(out.glob("scene*"))  # its PNG, written before the GIF failed, is gone too
-    assert str(scene) not in captured.out and captured.out.count("\n") == 2
-    assert captured.err.splitlines()[-1] == f"1 of 3 images failed, listed in {out / 'captions.jsonl'}"
-    assert all("caption" in r for r in rows[:2])
+    assert f"{scene}\t{rows[2]['caption']}" in captured.out.splitlines() and captured.out.count("\n") == 3
+    assert f"error: {message}" in captured.err.splitlines()
+    assert captured.err.splitlines()[-1] == (f"1 of 3 images have their caption but no attention figures (drawing them "
+                                             f"failed: figure_error in {out / 'captions.jsonl'})")
+    assert all("caption" in r for r in rows)
 
 
 def test_a_long_image_name_keeps_its_caption_and_a_dangling_link_gets_an_error_row(ckpt, photo_dir, tmp_path):
@@ -200,6 +202,24 @@ def test_training_image_size_comes_from_the_run_config(tiny_run):
     coco = OmegaConf.create({"data": {"source": {"_target_": "capgen.data.karpathy.Coco2014Source", "image_size": 224}}})
     assert training_image_size(coco) == 224
     assert training_image_size(None) is None
+
+
+def test_a_checkpoint_copied_out_of_its_run_is_captioned_at_the_size_it_was_trained_at(ckpt, photo_dir, tmp_path,
+                                                                                        caplog, monkeypatch):
+    """capgen-train records the training image size in every checkpoint (96, shapes' default):
+    a copy without its run folder still resizes to it, not to 256 with a warning."""
+    import capgen.commands.caption as caption
+
+    assert checkpoint(Path(ckpt).parent.parent)["training_data"]["image_size"] == 96
+    alone = tmp_path / "alone" / "a.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(ckpt, alone)
+    sizes, load = [], caption.load_rgb
+    monkeypatch.setattr(caption, "load_rgb", lambda path, size=None, *rest: sizes.append(size) or load(path, size, *rest))
+    with caplog.at_level(logging.WARNING):
+        rows = run_caption(tmp_path / "out", f"ckpt_path={alone}", f"images={photo_dir / 'scene.png'}", "figures=false")
+    assert rows[0]["caption"] and sizes == [96]
+    assert "image size is unknown" not in caplog.text
 
 
 def test_capgen_caption_command_keeps_stdout_to_captions(ckpt, photo_dir, tmp_path):

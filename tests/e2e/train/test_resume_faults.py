@@ -138,3 +138,62 @@ def test_a_new_run_from_a_checkpoint_refuses_another_schedule(tiny_lstm_run, mak
     cfg = make_cfg("model=lstm", "data.source.sizes={train:64,val:12,test:16}", f"ckpt_path={ckpt}", "trainer.max_epochs=2", "model.module.scheduler.name=none")
     with pytest.raises(ValueError, match=rf"model.module.scheduler.name=none \(the checkpoint's: cosine\).*init_from={ckpt}"):
         train(cfg)
+
+
+@pytest.mark.parametrize("last", ["whole", "damaged"])
+def test_a_resume_that_trains_nothing_keeps_the_train_metrics_the_run_measured(run, last):
+    """A resume of a completed run (or from the fallback for a damaged last.ckpt, here as new as
+    it) takes no step and tests its best again: summary.json still has the run's train/* (this
+    process measured none), and its val/* and test/* as before."""
+    from hydra import compose, initialize_config_dir
+
+    from capgen.config import CONF_DIR
+
+    before = json.loads((run / "summary.json").read_text())["metrics"]
+    assert {"train/loss", "train/xent"} <= set(before)
+    if last == "damaged":
+        ckpt = run / "checkpoints" / "last.ckpt"
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    args = [a for a in resume_argv([f"resume={run}"]) if not a.startswith("hydra.run.dir=")]
+    assert any(a.startswith("ckpt_path=") for a in args) == (last == "damaged")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*args, f"paths.output_dir={run}"])
+    train(cfg)
+    after = json.loads((run / "summary.json").read_text())
+    assert after["status"] == "completed"
+    assert after["metrics"] == pytest.approx(before)
+
+
+def test_a_run_interrupted_after_its_best_epoch_records_it_for_eval_and_compare(run, monkeypatch):
+    """SIGTERM in the epoch after the best one: the interrupted summary.json names the best
+    checkpoint and its val scores (run= and capgen-compare take them), with train/* so far."""
+    import os
+    import signal
+
+    from hydra import compose, initialize_config_dir
+
+    from capgen.config import CONF_DIR
+    from capgen.lightning.module import CaptioningModule
+    from capgen.runs.folders import best_checkpoint
+    from capgen.runs.records import run_recording_failure
+
+    before = json.loads((run / "summary.json").read_text())
+    step = CaptioningModule.training_step
+
+    def sigterm_in_the_first_step(self, batch, batch_idx):
+        os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler sends it; StopOnSignal stops after this step
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(CaptioningModule, "training_step", sigterm_in_the_first_step)
+    args = [a for a in resume_argv([f"resume={run}", "trainer.max_epochs=2"]) if not a.startswith("hydra.run.dir=")]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*args, f"paths.output_dir={run}"])
+    with pytest.raises(SystemExit) as ended:
+        run_recording_failure(train, cfg)
+    assert ended.value.code == 128 + signal.SIGTERM
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["best_checkpoint"] == before["best_checkpoint"]
+    assert {k: v for k, v in summary["metrics"].items() if k.startswith("val/")} == pytest.approx(
+        {k: v for k, v in before["metrics"].items() if k.startswith("val/")})
+    assert "train/loss" in summary["metrics"] and not any(k.startswith("test/") for k in summary["metrics"])
+    assert best_checkpoint(run) == run / before["best_checkpoint"]

@@ -17,6 +17,7 @@ from capgen.runs.records import (
     RunFailed,
     UnreadableRecord,
     keep_before_resume,
+    measured_on_stop,
     read_summary,
     run_recording_failure,
     write_summary,
@@ -218,3 +219,55 @@ def test_a_resume_that_fails_after_writing_a_checkpoint_is_recorded_as_failed(tm
         run_recording_failure(trains_then_fails, OmegaConf.create({"paths": {"output_dir": str(run)}}))
     assert read_summary(run)["status"] == "failed"
     assert "data.batch_size=0" in (run / ".hydra" / "overrides.yaml").read_text()  # what the checkpoint was trained with
+
+
+def test_a_run_that_stops_after_a_best_epoch_records_it_and_eval_compare_and_demo_take_it(tmp_path, caplog):
+    """Interrupted (or failed) after its best epoch so far: summary.json keeps that checkpoint and the
+    scores (train/* and the best epoch's val/*; no test/* of a test cut off), the status stays
+    interrupted, and run= (capgen-eval, capgen-demo) takes the checkpoint, saying the run did not finish."""
+    import logging
+    import signal
+
+    from capgen.commands.compare import load_run
+    from capgen.lightning.callbacks.faults import RunInterrupted
+
+    run = make_run_folder(tmp_path / "run", ["model=rnn"])
+    (run / "checkpoints").mkdir()
+    best = run / "checkpoints" / "epoch000-best0.180.ckpt"
+    for ckpt in (best, run / "checkpoints" / "last.ckpt"):
+        ckpt.write_bytes(b"")
+    so_far = {"train/loss": 2.5, "val/CIDEr": 0.18, "val/BLEU-4": 0.05, "lr-AdamW": 1e-3, "test/CIDEr": 0.01}
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
+
+    def stops(error: BaseException):
+        def fn(cfg):
+            with measured_on_stop(run, lambda: (so_far, str(best))):
+                raise error
+        return fn
+
+    with pytest.raises(SystemExit) as ended:
+        run_recording_failure(stops(RunInterrupted(signal.SIGTERM, saved=True)), cfg)
+    assert ended.value.code == 143
+    scores = {"train/loss": 2.5, "val/CIDEr": 0.18, "val/BLEU-4": 0.05}
+    assert read_summary(run) == {"status": "interrupted", "signal": "SIGTERM", "checkpoint": "checkpoints/last.ckpt",
+                                 "resume": f"capgen-train resume={run}", "metrics": scores,
+                                 "best_checkpoint": "checkpoints/epoch000-best0.180.ckpt"}
+    with caplog.at_level(logging.WARNING, logger="capgen.runs.folders"):
+        assert best_checkpoint(run) == best
+    assert (f"run={run}: the run was interrupted (SIGTERM) before it finished: using its best checkpoint so far, "
+            f"checkpoints/epoch000-best0.180.ckpt; capgen-train resume={run} continues it") in caplog.text
+    row = load_run(run)
+    assert row.status == "interrupted" and row.metrics == scores and row.error == (
+        f"SIGTERM; best so far: checkpoints/epoch000-best0.180.ckpt; continue with capgen-train resume={run}")
+
+    with pytest.raises(RunFailed):
+        run_recording_failure(stops(ValueError("boom")), cfg)
+    summary = read_summary(run)
+    assert summary["status"] == "failed" and summary["metrics"] == scores
+    assert best_checkpoint(run) == best
+
+    # A stop before any best epoch (or a summary of an earlier capgen) names none: refused, in words.
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted", "signal": "SIGTERM",
+                                                  "resume": f"capgen-train resume={run}"}))
+    with pytest.raises(ValueError, match=r"the run was interrupted, so it has no best checkpoint recorded in summary.json"):
+        best_checkpoint(run)
