@@ -6,6 +6,7 @@ in this process, as each capgen command runs it once its command line is checked
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,17 @@ def test_two_sweeps_launched_in_the_same_second_get_a_folder_each_that_their_job
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     assert [job for job, _ in launch(monkeypatch, "caption", *again)] == [job for job, _ in second]
     assert folders("caption") == [f"multirun_{STAMP}", f"multirun_{STAMP}_1"]
+
+
+def test_a_sweeps_jobs_share_its_folder_when_they_start_seconds_apart(monkeypatch):
+    # capgen-eval, -caption, -prepare and -demo set no launch time for their processes: each
+    # job's config, composed again as it starts, named a multirun_<time> of its own second.
+    monkeypatch.delenv("CAPGEN_LAUNCH_TIME")
+    clock = itertools.count(NOW, 1.0)  # a second passes at each look at the clock
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    jobs = [job for job, _ in launch(monkeypatch, "caption", "-m", "batch_size=1,2,3")]
+    (sweep,) = folders("caption")
+    assert jobs == [f"outputs/caption/{sweep}/{i}_batch_size={i + 1}" for i in range(3)]
 
 
 def test_a_folder_named_on_the_command_line_and_the_ranks_after_the_first_are_left_to_hydra(monkeypatch, tmp_path):
