@@ -16,7 +16,8 @@ compose API (tests, notebooks) never reserve anything. A folder named some other
 processes DDP starts and torchrun's or SLURM's other ranks (global rank > 0): they write into
 their launcher's folder. Lightning names it on their command line: a run's as hydra.run.dir
 (from the composed config), a sweep's as the sys.argv it re-runs, to which the sweep's
-folder is added below.
+folder is added below. (Hydra turns an exception in a callback into a warning: a folder that
+cannot be made is then Hydra's own mkdir's to report, as before.)
 """
 
 from __future__ import annotations
