@@ -1116,6 +1116,8 @@ def main() -> None:
                 continue
             once |= {section} & {"metrics", "startup"}
             print(f"[{config} / {section}]", flush=True)
+            if THREADS is not None:  # the sections before ran in child processes: their load is not this one's
+                THREADS.restart()
             results.setdefault(config, {})[section] = SECTIONS[section](config, args)
     if "peer" in results:
         peer_table(results["peer"])

@@ -110,6 +110,14 @@ class FreeCoreThreads:
             self.calm = 0
         return self.threads
 
+    def restart(self) -> None:
+        """Start a fresh reading now: for a caller that knows the time since the last check says
+        nothing about the load its next work will meet (scripts/benchmark.py, after waiting for
+        the measurements it ran in child processes)."""
+        now = self.sample()
+        if now is not None:
+            self.last, self.calm = now, 0
+
     def _change(self, threads: int, others: float) -> None:
         self.set_threads(threads)
         self.threads, self.calm, self.changes = threads, 0, self.changes + 1

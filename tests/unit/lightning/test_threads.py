@@ -91,6 +91,21 @@ def test_a_long_wait_of_this_process_is_not_read_as_the_others_load_now():
     assert policy.check() == 1 and m.set_to == [1]
 
 
+def test_restart_reads_the_load_afresh_from_now():
+    """The benchmark's parent waited for its children (both cores busy), then worked a while
+    itself before its first check: over the whole window it used more than half a core, so
+    only a restart keeps the children's load out of the reading."""
+    m = Machine()
+    policy = FreeCoreThreads(frozenset({0, 1}), 2, m.sample, m.set_to.append, clock=lambda: m.at)
+    m.at += 30.0  # waiting while the children use both cores
+    m.busy += 30.0 * 2
+    policy.restart()
+    m.run(40.0, others=0.0)  # its own work: more than half of the 70 s since the last reading
+    assert policy.check() == 2 and m.set_to == []
+    m.run(1.0, others=1.0)
+    assert policy.check() == 1 and m.set_to == [1]
+
+
 def test_a_long_batch_is_one_reading():
     """A batch longer than the wait limit, computed by this process, still decides."""
     m = Machine()
