@@ -125,6 +125,7 @@ from capgen import config as capgen_config
 from capgen.data import CaptionDataModule
 from capgen.data.cache import describe_source, write_feature_cache, write_image_cache
 from capgen.data.datamodule import Batch
+from capgen.data.encoder_weights import EncoderWeights, weights_fingerprint
 from capgen.data.shapes import ShapesSource
 from capgen.lightning import hardware, threads
 from capgen.lightning.module import CaptioningModule
@@ -513,9 +514,12 @@ def data_section(config: str, args) -> dict:
         source = factory(split="train")
         write_image_cache(source, cache, "train", describe_source(factory, "train", source))
         torch.manual_seed(0)
-        write_feature_cache(cache, "train", hydra.utils.instantiate(encoder_cfg), encoder_cfg)
+        encoder = hydra.utils.instantiate(encoder_cfg)
+        write_feature_cache(cache, "train", encoder, encoder_cfg)
+        weights = EncoderWeights(weights_fingerprint(encoder), "the benchmark's encoder", "")  # the cache's own
         forms = {"raw": {}, "image_cache": {"cache_dir": str(cache)},
-                 "feature_cache": {"cache_dir": str(cache), "use_features": True, "encoder": encoder_cfg}}
+                 "feature_cache": {"cache_dir": str(cache), "use_features": True, "encoder": encoder_cfg,
+                                   "encoder_weights": weights}}
         for form, kw in forms.items():
             for workers in (0, 1, 2):
                 dm = CaptionDataModule(source=factory, batch_size=batch_size, num_workers=workers, max_len=24, **kw)
