@@ -50,7 +50,9 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
     2. output_dir_as_run_dir (train, eval, caption): paths.output_dir=X given as hydra.run.dir=X,
        so the whole run, .hydra/ included, lands in X;
     3. the launch time (train, in the launching process, not a DDP child): set in the
-       environment for the processes DDP starts, so that a sweep's folder has one name;
+       environment for the processes DDP starts, so that any folder name they compose from
+       it is their launcher's (the dated folder itself is reserved once, by
+       capgen.config.new_folder, and handed to them on their command line);
     4. with_run_data_choice (eval): `data=<the run's data config>` when none is given, so that
        Hydra accepts the run's own data.* keys;
     5. require_writable_run_folder (all): a run folder that cannot be written, in one paragraph;
