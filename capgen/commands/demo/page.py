@@ -37,7 +37,7 @@ def caption_html(row: dict) -> str:
     caption = html.escape(row["caption"]) or "<em>(an empty caption: the model ended it at once)</em>"
     if row.get("cut"):
         caption += f" <em>{html.escape(CUT_MARK)}</em>"
-    parts = [f'<p class="capgen-note">{html.escape(row["note"])}</p>'] if row.get("note") else []
+    parts = [f'<p class="capgen-note">{html.escape(row[k])}</p>' for k in ("note", "figure_error") if row.get(k)]
     parts += [f'<p class="capgen-text">{caption}</p>', f'<div class="capgen-caption">{words}</div>',
              f"<p>log-probability {row['logprob']:.2f} &middot; {html.escape(row['decode'])}</p>"]
     if "captions" in row:

@@ -277,7 +277,13 @@ def caption_picture(served: ServedModel, picture: np.ndarray, settings: DecodeSe
     stem = f"{next(_requests):04d}_{'ensemble_' if served.members else ''}{served.path.stem}_attention"
     out.mkdir(parents=True, exist_ok=True)
     png, gif = out / f"{stem}.png", out / f"{stem}.gif"
-    frames = draw_attention(png, gif, resize_longest(picture, figure_size), row["words"], alphas,
-                            module.net.grid, row["word_probs"], frame_ms)
+    try:
+        frames = draw_attention(png, gif, resize_longest(picture, figure_size), row["words"], alphas,
+                                module.net.grid, row["word_probs"], frame_ms)
+    except Exception as e:  # the caption is made: the page shows it, and why its figures are missing
+        row["figure_error"] = (f"the attention figures could not be drawn into {out} "
+                               f"({type(e).__name__}: {' '.join(str(e).split())}); the caption is kept")
+        log.error("%s: %s", served.shown_path, row["figure_error"])
+        return Captioned(row, [], None, None)
     return Captioned(row, frames, gif, png)
 

@@ -1,9 +1,11 @@
-"""capgen-caption's rows when an image's attention figures cannot be drawn, with an untrained
+"""capgen-caption's rows and the demo's captions when attention figures cannot be drawn, with an untrained
 attention checkpoint (written without a Trainer)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -47,3 +49,25 @@ def test_an_image_whose_figures_fail_keeps_its_caption_and_the_error_is_named(tm
     assert f"error: {message}" in err
     assert err[-1] == (f"1 of 2 images have their caption but no attention figures (drawing them failed: figure_error "
                        f"in {out / 'captions.jsonl'})")
+
+
+def test_the_demo_keeps_the_caption_of_a_picture_whose_figures_fail_and_shows_why(tmp_path, monkeypatch, caplog):
+    from capgen.commands.demo.page import caption_html
+    from capgen.commands.demo.served import caption_picture, load_served_models, page_settings
+
+    ckpt = write_checkpoint(tmp_path / "a.ckpt", "attn")
+    (served,) = load_served_models(compose_command("demo", f"ckpt_path={ckpt}", f"paths.output_dir={tmp_path / 'out'}"))
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(viz, "write_gif", no_space)
+    picture = np.zeros((30, 40, 3), dtype=np.uint8)
+    settings = dataclasses.replace(page_settings(served.settings, "greedy", 1, 1, 1.0, 1.0, 0), min_len=2)
+    done = caption_picture(served, picture, settings, tmp_path / "figs")
+    assert len(done.row["words"]) >= 2 and done.frames == [] and done.gif is None and done.png is None
+    assert done.row["figure_error"] == (f"the attention figures could not be drawn into {tmp_path / 'figs'} "
+                                        f"(OSError: [Errno 28] No space left on device); the caption is kept")
+    assert "No space left on device" in caplog.text
+    page = caption_html(done.row)
+    assert "the caption is kept" in page and done.row["caption"] in page
