@@ -56,6 +56,10 @@ class UnknownSetting(ValueError):
     """A key that the constructor it would be given to does not take."""
 
 
+class UnlistedSetting(ValueError):
+    """A key that its constructor takes but no config lists, given without the + that adds it."""
+
+
 def check_keys(node: DictConfig, key: str) -> None:
     """Raise UnknownSetting for the first key in `node` (at config path `key`), or in a node
     with its own `_target_` inside it, that its target's constructor does not take."""
@@ -213,6 +217,12 @@ def _check_job_keys(lines: list[str], config_name: str) -> None:
                 values = OmegaConf.to_container(node, resolve=False)
                 _add_key(values, key[len(parent) + 1:].split("."))
                 _check_keys(values, parent)
+                if key == unknown and not given.startswith("+"):
+                    # The constructor takes it, but no config lists it: Hydra's advice is right, said in one paragraph.
+                    value = next(line.split("=", 1)[1] for line in lines if line.split("=", 1)[0] == given)
+                    raise UnlistedSetting(
+                        f"{key}: {node._target_} takes {key.rpartition('.')[2]}, but the config does not list it, so "
+                        f"Hydra cannot override it. Add it with a +: +{key}={value}. Nothing was written.")
                 break
             parent = parent.rpartition(".")[0]
         else:  # under no constructor: unknown when Hydra refused it, or + added it (+ fails on a listed key)
