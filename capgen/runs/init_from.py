@@ -67,10 +67,16 @@ def checkpoint_file(path: Path) -> Path:
     if summary is None:
         raise ValueError(f"{SETTING}={path}: a folder without {SUMMARY}, so not a finished capgen-train run folder "
                          f"(a run folder stands for the best checkpoint its {SUMMARY} names); {instead}")
-    best = summary.get("best_checkpoint") if summary["status"] == "completed" else None
+    # An interrupted or failed run records its best checkpoint so far (capgen.runs.records): taken,
+    # with a warning, as capgen-eval run= takes it (a cross-entropy run stopped by hand, then SCST).
+    best, status = summary.get("best_checkpoint"), summary["status"]
     if not best or not (path / best).is_file():
-        state = "recorded no best checkpoint" if summary["status"] == "completed" else f"is {summary['status']}"
+        state = {"completed": "recorded no best checkpoint", "interrupted": "was interrupted before its first best "
+                 "checkpoint"}.get(status, f"is {status} with no best checkpoint")
         raise ValueError(f"{SETTING}={path}: the run {state} ({SUMMARY}); {instead}")
+    if status != "completed":
+        log.warning("%s=%s: the run %s before it finished; starting from its best checkpoint so far, %s", SETTING, path,
+                    "was interrupted" if status == "interrupted" else "failed", best)
     return path / best
 
 
