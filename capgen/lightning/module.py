@@ -132,8 +132,10 @@ class CaptioningModule(L.LightningModule):
         # net and vocab are live objects: the checkpoint keeps net_config and the vocabulary instead.
         self.save_hyperparameters(ignore=["net", "vocab"])
         self.net, self.vocab = net, vocab
-        self.val_scores = CaptionScores(vocab, metrics=stages["val"].metrics or default_metrics(), tokenizer=tokenizer)
-        self.test_scores = CaptionScores(vocab, metrics=stages["test"].metrics or default_metrics(), tokenizer=tokenizer)
+        # No note on SPICE here: capgen-eval may score other metrics (configure_test); capgen-train's
+        # consistency check notes it for a run that will score these.
+        self.val_scores = CaptionScores(vocab, metrics=stages["val"].metrics or default_metrics(note=False), tokenizer=tokenizer)
+        self.test_scores = CaptionScores(vocab, metrics=stages["test"].metrics or default_metrics(note=False), tokenizer=tokenizer)
         self.eval_loss = torch.nn.ModuleDict({"val": ImageMeanLoss(), "test": ImageMeanLoss()})
         # test/grounding: attention models on data with known object boxes (shapes), see set_scenes
         self.test_grounding = GroundingScores()

@@ -297,17 +297,17 @@ def _check_tokenizer(tokenizer: str) -> str:
 _spice_noted = False
 
 
-def default_metrics() -> tuple[str, ...]:
+def default_metrics(note: bool = True) -> tuple[str, ...]:
     """The scores a test reports when none are asked for: every one that can run here. METEOR
     and SPICE are Java programs; SPICE needs its CoreNLP models too. Without them it is left
-    out with one line per process, and no advice to download them: only a test that names
-    SPICE in its metrics is told how (see _spice)."""
+    out with one line per process (`note`: the caller will score with these), and no advice
+    to download them: only a test that names SPICE in its metrics is told how (see _spice)."""
     global _spice_noted
     if shutil.which("java") is None:
         return ("BLEU", "ROUGE-L", "CIDEr")
     if spice_available():
         return ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
-    if not _spice_noted:
+    if note and not _spice_noted:
         log.info("SPICE is not scored: its Stanford CoreNLP models are not installed here (name SPICE in the test's "
                  "metrics, e.g. model.module.test.metrics=[BLEU,METEOR,ROUGE-L,CIDEr,SPICE], to be told how to get them)")
         _spice_noted = True

@@ -30,6 +30,7 @@ from ...lightning.hardware import configure_encoder, cpu_precision, encoder_sett
 from ...lightning.hparams import log_final_hparams
 from ...lightning.loggers import build_loggers, check_logger_packages, logger_runs
 from ...lightning.module import CaptioningModule
+from ...metrics import default_metrics
 from ...models.captioner import build_captioner
 from ...runs import provenance
 from ...runs.folders import training_image_size
@@ -163,6 +164,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_trained_on(cfg, start, trainer.global_step)
         metrics, best = measured()
         if cfg.test:
+            if cfg.model.module.test.metrics is None:
+                default_metrics()  # the metrics the module scores: said here when SPICE cannot be among them
             module.set_references("test", datamodule.references("test"))
             module.set_scenes(datamodule.scenes("test"))
             results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)

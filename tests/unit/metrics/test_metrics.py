@@ -105,6 +105,23 @@ def test_spice_without_its_models_is_left_out_of_the_default_metrics_with_one_li
     assert len(said) == 1 and "get_stanford_models" not in said[0] and "download" not in said[0]
 
 
+def test_loading_a_checkpoint_says_nothing_of_spice_the_metrics_of_a_test_are_chosen_later(monkeypatch, tmp_path, caplog):
+    """capgen-eval metrics=[BLEU,CIDEr] loads the run's module (its val and test metrics unset:
+    the defaults), then scores what it was asked: no line about SPICE, which it never scores."""
+    from capgen.lightning.module import CaptioningModule
+    from capgen.metrics import captions
+
+    from helpers.fakes import write_checkpoint
+
+    monkeypatch.setattr(captions.shutil, "which", lambda name: "/usr/bin/java")
+    monkeypatch.setattr(captions, "_SPICE_MODELS", [tmp_path / "stanford-corenlp-3.6.0.jar"])
+    monkeypatch.setattr(captions, "_spice_noted", False)
+    with caplog.at_level(logging.INFO, logger="capgen.metrics"):
+        module = CaptioningModule.from_checkpoint(str(write_checkpoint(tmp_path / "a.ckpt", "lstm")))
+        module.configure_test(metrics=("BLEU", "CIDEr"))
+    assert tuple(module.test_scores.metric_names) == ("BLEU", "CIDEr") and "SPICE" not in caplog.text
+
+
 def test_scored_captions_say_which_were_cut():
     from capgen.metrics import CaptionScores
 
