@@ -177,11 +177,12 @@ def require_writable_run_folder(args: list[str], task: str) -> None:
     )
 
 
-def named_run_dir(args: list[str]) -> Path | None:
+def named_run_dir(args: list[str], existing: bool = True) -> Path | None:
     """The existing folder a capgen-train command line (sys.argv[1:]) will write its run into,
     when it names one: resume=<run> (see capgen.runs.resume), else hydra.run.dir=<folder>.
     None for a sweep (-m: each job has its own folder), a folder that does not exist yet, or
-    one given with ${...} (Hydra resolves it later)."""
+    one given with ${...} (Hydra resolves it later). existing=False: the folder named
+    whether it exists or not (anything but a folder that exists, such as a file, included)."""
     if "-m" in args or "--multirun" in args:
         return None
     try:
@@ -193,7 +194,32 @@ def named_run_dir(args: list[str]) -> Path | None:
     if not isinstance(value, str) or "${" in value:
         return None
     folder = Path(value).expanduser().absolute()
-    return folder if folder.is_dir() else None
+    return folder if folder.is_dir() or not existing else None
+
+
+def make_named_run_dir(args: list[str]) -> list[Path]:
+    """Make the new folder a capgen-train command line names as its run folder
+    (hydra.run.dir=<folder>, no resume=) when it does not exist yet, with an exclusive mkdir, so
+    that it can be locked before Hydra writes into it: of two commands started at once with the
+    same new folder, one makes it and the other finds it made (and then in use, or holding a
+    run). Returns the folders made, innermost first (its missing parents too), for a refused
+    command to remove again; [] when nothing was made."""
+    folder = named_run_dir(args, existing=False)
+    if folder is None or folder.exists() or "resume" in {a.partition("=")[0] for a in command_overrides(args)}:
+        return []
+    missing = [folder, *[p for p in folder.parents if not p.exists()]]
+    made = []
+    for path in reversed(missing):  # outermost first
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if path == folder:
+                break  # another process made it just now: its lock or its run refuses this one
+            continue
+        except OSError:
+            break  # require_writable_run_folder said it can be written; Hydra reports anything else
+        made.append(path)
+    return made[::-1]
 
 
 def require_new_run_folder(args: list[str], folder: Path) -> None:

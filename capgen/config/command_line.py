@@ -9,8 +9,9 @@ from collections.abc import Callable
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from ..runs.lock import hold, record_holder
+from ..runs.lock import hold, record_holder, release
 from .argv import (
+    make_named_run_dir,
     named_run_dir,
     output_dir_as_run_dir,
     quote_paths,
@@ -62,9 +63,11 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
        package, with its pip command;
     7. the run folder's lock (train, global rank 0 only: DDP's processes and torchrun's or
        SLURM's other ranks write into its folder under its lock): a folder the command names
-       that exists already is locked before resume_argv copies its .hydra/ aside and before
-       Hydra writes into it (capgen.runs.lock), held until the process ends; a new run (no
-       resume=) given such a folder that holds a run is refused (require_new_run_folder);
+       is locked before resume_argv copies its .hydra/ aside and before Hydra writes into it
+       (capgen.runs.lock), held until the process ends; one that does not exist yet is made
+       first (make_named_run_dir, an exclusive mkdir: of two commands naming it at once,
+       one gets it), and removed again if a later step refuses the command; a new run (no
+       resume=) given a folder that holds a run is refused (require_new_run_folder);
     8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked (the
        composed config also by `check_values`, capgen-train's own checks, handed in by its main);
     9. check_command_keys (all): a key no constructor takes (`model.decoder.hiden_dim=3`,
@@ -89,12 +92,20 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
         return args
     require_plugins(args)
     require_logger_packages(args)
+    made = make_named_run_dir(args) if rank_zero_only.rank == 0 else []
     folder = named_run_dir(args) if rank_zero_only.rank == 0 else None
-    if folder is not None:
-        hold(folder, record=False)  # until this process ends; nothing written before the checks
-        require_new_run_folder(args, folder)  # after the lock: a run still writing there is named as such
-    args = resume_argv(args, check_values)
-    check_command_keys(args)
+    try:
+        if folder is not None:
+            hold(folder, record=False)  # until this process ends; nothing written before the checks
+            require_new_run_folder(args, folder)  # after the lock: a run still writing there is named as such
+        args = resume_argv(args, check_values)
+        check_command_keys(args)
+    except BaseException:
+        if made:  # a refused command leaves no folder of its own making behind
+            release(made[0])
+            for path in made:
+                path.rmdir()
+        raise
     if folder is not None:
         record_holder(folder)
     return args

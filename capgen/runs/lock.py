@@ -11,9 +11,10 @@ releases the lock when the holder ends, however it ends (SIGKILL, a node's crash
 
 capgen-train takes it in two places, both in the launching process only (global rank 0:
 the processes DDP starts write into its folder under its lock):
-- before anything else (capgen.config.command_line), for a folder the command line names that exists already
-  (`resume=<run>`, `hydra.run.dir=<folder>`): before resume_argv copies its .hydra/ aside and
-  before Hydra rewrites .hydra/ and the log, so a refused command leaves it as it was;
+- before anything else (capgen.config.command_line), for a folder the command line names
+  (`resume=<run>`, `hydra.run.dir=<folder>`; a new one is made first, with an exclusive mkdir):
+  before resume_argv copies its .hydra/ aside and before Hydra rewrites .hydra/ and the log,
+  so a refused command leaves it as it was;
 - when each job starts (capgen.commands.train.run), for the job's own folder (a new run's, a
   sweep job's): already held if it was named, otherwise Hydra has only just made it.
 """

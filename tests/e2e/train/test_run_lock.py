@@ -71,3 +71,38 @@ def test_a_run_folder_that_is_a_file_is_named_as_such(tmp_path):
         hold(target)
     assert str(err.value).startswith(f"could not open {target}: it is a file, not a folder.")
     assert target.read_text() == "mine"
+
+
+def test_a_new_folder_named_by_two_commands_at_once_is_made_and_locked_by_one_before_hydra_writes(tmp_path, monkeypatch):
+    """Two capgen-train started at once with the same new hydra.run.dir: the first command line
+    through makes the folder with an exclusive mkdir and locks it (this test process plays that
+    one), so the second is refused before Hydra writes its .hydra/ over the first's."""
+    from capgen.config.command_line import command_line
+    from capgen.runs.lock import release
+
+    monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")  # restored afterwards: command_line("train") sets it
+    run = tmp_path / "new" / "run"
+    command_line("train", [*SMALL, f"hydra.run.dir={run}"])
+    try:
+        assert run.is_dir() and holds_lock(run, os.getpid())
+        second = capgen("train", *SMALL, f"hydra.run.dir={run}", "trainer.max_epochs=1", cwd=tmp_path, timeout=300)
+        assert second.returncode == 1 and f"capgen-train: RunFolderInUse: {run} is in use: capgen-train process {os.getpid()}" \
+            in second.stderr, second.stderr[-3000:]
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing of the second's
+    finally:
+        release(run)
+
+
+def test_a_refused_command_removes_the_new_folder_it_made(tmp_path, monkeypatch):
+    from capgen.config.checks import UnknownSetting
+    from capgen.config.command_line import command_line
+
+    monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")
+    with pytest.raises(UnknownSetting, match="Did you mean seed"):
+        command_line("train", [f"hydra.run.dir={tmp_path / 'a' / 'b'}", "+seeed=1"])
+    assert list(tmp_path.iterdir()) == []
+    command_line("train", [f"hydra.run.dir={tmp_path / 'a' / 'b'}"])  # the same folder, accepted: made and held
+    from capgen.runs.lock import release
+
+    assert (tmp_path / "a" / "b").is_dir()
+    release(tmp_path / "a" / "b")
