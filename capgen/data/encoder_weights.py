@@ -10,8 +10,12 @@ cache's index records `encoder_weights`, the fingerprint below, and every reader
 with the fingerprint of the model's encoder.
 
 The fingerprint is a sha256 over the encoder's state_dict in the order of its names, and for
-each tensor its name, dtype, shape and bytes, read in C order on the CPU: the memory format
-(channels_last or not) and the device do not change it. It covers every parameter and
+each tensor its name, shape and values, read in C order on the CPU: the memory format
+(channels_last or not) and the device do not change it. Floating values are hashed as
+bfloat16, so the same weights stored in another floating type hash alike: a run with
+`trainer.precision=bf16-true` keeps its encoder in bf16, rounded from the fp32 weights that made
+the cache. (Weights that differ only below bf16's precision hash alike too; features they
+compute differ as little.) It covers every parameter and
 persistent buffer (BatchNorm's running statistics and counts); not the non-persistent buffers
 (the input normalisation's constants, which the config sets), nor the precision the encoder
 computes in (recorded apart, as encoder_precision). Hashing runs at about 1 GB/s of weights,
@@ -36,9 +40,13 @@ def weights_fingerprint(state: Mapping[str, torch.Tensor] | nn.Module) -> str:
         state = state.state_dict()
     digest = hashlib.sha256()
     for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
+        tensor = state[name].detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.to(torch.bfloat16)  # see the module docstring
+        tensor = tensor.contiguous()
         # The header fixes how many bytes follow, so no two state_dicts hash the same bytes.
-        digest.update(json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)]).encode())
+        digest.update(json.dumps([name, "float" if tensor.is_floating_point() else str(tensor.dtype).removeprefix("torch."),
+                                  list(tensor.shape)]).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
