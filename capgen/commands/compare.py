@@ -37,6 +37,7 @@ import difflib
 import glob
 import math
 import os
+import shlex
 import statistics
 import textwrap
 from dataclasses import dataclass
@@ -73,7 +74,9 @@ def load_run(path: Path) -> Run:
     note = summary.get("error", "")
     if summary["status"] == "interrupted":
         best = f"best so far: {summary['best_checkpoint']}; " if summary.get("best_checkpoint") else ""
-        go_on = f"continue with {summary['resume']}" if summary.get("resume") else "stopped before its first checkpoint"
+        # the command for the folder as it is now: a copied or moved run's summary names where it ran
+        go_on = (f"continue with capgen-train resume={shlex.quote(str(path))}" if summary.get("resume")
+                 else "stopped before its first checkpoint")
         note = f"{summary.get('signal', 'a signal')}; {best}{go_on}"
     return Run(path, overrides, summary["status"], summary.get("metrics", {}), note)
 

@@ -329,7 +329,10 @@ class CaptionDataModule(L.LightningDataModule):
         return self._sources[split]
 
     def _cached(self, split: str, raw):
-        """The split from the cache when there is a usable one (see the module docstring)."""
+        """The split from the cache when there is a usable one (see the module docstring). An
+        empty split has nothing to cache: its raw source, for the command to say it is empty."""
+        if len(raw) == 0:
+            return raw
         description, vocabulary = describe_source(self.source_factory, split, raw), getattr(raw, "vocabulary", None)
         if self.use_features:
             try:
@@ -446,6 +449,8 @@ class CaptionDataModule(L.LightningDataModule):
                 "pass the model's)"
             )
         source = self.source(split)
+        if len(source) == 0:
+            return  # an empty split reads no features (see _cached)
         if not source.check_encoder(self.encoder, self.encoder_weights) and not self._unchecked_weights_said:
             self._unchecked_weights_said = True
             log.warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import shlex
 from pathlib import Path
 
 import hydra
@@ -117,7 +118,7 @@ def best_checkpoint(run: Path) -> Path:
     if status != "completed":
         why = (f"was interrupted ({summary.get('signal', 'a signal')})" if status == "interrupted"
                else f"failed ({summary.get('error', 'see its error.txt')})")
-        go_on = f"; capgen-train resume={run} continues it" if summary.get("resume") else ""
+        go_on = f"; capgen-train resume={shlex.quote(str(run))} continues it" if summary.get("resume") else ""
         log.warning("run=%s: the run %s before it finished: using its best checkpoint so far, %s%s",
                     run, why, summary["best_checkpoint"], go_on)
     return path

@@ -275,9 +275,9 @@ def caption_picture(served: ServedModel, picture: np.ndarray, settings: DecodeSe
     if alphas is None or not row["words"]:
         return Captioned(row, [], None, None)
     stem = f"{next(_requests):04d}_{'ensemble_' if served.members else ''}{served.path.stem}_attention"
-    out.mkdir(parents=True, exist_ok=True)
     png, gif = out / f"{stem}.png", out / f"{stem}.gif"
     try:
+        out.mkdir(parents=True, exist_ok=True)
         frames = draw_attention(png, gif, resize_longest(picture, figure_size), row["words"], alphas,
                                 module.net.grid, row["word_probs"], frame_ms)
     except Exception as e:  # the caption is made: the page shows it, and why its figures are missing

@@ -187,14 +187,15 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     datamodule.encoder = module.hparams.net_config["encoder"]  # after: instantiate would build it
     if datamodule.use_features:
         datamodule.encoder_weights = checkpoint_encoder_weights(module, ckpt_path, run_cfg)
-    loader = datamodule.eval_dataloader(cfg.split)
     references = datamodule.references(cfg.split)
-    if not references:
+    if not references:  # before the loader, which would check an empty split's feature cache first
+        other = "val" if cfg.split == "test" else "test"
         raise ValueError(
             f"split={cfg.split}: the {cfg.split} split has no images (data.source sizes, data.root or the annotation "
-            f"files leave it empty), so there is nothing to score. Give it images, or choose another split= "
-            f"(train, val or test)."
+            f"files leave it empty), so there is nothing to score. Give it images, or score the other split "
+            f"(split={other})."
         )
+    loader = datamodule.eval_dataloader(cfg.split)
     module.set_references("test", references)
     module.set_scenes(datamodule.scenes(cfg.split))
     out = Path(cfg.paths.output_dir)

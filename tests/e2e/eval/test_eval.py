@@ -114,7 +114,7 @@ def test_eval_split_and_data_overrides_change_the_runs_settings(ckpt, tmp_path):
 
 
 def test_eval_of_an_empty_split_is_refused_naming_it(ckpt, tmp_path):
-    with pytest.raises(ValueError, match=r"^split=test: the test split has no images .* nothing to score"):
+    with pytest.raises(ValueError, match=r"^split=test: the test split has no images .* nothing to score.* \(split=val\)\.$"):
         run_eval(tmp_path / "none", f"ckpt_path={ckpt}", "decode=greedy", "data.source.sizes.test=0")
 
 
@@ -157,6 +157,10 @@ def test_eval_refuses_features_made_by_other_weights_of_the_checkpoints_encoder(
     assert not (tmp_path / "out" / "metrics.json").exists()
     report = run_eval(tmp_path / "images", f"ckpt_path={ckpt}", f"data.cache_dir={cache}", "decode=greedy")
     assert report["images"] == 16  # the same cache's images serve
+    # An empty split is named as such, before its (unmade) feature cache is checked.
+    with pytest.raises(ValueError, match=r"^split=test: the test split has no images"):
+        run_eval(tmp_path / "empty", f"ckpt_path={ckpt}", f"data.cache_dir={cache}", "data.use_features=true",
+                 "data.source.sizes.test=0")
 
 
 def test_eval_refuses_a_data_key_the_runs_config_does_not_have(tiny_run, tmp_path):

@@ -71,3 +71,9 @@ def test_the_demo_keeps_the_caption_of_a_picture_whose_figures_fail_and_shows_wh
     assert "No space left on device" in caplog.text
     page = caption_html(done.row)
     assert "the caption is kept" in page and done.row["caption"] in page
+    # A figure folder that cannot be made (a file in its place): the same, the caption kept.
+    in_the_way = tmp_path / "a file"
+    in_the_way.write_text("mine")
+    kept = caption_picture(served, picture, settings, in_the_way / "figs")
+    assert kept.row["words"] and kept.row["figure_error"].startswith(f"the attention figures could not be drawn into "
+                                                                     f"{in_the_way / 'figs'} (")

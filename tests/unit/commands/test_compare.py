@@ -305,3 +305,18 @@ def test_a_misspelt_metric_is_refused_with_the_close_match_and_the_names_the_run
                        "(case matters).\n")
     # The default metrics are not checked: these runs have no test/* cells, and that is no error.
     assert compare([tmp_path]).rows[0] == ["attn", "completed", "0.6000", "-", "-", "-", "b"]
+
+
+def test_a_moved_interrupted_run_is_continued_from_where_it_is_now(tmp_path):
+    """summary.json names the folder the run was interrupted in; copied elsewhere (with a space
+    and a comma), the note gives the command for the copy, quoted for the shell."""
+    from capgen.commands.compare import load_run
+
+    moved = make_run_folder(tmp_path / "copy 2,y", ["model=rnn"], {
+        "status": "interrupted", "signal": "SIGTERM", "checkpoint": "checkpoints/last.ckpt",
+        "resume": "capgen-train resume=/elsewhere/int1", "best_checkpoint": "checkpoints/epoch001-best0.327.ckpt",
+        "metrics": {"val/CIDEr": 0.327}})
+    run = load_run(moved)
+    assert run.status == "interrupted" and run.metrics == {"val/CIDEr": 0.327}
+    assert run.error == ("SIGTERM; best so far: checkpoints/epoch001-best0.327.ckpt; continue with "
+                        f"capgen-train resume='{moved}'")
