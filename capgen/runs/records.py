@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import time
 import traceback
@@ -199,8 +200,8 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
             write_atomically(error_file, text.encode())
             if before is not None and _restore_before_resume(run, *before):
                 where += (f"; the resume failed before it changed the run's checkpoints, so the run folder was left as it "
-                          f"was (its summary.json and .hydra/ settings put back): capgen-train resume={run} still "
-                          f"resumes it with its own settings")
+                          f"was (its summary.json and .hydra/ settings put back): with the cause fixed, capgen-train "
+                          f"resume={shlex.quote(str(run))} resumes it")
             elif rank == 0:
                 _write_json(run / SUMMARY, {"status": "failed", "error": message, "traceback": error_file.name, **so_far})
         except OSError as write_error:

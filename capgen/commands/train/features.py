@@ -40,8 +40,10 @@ def run_encoder_weights(cfg: DictConfig, net: Captioner, start: Checkpoint | Non
     if start is not None:
         return EncoderWeights(
             weights_fingerprint(checkpoint_encoder(start)), f"the encoder of the checkpoint {start.path}, which this run resumes",
-            f"Its run trained its encoder on images, or read features of other weights: resume it with the data "
-            f"settings it was trained with, or {on_images}.",
+            f"The cache was made again with other weights since the run read it (capgen-prepare with another seed=), "
+            f"or the run trained its encoder on images: make a cache with the run's weights, capgen-prepare "
+            f"features=true cache_dir=<folder> with its data and model.encoder settings and seed={cfg.seed}, and "
+            f"resume with data.cache_dir=<folder>; or {on_images}.",
         )
     if init is not None:
         return EncoderWeights(

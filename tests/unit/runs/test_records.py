@@ -201,7 +201,10 @@ def _fail(cfg):
 
 def test_a_resume_that_fails_before_changing_a_checkpoint_leaves_the_run_as_it_was(tmp_path):
     run, before = _resumed_run(tmp_path)
-    with pytest.raises(RunFailed, match="the run folder was left as it was"):
+    # "with the cause fixed": the same resume may fail again for a cause in the run's own
+    # settings (a feature cache remade since), so no promise that it resumes as it is.
+    with pytest.raises(RunFailed, match=r"the run folder was left as it was \(.*\): with the cause fixed, capgen-train "
+                                        r"resume=\S+ resumes it"):
         run_recording_failure(_fail, OmegaConf.create({"paths": {"output_dir": str(run)}}))
     after = snapshot(run)
     assert "data.batch_size=0" in after.pop("error.txt").decode()  # the traceback stays
