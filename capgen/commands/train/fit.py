@@ -139,8 +139,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # The run's result is its best epoch (the checkpoint kept and tested), not its last.
     best_epoch = next((c for c in callbacks if isinstance(c, BestEpochMetrics)), BestEpochMetrics())
 
+    after_fit: list[tuple[dict[str, float], str]] = []  # what the training measured, once it is over
+
     def measured() -> tuple[dict[str, float], str]:
         """The metrics so far (train/* of the last step, val/* of the best epoch) and the best checkpoint."""
+        if after_fit:  # a stop during the test: the test loop has reset the trainer's metrics by then
+            return dict(after_fit[0][0]), after_fit[0][1]
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | best_epoch.best
         best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor == cfg.monitor), "")
         if start is not None and trainer.global_step == start.global_step:  # no step taken here
@@ -163,6 +167,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         check_trained_on(cfg, start, trainer.global_step)
         metrics, best = measured()
+        after_fit.append((dict(metrics), best))
         if cfg.test:
             if cfg.model.module.test.metrics is None:
                 default_metrics()  # the metrics the module scores: said here when SPICE cannot be among them

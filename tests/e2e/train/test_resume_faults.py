@@ -197,3 +197,36 @@ def test_a_run_interrupted_after_its_best_epoch_records_it_for_eval_and_compare(
         {k: v for k, v in before["metrics"].items() if k.startswith("val/")})
     assert "train/loss" in summary["metrics"] and not any(k.startswith("test/") for k in summary["metrics"])
     assert best_checkpoint(run) == run / before["best_checkpoint"]
+
+
+def test_a_run_interrupted_during_its_final_test_keeps_its_train_metrics(run, monkeypatch):
+    """Stopped while the best checkpoint is tested (where a scheduler's time limit often falls;
+    Ctrl-C here, as the suite's SIGTERM handler turns a SIGTERM into in this process): the
+    interrupted summary.json keeps the train/* the training measured (the test loop had reset
+    the trainer's metrics) with the best epoch's val/*."""
+    import os
+    import signal
+
+    from hydra import compose, initialize_config_dir
+
+    from capgen.config import CONF_DIR
+    from capgen.lightning.module import CaptioningModule
+    from capgen.runs.records import run_recording_failure
+
+    step = CaptioningModule.test_step
+
+    def stopped_in_the_test(self, batch, batch_idx):
+        os.kill(os.getpid(), signal.SIGINT)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(CaptioningModule, "test_step", stopped_in_the_test)
+    args = [a for a in resume_argv([f"resume={run}", "trainer.max_epochs=2"]) if not a.startswith("hydra.run.dir=")]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*args, f"paths.output_dir={run}"])
+    with pytest.raises(SystemExit) as ended:
+        run_recording_failure(train, cfg)
+    assert ended.value.code == 128 + signal.SIGINT
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["best_checkpoint"]
+    assert {"train/loss", "train/xent", "val/CIDEr"} <= set(summary["metrics"])
+    assert not any(k.startswith("test/") for k in summary["metrics"])
