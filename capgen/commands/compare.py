@@ -65,7 +65,9 @@ def load_run(path: Path) -> Run:
         for line in run_overrides(path):
             key, _, value = line.partition("=")
             if key.lstrip("+~") != "resume":  # where a run continued from: the same settings, not a different run
-                overrides[key] = value
+                # A later value of the same key wins, under the name it was first given (a resume
+                # sets `trainer.x=4` where the run added `+trainer.x=2`): one column, today's value.
+                overrides[next((k for k in overrides if k.lstrip("+") == key.lstrip("+")), key)] = value
         summary = read_summary(path)
     except UnreadableRecord as e:  # listed as such, with what was read of it
         return Run(path, overrides, "unreadable", {}, str(e))

@@ -320,3 +320,12 @@ def test_a_moved_interrupted_run_is_continued_from_where_it_is_now(tmp_path):
     assert run.status == "interrupted" and run.metrics == {"val/CIDEr": 0.327}
     assert run.error == ("SIGTERM; best so far: checkpoints/epoch001-best0.327.ckpt; continue with "
                         f"capgen-train resume='{moved}'")
+
+
+def test_a_key_set_again_at_resume_is_one_column_with_its_value_now(tmp_path):
+    from capgen.commands.compare import load_run
+
+    done = {"status": "completed", "metrics": {"val/CIDEr": 0.5}, "best_checkpoint": None}
+    run = make_run_folder(tmp_path / "r", ["+trainer.accumulate_grad_batches=2", "model=rnn",
+                                           "trainer.accumulate_grad_batches=4", "resume=/x"], done)
+    assert load_run(run).overrides == {"+trainer.accumulate_grad_batches": "4", "model": "rnn"}
