@@ -8,6 +8,8 @@ import errno
 import logging
 import os
 import socket
+import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -100,4 +102,12 @@ def run(cfg: DictConfig) -> None:
     with one_paragraph_on_failure("capgen-demo"):
         page = serve(cfg)
     print(f"capgen-demo: serving at {page.local_url} (Ctrl-C stops)", flush=True)
-    page.block_thread()  # until Ctrl-C or SIGTERM
+    # Until Ctrl-C (SIGTERM ends the process as any signal does). gradio's own block_thread
+    # would take the Ctrl-C, print its line and return: the command would end with status 0.
+    try:
+        while page.is_running:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        page.close()
+        print("capgen-demo: interrupted (Ctrl-C); the page is closed.", file=sys.stderr, flush=True)
+        raise SystemExit(128 + 2) from None

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -199,6 +200,22 @@ def test_a_port_in_use_stops_the_start_naming_the_port_and_the_fix(tiny_run, tmp
     assert done.stderr.strip().splitlines()[-1].startswith(
         f"capgen-demo: ValueError: port={port}: 127.0.0.1:{port} cannot be served on (Address already in use: another "
         "program, perhaps another capgen-demo, listens there); give another port=, or port=null")
+
+
+def test_ctrl_c_while_serving_closes_the_page_with_one_line_and_status_130(tiny_run, tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) once the page answers."""
+    out = tmp_path / "out"
+    proc, url = screenshot.start_demo([f"run={tiny_run}", f"hydra.run.dir={out}"], tmp_path / "demo.log")
+    procs.adopt(proc)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        procs.end(proc)
+    log = (tmp_path / "demo.log").read_text()
+    assert proc.returncode == 130, log[-3000:]
+    assert log.strip().splitlines()[-1] == "capgen-demo: interrupted (Ctrl-C); the page is closed."
+    assert "Traceback" not in log
 
 
 # ----- the page in a browser ---------------------------------------------------------------------------
