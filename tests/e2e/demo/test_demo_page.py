@@ -208,6 +208,9 @@ def test_ctrl_c_while_serving_closes_the_page_with_one_line_and_status_130(tiny_
     proc, url = screenshot.start_demo([f"run={tiny_run}", f"hydra.run.dir={out}"], tmp_path / "demo.log")
     procs.adopt(proc)
     try:
+        deadline = time.monotonic() + 60  # serving: the page is up and the command waits for Ctrl-C
+        while "capgen-demo: serving at" not in (tmp_path / "demo.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
     finally:
