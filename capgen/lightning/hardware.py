@@ -204,7 +204,7 @@ def choose_encoder_precision(setting, frozen: bool, device_type: str, allow_slow
         )
         return torch.float32, "bf16 asked for, but not native here"
     if not frozen:
-        return None, "the encoder trains: its weights' gradients keep the trainer's precision"
+        return None, "the encoder is trainable (not frozen): it keeps the precision it was trained in"
     if native is None:
         return None, _not_native(device_type)
     return torch.bfloat16, f"the encoder is frozen and {native}"

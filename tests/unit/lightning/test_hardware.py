@@ -224,6 +224,8 @@ def test_encoder_precision_rule_on_the_cpu(cpuinfo, frozen, setting, allow, expe
     with caplog.at_level(logging.WARNING, logger=hardware.__name__):
         dtype, why = hardware.choose_encoder_precision(setting, frozen, "cpu", allow, _flags(cpuinfo))
     assert dtype == expected and why
+    if not frozen and setting == "auto":  # also said by eval, caption, demo and prepare, where nothing trains
+        assert why == "the encoder is trainable (not frozen): it keeps the precision it was trained in"
     warned = expected == FP32 and str(setting) == "bf16"
     assert ("encoder_precision=bf16" in caplog.text and "allow_slow_bf16=true" in caplog.text) is warned
 
