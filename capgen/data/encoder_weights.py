@@ -12,9 +12,9 @@ with the fingerprint of the model's encoder.
 The fingerprint is a sha256 over the encoder's state_dict in the order of its names, and for
 each tensor its name, shape and values, read in C order on the CPU: the memory format
 (channels_last or not) and the device do not change it. Floating values are hashed as
-bfloat16, so the same weights stored in another floating type hash alike: a run with
-`trainer.precision=bf16-true` keeps its encoder in bf16, rounded from the fp32 weights that made
-the cache. (Weights that differ only below bf16's precision hash alike too; features they
+bfloat16, so the same weights stored in another floating type hash alike: a run trained in
+bf16-true precision keeps its encoder in bf16, rounded from the fp32 weights that made the
+cache. (Weights that differ only below bf16's precision hash alike too; features they
 compute differ as little.) It covers every parameter and
 persistent buffer (BatchNorm's running statistics and counts); not the non-persistent buffers
 (the input normalisation's constants, which the config sets), nor the precision the encoder
