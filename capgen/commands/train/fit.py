@@ -134,7 +134,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg, start)
     if not loggers:  # logger=null: Lightning's learning-rate monitor refuses a trainer without loggers
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()))
+    overrides = {}
+    if datamodule.use_features and cfg.trainer.get("strategy") == "ddp" and any(p.requires_grad for p in net.encoder.parameters()):
+        # The encoder never runs on features, so its trainable weights get no gradient, which
+        # DDP refuses unless told to look for unused parameters (each process decides alike).
+        overrides["strategy"] = "ddp_find_unused_parameters_true"
+        log.info("trainer.strategy=ddp_find_unused_parameters_true: the encoder's weights get no gradient on features")
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=list(loggers.values()), **overrides)
     check_train_batches(datamodule, trainer.world_size)  # the trainer knows the processes, each with its own batches
     # The run's result is its best epoch (the checkpoint kept and tested), not its last.
     best_epoch = next((c for c in callbacks if isinstance(c, BestEpochMetrics)), BestEpochMetrics())
