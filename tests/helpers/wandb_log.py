@@ -29,8 +29,8 @@ def records(path: Path) -> Iterator:
             pos += left
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        if kind not in (WHOLE, FIRST, MIDDLE, LAST):
-            break  # zeros past the last chunk written
+        if kind not in (WHOLE, FIRST, MIDDLE, LAST) or pos + CHUNK_HEADER + length > len(data):
+            break  # zeros past the last chunk written, or a chunk the writer had not finished
         parts += data[pos + CHUNK_HEADER:pos + CHUNK_HEADER + length]
         pos += CHUNK_HEADER + length
         if kind in (WHOLE, LAST):
