@@ -164,34 +164,43 @@ def test_a_resume_that_trains_nothing_keeps_the_train_metrics_the_run_measured(r
     assert after["metrics"] == pytest.approx(before)
 
 
-def test_a_run_interrupted_after_its_best_epoch_records_it_for_eval_and_compare(run, monkeypatch):
-    """SIGTERM in the epoch after the best one: the interrupted summary.json names the best
-    checkpoint and its val scores (run= and capgen-compare take them), with train/* so far."""
+def _resume_stopped_by(run, monkeypatch, method: str, signum: int) -> tuple[int, dict]:
+    """Resume `run` for one more epoch, sending this process `signum` in the first call of
+    CaptioningModule.`method` (training_step, test_step): the exit status and summary.json."""
     import os
-    import signal
 
     from hydra import compose, initialize_config_dir
 
     from capgen.config import CONF_DIR
     from capgen.lightning.module import CaptioningModule
-    from capgen.runs.folders import best_checkpoint
     from capgen.runs.records import run_recording_failure
 
-    before = json.loads((run / "summary.json").read_text())
-    step = CaptioningModule.training_step
+    step = getattr(CaptioningModule, method)
 
-    def sigterm_in_the_first_step(self, batch, batch_idx):
-        os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler sends it; StopOnSignal stops after this step
+    def signalled(self, batch, batch_idx):
+        os.kill(os.getpid(), signum)
         return step(self, batch, batch_idx)
 
-    monkeypatch.setattr(CaptioningModule, "training_step", sigterm_in_the_first_step)
+    monkeypatch.setattr(CaptioningModule, method, signalled)
     args = [a for a in resume_argv([f"resume={run}", "trainer.max_epochs=2"]) if not a.startswith("hydra.run.dir=")]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*args, f"paths.output_dir={run}"])
     with pytest.raises(SystemExit) as ended:
         run_recording_failure(train, cfg)
-    assert ended.value.code == 128 + signal.SIGTERM
-    summary = json.loads((run / "summary.json").read_text())
+    return ended.value.code, json.loads((run / "summary.json").read_text())
+
+
+def test_a_run_interrupted_after_its_best_epoch_records_it_for_eval_and_compare(run, monkeypatch):
+    """SIGTERM in the epoch after the best one: the interrupted summary.json names the best
+    checkpoint and its val scores (run= and capgen-compare take them), with train/* so far."""
+    import signal
+
+    from capgen.runs.folders import best_checkpoint
+
+    before = json.loads((run / "summary.json").read_text())
+    # as a scheduler sends it; StopOnSignal stops after this step
+    code, summary = _resume_stopped_by(run, monkeypatch, "training_step", signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
     assert summary["status"] == "interrupted" and summary["best_checkpoint"] == before["best_checkpoint"]
     assert {k: v for k, v in summary["metrics"].items() if k.startswith("val/")} == pytest.approx(
         {k: v for k, v in before["metrics"].items() if k.startswith("val/")})
@@ -204,29 +213,10 @@ def test_a_run_interrupted_during_its_final_test_keeps_its_train_metrics(run, mo
     Ctrl-C here, as the suite's SIGTERM handler turns a SIGTERM into in this process): the
     interrupted summary.json keeps the train/* the training measured (the test loop had reset
     the trainer's metrics) with the best epoch's val/*."""
-    import os
     import signal
 
-    from hydra import compose, initialize_config_dir
-
-    from capgen.config import CONF_DIR
-    from capgen.lightning.module import CaptioningModule
-    from capgen.runs.records import run_recording_failure
-
-    step = CaptioningModule.test_step
-
-    def stopped_in_the_test(self, batch, batch_idx):
-        os.kill(os.getpid(), signal.SIGINT)
-        return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(CaptioningModule, "test_step", stopped_in_the_test)
-    args = [a for a in resume_argv([f"resume={run}", "trainer.max_epochs=2"]) if not a.startswith("hydra.run.dir=")]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*args, f"paths.output_dir={run}"])
-    with pytest.raises(SystemExit) as ended:
-        run_recording_failure(train, cfg)
-    assert ended.value.code == 128 + signal.SIGINT
-    summary = json.loads((run / "summary.json").read_text())
+    code, summary = _resume_stopped_by(run, monkeypatch, "test_step", signal.SIGINT)
+    assert code == 128 + signal.SIGINT
     assert summary["status"] == "interrupted" and summary["best_checkpoint"]
     assert {"train/loss", "train/xent", "val/CIDEr"} <= set(summary["metrics"])
     assert not any(k.startswith("test/") for k in summary["metrics"])
