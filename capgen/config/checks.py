@@ -171,8 +171,10 @@ def check_command_keys(args: list[str], config_name: str = "train") -> None:
     keep = [o for o in parsed if not o.key_or_group.startswith(("hydra.", "hydra/"))]
     if not any(not _is_group(o.key_or_group) and not o.is_delete() for o in keep):
         return
+    # Each key's value as typed, a sweep's whole list included, for the advice to repeat.
+    typed = {o.input_line.split("=", 1)[0]: o.input_line.split("=", 1)[1] for o in keep if "=" in o.input_line}
     for job in itertools.islice(_sweep_jobs(keep), SWEEP_JOBS_CHECKED):
-        _check_job_keys(job, config_name)
+        _check_job_keys(job, config_name, typed)
 
 
 SWEEP_JOBS_CHECKED = 64  # a larger grid's other jobs are checked as each starts
@@ -194,8 +196,9 @@ def _sweep_jobs(overrides: list) -> typing.Iterator[list[str]]:
 OPEN_NODES = ("callbacks", "logger")
 
 
-def _check_job_keys(lines: list[str], config_name: str) -> None:
-    """check_command_keys for one job's override lines."""
+def _check_job_keys(lines: list[str], config_name: str, typed: dict[str, str]) -> None:
+    """check_command_keys for one job's override lines; `typed`: each key's value as the
+    command line gives it (`64,96` for a sweep), which the advice repeats."""
     keys = [line.split("=", 1)[0] for line in lines if not line.startswith("~")]
     keys = [k for k in keys if not _is_group(k.lstrip("+"))]  # a group's choice is Hydra's to check
     if not keys:
@@ -219,7 +222,7 @@ def _check_job_keys(lines: list[str], config_name: str) -> None:
                 _check_keys(values, parent)
                 if key == unknown and not given.startswith("+"):
                     # The constructor takes it, but no config lists it: Hydra's advice is right, said in one paragraph.
-                    value = next(line.split("=", 1)[1] for line in lines if line.split("=", 1)[0] == given)
+                    value = typed.get(given) or next(line.split("=", 1)[1] for line in lines if line.split("=", 1)[0] == given)
                     raise UnlistedSetting(
                         f"{key}: {node._target_} takes {key.rpartition('.')[2]}, but the config does not list it, so "
                         f"Hydra cannot override it. Add it with a +: +{key}={value}. Nothing was written.")

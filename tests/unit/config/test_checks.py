@@ -274,16 +274,18 @@ def test_a_misspelt_key_is_refused_in_every_command_naming_the_close_match(comma
 @pytest.mark.parametrize("command, args", [
     ("train", ["data.source.image_size=64"]),
     ("eval", ["ckpt_path=x.ckpt", "data.source.image_size=64"]),
+    ("train", ["-m", "data.source.image_size=64,96"]),  # a sweep: the advice keeps every value
 ])
 def test_a_setting_the_constructor_takes_but_no_config_lists_is_one_paragraph_saying_to_add_it(command, args, monkeypatch):
     from capgen.config.checks import UnlistedSetting
     from capgen.config.command_line import command_line
 
     monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")
+    value = args[-1].split("=", 1)[1]
     with pytest.raises(UnlistedSetting, match=r"^data\.source\.image_size: capgen\.data\.shapes\.ShapesSource takes "
-                       r"image_size, but the config does not list it.* \+data\.source\.image_size=64\. Nothing was written\.$"):
+                       rf"image_size, but the config does not list it.* \+data\.source\.image_size={value}\. Nothing was written\.$"):
         command_line(command, args)
-    command_line(command, [*args[:-1], "+data.source.image_size=64"])  # as it says
+    command_line(command, [*args[:-1], f"+data.source.image_size={value}"])  # as it says
 
 
 def test_the_settings_each_command_lists_or_adds_are_accepted(monkeypatch):
