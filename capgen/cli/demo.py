@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from .. import config
 from ..commands.demo import app
-from ..commands.failure import refused_at_start
+from ..commands.failure import one_line_on_ctrl_c, refused_at_start
 from ..config.command_line import command_line
 
 config.register()
@@ -27,9 +27,10 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    with refused_at_start("capgen-demo"):  # one paragraph, not a traceback, for what is refused here
-        sys.argv[1:] = command_line("demo", sys.argv[1:])
-    _main()
+    with one_line_on_ctrl_c("capgen-demo"):  # a Ctrl-C outside the job, too
+        with refused_at_start("capgen-demo"):  # one paragraph, not a traceback, for what is refused here
+            sys.argv[1:] = command_line("demo", sys.argv[1:])
+        _main()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from .. import config
 from ..commands import train
-from ..commands.failure import refused_at_start
+from ..commands.failure import one_line_on_ctrl_c, refused_at_start
 from ..config.command_line import command_line
 
 config.register()
@@ -22,9 +22,10 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    with refused_at_start("capgen-train"):  # one paragraph, not a traceback, for what is refused here
-        sys.argv[1:] = command_line("train", sys.argv[1:], check_values=train.check_train_config)
-    _main()
+    with one_line_on_ctrl_c("capgen-train"):  # a Ctrl-C outside the job, too
+        with refused_at_start("capgen-train"):  # one paragraph, not a traceback, for what is refused here
+            sys.argv[1:] = command_line("train", sys.argv[1:], check_values=train.check_train_config)
+        _main()
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ see capgen.runs.records.one_paragraph) and exit status 1, with the traceback in
 error.txt in the command's output folder, instead of Hydra's printed stack.
 
 A Ctrl-C ends it with one line and exit status 130, the shell's code for SIGINT (capgen-train
-records its own, capgen.runs.records). `HYDRA_FULL_ERROR=1` keeps Hydra's full traceback, as
-Hydra documents, for both; in a sweep (-m) the
-error goes to Hydra, which goes on with the other jobs and reports failures at the end.
+records its own, capgen.runs.records), in a sweep (-m) too: the sweep stops there. Lightning's
+own line for it ("Detected KeyboardInterrupt, ...") is left out. `HYDRA_FULL_ERROR=1` keeps
+Hydra's full traceback, as Hydra documents, for both; in a sweep an error goes to Hydra, which
+goes on with the other jobs and reports failures at the end.
 
 A command refused before Hydra starts (a resume that does not fit the run, a setting its
 constructor does not take, a run folder in use) ends the same way (`refused_at_start`); it
@@ -15,6 +16,7 @@ goes to a file in the system's temporary folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -35,14 +37,19 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
     """Ends a failure as the module docstring says, and a Ctrl-C with one line, `on_interrupt`
     (what the user may do next) added, and exit status 130, the shell's code for SIGINT.
     capgen-train records its own interruptions (capgen.runs.records)."""
+    lightning_log = logging.getLogger(LIGHTNING_RANK_ZERO_LOG)
+    lightning_log.addFilter(_without_interrupt_line)
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as e:
         # Lightning ends a Ctrl-C inside trainer.test with sys.exit(1), raised while handling it.
         ctrl_c = isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)
-        if not ctrl_c or os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
+        if not ctrl_c or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"{command}: interrupted (Ctrl-C).{' ' + on_interrupt if on_interrupt else ''}", file=sys.stderr, flush=True)
+        # In a sweep too: Hydra would let the exit through as status 1 with no word, or (a bare
+        # KeyboardInterrupt) as a traceback; a Ctrl-C means the whole sweep stops.
+        sweep = "; the sweep stops here, its later jobs not started" if HydraConfig.get().mode != RunMode.RUN else ""
+        print(f"{command}: interrupted (Ctrl-C){sweep}.{' ' + on_interrupt if on_interrupt else ''}", file=sys.stderr, flush=True)
         raise SystemExit(128 + 2) from None
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
@@ -52,6 +59,32 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
         error_file = Path(HydraConfig.get().runtime.output_dir) / "error.txt"
         write_atomically(error_file, "".join(traceback.format_exception(e)).encode())
         raise SystemExit(f"{command}: {one_paragraph(e)} (traceback in {error_file})") from None
+    finally:
+        lightning_log.removeFilter(_without_interrupt_line)
+
+
+# The logger of Lightning's rank_zero_info, which says "Detected KeyboardInterrupt, attempting
+# graceful shutdown ..." before it ends a Ctrl-C in fit or test with sys.exit(1).
+LIGHTNING_RANK_ZERO_LOG = "lightning.pytorch.utilities.rank_zero"
+
+
+def _without_interrupt_line(record: logging.LogRecord) -> bool:
+    """False for Lightning's Ctrl-C line: the command says its own (one_paragraph_on_failure)."""
+    return not str(record.msg).lstrip().startswith("Detected KeyboardInterrupt")
+
+
+@contextmanager
+def one_line_on_ctrl_c(command: str) -> Iterator[None]:
+    """Around a command's whole main: a Ctrl-C outside its job (while its command line is
+    checked, while Hydra composes its config or starts a sweep's next job) ends it as one in the
+    job does, with one line and exit status 130, not a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"{command}: interrupted (Ctrl-C).", file=sys.stderr, flush=True)
+        raise SystemExit(128 + 2) from None
 
 
 @contextmanager
