@@ -76,6 +76,27 @@ def quote_paths(args: list[str], keys: Iterable[str], lists: Iterable[str] = ())
     return quoted
 
 
+def refuse_swept_paths(args: list[str], keys: Iterable[str], lists: Iterable[str], command: str) -> None:
+    """ValueError, in one paragraph, for `key=a,b` where `a,b` names nothing but each of a and b
+    names an existing file or folder: a sweep over paths (`capgen-eval -m run=a,b`), which
+    quote_paths takes whole, as one path that does not exist; without this, the job ends in
+    "no such folder" (in a sweep, Hydra's raw error) with nothing saying why."""
+    keys, lists = set(keys), set(lists)
+    for arg in command_overrides(args):
+        key, _, value = arg.partition("=")
+        if (key.lstrip("+") not in keys or "," not in value or value[0] in "'\"[" or value == "null"
+                or Path(value).expanduser().exists()):
+            continue
+        items = _list_items(value)
+        if len(items) > 1 and all(Path(item).expanduser().exists() for item in items):
+            ensemble = f", or {key}=[{value}] to use them together, as an ensemble" if key.lstrip("+") in lists else ""
+            raise ValueError(
+                f"{arg}: no such path, but {' and '.join(items)} each exist. A path setting is taken whole (a "
+                f"folder's name may hold commas, as a sweep job's does), so it cannot be swept over: give one "
+                f"command per path, e.g. for p in {' '.join(items)}; do capgen-{command} {key}=\"$p\" ...; done{ensemble}. "
+                f"Nothing was written.")
+
+
 def _quoted(arg: str, value: str) -> str:
     if "'" in value and '"' in value:
         raise ValueError(f"{arg}: a path with both ' and \" cannot be passed to Hydra; rename the folder")

@@ -15,6 +15,7 @@ from .argv import (
     named_run_dir,
     output_dir_as_run_dir,
     quote_paths,
+    refuse_swept_paths,
     require_folder_without_run,
     require_new_run_folder,
     require_writable_run_folder,
@@ -47,7 +48,9 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
 
     1. quote_paths (all): the values of PATH_KEYS quoted, so that a folder named by
        a sweep's overrides (`1_model=lstm,seed=2`) stays one path; a list of LIST_KEYS
-       (`ckpt_path=[a,b]`, an ensemble) stays a list of quoted paths;
+       (`ckpt_path=[a,b]`, an ensemble) stays a list of quoted paths; a sweep over paths
+       (`run=a,b`), which would so be one path that does not exist, refused first
+       (refuse_swept_paths);
     2. output_dir_as_run_dir (train, eval, caption): paths.output_dir=X given as hydra.run.dir=X,
        so the whole run, .hydra/ included, lands in X;
     3. the launch time (train, in the launching process, not a DDP child): set in the
@@ -76,6 +79,7 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
     if command in PATH_KEYS:
+        refuse_swept_paths(args, PATH_KEYS[command], LIST_KEYS.get(command, ()), command)
         args = quote_paths(args, PATH_KEYS[command], LIST_KEYS.get(command, ()))
     if command in WHOLE_RUN_IN_OUTPUT_DIR:
         args = output_dir_as_run_dir(args)

@@ -210,6 +210,30 @@ def test_a_list_of_paths_stays_a_list_of_whole_paths(tmp_path, monkeypatch):
     assert OverridesParser.create().parse_overrides([arg])[0].value() == "[a.ckpt,b]"
 
 
+@pytest.mark.parametrize("command, key, ensemble", [("eval", "run", True), ("train", "resume", False)])
+def test_a_sweep_over_paths_is_refused_naming_one_command_per_path(tmp_path, monkeypatch, command, key, ensemble):
+    """`capgen-eval -m run=a,b`: the value is taken whole, as one path that does not exist; with a
+    and b both there, the refusal says so, before Hydra writes, instead of "no such folder"."""
+    from capgen.config.command_line import command_line
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")
+    for run in ("a", "b", "1_model=lstm,seed=2"):
+        (tmp_path / run).mkdir()
+    with pytest.raises(ValueError, match=r"a,b: no such path, but a and b each exist\. .* cannot be swept over: give "
+                                         rf"one command per path, e\.g\. for p in a b; do capgen-{command} {key}=\"\$p\" \.\.\.; done"
+                                         + (rf", or {key}=\[a,b\] to use them together, as an ensemble\." if ensemble else r"\.")
+                                         + r" Nothing was written\.$") as refused:
+        command_line(command, ["-m", f"{key}=a,b"])
+    assert not (tmp_path / "outputs").exists()
+    assert refused.value.args[0].startswith(f"{key}=a,b:")
+    # Left to the command as before: a job folder whose name holds a comma, and a part that names nothing.
+    assert quote_paths(["run=1_model=lstm,seed=2"], ["run"]) == ["run='1_model=lstm,seed=2'"]
+    from capgen.config.argv import refuse_swept_paths
+
+    refuse_swept_paths(["run=1_model=lstm,seed=2", "run=a,gone", "run=[a,b]", "run='a,b'"], ["run"], ["run"], "eval")
+
+
 def test_an_ensembles_data_choice_is_its_first_checkpoints_runs(tmp_path):
     from capgen.config.argv import with_run_data_choice
 
