@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,23 @@ def pytest_runtest_makereport(item, call):
     if call.excinfo is not None and call.excinfo.errisinstance(RunInterrupted):
         procs.end_all()
         item.session.shouldstop = "a training in the test process stopped on a signal"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_in_the_suites_folder(tmp_path_factory):
+    """The temporary folder of this process and of the commands it starts: one in pytest's own
+    (which keeps the last few sessions' and removes older ones), not the system's /tmp, where a
+    refused command's traceback file (capgen.commands.failure) would otherwise stay behind."""
+    folder = tmp_path_factory.mktemp("tmp")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # read TMPDIR again
+    yield
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    tempfile.tempdir = None
 
 
 @pytest.fixture(autouse=True)
