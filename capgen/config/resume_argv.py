@@ -34,6 +34,18 @@ log = logging.getLogger(__name__)
 # lightning.fabric.strategies.launchers.subprocess_script): that command is already rewritten.
 DDP_CHILD = "hydra.job.name=train_ddp_process_"
 
+# What the checks found worth a warning (a fallback from a damaged last.ckpt): said by the job,
+# once Hydra has set up the run's logging, so that it is in the run's train.log as well as on
+# the console (`said_before_logging`), not only on a console long closed.
+_to_say: list[str] = []
+
+
+def said_before_logging() -> list[str]:
+    """The warnings the checks of this process's command line left for the job to log (once)."""
+    said = list(_to_say)
+    _to_say.clear()
+    return said
+
 
 def resume_argv(args: list[str], check_values: Callable[[DictConfig], None] | None = None) -> list[str]:
     """`args` (sys.argv[1:]) rewritten for `resume=<run dir>` as the module docstring says.
@@ -181,6 +193,6 @@ def _fallback(run: Path, last: Path, net_config: dict, own: list[str], problem: 
             f"network either, so the run cannot be resumed; start it again without resume= "
             f"(capgen-train {' '.join(own)})."
         )
-    log.warning("resume=%s: %s %s; resuming from %s, the newest checkpoint of the run that loads",
-                run, last, problem, fallback)
+    _to_say.append(f"resume={run}: {last} {problem}; resuming from {fallback}, the newest checkpoint of the run "
+                   "that loads")
     return fallback

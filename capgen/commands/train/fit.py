@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ...config.checks import check_keys, check_numbers, check_types
+from ...config.resume_argv import said_before_logging
 from ...data.datamodule import CaptionDataModule
 from ...instantiate import instantiate
 from ...lightning import tensorboard
@@ -57,6 +58,9 @@ def run(cfg: DictConfig) -> float | None:
     only, as on the command line), a failure recorded in the folder and ended in one paragraph;
     however it ends, where the run is and what to run next. Returns the best epoch's monitored
     value, the one a Hydra sweeper optimises."""
+    if rank_zero_only.rank == 0:
+        for warning in said_before_logging():  # now into the run's train.log too
+            log.warning(warning)
     try:
         with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
             with one_paragraph_on_failure("capgen-train"):

@@ -45,16 +45,22 @@ def test_a_misspelt_override_on_resume_is_refused_before_any_write(run):
 
 
 @pytest.mark.slow
-def test_a_damaged_last_ckpt_falls_back_to_the_newest_checkpoint_that_loads(run, tmp_path, caplog):
+def test_a_damaged_last_ckpt_falls_back_to_the_newest_checkpoint_that_loads(run, tmp_path):
+    from capgen.config.resume_argv import said_before_logging
+
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy that stopped half-way
     [best] = [p for p in (run / "checkpoints").glob("epoch*.ckpt")]
     args = resume_argv([f"resume={run}", "trainer.max_epochs=2"])
     assert f'ckpt_path="{best}"' in args
-    assert any("is damaged" in r.getMessage() and best.name in r.getMessage() for r in caplog.records)
+    [warning] = said_before_logging()  # left for the job to log
+    assert "is damaged" in warning and best.name in warning and said_before_logging() == []
     done = capgen("train", f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    # Said once on the console, and in the run's own log, where it is read later.
+    assert (done.stdout + done.stderr).count("is damaged") == 1
+    assert f"{last} is damaged" in (run / "train.log").read_text()
 
 
 def test_no_loadable_checkpoint_names_the_command_that_works(run):
