@@ -322,6 +322,37 @@ def test_a_moved_interrupted_run_is_continued_from_where_it_is_now(tmp_path):
                         f"capgen-train resume='{moved}'")
 
 
+def test_a_failed_run_with_a_best_epoch_is_a_row_with_its_scores_and_says_how_to_continue(tmp_path, monkeypatch):
+    """A run that failed after it validated (its data broke in a later epoch, say) recorded its
+    best checkpoint and scores as an interrupted run does: a row of its own, status failed, after
+    the completed runs; the line below names the checkpoint and the resume for once the cause is
+    fixed, then the error, which can be long: a cut at the table's width takes the error first."""
+    monkeypatch.chdir(tmp_path)  # the runs named as a user names them: capgen-compare outputs
+    error = "capgen.data.images.BadSampleError: image 17 (val): " + "cannot be read, the file is gone " * 6
+    done = {"status": "completed", "metrics": {"val/CIDEr": 0.2, "test/CIDEr": 0.19}, "best_checkpoint": "checkpoints/b.ckpt"}
+    make_run_folder(Path("outputs/int1"), ["model=lstm", "seed=1"], done)
+    failed = make_run_folder(Path("outputs/fail 2"), ["model=lstm", "seed=2"], {
+        "status": "failed", "error": error, "traceback": "error.txt",
+        "best_checkpoint": "checkpoints/epoch001-best0.313.ckpt", "metrics": {"val/CIDEr": 0.313, "train/loss": 2.5}})
+    (failed / "checkpoints").mkdir()
+    (failed / "checkpoints" / "last.ckpt").write_bytes(b"")
+    # failed at start: nothing recorded, its setting (a misspelt key) makes no column
+    make_run_folder(Path("outputs/typo"), ["model=lstm", "+model.decoder.hiden_dim=3"],
+                    {"status": "failed", "error": "ValueError: hiden_dim", "traceback": "error.txt"})
+
+    table = compare([Path("outputs")], ["val/CIDEr", "test/CIDEr"])
+    assert table.header == ["seed", "status", "val/CIDEr", "test/CIDEr", "run"]
+    # no seed group with the completed run, and after it: its scores are a best so far, not a result
+    assert table.rows == [["1", "completed", "0.2000", "0.1900", "int1"], ["2", "failed", "0.3130", "-", "fail 2"]]
+    assert table.notes == [f"fail 2: failed: best so far: checkpoints/epoch001-best0.313.ckpt; fix the cause, then "
+                           f"continue with capgen-train resume='outputs/fail 2'; error: {error}",
+                           "typo: failed: ValueError: hiden_dim"]
+    note = next(line for line in as_text(table, width=200).splitlines() if line.startswith("  fail 2:"))
+    assert len(note) == 200 and note.endswith("…") and "resume='outputs/fail 2'; error: capgen.data.images.Bad" in note
+    (failed / "checkpoints" / "last.ckpt").unlink()  # nothing to continue from: the checkpoint and the error
+    assert compare([Path("outputs")]).notes[0] == f"fail 2: failed: best so far: checkpoints/epoch001-best0.313.ckpt; error: {error}"
+
+
 def test_a_key_set_again_at_resume_is_one_column_with_its_value_now(tmp_path):
     from capgen.commands.compare import load_run
 
