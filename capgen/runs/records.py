@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from omegaconf import DictConfig
+import yaml
+from omegaconf import DictConfig, OmegaConf
 
 from ..atomic import write_atomically
 
@@ -139,15 +140,13 @@ def write_test_captions(run: Path, rows: list[dict]) -> None:
 
 def read_test_captions(run: Path) -> dict[int, dict[str, float]]:
     """Image id -> {"BLEU-4": ..., "CIDEr": ...} from the run's test_captions.jsonl; a ValueError
-    that names the file and what writes it when the run has none, UnreadableRecord when it
-    cannot be read."""
+    that names the file, what writes it and the command that writes it for this run when the
+    run has none (_how_to_test), UnreadableRecord when it cannot be read."""
     path = run / TEST_CAPTIONS
     if not path.is_file():
         raise ValueError(
             f"{run} has no per-image test scores: {path} is missing. capgen-train writes it when it tests the "
-            f"run's best checkpoint at the end of training (test=true, the default); this run was trained with "
-            f"test=false, stopped before its test, or by a capgen older than this file. Train it again with "
-            f"capgen-train <its overrides> test=true (its overrides are in {run / '.hydra' / 'overrides.yaml'})."
+            f"run's best checkpoint at the end of training (test=true, the default); {_how_to_test(run)}"
         )
     try:
         lines = path.read_text().splitlines()
@@ -161,6 +160,42 @@ def read_test_captions(run: Path) -> dict[int, dict[str, float]]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise UnreadableRecord(f"{path}: line {number} is not a test caption record ({e!r})") from None
     return scores
+
+
+def _how_to_test(run: Path) -> str:
+    """Why `run` has no test_captions.jsonl and the command that writes it, by how the run ended
+    (its summary.json). A run with a last.ckpt is resumed: `resume=` tests the best checkpoint
+    once the training ends, and a completed run's resume trains nothing more (training it again
+    would take as long as it took). Else it is trained again."""
+    try:
+        summary = read_summary(run) or {}
+    except UnreadableRecord:
+        summary = {}
+    status = summary.get("status")
+    if not (run / "checkpoints" / "last.ckpt").is_file() or status not in ("completed", "interrupted", "failed"):
+        return (f"this run was trained with test=false, stopped before its test, or by a capgen older than this file. "
+                f"Train it again with capgen-train <its overrides> test=true (its overrides are in "
+                f"{run / '.hydra' / 'overrides.yaml'}).")
+    # A resume keeps the run's own test=false unless told otherwise.
+    resume = f"capgen-train resume={shlex.quote(str(run))}" + ("" if _tests(run) and status != "completed" else " test=true")
+    if status == "completed":
+        return (f"this run was trained with test=false, or by a capgen older than this file. {resume} tests its best "
+                f"checkpoint and writes it (the run is complete: its resume trains nothing more).")
+    if status == "interrupted":
+        return (f"this run was interrupted ({summary.get('signal', 'by a signal')}) before its test. Continue it with "
+                f"{resume}: it tests its best checkpoint when its training ends.")
+    return (f"this run failed before its test (its traceback is in {run / summary.get('traceback', 'error.txt')}). "
+            f"Fix the cause, then continue it with {resume}: it tests its best checkpoint when its training ends.")
+
+
+def _tests(run: Path) -> bool:
+    """Whether the run's saved config tests its best checkpoint at the end (test=true; assumed
+    when the config cannot be read: the resume would then say what is wrong with it)."""
+    try:
+        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return True
+    return not (isinstance(cfg, DictConfig) and cfg.get("test", True) is False)
 
 
 def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:

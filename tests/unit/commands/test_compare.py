@@ -138,6 +138,32 @@ def test_a_run_without_per_image_scores_names_the_file_and_what_writes_it(tmp_pa
     assert "test=true" in message and len(message.strip().splitlines()) == 1  # one paragraph
 
 
+@pytest.mark.parametrize("ended", ["interrupted", "failed", "completed", "interrupted, test=false"])
+def test_a_run_without_per_image_scores_that_can_resume_is_told_the_resume_that_tests_it(tmp_path, ended):
+    """A run with a last.ckpt is continued by resume=, which tests its best checkpoint when the
+    training ends (a completed run's resume trains nothing more), not trained again; test=true
+    is added where the run's own config leaves the test out."""
+    status, _, test_false = ended.partition(", ")
+    summary = {"status": status, "signal": "SIGTERM", "resume": "capgen-train resume=/elsewhere", "traceback": "error.txt",
+               "error": "BadSampleError: image 3 is gone", "metrics": {"val/CIDEr": 0.3}}
+    run = make_run_folder(tmp_path / "s 2", ["model=lstm"], summary)
+    if test_false or status == "completed":
+        (run / ".hydra" / "config.yaml").write_text("seed: 42\ntest: false\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    other = make_run(tmp_path / "s1", ["model=attn"], {}, {1: (0.1, 0.5)})
+    with pytest.raises(ValueError) as err:
+        paired(str(other), str(run))
+    message = str(err.value)
+    assert f"{run / TEST_CAPTIONS} is missing" in message and "\n" not in message
+    resume = f"capgen-train resume='{run}'" + (" test=true" if test_false or status == "completed" else "")
+    assert {"interrupted": f"interrupted (SIGTERM) before its test. Continue it with {resume}: it tests its best",
+            "failed": f"traceback is in {run / 'error.txt'}). Fix the cause, then continue it with {resume}: it tests",
+            "completed": f"{resume} tests its best checkpoint and writes it (the run is complete: its resume trains "
+                         "nothing more)"}[status] in message
+    assert "Train it again" not in message
+
+
 def test_capgen_compare_paired_prints_both_sides_and_the_bootstrap(tmp_path, capsys):
     a = make_run(tmp_path / "a", ["model=attn"], {}, {i: (0.5, 1.0 + 0.1 * (i % 3)) for i in range(30)})
     b = make_run(tmp_path / "b", ["model=lstm"], {}, {i: (0.4, 0.8 + 0.1 * (i % 3)) for i in range(30)})
