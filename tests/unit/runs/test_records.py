@@ -267,7 +267,15 @@ def test_a_run_that_stops_after_a_best_epoch_records_it_and_eval_compare_and_dem
         run_recording_failure(stops(ValueError("boom")), cfg)
     summary = read_summary(run)
     assert summary["status"] == "failed" and summary["metrics"] == scores
-    assert best_checkpoint(run) == best
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="capgen.runs.folders"):
+        assert best_checkpoint(run) == best
+    assert (f"run={run}: the run failed (ValueError: boom) before it finished: using its best checkpoint so far, "
+            f"checkpoints/epoch000-best0.180.ckpt; with the cause fixed, capgen-train resume={run} continues it") in caplog.text
+    row = load_run(run)  # a row of capgen-compare's as the interrupted run was, its status failed
+    assert row.status == "failed" and row.metrics == scores and row.error == (
+        f"best so far: checkpoints/epoch000-best0.180.ckpt; fix the cause, then continue with capgen-train resume={run}; "
+        "error: ValueError: boom")
 
     # A stop before any best epoch (or a summary of an earlier capgen) names none: refused, in words.
     (run / "summary.json").write_text(json.dumps({"status": "interrupted", "signal": "SIGTERM",
