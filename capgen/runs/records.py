@@ -28,6 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -99,6 +100,55 @@ def earlier_train_metrics(run: Path) -> dict[str, float]:
     except UnreadableRecord:
         return {}
     return {k: v for k, v in (summary or {}).get("metrics", {}).items() if k.startswith("train/")}
+
+
+@dataclass(frozen=True)
+class EarlierTest:
+    """The test/* a run's summary.json records (and the decode settings they are for), with the
+    best checkpoint they were measured on as it was on disk when read: its path in the summary
+    and its (size, modification time), which any rewrite changes (capgen.atomic)."""
+
+    checkpoint: str
+    stamp: tuple[int, int]
+    metrics: dict[str, float]
+    decode: dict | None
+
+    @classmethod
+    def read(cls, run: Path) -> EarlierTest | None:
+        """The run's earlier test, read before a resume trains (None when its summary records no
+        test/*, no best checkpoint that is on disk, or cannot be read)."""
+        try:
+            summary = read_summary(run) or {}
+        except UnreadableRecord:
+            return None
+        metrics = {k: v for k, v in summary.get("metrics", {}).items() if k.startswith("test/")}
+        best = summary.get("best_checkpoint")
+        if not metrics or not best or not (run / best).is_file():
+            return None
+        return cls(best, _stamp(run / best), metrics, summary.get("test_decode"))
+
+    def describes(self, run: Path, best_checkpoint: str | None) -> bool:
+        """Whether the run's best checkpoint now is the very file these test/* were measured on:
+        the same path, not written since. A resume that made a new best (another epoch's file)
+        or wrote the same name again has scores for weights this test never saw."""
+        path = run / self.checkpoint
+        return _relative(run, best_checkpoint) == self.checkpoint and path.is_file() and _stamp(path) == self.stamp
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def forget_test_captions(run: Path) -> None:
+    """Remove the run's test_captions.jsonl, the per-image test of a best checkpoint the run no
+    longer has (a resume with test=false made a new best): capgen-compare --paired would compare
+    it as this run's, and says, without it, how to test the run (_how_to_test)."""
+    path = run / TEST_CAPTIONS
+    if path.is_file():
+        path.unlink()
+        log.info("%s removed: it was the test of the run's earlier best checkpoint, which this resume replaced "
+                 "(test=false: the new one is not tested)", path)
 
 
 @contextmanager
