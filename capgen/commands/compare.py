@@ -5,15 +5,18 @@ runs, or two seed groups, image by image on their test set.
 A run is a folder holding .hydra/config.yaml that capgen-train wrote (capgen.runs.folders.is_run:
 the folders of capgen-eval, caption, demo and prepare are no runs); its overrides come
 from .hydra/overrides.yaml and its metrics from summary.json (the best epoch's val/* and the
-test/* of that checkpoint; an interrupted run's best epoch so far, and no test/*). Failed runs, and runs whose summary.json or overrides.yaml cannot
-be read (unreadable), are not rows of the table: they are listed below it, one line each with
-the reason, and their settings (a misspelt key, say) make no column. Of the runs in the table,
-overrides they all share are printed once above it; the ones that differ get a column each,
-and the run's folder comes last. Rows are sorted by the first metric, best first; unfinished
-and interrupted runs come last. As text (`as_text`) the table fits a width (120 columns by
-default): long column names are cut to their last part(s), long values abbreviated with "…"
-(a start that all values of a column share first), the run column never so far that two rows
-read the same (the table is wider then). A metric asked for by name that no run has is refused.
+test/* of that checkpoint; an interrupted or failed run's best epoch so far, and no test/*).
+Failed runs that recorded no metrics (a setting refused before training, say), and runs
+whose summary.json or overrides.yaml cannot be read (unreadable), are not rows of the table:
+they are listed below it, one line each with the reason, and their settings (a misspelt key,
+say) make no column. Of the runs in the table, overrides they all share are printed once
+above it; the ones that differ get a column each, and the run's folder comes last. Rows are
+sorted by the first metric, best first; unfinished, interrupted and failed runs come last.
+Below the table, each run that did not complete has a line: its signal or error, its best
+checkpoint so far and the resume that continues it. As text (`as_text`) the table fits a
+width (120 columns by default): long column names are cut to their last part(s), long values
+abbreviated with "…" (a start that all values of a column share first), the run column never
+so far that two rows read the same (the table is wider then). A metric asked for by name that no run has is refused.
 
 Seed groups: completed runs whose overrides are the same apart from `seed` (e.g. the jobs of
 `-m seed=1,2,3 model=rnn,lstm`) share one row, each metric as "mean +- sd (n)" over them
@@ -73,14 +76,28 @@ def load_run(path: Path) -> Run:
         return Run(path, overrides, "unreadable", {}, str(e))
     if summary is None:
         return Run(path, overrides, "unfinished", {}, "no summary.json: still running, or stopped before the end")
-    note = summary.get("error", "")
-    if summary["status"] == "interrupted":
-        best = f"best so far: {summary['best_checkpoint']}; " if summary.get("best_checkpoint") else ""
-        # the command for the folder as it is now: a copied or moved run's summary names where it ran
-        go_on = (f"continue with capgen-train resume={shlex.quote(str(path))}" if summary.get("resume")
-                 else "stopped before its first checkpoint")
-        note = f"{summary.get('signal', 'a signal')}; {best}{go_on}"
-    return Run(path, overrides, summary["status"], summary.get("metrics", {}), note)
+    return Run(path, overrides, summary["status"], summary.get("metrics", {}), stop_note(path, summary))
+
+
+def stop_note(path: Path, summary: dict) -> str:
+    """What the list below the table says of a run that did not complete: an interrupted one's
+    signal, a failed one's error, each with its best checkpoint so far and the resume that
+    continues it (the command for the folder as it is now: a copied or moved run's summary names
+    where it ran); "" for a completed run."""
+    status, here = summary["status"], shlex.quote(str(path))
+    best = [f"best so far: {summary['best_checkpoint']}"] if summary.get("best_checkpoint") else []
+    if status == "interrupted":
+        go_on = f"continue with capgen-train resume={here}" if summary.get("resume") else "stopped before its first checkpoint"
+        return "; ".join([summary.get("signal", "a signal"), *best, go_on])
+    if status != "failed":
+        return ""
+    error = summary.get("error") or f"its error is in {path / summary.get('traceback', 'error.txt')}"
+    # A failed run resumes as an interrupted one does, from its last.ckpt, once the cause of its
+    # error (the data, the machine, a setting given again at resume) is fixed.
+    resumable = (path / "checkpoints" / "last.ckpt").is_file()
+    go_on = [f"fix the cause, then continue with capgen-train resume={here}"] if resumable else []
+    # The error last: it can be long, and a line cut to the table's width keeps the rest.
+    return "; ".join([*best, *go_on, f"error: {error}"]) if best or go_on else error
 
 
 @dataclass
@@ -92,7 +109,11 @@ class Table:
     values: list[list[list[float]]] | None = None  # per row, per metric column: the runs' values
 
 
-NOT_IN_TABLE = ("failed", "unreadable")  # listed below the table instead
+def in_table(run: Run) -> bool:
+    """Whether the run is a row: not when unreadable, nor when it failed before it recorded any
+    metric (listed below the table instead); a failed run with scores so far is a row, as an
+    interrupted one is, its status saying it did not complete."""
+    return run.status != "unreadable" and not (run.status == "failed" and not run.metrics)
 
 
 def compare(roots: list[Path], metrics: list[str] | None = None, group_seeds: bool = True) -> Table:
@@ -107,8 +128,8 @@ def compare(roots: list[Path], metrics: list[str] | None = None, group_seeds: bo
         metrics = list(DEFAULT_METRICS)
     else:
         check_metrics(metrics, {m for r in found for m in r.metrics}, ", ".join(map(str, roots)))
-    runs = [r for r in found if r.status not in NOT_IN_TABLE]
-    left_out = [r for r in found if r.status in NOT_IN_TABLE]
+    runs = [r for r in found if in_table(r)]
+    left_out = [r for r in found if not in_table(r)]
     keys = sorted({k for r in runs for k in r.overrides})
     # An override that is the same in every run of the table says nothing about their differences.
     varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
@@ -265,9 +286,10 @@ _MIN_CELL = 8  # a settings or run column is not cut below this
 
 def as_text(table: Table, width: int = WIDTH) -> str:
     """The table as lines of at most `width` characters (see the module docstring); the runs
-    that did not complete (failed, unreadable: not rows; unfinished, interrupted) in a short
-    list below it, one line each. When the metrics as written ("2.8600 ± 0.0707 (2)") leave
-    too little room, they are shown as "2.860±0.071" with the runs' count in an `n` column."""
+    that did not complete (unreadable, failed without metrics: not rows; unfinished,
+    interrupted, failed with metrics: rows too) in a short list below it, one line each. When
+    the metrics as written ("2.8600 ± 0.0707 (2)") leave too little room, they are shown as
+    "2.860±0.071" with the runs' count in an `n` column."""
     n_settings = table.header.index("status")
     names = short_names(table.header[:n_settings])
     header, rows = [*names, *table.header[n_settings:]], [list(r) for r in table.rows]

@@ -118,7 +118,11 @@ def best_checkpoint(run: Path) -> Path:
     if status != "completed":
         why = (f"was interrupted ({summary.get('signal', 'a signal')})" if status == "interrupted"
                else f"failed ({summary.get('error', 'see its error.txt')})")
-        go_on = f"; capgen-train resume={shlex.quote(str(run))} continues it" if summary.get("resume") else ""
+        resume = f"capgen-train resume={shlex.quote(str(run))}"
+        go_on = (f"; {resume} continues it" if summary.get("resume")
+                 # a failed run resumes from its last.ckpt as an interrupted one does, once its cause is fixed
+                 else f"; with the cause fixed, {resume} continues it" if (run / "checkpoints" / "last.ckpt").is_file()
+                 else "")
         log.warning("run=%s: the run %s before it finished: using its best checkpoint so far, %s%s",
                     run, why, summary["best_checkpoint"], go_on)
     return path

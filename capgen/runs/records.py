@@ -28,9 +28,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+import yaml
+from omegaconf import DictConfig, OmegaConf
 
 from ..atomic import write_atomically
 
@@ -100,6 +102,55 @@ def earlier_train_metrics(run: Path) -> dict[str, float]:
     return {k: v for k, v in (summary or {}).get("metrics", {}).items() if k.startswith("train/")}
 
 
+@dataclass(frozen=True)
+class EarlierTest:
+    """The test/* a run's summary.json records (and the decode settings they are for), with the
+    best checkpoint they were measured on as it was on disk when read: its path in the summary
+    and its (size, modification time), which any rewrite changes (capgen.atomic)."""
+
+    checkpoint: str
+    stamp: tuple[int, int]
+    metrics: dict[str, float]
+    decode: dict | None
+
+    @classmethod
+    def read(cls, run: Path) -> EarlierTest | None:
+        """The run's earlier test, read before a resume trains (None when its summary records no
+        test/*, no best checkpoint that is on disk, or cannot be read)."""
+        try:
+            summary = read_summary(run) or {}
+        except UnreadableRecord:
+            return None
+        metrics = {k: v for k, v in summary.get("metrics", {}).items() if k.startswith("test/")}
+        best = summary.get("best_checkpoint")
+        if not metrics or not best or not (run / best).is_file():
+            return None
+        return cls(best, _stamp(run / best), metrics, summary.get("test_decode"))
+
+    def describes(self, run: Path, best_checkpoint: str | None) -> bool:
+        """Whether the run's best checkpoint now is the very file these test/* were measured on:
+        the same path, not written since. A resume that made a new best (another epoch's file)
+        or wrote the same name again has scores for weights this test never saw."""
+        path = run / self.checkpoint
+        return _relative(run, best_checkpoint) == self.checkpoint and path.is_file() and _stamp(path) == self.stamp
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def forget_test_captions(run: Path) -> None:
+    """Remove the run's test_captions.jsonl, the per-image test of a best checkpoint the run no
+    longer has (a resume with test=false made a new best): capgen-compare --paired would compare
+    it as this run's, and says, without it, how to test the run (_how_to_test)."""
+    path = run / TEST_CAPTIONS
+    if path.is_file():
+        path.unlink()
+        log.info("%s removed: it was the test of the run's earlier best checkpoint, which this resume replaced "
+                 "(test=false: the new one is not tested)", path)
+
+
 @contextmanager
 def measured_on_stop(run: Path, measured: Callable[[], tuple[dict[str, float], str | None]]) -> Iterator[None]:
     """Around a run's training: when it raises (it fails, or stops on a signal or Ctrl-C),
@@ -139,15 +190,13 @@ def write_test_captions(run: Path, rows: list[dict]) -> None:
 
 def read_test_captions(run: Path) -> dict[int, dict[str, float]]:
     """Image id -> {"BLEU-4": ..., "CIDEr": ...} from the run's test_captions.jsonl; a ValueError
-    that names the file and what writes it when the run has none, UnreadableRecord when it
-    cannot be read."""
+    that names the file, what writes it and the command that writes it for this run when the
+    run has none (_how_to_test), UnreadableRecord when it cannot be read."""
     path = run / TEST_CAPTIONS
     if not path.is_file():
         raise ValueError(
             f"{run} has no per-image test scores: {path} is missing. capgen-train writes it when it tests the "
-            f"run's best checkpoint at the end of training (test=true, the default); this run was trained with "
-            f"test=false, stopped before its test, or by a capgen older than this file. Train it again with "
-            f"capgen-train <its overrides> test=true (its overrides are in {run / '.hydra' / 'overrides.yaml'})."
+            f"run's best checkpoint at the end of training (test=true, the default); {_how_to_test(run)}"
         )
     try:
         lines = path.read_text().splitlines()
@@ -161,6 +210,42 @@ def read_test_captions(run: Path) -> dict[int, dict[str, float]]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise UnreadableRecord(f"{path}: line {number} is not a test caption record ({e!r})") from None
     return scores
+
+
+def _how_to_test(run: Path) -> str:
+    """Why `run` has no test_captions.jsonl and the command that writes it, by how the run ended
+    (its summary.json). A run with a last.ckpt is resumed: `resume=` tests the best checkpoint
+    once the training ends, and a completed run's resume trains nothing more (training it again
+    would take as long as it took). Else it is trained again."""
+    try:
+        summary = read_summary(run) or {}
+    except UnreadableRecord:
+        summary = {}
+    status = summary.get("status")
+    if not (run / "checkpoints" / "last.ckpt").is_file() or status not in ("completed", "interrupted", "failed"):
+        return (f"this run was trained with test=false, stopped before its test, or by a capgen older than this file. "
+                f"Train it again with capgen-train <its overrides> test=true (its overrides are in "
+                f"{run / '.hydra' / 'overrides.yaml'}).")
+    # A resume keeps the run's own test=false unless told otherwise.
+    resume = f"capgen-train resume={shlex.quote(str(run))}" + ("" if _tests(run) and status != "completed" else " test=true")
+    if status == "completed":
+        return (f"this run was trained with test=false, or by a capgen older than this file. {resume} tests its best "
+                f"checkpoint and writes it (the run is complete: its resume trains nothing more).")
+    if status == "interrupted":
+        return (f"this run was interrupted ({summary.get('signal', 'by a signal')}) before its test. Continue it with "
+                f"{resume}: it tests its best checkpoint when its training ends.")
+    return (f"this run failed before its test (its traceback is in {run / summary.get('traceback', 'error.txt')}). "
+            f"Fix the cause, then continue it with {resume}: it tests its best checkpoint when its training ends.")
+
+
+def _tests(run: Path) -> bool:
+    """Whether the run's saved config tests its best checkpoint at the end (test=true; assumed
+    when the config cannot be read: the resume would then say what is wrong with it)."""
+    try:
+        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return True
+    return not (isinstance(cfg, DictConfig) and cfg.get("test", True) is False)
 
 
 def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:

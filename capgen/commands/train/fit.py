@@ -38,7 +38,9 @@ from ...runs.folders import training_image_size
 from ...runs.init_from import check_coverage, init_checkpoint, load_network
 from ...runs.lock import run_lock
 from ...runs.records import (
+    EarlierTest,
     earlier_train_metrics,
+    forget_test_captions,
     measured_on_stop,
     run_recording_failure,
     write_summary,
@@ -165,6 +167,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics = earlier_train_metrics(out) | metrics
         return metrics, best
 
+    # A resume's earlier test/*, read before a checkpoint can be written: a resume with test=false
+    # keeps them while the best checkpoint they were measured on is still the run's best.
+    earlier_test = EarlierTest.read(out) if start is not None else None
+    test_decode = None
     # MLflow / W&B runs started here, ended with the run's outcome; a run that stops before it
     # completes keeps what it measured for its failed or interrupted summary.json.
     with logger_runs(out, loggers), measured_on_stop(out, measured):
@@ -187,6 +193,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(results[0] if results else {})
             if trainer.is_global_zero and module.last_test.get("captions"):
                 write_test_captions(out, module.last_test["captions"])  # for capgen-compare --paired
+            test_decode = module.last_test.get("decode")
+        elif earlier_test is not None and earlier_test.describes(out, best):
+            metrics, test_decode = earlier_test.metrics | metrics, earlier_test.decode  # still its best's test
+        elif earlier_test is not None and trainer.is_global_zero:
+            forget_test_captions(out)  # the test of a best checkpoint this resume replaced
         log_final_hparams(trainer, cfg, metrics, best_epoch.step)
     if trainer.is_global_zero:
         if follow_free_cores.changes:
@@ -194,8 +205,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                         "scores equal a rerun's only to float rounding, and training can drift from there. For a "
                         "rerun equal to the last digit, fix the count: OMP_NUM_THREADS=<n> capgen-train ...",
                         follow_free_cores.changes)
-        write_summary(out, metrics, best, module.last_test.get("decode") if cfg.test else None,
-                      follow_free_cores.changes)
+        write_summary(out, metrics, best, test_decode, follow_free_cores.changes)
     return metrics
 
 

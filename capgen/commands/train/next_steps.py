@@ -27,7 +27,10 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
         lines += _best_so_far(run, summary, monitor)
     if summary["status"] == "failed":  # the error itself is the command's last line
         lines[0] = f"run folder: {run} (failed; traceback in {run / summary.get('traceback', 'error.txt')})"
-        lines.append(f"next: fix the cause and run again: {_again(run)}")
+        if (run / "checkpoints" / "last.ckpt").is_file():  # it resumes as an interrupted run does, its epochs kept
+            lines.append(f"next: fix the cause, then continue it: capgen-train resume={folder} (or start it again: {_again(run)})")
+        else:
+            lines.append(f"next: fix the cause and run again: {_again(run)}")
         return lines
     if summary["status"] == "interrupted":
         if "checkpoint" in summary and summary["checkpoint"] is None:  # stopped before its first one

@@ -146,28 +146,54 @@ def test_a_new_run_from_a_checkpoint_refuses_another_schedule(tiny_lstm_run, mak
         train(cfg)
 
 
-@pytest.mark.parametrize("last", ["whole", "damaged"])
-def test_a_resume_that_trains_nothing_keeps_the_train_metrics_the_run_measured(run, last):
+@pytest.mark.parametrize("last, test", [("whole", "test=true"), ("damaged", "test=true"), ("whole", "test=false")])
+def test_a_resume_that_trains_nothing_keeps_the_train_metrics_the_run_measured(run, last, test):
     """A resume of a completed run (or from the fallback for a damaged last.ckpt, here as new as
     it) takes no step and tests its best again: summary.json still has the run's train/* (this
-    process measured none), and its val/* and test/* as before."""
+    process measured none), and its val/* and test/* as before. With test=false it tests nothing:
+    the test/* (and their decode settings, and test_captions.jsonl) of the best checkpoint, which
+    is the same file, are kept."""
+    before = json.loads((run / "summary.json").read_text())
+    assert {"train/loss", "train/xent"} <= set(before["metrics"]) and "test/CIDEr" in before["metrics"]
+    captions = (run / "test_captions.jsonl").read_bytes()
+    if last == "damaged":
+        ckpt = run / "checkpoints" / "last.ckpt"
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    args = [a for a in resume_argv([f"resume={run}", test]) if not a.startswith("hydra.run.dir=")]
+    assert any(a.startswith("ckpt_path=") for a in args) == (last == "damaged")
+    train(_composed(args, run))
+    after = json.loads((run / "summary.json").read_text())
+    assert after["status"] == "completed" and after["best_checkpoint"] == before["best_checkpoint"]
+    assert after["metrics"] == pytest.approx(before["metrics"])
+    assert after["test_decode"] == before["test_decode"]
+    if test == "test=false":
+        assert (run / "test_captions.jsonl").read_bytes() == captions  # untouched
+
+
+def test_a_resume_with_test_false_that_makes_a_new_best_drops_the_test_of_the_old_one(run):
+    """The run's test/* and test_captions.jsonl were measured on its best checkpoint; a resume
+    that trains on to a new best with test=false tests nothing: they no longer describe the run's
+    best and are not kept (capgen-compare --paired then says how to test it). The new best:
+    judged now by val/loss, the checkpoint callback keeps no best of it, so the first validation
+    makes one."""
+    before = json.loads((run / "summary.json").read_text())
+    args = resume_argv([f"resume={run}", "trainer.max_epochs=2", "test=false", "monitor=val/loss", "monitor_mode=min"])
+    train(_composed([a for a in args if not a.startswith("hydra.run.dir=")], run))
+    after = json.loads((run / "summary.json").read_text())
+    assert after["status"] == "completed" and after["best_checkpoint"] != before["best_checkpoint"]
+    assert (run / after["best_checkpoint"]).is_file() and "val/loss" in after["metrics"]
+    assert not any(k.startswith("test/") for k in after["metrics"]) and "test_decode" not in after
+    assert not (run / "test_captions.jsonl").exists()
+
+
+def _composed(args: list[str], run: Path):
+    """The train config of a resume's rewritten command line, writing into `run`."""
     from hydra import compose, initialize_config_dir
 
     from capgen.config import CONF_DIR
 
-    before = json.loads((run / "summary.json").read_text())["metrics"]
-    assert {"train/loss", "train/xent"} <= set(before)
-    if last == "damaged":
-        ckpt = run / "checkpoints" / "last.ckpt"
-        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    args = [a for a in resume_argv([f"resume={run}"]) if not a.startswith("hydra.run.dir=")]
-    assert any(a.startswith("ckpt_path=") for a in args) == (last == "damaged")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*args, f"paths.output_dir={run}"])
-    train(cfg)
-    after = json.loads((run / "summary.json").read_text())
-    assert after["status"] == "completed"
-    assert after["metrics"] == pytest.approx(before)
+        return compose("train", overrides=[*args, f"paths.output_dir={run}"])
 
 
 def _resume_stopped_by(run, monkeypatch, method: str, signum: int) -> tuple[int, dict]:

@@ -138,6 +138,32 @@ def test_a_run_without_per_image_scores_names_the_file_and_what_writes_it(tmp_pa
     assert "test=true" in message and len(message.strip().splitlines()) == 1  # one paragraph
 
 
+@pytest.mark.parametrize("ended", ["interrupted", "failed", "completed", "interrupted, test=false"])
+def test_a_run_without_per_image_scores_that_can_resume_is_told_the_resume_that_tests_it(tmp_path, ended):
+    """A run with a last.ckpt is continued by resume=, which tests its best checkpoint when the
+    training ends (a completed run's resume trains nothing more), not trained again; test=true
+    is added where the run's own config leaves the test out."""
+    status, _, test_false = ended.partition(", ")
+    summary = {"status": status, "signal": "SIGTERM", "resume": "capgen-train resume=/elsewhere", "traceback": "error.txt",
+               "error": "BadSampleError: image 3 is gone", "metrics": {"val/CIDEr": 0.3}}
+    run = make_run_folder(tmp_path / "s 2", ["model=lstm"], summary)
+    if test_false or status == "completed":
+        (run / ".hydra" / "config.yaml").write_text("seed: 42\ntest: false\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    other = make_run(tmp_path / "s1", ["model=attn"], {}, {1: (0.1, 0.5)})
+    with pytest.raises(ValueError) as err:
+        paired(str(other), str(run))
+    message = str(err.value)
+    assert f"{run / TEST_CAPTIONS} is missing" in message and "\n" not in message
+    resume = f"capgen-train resume='{run}'" + (" test=true" if test_false or status == "completed" else "")
+    assert {"interrupted": f"interrupted (SIGTERM) before its test. Continue it with {resume}: it tests its best",
+            "failed": f"traceback is in {run / 'error.txt'}). Fix the cause, then continue it with {resume}: it tests",
+            "completed": f"{resume} tests its best checkpoint and writes it (the run is complete: its resume trains "
+                         "nothing more)"}[status] in message
+    assert "Train it again" not in message
+
+
 def test_capgen_compare_paired_prints_both_sides_and_the_bootstrap(tmp_path, capsys):
     a = make_run(tmp_path / "a", ["model=attn"], {}, {i: (0.5, 1.0 + 0.1 * (i % 3)) for i in range(30)})
     b = make_run(tmp_path / "b", ["model=lstm"], {}, {i: (0.4, 0.8 + 0.1 * (i % 3)) for i in range(30)})
@@ -320,6 +346,37 @@ def test_a_moved_interrupted_run_is_continued_from_where_it_is_now(tmp_path):
     assert run.status == "interrupted" and run.metrics == {"val/CIDEr": 0.327}
     assert run.error == ("SIGTERM; best so far: checkpoints/epoch001-best0.327.ckpt; continue with "
                         f"capgen-train resume='{moved}'")
+
+
+def test_a_failed_run_with_a_best_epoch_is_a_row_with_its_scores_and_says_how_to_continue(tmp_path, monkeypatch):
+    """A run that failed after it validated (its data broke in a later epoch, say) recorded its
+    best checkpoint and scores as an interrupted run does: a row of its own, status failed, after
+    the completed runs; the line below names the checkpoint and the resume for once the cause is
+    fixed, then the error, which can be long: a cut at the table's width takes the error first."""
+    monkeypatch.chdir(tmp_path)  # the runs named as a user names them: capgen-compare outputs
+    error = "capgen.data.images.BadSampleError: image 17 (val): " + "cannot be read, the file is gone " * 6
+    done = {"status": "completed", "metrics": {"val/CIDEr": 0.2, "test/CIDEr": 0.19}, "best_checkpoint": "checkpoints/b.ckpt"}
+    make_run_folder(Path("outputs/int1"), ["model=lstm", "seed=1"], done)
+    failed = make_run_folder(Path("outputs/fail 2"), ["model=lstm", "seed=2"], {
+        "status": "failed", "error": error, "traceback": "error.txt",
+        "best_checkpoint": "checkpoints/epoch001-best0.313.ckpt", "metrics": {"val/CIDEr": 0.313, "train/loss": 2.5}})
+    (failed / "checkpoints").mkdir()
+    (failed / "checkpoints" / "last.ckpt").write_bytes(b"")
+    # failed at start: nothing recorded, its setting (a misspelt key) makes no column
+    make_run_folder(Path("outputs/typo"), ["model=lstm", "+model.decoder.hiden_dim=3"],
+                    {"status": "failed", "error": "ValueError: hiden_dim", "traceback": "error.txt"})
+
+    table = compare([Path("outputs")], ["val/CIDEr", "test/CIDEr"])
+    assert table.header == ["seed", "status", "val/CIDEr", "test/CIDEr", "run"]
+    # no seed group with the completed run, and after it: its scores are a best so far, not a result
+    assert table.rows == [["1", "completed", "0.2000", "0.1900", "int1"], ["2", "failed", "0.3130", "-", "fail 2"]]
+    assert table.notes == [f"fail 2: failed: best so far: checkpoints/epoch001-best0.313.ckpt; fix the cause, then "
+                           f"continue with capgen-train resume='outputs/fail 2'; error: {error}",
+                           "typo: failed: ValueError: hiden_dim"]
+    note = next(line for line in as_text(table, width=200).splitlines() if line.startswith("  fail 2:"))
+    assert len(note) == 200 and note.endswith("…") and "resume='outputs/fail 2'; error: capgen.data.images.Bad" in note
+    (failed / "checkpoints" / "last.ckpt").unlink()  # nothing to continue from: the checkpoint and the error
+    assert compare([Path("outputs")]).notes[0] == f"fail 2: failed: best so far: checkpoints/epoch001-best0.313.ckpt; error: {error}"
 
 
 def test_a_key_set_again_at_resume_is_one_column_with_its_value_now(tmp_path):

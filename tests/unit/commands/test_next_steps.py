@@ -36,8 +36,13 @@ def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
                          "data.root='~/pets'"])
     lines = what_next(failed)
     assert lines[0] == f"run folder: {failed} (failed; traceback in {failed / 'error.txt'})"
-    assert lines[1] == ("next: fix the cause and run again: capgen-train model=lstm 'data.source.sizes={train:8,val:4,test:4}' "
-                        "'ckpt_path=/runs/a b/last.ckpt' 'data.root=~/pets'")  # as typed: capgen-train quotes paths for Hydra itself
+    again = ("capgen-train model=lstm 'data.source.sizes={train:8,val:4,test:4}' 'ckpt_path=/runs/a b/last.ckpt' "
+             "'data.root=~/pets'")  # as typed: capgen-train quotes paths for Hydra itself
+    assert lines[1] == f"next: fix the cause and run again: {again}"
+    # Failed after its first epoch (its data broke, say): resume= keeps the epochs it trained.
+    (failed / "checkpoints").mkdir()
+    (failed / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert what_next(failed)[1] == f"next: fix the cause, then continue it: capgen-train resume={failed} (or start it again: {again})"
     stopped = _write_run(tmp_path / "stopped", {"status": "interrupted", "signal": "SIGTERM",
                                                 "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
     (stopped / "checkpoints").mkdir()
