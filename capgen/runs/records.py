@@ -141,14 +141,20 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def forget_test_captions(run: Path) -> None:
-    """Remove the run's test_captions.jsonl, the per-image test of a best checkpoint the run no
-    longer has (a resume with test=false made a new best): capgen-compare --paired would compare
-    it as this run's, and says, without it, how to test the run (_how_to_test)."""
+    """Move the run's test_captions.jsonl, the per-image test of a best checkpoint the run no
+    longer has (a resume with test=false made a new best), out of the way: capgen-compare
+    --paired would compare it as this run's, and says, without it, how to test the run
+    (_how_to_test). Kept beside the resume's copy of the run's earlier records
+    (.hydra/before-resume-<time>/, keep_before_resume), as nothing a run wrote is deleted."""
     path = run / TEST_CAPTIONS
-    if path.is_file():
-        path.unlink()
-        log.info("%s removed: it was the test of the run's earlier best checkpoint, which this resume replaced "
-                 "(test=false: the new one is not tested)", path)
+    if not path.is_file():
+        return
+    kept = sorted((run / ".hydra").glob("before-resume-*"))  # the newest last: named by the time
+    where = kept[-1] if kept else run / ".hydra"
+    where.mkdir(parents=True, exist_ok=True)
+    os.replace(path, where / TEST_CAPTIONS)
+    log.info("%s moved to %s: it was the test of the run's earlier best checkpoint, which this resume replaced "
+             "(test=false: the new one is not tested)", path, where)
 
 
 @contextmanager

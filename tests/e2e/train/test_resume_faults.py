@@ -177,6 +177,7 @@ def test_a_resume_with_test_false_that_makes_a_new_best_drops_the_test_of_the_ol
     judged now by val/loss, the checkpoint callback keeps no best of it, so the first validation
     makes one."""
     before = json.loads((run / "summary.json").read_text())
+    captions = (run / "test_captions.jsonl").read_bytes()
     args = resume_argv([f"resume={run}", "trainer.max_epochs=2", "test=false", "monitor=val/loss", "monitor_mode=min"])
     train(_composed([a for a in args if not a.startswith("hydra.run.dir=")], run))
     after = json.loads((run / "summary.json").read_text())
@@ -184,6 +185,8 @@ def test_a_resume_with_test_false_that_makes_a_new_best_drops_the_test_of_the_ol
     assert (run / after["best_checkpoint"]).is_file() and "val/loss" in after["metrics"]
     assert not any(k.startswith("test/") for k in after["metrics"]) and "test_decode" not in after
     assert not (run / "test_captions.jsonl").exists()
+    [kept] = (run / ".hydra").glob("before-resume-*/test_captions.jsonl")  # moved aside, not deleted
+    assert kept.read_bytes() == captions
 
 
 def _composed(args: list[str], run: Path):
