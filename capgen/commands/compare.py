@@ -314,8 +314,23 @@ def as_text(table: Table, width: int = WIDTH) -> str:
         lines.append("  ".join(abbreviate(cell, w).ljust(w) for cell, w in zip(row, widths)).rstrip())
     if table.notes:
         lines.append("runs that did not complete:")
-        lines.extend(abbreviate("  " + note, width) for note in table.notes)
+        lines.extend(_note_line(note, width) for note in table.notes)
     return "\n".join(lines)
+
+
+def _note_line(note: str, width: int) -> str:
+    """A note below the table, cut to `width` but never before the end of the command it gives
+    (`capgen-train resume=<run>`, to be copied whole): only what follows it, a failed run's
+    error, is cut then, to at least 20 characters."""
+    line = "  " + note
+    command = line.rfind("capgen-train resume=")
+    if command < 0:
+        return abbreviate(line, width)
+    end = line.find("; ", command)
+    if end < 0:  # the command ends the note: kept whole, the line as long as it needs
+        return line
+    end += 2
+    return line[:end] + abbreviate(line[end:], max(width - end, 20))
 
 
 def _shared_start(values: list[str]) -> int:

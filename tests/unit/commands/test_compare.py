@@ -346,6 +346,11 @@ def test_a_moved_interrupted_run_is_continued_from_where_it_is_now(tmp_path):
     assert run.status == "interrupted" and run.metrics == {"val/CIDEr": 0.327}
     assert run.error == ("SIGTERM; best so far: checkpoints/epoch001-best0.327.ckpt; continue with "
                         f"capgen-train resume='{moved}'")
+    # Below the table, the command stays whole even where the line is longer than the table's width.
+    from capgen.commands.compare import as_text, compare
+
+    lines = as_text(compare([moved]), width=60).splitlines()
+    assert lines[lines.index("runs that did not complete:") + 1].endswith(f"capgen-train resume='{moved}'")
 
 
 def test_a_failed_run_with_a_best_epoch_is_a_row_with_its_scores_and_says_how_to_continue(tmp_path, monkeypatch):
@@ -375,6 +380,9 @@ def test_a_failed_run_with_a_best_epoch_is_a_row_with_its_scores_and_says_how_to
                            "typo: failed: ValueError: hiden_dim"]
     note = next(line for line in as_text(table, width=200).splitlines() if line.startswith("  fail 2:"))
     assert len(note) == 200 and note.endswith("…") and "resume='outputs/fail 2'; error: capgen.data.images.Bad" in note
+    # At the default width the command is still whole (the line longer than the table): what follows is cut to 20 characters.
+    note = next(line for line in as_text(table).splitlines() if line.startswith("  fail 2:"))
+    assert note.endswith("resume='outputs/fail 2'; error: capgen.data.…")
     (failed / "checkpoints" / "last.ckpt").unlink()  # nothing to continue from: the checkpoint and the error
     assert compare([Path("outputs")]).notes[0] == f"fail 2: failed: best so far: checkpoints/epoch001-best0.313.ckpt; error: {error}"
 
