@@ -48,7 +48,8 @@ from pathlib import Path
 
 from ..metrics.significance import PairedDifference, paired_bootstrap
 from ..runs.folders import find_runs, run_overrides
-from ..runs.records import UnreadableRecord, read_summary, read_test_captions
+from ..runs.records import UnreadableRecord, read_summary
+from ..runs.tested import read_test_captions
 
 DEFAULT_METRICS = ("val/CIDEr", "val/BLEU-4", "test/CIDEr", "test/BLEU-4")
 

@@ -37,16 +37,9 @@ from ...runs import provenance
 from ...runs.folders import training_image_size
 from ...runs.init_from import check_coverage, init_checkpoint, load_network
 from ...runs.lock import run_lock
-from ...runs.records import (
-    EarlierTest,
-    earlier_train_metrics,
-    forget_test_captions,
-    measured_on_stop,
-    run_recording_failure,
-    write_summary,
-    write_test_captions,
-)
+from ...runs.records import earlier_train_metrics, measured_on_stop, run_recording_failure, write_summary
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
+from ...runs.tested import EarlierTest, forget_test_captions, write_test_captions
 from ..failure import one_paragraph_on_failure
 from .consistency import check_consistency
 from .features import run_encoder_weights

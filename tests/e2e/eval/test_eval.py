@@ -23,7 +23,7 @@ from capgen.data.shapes import ShapesSource
 from capgen.lightning.inference import load_module
 from capgen.metrics.captions import score_captions
 from capgen.models.search import DecodeSettings
-from capgen.runs.records import TEST_CAPTIONS
+from capgen.runs.tested import TEST_CAPTIONS
 from capgen.tokenizer import tokenize
 
 from helpers import procs

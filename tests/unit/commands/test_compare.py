@@ -15,10 +15,7 @@ from capgen.cli.compare import main
 from capgen.commands.compare import as_markdown, as_text, compare, paired
 from capgen.metrics.significance import paired_bootstrap
 from capgen.runs.folders import find_runs
-from capgen.runs.records import (
-    TEST_CAPTIONS,
-    write_test_captions,
-)
+from capgen.runs.tested import TEST_CAPTIONS, write_test_captions
 
 from helpers.runs import half_written, make_run_folder
 
