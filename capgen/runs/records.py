@@ -263,11 +263,12 @@ def _record_interruption(run: Path, name: str, signum: int, saved: bool, so_far:
         log.warning("%s: the run stopped before its first checkpoint was written; run it again to train it", name)
         return
     where = "at the end of the step it was in" if saved else "earlier (the stop came outside a training step)"
-    summary = {"status": "interrupted", "signal": name, "checkpoint": "checkpoints/last.ckpt",
-               "resume": f"capgen-train resume={run}", **(so_far or {})}
+    # Quoted for the shell: a sweep job's folder holds its overrides ({...}, commas, spaces).
+    resume = f"capgen-train resume={shlex.quote(str(run))}"
+    summary = {"status": "interrupted", "signal": name, "checkpoint": "checkpoints/last.ckpt", "resume": resume,
+               **(so_far or {})}
     _write_json(run / SUMMARY, summary)
-    log.warning("%s: the run stopped; its last.ckpt was written %s. Continue it with: capgen-train resume=%s",
-                name, where, run)
+    log.warning("%s: the run stopped; its last.ckpt was written %s. Continue it with: %s", name, where, resume)
 
 
 def read_summary(run: Path) -> dict | None:

@@ -36,11 +36,14 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
         if "checkpoint" in summary and summary["checkpoint"] is None:  # stopped before its first one
             lines.append(f"next: it stopped before its first checkpoint; run it again: {_again(run)}")
         else:
-            lines.append(f"next: continue it where it stopped: {summary.get('resume') or f'capgen-train resume={folder}'}")
+            # The folder as it is now, quoted (a summary written before the quoting has it bare).
+            lines.append(f"next: continue it where it stopped: capgen-train resume={folder}")
         return lines
     best = summary.get("best_checkpoint")
     metrics = summary.get("metrics", {})
-    watch = f"  tensorboard --logdir {folder}    # then open its #custom_scalars page: scores and losses first"
+    # Only where the run logged to TensorBoard (logger=[] or [csv] write no tb/: conf/logger/tensorboard.yaml).
+    watch = ([f"  tensorboard --logdir {folder}    # then open its #custom_scalars page: scores and losses first"]
+             if (run / "tb").is_dir() else [])
     if best:
         score = f" ({monitor} {metrics[monitor]:.3f})" if monitor in metrics else ""
         test = f", test/CIDEr {metrics['test/CIDEr']:.3f}" if "test/CIDEr" in metrics else ""
@@ -52,10 +55,10 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
         run_or_ckpt = f"ckpt_path={checkpoint}"
     else:  # e.g. trainer.fast_dev_run, or trainer.enable_checkpointing=false
         why = " (trainer.fast_dev_run writes none)" if fast_dev_run else ""
-        return [*lines, f"no checkpoint was written{why}", "next:", watch]
+        return [*lines, f"no checkpoint was written{why}", *(["next:", *watch] if watch else [])]
     lines += [
         "next:",
-        watch,
+        *watch,
         f"  capgen-eval {run_or_ckpt}    # the checkpoint on the test split",
         f"  capgen-caption ckpt_path={checkpoint} images=<a folder of your photos>",
         f"  capgen-demo {run_or_ckpt}    # a local web page (pip install -e \".[demo]\")",

@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 
-def _write_run(run: Path, summary: dict, overrides: list[str]) -> Path:
+def _write_run(run: Path, summary: dict, overrides: list[str], tensorboard: bool = True) -> Path:
     (run / ".hydra").mkdir(parents=True)
+    if tensorboard:  # its logger wrote events (conf/logger/tensorboard.yaml)
+        (run / "tb").mkdir()
     (run / ".hydra" / "config.yaml").write_text("seed: 42\n")
     (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     (run / "summary.json").write_text(json.dumps(summary))
@@ -26,6 +28,10 @@ def test_the_end_of_a_completed_run_names_its_best_checkpoint_and_the_next_comma
                     f"capgen-caption ckpt_path={run}/checkpoints/epoch003-best2.500.ckpt images=", f"capgen-demo run={run}"):
         assert command in text
     assert len(lines) <= 8  # a few lines
+    # Without TensorBoard events (logger=[] or [csv]), no command that shows none.
+    quiet = _write_run(tmp_path / "quiet", {"status": "completed", "best_checkpoint": "checkpoints/b.ckpt", "metrics": {}},
+                       ["logger=[csv]"], tensorboard=False)
+    assert "tensorboard" not in "\n".join(what_next(quiet)) and f"capgen-eval run={quiet}" in "\n".join(what_next(quiet))
 
 
 def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
@@ -43,12 +49,14 @@ def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
     (failed / "checkpoints").mkdir()
     (failed / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert what_next(failed)[1] == f"next: fix the cause, then continue it: capgen-train resume={failed} (or start it again: {again})"
-    stopped = _write_run(tmp_path / "stopped", {"status": "interrupted", "signal": "SIGTERM",
-                                                "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
+    # A sweep job's folder, named by its overrides: the command is quoted for the shell (bare,
+    # bash would expand the braces into three arguments), also where the summary has it bare.
+    stopped = _write_run(tmp_path / "0_data.source.sizes={train:8,val:4},seed=1", {
+        "status": "interrupted", "signal": "SIGTERM", "resume": f"capgen-train resume={tmp_path / 'stopped'}"}, [])
     (stopped / "checkpoints").mkdir()
     (stopped / "checkpoints" / "epoch002-best1.250.ckpt").write_bytes(b"")
     assert what_next(stopped)[1:] == ["best checkpoint so far: checkpoints/epoch002-best1.250.ckpt",
-                                      f"next: continue it where it stopped: capgen-train resume={stopped}"]
+                                      f"next: continue it where it stopped: capgen-train resume='{stopped}'"]
     early = _write_run(tmp_path / "early", {"status": "interrupted", "signal": "SIGINT", "checkpoint": None}, ["model=lstm"])
     assert what_next(early)[1:] == ["next: it stopped before its first checkpoint; run it again: capgen-train model=lstm"]
     unfinished = tmp_path / "unfinished"
@@ -63,6 +71,8 @@ def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_wor
     assert what_next(quick, fast_dev_run=True)[1:] == [
         "no checkpoint was written (trainer.fast_dev_run writes none)", "next:",
         f"  tensorboard --logdir {quick}    # then open its #custom_scalars page: scores and losses first"]
+    (quick / "tb").rmdir()  # logger=[]: nothing to run next
+    assert what_next(quick, fast_dev_run=True)[1:] == ["no checkpoint was written (trainer.fast_dev_run writes none)"]
     assert what_next(quick)[1] == "no checkpoint was written"  # not blamed on a fast_dev_run that was not set
     (quick / "checkpoints").mkdir()
     (quick / "checkpoints" / "last.ckpt").write_bytes(b"")

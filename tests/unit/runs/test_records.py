@@ -159,7 +159,7 @@ def _ctrl_c_outside_lightning(cfg):
 def test_a_ctrl_c_is_recorded_as_an_interruption_with_the_shells_exit_code(tmp_path, ctrl_c):
     """Ctrl-C ends a run as SIGTERM does: summary.json says interrupted (and how to go on), exit
     status 130 (128 + SIGINT); with a last.ckpt the resume command, without one no resume."""
-    run = make_run_folder(tmp_path / "run", ["model=attn"])
+    run = make_run_folder(tmp_path / "0_model=attn,data.source.sizes={train:8}", ["model=attn"])  # a sweep job's
     cfg = OmegaConf.create({"paths": {"output_dir": str(run)}})
     with pytest.raises(SystemExit) as ended:
         run_recording_failure(ctrl_c, cfg)
@@ -171,7 +171,7 @@ def test_a_ctrl_c_is_recorded_as_an_interruption_with_the_shells_exit_code(tmp_p
         run_recording_failure(ctrl_c, cfg)
     assert ended.value.code == 130
     assert read_summary(run) == {"status": "interrupted", "signal": "SIGINT", "checkpoint": "checkpoints/last.ckpt",
-                                 "resume": f"capgen-train resume={run}"}
+                                 "resume": f"capgen-train resume='{run}'"}  # quoted for the shell
 
 
 def test_an_ordinary_exit_is_not_taken_for_an_interruption(tmp_path):
