@@ -53,7 +53,8 @@ from .text import check_image_id, read_utf8
 
 FORMATS = (".jsonl", ".csv", ".json")
 _HOW_TO_GET = "see the README's 'Your own data' (data=custom)"
-_FRACTIONS_EXAMPLE = "data.source.split_fractions={train:0.8,val:0.1,test:0.1}"
+# Quoted as a shell needs it: bare, bash expands the braces into three arguments.
+_FRACTIONS_EXAMPLE = "data.source.split_fractions='{train:0.8,val:0.1,test:0.1}'"
 log = logging.getLogger(__name__)
 
 

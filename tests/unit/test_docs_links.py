@@ -91,3 +91,49 @@ def test_a_broken_link_or_anchor_is_found(tmp_path, monkeypatch):
     page.write_text("[ok](a.md#part-two) [ok](a.md#part-two-1) [ok](#b) [web](https://x.org/y) `[code](gone.md)`\n"
                     "# B\n[bad](a.md#not-a-heading) [bad](gone.md) [bad](a.md#part-two-2)\n")
     assert [b.split(":")[0] for b in broken_links(page)] == ["a.md#not-a-heading", "gone.md", "a.md#part-two-2"]
+
+
+BASH_BLOCK = re.compile(r"^ {0,3}```(?:bash|sh|shell)\n(.*?)^ {0,3}```", re.M | re.S)
+
+
+def brace_expanded(line: str) -> list[str]:
+    """The words of a shell command line that bash would brace-expand into several arguments:
+    an unquoted `{...,...}` (`data.source.sizes={train:8,val:4}` becomes three arguments);
+    quoted, or with `\\` before it, it is one argument. Comments are left out."""
+    found, quote, word, depth, comma = [], None, "", 0, False
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            break
+        elif ch == "{" and not word.endswith("\\"):
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0 and comma:
+                found.append(word + ch)
+            comma = comma and depth > 0
+        elif ch == "," and depth:
+            comma = True
+        if ch.isspace() and not quote and not depth:
+            word = ""
+        else:
+            word += ch
+    return found
+
+
+def test_the_docs_commands_pass_their_overrides_whole_through_the_shell():
+    """A command copied from README.md or docs/ into bash gives each override as one argument:
+    an unquoted dict value (`key={a:1,b:2}`) would be brace-expanded into several."""
+    bad = [f"{path.relative_to(REPO)}: {line.strip()}" for path in markdown_files()
+           for block in BASH_BLOCK.findall(path.read_text(encoding="utf-8")) for line in block.splitlines()
+           if brace_expanded(line)]
+    assert bad == []
+
+
+def test_a_brace_expansion_is_found():
+    assert brace_expanded("capgen-train data.source.sizes={train:8,val:4} seed=1") == ["data.source.sizes={train:8,val:4}"]
+    assert brace_expanded("capgen-train 'data.source.sizes={train:8,val:4}' x=\"{a,b}\" y=\\{a,b\\} # z={a,b}") == []
+    assert brace_expanded("capgen-train -m seed=1,2 data.source.sizes={train:8}") == []  # no comma inside: one word

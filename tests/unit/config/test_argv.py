@@ -263,6 +263,29 @@ def test_a_data_path_with_a_tilde_or_a_comma_reaches_the_config_as_typed(command
     assert OmegaConf.select(compose_command(command, *args), setting) == "~/my pets,2"
 
 
+def test_the_readmes_own_data_command_reads_the_data_it_describes(tmp_path, monkeypatch):
+    """README's "Your own data" command, copied as a shell splits it, on the layout it describes:
+    images in data.root and a captions.jsonl without a split column."""
+    import json
+    import shlex
+
+    from capgen.config.command_line import command_line
+    from capgen.instantiate import instantiate
+
+    from helpers.fixtures_real import write_jpeg
+    from helpers.paths import REPO
+
+    line = next(x for x in (REPO / "README.md").read_text().splitlines() if x.startswith("capgen-train data=custom"))
+    args = [f"data.root={tmp_path}" if a.startswith("data.root=") else a for a in shlex.split(line)[1:]]
+    rows = [{"file": write_jpeg(tmp_path / f"pet{k}.jpg", seed=k).name, "caption": f"a pet number {k}"} for k in range(20)]
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("CAPGEN_LAUNCH_TIME", "0")  # restored after the test: command_line("train") sets it
+    cfg = compose_command("train", *command_line("train", args))
+    data = instantiate(cfg.data)
+    sizes = {split: len(data.source_factory(split=split)) for split in ("train", "val", "test")}
+    assert sizes == {"train": 16, "val": 2, "test": 2}  # drawn by the fractions the command gives
+
+
 @pytest.mark.parametrize("command, args", [("eval", ["ckpt_path=x.ckpt"]), ("caption", ["ckpt_path=x.ckpt", "images=x.jpg"])])
 @pytest.mark.parametrize("config_name, says", [("train", "a capgen-train run"), ("eval", "capgen-eval wrote it")])
 def test_eval_and_caption_refuse_a_folder_holding_a_run_before_hydra_writes(tmp_path, command, args, config_name, says):

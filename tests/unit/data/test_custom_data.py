@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import pickle
+import shlex
 
 import numpy as np
 import pytest
@@ -182,8 +183,10 @@ def test_a_captions_file_that_cannot_be_read_names_the_line_and_the_fix(tmp_path
 
 def test_split_settings_that_do_not_fit_the_file_name_the_setting_and_the_fix(tmp_path):
     make_custom(tmp_path / "nosplit", "jsonl", with_split=False)
-    with pytest.raises(ValueError, match=r"has no split column.*data\.source\.split_fractions=\{train:0\.8"):
+    with pytest.raises(ValueError, match=r"has no split column.*data\.source\.split_fractions='\{train:0\.8") as err:
         CustomSource(tmp_path / "nosplit", "train", image_dir="images")
+    # The example is one argument when pasted into a shell (bare, bash expands its braces into three).
+    assert shlex.split(str(err.value).rpartition(" with ")[2]) == ["data.source.split_fractions={train:0.8,val:0.1,test:0.1}"]
     make_custom(tmp_path / "split", "csv")
     with pytest.raises(ValueError, match="gives each image its split .* and data.source.split_fractions is set too"):
         CustomSource(tmp_path / "split", "train", captions="captions.csv", image_dir="images", split_fractions=FRACTIONS)
