@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from ..atomic import write_atomically
-from ..runs.records import RunFailed, one_paragraph
+from ..runs.records import RunFailed, RunStopped, one_paragraph
 
 
 @contextmanager
@@ -41,6 +41,8 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
     lightning_log.addFilter(_without_interrupt_line)
     try:
         yield
+    except RunStopped:  # capgen-train's run recorded its stop and said how to continue it
+        raise
     except (KeyboardInterrupt, SystemExit) as e:
         # Lightning ends a Ctrl-C inside trainer.test with sys.exit(1), raised while handling it.
         ctrl_c = isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)

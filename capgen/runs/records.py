@@ -52,6 +52,15 @@ class RunFailed(RuntimeError):
     """A run raised; its traceback is in the file named in the message."""
 
 
+class RunStopped(SystemExit):
+    """A run stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C) and recorded it: its summary.json
+    says how to continue it. The exit status is the shell's for "ended by signal n", 128 + n."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
 class UnreadableRecord(ValueError):
     """A run's record (summary.json, .hydra/overrides.yaml) cannot be read; the message names it."""
 
@@ -146,10 +155,10 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
             _measured_on_stop.pop(run.absolute(), None)
             raise
         _record_interruption(run, *interrupted, _so_far(run))
-        raise SystemExit(128 + interrupted[1]) from None  # the shell's code for "ended by signal n"
+        raise RunStopped(interrupted[1]) from None
     except KeyboardInterrupt:  # a Ctrl-C outside Lightning's fit and test: while the data loads, say
         _record_interruption(run, "SIGINT", 2, False, _so_far(run))
-        raise SystemExit(128 + 2) from None
+        raise RunStopped(2) from None
     except Exception as e:
         # Imported here: capgen-compare reads run folders and should not wait for Lightning.
         from lightning.fabric.utilities.rank_zero import rank_zero_only

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -37,7 +40,7 @@ from ...runs import provenance
 from ...runs.folders import training_image_size
 from ...runs.init_from import check_coverage, init_checkpoint, load_network
 from ...runs.lock import run_lock
-from ...runs.records import earlier_train_metrics, measured_on_stop, run_recording_failure, write_summary
+from ...runs.records import RunStopped, earlier_train_metrics, measured_on_stop, run_recording_failure, write_summary
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
 from ...runs.tested import EarlierTest, forget_test_captions, write_test_captions
 from ..failure import one_paragraph_on_failure
@@ -56,13 +59,21 @@ def run(cfg: DictConfig) -> float | None:
     if rank_zero_only.rank == 0:
         for warning in said_before_logging():  # now into the run's train.log too
             log.warning(warning)
+    stopped_sweep = None  # the signal that stopped a sweep's job, which stops the sweep
     try:
         with run_lock(Path(cfg.paths.output_dir)) if rank_zero_only.rank == 0 else nullcontext():
             with one_paragraph_on_failure("capgen-train"):
                 metrics = run_recording_failure(train, cfg)
+    except RunStopped as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            stopped_sweep = "Ctrl-C" if e.signum == signal.SIGINT else signal.Signals(e.signum).name
+        raise
     finally:  # completed, failed or interrupted: where the run is and what to run next
         if rank_zero_only.rank == 0:
             log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor, bool(cfg.trainer.get("fast_dev_run")))))
+            if stopped_sweep:  # the job's lines say how to continue it; nothing else says the sweep ended
+                print(f"capgen-train: interrupted ({stopped_sweep}); the sweep stops here, its later jobs not started.",
+                      file=sys.stderr, flush=True)
     return metrics.get(cfg.monitor)
 
 

@@ -98,3 +98,26 @@ def test_a_ctrl_c_outside_the_job_ends_in_one_line_and_status_130(capsys, monkey
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(KeyboardInterrupt), one_line_on_ctrl_c("capgen-train"):
         raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("hydra_mode", [RunMode.RUN, RunMode.MULTIRUN], indirect=True)
+def test_a_training_stopped_by_ctrl_c_says_so_once_and_in_a_sweep_that_the_sweep_stops(hydra_mode, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """capgen-train's run records its stop and says how to continue it (capgen.runs.records), so
+    the command adds no line of its own; in a sweep it adds that the later jobs were not started.
+    A Ctrl-C outside Lightning (while the data loads): the interruption's own exit, RunStopped."""
+    from capgen.commands.train import fit
+    from capgen.runs.records import RunStopped, read_summary
+
+    def ctrl_c_while_the_data_loads(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(fit, "train", ctrl_c_while_the_data_loads)
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "monitor": "val/CIDEr", "trainer": {}})
+    with pytest.raises(RunStopped) as ended:
+        fit.run(cfg)
+    assert ended.value.code == 130 and read_summary(tmp_path)["status"] == "interrupted"
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("capgen-train:")]
+    assert lines == (["capgen-train: interrupted (Ctrl-C); the sweep stops here, its later jobs not started."]
+                     if hydra_mode == RunMode.MULTIRUN else [])
