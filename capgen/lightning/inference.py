@@ -17,6 +17,7 @@ not a capgen checkpoint is named as `ckpt_path[i]=<file>` (i counting from 0). A
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,10 +71,13 @@ def check_distinct(paths: Sequence[str], setting: str = "ckpt_path") -> None:
         if key in seen:
             j = seen[key]
             same = "" if str(paths[j]) == str(path) else f" (the same file as {setting}[{j}]={paths[j]})"
+            # Each file once, by the first path naming it; no spaces, so that the list is one shell word.
+            once = {Path(p).expanduser().resolve(): str(p) for p in reversed(paths)}
+            kept = ",".join(once[k] for k in dict.fromkeys(Path(p).expanduser().resolve() for p in paths))
             raise ValueError(
                 f"{setting}[{i}]={path}{same}: this checkpoint is in the ensemble already as {setting}[{j}]; members are "
                 f"averaged with equal weights, so a repeated one would count double. Give each checkpoint once: "
-                f"{setting}=[{', '.join(dict.fromkeys(map(str, paths)))}]"
+                f"{shlex.quote(f'{setting}=[{kept}]')}"
             )
         seen[key] = i
 

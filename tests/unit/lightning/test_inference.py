@@ -64,8 +64,10 @@ def test_a_checkpoint_given_twice_is_refused_also_by_another_path(ckpts, tmp_pat
     link = tmp_path / "link.ckpt"
     link.symlink_to(ckpts[1])
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"\(the same file as ckpt_path\[0\]=attn.ckpt\)"):
-        load_checkpoints(["attn.ckpt", str(link)])
+    with pytest.raises(ValueError, match=r"\(the same file as ckpt_path\[0\]=attn.ckpt\)") as e:
+        load_checkpoints(["attn.ckpt", str(link), "lstm.ckpt"])
+    # The list it suggests names each file once, and stays one argument in a shell.
+    assert str(e.value).endswith(" Give each checkpoint once: 'ckpt_path=[attn.ckpt,lstm.ckpt]'")
 
 
 def test_a_missing_or_unreadable_member_is_named_by_its_place(ckpts, tmp_path):
