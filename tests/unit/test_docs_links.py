@@ -137,3 +137,18 @@ def test_a_brace_expansion_is_found():
     assert brace_expanded("capgen-train data.source.sizes={train:8,val:4} seed=1") == ["data.source.sizes={train:8,val:4}"]
     assert brace_expanded("capgen-train 'data.source.sizes={train:8,val:4}' x=\"{a,b}\" y=\\{a,b\\} # z={a,b}") == []
     assert brace_expanded("capgen-train -m seed=1,2 data.source.sizes={train:8}") == []  # no comma inside: one word
+
+
+def test_the_readmes_config_table_lists_every_choice_of_each_group():
+    """Each row of README's Configuration table whose group is a folder of conf/ names every
+    config file in it (the ones whose names start with _ are shared parts, not choices)."""
+    missing = {}
+    for group, choices in re.findall(r"^\| `([\w/]+)` \| (.*?) \|", (REPO / "README.md").read_text(encoding="utf-8"), re.M):
+        folder = REPO / "conf" / group
+        if folder.is_dir():
+            named = set(re.findall(r"`([\w-]+)`", choices))
+            files = {p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")}
+            if files - named:
+                missing[group] = sorted(files - named)
+    assert missing == {}
+    assert len(re.findall(r"^\| `model` \|", (REPO / "README.md").read_text(encoding="utf-8"), re.M)) == 1  # the table was read
