@@ -27,6 +27,7 @@ or one made by another encoder config or other weights than the model's (`encode
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
@@ -271,6 +272,31 @@ class Scenes:
         return self.source.scene(self.index[image_id])
 
 
+def _check_shared_settings(source: Callable[..., object], shared: dict) -> None:
+    """A ValueError, in one paragraph, for data.root or data.on_bad_sample given to a data set
+    that has no use for it (the built-in shapes, drawn in memory; coco.pt, one file of decoded
+    pixels named by data.source.path), instead of the constructor's TypeError."""
+    target = source.func if isinstance(source, functools.partial) else source
+    try:
+        takes = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # no signature to read: the constructor says it itself
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):
+        return
+    path = (source.keywords if isinstance(source, functools.partial) else {}).get("path")
+    name = getattr(target, "__name__", str(target))
+    for key in shared:
+        if key in takes:
+            continue
+        if path is None:
+            why = "is drawn in memory: nothing is read from disk"
+        elif key == "root":
+            why = f"reads one file, data.source.path (now {path}): to read another, give data.source.path=<folder>/coco.pt"
+        else:
+            why = f"holds decoded pixels in data.source.path ({path}): no image file can fail to read"
+        raise ValueError(f"data.{key}={shared[key]}: this data set ({name}) {why}; leave data.{key} out")
+
+
 class CaptionDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -308,6 +334,7 @@ class CaptionDataModule(L.LightningDataModule):
                 "data.use_features=true needs data.cache_dir: the folder capgen-prepare features=true wrote"
             )
         shared = {k: v for k, v in (("root", root), ("on_bad_sample", on_bad_sample)) if v is not None}
+        _check_shared_settings(source, shared)
         # Bound into the partial (not passed at call time) so cache descriptions include them.
         source = functools.partial(source, **shared) if shared else source
         self.source_factory = source

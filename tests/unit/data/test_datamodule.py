@@ -131,6 +131,24 @@ def test_train_captions_per_image_must_be_a_whole_number_of_at_least_1():
         _dm(train_captions_per_image=0)
 
 
+@pytest.mark.parametrize("data, setting", [("shapes", {"root": "/tmp"}), ("coco_pt", {"root": "/data"}),
+                                           ("coco_pt", {"on_bad_sample": "skip"})])
+def test_a_shared_data_setting_a_data_set_has_no_use_for_is_refused_naming_it(data, setting):
+    """data.root or data.on_bad_sample on the built-in shapes or coco.pt (one file named by
+    data.source.path): one paragraph saying what the data set reads, not the source's TypeError."""
+    import functools
+
+    from capgen.data.coco_pt import CocoPtSource
+    from capgen.data.shapes import ShapesSource
+
+    source = (functools.partial(ShapesSource, sizes={"train": 4}) if data == "shapes"
+              else functools.partial(CocoPtSource, path="/data/coco.pt"))
+    (key, value), = setting.items()
+    with pytest.raises(ValueError, match=rf"^data\.{key}={value}: this data set .* leave data\.{key} out$") as err:
+        CaptionDataModule(source, **setting)
+    assert ("data.source.path" in str(err.value)) == (data == "coco_pt")
+
+
 def test_sampler_shards_disjointly_across_ranks_with_padding():
     src = TinySource("train", n=7)
     dm = CaptionDataModule(source=lambda split: src)
