@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def check_resume(run: Path, own: list[str], given: list[str],
     cfg.paths.output_dir = str(run)  # Hydra's ${hydra:runtime.output_dir}, which is not set before Hydra starts
     plain = f"capgen-train resume={run}"
     _check_values(run, cfg, plain, check_values)
-    _check_working_directory(run, cfg, own_cfg, plain)
+    check_working_directory(run, cfg, own_cfg, f"resume={run}", plain)
     changes = restored_settings_changes(own_cfg.model.module, cfg.model.module, str(run))
     if changes:
         raise ValueError(f"resume={run}: {changes} Nothing in the run folder was changed. Resume with the run's own "
@@ -143,12 +144,14 @@ def _check_values(run: Path, cfg: DictConfig, plain: str, check_values: Callable
 CWD_PATHS = ("data.root", "data.cache_dir", "data.source.path")
 
 
-def _check_working_directory(run: Path, cfg: DictConfig, own_cfg: DictConfig, plain: str) -> None:
-    """Refuses a resume from another working directory than the run's when a data path of the
-    run's own settings (`own_cfg`; not one given now) is relative: it would name other files
-    there (or none). Refused rather than resolved against the run's directory: which settings
-    are paths, and relative to what, is each data source's business (a key missed here would
-    still be read from the new directory), and a refusal cannot train on the wrong data."""
+def check_working_directory(run: Path, cfg: DictConfig, own_cfg: DictConfig, setting: str, plain: str) -> None:
+    """Refuses to read a run's data from another working directory than the run's when a data
+    path of the run's own settings (`own_cfg`; not one given now, in `cfg`) is relative: it
+    would name other files there (or none). `setting` names what points at the run
+    (`resume=<run>`, `run=<run>`), `plain` the command that works from the run's directory.
+    Refused rather than resolved against the run's directory: which settings are paths, and
+    relative to what, is each data source's business (a key missed here would still be read
+    from the new directory), and a refusal cannot train on, or score, the wrong data."""
     hydra_yaml = run / ".hydra" / "hydra.yaml"
     started_in = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd") if hydra_yaml.is_file() else None
     if started_in is None or Path(started_in) == Path.cwd():
@@ -159,10 +162,10 @@ def _check_working_directory(run: Path, cfg: DictConfig, own_cfg: DictConfig, pl
     if relative:
         key, value = next(iter(relative.items()))
         raise ValueError(
-            f"resume={run}: the run was started in {started_in}, and its {', '.join(f'{k}={v}' for k, v in relative.items())} "
+            f"{setting}: the run was started in {started_in}, and its {', '.join(f'{k}={v}' for k, v in relative.items())} "
             f"is relative to the working directory, so from {Path.cwd()} it would read other files, or none. Nothing in "
-            f"the run folder was changed. Resume from the run's working directory (cd {started_in} && {plain}), or give "
-            f"the path in full ({plain} {key}={Path(started_in) / value})."
+            f"the run folder was changed. Run it from the run's working directory (cd {shlex.quote(started_in)} && {plain}), "
+            f"or give the path in full ({plain} {shlex.quote(f'{key}={Path(started_in) / value}')})."
         )
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 from pathlib import Path
 
 import hydra
@@ -54,12 +55,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ...atomic import write_atomically
 from ...config.checks import check_numbers
 from ...config.decode_group import command_settings
+from ...config.resume_argv import check_working_directory
 from ...lightning.callbacks import FollowFreeCores
 from ...lightning.hardware import encoder_settings
 from ...lightning.inference import checkpoint_list, load_checkpoints, resolve_device
 from ...metrics import default_metrics
 from ...models.search import DecodeSettings
-from ...runs.folders import best_checkpoint, run_config, run_data_choice, takes_image_size
+from ...runs.folders import best_checkpoint, run_config, run_data_choice, run_of_checkpoint, takes_image_size
 from ..failure import one_paragraph_on_failure
 from .features import checkpoint_encoder_weights
 from .statistics import corpus_statistics, diversity
@@ -178,6 +180,11 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     run_cfg = run_config(ckpt_path)
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None,
                                 module.trained_on.image_size if module.trained_on else None)
+    if run_cfg is not None:  # a relative data path of the run's, read from another directory: other files
+        run = run_of_checkpoint(ckpt_path)
+        given = f"run={cfg.run}" if cfg.get("run") else f"ckpt_path={ckpt_path}"
+        check_working_directory(run, OmegaConf.create({"data": data_cfg}), run_cfg, given,
+                                f"capgen-eval {shlex.quote(given)}")
     if ensemble and data_cfg.get("use_features"):
         log.info("data.use_features=false: an ensemble encodes the images with each member's own encoder, so it "
                  "reads images (a cached split's image cache, else the raw source), not one encoder's features")

@@ -177,6 +177,32 @@ def test_eval_refuses_a_data_key_the_runs_config_does_not_have(tiny_run, tmp_pat
         run_eval(tmp_path / "out", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "data.cache_dir=/x")
 
 
+def test_eval_refuses_a_runs_relative_data_path_from_another_working_directory(tiny_run, tmp_path, monkeypatch):
+    """The run's data.root=pets, saved as typed, names another folder (or none) from elsewhere:
+    refused, with the two commands that work, as resume= is (tests/e2e/train/test_resume_faults.py)."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes((tiny_run / "checkpoints" / "last.ckpt").read_bytes())
+    started_in = tmp_path / "started_in"
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(started_in), "choices": {"data": "shapes"}}}}),
+                   run / ".hydra" / "hydra.yaml")
+    saved = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
+    saved.data.cache_dir = "caches/shapes"  # relative: what the run read from its own directory
+    OmegaConf.save(saved, run / ".hydra" / "config.yaml")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(ValueError) as err:
+        run_eval(tmp_path / "out", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+    message = str(err.value)
+    assert f"the run was started in {started_in}, and its data.cache_dir=caches/shapes is relative" in message
+    assert f"cd {started_in} && capgen-eval" in message and f"data.cache_dir={started_in / 'caches' / 'shapes'}" in message
+    # Given in full on the command line, or from the run's own directory, it is read.
+    monkeypatch.chdir(tmp_path)
+    run_eval(tmp_path / "out2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "data.cache_dir=null", "split=val",
+             "data.source.sizes.val=4")
+
+
 def test_run_data_choice_is_added_so_overrides_are_checked_against_the_runs_data_config(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
