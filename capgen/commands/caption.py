@@ -9,7 +9,9 @@ checkpoints' word distributions (capgen.models.ensemble; every decoding method);
 size and the run's notes are the first checkpoint's, and the attention figures show the mean
 of the attending members' maps.
 
-`images` is an image file, a folder (its images, not sub-folders) or a glob pattern. Each
+`images` is an image file, a folder (its images, not sub-folders) or a glob pattern (`**`
+reaching every level below; quote it for the shell). What it names but leaves out (sub-folders,
+files without an image extension) is named in one warning. Each
 image is read as RGB whatever its format and resized to the side the model was trained on
 (image_size, see conf/caption.yaml: the checkpoint records it). Decoding: beam 3 unless `decode=` / `decode.*` say
 otherwise (capgen.config.decode_group). Prints `path<TAB>caption` per caption on stdout (n_best
@@ -83,7 +85,8 @@ def find_images(spec: str) -> list[Path]:
             what = f"{len(others)} other entries ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else "nothing"
             raise ValueError(f"images={spec}: no images in this folder, found {what}; accepted extensions: {accepted}")
         return found
-    matches = sorted(Path(m) for m in glob.glob(str(p)))
+    # recursive: `photos/**/*.jpg` reaches every level below photos/, as in a shell with globstar.
+    matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
     if not matches:
         raise FileNotFoundError(f"images={spec}: no such file or folder, and no file matches it as a pattern")
     found = [m for m in matches if is_image(m)]
@@ -93,6 +96,35 @@ def find_images(spec: str) -> list[Path]:
             f"image files; accepted extensions: {accepted}"
         )
     return found
+
+
+def left_out(spec: str, found: list[Path]) -> str | None:
+    """What `images=spec` names but find_images leaves out, as one line: a folder's sub-folders
+    and its files without an image extension, a pattern's matches that are not image files;
+    None when nothing is."""
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        named = list(p.iterdir())
+    elif p.is_file():
+        return None
+    else:
+        named = [Path(m) for m in glob.glob(str(p), recursive=True)]
+    kept = set(found)
+    # A pattern's folders are not left out: what it matches inside them is the pattern's business.
+    folders = sorted(f.name + "/" for f in named if f.is_dir()) if p.is_dir() else []
+    files = sorted(f.name for f in named if f not in kept and not f.is_dir())
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+    parts = []
+    if folders:
+        parts.append(f"{len(folders)} sub-folder{'s' * (len(folders) > 1)} ({some(folders)}; their images: "
+                     f"images='{p}/**/*.jpg')")
+    if files:
+        parts.append(f"{len(files)} file{'s' * (len(files) > 1)} without an image extension ({some(files)}; accepted: "
+                     f"{', '.join(IMAGE_EXTENSIONS)})")
+    return f"left out of images={spec}: {'; '.join(parts)}" if parts else None
 
 
 def _display(path: Path, longest: int) -> np.ndarray:
@@ -216,6 +248,9 @@ def caption_images(cfg: DictConfig) -> list[dict]:
     figures cannot be drawn keeps its caption, its row with a figure_error."""
     paths = find_images(str(cfg.images))
     check_caption_config(cfg)
+    skipped = left_out(str(cfg.images), paths)
+    if skipped:  # said, so that "N images" is not read as everything the folder holds
+        log.warning("%s", skipped)
     device = resolve_device(cfg.device)
     ckpts = checkpoint_list(cfg.ckpt_path)  # several: an ensemble, with the first one's run settings
     module = load_checkpoints(ckpts, device, encoder_settings(cfg))

@@ -41,3 +41,24 @@ def test_a_dangling_link_is_an_image_whose_row_names_its_missing_target(tmp_path
     with pytest.raises(BadSampleError, match=r"dangling\.jpg: file not found \(a symbolic link to nonexist\.jpg, "
                                              r"which does not exist\); "):
         load_rgb(link)
+
+
+def test_what_a_folder_or_pattern_names_but_leaves_out_is_said_and_a_double_star_reaches_every_level(tmp_path):
+    from capgen.commands.caption import left_out
+
+    for name in ("a.jpg", "nested/b.jpg", "nested/deeper/c.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    Image.new("RGB", (4, 4)).save(tmp_path / "noext", format="JPEG")  # an image, but no extension says so
+    (tmp_path / "notes.txt").write_text("hello")
+    found = find_images(str(tmp_path))
+    assert found == [tmp_path / "a.jpg"]
+    assert left_out(str(tmp_path), found) == (
+        f"left out of images={tmp_path}: 1 sub-folder (nested/; their images: images='{tmp_path}/**/*.jpg'); 2 files "
+        "without an image extension (noext, notes.txt; accepted: .jpg, .jpeg, .png, .bmp, .gif, .webp, .tif, .tiff)")
+    # `**` goes down every level, as it does in a shell with globstar.
+    deep = find_images(f"{tmp_path}/**/*")
+    assert deep == sorted([tmp_path / "a.jpg", tmp_path / "nested" / "b.jpg", tmp_path / "nested" / "deeper" / "c.png"])
+    assert left_out(f"{tmp_path}/**/*", deep).startswith(f"left out of images={tmp_path}/**/*: 2 files without an image extension (noext, notes.txt;")
+    assert left_out(str(tmp_path / "a.jpg"), [tmp_path / "a.jpg"]) is None
+    assert left_out(f"{tmp_path}/*.jpg", [tmp_path / "a.jpg"]) is None
