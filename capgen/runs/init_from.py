@@ -90,15 +90,21 @@ def load_network(net: Captioner, ckpt: Checkpoint) -> None:
         raise ValueError(f"{SETTING}={ckpt.path}: its weights do not fit the network its net_config builds ({detail})") from None
 
 
+def words_not_in(vocab, captions, min_freq: int, max_len: int) -> tuple[list[str], list[str]]:
+    """The data's words (those its own vocabulary would hold: `captions` counted with min_freq
+    and max_len), and those of them `vocab` lacks, which would be <unk> in every target."""
+    data_words = Vocabulary.build(captions, min_freq=min_freq, max_len=max_len).itos[len(SPECIALS):]
+    known = set(vocab.itos)
+    return data_words, [w for w in data_words if w not in known]
+
+
 def check_coverage(ckpt: Checkpoint, captions, min_freq: int, max_len: int, min_coverage: float) -> float:
     """The share of the data's words (those its own vocabulary would hold: `captions` of the
     train split counted with min_freq and max_len) in the checkpoint's vocabulary, logged;
     a ValueError when it is below `min_coverage`."""
     if isinstance(min_coverage, bool) or not isinstance(min_coverage, (int, float)) or not 0 <= min_coverage <= 1:
         raise ValueError(f"init_from_min_coverage={min_coverage!r}: a share from 0 to 1 (0: any checkpoint), e.g. 0.5")
-    data_words = Vocabulary.build(captions, min_freq=min_freq, max_len=max_len).itos[len(SPECIALS):]
-    known = set(ckpt.vocab.itos)
-    missing = [w for w in data_words if w not in known]
+    data_words, missing = words_not_in(ckpt.vocab, captions, min_freq, max_len)
     coverage = 1 - len(missing) / max(len(data_words), 1)
     log.info("init_from: the checkpoint's vocabulary covers %d of the data's %d words (%.0f%%)",
              len(data_words) - len(missing), len(data_words), 100 * coverage)

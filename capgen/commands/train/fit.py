@@ -38,7 +38,7 @@ from ...metrics import default_metrics
 from ...models.captioner import build_captioner
 from ...runs import provenance
 from ...runs.folders import training_image_size
-from ...runs.init_from import check_coverage, init_checkpoint, load_network
+from ...runs.init_from import check_coverage, init_checkpoint, load_network, words_not_in
 from ...runs.lock import run_lock
 from ...runs.records import RunStopped, earlier_train_metrics, measured_on_stop, run_recording_failure, write_summary
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
@@ -102,6 +102,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         train_split = datamodule.source("train")
         check_coverage(init, (c for i in range(len(train_split)) for c in train_split.captions(i)),
                        datamodule.min_freq, datamodule.max_len, cfg.get("init_from_min_coverage", 0.5))
+    elif start is not None:  # resume= or ckpt_path= keeps the checkpoint's word ids: words new to it are <unk>
+        train_split = datamodule.source("train")
+        _, missing = words_not_in(start.vocab, (c for i in range(len(train_split)) for c in train_split.captions(i)),
+                                  datamodule.min_freq, datamodule.max_len)
+        if missing:
+            log.warning("the training captions hold %d word(s) that the vocabulary of the checkpoint this run continues "
+                        "from (%d words, made from the data it started on) lacks, e.g. %s: the data changed since, and "
+                        "this run trains and scores them as <unk>. To learn them, start a new run on this data.",
+                        len(missing), len(start.vocab), ", ".join(missing[:5]))
     vocab = datamodule.vocab
     log.info("vocabulary: %d words, captions up to %d words", len(vocab), vocab.max_len)
 

@@ -189,6 +189,22 @@ def test_a_resume_with_test_false_that_makes_a_new_best_drops_the_test_of_the_ol
     assert kept.read_bytes() == captions
 
 
+def test_a_resume_on_captions_with_new_words_warns_that_they_train_as_unk(run, monkeypatch, caplog):
+    """The run keeps its word ids; a word the data gained since it started is <unk> in every
+    target: said once, not left to be found in the scores."""
+    import logging
+
+    from capgen.data.shapes import ShapesSource
+
+    said = ShapesSource.captions
+    monkeypatch.setattr(ShapesSource, "captions", lambda self, i: [c + " zebra" for c in said(self, i)])  # an edited data set
+    args = [a for a in resume_argv([f"resume={run}"]) if not a.startswith("hydra.run.dir=")]
+    with caplog.at_level(logging.WARNING, logger="capgen.commands.train.fit"):
+        train(_composed(args, run))
+    [warning] = [r.getMessage() for r in caplog.records if "<unk>" in r.getMessage()]
+    assert warning.startswith("the training captions hold 1 word(s) that the vocabulary of the checkpoint") and "e.g. zebra:" in warning
+
+
 def _composed(args: list[str], run: Path):
     """The train config of a resume's rewritten command line, writing into `run`."""
     from hydra import compose, initialize_config_dir
