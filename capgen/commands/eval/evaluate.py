@@ -107,16 +107,27 @@ def apply_data_overrides(data: DictConfig, overrides: list[str]) -> DictConfig:
 
 
 def eval_data_config(cfg: DictConfig, overrides: list[str], run_cfg: DictConfig | None, run_choice: str | None,
-                     trained_image_size: int | None = None) -> DictConfig:
+                     trained_image_size: int | None = None, trained_data: str | None = None) -> DictConfig:
     """The data config to evaluate on (see the module docstring). `trained_image_size`: the side
     the checkpoint records its training images were resized to; a data config composed here
-    (not the run's own) resizes to it unless the command line gives data.source.image_size."""
+    (not the run's own) resizes to it unless the command line gives data.source.image_size.
+    `trained_data`: the data config the checkpoint records it was trained on; without a run
+    config and without data= given, a checkpoint of other data than the default is refused."""
     parsed = OverridesParser.create().parse_overrides(overrides)
     data_override = next((o for o in parsed if o.key_or_group == "data"), None)
     # `data=<name>` replaces the run's data unless it names the very config the run used
     # (which is also what with_run_data_choice adds when none is given).
     replaced = data_override is not None and data_override.value() != run_choice
     if run_cfg is None or "data" not in run_cfg or replaced:
+        default = "shapes"  # conf/eval.yaml's data
+        if run_cfg is None and data_override is None and trained_data not in (None, default):
+            # Scoring it on the default synthetic data says nothing of it: most likely its data was meant.
+            raise ValueError(
+                f"ckpt_path={cfg.ckpt_path}: no saved run config is beside it (<run>/.hydra/config.yaml), and it was "
+                f"trained on data={trained_data}, so the default data={default} would score it on other data. Give its "
+                f"data: capgen-eval ckpt_path=... data={trained_data} data.root=<its folder> (with the settings it trained "
+                f"with), or data={default} to score it on {default} all the same."
+            )
         if run_cfg is None:
             log.warning("no saved run config beside the checkpoint (<run>/.hydra/config.yaml): using data=%s "
                         "as composed from conf/eval.yaml and the command line",
@@ -179,7 +190,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None,
-                                module.trained_on.image_size if module.trained_on else None)
+                                module.trained_on.image_size if module.trained_on else None,
+                                module.trained_on.data if module.trained_on else None)
     if run_cfg is not None:  # a relative data path of the run's, read from another directory: other files
         run = run_of_checkpoint(ckpt_path)
         given = f"run={cfg.run}" if cfg.get("run") else f"ckpt_path={ckpt_path}"

@@ -55,3 +55,19 @@ def test_eval_without_the_run_config_reads_images_at_the_size_the_checkpoint_rec
     assert data("data=coco2014").source.image_size == 64  # its config's 256 is not what the model saw
     assert data("+data.source.image_size=128").source.image_size == 128  # given: it wins
     assert data("data=coco_pt").source.get("image_size") is None  # a source of fixed-size images takes none
+
+
+def test_eval_without_the_run_config_refuses_the_default_data_for_a_checkpoint_of_other_data():
+    """A checkpoint of data=custom copied out of its run: scored on the default shapes it would
+    say nothing; refused with its data named. Given data= (its own, or shapes on purpose), used."""
+    def data(*given):
+        cfg = compose_command("eval", "ckpt_path=a.ckpt", *given)
+        return eval_data_config(cfg, list(given), None, None, trained_data="custom")
+
+    with pytest.raises(ValueError, match=r"^ckpt_path=a\.ckpt: no saved run config .* trained on data=custom, so the default "
+                                         r"data=shapes would score it on other data\. Give its data: .* data=custom "):
+        data()
+    assert data("data=shapes").source._target_.endswith("ShapesSource")  # asked for: scored on shapes
+    assert data("data=custom").source._target_.endswith("CustomSource")
+    cfg = compose_command("eval", "ckpt_path=a.ckpt")
+    assert eval_data_config(cfg, [], None, None, trained_data="shapes").source._target_.endswith("ShapesSource")
