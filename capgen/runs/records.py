@@ -206,6 +206,20 @@ def keep_before_resume(run: Path) -> None:
     _before_resume[run.absolute()] = (keep, _checkpoints(run))
 
 
+def set_aside_old_errors(run: Path) -> None:
+    """A resumed run that completed: the error.txt (and error.rank<N>.txt) of the failure it
+    resumed from is moved beside the records the resume kept (.hydra/before-resume-<time>/,
+    the newest), so that the folder of a completed run holds no traceback of a failure it got
+    over; nothing is deleted."""
+    old = [f for f in run.glob("error*.txt") if f.is_file()]
+    kept = sorted((run / ".hydra").glob("before-resume-*"))  # the newest last: named by the time
+    if not old or not kept:
+        return
+    for f in old:
+        os.replace(f, kept[-1] / f.name)
+    log.info("the traceback of the failure this resume got over (%s) moved to %s", ", ".join(f.name for f in old), kept[-1])
+
+
 def _checkpoints(run: Path) -> dict[str, tuple[int, int]]:
     """Each checkpoint file of the run: (size, modification time); a write changes them (a
     checkpoint is written to a new file and renamed over the old, capgen.atomic)."""

@@ -40,7 +40,14 @@ from ...runs import provenance
 from ...runs.folders import training_image_size
 from ...runs.init_from import check_coverage, init_checkpoint, load_network, words_not_in
 from ...runs.lock import run_lock
-from ...runs.records import RunStopped, earlier_train_metrics, measured_on_stop, run_recording_failure, write_summary
+from ...runs.records import (
+    RunStopped,
+    earlier_train_metrics,
+    measured_on_stop,
+    run_recording_failure,
+    set_aside_old_errors,
+    write_summary,
+)
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
 from ...runs.tested import EarlierTest, forget_test_captions, write_test_captions
 from ..failure import one_paragraph_on_failure
@@ -219,6 +226,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                         "rerun equal to the last digit, fix the count: OMP_NUM_THREADS=<n> capgen-train ...",
                         follow_free_cores.changes)
         write_summary(out, metrics, best, test_decode, follow_free_cores.changes)
+        if cfg.get("resume"):
+            set_aside_old_errors(out)
     return metrics
 
 

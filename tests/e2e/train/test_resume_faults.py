@@ -156,6 +156,7 @@ def test_a_resume_that_trains_nothing_keeps_the_train_metrics_the_run_measured(r
     before = json.loads((run / "summary.json").read_text())
     assert {"train/loss", "train/xent"} <= set(before["metrics"]) and "test/CIDEr" in before["metrics"]
     captions = (run / "test_captions.jsonl").read_bytes()
+    (run / "error.txt").write_text("Traceback: the failure a resume gets over\n")  # as a failed run leaves it
     if last == "damaged":
         ckpt = run / "checkpoints" / "last.ckpt"
         ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
@@ -164,6 +165,8 @@ def test_a_resume_that_trains_nothing_keeps_the_train_metrics_the_run_measured(r
     train(_composed(args, run))
     after = json.loads((run / "summary.json").read_text())
     assert after["status"] == "completed" and after["best_checkpoint"] == before["best_checkpoint"]
+    # A completed run's folder holds no traceback of a failure it got over: set aside, not deleted.
+    assert not (run / "error.txt").exists() and len(list((run / ".hydra").glob("before-resume-*/error.txt"))) == 1
     assert after["metrics"] == pytest.approx(before["metrics"])
     assert after["test_decode"] == before["test_decode"]
     if test == "test=false":
