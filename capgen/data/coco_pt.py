@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import warnings
 import zipfile
@@ -29,6 +30,8 @@ import torch
 
 from ..tokenizer import tokenize
 from ..vocab import SPECIALS, Vocabulary
+
+log = logging.getLogger(__name__)
 
 FILE_SPECIALS = ("<NULL>", "<START>", "<END>", "<UNK>")  # same ids as capgen's SPECIALS
 MAX_WORDS = 15  # words per caption in the course format (17 columns less <START> and <END>)
@@ -57,6 +60,9 @@ class CocoPtSource:
         if split not in SPLIT_FIELDS:
             raise ValueError(f"split must be one of {tuple(SPLIT_FIELDS)}, got {split!r}")
         self.path, self.split = os.path.expanduser(str(path)), split  # data.source.path=~/coco.pt
+        if split == "test":  # said where the scores are made, so that they are not taken for held-out ones
+            log.warning("coco.pt has no test split: its test split is its val split, the images that chose the best "
+                        "checkpoint, so its test scores are val scores")
         self._field = SPLIT_FIELDS[split]
         data = _read(self.path)
         self.vocabulary = _vocabulary(self.path, data["vocab"])

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -50,6 +51,8 @@ from typing import NamedTuple
 from .image_files import Entry, ImageFileSource, Record, gc_paused, repeat_of, split_records
 from .images import BadSamples
 from .text import check_image_id, read_utf8
+
+log = logging.getLogger(__name__)
 
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 _HOW_TO_GET = "see the 'Data sets' section of the README (for COCO: scripts/download_coco.sh)"
@@ -81,6 +84,10 @@ class Coco2014Source(ImageFileSource):
             records = split_records(index.entries, KARPATHY_SPLITS[split], bad)
         else:
             records = self._official_records()
+            if split == "test":  # said where the scores are made, so that they are not taken for held-out ones
+                log.warning("data.source.karpathy_json=null: COCO's official splits, whose test split is val2014 (the "
+                            "test2014 images have no public captions), the images that chose the best checkpoint: its "
+                            "test scores are val scores. Karpathy's splits (dataset_coco.json) hold out a test split.")
         self._keep(records, bad)
 
     def _official_records(self) -> Iterator[Record]:

@@ -61,9 +61,15 @@ def test_karpathy_train_is_train_plus_restval_and_splits_are_disjoint(coco):
     assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
 
 
-def test_official_splits_group_shuffled_annotations_and_test_is_val2014(coco):
+def test_official_splits_group_shuffled_annotations_and_test_is_val2014(coco, caplog):
     root, facts = coco
-    train, val, test = (Coco2014Source(root, s) for s in SPLITS)
+    with caplog.at_level(logging.WARNING, logger="capgen.data.karpathy"):
+        train, val, test = (Coco2014Source(root, s) for s in SPLITS)
+    # Said once, by the test split, where the test scores are made: they are val scores here.
+    assert [r.getMessage() for r in caplog.records if "val scores" in r.getMessage()] == [
+        "data.source.karpathy_json=null: COCO's official splits, whose test split is val2014 (the test2014 images have "
+        "no public captions), the images that chose the best checkpoint: its test scores are val scores. Karpathy's "
+        "splits (dataset_coco.json) hold out a test split."]
     assert _ids(train) == facts["official"]["train"]
     assert _ids(val) == _ids(test) == facts["official"]["val"]
     for src in (train, val):
