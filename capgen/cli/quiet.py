@@ -5,6 +5,9 @@
 - "`isinstance(treespec, LeafSpec)` is deprecated": Lightning's own use of a torch API that
   torch 2.10+ deprecated (lightning/pytorch/utilities/_pytree.py), printed at each fit and test;
   nothing a user can change.
+- "Checkpoint directory <run>/checkpoints exists and is not empty": at every resume. capgen-train
+  refuses a new run in a folder that holds a run's checkpoints (capgen.config.argv), so a
+  non-empty folder here is always the run's own, which the resume continues.
 
 Everything else Lightning says is kept.
 """
@@ -18,6 +21,7 @@ import warnings
 RANK_ZERO_LOG = "lightning.pytorch.utilities.rank_zero"
 ADVERTISEMENT = "💡 Tip:"
 TREESPEC_DEPRECATION = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+OWN_CHECKPOINTS = r"Checkpoint directory .* exists and is not empty"
 
 
 def _not_an_advertisement(record: logging.LogRecord) -> bool:
@@ -28,3 +32,4 @@ def quiet_lightning() -> None:
     """Leave those lines out of this process's output (once: a filter added again is not added twice)."""
     logging.getLogger(RANK_ZERO_LOG).addFilter(_not_an_advertisement)
     warnings.filterwarnings("ignore", message=TREESPEC_DEPRECATION)
+    warnings.filterwarnings("ignore", message=OWN_CHECKPOINTS)

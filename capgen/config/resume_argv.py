@@ -122,7 +122,7 @@ def check_resume(run: Path, own: list[str], given: list[str],
     except UnreadableCheckpoint as e:
         if cfg.get("ckpt_path"):
             raise
-        return _fallback(run, last, net_config, own, f"is damaged ({e})")
+        return _fallback(run, last, net_config, own, f"is damaged: {e.reason}")
 
 
 def _check_values(run: Path, cfg: DictConfig, plain: str, check_values: Callable[[DictConfig], None] | None) -> None:

@@ -64,7 +64,13 @@ def check_format(checkpoint: dict[str, Any], path: str | os.PathLike, setting: s
 
 
 class UnreadableCheckpoint(ValueError):
-    """The file is not a checkpoint torch can read (truncated, or not a checkpoint at all)."""
+    """The file is not a checkpoint torch can read (truncated, or not a checkpoint at all).
+    `reason`: what is wrong with it, without the advice (a resume that falls back to another
+    checkpoint has taken it already)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -90,20 +96,18 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> Chec
         where = "is a folder; give a .ckpt file in it" if p.is_dir() else "no such file"
         raise FileNotFoundError(f"{setting}={path}: {where}")
     if not zipfile.is_zipfile(p):  # torch's own error would suggest weights_only=False, which is no fix here
+        reason = ("not a checkpoint torch can read (not a whole zip archive, as torch.save writes: truncated by a copy "
+                  "or download that stopped early, or another kind of file)")
         raise UnreadableCheckpoint(
-            f"{setting}={path}: not a checkpoint torch can read (not a whole zip archive, as torch.save writes: "
-            "truncated by a copy or download that stopped early, or another kind of file). Use another checkpoint "
-            "of the run, e.g. one in its checkpoints/ folder."
-        )
+            f"{setting}={path}: {reason}. Use another checkpoint of the run, e.g. one in its checkpoints/ folder.", reason)
     try:
         # weights_only: a checkpoint is data, never code (capgen keeps only tensors and plain
         # values in it, the module's metric lists included).
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
-        raise UnreadableCheckpoint(
-            f"{setting}={path}: not a checkpoint torch can read ({type(e).__name__}: {' '.join(str(e).split())}). "
-            "It may be truncated (a copy or download that stopped early): use another checkpoint of the run."
-        ) from None
+        reason = (f"not a checkpoint torch can read ({type(e).__name__}: {' '.join(str(e).split())}); it may be truncated "
+                  "(a copy or download that stopped early)")
+        raise UnreadableCheckpoint(f"{setting}={path}: {reason}: use another checkpoint of the run.", reason) from None
     missing = [k for k in ("vocab", "hyper_parameters", "state_dict") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(

@@ -6,6 +6,9 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import yaml
+from omegaconf import OmegaConf
+
 from ...config.command_line import PATH_KEYS
 from ...runs.folders import run_overrides
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
@@ -30,11 +33,11 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
         if (run / "checkpoints" / "last.ckpt").is_file():  # it resumes as an interrupted run does, its epochs kept
             lines.append(f"next: fix the cause, then continue it: capgen-train resume={folder} (or start it again: {_again(run)})")
         else:
-            lines.append(f"next: fix the cause and run again: {_again(run)}")
+            lines.append(f"next: fix the cause and run again: {_again(run, in_its_folder=True)}")
         return lines
     if summary["status"] == "interrupted":
         if "checkpoint" in summary and summary["checkpoint"] is None:  # stopped before its first one
-            lines.append(f"next: it stopped before its first checkpoint; run it again: {_again(run)}")
+            lines.append(f"next: it stopped before its first checkpoint; run it again: {_again(run, in_its_folder=True)}")
         else:
             # The folder as it is now, quoted (a summary written before the quoting has it bare).
             lines.append(f"next: continue it where it stopped: capgen-train resume={folder}")
@@ -78,9 +81,24 @@ def _best_so_far(run: Path, summary: dict, monitor: str) -> list[str]:
     return [f"best checkpoint so far: {found[-1].relative_to(run)}"] if found else []
 
 
-def _again(run: Path) -> str:
-    """The capgen-train command line that starts the run again, its overrides as typed."""
-    return f"capgen-train {' '.join(shlex.quote(_unquoted(o)) for o in _overrides(run))}".rstrip()
+def _again(run: Path, in_its_folder: bool = False) -> str:
+    """The capgen-train command line that starts the run again, its overrides as typed; with
+    `in_its_folder` (a run that left no checkpoint, whose folder a new run may take), in the
+    same folder where the user named it (hydra.run.dir=, or paths.output_dir=, which capgen
+    gives Hydra as hydra.run.dir): a dated one is a new folder again."""
+    words = [shlex.quote(_unquoted(o)) for o in _overrides(run)]
+    if in_its_folder and _named_folder(run):
+        words.append(shlex.quote(f"hydra.run.dir={run}"))
+    return f"capgen-train {' '.join(words)}".rstrip()
+
+
+def _named_folder(run: Path) -> bool:
+    """Whether the run's folder was named on its command line (its Hydra overrides, .hydra/hydra.yaml)."""
+    try:
+        given = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.overrides.hydra", default=None)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return any(str(o).startswith("hydra.run.dir=") for o in (given or []))
 
 
 def _unquoted(override: str) -> str:

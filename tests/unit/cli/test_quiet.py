@@ -27,7 +27,7 @@ def lightning_lines():
     log.setLevel(level)
 
 
-def test_lightnings_advertisement_and_inner_deprecation_are_left_out_and_the_rest_kept(lightning_lines):
+def test_lightnings_advertisement_inner_deprecation_and_resume_warning_are_left_out_and_the_rest_kept(lightning_lines):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_lightning()
@@ -36,6 +36,7 @@ def test_lightnings_advertisement_and_inner_deprecation_are_left_out_and_the_res
         rank_zero_info("GPU available: False, used: False")
         warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and "
                       "treespec.is_leaf()` instead.", FutureWarning, stacklevel=1)
+        warnings.warn("Checkpoint directory /runs/a/checkpoints exists and is not empty.", UserWarning, stacklevel=1)
         warnings.warn("`trainer.x` is deprecated", DeprecationWarning, stacklevel=1)
     assert lightning_lines == ["GPU available: False, used: False"]
     assert [str(w.message) for w in caught] == ["`trainer.x` is deprecated"]

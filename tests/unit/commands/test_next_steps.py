@@ -59,6 +59,10 @@ def test_the_end_of_a_failed_or_interrupted_run_says_what_to_run_next(tmp_path):
                                       f"next: continue it where it stopped: capgen-train resume='{stopped}'"]
     early = _write_run(tmp_path / "early", {"status": "interrupted", "signal": "SIGINT", "checkpoint": None}, ["model=lstm"])
     assert what_next(early)[1:] == ["next: it stopped before its first checkpoint; run it again: capgen-train model=lstm"]
+    # Its folder named on the command line: run again there (it holds nothing a new run would overwrite).
+    (early / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  overrides:\n    hydra:\n    - hydra.run.dir={early}\n")
+    assert what_next(early)[1:] == [f"next: it stopped before its first checkpoint; run it again: capgen-train model=lstm "
+                                    f"hydra.run.dir={early}"]
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     assert "ended before writing summary.json" in what_next(unfinished)[1]
