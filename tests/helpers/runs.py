@@ -112,16 +112,22 @@ def _written(event_file: Path) -> tuple[int, int, int]:
     return int(parts[3]), int(parts[-2]), int(parts[-1])
 
 
-def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar curve of a run's TensorBoard folder, all its event files read in the order
-    they were written, as TensorBoard reads those of a run resumed by a new process. (By name,
-    TensorBoard's order, two files that one test process started in the same second sort by
-    their writer counter as text: ".10" before ".9".)"""
+def tb_events(run: Path) -> EventAccumulator:
+    """A run's TensorBoard folder as TensorBoard's Python EventAccumulator reads it, purging what
+    a resume drops, every point and image kept (no sampling), all its event files read in the
+    order they were written, as TensorBoard reads those of a run resumed by a new process. (By name, TensorBoard's order,
+    two files that one test process started in the same second sort by their writer counter as
+    text: ".10" before ".9".)"""
     files = sorted(tb_run(run).glob("events.out.tfevents.*"), key=_written)
     with tempfile.TemporaryDirectory() as folder:
         for k, path in enumerate(files):
             shutil.copyfile(path, Path(folder) / f"events.out.tfevents.{k:06d}.test")
-        events = EventAccumulator(folder).Reload()
+        return EventAccumulator(folder, size_guidance={"images": 0, "scalars": 0, "tensors": 0}).Reload()
+
+
+def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar curve of a run's TensorBoard folder (tb_events)."""
+    events = tb_events(run)
     return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
