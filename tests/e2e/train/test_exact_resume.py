@@ -16,7 +16,7 @@ import pytest
 from capgen.commands.train.fit import train
 from capgen.lightning.tensorboard import LAYOUT_TAG
 
-from helpers.runs import assert_same_training_state, checkpoint, compose_train, scalars, tb_events, tb_run
+from helpers.runs import assert_same_training_state, checkpoint, compose_train, scalars, tb_events, tb_run, tb_steps
 
 # 2 epochs x 3 steps (debug=fast); TensorBoard on: the curves are compared. Each test names
 # its decoder (model=...) among its extra overrides.
@@ -115,6 +115,9 @@ def test_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, 
     figures = {tag: [e.step for e in full_events.Images(tag)] for tag in full_events.Tags()["images"]}
     assert {tag: [e.step for e in split_events.Images(tag)] for tag in split_events.Tags()["images"]} == figures
     assert figures == {"val_samples/0": [s for s, _ in logged_full["val/CIDEr"]]}  # one per validation, at its scores' step
+    # Every tag step for step as `tensorboard --load_fast=false` reads them: the points the
+    # interrupted run logged after its checkpoint dropped there too, not shown twice.
+    assert tb_steps(split) == tb_steps(full)
     # The custom-scalars layout once, at step 0: the resumed process found it and wrote none.
     assert [e.step for e in split_events.Tensors(LAYOUT_TAG)] == [0]
     # The same event files as the uninterrupted run (training's, then the final hparams entry's)
