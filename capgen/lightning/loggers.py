@@ -14,7 +14,9 @@ The CSV, MLflow and W&B loggers here are Lightning's, with what a capgen run nee
   process) starts its own run instead of logging into this one.
 - `resume=<run>` continues each logger's run (`resume_kwargs`). TensorBoard and CSV append
   to the run's own folder and drop what the interrupted run logged after the checkpoint it
-  resumes from (`purge_step`), so the curves are those of one uninterrupted run. MLflow logs
+  resumes from (`purge_step`), so the curves are those of one uninterrupted run (a new
+  TensorBoard run opens with a session start of its own, so that TensorBoard's Python plugin
+  loader takes a resume's for a restart too). MLflow logs
   into the same MLflow run (when the tracking URI is the one the run logged to) and W&B
   resumes the same run id; neither can drop points, so a run killed between two checkpoints
   shows the steps after the last one twice there. MLflow keeps a parameter's first value: a
@@ -256,9 +258,13 @@ def check_logger_packages(loggers: DictConfig | None, setting: str | None = None
 def resume_kwargs(node: DictConfig, start: Checkpoint | None, saved: dict[str, Any]) -> dict[str, Any]:
     """Extra constructor arguments for a logger of a resumed run (see the module docstring):
     `saved` is its entry in the run's logger_runs.json."""
-    if start is None:
-        return {}
     cls = get_object(node._target_)
+    if start is None:
+        # A new TensorBoard run opens with a session start at step 0 (what purge_step writes;
+        # nothing before it to drop). TensorBoard's Python plugin loader (--load_fast=false)
+        # takes a run's first session start for its beginning, not a restart: without this one
+        # it would ignore the first resume's and show the interrupted run's tail twice.
+        return {"purge_step": 0} if issubclass(cls, TensorBoardLogger) else {}
     if issubclass(cls, (TensorBoardLogger, CSVLogger)):
         kwargs: dict[str, Any] = {"purge_step": start.global_step}
         name = node.get("name", inspect.signature(cls).parameters["name"].default)

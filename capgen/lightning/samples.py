@@ -25,6 +25,7 @@ from ..data.datamodule import Batch
 from ..models.search import first_captions
 from ..viz import attention_figure, caption_figure
 from ..vocab import shown
+from . import compat
 
 # One row per image: (image id, generated caption, reference captions).
 Row = tuple[int, str, list[str]]
@@ -32,7 +33,12 @@ Row = tuple[int, str, list[str]]
 
 def log_samples(trainer: L.Trainer, module, batch: Batch, stage: str,
                 pictures: Callable[[str, list[int]], list[np.ndarray]] | None) -> None:
-    """Log the batch's captions and figures (see the module docstring) at the current step."""
+    """Log the batch's captions and figures (see the module docstring) at the step Lightning logs
+    the split's scores at (compat.logged_step), so that each validation's figures sit with its
+    val/* points. Not trainer.global_step, which at an epoch's validation is already one more:
+    a resume tells TensorBoard to drop whatever was logged at or after its checkpoint's
+    global_step (loggers.resume_kwargs), and that would drop the figures of the validation the
+    checkpoint was written after, which the resumed run does not log again."""
     writers = [(logger, WRITERS[kind]) for logger in trainer.loggers for kind in WRITERS if isinstance(logger, kind)]
     if not writers:
         return
@@ -55,8 +61,9 @@ def log_samples(trainer: L.Trainer, module, batch: Batch, stage: str,
             # alphas row k: one map per emitted token; keep the words' maps (and <end>'s).
             figures[f"{stage}_attention/{k}"] = pixels(attention_figure(images[k], words + ["<end>"], result.alphas[k],
                                                                         module.net.grid))
+    step = compat.logged_step(trainer)
     for logger, write in writers:
-        write(logger, stage, trainer.global_step, rows, figures)
+        write(logger, stage, step, rows, figures)
 
 
 def pixels(fig) -> np.ndarray:

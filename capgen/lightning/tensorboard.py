@@ -2,7 +2,8 @@
 
 - CUSTOM SCALARS: a layout whose first category holds the monitored metric, val/CIDEr,
   val/BLEU-4 and the two losses, one chart each with a line per run (TensorBoard merges the
-  layouts of every run under --logdir, so a sweep's runs share the charts).
+  layouts of every run under --logdir, so a sweep's runs share the charts). Written once per
+  TensorBoard run: a resume that appends to the run's folder finds it there.
 - HPARAMS: the run's settings against its result, written at the end of a completed run as a
   session in the sub-run `<run>/best`. Its scalars are the result, under the curves' own tags:
   the best epoch's val/* at the step they were logged at (each a point on its curve, not a new
@@ -15,17 +16,24 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import custom_scalars
 from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+log = logging.getLogger(__name__)
 
 SESSION = "best"  # the sub-run of a run's TensorBoard folder that holds its HPARAMS session
 CATEGORY = "Scores and losses (all runs)"
+LAYOUT_TAG = "custom_scalars__config__"  # the tag add_custom_scalars writes the layout under
 
 
 def layout(monitor: str) -> dict[str, dict[str, list]]:
@@ -35,8 +43,31 @@ def layout(monitor: str) -> dict[str, dict[str, list]]:
 
 
 @rank_zero_only
-def write_layout(logger: TensorBoardLogger, monitor: str) -> None:
-    logger.experiment.add_custom_scalars(layout(monitor))
+def write_layout(logger: TensorBoardLogger, monitor: str, step: int = 0) -> None:
+    """The layout at `step` (where the run starts: 0, or a resume's checkpoint step), unless the
+    logger's folder has it already. Called before anything else is logged there."""
+    if has_layout(Path(logger.log_dir)):
+        # A resume appending to the run's events: a second layout would be listed twice, and
+        # at step 0 it would follow points at later steps.
+        return
+    # What SummaryWriter.add_custom_scalars writes, which takes no step (its events are at 0).
+    logger.experiment.file_writer.add_summary(custom_scalars(layout(monitor)), step)
+
+
+def has_layout(folder: Path) -> bool:
+    """Whether an event file in `folder` (not its sub-runs) holds the layout. Each file is read to
+    its first summary only: the layout is the first thing a run writes into its first file, and
+    reading on would load every image the file holds."""
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        try:
+            for event in EventFileLoader(str(path)).Load():
+                if event.HasField("summary"):
+                    if any(value.tag == LAYOUT_TAG for value in event.summary.value):
+                        return True
+                    break
+        except (OSError, DecodeError) as e:  # a damaged file (a cut record is read as the end): skipped, as TensorBoard does
+            log.warning("%s cannot be read (%s): looking for the custom-scalars layout in the run's other event files", path, e)
+    return False
 
 
 @rank_zero_only

@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as PluginEventAccumulator
 
 from capgen.config import CONF_DIR
 
@@ -112,8 +115,9 @@ def _written(event_file: Path) -> tuple[int, int, int]:
     return int(parts[3]), int(parts[-2]), int(parts[-1])
 
 
-def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar curve of a run's TensorBoard folder, all its event files read in the order
+@contextmanager
+def _written_order(run: Path) -> Iterator[str]:
+    """A temporary folder with the event files of a run's TensorBoard folder named in the order
     they were written, as TensorBoard reads those of a run resumed by a new process. (By name,
     TensorBoard's order, two files that one test process started in the same second sort by
     their writer counter as text: ".10" before ".9".)"""
@@ -121,7 +125,27 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     with tempfile.TemporaryDirectory() as folder:
         for k, path in enumerate(files):
             shutil.copyfile(path, Path(folder) / f"events.out.tfevents.{k:06d}.test")
-        events = EventAccumulator(folder).Reload()
+        yield folder
+
+
+def tb_events(run: Path) -> EventAccumulator:
+    """A run's TensorBoard folder as TensorBoard's Python EventAccumulator reads it, purging what
+    a resume drops, every point and image kept (no sampling)."""
+    with _written_order(run) as folder:
+        return EventAccumulator(folder, size_guidance={"images": 0, "scalars": 0, "tensors": 0}).Reload()
+
+
+def tb_steps(run: Path) -> dict[str, list[int]]:
+    """The steps of every tag of a run's TensorBoard folder as `tensorboard --load_fast=false`
+    reads it: its plugin loader, where scalars, images and text are all tensors."""
+    with _written_order(run) as folder:
+        events = PluginEventAccumulator(folder, size_guidance={"tensors": 0}).Reload()
+    return {tag: [e.step for e in events.Tensors(tag)] for tag in events.Tags()["tensors"]}
+
+
+def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar curve of a run's TensorBoard folder (tb_events)."""
+    events = tb_events(run)
     return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 

@@ -198,7 +198,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         vocab.save(out / "vocab.json")
         for logger in loggers.values():
             if isinstance(logger, TensorBoardLogger):
-                tensorboard.write_layout(logger, cfg.monitor)  # TensorBoard's CUSTOM SCALARS: the first screen
+                # TensorBoard's CUSTOM SCALARS, the first screen: at the step this run's events start
+                # from (a resume's, its checkpoint's), and not again where a resume finds it.
+                tensorboard.write_layout(logger, cfg.monitor, start.global_step if start else 0)
 
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         check_trained_on(cfg, start, trainer.global_step)

@@ -14,12 +14,14 @@ import lightning as L
 import pytest
 
 from capgen.commands.train.fit import train
+from capgen.lightning.tensorboard import LAYOUT_TAG
 
-from helpers.runs import assert_same_training_state, checkpoint, compose_train, scalars, tb_run
+from helpers.runs import assert_same_training_state, checkpoint, compose_train, scalars, tb_events, tb_run, tb_steps
 
 # 2 epochs x 3 steps (debug=fast); TensorBoard on: the curves are compared. Each test names
 # its decoder (model=...) among its extra overrides.
 ONE_RUN = ["trainer.max_epochs=2", "test=false", "logger=tensorboard"]
+SAMPLES = "callbacks.caption_samples.num_samples=1"  # the caption figure of one image per validation
 
 
 class Crash(L.Callback):
@@ -87,6 +89,7 @@ def crash_then_resume(make_cfg, monkeypatch, at_step: int, *extra: str, crash_ag
 def test_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, monkeypatch, at_step, extra):
     # Same checkpoint settings on both sides: last.ckpt written at an epoch's last step (the
     # mid-epoch case) precedes that epoch's validation, so it holds an older best score.
+    extra = (*extra, SAMPLES)
     full = uninterrupted(*extra)
     split = crash_then_resume(make_cfg, monkeypatch, at_step, *extra)
 
@@ -105,6 +108,18 @@ def test_crash_and_resume_equals_one_uninterrupted_run(uninterrupted, make_cfg, 
     for tag in logged_full:
         assert logged_split[tag] == logged_full[tag], tag
     assert [s for s, _ in logged_full["train/loss"]] == list(range(6))
+    # Every validation's caption figure, read as TensorBoard's Python loader reads them: it drops
+    # what was logged at or after the step a resume starts from, which must not take the figure
+    # of the validation the checkpoint was written after (the resumed run does not log it again).
+    full_events, split_events = tb_events(full), tb_events(split)
+    figures = {tag: [e.step for e in full_events.Images(tag)] for tag in full_events.Tags()["images"]}
+    assert {tag: [e.step for e in split_events.Images(tag)] for tag in split_events.Tags()["images"]} == figures
+    assert figures == {"val_samples/0": [s for s, _ in logged_full["val/CIDEr"]]}  # one per validation, at its scores' step
+    # Every tag step for step as `tensorboard --load_fast=false` reads them: the points the
+    # interrupted run logged after its checkpoint dropped there too, not shown twice.
+    assert tb_steps(split) == tb_steps(full)
+    # The custom-scalars layout once, at step 0: the resumed process found it and wrote none.
+    assert [e.step for e in split_events.Tensors(LAYOUT_TAG)] == [0]
     # The same event files as the uninterrupted run (training's, then the final hparams entry's)
     # plus the crashed run's own.
     files = [len(list(tb_run(r).glob("events.out.tfevents.*"))) for r in (full, split)]
