@@ -51,7 +51,9 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
         # In a sweep too: Hydra would let the exit through as status 1 with no word, or (a bare
         # KeyboardInterrupt) as a traceback; a Ctrl-C means the whole sweep stops.
         sweep = "; the sweep stops here, its later jobs not started" if HydraConfig.get().mode != RunMode.RUN else ""
-        print(f"{command}: interrupted (Ctrl-C){sweep}.{' ' + on_interrupt if on_interrupt else ''}", file=sys.stderr, flush=True)
+        line = f"{command}: interrupted (Ctrl-C){sweep}.{' ' + on_interrupt if on_interrupt else ''}"
+        print(line, file=sys.stderr, flush=True)
+        _to_log_files(line)
         raise SystemExit(128 + 2) from None
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
@@ -60,7 +62,9 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
             raise SystemExit(f"{command}: {e}") from None
         error_file = Path(HydraConfig.get().runtime.output_dir) / "error.txt"
         write_atomically(error_file, "".join(traceback.format_exception(e)).encode())
-        raise SystemExit(f"{command}: {one_paragraph(e)} (traceback in {error_file})") from None
+        paragraph = f"{command}: {one_paragraph(e)} (traceback in {error_file})"
+        _to_log_files(paragraph)
+        raise SystemExit(paragraph) from None
     finally:
         lightning_log.removeFilter(_without_interrupt_line)
 
@@ -68,6 +72,16 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
 # The logger of Lightning's rank_zero_info, which says "Detected KeyboardInterrupt, attempting
 # graceful shutdown ..." before it ends a Ctrl-C in fit or test with sys.exit(1).
 LIGHTNING_RANK_ZERO_LOG = "lightning.pytorch.utilities.rank_zero"
+
+
+def _to_log_files(line: str) -> None:
+    """`line`, the command's last word (printed on the console by itself), into the command's
+    log file too (<output folder>/<command>.log, Hydra's job logging), so that the folder says
+    how the command ended; no other handler, so the console does not show it twice."""
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _without_interrupt_line(record: logging.LogRecord) -> bool:

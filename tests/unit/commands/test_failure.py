@@ -121,3 +121,23 @@ def test_a_training_stopped_by_ctrl_c_says_so_once_and_in_a_sweep_that_the_sweep
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("capgen-train:")]
     assert lines == (["capgen-train: interrupted (Ctrl-C); the sweep stops here, its later jobs not started."]
                      if hydra_mode == RunMode.MULTIRUN else [])
+
+
+@pytest.mark.parametrize("hydra_mode", [RunMode.RUN], indirect=True)
+def test_how_a_command_ended_is_in_its_log_file_too(hydra_mode, tmp_path, capsys, monkeypatch):
+    """The output folder's <command>.log (Hydra's job logging, a FileHandler on the root logger)
+    says how the command ended, Ctrl-C or failure; the console shows the line once."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    handler = logging.FileHandler(tmp_path / "eval.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(SystemExit), one_paragraph_on_failure("capgen-eval"):
+            ctrl_c_in_lightning()
+        with pytest.raises(SystemExit) as ended, one_paragraph_on_failure("capgen-eval"):
+            raise ValueError("decode.top_p=1.5: give a probability mass in (0, 1]")
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    assert (tmp_path / "eval.log").read_text().splitlines() == [
+        "capgen-eval: interrupted (Ctrl-C).", f"{ended.value.code}"]
+    assert capsys.readouterr().err.count("interrupted (Ctrl-C)") == 1
