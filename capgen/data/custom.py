@@ -101,7 +101,7 @@ class CustomSource(ImageFileSource):
                     f"data.source.split_fractions={dict(split_fractions)}: {path} is a Karpathy-format file, which gives "
                     "every image its split; leave data.source.split_fractions unset (null)"
                 )
-            index = karpathy_index(path, self.root, image_dir=image_dir)
+            index = karpathy_index(path, self.root, image_dir=image_dir, setting="data.source.captions")
             records = split_records(index.entries, KARPATHY_SPLITS[split], bad)
         else:
             st = os.stat(path)
