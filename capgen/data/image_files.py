@@ -131,12 +131,24 @@ class ImageFileSource:
                 bad.report("image without captions", where, "has no caption with words", _FIX_ENTRY)
                 continue
             if not _listed(path, listings, self.missing_folder):
-                bad.report("missing file", path, f"image file of {where} does not exist", _FIX_MISSING)
+                bad.report("missing file", path, *_why_missing(path, where))
                 continue
             self._ids.append(image_id)
             self._paths.append(path)
             self._captions.append(tuple(captions))
         bad.summary(len(self._ids), total)
+
+
+def _why_missing(path: str, where: str) -> tuple[str, str]:
+    """(reason, fix) for an image file that does not exist. A Windows path (photos\\rex.jpg,
+    as a spreadsheet made on Windows holds) names one file called that here, not a file in a
+    folder: the real fix is the separator, not putting a file back."""
+    name = os.path.basename(path)
+    if "\\" not in name:
+        return f"image file of {where} does not exist", _FIX_MISSING
+    slashed = name.replace("\\", "/")
+    return (f"image file of {where} does not exist: its name holds '\\', which is not a folder separator here "
+            f"(only '/' is)", f"write that entry's file as {slashed}, or set data.on_bad_sample=skip")
 
 
 def split_records(entries: Iterable[Entry], wanted: Sequence[str], bad: BadSamples) -> Iterator[Record]:

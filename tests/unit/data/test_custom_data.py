@@ -413,3 +413,17 @@ def test_the_captions_file_extension_message_has_no_doubled_word(tmp_path):
         CustomSource(tmp_path, "train", captions="captions.txt")
     assert not re.search(r"\b(\w+) \1\b", str(err.value)), str(err.value)
 
+
+def test_a_windows_path_in_a_captions_file_is_told_to_use_slashes(tmp_path):
+    from PIL import Image
+
+    from capgen.data.custom import CustomSource
+
+    (tmp_path / "images" / "photos").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / "photos" / "a.png")
+    (tmp_path / "captions.jsonl").write_text(_row("photos\\a.png", "A red square."))
+    with pytest.raises(BadSampleError, match=r"photos\\a\.png\) does not exist: its name holds '\\', which is not a folder "
+                                             r"separator here \(only '/' is\); write that entry's file as photos/a\.png"):
+        CustomSource(tmp_path, "train", image_dir="images")
+    (tmp_path / "captions.jsonl").write_text(_row("photos/a.png", "A red square."))
+    assert len(CustomSource(tmp_path, "train", image_dir="images")) == 1  # the fix it gives works
