@@ -33,8 +33,7 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     on_bad_sample = cfg.data.get("on_bad_sample") or "error"
     # The raw sources: this datamodule must not read from the caches it is writing.
     datamodule = hydra.utils.instantiate(cfg.data, cache_dir=None, use_features=False)
-    if save_vocab(cache_dir, datamodule.vocab, datamodule.vocab_recipe()):
-        log.info("wrote %s (%d words)", cache_dir / "vocab.json", len(datamodule.vocab))
+    empty = _empty_splits(datamodule, on_bad_sample)
 
     encoder, weights = None, None
     if cfg.features:
@@ -57,6 +56,10 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
 
     bad = {}
     for split in SPLITS:
+        bad[split] = 0
+        if split in empty:
+            record_bad_images(cache_dir, split, {"bad": []})  # an earlier prepare's list for it no longer applies
+            continue
         source = datamodule.source(split)
         description = describe_source(datamodule.source_factory, split, source)
         index = write_image_cache(source, cache_dir, split, description, on_bad_sample)
@@ -65,13 +68,42 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
         if encoder is not None:
             write_feature_cache(cache_dir, split, encoder, cfg.model.encoder, cfg.feature_batch_size, device,
                                 weights=weights)
+    # Last, once the caches it goes with are complete: a prepare that fails (a split whose
+    # images cannot be read, Ctrl-C) leaves no new vocab.json beside caches it did not finish,
+    # and does not say "wrote vocab.json" before it stops. (A reader checks vocab.json against
+    # the train split it was built from, so one left by an earlier prepare is never misused.)
+    if save_vocab(cache_dir, datamodule.vocab, datamodule.vocab_recipe()):
+        log.info("wrote %s (%d words)", cache_dir / "vocab.json", len(datamodule.vocab))
     if any(bad.values()):
         log.warning(
             "%d bad images left out (%s), listed in %s",
             sum(bad.values()), ", ".join(f"{s}: {n}" for s, n in bad.items()), cache_dir / "bad_images.json",
         )
-    log.info("caches complete in %s", cache_dir)
+    left_out = f" (no {' or '.join(empty)} split: it has no images)" if empty else ""
+    log.info("caches complete in %s%s", cache_dir, left_out)
     return bad
+
+
+# What capgen-train needs to run without a split that has no images.
+_WITHOUT = {"val": "trainer.limit_val_batches=0 monitor=train/loss monitor_mode=min", "test": "test=false"}
+
+
+def _empty_splits(datamodule, on_bad_sample: str) -> list[str]:
+    """The splits with no images, each said in one log line with what capgen-train needs without
+    it; an empty train split is refused (no vocabulary, nothing to train on). A data set without
+    a test (or val) split is still prepared: the other splits are cached."""
+    why = ("its captions or annotation file gives no image that split"
+           + (", or data.on_bad_sample=skip left out every one, as logged above" if on_bad_sample == "skip" else ""))
+    if len(datamodule.source("train")) == 0:
+        raise ValueError(f"data: the train split has no images ({why}), so there is no vocabulary to build and nothing "
+                         "to train on; give the train split images (a split column, or data.source.split_fractions for "
+                         "data=custom).")
+    empty = [split for split in SPLITS if len(datamodule.source(split)) == 0]
+    for split in empty:
+        log.warning("the %s split has no images (%s): it is not cached, the other splits are. capgen-train then needs "
+                    "%s (or give the %s split images and run capgen-prepare again, which adds it)",
+                    split, why, _WITHOUT[split], split)
+    return empty
 
 
 def cache_folder(value: object) -> Path:

@@ -56,6 +56,7 @@ from tqdm import tqdm
 
 from ..vocab import Vocabulary
 from .encoder_weights import EncoderWeights, weights_fingerprint, weights_match
+from .images import BadSampleError
 
 log = logging.getLogger(__name__)
 
@@ -426,13 +427,26 @@ def _complete_index(cache_dir: Path, kind: str, split: str, description: dict) -
 
 
 def _first_image_shape(source, split: str) -> tuple[int, int]:
-    """(H, W) of the first image that loads; every image of a split must share it."""
+    """(H, W) of the first image that loads; every image of a split must share it. A split with
+    no images is the caller's to say (capgen-prepare leaves it out): here it would read as one
+    whose every image is unreadable."""
+    if len(source) == 0:
+        raise ValueError(f"the {split} split has no images (its captions or annotation file gives none that split), so "
+                         "there is nothing to cache")
+    first = None
     for i in range(len(source)):
         try:
             return source.image(i).shape[:2]
-        except ValueError:
-            continue  # the writing loop reports it, or skips it under on_bad_sample=skip
-    raise ValueError(f"{split} split: no image could be read, so there is nothing to cache")
+        except ValueError as e:
+            first = first or e  # the writing loop reports it, or skips it under on_bad_sample=skip
+    raise ValueError(f"the {split} split: none of its {len(source)} images could be read, so there is nothing to "
+                     f"cache; the first: {_what_is_wrong(first)}")
+
+
+def _what_is_wrong(error: ValueError) -> str:
+    """A bad image's file and reason without the source's fix, which is for training (it says to
+    run capgen-prepare, which is what is running)."""
+    return f"{error.path}: {error.reason}" if isinstance(error, BadSampleError) and error.reason else str(error)
 
 
 def write_image_cache(
@@ -461,8 +475,9 @@ def write_image_cache(
                 image_id = int(source.image_id(i))
                 if on_bad_sample != "skip":
                     raise ValueError(
-                        f"{split} image {i} (image id {image_id}): {e}. Set data.on_bad_sample=skip to "
-                        "leave such images out (they are listed in the cache's bad_images.json)."
+                        f"{split} image {i} (image id {image_id}): {_what_is_wrong(e)}; delete or replace the file, or set "
+                        "data.on_bad_sample=skip to leave such images out (they are listed in the cache's "
+                        "bad_images.json, and training with data.cache_dir leaves them out)."
                     ) from e
                 writer.bad.append({"row": i, "image_id": image_id, "error": str(e)})
                 image = 0  # a crashed run may have left bytes in this row

@@ -29,8 +29,9 @@ order of the rows, gives each image one split, and a new seed gives a new draw.
 Problems in an image or caption (a missing file, an empty caption, an image without
 captions, an id or a file that an earlier image already has) follow `on_bad_sample`, as
 for COCO (see capgen.data.karpathy and images.BadSamples); a file that cannot be read as
-a captions file at all (a row without `file`, a split that is not train/val/test, one
-image given two splits or two ids) stops with a ValueError naming the file and the line.
+a captions file at all (a row without `file`, a CSV row with more cells than its header
+has columns, as an unquoted comma in a caption makes, a split that is not train/val/test,
+one image given two splits or two ids) stops with a ValueError naming the file and the line.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class CustomSource(ImageFileSource):
         if extension not in FORMATS:
             raise ValueError(
                 f"data.source.captions={captions}: a captions file must end in .jsonl, .csv or .json (a Karpathy-format "
-                f"split file), not {extension or 'nothing'!r}; see {_HOW_TO_GET}"
+                f"split file), not {extension or 'nothing'!r}; {_HOW_TO_GET}"
             )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"captions file {path} not found; point data.source.captions at it ({_HOW_TO_GET})")
@@ -100,7 +101,7 @@ class CustomSource(ImageFileSource):
                     f"data.source.split_fractions={dict(split_fractions)}: {path} is a Karpathy-format file, which gives "
                     "every image its split; leave data.source.split_fractions unset (null)"
                 )
-            index = karpathy_index(path, self.root, image_dir=image_dir)
+            index = karpathy_index(path, self.root, image_dir=image_dir, setting="data.source.captions")
             records = split_records(index.entries, KARPATHY_SPLITS[split], bad)
         else:
             st = os.stat(path)
@@ -206,17 +207,7 @@ def _read_rows(path: str) -> list[tuple[int, dict]]:
     # A spreadsheet's UTF-8 byte-order mark is removed; UTF-16 and stray marks are named (read_utf8).
     with io.StringIO(read_utf8(path, "captions file"), newline="") as f:
         if path.lower().endswith(".csv"):
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in ("file", "caption") if c not in columns]
-            if missing:
-                raise ValueError(f"{path}: the header row has no {' or '.join(missing)} column (it has {columns}); a "
-                                 "captions CSV starts with a header such as file,caption,split,image_id")
-            for row in reader:
-                row = {k.strip(): v for k, v in row.items() if k is not None}
-                # An empty cell is a missing value: split and image_id are then drawn/assigned.
-                rows.append((reader.line_num, {k: v for k, v in row.items() if v not in ("", None) or k == "caption"}))
-            return rows
+            return _read_csv(path, f)
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -230,6 +221,63 @@ def _read_rows(path: str) -> list[tuple[int, dict]]:
                                  '{"file": "a.jpg", "caption": "A dog."}')
             rows.append((number, row))
     return rows
+
+
+def _read_csv(path: str, f: io.StringIO) -> list[tuple[int, dict]]:
+    """(line number, row) of every row of a captions CSV, each checked against the header.
+
+    A row must have a cell per column: an unquoted comma in a caption (a.jpg,a dog, on a sofa)
+    makes one cell more, and csv would put the rest of the caption in a cell with no column,
+    cutting the caption without a word; so a row with more cells than the header is refused,
+    whatever the columns (with a split column the tail would otherwise be read as the split).
+    Fewer cells are accepted only when the missing ones are optional columns (a hand-written
+    a.jpg,A dog. under file,caption,image_id): they are empty cells, as in a spreadsheet's
+    a.jpg,A dog.,; a row that leaves file or caption without a cell is refused."""
+    reader = csv.reader(f)
+    columns = [c.strip() for c in next(reader, [])]
+    missing = [c for c in ("file", "caption") if c not in columns]
+    if missing:
+        # A spreadsheet in a European locale saves "CSV" with semicolons; a tab-separated export
+        # is one column too: the whole header is then a single cell holding the separator.
+        separator = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs")) if any(sep in c for c in columns)), None)
+        hint = (f"; its cells are separated by {separator}, but a captions CSV separates them by commas: save it as "
+                "CSV with commas (in a spreadsheet: CSV UTF-8, field delimiter ,), or write a .jsonl") if separator else ""
+        raise ValueError(f"{path}: the header row has no {' or '.join(missing)} column (it has {columns}){hint}; a "
+                         "captions CSV starts with a header such as file,caption,split,image_id")
+    needed = max(columns.index("file"), columns.index("caption")) + 1  # cells a row must reach
+    header = ",".join(columns)
+    rows = []
+    for cells in reader:
+        if not cells:
+            continue  # a blank line
+        where = (f"{path}: line {reader.line_num} has {len(cells)} cell{'s' if len(cells) != 1 else ''} for "
+                 f"{len(columns)} columns ({header})")
+        if len(cells) > len(columns):
+            raise ValueError(f"{where}: quote a caption that contains commas, \"a, b\" (unquoted, its commas "
+                             f"separate cells and cut the caption at the first); {_quoted_example(cells, columns)}. "
+                             "A spreadsheet's CSV export quotes such cells itself.")
+        if len(cells) < needed:
+            lost = [c for c in ("file", "caption") if columns.index(c) >= len(cells)]
+            raise ValueError(f"{where}, so it has no {' or '.join(lost)}; give every row its file and caption, one "
+                             "row per line (a caption that holds a line break or a comma must be quoted, \"a, b\"), "
+                             "and leave optional cells empty, e.g. a.jpg,A dog.,,")
+        # An empty (or left out) cell is a missing value: split and image_id are then drawn/assigned.
+        row = {k: v for k, v in zip(columns, cells) if v != "" or k == "caption"}
+        rows.append((reader.line_num, row))
+    return rows
+
+
+def _quoted_example(cells: list[str], columns: list[str]) -> str:
+    """The row as it reads if its extra cells are the caption's, quoted as it should be written;
+    or, when they are empty (trailing commas), what to remove."""
+    extra = len(cells) - len(columns)
+    if not any(c.strip() for c in cells[len(columns):]):
+        return f"if its last {extra} cell{'s are' if extra != 1 else ' is'} only trailing commas, remove them"
+    at = columns.index("caption")
+    fixed = cells[:at] + [",".join(cells[at:at + extra + 1])] + cells[at + extra + 1:]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fixed)
+    return f"if the commas are the caption's, the line reads: {out.getvalue()}"
 
 
 def _group_rows(path: str, rows: list[tuple[int, dict]]) -> dict[str, dict]:
@@ -246,6 +294,9 @@ def _group_rows(path: str, rows: list[tuple[int, dict]]) -> dict[str, dict]:
             raise ValueError(f"{where} has no 'caption' field; give every row one caption")
         file = os.path.normpath(file.strip())
         part, image_id = row.get("split"), _image_id(row.get("image_id"), where)
+        if isinstance(part, str):
+            # "train " as a spreadsheet cell keeps it: stripped, as file names are.
+            part = part.strip() or None
         if part is not None and part not in SPLITS:
             raise ValueError(f"{where} has split {part!r}; a split is train, val or test")
         image = images.setdefault(file, {"line": number, "lines": [], "captions": [], "split": part, "image_id": image_id})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -90,6 +90,10 @@ class ImageFileSource:
     def image_id(self, i: int) -> int:
         return self._ids[i]
 
+    def missing_folder(self, folder: str) -> str:
+        """The message for an image folder that does not exist; a source says which setting names it."""
+        return f"image folder {folder} does not exist; {self.how_to_get}"
+
     def _keep(self, records: Iterable[Record], bad: BadSamples) -> None:
         with gc_paused():  # a COCO train split keeps 113k images and 570k captions
             self._keep_records(records, bad)
@@ -126,13 +130,25 @@ class ImageFileSource:
             if not captions:
                 bad.report("image without captions", where, "has no caption with words", _FIX_ENTRY)
                 continue
-            if not _listed(path, listings, self.how_to_get):
-                bad.report("missing file", path, f"image file of {where} does not exist", _FIX_MISSING)
+            if not _listed(path, listings, self.missing_folder):
+                bad.report("missing file", path, *_why_missing(path, where))
                 continue
             self._ids.append(image_id)
             self._paths.append(path)
             self._captions.append(tuple(captions))
         bad.summary(len(self._ids), total)
+
+
+def _why_missing(path: str, where: str) -> tuple[str, str]:
+    """(reason, fix) for an image file that does not exist. A Windows path (photos\\rex.jpg,
+    as a spreadsheet made on Windows holds) names one file called that here, not a file in a
+    folder: the real fix is the separator, not putting a file back."""
+    name = os.path.basename(path)
+    if "\\" not in name:
+        return f"image file of {where} does not exist", _FIX_MISSING
+    slashed = name.replace("\\", "/")
+    return (f"image file of {where} does not exist: its name holds '\\', which is not a folder separator here "
+            f"(only '/' is)", f"write that entry's file as {slashed}, or set data.on_bad_sample=skip")
 
 
 def split_records(entries: Iterable[Entry], wanted: Sequence[str], bad: BadSamples) -> Iterator[Record]:
@@ -163,11 +179,11 @@ def repeat_of(first: dict, image_id: int, file: str, id_name: str, entry: str) -
     return None
 
 
-def _listed(path: str, listings: dict[str, set[str]], how_to_get: str) -> bool:
+def _listed(path: str, listings: dict[str, set[str]], missing_folder: Callable[[str], str]) -> bool:
     """Whether `path` exists, from one listing of its folder (much cheaper than a stat per file)."""
     folder, name = os.path.split(path)
     if folder not in listings:
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"image folder {folder} does not exist; {how_to_get}")
+            raise FileNotFoundError(missing_folder(folder))
         listings[folder] = set(os.listdir(folder))
     return name in listings[folder]

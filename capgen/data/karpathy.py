@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 _HOW_TO_GET = "see the 'Data sets' section of the README (for COCO: scripts/download_coco.sh)"
+_HOW_TO_GET_FLICKR = "see the 'Data sets' section of the README"
+# What capgen reads of a data set is Karpathy's split files; the official downloads' own text files are not read.
+_KARPATHY_FILES = "Karpathy's dataset_coco.json, dataset_flickr8k.json or dataset_flickr30k.json (caption_datasets.zip)"
+
+
 class Coco2014Source(ImageFileSource):
     """COCO 2014 captions, on Karpathy's splits when `karpathy_json` is given.
 
@@ -93,6 +98,14 @@ class Coco2014Source(ImageFileSource):
     def _official_records(self) -> Iterator[Record]:
         part = "train" if self.split == "train" else "val"
         path = os.path.join(self.root, "annotations", f"captions_{part}2014.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"COCO 2014 caption annotations {path} not found: data.root={self.root} must hold "
+                f"annotations/captions_train2014.json and captions_val2014.json{_coco2017_found(self.root)}. Unpack "
+                f"annotations_trainval2014.zip into data.root, or point data.root at the folder that holds them "
+                f"(scripts/download_coco.sh fetches them); these official splits are read because "
+                f"data.source.karpathy_json=null"
+            )
         data = _load_json(
             path, "COCO 2014 caption annotations", f"unpack annotations_trainval2014.zip into {self.root}; {_HOW_TO_GET}"
         )
@@ -110,6 +123,29 @@ class Coco2014Source(ImageFileSource):
             repeat = repeat_of(first, image_id, file, "image id", f"image {k} ({name})")
             yield image_id, file, captions.get(image_id, []), where, repeat
 
+    def missing_folder(self, folder: str) -> str:
+        return (f"image folder {folder} does not exist: COCO 2014's images unpack to train2014/ and val2014/ under "
+                f"data.root={self.root}{_coco2017_found(self.root)}. Unpack train2014.zip and val2014.zip there, or "
+                f"point data.root at the folder that holds them (scripts/download_coco.sh fetches them)")
+
+
+def _folders(names: list[str], most: int = 8) -> str:
+    """"the folders a, b", "the folder a" or "no folder", at most `most` named."""
+    listed = ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+    return "no folder" if not names else f"the folder{'s' if len(names) > 1 else ''} {listed}"
+
+
+def _coco2017_found(root: str) -> str:
+    """A note when `root` holds COCO 2017 files, which capgen does not read: the likely cause
+    of missing 2014 ones."""
+    found = [name for name in ("train2017", "val2017", "annotations/captions_train2017.json",
+                               "annotations/captions_val2017.json") if os.path.exists(os.path.join(root, name))]
+    if not found:
+        return ""
+    return (f"; it holds COCO 2017's {', '.join(found)}, but capgen reads COCO 2014: Karpathy's splits, which "
+            "published results use, are of the 2014 images under their 2014 names, and 2017 regroups them under "
+            "other names")
+
 
 class FlickrSource(ImageFileSource):
     """Flickr8k or Flickr30k on Karpathy's splits (the data sets have no other standard ones).
@@ -119,7 +155,7 @@ class FlickrSource(ImageFileSource):
     chosen from the file's "dataset" field. image_id is Karpathy's imgid.
     """
 
-    how_to_get = _HOW_TO_GET
+    how_to_get = _HOW_TO_GET_FLICKR
 
     IMAGE_DIRS = {"flickr8k": "Flicker8k_Dataset", "flickr30k": "flickr30k-images"}
 
@@ -137,9 +173,21 @@ class FlickrSource(ImageFileSource):
         path = os.path.join(self.root, os.path.expanduser(karpathy_json))
         index = karpathy_index(path, self.root, datasets=tuple(self.IMAGE_DIRS), id_key="imgid", image_dir=image_dir,
                                image_dirs=tuple(self.IMAGE_DIRS.items()))
-        self.dataset = index.dataset
+        self.dataset, self.image_dir = index.dataset, image_dir or self.IMAGE_DIRS[index.dataset]
         bad = BadSamples(on_bad_sample, f"{index.dataset} {split}")
         self._keep(split_records(index.entries, KARPATHY_SPLITS[split], bad), bad)
+
+    def missing_folder(self, folder: str) -> str:
+        # Mirrors and re-packs often rename the archive's folder (Flickr8k_Dataset for its
+        # Flicker8k_Dataset): name the setting and the folders that are there.
+        there = sorted(e.name for e in os.scandir(self.root) if e.is_dir())
+        default = self.IMAGE_DIRS[self.dataset]
+        example = there[0] if len(there) == 1 else "<folder>"
+        return (f"image folder {folder} does not exist: data.source.image_dir={self.image_dir} names the folder of "
+                f"{self.dataset}'s images under data.root={self.root}"
+                f"{f' (its archive unpacks to {default})' if self.image_dir == default else ''}, and data.root holds "
+                f"{_folders(there)}. Give data.source.image_dir=<the folder "
+                f"holding the .jpg files>, e.g. data.source.image_dir={example}; {_HOW_TO_GET_FLICKR}")
 
 
 class KarpathyIndex(NamedTuple):
@@ -155,6 +203,7 @@ def karpathy_index(
     id_key: str | None = None,
     image_dir: str | None = None,
     image_dirs: tuple[tuple[str, str], ...] = (),
+    setting: str = "data.source.karpathy_json",
 ) -> KarpathyIndex:
     """Every image of a Karpathy split file, read once per process for all its splits.
 
@@ -166,18 +215,33 @@ def karpathy_index(
 
     The file is parsed with the garbage collector paused and only what the splits need is
     kept; the last two files read stay in memory, keyed by path, size and modification
-    time, so the three splits of a run (and capgen-prepare's second look) parse it once."""
+    time, so the three splits of a run (and capgen-prepare's second look) parse it once.
+    setting: the config key that names the file, for messages."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Karpathy split file {path} not found; it is in Karpathy's caption_datasets.zip; {_HOW_TO_GET}")
+        raise FileNotFoundError(f"Karpathy split file {path} not found; point {setting} at it; it is in Karpathy's "
+                                f"caption_datasets.zip; {_HOW_TO_GET}")
     st = os.stat(path)
-    return _karpathy_index(path, (st.st_size, st.st_mtime_ns, st.st_ino), root, datasets, id_key, image_dir, image_dirs)
+    return _karpathy_index(path, (st.st_size, st.st_mtime_ns, st.st_ino), root, datasets, id_key, image_dir, image_dirs,
+                           setting)
 
 
 @functools.lru_cache(maxsize=2)
-def _karpathy_index(path, identity, root, datasets, id_key, image_dir, image_dirs) -> KarpathyIndex:
+def _karpathy_index(path, identity, root, datasets, id_key, image_dir, image_dirs, setting) -> KarpathyIndex:
     with gc_paused():
+        # Flickr's own download ships Flickr8k.token.txt and Flickr_8k.trainImages.txt; given
+        # here, they are not damaged JSON but another format, which capgen does not read.
+        if datasets:
+            other_format = (
+                f"{setting} must name {' or '.join(f'dataset_{d}.json' for d in datasets)} from Karpathy's "
+                "caption_datasets.zip; the text files of the official downloads (Flickr8k.token.txt, "
+                "Flickr_8k.trainImages.txt, results_20130124.token) are not read. For captions or splits of your "
+                "own, write a JSONL or CSV captions file and use data=custom (see the README's 'Your own data')"
+            )
+        else:
+            other_format = (f"{setting} ending in .json is read as a Karpathy-format split file, in the format of "
+                            f"{_KARPATHY_FILES}; write rows of file and caption as a .jsonl or .csv file instead")
         data = _load_json(path, "Karpathy split file", f"it is in Karpathy's caption_datasets.zip; {_HOW_TO_GET}",
-                          object_hook=_without_tokens)
+                          object_hook=_without_tokens, other_format=other_format)
         dataset = _field(data, "dataset", path, "the file")
         if datasets is not None and dataset not in datasets:
             raise ValueError(
@@ -226,14 +290,23 @@ def _raw_captions(entry, path: str, where: str) -> tuple | str:
         return str(e)
 
 
-def _load_json(path: str, what: str, how: str, object_hook=None) -> dict:
+def _load_json(path: str, what: str, how: str, object_hook=None, other_format: str | None = None) -> dict:
+    """The parsed file. One that does not parse is damaged (cut short, say) when it starts as a
+    JSON object or list does, or is empty; otherwise it is another format, and `other_format`
+    (or `how`) says what the file must be instead."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path} not found; {how}")
     text = read_utf8(path, what)
     try:
         return json.loads(text, object_hook=object_hook)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged, download it again") from e
+        start = text.lstrip()
+        if not start or start[0] in "{[":
+            raise ValueError(f"{path}: not valid JSON ({e}); the file is damaged (cut short?), download it again") from e
+        first = start.splitlines()[0]
+        first = first if len(first) <= 60 else first[:57] + "..."
+        raise ValueError(f"{path} is not a JSON file (its first line is {first!r}), so not the {what} capgen reads; "
+                         f"{other_format or how}") from None
 
 
 def _image_id(entry, key: str, path: str, where: str) -> int:

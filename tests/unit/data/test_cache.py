@@ -27,6 +27,7 @@ from capgen.data.cache import (
 )
 from capgen.data.datamodule import CaptionDataModule
 from capgen.data.encoder_weights import EncoderWeights, EncoderWeightsMismatch, weights_fingerprint
+from capgen.data.images import FIX_UNREADABLE, BadSampleError
 from capgen.data.shapes import ShapesSource
 from capgen.models import AttentionDecoder, Captioner
 from capgen.models.losses import caption_loss
@@ -360,9 +361,8 @@ def test_prepare_resumes_and_a_complete_prepare_changes_nothing(tmp_path, monkey
     _crash_at(monkeypatch, 30)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg)
-    assert {p.name for p in (tmp_path / "cache").iterdir()} == {
-        "vocab.json", "images_train.u8.partial", "images_train.u8.progress.json"
-    }
+    # vocab.json is written once the caches it goes with are complete: not beside a partial one.
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {"images_train.u8.partial", "images_train.u8.progress.json"}
     monkeypatch.undo()
     assert prepare(cfg) == {"train": 0, "val": 0, "test": 0}
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()}
@@ -684,3 +684,23 @@ def test_bad_images_are_read_again_by_capgen_prepare_after_the_user_fixes_them(t
     assert not (tmp_path / "bad_images.json").exists() or "train" not in json.loads((tmp_path / "bad_images.json").read_text())
     fixed = cache.CachedImages(tmp_path, "train", description)  # its checksums match the rewritten file
     assert len(fixed) == 20 and np.array_equal(fixed.image(4), source.image(4))
+
+
+class Unreadable(ShapesSource):
+    """Shapes whose every image is an empty file, as a failed copy leaves them."""
+
+    def image(self, i):
+        raise BadSampleError(f"{self.split}/{i:04d}.jpg", "empty file (0 bytes)", FIX_UNREADABLE)
+
+
+def test_a_split_none_of_whose_images_reads_names_the_first_and_an_empty_split_says_it_is_empty(tmp_path):
+    factory = functools.partial(Unreadable, sizes={"train": 4, "val": 0}, image_size=32)
+    src = factory(split="train")
+    with pytest.raises(ValueError, match=r"^the train split: none of its 4 images could be read, so there is nothing to "
+                                         r"cache; the first: train/0000\.jpg: empty file \(0 bytes\)$") as err:
+        write_image_cache(src, tmp_path, "train", describe_source(factory, "train", src), on_bad_sample="skip")
+    assert "capgen-prepare" not in str(err.value)  # the training fix the source carries: prepare is what is running
+    empty = factory(split="val")
+    with pytest.raises(ValueError, match=r"^the val split has no images \(its captions or annotation file gives none "
+                                         r"that split\), so there is nothing to cache$"):
+        write_image_cache(empty, tmp_path, "val", describe_source(factory, "val", empty))

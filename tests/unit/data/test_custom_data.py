@@ -328,3 +328,102 @@ def test_a_utf8_byte_order_mark_at_the_start_is_read_as_a_spreadsheet_writes_it(
     for name, text in (("captions.csv", UTF8_CSV), ("captions.jsonl", _row("a.png", "A red square."))):
         _custom(tmp_path, "", name=name, data=b"\xef\xbb\xbf" + text.encode())
         assert CustomSource(tmp_path, "train", captions=name, image_dir="images").captions(0) == ["A red square."]
+
+
+# ----- a CSV row's cells against its header ------------------------------------------------
+CUT = "A red square, seen from above, on a sofa"  # a caption with commas, written unquoted below
+
+
+@pytest.mark.parametrize("header, tail, cells, columns", [
+    ("file,caption", "", 4, 2),  # no split column: the caption used to be cut at its first comma
+    ("file,caption,split", ",train", 5, 3),  # with one: the tail used to be read as the split
+])
+def test_a_csv_row_with_more_cells_than_columns_is_refused_naming_the_line_and_the_quoting(tmp_path, header, tail, cells,
+                                                                                           columns):
+    import csv
+
+    from capgen.data.custom import CustomSource
+
+    rows = f"{header}\nb.png,A red circle.{tail}\na.png,{CUT}{tail}\n"
+    name = _custom(tmp_path, "", name="captions.csv", data=rows.encode())
+    fractions = None if tail else FRACTIONS
+    for policy in ("error", "skip"):  # not a bad sample: the file cannot be read as it is meant
+        with pytest.raises(ValueError, match=rf"captions\.csv: line 3 has {cells} cells for {columns} columns "
+                                             rf"\({header}\): quote a caption that contains commas, \"a, b\"") as err:
+            CustomSource(tmp_path, "train", captions=name, image_dir="images", split_fractions=fractions,
+                         on_bad_sample=policy)
+    message = str(err.value)
+    assert "\n" not in message
+    # The line it suggests reads as the row was meant: the whole caption in one cell.
+    suggested = message.split("the line reads: ", 1)[1].split(". A spreadsheet", 1)[0]
+    assert next(csv.reader([suggested])) == ["a.png", CUT] + ([tail[1:]] if tail else [])
+
+
+def test_a_csv_row_with_trailing_commas_is_told_to_remove_them(tmp_path):
+    from capgen.data.custom import CustomSource
+
+    name = _custom(tmp_path, "", name="captions.csv", data=b"file,caption,split\na.png,A red square.,train,,\n")
+    with pytest.raises(ValueError, match=r"line 2 has 5 cells for 3 columns .*if its last 2 cells are only trailing "
+                                         r"commas, remove them"):
+        CustomSource(tmp_path, "train", captions=name, image_dir="images")
+
+
+def test_a_csv_row_may_leave_out_optional_cells_but_not_its_caption(tmp_path):
+    from capgen.data.custom import CustomSource
+
+    # Optional columns left out at the end of a row are empty cells: image ids are then positions.
+    rows = "file,caption,image_id\na.png,A red square.\nb.png,A red circle.,\n"
+    name = _custom(tmp_path, "", name="captions.csv", data=rows.encode())
+    src = CustomSource(tmp_path, "train", captions=name, image_dir="images", split_fractions={"train": 1.0})
+    assert sorted(src.captions(i)[0] for i in range(len(src))) == ["A red circle.", "A red square."]
+    assert sorted(src.image_id(i) for i in range(len(src))) == [0, 1]
+    name = _custom(tmp_path, "", name="cut.csv", data=b"file,caption,split\na.png,A red square.,train\nb.png\n")
+    for policy in ("error", "skip"):
+        with pytest.raises(ValueError, match=r"cut\.csv: line 3 has 1 cell for 3 columns \(file,caption,split\), so it "
+                                             r"has no caption; give every row its file and caption"):
+            CustomSource(tmp_path, "train", captions=name, image_dir="images", on_bad_sample=policy)
+
+
+def test_a_csv_split_with_surrounding_spaces_reads_as_the_split(tmp_path):
+    from capgen.data.custom import CustomSource
+
+    rows = "file,caption,split\na.png,A red square.,train \nb.png,A red circle., val\n"  # as a spreadsheet leaves them
+    name = _custom(tmp_path, "", name="captions.csv", data=rows.encode())
+    for split, file in (("train", "a.png"), ("val", "b.png")):
+        src = CustomSource(tmp_path, split, captions=name, image_dir="images")
+        assert _files(src, tmp_path) == [file]
+
+
+@pytest.mark.parametrize("separator, named", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_csv_separated_by_something_else_than_commas_is_named(tmp_path, separator, named):
+    from capgen.data.custom import CustomSource
+
+    rows = separator.join(["file", "caption", "split"]) + "\n" + separator.join(["a.png", "A red square.", "train"]) + "\n"
+    name = _custom(tmp_path, "", name="captions.csv", data=rows.encode())
+    with pytest.raises(ValueError, match=rf"the header row has no file or caption column .*; its cells are separated by "
+                                         rf"{named}, but a captions CSV separates them by commas"):
+        CustomSource(tmp_path, "train", captions=name, image_dir="images")
+
+
+def test_the_captions_file_extension_message_has_no_doubled_word(tmp_path):
+    import re
+
+    make_custom(tmp_path, "csv")
+    with pytest.raises(ValueError, match=r"not '\.txt'; see the README's 'Your own data'") as err:
+        CustomSource(tmp_path, "train", captions="captions.txt")
+    assert not re.search(r"\b(\w+) \1\b", str(err.value)), str(err.value)
+
+
+def test_a_windows_path_in_a_captions_file_is_told_to_use_slashes(tmp_path):
+    from PIL import Image
+
+    from capgen.data.custom import CustomSource
+
+    (tmp_path / "images" / "photos").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / "photos" / "a.png")
+    (tmp_path / "captions.jsonl").write_text(_row("photos\\a.png", "A red square."))
+    with pytest.raises(BadSampleError, match=r"photos\\a\.png\) does not exist: its name holds '\\', which is not a folder "
+                                             r"separator here \(only '/' is\); write that entry's file as photos/a\.png"):
+        CustomSource(tmp_path, "train", image_dir="images")
+    (tmp_path / "captions.jsonl").write_text(_row("photos/a.png", "A red square."))
+    assert len(CustomSource(tmp_path, "train", image_dir="images")) == 1  # the fix it gives works

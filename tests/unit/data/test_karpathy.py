@@ -158,6 +158,52 @@ def test_missing_root_annotation_split_file_and_image_folder_name_the_path(tmp_p
         Coco2014Source(tmp_path, "train")
 
 
+def test_flickrs_own_token_file_is_named_as_a_format_capgen_does_not_read_not_as_damaged(tmp_path):
+    facts = make_flickr(tmp_path, "8k")
+    # Flickr8k.token.txt as the official download ships it: <file>#<k>\t<caption> per line.
+    names = {imgid: path.name for imgid, path in facts["paths"].items()}
+    (tmp_path / "Flickr8k.token.txt").write_text("".join(
+        f"{names[i]}#{k}\t{c}\n" for i, captions in facts["captions"].items() for k, c in enumerate(captions)))
+    with pytest.raises(ValueError, match=r"Flickr8k\.token\.txt is not a JSON file .*data\.source\.karpathy_json must "
+                                         r"name dataset_flickr8k\.json or dataset_flickr30k\.json from Karpathy's "
+                                         r"caption_datasets\.zip; the text files of the official downloads .* are not "
+                                         r"read\. .*data=custom") as err:
+        FlickrSource(tmp_path, "train", karpathy_json="Flickr8k.token.txt")
+    assert "damaged" not in str(err.value) and "\n" not in str(err.value)
+    # A Karpathy file cut short (a broken download) is still called damaged.
+    text = facts["karpathy_json"].read_text()
+    facts["karpathy_json"].write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match=r"dataset_flickr8k\.json: not valid JSON .*the file is damaged"):
+        FlickrSource(tmp_path, "train")
+
+
+def test_a_renamed_flickr_image_folder_names_the_setting_and_the_folder_that_is_there(tmp_path):
+    make_flickr(tmp_path, "8k")
+    (tmp_path / "Flicker8k_Dataset").rename(tmp_path / "Flickr8k_Dataset")  # as many mirrors spell it
+    with pytest.raises(FileNotFoundError, match=r"image folder .*Flicker8k_Dataset does not exist: "
+                                                r"data\.source\.image_dir=Flicker8k_Dataset names .*data\.root holds the "
+                                                r"folder Flickr8k_Dataset\. Give data\.source\.image_dir=.*e\.g\. "
+                                                r"data\.source\.image_dir=Flickr8k_Dataset") as err:
+        FlickrSource(tmp_path, "train", image_dir="Flicker8k_Dataset")
+    assert "COCO" not in str(err.value) and "download_coco" not in str(err.value)
+    assert len(FlickrSource(tmp_path, "train", image_dir="Flickr8k_Dataset")) > 0  # the fix it gives works
+
+
+def test_coco_2017_files_where_2014_ones_are_expected_are_named(tmp_path):
+    make_coco2014(tmp_path, odd_images=False)
+    annotations = tmp_path / "annotations"
+    (annotations / "captions_train2014.json").rename(annotations / "captions_train2017.json")
+    with pytest.raises(FileNotFoundError, match=r"captions_train2014\.json not found: data\.root=.* must hold .*; it "
+                                                r"holds COCO 2017's annotations/captions_train2017\.json, but capgen "
+                                                r"reads COCO 2014"):
+        Coco2014Source(tmp_path, "train", karpathy_json=None)
+    (tmp_path / "train2014").rename(tmp_path / "train2017")
+    with pytest.raises(FileNotFoundError, match=r"image folder .*train2014 does not exist: COCO 2014's images unpack to "
+                                                r"train2014/ and val2014/ under data\.root=.*; it holds COCO 2017's "
+                                                r"train2017, .*but capgen reads COCO 2014"):
+        Coco2014Source(tmp_path, "train", karpathy_json="dataset_coco.json")
+
+
 def test_a_split_file_for_another_data_set_is_refused(tmp_path):
     make_flickr(tmp_path, "30k")
     with pytest.raises(ValueError, match=r"dataset_flickr30k\.json.*'flickr30k'.*coco"):
