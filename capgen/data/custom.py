@@ -84,6 +84,7 @@ class CustomSource(ImageFileSource):
         exclude_ids: Iterable[int] | None = None,
     ):
         super().__init__(root, split, image_size, on_bad_sample, exclude_ids)
+        self.image_dir = image_dir
         path = os.path.join(self.root, os.path.expanduser(captions))
         extension = os.path.splitext(path)[1].lower()
         if extension not in FORMATS:
@@ -109,6 +110,13 @@ class CustomSource(ImageFileSource):
             entries = _row_index(path, (st.st_size, st.st_mtime_ns, st.st_ino), folder, fractions, split_seed)
             records = split_records(entries, (split,), bad)
         self._keep(records, bad)
+
+
+    def missing_folder(self, folder: str) -> str:
+        setting = (f"data.source.image_dir={self.image_dir} names it under data.root ({self.root})" if self.image_dir
+                   else f"the captions file's names are read from data.root ({self.root}) itself")
+        return (f"image folder {folder} does not exist: {setting}; point data.source.image_dir at the folder that "
+                f"holds the images, relative to data.root ({_HOW_TO_GET})")
 
 
 def _check_fractions(fractions: Mapping[str, float] | None) -> tuple[tuple[str, float], ...] | None:

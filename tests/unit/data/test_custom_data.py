@@ -201,7 +201,8 @@ def test_split_settings_that_do_not_fit_the_file_name_the_setting_and_the_fix(tm
         CustomSource(tmp_path / "split", "train", captions="captions.txt")
     with pytest.raises(FileNotFoundError, match=r"captions file .*missing\.jsonl not found.*data\.source\.captions"):
         CustomSource(tmp_path / "split", "train", captions="missing.jsonl")
-    with pytest.raises(FileNotFoundError, match=r"image folder .*pictures does not exist; see the README's 'Your own data'"):
+    with pytest.raises(FileNotFoundError, match=r"image folder .*pictures does not exist: data\.source\.image_dir=pictures "
+                                                r"names it under data\.root .*; point data\.source\.image_dir at the folder"):
         CustomSource(tmp_path / "split", "train", captions="captions.csv", image_dir="pictures")
 
 
