@@ -33,8 +33,6 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
     on_bad_sample = cfg.data.get("on_bad_sample") or "error"
     # The raw sources: this datamodule must not read from the caches it is writing.
     datamodule = hydra.utils.instantiate(cfg.data, cache_dir=None, use_features=False)
-    if save_vocab(cache_dir, datamodule.vocab, datamodule.vocab_recipe()):
-        log.info("wrote %s (%d words)", cache_dir / "vocab.json", len(datamodule.vocab))
 
     encoder, weights = None, None
     if cfg.features:
@@ -62,6 +60,11 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
         index = write_image_cache(source, cache_dir, split, description, on_bad_sample)
         record_bad_images(cache_dir, split, index)
         bad[split] = len(index["bad"])
+        if split == "train":
+            # Once the train split's cache holds the captions as they are now (rebuilt if they changed), never
+            # before: vocab.json is counted from them and records their digest, which readers compare.
+            if save_vocab(cache_dir, datamodule.vocab, datamodule.vocab_recipe()):
+                log.info("wrote %s (%d words)", cache_dir / "vocab.json", len(datamodule.vocab))
         if encoder is not None:
             write_feature_cache(cache_dir, split, encoder, cfg.model.encoder, cfg.feature_batch_size, device,
                                 weights=weights)

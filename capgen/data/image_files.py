@@ -90,6 +90,10 @@ class ImageFileSource:
     def image_id(self, i: int) -> int:
         return self._ids[i]
 
+    def image_files(self) -> list[str]:
+        """The image file of each item, in order: a cache records their state (capgen.data.cache)."""
+        return list(self._paths)
+
     def _keep(self, records: Iterable[Record], bad: BadSamples) -> None:
         with gc_paused():  # a COCO train split keeps 113k images and 570k captions
             self._keep_records(records, bad)
