@@ -68,10 +68,11 @@ def prepare(cfg: DictConfig) -> dict[str, int]:
         if encoder is not None:
             write_feature_cache(cache_dir, split, encoder, cfg.model.encoder, cfg.feature_batch_size, device,
                                 weights=weights)
-    # Last, once the caches it goes with are complete: a prepare that fails (a split whose
-    # images cannot be read, Ctrl-C) leaves no new vocab.json beside caches it did not finish,
-    # and does not say "wrote vocab.json" before it stops. (A reader checks vocab.json against
-    # the train split it was built from, so one left by an earlier prepare is never misused.)
+    # Last, once the caches it goes with are complete (the train split's holding the captions as
+    # they are now, rebuilt if they changed): a prepare that fails (a split whose images cannot
+    # be read, Ctrl-C) leaves no new vocab.json beside caches it did not finish, and does not say
+    # "wrote vocab.json" before it stops. vocab.json records the digest of the train captions it
+    # was counted from, which readers compare, so one left by an earlier prepare is never misused.
     if save_vocab(cache_dir, datamodule.vocab, datamodule.vocab_recipe()):
         log.info("wrote %s (%d words)", cache_dir / "vocab.json", len(datamodule.vocab))
     if any(bad.values()):

@@ -13,8 +13,27 @@
                              data.on_bad_sample=skip
 
 An index holds format, version, complete, split, source (a description of the source the rows
-were made from: a cache with another description is stale), shape, dtype, image_ids, captions
-and bad (rows whose image could not be read: left zero, never served).
+were made from: a cache with another description is stale), shape, dtype, image_ids, captions,
+bad (rows whose image could not be read: left zero, never served) and, for a source that reads
+image files, image_files (below).
+
+The data, so that a cache made before the user edited a caption or replaced an image is not
+used (stale, like one made from other settings): opening a cache with the source it stands
+for (CachedImages(..., source=raw), write_image_cache) compares the index's image ids and
+captions with those the source reads now, row by row, and the image files' record with the
+files' state now. `image_files` is {"paths": a BLAKE2b of the files' paths in row order,
+"sizes", "mtimes_ns": one per file}: a stat per file, nothing read (docs/performance.md has the
+cost at COCO scale). A source names its files with `image_files()` (capgen.data.image_files:
+one per item; coco.pt: the one file); a source of none (shapes, generated from its settings)
+has no record and nothing to check. Rows listed as bad are left out of the comparison
+(capgen-prepare reads them again, see _recheck_bad). A cache written before the record is read
+without it (CachedImages.files_checked is False: its captions are checked, its images cannot
+be) and capgen-prepare rebuilds it. A copy of the data with other modification times (cp
+without -p) counts as changed: a stat cannot tell a copy from an edit of the same size.
+A feature index copies its image cache's image ids, captions and record, so features made
+from an image cache rebuilt since are made again. vocab.json's `built_from` holds a digest of
+the train split's captions (captions_digest) for such sources, so it is never used with
+captions other than those it was counted from.
 
 Raw files rather than .npy: the index carries shape and dtype anyway, and a raw file is
 resumed with a plain read-write memmap. Writing never leaves a file that looks complete:
@@ -56,6 +75,7 @@ from tqdm import tqdm
 
 from ..vocab import Vocabulary
 from .encoder_weights import EncoderWeights, weights_fingerprint, weights_match
+from .image_files import gc_paused
 from .images import BadSampleError
 
 log = logging.getLogger(__name__)
@@ -71,6 +91,10 @@ _NOT_ENCODER_IDENTITY = ("download",)
 
 class CacheUnavailable(Exception):
     """A cache that is missing, unfinished or stale (made from other data); the message names the file."""
+
+
+class CacheStale(CacheUnavailable):
+    """A complete, intact cache made from other source settings or data than the source has now."""
 
 
 class CacheDamaged(ValueError):
@@ -134,6 +158,102 @@ def encoder_identity(config) -> dict:
     for key in _NOT_ENCODER_IDENTITY:
         identity.pop(key, None)
     return _plain({"_target_": _qualname(cls), **identity})
+
+
+# ----- the data a cache was made from ----------------------------------------------------------
+
+def image_files(source) -> list[str] | None:
+    """The files a source reads its images from (its `image_files()`, see the module docstring);
+    None for a source of no files."""
+    files = getattr(source, "image_files", None)
+    return None if files is None else [str(f) for f in files()]
+
+
+def files_record(paths: list[str]) -> dict:
+    """{"paths", "sizes", "mtimes_ns"} of these files now (see the module docstring): one stat
+    each, nothing read; a file that cannot be stat-ed has size and mtime -1."""
+    sizes, mtimes = [], []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            sizes.append(-1)
+            mtimes.append(-1)
+        else:
+            sizes.append(st.st_size)
+            mtimes.append(st.st_mtime_ns)
+    names = hashlib.blake2b("\0".join(paths).encode(), digest_size=16).hexdigest()
+    return {"paths": names, "sizes": sizes, "mtimes_ns": mtimes}
+
+
+def _digest(value) -> str:
+    """A short BLAKE2b of a JSON value: what a partial file's identity holds of a large record."""
+    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def _some(items: list, k: int = 3) -> str:
+    """The first k items, e.g. "a, b, c and 4 more"."""
+    return ", ".join(map(str, items[:k])) + (f" and {len(items) - k} more" if len(items) > k else "")
+
+
+def _check_data(path: Path, index: dict, source) -> None:
+    """CacheStale (naming what changed) when the index's rows are not what `source` reads now:
+    other image ids or captions, or image files changed since (see the module docstring)."""
+    n = len(index["image_ids"])
+    if len(source) != n:
+        raise CacheStale(f"{path} holds {n} images, the source has {len(source)} now")
+    with gc_paused():  # 123k lists at COCO scale: a collection would walk the whole index for each 700
+        ids = [int(source.image_id(i)) for i in range(n)]
+        captions = [list(source.captions(i)) for i in range(n)]
+    if ids != index["image_ids"] or captions != index["captions"]:
+        rows = [i for i in range(n) if ids[i] != index["image_ids"][i] or captions[i] != index["captions"][i]]
+        raise CacheStale(
+            f"{path} holds other captions or image ids than the data has now for {len(rows)} of its {n} images, "
+            f"image id{'s' if len(rows) > 1 else ''} {_some([ids[i] for i in rows])}: the captions file changed since "
+            "capgen-prepare made the cache"
+        )
+    files, recorded = image_files(source), index.get("image_files")
+    if files is None or recorded is None:
+        return  # no files (nothing to check), or a cache written before the record (see files_checked)
+    now = files_record(files)
+    if now == recorded:
+        return
+    if now["paths"] != recorded["paths"] or len(now["sizes"]) != len(recorded["sizes"]):
+        raise CacheStale(f"{path} was made from other image files than the source reads now: their names differ")
+    # Bad rows are never served; capgen-prepare reads their files again (_recheck_bad).
+    bad = {b["row"] for b in index["bad"]} if len(files) == n else set()
+    changed = [files[k] for k in range(len(files)) if k not in bad
+               and (now["sizes"][k], now["mtimes_ns"][k]) != (recorded["sizes"][k], recorded["mtimes_ns"][k])]
+    if changed and len(files) == 1:
+        raise CacheStale(f"{path}: {files[0]}, the file its images were read from, changed since capgen-prepare made "
+                         "the cache, its size or modification time")
+    if changed:
+        raise CacheStale(
+            f"{path}: {len(changed)} of the {len(files)} image files it was made from changed since capgen-prepare "
+            f"made the cache, their size or modification time: {_some(changed)}"
+        )
+
+
+def files_checked(index: dict, source) -> bool:
+    """False for a cache written before capgen recorded its image files, opened for a source that
+    has some: whether they changed since cannot be checked (its captions can)."""
+    return source is None or "image_files" in index or image_files(source) is None
+
+
+def captions_digest(source) -> str | None:
+    """A BLAKE2b of a split's captions in row order (a cached split's as its index holds them, bad
+    rows too: those capgen-prepare counted), which vocab.json records; None for a source of no
+    files (its captions follow from its settings) and a cache written before image_files."""
+    if isinstance(source, CachedImages):
+        if "image_files" not in source.index:
+            return None
+        rows = source.index["captions"]
+    elif image_files(source) is None:
+        return None
+    else:
+        with gc_paused():  # see _check_data
+            rows = [source.captions(i) for i in range(len(source))]
+    return hashlib.blake2b(json.dumps(rows).encode(), digest_size=16).hexdigest()  # JSON: no two splits alike
 
 
 # ----- checksums -----------------------------------------------------------------------------
@@ -208,10 +328,12 @@ def load_vocab(cache_dir: str | Path, recipe: dict) -> Vocabulary:
     if saved is None:
         raise CacheUnavailable(f"{path} does not exist")
     _check_signed(path, saved)
-    if saved.get("built_from") != _plain(recipe):
-        raise CacheUnavailable(
-            f"{path} was built from {saved.get('built_from')}, not from the current {_plain(recipe)}"
-        )
+    built_from, recipe = saved.get("built_from") or {}, _plain(recipe)
+    if built_from != recipe:
+        if {**built_from, "captions": None} == {**recipe, "captions": None}:
+            raise CacheStale(f"{path} was counted from other captions of the train split than it has now (they "
+                             "changed since capgen-prepare wrote it)")
+        raise CacheStale(f"{path} was built from {saved.get('built_from')}, not from the current {recipe}")
     words = {k: v for k, v in saved.items() if k not in ("built_from", "checksum")}
     return Vocabulary.from_dict(words, source=str(path), fix="delete it and run capgen-prepare again")
 
@@ -232,8 +354,10 @@ def record_bad_images(cache_dir: str | Path, split: str, index: dict) -> bool:
 
 # ----- reading -------------------------------------------------------------------------------
 
-def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict | None) -> dict:
-    """The index of a complete cache, made from `description` (when given); else CacheUnavailable."""
+def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict | None, source=None) -> dict:
+    """The index of a complete cache, made from `description` and the data `source` reads now
+    (each when given: see the module docstring); else CacheUnavailable (CacheStale: made from
+    other settings or data)."""
     path = index_path(cache_dir, kind, split)
     index = _read_json(path)
     if index is None:
@@ -244,7 +368,7 @@ def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict 
         raise CacheUnavailable(f"{path} has format version {index.get('version')}, this capgen reads {FORMAT_VERSION}")
     _check_signed(path, index)
     if description is not None and index["source"] != _plain(description):
-        raise CacheUnavailable(f"{path} was made from {index['source']}, not from the current {_plain(description)}")
+        raise CacheStale(f"{path} was made from {index['source']}, not from the current {_plain(description)}")
     data = data_path(cache_dir, kind, split)
     expected = int(np.prod(index["shape"])) * np.dtype(index["dtype"]).itemsize
     size = data.stat().st_size if data.exists() else None
@@ -252,6 +376,8 @@ def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict 
         raise CacheUnavailable(f"{data} holds {size} bytes, its index {path} says {expected}")
     if data_checksum(data) != index["data_checksum"]:
         raise CacheDamaged(data, data.parent, f"its content does not match the checksum recorded in {path.name}")
+    if source is not None:
+        _check_data(path, index, source)  # last: the cache is what capgen-prepare wrote; is the data still that?
     return index
 
 
@@ -259,15 +385,19 @@ class CachedImages:
     """One split served from its image cache, in the source interface; bad rows are left out.
 
     `description`: the current source's, which the cache must have been made from;
-    `vocabulary`: the raw source's own vocabulary, if it has one (see the datamodule).
+    `vocabulary`: the raw source's own vocabulary, if it has one (see the datamodule);
+    `source`: the raw source, whose data (ids, captions, image files) the cache must hold now.
+    `files_checked` is False for a cache too old to record its image files (see the module docstring).
     """
 
     kind = IMAGES
 
     def __init__(
-        self, cache_dir: str | Path, split: str, description: dict | None = None, vocabulary: Vocabulary | None = None
+        self, cache_dir: str | Path, split: str, description: dict | None = None, vocabulary: Vocabulary | None = None,
+        source=None,
     ):
-        self.index = _load_index(cache_dir, self.kind, split, description)
+        self.index = _load_index(cache_dir, self.kind, split, description, source)
+        self.files_checked = files_checked(self.index, source)
         self.vocabulary = vocabulary
         self.path, self.index_file = data_path(cache_dir, self.kind, split), index_path(cache_dir, self.kind, split)
         self.shape, self.dtype = tuple(self.index["shape"]), np.dtype(self.index["dtype"])
@@ -413,13 +543,20 @@ def _reserve(path: Path, size: int) -> None:
             ) from None
 
 
-def _complete_index(cache_dir: Path, kind: str, split: str, description: dict) -> dict | None:
-    """The split's complete, current index; otherwise None, with any stale index removed so
-    that nothing claims completeness while the cache is rewritten."""
+def _complete_index(cache_dir: Path, kind: str, split: str, description: dict, source=None) -> dict | None:
+    """The split's complete, current index (made from the data `source` reads now, when given,
+    and recording its image files); otherwise None, with any stale index removed so that
+    nothing claims completeness while the cache is rewritten."""
     try:
-        return _load_index(cache_dir, kind, split, description)
+        index = _load_index(cache_dir, kind, split, description, source)
+        if files_checked(index, source):
+            return index
+        log.info("%s: made again, written before capgen recorded the image files it is made from, which readers "
+                 "check", index_path(cache_dir, kind, split))
     except CacheDamaged as e:
         log.warning("rebuilding: %s", e.args[0].split(",")[0])  # capgen-prepare is the rebuild
+    except CacheStale as e:
+        log.info("rebuilding the %s split's cache: %s", split, e)
     except CacheUnavailable:
         pass
     index_path(cache_dir, kind, split).unlink(missing_ok=True)
@@ -460,12 +597,17 @@ def write_image_cache(
     if on_bad_sample not in ("error", "skip"):
         raise ValueError(f"data.on_bad_sample={on_bad_sample!r}: use error or skip")
     cache_dir = Path(cache_dir)
-    index = _complete_index(cache_dir, IMAGES, split, description)
+    files = image_files(source)
+    index = _complete_index(cache_dir, IMAGES, split, description, source)
     if index is not None:
-        return _recheck_bad(source, cache_dir, split, index)
+        return _recheck_bad(source, cache_dir, split, index, files)
+    # Stat-ed before any image is read: a file changed while the rows are written counts as changed.
+    record = None if files is None else files_record(files)
     h, w = _first_image_shape(source, split)
     n = len(source)
-    writer = _RowWriter(data_path(cache_dir, IMAGES, split), (n, h, w, 3), _DTYPE[IMAGES], {"source": description})
+    # A partial file made from other image files than these starts over.
+    identity = {"source": description, **({"image_files": _digest(record)} if record else {})}
+    writer = _RowWriter(data_path(cache_dir, IMAGES, split), (n, h, w, 3), _DTYPE[IMAGES], identity)
     done = writer.rows_done
     try:
         for i in tqdm(range(writer.rows_done, n), total=n, initial=writer.rows_done, desc=f"images {split}", unit="img"):
@@ -502,17 +644,23 @@ def write_image_cache(
         "dtype": _DTYPE[IMAGES],
         "image_ids": [int(source.image_id(i)) for i in range(n)],
         "captions": [list(source.captions(i)) for i in range(n)],
+        **({"image_files": record} if record else {}),
     }
     return writer.finish(index_path(cache_dir, IMAGES, split), meta)
 
 
-def _recheck_bad(source, cache_dir: Path, split: str, index: dict) -> dict:
+def _recheck_bad(source, cache_dir: Path, split: str, index: dict, files: list[str] | None = None) -> dict:
     """A complete cache's index after reading its bad images again: those the user has fixed
     since (they now load, at the cache's size) are written into their rows and leave the bad
-    list (and so bad_images.json, which follows the index). If this stops half-way, the data
-    file no longer matches its checksum and the next capgen-prepare rebuilds the split."""
-    fixed = {}
+    list (and so bad_images.json, which follows the index), and the record of their `files` is
+    brought up to date. If this stops half-way, the data file no longer matches its checksum
+    and the next capgen-prepare rebuilds the split."""
+    fixed, stats = {}, {}
+    record = index.get("image_files")
+    per_row = record is not None and files is not None and len(files) == len(index["image_ids"])
     for b in index["bad"]:
+        if per_row:
+            stats[b["row"]] = files_record([files[b["row"]]])  # before it is read, as write_image_cache does
         try:
             image = source.image(b["row"])
         except ValueError:
@@ -521,6 +669,10 @@ def _recheck_bad(source, cache_dir: Path, split: str, index: dict) -> dict:
             fixed[b["row"]] = image
     if not fixed:
         return index
+    if per_row:
+        record = {**record, "sizes": list(record["sizes"]), "mtimes_ns": list(record["mtimes_ns"])}
+        for row in fixed:
+            record["sizes"][row], record["mtimes_ns"][row] = stats[row]["sizes"][0], stats[row]["mtimes_ns"][0]
     data = data_path(cache_dir, IMAGES, split)
     rows = np.memmap(data, dtype=index["dtype"], mode="r+", shape=tuple(index["shape"]))
     for row, image in fixed.items():
@@ -529,7 +681,8 @@ def _recheck_bad(source, cache_dir: Path, split: str, index: dict) -> dict:
     del rows
     log.info("%s split: %d image(s) listed as bad read now (fixed since): added to the cache", split, len(fixed))
     index = _signed({**{k: v for k, v in index.items() if k != "checksum"}, "data_checksum": data_checksum(data),
-                     "bad": [b for b in index["bad"] if b["row"] not in fixed]})
+                     "bad": [b for b in index["bad"] if b["row"] not in fixed],
+                     **({"image_files": record} if record is not None else {})})
     _write_json(index_path(cache_dir, IMAGES, split), index)
     return index
 
@@ -576,13 +729,18 @@ def write_feature_cache(
     identity, precision = encoder_identity(encoder_config), computed_in(encoder)
     weights = weights or weights_fingerprint(encoder)
     index = _complete_index(cache_dir, FEATURES, split, images.description)
+    # The image cache's rows as the features were made from them: rebuilt since (the data changed) -> made again.
+    same_images = index is not None and all(index.get(k) == images.index.get(k)
+                                            for k in ("image_ids", "captions", "image_files"))
     if index is not None and index["encoder"] == identity and index.get("encoder_weights") != weights:
         log.info("%s: made again, %s", index_path(cache_dir, FEATURES, split),
                  "made by other weights of this encoder" if index.get("encoder_weights") else
                  "written before capgen recorded its encoder's weights, which readers check")
+    elif index is not None and index["encoder"] == identity and not same_images:
+        log.info("%s: made again, its image cache was rebuilt since (the data changed)", index_path(cache_dir, FEATURES, split))
     # Kept when made by this encoder and its weights from the image cache as it is now (a bad image fixed since: rebuilt).
     if (index is not None and index["encoder"] == identity and index.get("encoder_weights") == weights
-            and index["bad"] == images.bad):
+            and index["bad"] == images.bad and same_images):
         made_in = index.get("encoder_precision", "float32")
         if made_in != precision:
             log.info("%s: kept, its features computed in %s (this encoder computes in %s); delete it to remake it",
@@ -596,7 +754,8 @@ def write_feature_cache(
         _, p, d = _encode_images(encoder, torch.zeros(1, 3, h, w, dtype=torch.uint8, device=device)).shape
         writer = _RowWriter(
             data_path(cache_dir, FEATURES, split), (n, p, d), _DTYPE[FEATURES],
-            {"source": images.description, "encoder": identity, "encoder_weights": weights, "encoder_precision": precision},
+            {"source": images.description, "encoder": identity, "encoder_weights": weights, "encoder_precision": precision,
+             **({"image_files": _digest(images.index["image_files"])} if "image_files" in images.index else {})},
         )
         writer.bad = images.bad
         bad_rows = np.array([b["row"] for b in images.bad], dtype=np.int64)
@@ -626,5 +785,6 @@ def write_feature_cache(
         "encoder_precision": precision,
         "image_ids": images.index["image_ids"],
         "captions": images.index["captions"],
+        **({"image_files": images.index["image_files"]} if "image_files" in images.index else {}),
     }
     return writer.finish(index_path(cache_dir, FEATURES, split), meta)

@@ -94,6 +94,10 @@ class CocoPtSource:
     def image_id(self, i: int) -> int:
         return _ID_OFFSET[self._field] + self._rows[i][0]
 
+    def image_files(self) -> list[str]:
+        """The one file every image is read from: a cache records its state (capgen.data.cache)."""
+        return [self.path]
+
     def _pixels(self) -> torch.Tensor:
         if self._images is None:  # an unpickled copy
             self._images = _read(self.path)[f"{self._field}_images"]

@@ -17,8 +17,10 @@ file changed after its split was indexed) follows the source's `on_bad_sample`: 
 stops the run with a one-paragraph error naming the file, "skip" leaves it out of its
 batch and reports the count once per epoch (see TrainLoader).
 With `cache_dir` (a capgen-prepare folder, see capgen.data.cache) a split is read from its
-image cache when that is complete and made from the same source, else from the raw source
-(one log line says why); vocab.json there is the vocabulary. With `use_features` the batches
+image cache when that is complete and made from the same source settings and the same data
+(image ids, captions, image files' sizes and modification times), else from the raw source
+(one log line says why and gives the capgen-prepare command that rebuilds it); vocab.json
+there is the vocabulary when it was counted from the train split's captions as they are. With `use_features` the batches
 carry the cached features of a frozen encoder instead of images, and a missing feature cache,
 or one made by another encoder config or other weights than the model's (`encoder`,
 `encoder_weights`), is an error.
@@ -42,7 +44,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..vocab import Vocabulary
-from .cache import CachedFeatures, CachedImages, CacheUnavailable, describe_source, load_vocab
+from .cache import CachedFeatures, CachedImages, CacheUnavailable, captions_digest, describe_source, load_vocab
 from .encoder_weights import EncoderWeights
 from .images import BadSampleError
 from .resumable import ResumableLoader
@@ -344,6 +346,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None  # data.cache_dir=~/cache, as capgen-prepare's
         self.use_features, self.encoder, self.encoder_weights = use_features, encoder, encoder_weights
         self._unchecked_weights_said = False  # a feature cache too old to check: said once
+        self._unchecked_files_said = False  # a cache too old to record its image files: said once
         self._vocab = vocab
         self._sources: dict[str, object] = {}
         self._pictures: dict[str, tuple[object, dict[int, int]]] = {}
@@ -363,24 +366,39 @@ class CaptionDataModule(L.LightningDataModule):
         description, vocabulary = describe_source(self.source_factory, split, raw), getattr(raw, "vocabulary", None)
         if self.use_features:
             try:
-                cached = CachedFeatures(self.cache_dir, split, description, vocabulary)
+                cached = CachedFeatures(self.cache_dir, split, description, vocabulary, source=raw)
                 log.info("the %s split: %d images' encoder features from the cache in %s", split, len(cached), self.cache_dir)
+                self._say_unchecked_files(cached)
                 return cached
             except CacheUnavailable as e:
                 raise ValueError(
                     f"data.use_features=true, but {e}. Write the feature cache with: capgen-prepare "
                     f"data=<this data config> cache_dir={self.cache_dir} features=true model/encoder=<the "
-                    "training run's encoder>"
+                    "training run's encoder> (it rebuilds what no longer matches)"
                 ) from None
         try:
-            cached = CachedImages(self.cache_dir, split, description, vocabulary)
+            cached = CachedImages(self.cache_dir, split, description, vocabulary, source=raw)
             log.info("the %s split: %d images from the cache in %s", split, len(cached), self.cache_dir)
+            self._say_unchecked_files(cached)
             return cached
         except CacheUnavailable as e:
-            log.info("no usable image cache for the %s split (%s): reading the raw source", split, e)
+            log.info("no usable image cache for the %s split (%s): reading the raw source; capgen-prepare "
+                     "data=<this data config> cache_dir=%s writes or rebuilds it", split, e, self.cache_dir)
         bad = self._bad_image_ids(split)
         # Images capgen-prepare found unreadable are left out of the raw source as well.
         return self.source_factory(split=split, exclude_ids=bad) if bad else raw
+
+    def _say_unchecked_files(self, cached) -> None:
+        """One warning per datamodule for a cache too old to record its image files."""
+        if cached.files_checked or self._unchecked_files_said:
+            return
+        self._unchecked_files_said = True
+        log.warning(
+            "%s records no state of the image files it was made from (written before capgen recorded it), so whether "
+            "images were replaced since cannot be checked (its captions are; other splits' caches so old are not said "
+            "again); capgen-prepare data=<this data config> cache_dir=%s rebuilds them with the record",
+            cached.index_file, self.cache_dir,
+        )
 
     def _bad_image_ids(self, split: str) -> list[int]:
         path = self.cache_dir / "bad_images.json"
@@ -396,7 +414,7 @@ class CaptionDataModule(L.LightningDataModule):
                 raw = self.source_factory(split=split)
                 try:
                     description = describe_source(self.source_factory, split, raw)
-                    src = CachedImages(self.cache_dir, split, description, getattr(raw, "vocabulary", None))
+                    src = CachedImages(self.cache_dir, split, description, getattr(raw, "vocabulary", None), source=raw)
                 except CacheUnavailable:
                     src = raw
             self._pictures[split] = (src, {src.image_id(i): i for i in range(len(src))})
@@ -404,11 +422,15 @@ class CaptionDataModule(L.LightningDataModule):
         return [src.image(index[int(i)]) for i in image_ids]
 
     def vocab_recipe(self) -> dict:
-        """What the vocabulary is built from; vocab.json records it so a stale one is not used."""
+        """What the vocabulary is built from; vocab.json records it so a stale one is not used:
+        the train source's settings and, for a source of files, its captions' digest (a
+        vocab.json counted before they were edited is not used with them)."""
         train = self.source("train")
         # A cached split keeps the description of the raw source it was made from.
         source = getattr(train, "description", None) or describe_source(self.source_factory, "train", train)
-        return {"source": source, "min_freq": self.min_freq, "max_len": self.max_len}
+        captions = captions_digest(train)
+        return {"source": source, **({"captions": captions} if captions else {}), "min_freq": self.min_freq,
+                "max_len": self.max_len}
 
     @property
     def vocab(self) -> Vocabulary:

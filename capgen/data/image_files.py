@@ -94,6 +94,10 @@ class ImageFileSource:
         """The message for an image folder that does not exist; a source says which setting names it."""
         return f"image folder {folder} does not exist; {self.how_to_get}"
 
+    def image_files(self) -> list[str]:
+        """The image file of each item, in order: a cache records their state (capgen.data.cache)."""
+        return list(self._paths)
+
     def _keep(self, records: Iterable[Record], bad: BadSamples) -> None:
         with gc_paused():  # a COCO train split keeps 113k images and 570k captions
             self._keep_records(records, bad)

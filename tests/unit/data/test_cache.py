@@ -4,7 +4,9 @@ import copy
 import functools
 import json
 import logging
+import os
 import pickle
+import shutil
 from pathlib import Path
 
 import hydra
@@ -27,11 +29,13 @@ from capgen.data.cache import (
 )
 from capgen.data.datamodule import CaptionDataModule
 from capgen.data.encoder_weights import EncoderWeights, EncoderWeightsMismatch, weights_fingerprint
-from capgen.data.images import FIX_UNREADABLE, BadSampleError
+from capgen.data.images import FIX_UNREADABLE, BadSampleError, load_rgb
 from capgen.data.shapes import ShapesSource
 from capgen.models import AttentionDecoder, Captioner
 from capgen.models.losses import caption_loss
 from capgen.vocab import Vocabulary
+
+from helpers.fixtures_real import make_custom, write_jpeg
 
 SIZES = {"train": 40, "val": 12, "test": 12}
 SHAPES = functools.partial(ShapesSource, sizes=SIZES, image_size=32)
@@ -527,8 +531,8 @@ def test_a_split_read_from_a_cache_is_one_log_line(make_cfg, tmp_path, monkeypat
     from capgen.data import datamodule
 
     class Cache:  # stands in for a usable capgen-prepare cache (the tests above test the real one)
-        def __init__(self, folder, split, description, vocabulary):
-            self.split = split
+        def __init__(self, folder, split, description, vocabulary, source):
+            self.split, self.files_checked = split, True
 
         def __len__(self) -> int:
             return 5
@@ -704,3 +708,188 @@ def test_a_split_none_of_whose_images_reads_names_the_first_and_an_empty_split_s
     with pytest.raises(ValueError, match=r"^the val split has no images \(its captions or annotation file gives none "
                                          r"that split\), so there is nothing to cache$"):
         write_image_cache(empty, tmp_path, "val", describe_source(factory, "val", empty))
+
+
+# ----- a cache follows the data it was made from -----------------------------------------------
+
+def _custom(tmp_path, *overrides):
+    """A make_custom data set (12 images: train 6, val 3, test 3) and capgen-prepare's config for
+    it, caching into tmp_path/cache. Returns (facts, cfg)."""
+    facts = make_custom(tmp_path / "data")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("prepare", overrides=["data=custom", f"data.root={tmp_path / 'data'}", "data.source.image_dir=images",
+                                            "data.source.image_size=24", "data.num_workers=0",
+                                            f"cache_dir={tmp_path / 'cache'}", *overrides])
+    return facts, cfg
+
+
+def _reading(cfg, **kw) -> CaptionDataModule:
+    """The datamodule capgen-train builds on the cache."""
+    return hydra.utils.instantiate(cfg.data, cache_dir=cfg.cache_dir, **kw)
+
+
+def _stamps(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def _rewritten(before: dict[str, int], folder: Path) -> set[str]:
+    return {name for name, stamp in _stamps(folder).items() if before.get(name) != stamp}
+
+
+def _replace_image(path: Path, seed: int) -> None:
+    """Another picture in the file, as a user replacing an image does; its modification time
+    moved on by a second as well, as a file system with coarse timestamps would not promise."""
+    before = path.stat().st_mtime_ns
+    write_jpeg(path, seed=seed)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_a_cache_of_captions_edited_since_is_not_used_and_prepare_rebuilds_that_split_and_vocab(tmp_path, caplog):
+    facts, cfg = _custom(tmp_path)
+    cache_dir = tmp_path / "cache"
+    prepare(cfg)
+    before = _stamps(cache_dir)
+    file = facts["splits"]["train"][1]
+    old = facts["captions"][file][0]
+    rows = [json.loads(line) for line in facts["captions_file"].read_text().splitlines()]
+    for row in rows:
+        if row["file"] == file and row["caption"] == old:
+            row["caption"] = "A crimson kayak beside the pier"  # words no other caption has
+    facts["captions_file"].write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    # Training on the cache reads the train split raw, says so with the fix, and counts the new words.
+    dm = _reading(cfg)
+    with caplog.at_level(logging.INFO, logger="capgen.data"):
+        train = dm.source("train")
+        assert [type(dm.source(s)) for s in ("val", "test")] == [CachedImages, CachedImages]
+        vocab = dm.vocab
+    assert not isinstance(train, CachedImages)
+    assert dm.references("train")[facts["ids"][file]][0] == "A crimson kayak beside the pier"
+    assert {"crimson", "kayak"} <= set(vocab.stoi)  # not vocab.json's, counted before the edit
+    [line] = [r.getMessage() for r in caplog.records if "no usable image cache" in r.getMessage()]
+    assert (f"{cache_dir / 'images_train.json'} holds other captions or image ids than the data has now for 1 of its 6 "
+            f"images, image id {facts['ids'][file]}: the captions file changed" in line)
+    assert line.endswith(f"reading the raw source; capgen-prepare data=<this data config> cache_dir={cache_dir} writes "
+                         "or rebuilds it")
+    assert "vocab.json was counted from other captions of the train split" in caplog.text
+
+    # capgen-prepare rebuilds that split (and vocab.json from its captions), nothing else.
+    prepare(cfg)
+    assert _rewritten(before, cache_dir) == {"images_train.u8", "images_train.json", "vocab.json"}
+    caplog.clear()
+    dm = _reading(cfg)
+    with caplog.at_level(logging.INFO, logger="capgen.data"):
+        assert all(isinstance(dm.source(s), CachedImages) for s in SPLITS)
+        assert dm.vocab == cache.load_vocab(cache_dir, dm.vocab_recipe()) and "kayak" in dm.vocab.stoi
+    assert "no usable" not in caplog.text and "building the vocabulary" not in caplog.text
+    assert dm.references("train")[facts["ids"][file]][0] == "A crimson kayak beside the pier"
+
+
+def test_a_cache_of_an_image_file_replaced_since_is_not_used_and_prepare_rebuilds_that_split(tmp_path, caplog):
+    facts, cfg = _custom(tmp_path, "features=true", "+model.encoder.widths=[8,8,8,16]", "+model.encoder.grid=2")
+    cache_dir = tmp_path / "cache"
+    prepare(cfg)
+    before = _stamps(cache_dir)
+    file = facts["splits"]["val"][2]
+    _replace_image(facts["paths"][file], seed=999)
+    new = load_rgb(facts["paths"][file], 24)
+
+    dm = _reading(cfg)
+    with caplog.at_level(logging.INFO, logger="capgen.data"):
+        val = dm.source("val")
+    assert not isinstance(val, CachedImages) and np.array_equal(val.image(2), new)
+    [line] = [r.getMessage() for r in caplog.records if "no usable image cache" in r.getMessage()]
+    assert (f"{cache_dir / 'images_val.json'}: 1 of the 3 image files it was made from changed since capgen-prepare "
+            f"made the cache, their size or modification time: {facts['paths'][file]}" in line)
+    assert f"capgen-prepare data=<this data config> cache_dir={cache_dir} writes or rebuilds it" in line
+    # Its features were made from the old picture too: refused, naming the file and the command.
+    torch.manual_seed(cfg.seed)  # as capgen-prepare builds the encoder
+    encoder = hydra.utils.instantiate(cfg.model.encoder)
+    features = _reading(cfg, use_features=True, encoder=cfg.model.encoder, encoder_weights=_weights(encoder))
+    with pytest.raises(ValueError, match=r"features_val\.json: 1 of the 3 image files it was made from changed .*"
+                                         r"capgen-prepare data=<this data config> cache_dir=.* features=true"):
+        features.source("val")
+
+    prepare(cfg)
+    assert _rewritten(before, cache_dir) == {"images_val.u8", "images_val.json", "features_val.f16", "features_val.json"}
+    dm = _reading(cfg)
+    assert all(isinstance(dm.source(s), CachedImages) for s in SPLITS)
+    assert np.array_equal(dm.source("val").image(2), new)
+    features = _reading(cfg, use_features=True, encoder=cfg.model.encoder, encoder_weights=_weights(encoder))
+    with torch.inference_mode():
+        made = encoder.eval()(torch.from_numpy(new).permute(2, 0, 1)[None]).flatten(2).transpose(1, 2)[0]  # (P, D)
+    assert torch.allclose(torch.from_numpy(np.array(features.source("val").image(2))).float(), made, atol=1e-2)
+
+
+def test_an_unchanged_data_set_keeps_its_cache_also_touched_or_restored_with_its_times(tmp_path, caplog):
+    facts, cfg = _custom(tmp_path)
+    cache_dir, data = tmp_path / "cache", tmp_path / "data"
+    prepare(cfg)
+    before = _stamps(cache_dir)
+    facts["captions_file"].touch()  # the captions are compared, not the file's time: the same captions keep the cache
+    # Restored in place from a copy that kept the files' times (cp -a, rsync -a): nothing a stat sees has changed.
+    shutil.copytree(data, tmp_path / "backup")
+    shutil.rmtree(data)
+    shutil.copytree(tmp_path / "backup", data)
+    with caplog.at_level(logging.INFO, logger="capgen.data"):
+        dm = _reading(cfg)
+        assert all(isinstance(dm.source(s), CachedImages) for s in SPLITS)
+        assert dm.vocab == cache.load_vocab(cache_dir, dm.vocab_recipe())  # vocab.json's
+    assert "no usable" not in caplog.text and "building the vocabulary" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    prepare(cfg)
+    assert _rewritten(before, cache_dir) == set()
+
+    # A copy without the times (cp -r) looks like files rewritten since, which a stat cannot tell
+    # apart from an edit of the same size: the cache is not used, and prepare rebuilds it.
+    for path in facts["paths"].values():
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))
+    assert not isinstance(_reading(cfg).source("test"), CachedImages)
+
+
+def test_a_cache_written_before_the_image_files_record_is_read_with_one_warning(tmp_path, caplog):
+    facts, cfg = _custom(tmp_path)
+    cache_dir = tmp_path / "cache"
+    prepare(cfg)
+    for split in SPLITS:  # as capgen wrote them before it recorded the image files
+        path = cache.index_path(cache_dir, "images", split)
+        index = json.loads(path.read_text())
+        index.pop("image_files", None), index.pop("checksum")
+        path.write_text(json.dumps(cache._signed(index)))
+    vocab = json.loads((cache_dir / "vocab.json").read_text())
+    vocab["built_from"].pop("captions", None), vocab.pop("checksum")
+    (cache_dir / "vocab.json").write_text(json.dumps(cache._signed(vocab)))
+    before = _stamps(cache_dir)
+
+    dm = _reading(cfg)
+    with caplog.at_level(logging.INFO, logger="capgen.data"):
+        assert all(isinstance(dm.source(s), CachedImages) for s in SPLITS)
+        assert dm.vocab == cache.load_vocab(cache_dir, dm.vocab_recipe())  # its vocab.json serves as before
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning == (
+        f"{cache_dir / 'images_train.json'} records no state of the image files it was made from (written before capgen "
+        "recorded it), so whether images were replaced since cannot be checked (its captions are; other splits' caches "
+        f"so old are not said again); capgen-prepare data=<this data config> cache_dir={cache_dir} rebuilds them with "
+        "the record")
+    assert "building the vocabulary" not in caplog.text
+
+    prepare(cfg)  # rebuilds them with the record
+    assert _rewritten(before, cache_dir) == {f"images_{s}.{e}" for s in SPLITS for e in ("u8", "json")} | {"vocab.json"}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert all(isinstance(_reading(cfg).source(s), CachedImages) for s in SPLITS)
+    assert caplog.records == []
+
+
+def test_a_bad_image_fixed_since_is_added_by_prepare_and_the_cache_stays_usable(tmp_path):
+    facts, cfg = _custom(tmp_path, "data.on_bad_sample=skip")
+    file = facts["splits"]["train"][0]
+    good = facts["paths"][file].read_bytes()
+    facts["paths"][file].write_bytes(good[: len(good) // 2])  # truncated
+    prepare(cfg)
+    assert len(_reading(cfg).source("train")) == 5
+    facts["paths"][file].write_bytes(good)  # the user puts the file back
+    prepare(cfg)  # reads it again and adds its row, recording the file as it is now
+    train = _reading(cfg).source("train")
+    assert isinstance(train, CachedImages) and len(train) == 6
+    assert np.array_equal(train.image(0), load_rgb(facts["paths"][file], 24))
