@@ -35,6 +35,9 @@ PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from", *DATA_PATH_KEYS), "ev
              "caption": ("ckpt_path", "images"), "demo": ("run", "ckpt_path"), "prepare": ("cache_dir", *DATA_PATH_KEYS)}
 # The keys that may hold a list of paths: an ensemble's checkpoints (capgen.lightning.inference).
 LIST_KEYS = {"eval": ("run", "ckpt_path"), "caption": ("ckpt_path",), "demo": ("run", "ckpt_path")}
+# The keys whose value may be several paths separated by commas: capgen-demo's models side by
+# side (`run=a,b`; capgen.commands.demo.served.split_paths), not a sweep over them.
+COMMA_LIST_KEYS = {"demo": ("run", "ckpt_path")}
 # The commands whose run folder may be given as paths.output_dir (capgen-prepare and capgen-demo
 # write only a log folder there).
 WHOLE_RUN_IN_OUTPUT_DIR = ("train", "eval", "caption")
@@ -79,7 +82,8 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
     if command in PATH_KEYS:
-        refuse_swept_paths(args, PATH_KEYS[command], LIST_KEYS.get(command, ()), command)
+        swept = [k for k in PATH_KEYS[command] if k not in COMMA_LIST_KEYS.get(command, ())]
+        refuse_swept_paths(args, swept, LIST_KEYS.get(command, ()), command)
         args = quote_paths(args, PATH_KEYS[command], LIST_KEYS.get(command, ()))
     if command in WHOLE_RUN_IN_OUTPUT_DIR:
         args = output_dir_as_run_dir(args)

@@ -232,6 +232,7 @@ def test_a_sweep_over_paths_is_refused_naming_one_command_per_path(tmp_path, mon
     from capgen.config.argv import refuse_swept_paths
 
     refuse_swept_paths(["run=1_model=lstm,seed=2", "run=a,gone", "run=[a,b]", "run='a,b'"], ["run"], ["run"], "eval")
+    command_line("demo", ["run=a,b"])  # capgen-demo's models side by side: several paths by design
 
 
 def test_an_ensembles_data_choice_is_its_first_checkpoints_runs(tmp_path):
