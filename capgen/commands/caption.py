@@ -119,8 +119,9 @@ def left_out(spec: str, found: list[Path]) -> str | None:
 
     parts = []
     if folders:
-        parts.append(f"{len(folders)} sub-folder{'s' * (len(folders) > 1)} ({some(folders)}; their images: "
-                     f"images='{p}/**/*.jpg')")
+        # Every file below p, whatever its extension: what is no image is named again then.
+        parts.append(f"{len(folders)} sub-folder{'s' * (len(folders) > 1)} ({some(folders)}; their images too: "
+                     f"images='{p}/**/*')")
     if files:
         parts.append(f"{len(files)} file{'s' * (len(files) > 1)} without an image extension ({some(files)}; accepted: "
                      f"{', '.join(IMAGE_EXTENSIONS)})")

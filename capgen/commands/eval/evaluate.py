@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shlex
 from pathlib import Path
 
@@ -194,7 +195,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
                                 module.trained_on.data if module.trained_on else None)
     if run_cfg is not None:  # a relative data path of the run's, read from another directory: other files
         run = run_of_checkpoint(ckpt_path)
-        given = f"run={cfg.run}" if cfg.get("run") else f"ckpt_path={ckpt_path}"
+        # Absolute: the command it suggests runs from the run's own directory (cd there first).
+        given = f"run={os.path.abspath(run)}" if cfg.get("run") else f"ckpt_path={os.path.abspath(ckpt_path)}"
         check_working_directory(run, OmegaConf.create({"data": data_cfg}), run_cfg, given,
                                 f"capgen-eval {shlex.quote(given)}")
     if ensemble and data_cfg.get("use_features"):

@@ -193,10 +193,12 @@ def test_eval_refuses_a_runs_relative_data_path_from_another_working_directory(t
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     with pytest.raises(ValueError) as err:
-        run_eval(tmp_path / "out", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
+        run_eval(tmp_path / "out", "ckpt_path=../run/checkpoints/last.ckpt")  # relative, as typed
     message = str(err.value)
     assert f"the run was started in {started_in}, and its data.cache_dir=caches/shapes is relative" in message
-    assert f"cd {started_in} && capgen-eval" in message and f"data.cache_dir={started_in / 'caches' / 'shapes'}" in message
+    # The command to run from the run's directory names the checkpoint in full: relative, it would name nothing there.
+    assert f"cd {started_in} && capgen-eval ckpt_path={run / 'checkpoints' / 'last.ckpt'})" in message
+    assert f"data.cache_dir={started_in / 'caches' / 'shapes'}" in message
     # Given in full on the command line, or from the run's own directory, it is read.
     monkeypatch.chdir(tmp_path)
     run_eval(tmp_path / "out2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "data.cache_dir=null", "split=val",

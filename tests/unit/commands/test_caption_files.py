@@ -54,7 +54,7 @@ def test_what_a_folder_or_pattern_names_but_leaves_out_is_said_and_a_double_star
     found = find_images(str(tmp_path))
     assert found == [tmp_path / "a.jpg"]
     assert left_out(str(tmp_path), found) == (
-        f"left out of images={tmp_path}: 1 sub-folder (nested/; their images: images='{tmp_path}/**/*.jpg'); 2 files "
+        f"left out of images={tmp_path}: 1 sub-folder (nested/; their images too: images='{tmp_path}/**/*'); 2 files "
         "without an image extension (noext, notes.txt; accepted: .jpg, .jpeg, .png, .bmp, .gif, .webp, .tif, .tiff)")
     # `**` goes down every level, as it does in a shell with globstar.
     deep = find_images(f"{tmp_path}/**/*")
