@@ -53,7 +53,7 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
         sweep = "; the sweep stops here, its later jobs not started" if HydraConfig.get().mode != RunMode.RUN else ""
         line = f"{command}: interrupted (Ctrl-C){sweep}.{' ' + on_interrupt if on_interrupt else ''}"
         print(line, file=sys.stderr, flush=True)
-        _to_log_files(line)
+        to_log_files(line)
         raise SystemExit(128 + 2) from None
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode != RunMode.RUN:
@@ -63,7 +63,7 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
         error_file = Path(HydraConfig.get().runtime.output_dir) / "error.txt"
         write_atomically(error_file, "".join(traceback.format_exception(e)).encode())
         paragraph = f"{command}: {one_paragraph(e)} (traceback in {error_file})"
-        _to_log_files(paragraph)
+        to_log_files(paragraph)
         raise SystemExit(paragraph) from None
     finally:
         lightning_log.removeFilter(_without_interrupt_line)
@@ -74,7 +74,7 @@ def one_paragraph_on_failure(command: str, on_interrupt: str = "") -> Iterator[N
 LIGHTNING_RANK_ZERO_LOG = "lightning.pytorch.utilities.rank_zero"
 
 
-def _to_log_files(line: str) -> None:
+def to_log_files(line: str) -> None:
     """`line`, the command's last word (printed on the console by itself), into the command's
     log file too (<output folder>/<command>.log, Hydra's job logging), so that the folder says
     how the command ended; no other handler, so the console does not show it twice."""

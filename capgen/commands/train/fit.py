@@ -50,7 +50,7 @@ from ...runs.records import (
 )
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
 from ...runs.tested import EarlierTest, forget_test_captions, write_test_captions
-from ..failure import one_paragraph_on_failure
+from ..failure import one_paragraph_on_failure, to_log_files
 from .consistency import check_consistency
 from .features import run_encoder_weights
 from .next_steps import what_next
@@ -79,8 +79,9 @@ def run(cfg: DictConfig) -> float | None:
         if rank_zero_only.rank == 0:
             log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor, bool(cfg.trainer.get("fast_dev_run")))))
             if stopped_sweep:  # the job's lines say how to continue it; nothing else says the sweep ended
-                print(f"capgen-train: interrupted ({stopped_sweep}); the sweep stops here, its later jobs not started.",
-                      file=sys.stderr, flush=True)
+                line = f"capgen-train: interrupted ({stopped_sweep}); the sweep stops here, its later jobs not started."
+                print(line, file=sys.stderr, flush=True)
+                to_log_files(line)
     return metrics.get(cfg.monitor)
 
 

@@ -115,12 +115,19 @@ def test_a_training_stopped_by_ctrl_c_says_so_once_and_in_a_sweep_that_the_sweep
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(fit, "train", ctrl_c_while_the_data_loads)
     cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "monitor": "val/CIDEr", "trainer": {}})
-    with pytest.raises(RunStopped) as ended:
-        fit.run(cfg)
+    handler = logging.FileHandler(tmp_path / "train.log")  # Hydra's job log
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(RunStopped) as ended:
+            fit.run(cfg)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     assert ended.value.code == 130 and read_summary(tmp_path)["status"] == "interrupted"
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("capgen-train:")]
-    assert lines == (["capgen-train: interrupted (Ctrl-C); the sweep stops here, its later jobs not started."]
-                     if hydra_mode == RunMode.MULTIRUN else [])
+    said = (["capgen-train: interrupted (Ctrl-C); the sweep stops here, its later jobs not started."]
+            if hydra_mode == RunMode.MULTIRUN else [])
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("capgen-train:")] == said
+    assert [line for line in (tmp_path / "train.log").read_text().splitlines() if line.startswith("capgen-train:")] == said
 
 
 @pytest.mark.parametrize("hydra_mode", [RunMode.RUN], indirect=True)
