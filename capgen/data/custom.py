@@ -283,6 +283,9 @@ def _quoted_example(cells: list[str], columns: list[str]) -> str:
         return f"if its last {extra} cell{'s are' if extra != 1 else ' is'} only trailing commas, remove them"
     at = columns.index("caption")
     fixed = cells[:at] + [",".join(cells[at:at + extra + 1])] + cells[at + extra + 1:]
+    if "split" in columns and fixed[columns.index("split")].strip() not in SPLITS:
+        # Read so, the split would be no split: the extra cell is not the caption's (e.g. one past the split).
+        return f"give the row one cell per column of the header ({','.join(columns)})"
     out = io.StringIO()
     csv.writer(out, lineterminator="").writerow(fixed)
     return f"if the commas are the caption's, the line reads: {out.getvalue()}"

@@ -367,6 +367,13 @@ def test_a_csv_row_with_trailing_commas_is_told_to_remove_them(tmp_path):
     with pytest.raises(ValueError, match=r"line 2 has 5 cells for 3 columns .*if its last 2 cells are only trailing "
                                          r"commas, remove them"):
         CustomSource(tmp_path, "train", captions=name, image_dir="images")
+    # A cell past the split: read as the caption's, the split would be "extra": no line is offered as the fix.
+    (tmp_path / "past").mkdir()
+    name = _custom(tmp_path / "past", "", name="captions.csv", data=b"file,caption,split\na.png,A red square.,train,extra\n")
+    with pytest.raises(ValueError, match=r"line 2 has 4 cells for 3 columns .*give the row one cell per column of the "
+                                         r"header \(file,caption,split\)") as err:
+        CustomSource(tmp_path / "past", "train", captions=name, image_dir="images")
+    assert "the line reads" not in str(err.value)
 
 
 def test_a_csv_row_may_leave_out_optional_cells_but_not_its_caption(tmp_path):
