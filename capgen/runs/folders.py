@@ -192,3 +192,33 @@ def checkpoint_image_size(ckpt_path: str, recorded: int | None) -> int | None:
     config says (a checkpoint of an earlier capgen, still in its run folder); None when
     neither does."""
     return recorded or training_image_size(run_config(ckpt_path))
+
+
+# The settings read as paths relative to the working directory (data.source's captions and
+# image_dir are relative to data.root).
+CWD_PATHS = ("data.root", "data.cache_dir", "data.source.path")
+
+
+def check_working_directory(run: Path, cfg: DictConfig, own_cfg: DictConfig, setting: str, plain: str) -> None:
+    """Refuses to read a run's data from another working directory than the run's when a data
+    path of the run's own settings (`own_cfg`; not one given now, in `cfg`) is relative: it
+    would name other files there (or none). `setting` names what points at the run
+    (`resume=<run>`, `run=<run>`), `plain` the command that works from the run's directory.
+    Refused rather than resolved against the run's directory: which settings are paths, and
+    relative to what, is each data source's business (a key missed here would still be read
+    from the new directory), and a refusal cannot train on, or score, the wrong data."""
+    hydra_yaml = run / ".hydra" / "hydra.yaml"
+    started_in = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.runtime.cwd") if hydra_yaml.is_file() else None
+    if started_in is None or Path(started_in) == Path.cwd():
+        return
+    relative = {key: value for key in CWD_PATHS
+                if isinstance(value := OmegaConf.select(cfg, key), str) and not Path(value).expanduser().is_absolute()
+                and value == OmegaConf.select(own_cfg, key)}
+    if relative:
+        key, value = next(iter(relative.items()))
+        raise ValueError(
+            f"{setting}: the run was started in {started_in}, and its {', '.join(f'{k}={v}' for k, v in relative.items())} "
+            f"is relative to the working directory, so from {Path.cwd()} it would read other files, or none. Nothing in "
+            f"the run folder was changed. Run it from the run's working directory (cd {shlex.quote(started_in)} && {plain}), "
+            f"or give the path in full ({plain} {shlex.quote(f'{key}={Path(started_in) / value}')})."
+        )

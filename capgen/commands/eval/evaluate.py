@@ -56,13 +56,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ...atomic import write_atomically
 from ...config.checks import check_numbers
 from ...config.decode_group import command_settings
-from ...config.resume_argv import check_working_directory
 from ...lightning.callbacks import FollowFreeCores
 from ...lightning.hardware import encoder_settings
 from ...lightning.inference import checkpoint_list, load_checkpoints, resolve_device
 from ...metrics import default_metrics
 from ...models.search import DecodeSettings
-from ...runs.folders import best_checkpoint, run_config, run_data_choice, run_of_checkpoint, takes_image_size
+from ...runs.folders import (
+    best_checkpoint,
+    check_working_directory,
+    run_config,
+    run_data_choice,
+    run_of_checkpoint,
+    takes_image_size,
+)
 from ..failure import one_paragraph_on_failure
 from .features import checkpoint_encoder_weights
 from .statistics import corpus_statistics, diversity

@@ -106,14 +106,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
     check_splits(cfg, datamodule)
+    if init is not None or start is not None:
+        train_split = datamodule.source("train")
+        captions = (c for i in range(len(train_split)) for c in train_split.captions(i))
     if init is not None:  # its vocabulary must cover the data's words (capgen.runs.init_from)
-        train_split = datamodule.source("train")
-        check_coverage(init, (c for i in range(len(train_split)) for c in train_split.captions(i)),
-                       datamodule.min_freq, datamodule.max_len, cfg.get("init_from_min_coverage", 0.5))
+        check_coverage(init, captions, datamodule.min_freq, datamodule.max_len, cfg.get("init_from_min_coverage", 0.5))
     elif start is not None:  # resume= or ckpt_path= keeps the checkpoint's word ids: words new to it are <unk>
-        train_split = datamodule.source("train")
-        _, missing = words_not_in(start.vocab, (c for i in range(len(train_split)) for c in train_split.captions(i)),
-                                  datamodule.min_freq, datamodule.max_len)
+        _, missing = words_not_in(start.vocab, captions, datamodule.min_freq, datamodule.max_len)
         if missing:
             log.warning("the training captions hold %d word(s) that the vocabulary of the checkpoint this run continues "
                         "from (%d words, made from the data it started on) lacks, e.g. %s: the data changed since, and "
