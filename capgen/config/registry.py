@@ -35,6 +35,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from .help import config_groups as help_groups
+
 
 def _conf_dir(package_file: str = __file__) -> str:
     """The configs: conf/ in the source tree, installed as the package data capgen.conf
@@ -134,6 +136,11 @@ def _config_value(default: Any) -> Any:
     return default
 
 
+# The bases register() generates for the YAML files of these groups to start from (no one
+# selects them on the command line: --help leaves them out, capgen.config.help).
+BASES = {"decode": "_settings", "model/module": "captioning", "data": "_datamodule"}
+
+
 def register() -> None:
     # Imported here: capgen-compare imports this package's run records without Lightning.
     from ..data.datamodule import CaptionDataModule
@@ -149,10 +156,11 @@ def register() -> None:
     # monitor, such as capgen-prepare's, still resolve).
     module = signature_node(CaptioningModule, ("net", "vocab", "net_config"))
     module["scheduler"].update(monitor="${oc.select:monitor,val/CIDEr}", mode="${oc.select:monitor_mode,max}")
-    store.store(group="model/module", name="captioning", node=module)
-    store.store(group="data", name="_datamodule", node={**signature_node(CaptionDataModule, ("vocab", "encoder", "encoder_weights")), "seed": "${seed}"})
+    store.store(group="model/module", name=BASES["model/module"], node=module)
+    store.store(group="data", name=BASES["data"], node={**signature_node(CaptionDataModule, ("vocab", "encoder", "encoder_weights")), "seed": "${seed}"})
     for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.launch_time", launch_time),
                      ("capgen.slurm_tasks", slurm_tasks),
-                     ("capgen.slurm_gpus", slurm_gpus), ("capgen.slurm_cpus", slurm_cpus)):
+                     ("capgen.slurm_gpus", slurm_gpus), ("capgen.slurm_cpus", slurm_cpus),
+                     ("capgen.help_groups", help_groups)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
