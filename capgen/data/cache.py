@@ -98,15 +98,21 @@ class CacheStale(CacheUnavailable):
 
 
 class CacheDamaged(ValueError):
-    """A complete cache whose files no longer match the checksums capgen-prepare recorded."""
+    """A complete cache whose files no longer match the checksums capgen-prepare recorded.
+    `command`: the capgen-prepare command that rebuilds it (CaptionDataModule.prepare_command
+    names the data config; `fixed_by` gives the error again with it)."""
 
-    def __init__(self, path: Path, cache_dir: Path, what: str):
+    def __init__(self, path: Path, cache_dir: Path, what: str, command: str | None = None):
+        self.path, self.cache_dir, self.what = path, cache_dir, what
+        command = command or f"capgen-prepare data=<this data config> cache_dir={cache_dir}"
         super().__init__(
             f"{path}: {what}, so it no longer holds what capgen-prepare wrote (it was overwritten, edited or damaged "
-            f"since), and training on it would change results without a word. Rebuild the cache with: capgen-prepare "
-            f"data=<this data config> cache_dir={cache_dir} (it rewrites what does not match), or train without "
-            f"data.cache_dir."
+            f"since), and training on it would change results without a word. Rebuild the cache with: {command} (it "
+            f"rewrites what does not match), or train without data.cache_dir."
         )
+
+    def fixed_by(self, command: str) -> CacheDamaged:
+        return CacheDamaged(self.path, self.cache_dir, self.what, command)
 
 
 def data_path(cache_dir: str | Path, kind: str, split: str) -> Path:

@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ...config.checks import check_keys, check_numbers, check_types
+from ...config.prepare_args import prepare_args
 from ...config.resume_argv import said_before_logging
 from ...data.datamodule import CaptionDataModule
 from ...instantiate import instantiate
@@ -101,7 +102,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     start = check_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
     init = init_checkpoint(cfg, net_config)  # init_from=: a new run from another's network weights
     given_vocab = start.vocab if start else init.vocab if init else None
-    datamodule: CaptionDataModule = instantiate(cfg.data, vocab=given_vocab)
+    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    given = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    # The capgen-prepare command its lines about caches give: this data config and its settings given.
+    datamodule: CaptionDataModule = instantiate(cfg.data, vocab=given_vocab, prepare_args=prepare_args(choice, given))
     # Set after instantiate, which would build the encoder this config describes (drawing its
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
@@ -141,7 +145,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module: CaptioningModule = instantiate(
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
-    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
     module.training_data = provenance.record(provenance.data_name(cfg.data, choice),
                                              str(OmegaConf.select(cfg, "data.source._target_", default="")),
                                              training_image_size(cfg))

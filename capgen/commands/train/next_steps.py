@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
+from ...config.argv import as_typed
 from ...config.command_line import PATH_KEYS
 from ...runs.folders import run_overrides
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
@@ -86,7 +87,7 @@ def _again(run: Path, in_its_folder: bool = False) -> str:
     `in_its_folder` (a run that left no checkpoint, whose folder a new run may take), in the
     same folder where the user named it (hydra.run.dir=, or paths.output_dir=, which capgen
     gives Hydra as hydra.run.dir): a dated one is a new folder again."""
-    words = [shlex.quote(_unquoted(o)) for o in _overrides(run)]
+    words = [shlex.quote(as_typed(o, PATH_KEYS["train"])) for o in _overrides(run)]
     if in_its_folder and _named_folder(run):
         words.append(shlex.quote(f"hydra.run.dir={run}"))
     return f"capgen-train {' '.join(words)}".rstrip()
@@ -99,15 +100,6 @@ def _named_folder(run: Path) -> bool:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     return any(str(o).startswith("hydra.run.dir=") for o in (given or []))
-
-
-def _unquoted(override: str) -> str:
-    """A path override as typed: capgen-train quotes the values of its path settings (resume=,
-    data.root=, ...) for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
-    key, sep, value = override.partition("=")
-    if key.lstrip("+") in PATH_KEYS["train"] and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-        return f"{key}{sep}{value[1:-1]}"
-    return override
 
 
 def _overrides(run: Path) -> list[str]:
