@@ -74,6 +74,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..vocab import Vocabulary
+from .changes import setting_changes
 from .encoder_weights import EncoderWeights, weights_fingerprint, weights_match
 from .image_files import gc_paused
 from .images import BadSampleError
@@ -339,7 +340,7 @@ def load_vocab(cache_dir: str | Path, recipe: dict) -> Vocabulary:
         if {**built_from, "captions": None} == {**recipe, "captions": None}:
             raise CacheStale(f"{path} was counted from other captions of the train split than it has now (they "
                              "changed since capgen-prepare wrote it)")
-        raise CacheStale(f"{path} was built from {saved.get('built_from')}, not from the current {recipe}")
+        raise CacheStale(f"{path} was built with other settings: {setting_changes(built_from, recipe)}")
     words = {k: v for k, v in saved.items() if k not in ("built_from", "checksum")}
     return Vocabulary.from_dict(words, source=str(path), fix="delete it and run capgen-prepare again")
 
@@ -374,7 +375,7 @@ def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict 
         raise CacheUnavailable(f"{path} has format version {index.get('version')}, this capgen reads {FORMAT_VERSION}")
     _check_signed(path, index)
     if description is not None and index["source"] != _plain(description):
-        raise CacheStale(f"{path} was made from {index['source']}, not from the current {_plain(description)}")
+        raise CacheStale(f"{path} was made with other settings: {setting_changes(index['source'], _plain(description))}")
     data = data_path(cache_dir, kind, split)
     expected = int(np.prod(index["shape"])) * np.dtype(index["dtype"]).itemsize
     size = data.stat().st_size if data.exists() else None

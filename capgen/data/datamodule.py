@@ -476,7 +476,8 @@ class CaptionDataModule(L.LightningDataModule):
                 with self._rebuilt_by():
                     self._vocab = load_vocab(self.cache_dir, self.vocab_recipe())
             except CacheUnavailable as e:
-                log.info("%s: building the vocabulary from the train split", e)
+                log.info("%s. The vocabulary is built from the train split instead; %s writes a vocab.json for these "
+                         "settings", e, self.prepare_command())
         if self._vocab is None:
             train = self.source("train")
             if getattr(train, "vocabulary", None) is not None:
