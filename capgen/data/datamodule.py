@@ -15,7 +15,8 @@ The datamodule receives a factory `source(split=...)` (a Hydra `_partial_`) and 
 An image that fails to decode while training reads it (no capgen-prepare scan first, or a
 file changed after its split was indexed) follows the source's `on_bad_sample`: "error"
 stops the run with a one-paragraph error naming the file, "skip" leaves it out of its
-batch and reports the count once per epoch (see TrainLoader).
+batch and reports the count once per epoch (see TrainLoader). A file missing since its split
+was read (images.FileGone) is told so, with the fix to put it back.
 With `cache_dir` (a capgen-prepare folder, see capgen.data.cache) a split is read from its
 image cache when that is complete and made from the same source settings and the same data
 (image ids, captions, image files' sizes and modification times), else from the raw source
@@ -56,7 +57,7 @@ from .cache import (
     load_vocab,
 )
 from .encoder_weights import EncoderWeights
-from .images import BadSampleError
+from .images import BadSampleError, FileGone
 from .resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,10 @@ def collate(items: list[tuple[torch.Tensor, list[list[int]], int]]) -> Batch:
 FIX_TRAINING = ("delete or replace the file; or set data.on_bad_sample=skip, which leaves such images out of their "
                 "batches; or list every unreadable image ahead with capgen-prepare data.on_bad_sample=skip "
                 "cache_dir=<folder> and train with data.cache_dir=<folder>, which leaves them out")
+# A training image whose file was there when the split was read and is not now (images.FileGone).
+FIX_TRAINING_GONE = ("put the file back; or, if it is gone for good, set data.on_bad_sample=skip, which leaves out the "
+                     "images whose files are missing when the data is read (and out of its batch one that goes missing "
+                     "during training)")
 _NAMES_REPORTED = 5  # file names per epoch report
 
 
@@ -99,6 +104,7 @@ class Unreadable(NamedTuple):
 
     path: str
     reason: str
+    gone: bool = False  # the file is missing now (images.FileGone), not unreadable
 
 
 class TrainingBatch(NamedTuple):
@@ -145,7 +151,7 @@ class CaptionPairs(Dataset):
         try:
             image = self.source.image(i)
         except BadSampleError as e:
-            return Unreadable(e.path, e.reason or "unreadable")
+            return Unreadable(e.path, e.reason or "unreadable", isinstance(e, FileGone))
         return _to_tensor(image), [self.vocab.encode(captions[k - self.offsets[i]]) for k in ks], self.source.image_id(i)
 
 
@@ -229,7 +235,7 @@ class TrainLoader(ResumableLoader):
     def _leave_out(self, batch: Batch | None, unreadable: tuple[Unreadable, ...]) -> None:
         first = unreadable[0]
         if self.on_bad_sample != "skip":
-            raise BadSampleError(first.path, first.reason, FIX_TRAINING)
+            raise BadSampleError(first.path, first.reason, FIX_TRAINING_GONE if first.gone else FIX_TRAINING)
         if batch is None and self.sampler.num_replicas > 1:
             raise BadSampleError(
                 first.path,
