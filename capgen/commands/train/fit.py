@@ -57,6 +57,9 @@ from .features import run_encoder_weights
 from .next_steps import what_next
 
 log = logging.getLogger(__name__)
+# The splits a run leaves out that have no images, by run folder: train() finds them, run() says
+# what to run next without them (a process's own runs; a notebook may train several).
+_without_images: dict[Path, list[str]] = {}
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -78,7 +81,9 @@ def run(cfg: DictConfig) -> float | None:
         raise
     finally:  # completed, failed or interrupted: where the run is and what to run next
         if rank_zero_only.rank == 0:
-            log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor, bool(cfg.trainer.get("fast_dev_run")))))
+            out = Path(cfg.paths.output_dir)
+            without = _without_images.pop(out.absolute(), [])
+            log.info("\n".join(what_next(out, cfg.monitor, bool(cfg.trainer.get("fast_dev_run")), without)))
             if stopped_sweep:  # the job's lines say how to continue it; nothing else says the sweep ended
                 line = f"capgen-train: interrupted ({stopped_sweep}); the sweep stops here, its later jobs not started."
                 print(line, file=sys.stderr, flush=True)
@@ -110,6 +115,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
     check_splits(cfg, datamodule)
+    _without_images[out.absolute()] = splits_without_images(cfg, datamodule)
     if init is not None or start is not None:
         train_split = datamodule.source("train")
         captions = (c for i in range(len(train_split)) for c in train_split.captions(i))
@@ -282,6 +288,24 @@ def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
                 f"it empty), so the run would {'train' if split == 'train' else 'score'} on nothing. Give the "
                 f"{split} split images{skip[split]}."
             )
+
+
+def splits_without_images(cfg: DictConfig, datamodule: CaptionDataModule) -> list[str]:
+    """The splits the run leaves out (test with test=false, val with trainer.limit_val_batches=0)
+    that have no images, as a data set without a test split has: capgen-eval cannot score them,
+    so what capgen-train says at its end suggests no command on them. Read raw (no cache line in
+    the log); a split that cannot be read is not counted: capgen-eval names its error."""
+    without = []
+    for split in ("val", "test"):
+        if split in used_splits(cfg):
+            continue
+        try:
+            empty = len(datamodule.source_factory(split=split)) == 0
+        except Exception:  # noqa: BLE001 (a hint for the end of the run must not fail it)
+            empty = False
+        if empty:
+            without.append(split)
+    return without
 
 
 def used_splits(cfg: DictConfig) -> list[str]:

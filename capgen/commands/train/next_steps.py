@@ -4,6 +4,7 @@ the commands to run next (capgen.commands.train.run logs these lines; train.log 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -15,9 +16,11 @@ from ...runs.folders import run_overrides
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
 
 
-def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False) -> list[str]:
+def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False,
+              without_images: Sequence[str] = ()) -> list[str]:
     """A few lines for the end of a capgen-train run in `run`, from what it left there
-    (`fast_dev_run`: the run's trainer.fast_dev_run was set)."""
+    (`fast_dev_run`: the run's trainer.fast_dev_run was set; `without_images`: the splits of its
+    data that have no images, which no capgen-eval line names)."""
     run = run.absolute()
     folder = shlex.quote(str(run))
     try:
@@ -28,7 +31,7 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
         return [f"run folder: {run}", f"the run ended before writing {SUMMARY}; its log is {run / 'train.log'}"]
     lines = [f"run folder: {run} ({summary['status']})"]
     if summary["status"] in ("failed", "interrupted"):
-        lines += _best_so_far(run, summary, monitor)
+        lines += _best_so_far(run, summary, monitor, _scored_on(without_images))
     if summary["status"] == "failed":  # the error itself is the command's last line
         lines[0] = f"run folder: {run} (failed; traceback in {run / summary.get('traceback', 'error.txt')})"
         if (run / "checkpoints" / "last.ckpt").is_file():  # it resumes as an interrupted run does, its epochs kept
@@ -60,24 +63,36 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
     else:  # e.g. trainer.fast_dev_run, or trainer.enable_checkpointing=false
         why = " (trainer.fast_dev_run writes none)" if fast_dev_run else ""
         return [*lines, f"no checkpoint was written{why}", *(["next:", *watch] if watch else [])]
+    split = _scored_on(without_images)
+    evaluate = {"test": [f"  capgen-eval {run_or_ckpt}    # the checkpoint on the test split"],
+                "val": [f"  capgen-eval {run_or_ckpt} split=val    # the checkpoint on the val split (the data has no "
+                        "test images)"], None: []}[split]
     lines += [
         "next:",
         *watch,
-        f"  capgen-eval {run_or_ckpt}    # the checkpoint on the test split",
+        *evaluate,
         f"  capgen-caption ckpt_path={checkpoint} images=<a folder of your photos>",
         f"  capgen-demo {run_or_ckpt}    # a local web page (pip install -e \".[demo]\")",
     ]
     return lines
 
 
-def _best_so_far(run: Path, summary: dict, monitor: str) -> list[str]:
+def _scored_on(without_images: Sequence[str]) -> str | None:
+    """The split capgen-eval scores a checkpoint of this data on: test, else val, else none."""
+    return next((s for s in ("test", "val") if s not in without_images), None)
+
+
+def _best_so_far(run: Path, summary: dict, monitor: str, split: str | None = "test") -> list[str]:
     """The best checkpoint a run that did not complete left, as a line: the one its summary
-    records (with its score), else the newest best-epoch checkpoint (its name holds its score:
+    records (with its score, and the capgen-eval that scores it on `split`, the test split by
+    default), else the newest best-epoch checkpoint (its name holds its score:
     conf/callbacks/default.yaml); none when it left none."""
     best, metrics = summary.get("best_checkpoint"), summary.get("metrics", {})
     if best:
         score = f" ({monitor} {metrics[monitor]:.3f})" if monitor in metrics else ""
-        return [f"best checkpoint so far: {best}{score}; capgen-eval run={shlex.quote(str(run))} scores it"]
+        on = {"test": "", "val": " split=val"}
+        scores = f"; capgen-eval run={shlex.quote(str(run))}{on[split]} scores it" if split else ""
+        return [f"best checkpoint so far: {best}{score}{scores}"]
     found = sorted((run / "checkpoints").glob("*-best*.ckpt"), key=lambda p: p.stat().st_mtime)
     return [f"best checkpoint so far: {found[-1].relative_to(run)}"] if found else []
 
