@@ -340,6 +340,8 @@ def load_vocab(cache_dir: str | Path, recipe: dict) -> Vocabulary:
         if {**built_from, "captions": None} == {**recipe, "captions": None}:
             raise CacheStale(f"{path} was counted from other captions of the train split than it has now (they "
                              "changed since capgen-prepare wrote it)")
+        if not built_from:
+            raise CacheStale(f"{path} records no settings it was built with (an earlier capgen wrote it)")
         raise CacheStale(f"{path} was built with other settings: {setting_changes(built_from, recipe)}")
     words = {k: v for k, v in saved.items() if k not in ("built_from", "checksum")}
     return Vocabulary.from_dict(words, source=str(path), fix="delete it and run capgen-prepare again")

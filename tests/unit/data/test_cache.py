@@ -933,3 +933,14 @@ def test_setting_changes_names_each_differing_setting_as_given_with_both_values(
     recipe = {"source": source, "captions": "abc", "min_freq": 1, "max_len": 16}
     assert setting_changes(recipe, {**recipe, "max_len": 20, "source": {**source, "args": {**source["args"], "x": 1}}}) \
         == "data.max_len 16 then, 20 now; data.source.x unset then, 1 now"
+
+
+def test_a_vocab_json_that_records_no_settings_says_so_in_a_few_words(tmp_path):
+    from capgen.vocab import Vocabulary
+
+    recipe = {"source": {"source": "pictures", "split": "train", "size": 8, "args": {"image_size": 24}}, "min_freq": 1,
+              "max_len": 20}
+    cache.save_vocab(tmp_path, Vocabulary.build(["a red circle"]), {})  # as an earlier capgen wrote it: no built_from
+    with pytest.raises(cache.CacheStale, match=r"^\S+vocab\.json records no settings it was built with \(an earlier capgen "
+                                         r"wrote it\)$"):
+        cache.load_vocab(tmp_path, recipe)
