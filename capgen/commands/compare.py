@@ -6,6 +6,7 @@ A run is a folder holding .hydra/config.yaml that capgen-train wrote (capgen.run
 the folders of capgen-eval, caption, demo and prepare are no runs); its overrides come
 from .hydra/overrides.yaml and its metrics from summary.json (the best epoch's val/* and the
 test/* of that checkpoint; an interrupted or failed run's best epoch so far, and no test/*).
+A `test=false` given at a resume that kept the run's test/* is left out of its overrides (kept_test).
 Failed runs that recorded no metrics (a setting refused before training, say), and runs
 whose summary.json or overrides.yaml cannot be read (unreadable), are not rows of the table:
 they are listed below it, one line each with the reason, and their settings (a misspelt key,
@@ -77,7 +78,18 @@ def load_run(path: Path) -> Run:
         return Run(path, overrides, "unreadable", {}, str(e))
     if summary is None:
         return Run(path, overrides, "unfinished", {}, "no summary.json: still running, or stopped before the end")
-    return Run(path, overrides, summary["status"], summary.get("metrics", {}), stop_note(path, summary))
+    metrics = summary.get("metrics", {})
+    return Run(path, kept_test(overrides, metrics), summary["status"], metrics, stop_note(path, summary))
+
+
+def kept_test(overrides: dict[str, str], metrics: dict[str, float]) -> dict[str, str]:
+    """The overrides without `test=false` where the run has test/* scores all the same: a resume
+    with test=false keeps the test of a best checkpoint it did not replace (capgen.runs.tested),
+    so the run was tested as one without the setting, and a column or a shared `test=false`
+    would say otherwise."""
+    tested = any(k.startswith("test/") for k in metrics)
+    return {k: v for k, v in overrides.items()
+            if not (tested and k.lstrip("+~") == "test" and v.strip().strip("'\"").lower() == "false")}
 
 
 def stop_note(path: Path, summary: dict) -> str:

@@ -301,3 +301,13 @@ def with_run_data_choice(args: list[str]) -> list[str]:
     if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
         return args
     return [*args, f"data={choice}"]
+
+
+def as_typed(override: str, keys: Iterable[str]) -> str:
+    """A path override as the user typed it: each command quotes the values of its path settings
+    (`keys`: resume=, data.root=, ...) for Hydra (quote_paths), and Hydra saves them so; the
+    quotes are left out, for a command line shown to the user (which quotes for the shell)."""
+    key, sep, value = override.partition("=")
+    if key.lstrip("+") in set(keys) and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        return f"{key}{sep}{value[1:-1]}"
+    return override

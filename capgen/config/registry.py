@@ -157,7 +157,9 @@ def register() -> None:
     module = signature_node(CaptioningModule, ("net", "vocab", "net_config"))
     module["scheduler"].update(monitor="${oc.select:monitor,val/CIDEr}", mode="${oc.select:monitor_mode,max}")
     store.store(group="model/module", name=BASES["model/module"], node=module)
-    store.store(group="data", name=BASES["data"], node={**signature_node(CaptionDataModule, ("vocab", "encoder", "encoder_weights")), "seed": "${seed}"})
+    # vocab, encoder, encoder_weights, prepare_args: handed over by the commands.
+    skip = ("vocab", "encoder", "encoder_weights", "prepare_args")
+    store.store(group="data", name=BASES["data"], node={**signature_node(CaptionDataModule, skip), "seed": "${seed}"})
     for name, fn in (("capgen.run_name", run_name), ("capgen.dirname", dirname), ("capgen.launch_time", launch_time),
                      ("capgen.slurm_tasks", slurm_tasks),
                      ("capgen.slurm_gpus", slurm_gpus), ("capgen.slurm_cpus", slurm_cpus),

@@ -74,6 +74,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..vocab import Vocabulary
+from .changes import setting_changes
 from .encoder_weights import EncoderWeights, weights_fingerprint, weights_match
 from .image_files import gc_paused
 from .images import BadSampleError
@@ -98,15 +99,21 @@ class CacheStale(CacheUnavailable):
 
 
 class CacheDamaged(ValueError):
-    """A complete cache whose files no longer match the checksums capgen-prepare recorded."""
+    """A complete cache whose files no longer match the checksums capgen-prepare recorded.
+    `command`: the capgen-prepare command that rebuilds it (CaptionDataModule.prepare_command
+    names the data config; `fixed_by` gives the error again with it)."""
 
-    def __init__(self, path: Path, cache_dir: Path, what: str):
+    def __init__(self, path: Path, cache_dir: Path, what: str, command: str | None = None):
+        self.path, self.cache_dir, self.what = path, cache_dir, what
+        command = command or f"capgen-prepare data=<this data config> cache_dir={cache_dir}"
         super().__init__(
             f"{path}: {what}, so it no longer holds what capgen-prepare wrote (it was overwritten, edited or damaged "
-            f"since), and training on it would change results without a word. Rebuild the cache with: capgen-prepare "
-            f"data=<this data config> cache_dir={cache_dir} (it rewrites what does not match), or train without "
-            f"data.cache_dir."
+            f"since), and training on it would change results without a word. Rebuild the cache with: {command} (it "
+            f"rewrites what does not match), or train without data.cache_dir."
         )
+
+    def fixed_by(self, command: str) -> CacheDamaged:
+        return CacheDamaged(self.path, self.cache_dir, self.what, command)
 
 
 def data_path(cache_dir: str | Path, kind: str, split: str) -> Path:
@@ -333,7 +340,9 @@ def load_vocab(cache_dir: str | Path, recipe: dict) -> Vocabulary:
         if {**built_from, "captions": None} == {**recipe, "captions": None}:
             raise CacheStale(f"{path} was counted from other captions of the train split than it has now (they "
                              "changed since capgen-prepare wrote it)")
-        raise CacheStale(f"{path} was built from {saved.get('built_from')}, not from the current {recipe}")
+        if not built_from:
+            raise CacheStale(f"{path} records no settings it was built with (an earlier capgen wrote it)")
+        raise CacheStale(f"{path} was built with other settings: {setting_changes(built_from, recipe)}")
     words = {k: v for k, v in saved.items() if k not in ("built_from", "checksum")}
     return Vocabulary.from_dict(words, source=str(path), fix="delete it and run capgen-prepare again")
 
@@ -368,7 +377,7 @@ def _load_index(cache_dir: str | Path, kind: str, split: str, description: dict 
         raise CacheUnavailable(f"{path} has format version {index.get('version')}, this capgen reads {FORMAT_VERSION}")
     _check_signed(path, index)
     if description is not None and index["source"] != _plain(description):
-        raise CacheStale(f"{path} was made from {index['source']}, not from the current {_plain(description)}")
+        raise CacheStale(f"{path} was made with other settings: {setting_changes(index['source'], _plain(description))}")
     data = data_path(cache_dir, kind, split)
     expected = int(np.prod(index["shape"])) * np.dtype(index["dtype"]).itemsize
     size = data.stat().st_size if data.exists() else None

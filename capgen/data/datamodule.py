@@ -15,7 +15,8 @@ The datamodule receives a factory `source(split=...)` (a Hydra `_partial_`) and 
 An image that fails to decode while training reads it (no capgen-prepare scan first, or a
 file changed after its split was indexed) follows the source's `on_bad_sample`: "error"
 stops the run with a one-paragraph error naming the file, "skip" leaves it out of its
-batch and reports the count once per epoch (see TrainLoader).
+batch and reports the count once per epoch (see TrainLoader). A file missing since its split
+was read (images.FileGone) is told so, with the fix to put it back.
 With `cache_dir` (a capgen-prepare folder, see capgen.data.cache) a split is read from its
 image cache when that is complete and made from the same source settings and the same data
 (image ids, captions, image files' sizes and modification times), else from the raw source
@@ -28,12 +29,14 @@ or one made by another encoder config or other weights than the model's (`encode
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import logging
 import math
-from collections.abc import Callable
+import shlex
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,9 +47,17 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..vocab import Vocabulary
-from .cache import CachedFeatures, CachedImages, CacheUnavailable, captions_digest, describe_source, load_vocab
+from .cache import (
+    CacheDamaged,
+    CachedFeatures,
+    CachedImages,
+    CacheUnavailable,
+    captions_digest,
+    describe_source,
+    load_vocab,
+)
 from .encoder_weights import EncoderWeights
-from .images import BadSampleError
+from .images import BadSampleError, FileGone
 from .resumable import ResumableLoader
 
 log = logging.getLogger(__name__)
@@ -81,6 +92,10 @@ def collate(items: list[tuple[torch.Tensor, list[list[int]], int]]) -> Batch:
 FIX_TRAINING = ("delete or replace the file; or set data.on_bad_sample=skip, which leaves such images out of their "
                 "batches; or list every unreadable image ahead with capgen-prepare data.on_bad_sample=skip "
                 "cache_dir=<folder> and train with data.cache_dir=<folder>, which leaves them out")
+# A training image whose file was there when the split was read and is not now (images.FileGone).
+FIX_TRAINING_GONE = ("put the file back; or, if it is gone for good, set data.on_bad_sample=skip, which leaves out the "
+                     "images whose files are missing when the data is read (and out of its batch one that goes missing "
+                     "during training)")
 _NAMES_REPORTED = 5  # file names per epoch report
 
 
@@ -89,6 +104,7 @@ class Unreadable(NamedTuple):
 
     path: str
     reason: str
+    gone: bool = False  # the file is missing now (images.FileGone), not unreadable
 
 
 class TrainingBatch(NamedTuple):
@@ -135,7 +151,7 @@ class CaptionPairs(Dataset):
         try:
             image = self.source.image(i)
         except BadSampleError as e:
-            return Unreadable(e.path, e.reason or "unreadable")
+            return Unreadable(e.path, e.reason or "unreadable", isinstance(e, FileGone))
         return _to_tensor(image), [self.vocab.encode(captions[k - self.offsets[i]]) for k in ks], self.source.image_id(i)
 
 
@@ -219,7 +235,7 @@ class TrainLoader(ResumableLoader):
     def _leave_out(self, batch: Batch | None, unreadable: tuple[Unreadable, ...]) -> None:
         first = unreadable[0]
         if self.on_bad_sample != "skip":
-            raise BadSampleError(first.path, first.reason, FIX_TRAINING)
+            raise BadSampleError(first.path, first.reason, FIX_TRAINING_GONE if first.gone else FIX_TRAINING)
         if batch is None and self.sampler.num_replicas > 1:
             raise BadSampleError(
                 first.path,
@@ -317,12 +333,16 @@ class CaptionDataModule(L.LightningDataModule):
         encoder_weights: EncoderWeights | None = None,
         root: str | None = None,
         on_bad_sample: str | None = None,
+        prepare_args: Sequence[str] | None = None,
     ):
         """encoder, encoder_weights: the model's encoder config and the fingerprint of its weights
         (capgen.data.encoder_weights), which a feature cache must have been made by (given by
         capgen-train and capgen-eval; needed with use_features only).
         root, on_bad_sample: passed on to the source factory when set (file-based sources),
         so every split's source shares them and `data.root=...` is the one place to say it.
+        prepare_args: the capgen-prepare arguments that write this data's caches (`data=<name>`
+        and the data settings given, capgen.config.prepare_args; handed over by the commands),
+        for the lines that give that command (prepare_command); None: a placeholder for them.
         batch_size counts images; a training batch has train_captions_per_image captions of each
         (see the module docstring)."""
         super().__init__()
@@ -347,10 +367,21 @@ class CaptionDataModule(L.LightningDataModule):
         self.use_features, self.encoder, self.encoder_weights = use_features, encoder, encoder_weights
         self._unchecked_weights_said = False  # a feature cache too old to check: said once
         self._unchecked_files_said = False  # a cache too old to record its image files: said once
+        self.prepare_args = [str(a) for a in prepare_args] if prepare_args is not None else None
         self._vocab = vocab
         self._sources: dict[str, object] = {}
         self._pictures: dict[str, tuple[object, dict[int, int]]] = {}
         self._train_loader: TrainLoader | None = None
+
+    def prepare_command(self, *settings: str) -> str:
+        """The capgen-prepare command that writes this data's caches into data.cache_dir (or
+        `cache_dir=<folder>` without one), quoted for the shell; `settings` (`features=true`,
+        `data.on_bad_sample=skip`) are added, replacing a given value of the same key."""
+        keys = {s.partition("=")[0].lstrip("+") for s in settings}
+        given = [a for a in self.prepare_args or () if a.partition("=")[0].lstrip("+") not in keys]
+        data = [shlex.quote(a) for a in given] if self.prepare_args is not None else ["data=<this data config>"]
+        folder = shlex.quote(f"cache_dir={self.cache_dir}") if self.cache_dir else "cache_dir=<folder>"
+        return " ".join(["capgen-prepare", *data, folder, *map(shlex.quote, settings)])
 
     def source(self, split: str):
         if split not in self._sources:
@@ -366,27 +397,37 @@ class CaptionDataModule(L.LightningDataModule):
         description, vocabulary = describe_source(self.source_factory, split, raw), getattr(raw, "vocabulary", None)
         if self.use_features:
             try:
-                cached = CachedFeatures(self.cache_dir, split, description, vocabulary, source=raw)
+                with self._rebuilt_by("features=true"):
+                    cached = CachedFeatures(self.cache_dir, split, description, vocabulary, source=raw)
                 log.info("the %s split: %d images' encoder features from the cache in %s", split, len(cached), self.cache_dir)
                 self._say_unchecked_files(cached)
                 return cached
             except CacheUnavailable as e:
                 raise ValueError(
-                    f"data.use_features=true, but {e}. Write the feature cache with: capgen-prepare "
-                    f"data=<this data config> cache_dir={self.cache_dir} features=true model/encoder=<the "
-                    "training run's encoder> (it rebuilds what no longer matches)"
+                    f"data.use_features=true, but {e}. Write the feature cache with: "
+                    f"{self.prepare_command('features=true')} model/encoder=<the training run's encoder> (it rebuilds "
+                    "what no longer matches)"
                 ) from None
         try:
-            cached = CachedImages(self.cache_dir, split, description, vocabulary, source=raw)
+            with self._rebuilt_by():
+                cached = CachedImages(self.cache_dir, split, description, vocabulary, source=raw)
             log.info("the %s split: %d images from the cache in %s", split, len(cached), self.cache_dir)
             self._say_unchecked_files(cached)
             return cached
         except CacheUnavailable as e:
-            log.info("no usable image cache for the %s split (%s): reading the raw source; capgen-prepare "
-                     "data=<this data config> cache_dir=%s writes or rebuilds it", split, e, self.cache_dir)
+            log.info("no usable image cache for the %s split (%s): reading the raw source; %s writes or rebuilds it",
+                     split, e, self.prepare_command())
         bad = self._bad_image_ids(split)
         # Images capgen-prepare found unreadable are left out of the raw source as well.
         return self.source_factory(split=split, exclude_ids=bad) if bad else raw
+
+    @contextlib.contextmanager
+    def _rebuilt_by(self, *settings: str):
+        """A damaged cache's error with this data's capgen-prepare command (prepare_command)."""
+        try:
+            yield
+        except CacheDamaged as e:
+            raise e.fixed_by(self.prepare_command(*settings)) from None
 
     def _say_unchecked_files(self, cached) -> None:
         """One warning per datamodule for a cache too old to record its image files."""
@@ -396,8 +437,7 @@ class CaptionDataModule(L.LightningDataModule):
         log.warning(
             "%s records no state of the image files it was made from (written before capgen recorded it), so whether "
             "images were replaced since cannot be checked (its captions are; other splits' caches so old are not said "
-            "again); capgen-prepare data=<this data config> cache_dir=%s rebuilds them with the record",
-            cached.index_file, self.cache_dir,
+            "again); %s rebuilds them with the record", cached.index_file, self.prepare_command(),
         )
 
     def _bad_image_ids(self, split: str) -> list[int]:
@@ -414,7 +454,8 @@ class CaptionDataModule(L.LightningDataModule):
                 raw = self.source_factory(split=split)
                 try:
                     description = describe_source(self.source_factory, split, raw)
-                    src = CachedImages(self.cache_dir, split, description, getattr(raw, "vocabulary", None), source=raw)
+                    with self._rebuilt_by():
+                        src = CachedImages(self.cache_dir, split, description, getattr(raw, "vocabulary", None), source=raw)
                 except CacheUnavailable:
                     src = raw
             self._pictures[split] = (src, {src.image_id(i): i for i in range(len(src))})
@@ -438,9 +479,11 @@ class CaptionDataModule(L.LightningDataModule):
         or the cache's vocab.json)."""
         if self._vocab is None and self.cache_dir is not None:
             try:
-                self._vocab = load_vocab(self.cache_dir, self.vocab_recipe())
+                with self._rebuilt_by():
+                    self._vocab = load_vocab(self.cache_dir, self.vocab_recipe())
             except CacheUnavailable as e:
-                log.info("%s: building the vocabulary from the train split", e)
+                log.info("%s. The vocabulary is built from the train split instead; %s writes a vocab.json for these "
+                         "settings", e, self.prepare_command())
         if self._vocab is None:
             train = self.source("train")
             if getattr(train, "vocabulary", None) is not None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..tokenizer import has_tokens
-from .images import FIX_UNREADABLE, BadSamples, check_on_bad_sample, load_rgb
+from .images import FIX_GONE, FIX_UNREADABLE, BadSampleError, BadSamples, FileGone, check_on_bad_sample, load_rgb
 
 SPLITS = ("train", "val", "test")
 _FIX_ENTRY = "fix that entry in the annotation file, or set data.on_bad_sample=skip"
@@ -81,8 +81,16 @@ class ImageFileSource:
         return len(self._ids)
 
     def image(self, i: int) -> np.ndarray:
-        """uint8 (image_size, image_size, 3); BadSampleError if the file cannot be decoded."""
-        return load_rgb(self._paths[i], self.image_size, FIX_UNREADABLE)
+        """uint8 (image_size, image_size, 3); BadSampleError if the file cannot be decoded, FileGone
+        if it is no longer there (every file existed when the split was read)."""
+        path = self._paths[i]
+        try:
+            return load_rgb(path, self.image_size, FIX_UNREADABLE)
+        except BadSampleError:
+            if os.path.lexists(path):  # there, but unreadable (a link to nothing included)
+                raise
+        raise FileGone(path, f"missing now, though it was there when the {self.split} split was read (moved, deleted or "
+                       "its drive unmounted since)", FIX_GONE)
 
     def captions(self, i: int) -> list[str]:
         return list(self._captions[i])

@@ -28,6 +28,9 @@ FIX_FILE = "delete or replace the file, or set data.on_bad_sample=skip"
 FIX_UNREADABLE = ("delete or replace the file, or list every unreadable image with capgen-prepare "
                   "data.on_bad_sample=skip cache_dir=<folder> and train with data.cache_dir=<folder>, "
                   "which leaves them out")
+# An image file that was there when its split was read and is not now.
+FIX_GONE = ("put the file back; or, if it is gone for good, set data.on_bad_sample=skip, which leaves out the images "
+            "whose files are missing when the data is read")
 # A bad file among the pictures given to capgen-caption.
 FIX_GIVEN = "replace the file, or give images= a folder or pattern that leaves it out"
 
@@ -43,6 +46,11 @@ class BadSampleError(ValueError):
     def __init__(self, path, reason: str | None = None, fix: str = FIX_FILE):
         self.path, self.reason, self.fix = str(path), reason, fix
         super().__init__(str(path) if reason is None else f"{path}: {reason}; {fix}")
+
+
+class FileGone(BadSampleError):
+    """An image file that was there when its split was read (its folder listed) and is not now:
+    moved, deleted or on a drive unmounted since; not a bad file, and no reason to delete one."""
 
 
 def load_rgb(path, size: int | None = None, fix: str = FIX_FILE) -> np.ndarray:

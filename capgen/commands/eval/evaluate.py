@@ -56,6 +56,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ...atomic import write_atomically
 from ...config.checks import check_numbers
 from ...config.decode_group import command_settings
+from ...config.prepare_args import prepare_args
 from ...lightning.callbacks import FollowFreeCores
 from ...lightning.hardware import encoder_settings
 from ...lightning.inference import checkpoint_list, load_checkpoints, resolve_device
@@ -67,8 +68,10 @@ from ...runs.folders import (
     run_config,
     run_data_choice,
     run_of_checkpoint,
+    run_overrides,
     takes_image_size,
 )
+from ...runs.records import UnreadableRecord
 from ..failure import one_paragraph_on_failure
 from .features import checkpoint_encoder_weights
 from .statistics import corpus_statistics, diversity
@@ -151,6 +154,19 @@ def eval_data_config(cfg: DictConfig, overrides: list[str], run_cfg: DictConfig 
     return apply_data_overrides(data, overrides)
 
 
+def eval_prepare_args(overrides: list[str], ckpt_path: str | None) -> list[str] | None:
+    """The capgen-prepare arguments for the data evaluated on (capgen.config.prepare_args): the
+    run's data config with its data settings and those given now, or the data config given now
+    (`data=<name>` naming another config than the run's, or a checkpoint without a saved run)."""
+    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    run = run_of_checkpoint(ckpt_path) if ckpt_path else None
+    try:
+        own = run_overrides(run) if run is not None and choice == run_data_choice(ckpt_path) else []
+    except UnreadableRecord:  # the run's settings then are not known: the data config's name and those given now
+        own = []
+    return prepare_args(choice, [*own, *overrides])
+
+
 def checkpoints_to_evaluate(cfg: DictConfig) -> list[str]:
     """The checkpoints to evaluate, in order: cfg.ckpt_path (one, or a list: an ensemble), or
     the best checkpoint of the run folder cfg.run (of each, for a list of run folders)."""
@@ -210,7 +226,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
                  "reads images (a cached split's image cache, else the raw source), not one encoder's features")
         data_cfg.use_features = False
     # The encoder a feature cache must have been made by: the checkpoint's, its config and its weights.
-    datamodule = hydra.utils.instantiate(data_cfg, vocab=module.vocab)
+    datamodule = hydra.utils.instantiate(data_cfg, vocab=module.vocab,
+                                         prepare_args=eval_prepare_args(overrides, ckpt_path if run_cfg else None))
     datamodule.encoder = module.hparams.net_config["encoder"]  # after: instantiate would build it
     if datamodule.use_features:
         datamodule.encoder_weights = checkpoint_encoder_weights(module, ckpt_path, run_cfg)

@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ...config.checks import check_keys, check_numbers, check_types
+from ...config.prepare_args import prepare_args
 from ...config.resume_argv import said_before_logging
 from ...data.datamodule import CaptionDataModule
 from ...instantiate import instantiate
@@ -56,6 +57,9 @@ from .features import run_encoder_weights
 from .next_steps import what_next
 
 log = logging.getLogger(__name__)
+# The splits a run leaves out that have no images, by run folder: train() finds them, run() says
+# what to run next without them (a process's own runs; a notebook may train several).
+_without_images: dict[Path, list[str]] = {}
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -77,7 +81,9 @@ def run(cfg: DictConfig) -> float | None:
         raise
     finally:  # completed, failed or interrupted: where the run is and what to run next
         if rank_zero_only.rank == 0:
-            log.info("\n".join(what_next(Path(cfg.paths.output_dir), cfg.monitor, bool(cfg.trainer.get("fast_dev_run")))))
+            out = Path(cfg.paths.output_dir)
+            without = _without_images.pop(out.absolute(), [])
+            log.info("\n".join(what_next(out, cfg.monitor, bool(cfg.trainer.get("fast_dev_run")), without)))
             if stopped_sweep:  # the job's lines say how to continue it; nothing else says the sweep ended
                 line = f"capgen-train: interrupted ({stopped_sweep}); the sweep stops here, its later jobs not started."
                 print(line, file=sys.stderr, flush=True)
@@ -101,11 +107,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     start = check_resume_checkpoint(ckpt_path, net_config) if ckpt_path else None
     init = init_checkpoint(cfg, net_config)  # init_from=: a new run from another's network weights
     given_vocab = start.vocab if start else init.vocab if init else None
-    datamodule: CaptionDataModule = instantiate(cfg.data, vocab=given_vocab)
+    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+    given = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    # The capgen-prepare command its lines about caches give: this data config and its settings given.
+    datamodule: CaptionDataModule = instantiate(cfg.data, vocab=given_vocab, prepare_args=prepare_args(choice, given))
     # Set after instantiate, which would build the encoder this config describes (drawing its
     # random weights from the seeded generator) instead of handing the config over.
     datamodule.encoder = net_config["encoder"]
     check_splits(cfg, datamodule)
+    _without_images[out.absolute()] = splits_without_images(cfg, datamodule)
     if init is not None or start is not None:
         train_split = datamodule.source("train")
         captions = (c for i in range(len(train_split)) for c in train_split.captions(i))
@@ -141,7 +151,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module: CaptioningModule = instantiate(
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
-    choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
     module.training_data = provenance.record(provenance.data_name(cfg.data, choice),
                                              str(OmegaConf.select(cfg, "data.source._target_", default="")),
                                              training_image_size(cfg))
@@ -279,6 +288,25 @@ def check_splits(cfg: DictConfig, datamodule: CaptionDataModule) -> None:
                 f"it empty), so the run would {'train' if split == 'train' else 'score'} on nothing. Give the "
                 f"{split} split images{skip[split]}."
             )
+
+
+def splits_without_images(cfg: DictConfig, datamodule: CaptionDataModule) -> list[str]:
+    """The splits the run leaves out (test with test=false, val with trainer.limit_val_batches=0)
+    that have no images, as a data set without a test split has: capgen-eval cannot score them,
+    so what capgen-train says at its end suggests no command on them. Read raw (no cache line in
+    the log); a split whose files cannot be read (OSError, ValueError: the sources' one-paragraph
+    errors) is not counted: capgen-eval names its error."""
+    without = []
+    for split in ("val", "test"):
+        if split in used_splits(cfg):
+            continue
+        try:
+            empty = len(datamodule.source_factory(split=split)) == 0
+        except (OSError, ValueError):  # unreadable: counted as not empty; capgen-eval gives the error in full
+            empty = False
+        if empty:
+            without.append(split)
+    return without
 
 
 def used_splits(cfg: DictConfig) -> list[str]:

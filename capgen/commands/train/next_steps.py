@@ -4,19 +4,23 @@ the commands to run next (capgen.commands.train.run logs these lines; train.log 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from omegaconf import OmegaConf
 
+from ...config.argv import as_typed
 from ...config.command_line import PATH_KEYS
 from ...runs.folders import run_overrides
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
 
 
-def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False) -> list[str]:
+def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False,
+              without_images: Sequence[str] = ()) -> list[str]:
     """A few lines for the end of a capgen-train run in `run`, from what it left there
-    (`fast_dev_run`: the run's trainer.fast_dev_run was set)."""
+    (`fast_dev_run`: the run's trainer.fast_dev_run was set; `without_images`: the splits of its
+    data that have no images, which no capgen-eval line names)."""
     run = run.absolute()
     folder = shlex.quote(str(run))
     try:
@@ -27,7 +31,7 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
         return [f"run folder: {run}", f"the run ended before writing {SUMMARY}; its log is {run / 'train.log'}"]
     lines = [f"run folder: {run} ({summary['status']})"]
     if summary["status"] in ("failed", "interrupted"):
-        lines += _best_so_far(run, summary, monitor)
+        lines += _best_so_far(run, summary, monitor, _scored_on(without_images))
     if summary["status"] == "failed":  # the error itself is the command's last line
         lines[0] = f"run folder: {run} (failed; traceback in {run / summary.get('traceback', 'error.txt')})"
         if (run / "checkpoints" / "last.ckpt").is_file():  # it resumes as an interrupted run does, its epochs kept
@@ -59,24 +63,36 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
     else:  # e.g. trainer.fast_dev_run, or trainer.enable_checkpointing=false
         why = " (trainer.fast_dev_run writes none)" if fast_dev_run else ""
         return [*lines, f"no checkpoint was written{why}", *(["next:", *watch] if watch else [])]
+    split = _scored_on(without_images)
+    evaluate = {"test": [f"  capgen-eval {run_or_ckpt}    # the checkpoint on the test split"],
+                "val": [f"  capgen-eval {run_or_ckpt} split=val    # the checkpoint on the val split (the data has no "
+                        "test images)"], None: []}[split]
     lines += [
         "next:",
         *watch,
-        f"  capgen-eval {run_or_ckpt}    # the checkpoint on the test split",
+        *evaluate,
         f"  capgen-caption ckpt_path={checkpoint} images=<a folder of your photos>",
         f"  capgen-demo {run_or_ckpt}    # a local web page (pip install -e \".[demo]\")",
     ]
     return lines
 
 
-def _best_so_far(run: Path, summary: dict, monitor: str) -> list[str]:
+def _scored_on(without_images: Sequence[str]) -> str | None:
+    """The split capgen-eval scores a checkpoint of this data on: test, else val, else none."""
+    return next((s for s in ("test", "val") if s not in without_images), None)
+
+
+def _best_so_far(run: Path, summary: dict, monitor: str, split: str | None = "test") -> list[str]:
     """The best checkpoint a run that did not complete left, as a line: the one its summary
-    records (with its score), else the newest best-epoch checkpoint (its name holds its score:
+    records (with its score, and the capgen-eval that scores it on `split`, the test split by
+    default), else the newest best-epoch checkpoint (its name holds its score:
     conf/callbacks/default.yaml); none when it left none."""
     best, metrics = summary.get("best_checkpoint"), summary.get("metrics", {})
     if best:
         score = f" ({monitor} {metrics[monitor]:.3f})" if monitor in metrics else ""
-        return [f"best checkpoint so far: {best}{score}; capgen-eval run={shlex.quote(str(run))} scores it"]
+        on = {"test": "", "val": " split=val"}
+        scores = f"; capgen-eval run={shlex.quote(str(run))}{on[split]} scores it" if split else ""
+        return [f"best checkpoint so far: {best}{score}{scores}"]
     found = sorted((run / "checkpoints").glob("*-best*.ckpt"), key=lambda p: p.stat().st_mtime)
     return [f"best checkpoint so far: {found[-1].relative_to(run)}"] if found else []
 
@@ -86,7 +102,7 @@ def _again(run: Path, in_its_folder: bool = False) -> str:
     `in_its_folder` (a run that left no checkpoint, whose folder a new run may take), in the
     same folder where the user named it (hydra.run.dir=, or paths.output_dir=, which capgen
     gives Hydra as hydra.run.dir): a dated one is a new folder again."""
-    words = [shlex.quote(_unquoted(o)) for o in _overrides(run)]
+    words = [shlex.quote(as_typed(o, PATH_KEYS["train"])) for o in _overrides(run)]
     if in_its_folder and _named_folder(run):
         words.append(shlex.quote(f"hydra.run.dir={run}"))
     return f"capgen-train {' '.join(words)}".rstrip()
@@ -99,15 +115,6 @@ def _named_folder(run: Path) -> bool:
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     return any(str(o).startswith("hydra.run.dir=") for o in (given or []))
-
-
-def _unquoted(override: str) -> str:
-    """A path override as typed: capgen-train quotes the values of its path settings (resume=,
-    data.root=, ...) for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
-    key, sep, value = override.partition("=")
-    if key.lstrip("+") in PATH_KEYS["train"] and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-        return f"{key}{sep}{value[1:-1]}"
-    return override
 
 
 def _overrides(run: Path) -> list[str]:

@@ -391,3 +391,17 @@ def test_a_key_set_again_at_resume_is_one_column_with_its_value_now(tmp_path):
     run = make_run_folder(tmp_path / "r", ["+trainer.accumulate_grad_batches=2", "model=rnn",
                                            "trainer.accumulate_grad_batches=4", "resume=/x"], done)
     assert load_run(run).overrides == {"+trainer.accumulate_grad_batches": "4", "model": "rnn"}
+
+
+def test_a_resume_with_test_false_that_kept_the_test_scores_is_no_test_false_column(tmp_path):
+    # `capgen-train resume=<run> test=false` keeps the test/* of a best checkpoint it did not replace
+    # (capgen.runs.tested): that row was tested, and test=false is no difference from the other runs.
+    make_run(tmp_path / "a", ["model=attn"], {"val/CIDEr": 0.5, "test/CIDEr": 0.4})
+    make_run(tmp_path / "b", ["model=lstm", "resume=/x", "test=false"], {"val/CIDEr": 0.6, "test/CIDEr": 0.3})
+    table = compare([tmp_path])
+    assert table.header[0] == "model" and "test" not in table.header and table.common == []
+    # A run whose test=false left it without test scores keeps the setting, the reason its cells are empty.
+    make_run(tmp_path / "c", ["model=lstm", "test=false"], {"val/CIDEr": 0.7})
+    table = compare([tmp_path])
+    assert table.header[:2] == ["model", "test"]
+    assert [row[1] for row in table.rows] == ["false", "-", "-"]

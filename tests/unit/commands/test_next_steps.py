@@ -83,3 +83,40 @@ def test_the_end_of_a_run_without_a_best_checkpoint_names_only_commands_that_wor
     text = "\n".join(what_next(quick))
     last = quick / "checkpoints" / "last.ckpt"
     assert f"capgen-eval ckpt_path={last}" in text and f"capgen-demo ckpt_path={last}" in text and "run=" not in text
+
+
+def test_the_end_of_a_run_on_data_without_a_test_split_suggests_no_capgen_eval_on_it(tmp_path):
+    from capgen.commands.train.next_steps import what_next
+
+    done = {"status": "completed", "best_checkpoint": "checkpoints/epoch000-best3.750.ckpt", "metrics": {"val/CIDEr": 3.75}}
+    run = _write_run(tmp_path / "run", done, ["data=custom", "test=false"])
+    text = "\n".join(what_next(run, without_images=["test"]))
+    assert f"  capgen-eval run={run} split=val    # the checkpoint on the val split (the data has no test images)" in text
+    assert "test split" not in text and f"capgen-caption ckpt_path={run}/checkpoints/epoch000-best3.750.ckpt" in text
+    # Neither val nor test has images: no capgen-eval at all; the other commands still work.
+    text = "\n".join(what_next(run, without_images=["val", "test"]))
+    assert "capgen-eval" not in text and f"capgen-demo run={run}" in text
+    # Stopped on the way: its best so far is scored on val, or nowhere.
+    stopped = _write_run(tmp_path / "stopped", {**done, "status": "interrupted", "signal": "SIGINT", "resume": "x"}, [])
+    assert what_next(stopped, without_images=["test"])[1] == (
+        f"best checkpoint so far: checkpoints/epoch000-best3.750.ckpt (val/CIDEr 3.750); capgen-eval run={stopped} "
+        "split=val scores it")
+    assert what_next(stopped, without_images=["val", "test"])[1] == (
+        "best checkpoint so far: checkpoints/epoch000-best3.750.ckpt (val/CIDEr 3.750)")
+
+
+def test_the_splits_a_run_leaves_out_are_checked_for_images_raw_and_one_that_cannot_be_read_is_not_counted(make_cfg):
+    import functools
+
+    import hydra
+
+    from capgen.commands.train.fit import splits_without_images
+    from capgen.data.shapes import ShapesSource
+
+    cfg = make_cfg("test=false", "trainer.limit_val_batches=0", "data.source.sizes={train:16,val:0,test:0}")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert splits_without_images(cfg, datamodule) == ["val", "test"]
+    cfg = make_cfg("test=false", "data.source.sizes={train:16,val:4,test:0}")
+    assert splits_without_images(cfg, hydra.utils.instantiate(cfg.data)) == ["test"]  # val is used: it has images
+    datamodule.source_factory = functools.partial(ShapesSource, sizes={"test": -1})  # its error is capgen-eval's to say
+    assert splits_without_images(cfg, datamodule) == []

@@ -53,7 +53,8 @@ def test_the_module_takes_few_arguments_its_settings_in_groups():
 @pytest.mark.parametrize("data", DATA_CONFIGS)
 def test_every_datamodule_argument_is_a_setting(data):
     cfg = compose_train(f"data={data}", "data.eval_batch_size=7")
-    assert set(cfg.data) - {"_target_", "source"} == arguments(CaptionDataModule, ("source", "vocab", "encoder", "encoder_weights"))
+    assert set(cfg.data) - {"_target_", "source"} == arguments(CaptionDataModule, ("source", "vocab", "encoder", "encoder_weights",
+                                                                                "prepare_args"))
     assert cfg.data.eval_batch_size == 7 and cfg.data.seed == cfg.seed
 
 

@@ -123,7 +123,8 @@ def test_datamodule_on_the_cache_yields_the_same_batches(tmp_path, caplog):
     other = functools.partial(ShapesSource, sizes=SIZES, image_size=32, seed=1)
     with caplog.at_level(logging.INFO):
         assert isinstance(_dm(tmp_path, factory=other).source("val"), ShapesSource)
-    assert "images_val.json was made from" in caplog.text and "reading the raw source" in caplog.text
+    assert "images_val.json was made with other settings: data.source.seed 0 then, 1 now)" in caplog.text
+    assert "reading the raw source" in caplog.text
 
 
 def test_missing_cache_falls_back_to_raw_files_with_a_log_line(tmp_path, caplog):
@@ -781,7 +782,7 @@ def test_a_cache_of_captions_edited_since_is_not_used_and_prepare_rebuilds_that_
     with caplog.at_level(logging.INFO, logger="capgen.data"):
         assert all(isinstance(dm.source(s), CachedImages) for s in SPLITS)
         assert dm.vocab == cache.load_vocab(cache_dir, dm.vocab_recipe()) and "kayak" in dm.vocab.stoi
-    assert "no usable" not in caplog.text and "building the vocabulary" not in caplog.text
+    assert "no usable" not in caplog.text and "vocabulary is built from the train split" not in caplog.text
     assert dm.references("train")[facts["ids"][file]][0] == "A crimson kayak beside the pier"
 
 
@@ -835,7 +836,7 @@ def test_an_unchanged_data_set_keeps_its_cache_also_touched_or_restored_with_its
         dm = _reading(cfg)
         assert all(isinstance(dm.source(s), CachedImages) for s in SPLITS)
         assert dm.vocab == cache.load_vocab(cache_dir, dm.vocab_recipe())  # vocab.json's
-    assert "no usable" not in caplog.text and "building the vocabulary" not in caplog.text
+    assert "no usable" not in caplog.text and "vocabulary is built from the train split" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     prepare(cfg)
     assert _rewritten(before, cache_dir) == set()
@@ -871,7 +872,7 @@ def test_a_cache_written_before_the_image_files_record_is_read_with_one_warning(
         "recorded it), so whether images were replaced since cannot be checked (its captions are; other splits' caches "
         f"so old are not said again); capgen-prepare data=<this data config> cache_dir={cache_dir} rebuilds them with "
         "the record")
-    assert "building the vocabulary" not in caplog.text
+    assert "vocabulary is built from the train split" not in caplog.text
 
     prepare(cfg)  # rebuilds them with the record
     assert _rewritten(before, cache_dir) == {f"images_{s}.{e}" for s in SPLITS for e in ("u8", "json")} | {"vocab.json"}
@@ -893,3 +894,53 @@ def test_a_bad_image_fixed_since_is_added_by_prepare_and_the_cache_stays_usable(
     train = _reading(cfg).source("train")
     assert isinstance(train, CachedImages) and len(train) == 6
     assert np.array_equal(train.image(0), load_rgb(facts["paths"][file], 24))
+
+
+def test_a_vocab_json_of_other_settings_names_only_the_settings_that_differ_both_values_and_the_fix(tmp_path, caplog):
+    facts, cfg = _custom(tmp_path)
+    cache_dir = tmp_path / "cache"
+    prepare(cfg)
+    args = ["data=custom", f"data.root={tmp_path / 'data'}", "data.source.image_dir=images", "data.source.image_size=32",
+            "data.min_freq=2"]
+    cfg.data.source.image_size, cfg.data.min_freq = 32, 2
+    dm = _reading(cfg, prepare_args=args)
+    with caplog.at_level(logging.INFO, logger="capgen.data"):
+        assert len(dm.vocab) > 4  # counted from the train split
+    [line] = [r.getMessage() for r in caplog.records if "vocab.json" in r.getMessage()]
+    assert line == (
+        f"{cache_dir / 'vocab.json'} was built with other settings: data.min_freq 1 then, 2 now; data.source.image_size "
+        "24 then, 32 now. The vocabulary is built from the train split instead; capgen-prepare data=custom "
+        f"data.root={tmp_path / 'data'} data.source.image_dir=images data.source.image_size=32 data.min_freq=2 "
+        f"cache_dir={cache_dir} writes a vocab.json for these settings")
+    # The image caches of another image size: that one setting, both values.
+    [line] = [r.getMessage() for r in caplog.records if "no usable image cache for the train split" in r.getMessage()]
+    assert (f"({cache_dir / 'images_train.json'} was made with other settings: data.source.image_size 24 then, 32 now): "
+            "reading the raw source" in line)
+
+
+def test_setting_changes_names_each_differing_setting_as_given_with_both_values():
+    from capgen.data.changes import setting_changes
+
+    source = {"source": "capgen.data.custom.CustomSource", "split": "train", "size": 40,
+              "args": {"root": "/data/pets", "on_bad_sample": "error", "image_size": 256, "split_fractions": None,
+                       "captions": "captions.csv"}}
+    other = {**source, "size": 42, "args": {**source["args"], "root": "/data/pets2", "on_bad_sample": "skip",
+                                              "split_fractions": {"train": 0.8, "val": 0.2}}}
+    assert setting_changes(source, source) == ""
+    assert setting_changes(source, other) == (
+        "data.on_bad_sample error then, skip now; data.root /data/pets then, /data/pets2 now; "
+        'data.source.split_fractions null then, {"train": 0.8, "val": 0.2} now; the split\'s image count 40 then, 42 now')
+    recipe = {"source": source, "captions": "abc", "min_freq": 1, "max_len": 16}
+    assert setting_changes(recipe, {**recipe, "max_len": 20, "source": {**source, "args": {**source["args"], "x": 1}}}) \
+        == "data.max_len 16 then, 20 now; data.source.x unset then, 1 now"
+
+
+def test_a_vocab_json_that_records_no_settings_says_so_in_a_few_words(tmp_path):
+    from capgen.vocab import Vocabulary
+
+    recipe = {"source": {"source": "pictures", "split": "train", "size": 8, "args": {"image_size": 24}}, "min_freq": 1,
+              "max_len": 20}
+    cache.save_vocab(tmp_path, Vocabulary.build(["a red circle"]), {})  # as an earlier capgen wrote it: no built_from
+    with pytest.raises(cache.CacheStale, match=r"^\S+vocab\.json records no settings it was built with \(an earlier capgen "
+                                         r"wrote it\)$"):
+        cache.load_vocab(tmp_path, recipe)

@@ -435,3 +435,38 @@ def test_a_windows_path_in_a_captions_file_is_told_to_use_slashes(tmp_path):
         CustomSource(tmp_path, "train", image_dir="images")
     (tmp_path / "captions.jsonl").write_text(_row("photos/a.png", "A red square."))
     assert len(CustomSource(tmp_path, "train", image_dir="images")) == 1  # the fix it gives works
+
+
+def test_an_image_file_gone_after_its_split_was_read_is_told_missing_now_and_to_put_it_back(tmp_path):
+    import functools
+
+    facts = make_custom(tmp_path)
+    factory = functools.partial(CustomSource, captions=facts["captions_file"].name, image_dir="images", image_size=24)
+    dm = CaptionDataModule(factory, batch_size=1, root=str(tmp_path), on_bad_sample="error")
+    loader = dm.train_dataloader()  # the train split read: every file was there
+    for path in facts["paths"].values():
+        if path.name in {os.path.basename(f) for f in facts["splits"]["train"]}:
+            path.unlink()  # moved away, say, while the run trains
+    with pytest.raises(BadSampleError) as err:
+        next(iter(loader))
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "images"))
+    assert ": missing now, though it was there when the train split was read (moved, deleted or its drive unmounted " \
+           "since); put the file back; or, if it is gone for good, set data.on_bad_sample=skip" in message
+    assert "delete or replace" not in message  # nothing to delete: it is not a bad file
+    # Read outside training (validation, capgen-eval), the same news with the same fix.
+    gone = facts["paths"][facts["splits"]["val"][0]]
+    source = dm.source("val")
+    gone.unlink()
+    with pytest.raises(BadSampleError, match=r"missing now, though it was there when the val split was read .*put the "
+                                             r"file back; or, if it is gone for good, set data.on_bad_sample=skip"):
+        source.image(0)
+    # A file still there but unreadable keeps the fix for a bad file; so does a link to nothing.
+    truncated = facts["paths"][facts["splits"]["val"][1]]
+    truncated.write_bytes(b"")
+    with pytest.raises(BadSampleError, match="empty file .*delete or replace the file"):
+        source.image(1)
+    truncated.unlink()
+    truncated.symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(BadSampleError, match="a symbolic link to .*nowhere.jpg, which does not exist.*delete or replace"):
+        source.image(1)
