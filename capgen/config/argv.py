@@ -282,7 +282,9 @@ def with_run_data_choice(args: list[str]) -> list[str]:
 
     Hydra checks data.* overrides against the data config it composes; without this, a
     setting that only the run's data config has (data.root=... for a COCO run) would be
-    refused as unknown before the run's config is even read.
+    refused as unknown before the run's config is even read. A checkpoint without its run
+    folder given data.* settings: the data config it records it was trained on (capgen-eval
+    lays them over the recorded settings, capgen.commands.eval.data).
     """
     try:
         parsed = OverridesParser.create().parse_overrides(command_overrides(args))
@@ -298,6 +300,10 @@ def with_run_data_choice(args: list[str]) -> list[str]:
     if not isinstance(value, str):
         return args
     choice = run_data_choice(value)
+    if choice is None and any(k.lstrip("+~").startswith("data.") for k in given) and Path(value).is_file():
+        from ..runs.checkpoint import recorded_data_choice  # here: torch only for this case
+
+        choice = recorded_data_choice(value)
     if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
         return args
     return [*args, f"data={choice}"]

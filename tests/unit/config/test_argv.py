@@ -248,6 +248,20 @@ def test_an_ensembles_data_choice_is_its_first_checkpoints_runs(tmp_path):
     assert with_run_data_choice(args) == [*args, "data=shapes"]
 
 
+def test_a_lone_checkpoints_data_choice_given_data_settings_is_the_one_it_records(tmp_path):
+    """Hydra checks data.* against the data config it composes: data.source.split_seed=3 for a
+    data=custom checkpoint without its run folder would be refused as a key shapes lacks."""
+    from capgen.config.argv import with_run_data_choice
+
+    from helpers.fakes import write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "a.ckpt", training_data={"data": "custom", "source": "capgen.data.custom.CustomSource"})
+    args = quote_paths([f"ckpt_path={ckpt}", "data.source.split_seed=3"], ["ckpt_path"])
+    assert with_run_data_choice(args) == [*args, "data=custom"]
+    assert with_run_data_choice(args[:1]) == args[:1]  # no data setting given: the command uses the record itself
+    assert with_run_data_choice(quote_paths([f"ckpt_path={tmp_path}/gone.ckpt", "data.root=x"], ["ckpt_path"]))[-1] == "data.root=x"
+
+
 @pytest.mark.parametrize("command, setting", [("train", "data.root"), ("train", "data.cache_dir"),
                                               ("train", "data.source.captions"), ("eval", "data.root"),
                                               ("prepare", "data.root"), ("prepare", "cache_dir")])
