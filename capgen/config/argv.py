@@ -28,6 +28,15 @@ from hydra.errors import HydraException
 from ..runs.folders import held_run, is_run, not_a_run, run_data_choice
 from . import CONF_DIR
 
+# The data configs' path settings (conf/data/*.yaml): quoted, `data.root=~/pets` reaches the
+# source, which expands `~`, instead of stopping Hydra's lexer, and a comma stays in the path.
+DATA_PATH_KEYS = ("data.root", "data.cache_dir", "data.source.path", "data.source.captions", "data.source.karpathy_json",
+                  "data.source.image_dir")
+# The keys whose values are paths, quoted for Hydra's override parser (see quote_paths); here, not
+# in command_line.py, so that capgen-compare gives a run's command line without importing the rest.
+PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from", *DATA_PATH_KEYS), "eval": ("run", "ckpt_path", *DATA_PATH_KEYS),
+             "caption": ("ckpt_path", "images"), "demo": ("run", "ckpt_path"), "prepare": ("cache_dir", *DATA_PATH_KEYS)}
+
 # Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
 # `-p pkg`, ...): that value is not an override. `--info` takes one of INFO_CHOICES, or none.
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",

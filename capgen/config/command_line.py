@@ -10,7 +10,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..runs.lock import hold, record_holder, release
-from .argv import (
+from .argv import (  # PATH_KEYS: imported from here too
+    PATH_KEYS,
     make_named_run_dir,
     named_run_dir,
     output_dir_as_run_dir,
@@ -26,13 +27,6 @@ from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV
 from .resume_argv import DDP_CHILD, resume_argv
 
-# The data configs' path settings (conf/data/*.yaml): quoted, `data.root=~/pets` reaches the
-# source, which expands `~`, instead of stopping Hydra's lexer, and a comma stays in the path.
-DATA_PATH_KEYS = ("data.root", "data.cache_dir", "data.source.path", "data.source.captions", "data.source.karpathy_json",
-                  "data.source.image_dir")
-# The keys whose values are paths, quoted for Hydra's override parser (see quote_paths).
-PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from", *DATA_PATH_KEYS), "eval": ("run", "ckpt_path", *DATA_PATH_KEYS),
-             "caption": ("ckpt_path", "images"), "demo": ("run", "ckpt_path"), "prepare": ("cache_dir", *DATA_PATH_KEYS)}
 # The keys that may hold a list of paths: an ensemble's checkpoints (capgen.lightning.inference).
 LIST_KEYS = {"eval": ("run", "ckpt_path"), "caption": ("ckpt_path",), "demo": ("run", "ckpt_path")}
 # The keys whose value may be several paths separated by commas: capgen-demo's models side by

@@ -92,6 +92,41 @@ def run_overrides(run: Path) -> list[str]:
     return [str(o) for o in overrides]
 
 
+def start_again(run: Path, path_keys: tuple[str, ...] = (), in_its_folder: bool = False) -> str:
+    """The capgen-train command line that starts the run again, its overrides as typed (quoted
+    for the shell); `path_keys`: the settings whose values capgen-train quotes for Hydra itself
+    (capgen.config.argv.PATH_KEYS), saved so and left out. With `in_its_folder` (a run that left
+    no checkpoint, whose folder a new run may take), in the same folder where the user named it
+    (hydra.run.dir=, or paths.output_dir=, which capgen gives Hydra as hydra.run.dir): a dated
+    one is a new folder again."""
+    try:
+        overrides = run_overrides(run)
+    except UnreadableRecord:
+        overrides = []
+    words = [shlex.quote(_unquoted(o, path_keys)) for o in overrides]
+    if in_its_folder and _named_folder(run):
+        words.append(shlex.quote(f"hydra.run.dir={run}"))
+    return f"capgen-train {' '.join(words)}".rstrip()
+
+
+def _named_folder(run: Path) -> bool:
+    """Whether the run's folder was named on its command line (its Hydra overrides, .hydra/hydra.yaml)."""
+    try:
+        given = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.overrides.hydra", default=None)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return any(str(o).startswith("hydra.run.dir=") for o in (given or []))
+
+
+def _unquoted(override: str, path_keys: tuple[str, ...]) -> str:
+    """A path override as typed: capgen-train quotes the values of its path settings (resume=,
+    data.root=, ...) for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
+    key, sep, value = override.partition("=")
+    if key.lstrip("+") in path_keys and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        return f"{key}{sep}{value[1:-1]}"
+    return override
+
+
 def best_checkpoint(run: Path) -> Path:
     """The run's best checkpoint (by its `monitor`), as its summary.json names it. A run that
     was interrupted or failed after a best checkpoint was saved records its best so far: that

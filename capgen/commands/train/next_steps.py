@@ -6,11 +6,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-import yaml
-from omegaconf import OmegaConf
-
-from ...config.command_line import PATH_KEYS
-from ...runs.folders import run_overrides
+from ...config.argv import PATH_KEYS
+from ...runs.folders import start_again
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
 
 
@@ -82,36 +79,5 @@ def _best_so_far(run: Path, summary: dict, monitor: str) -> list[str]:
 
 
 def _again(run: Path, in_its_folder: bool = False) -> str:
-    """The capgen-train command line that starts the run again, its overrides as typed; with
-    `in_its_folder` (a run that left no checkpoint, whose folder a new run may take), in the
-    same folder where the user named it (hydra.run.dir=, or paths.output_dir=, which capgen
-    gives Hydra as hydra.run.dir): a dated one is a new folder again."""
-    words = [shlex.quote(_unquoted(o)) for o in _overrides(run)]
-    if in_its_folder and _named_folder(run):
-        words.append(shlex.quote(f"hydra.run.dir={run}"))
-    return f"capgen-train {' '.join(words)}".rstrip()
-
-
-def _named_folder(run: Path) -> bool:
-    """Whether the run's folder was named on its command line (its Hydra overrides, .hydra/hydra.yaml)."""
-    try:
-        given = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.overrides.hydra", default=None)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return any(str(o).startswith("hydra.run.dir=") for o in (given or []))
-
-
-def _unquoted(override: str) -> str:
-    """A path override as typed: capgen-train quotes the values of its path settings (resume=,
-    data.root=, ...) for Hydra itself (capgen.config.argv), so the saved quotes are left out."""
-    key, sep, value = override.partition("=")
-    if key.lstrip("+") in PATH_KEYS["train"] and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-        return f"{key}{sep}{value[1:-1]}"
-    return override
-
-
-def _overrides(run: Path) -> list[str]:
-    try:
-        return run_overrides(run)
-    except UnreadableRecord:
-        return []
+    """The command line that starts the run again (capgen.runs.folders.start_again)."""
+    return start_again(run, PATH_KEYS["train"], in_its_folder)
