@@ -13,7 +13,10 @@ say) make no column. Of the runs in the table, overrides they all share are prin
 above it; the ones that differ get a column each, and the run's folder comes last. Rows are
 sorted by the first metric, best first; unfinished, interrupted and failed runs come last.
 Below the table, each run that did not complete has a line: its signal or error, its best
-checkpoint so far and the resume that continues it. As text (`as_text`) the table fits a
+checkpoint so far and the resume that continues it (or, stopped before its first checkpoint,
+the command that starts it again). A run whose latest resume failed and left it as it was
+(summary.json's resume_failed, capgen.runs.records) keeps its own status and row, and has a
+line in a list of its own: that resume's error and its command, to run again. As text (`as_text`) the table fits a
 width (120 columns by default): long column names are cut to their last part(s), long values
 abbreviated with "…" (a start that all values of a column share first), the run column never
 so far that two rows read the same (the table is wider then). A metric asked for by name that no run has is refused.
@@ -43,7 +46,7 @@ import os
 import shlex
 import statistics
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..metrics.significance import PairedDifference, paired_bootstrap
@@ -61,6 +64,7 @@ class Run:
     status: str  # completed, failed, interrupted, unfinished or unreadable
     metrics: dict[str, float]
     error: str = ""
+    failed_resume: str = ""  # its latest resume failed and left it as it was: the note on it
 
 
 def load_run(path: Path) -> Run:
@@ -77,7 +81,19 @@ def load_run(path: Path) -> Run:
         return Run(path, overrides, "unreadable", {}, str(e))
     if summary is None:
         return Run(path, overrides, "unfinished", {}, "no summary.json: still running, or stopped before the end")
-    return Run(path, overrides, summary["status"], summary.get("metrics", {}), stop_note(path, summary))
+    return Run(path, overrides, summary["status"], summary.get("metrics", {}), stop_note(path, summary),
+               failed_resume_note(path, summary))
+
+
+def failed_resume_note(path: Path, summary: dict) -> str:
+    """The line on a run whose latest resume failed before it changed a checkpoint: the command
+    to run again once its cause is fixed, and its error; "" for any other run."""
+    failed = summary.get("resume_failed")
+    if not isinstance(failed, dict):
+        return ""
+    command = failed.get("command") or f"capgen-train resume={shlex.quote(str(path))}"
+    error = failed.get("error") or f"its error is in {path / str(failed.get('traceback', ''))}"
+    return f"fix the cause, then run it again: {command}; error: {error}"
 
 
 def stop_note(path: Path, summary: dict) -> str:
@@ -108,6 +124,7 @@ class Table:
     common: list[str]  # overrides every run shares
     notes: list[str]  # one line per run that did not complete
     values: list[list[list[float]]] | None = None  # per row, per metric column: the runs' values
+    failed_resumes: list[str] = field(default_factory=list)  # one line per run whose latest resume failed
 
 
 def in_table(run: Run) -> bool:
@@ -161,7 +178,8 @@ def compare(roots: list[Path], metrics: list[str] | None = None, group_seeds: bo
         if entry[0].status != "completed":
             notes.append(f"{name(entry[0])}: {entry[0].status}: {entry[0].error}")
     notes += [f"{name(r)}: {r.status}: {r.error}" for r in left_out]
-    return Table(header, rows, common, notes, numbers)
+    failed_resumes = [f"{name(r)}: {r.failed_resume}" for r in found if r.failed_resume]
+    return Table(header, rows, common, notes, numbers, failed_resumes)
 
 
 def check_metrics(metrics: list[str], available: set[str], where: str) -> None:
@@ -316,7 +334,13 @@ def as_text(table: Table, width: int = WIDTH) -> str:
     if table.notes:
         lines.append("runs that did not complete:")
         lines.extend(_note_line(note, width) for note in table.notes)
+    if table.failed_resumes:
+        lines.append(FAILED_RESUMES)
+        lines.extend(_note_line(note, width) for note in table.failed_resumes)
     return "\n".join(lines)
+
+
+FAILED_RESUMES = "resumes that failed (each run is as it was before it, its status and scores its own):"
 
 
 def _note_line(note: str, width: int) -> str:
@@ -411,4 +435,7 @@ def as_markdown(table: Table) -> str:
     if table.notes:
         lines.append("")
         lines.extend(f"- {note}" for note in table.notes)
+    if table.failed_resumes:
+        lines += ["", FAILED_RESUMES]
+        lines.extend(f"- {note}" for note in table.failed_resumes)
     return "\n".join(lines) + "\n"

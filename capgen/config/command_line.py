@@ -75,6 +75,7 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
        own error would say to add +, which fails later);
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
+    typed = list(args)  # as the user typed it: the command a failed resume says to run again
     if command in PATH_KEYS:
         swept = [k for k in PATH_KEYS[command] if k not in COMMA_LIST_KEYS.get(command, ())]
         refuse_swept_paths(args, swept, LIST_KEYS.get(command, ()), command)
@@ -100,7 +101,7 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
         if folder is not None:
             hold(folder, record=False)  # until this process ends; nothing written before the checks
             require_new_run_folder(args, folder)  # after the lock: a run still writing there is named as such
-        args = resume_argv(args, check_values)
+        args = resume_argv(args, check_values, typed)
         check_command_keys(args)
     except BaseException:
         if made:  # a refused command leaves no folder of its own making behind

@@ -22,6 +22,12 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False)
         return [f"run folder: {run}", f"its record cannot be read: {e}"]
     if summary is None:
         return [f"run folder: {run}", f"the run ended before writing {SUMMARY}; its log is {run / 'train.log'}"]
+    failed_resume = summary.get("resume_failed")
+    if isinstance(failed_resume, dict):  # this resume failed and left the run as it was: not its outcome
+        traceback_file = run / str(failed_resume.get("traceback", ""))
+        return [f"run folder: {run} (this resume failed, traceback in {traceback_file}; the run is as it was before "
+                f"it: {summary['status']})",
+                f"next: fix the cause, then run the resume again: {failed_resume.get('command') or f'capgen-train resume={folder}'}"]
     lines = [f"run folder: {run} ({summary['status']})"]
     if summary["status"] in ("failed", "interrupted"):
         lines += _best_so_far(run, summary, monitor)

@@ -92,6 +92,23 @@ def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(t
     assert resume_argv(child) == child
 
 
+def test_a_resume_keeps_its_command_as_typed_for_the_note_of_its_failure(tmp_path, monkeypatch):
+    """The command a failed resume says to run again (capgen.runs.records): as the user typed it,
+    not as quoted for Hydra, the run folder in full."""
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given, check_values=None: None)
+    kept = {}
+    monkeypatch.setattr("capgen.config.resume_argv.keep_before_resume", lambda run, command: kept.update(command=command))
+    run = tmp_path / "run x"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / ".hydra" / "overrides.yaml").write_text("- model=lstm\n")
+    monkeypatch.chdir(tmp_path)
+    typed = ["resume=run x", "trainer.max_epochs=4", "data.root=~/pets dir"]
+    resume_argv(quote_paths(typed, ["resume", "data.root"]), typed=typed)
+    assert kept["command"] == f"capgen-train 'resume={run}' trainer.max_epochs=4 'data.root=~/pets dir'"
+
+
 def test_a_key_the_run_added_with_plus_may_be_given_with_plus_again_at_resume(tmp_path, monkeypatch):
     checked = {}
     monkeypatch.setattr("capgen.config.resume_argv.check_resume",
