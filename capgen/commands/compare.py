@@ -49,8 +49,9 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config.argv import PATH_KEYS
 from ..metrics.significance import PairedDifference, paired_bootstrap
-from ..runs.folders import find_runs, run_overrides
+from ..runs.folders import find_runs, run_overrides, start_again
 from ..runs.records import UnreadableRecord, read_summary
 from ..runs.tested import read_test_captions
 
@@ -104,7 +105,10 @@ def stop_note(path: Path, summary: dict) -> str:
     status, here = summary["status"], shlex.quote(str(path))
     best = [f"best so far: {summary['best_checkpoint']}"] if summary.get("best_checkpoint") else []
     if status == "interrupted":
-        go_on = f"continue with capgen-train resume={here}" if summary.get("resume") else "stopped before its first checkpoint"
+        # Stopped before its first checkpoint: nothing to resume, so the command that starts it
+        # again, in its own folder where that was named (its folder holds nothing a new run loses).
+        go_on = (f"continue with capgen-train resume={here}" if summary.get("resume") else
+                 f"stopped before its first checkpoint; start it again: {start_again(path, PATH_KEYS['train'], True)}")
         return "; ".join([summary.get("signal", "a signal"), *best, go_on])
     if status != "failed":
         return ""
@@ -345,10 +349,10 @@ FAILED_RESUMES = "resumes that failed (each run is as it was before it, its stat
 
 def _note_line(note: str, width: int) -> str:
     """A note below the table, cut to `width` but never before the end of the command it gives
-    (`capgen-train resume=<run>`, to be copied whole): only what follows it, a failed run's
-    error, is cut then, to at least 20 characters."""
+    (`capgen-train resume=<run>`, or the command line that starts a run again, to be copied
+    whole): only what follows it, a failed run's error, is cut then, to at least 20 characters."""
     line = "  " + note
-    command = line.rfind("capgen-train resume=")
+    command = line.find("capgen-train ")
     if command < 0:
         return abbreviate(line, width)
     end = line.find("; ", command)
