@@ -23,6 +23,7 @@ from .argv import (  # PATH_KEYS: imported from here too
     with_run_data_choice,
 )
 from .checks import check_command_keys
+from .new_folder import made_for_run
 from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV
 from .resume_argv import DDP_CHILD, resume_argv
@@ -111,4 +112,5 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
         raise
     if folder is not None:
         record_holder(folder)
+    made_for_run(made[::-1])  # outermost first: removed innermost first if Hydra writes nothing there
     return args
