@@ -67,7 +67,8 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
        is locked before resume_argv copies its .hydra/ aside and before Hydra writes into it
        (capgen.runs.lock), held until the process ends; one that does not exist yet is made
        first (make_named_run_dir, an exclusive mkdir: of two commands naming it at once,
-       one gets it), and removed again if a later step refuses the command; a new run (no
+       one gets it), and removed again if a later step refuses the command, or when the
+       command ends with nothing but its .lock in it (capgen.config.new_folder); a new run (no
        resume=) given a folder that holds a run is refused (require_new_run_folder);
     8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked (the
        composed config also by `check_values`, capgen-train's own checks, handed in by its main);
