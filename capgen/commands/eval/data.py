@@ -6,8 +6,8 @@ Where it comes from, first that applies:
   node as it was trained, with the user's data.* overrides on top;
 - for a checkpoint without its run folder, the data config the checkpoint records it trained
   with (capgen.runs.provenance: resolved, its paths absolute), the data.* overrides on top;
-  given no data setting at all, one line says so, and a recorded folder or file that is no
-  longer there is refused with the setting that points at it now;
+  one line says so (and which data.* went on top), and a recorded folder or file that is no
+  longer there, and not replaced by a data.* given, is refused naming the setting to give;
 - `data=<name>` naming another data config, or a checkpoint of an earlier capgen that records
   none: the data config composed from conf/eval.yaml and the command line (a warning says so
   when no run config is beside the checkpoint), its images resized to the side the checkpoint
@@ -161,11 +161,16 @@ def check_splits(cfg: DictConfig, data: DictConfig, recorded: TrainedOn) -> None
     checkpoint = cfg.get("ckpt_path") or cfg.get("run")
     raise ValueError(
         f"{'ckpt_path' if cfg.get('ckpt_path') else 'run'}={checkpoint}: it was trained on the splits that "
-        f"{_described(recorded.splits_by)} draw (recorded in the checkpoint), but this evaluation's data settings "
-        f"give {_described(differ)}, which draw other splits: the {cfg.split} split would hold images the model was "
-        f"trained on, and its scores would be too high. Leave these settings out (the recorded ones are then used), "
-        f"or give the recorded ones: {fix}."
+        f"{_described(recorded.splits_by)} {_draw(recorded.splits_by)} (recorded in the checkpoint), but this "
+        f"evaluation's data settings give {_described(differ)}, which {_draw(differ)} other splits: the {cfg.split} "
+        f"split would hold images the model was trained on, and its scores would be too high. Leave "
+        f"{'this setting' if len(differ) == 1 else 'these settings'} out (the recorded ones are then used), or give "
+        f"the recorded {'value' if len(differ) == 1 else 'ones'}: {fix}."
     )
+
+
+def _draw(settings: dict) -> str:
+    return "draws" if len(settings) == 1 else "draw"
 
 
 def _recorded(recorded: TrainedOn, key: str):
