@@ -21,6 +21,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
 from .folders import CWD_PATHS
 
 KEY = "training_data"
@@ -93,8 +96,6 @@ def split_settings(source: Any) -> dict[str, Any] | None:
     class's SPLIT_SETTINGS. None when the class cannot be found or declares none."""
     if not source or not source.get("_target_"):
         return None
-    from hydra.utils import get_class  # here: the photograph note has no need of Hydra
-
     try:
         cls = get_class(str(source["_target_"]))
         names = cls.SPLIT_SETTINGS
@@ -106,8 +107,6 @@ def split_settings(source: Any) -> dict[str, Any] | None:
 
 def _plain(value: Any) -> Any:
     """A config value as plain data (an OmegaConf node as dict or list), for the record and for comparing."""
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
