@@ -12,6 +12,7 @@ from .. import config
 from ..commands import train
 from ..commands.failure import one_line_on_ctrl_c, refused_at_start
 from ..config.command_line import command_line
+from ..config.new_folder import remove_unused
 
 config.register()
 
@@ -25,7 +26,10 @@ def main() -> None:
     with one_line_on_ctrl_c("capgen-train"):  # a Ctrl-C outside the job, too
         with refused_at_start("capgen-train"):  # one paragraph, not a traceback, for what is refused here
             sys.argv[1:] = command_line("train", sys.argv[1:], check_values=train.check_train_config)
-        _main()
+        try:
+            _main()
+        finally:  # however it ends: a run folder it made and left with nothing in it is not left behind
+            remove_unused()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ say) make no column. Of the runs in the table, overrides they all share are prin
 above it; the ones that differ get a column each, and the run's folder comes last. Rows are
 sorted by the first metric, best first; unfinished, interrupted and failed runs come last.
 Below the table, each run that did not complete has a line: its signal or error, its best
-checkpoint so far and the resume that continues it. As text (`as_text`) the table fits a
+checkpoint so far and the resume that continues it (or, stopped before its first checkpoint,
+the command that starts it again). A run whose latest resume failed and left it as it was
+(summary.json's resume_failed, capgen.runs.records) keeps its own status and row, and has a
+line in a list of its own: that resume's error and its command, to run again. As text (`as_text`) the table fits a
 width (120 columns by default): long column names are cut to their last part(s), long values
 abbreviated with "…" (a start that all values of a column share first), the run column never
 so far that two rows read the same (the table is wider then). A metric asked for by name that no run has is refused.
@@ -44,11 +47,12 @@ import os
 import shlex
 import statistics
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config.argv import PATH_KEYS
 from ..metrics.significance import PairedDifference, paired_bootstrap
-from ..runs.folders import find_runs, run_overrides
+from ..runs.folders import find_runs, run_overrides, start_again
 from ..runs.records import UnreadableRecord, read_summary
 from ..runs.tested import read_test_captions
 
@@ -62,6 +66,7 @@ class Run:
     status: str  # completed, failed, interrupted, unfinished or unreadable
     metrics: dict[str, float]
     error: str = ""
+    failed_resume: str = ""  # its latest resume failed and left it as it was: the note on it
 
 
 def load_run(path: Path) -> Run:
@@ -79,7 +84,8 @@ def load_run(path: Path) -> Run:
     if summary is None:
         return Run(path, overrides, "unfinished", {}, "no summary.json: still running, or stopped before the end")
     metrics = summary.get("metrics", {})
-    return Run(path, kept_test(overrides, metrics), summary["status"], metrics, stop_note(path, summary))
+    return Run(path, kept_test(overrides, metrics), summary["status"], metrics, stop_note(path, summary),
+               failed_resume_note(path, summary))
 
 
 def kept_test(overrides: dict[str, str], metrics: dict[str, float]) -> dict[str, str]:
@@ -92,6 +98,17 @@ def kept_test(overrides: dict[str, str], metrics: dict[str, float]) -> dict[str,
             if not (tested and k.lstrip("+~") == "test" and v.strip().strip("'\"").lower() == "false")}
 
 
+def failed_resume_note(path: Path, summary: dict) -> str:
+    """The line on a run whose latest resume failed before it changed a checkpoint: the command
+    to run again once its cause is fixed, and its error; "" for any other run."""
+    failed = summary.get("resume_failed")
+    if not isinstance(failed, dict):
+        return ""
+    command = failed.get("command") or f"capgen-train resume={shlex.quote(str(path))}"
+    error = failed.get("error") or f"its error is in {path / str(failed.get('traceback', ''))}"
+    return f"fix the cause, then run it again: {command}; error: {error}"
+
+
 def stop_note(path: Path, summary: dict) -> str:
     """What the list below the table says of a run that did not complete: an interrupted one's
     signal, a failed one's error, each with its best checkpoint so far and the resume that
@@ -100,7 +117,10 @@ def stop_note(path: Path, summary: dict) -> str:
     status, here = summary["status"], shlex.quote(str(path))
     best = [f"best so far: {summary['best_checkpoint']}"] if summary.get("best_checkpoint") else []
     if status == "interrupted":
-        go_on = f"continue with capgen-train resume={here}" if summary.get("resume") else "stopped before its first checkpoint"
+        # Stopped before its first checkpoint: nothing to resume, so the command that starts it
+        # again, in its own folder where that was named (its folder holds nothing a new run loses).
+        go_on = (f"continue with capgen-train resume={here}" if summary.get("resume") else
+                 f"stopped before its first checkpoint; start it again: {start_again(path, PATH_KEYS['train'], True)}")
         return "; ".join([summary.get("signal", "a signal"), *best, go_on])
     if status != "failed":
         return ""
@@ -120,6 +140,7 @@ class Table:
     common: list[str]  # overrides every run shares
     notes: list[str]  # one line per run that did not complete
     values: list[list[list[float]]] | None = None  # per row, per metric column: the runs' values
+    failed_resumes: list[str] = field(default_factory=list)  # one line per run whose latest resume failed
 
 
 def in_table(run: Run) -> bool:
@@ -173,7 +194,8 @@ def compare(roots: list[Path], metrics: list[str] | None = None, group_seeds: bo
         if entry[0].status != "completed":
             notes.append(f"{name(entry[0])}: {entry[0].status}: {entry[0].error}")
     notes += [f"{name(r)}: {r.status}: {r.error}" for r in left_out]
-    return Table(header, rows, common, notes, numbers)
+    failed_resumes = [f"{name(r)}: {r.failed_resume}" for r in found if r.failed_resume]
+    return Table(header, rows, common, notes, numbers, failed_resumes)
 
 
 def check_metrics(metrics: list[str], available: set[str], where: str) -> None:
@@ -328,15 +350,21 @@ def as_text(table: Table, width: int = WIDTH) -> str:
     if table.notes:
         lines.append("runs that did not complete:")
         lines.extend(_note_line(note, width) for note in table.notes)
+    if table.failed_resumes:
+        lines.append(FAILED_RESUMES)
+        lines.extend(_note_line(note, width) for note in table.failed_resumes)
     return "\n".join(lines)
+
+
+FAILED_RESUMES = "resumes that failed (each run is as it was before it, its status and scores its own):"
 
 
 def _note_line(note: str, width: int) -> str:
     """A note below the table, cut to `width` but never before the end of the command it gives
-    (`capgen-train resume=<run>`, to be copied whole): only what follows it, a failed run's
-    error, is cut then, to at least 20 characters."""
+    (`capgen-train resume=<run>`, or the command line that starts a run again, to be copied
+    whole): only what follows it, a failed run's error, is cut then, to at least 20 characters."""
     line = "  " + note
-    command = line.rfind("capgen-train resume=")
+    command = line.find("capgen-train ")
     if command < 0:
         return abbreviate(line, width)
     end = line.find("; ", command)
@@ -423,4 +451,7 @@ def as_markdown(table: Table) -> str:
     if table.notes:
         lines.append("")
         lines.extend(f"- {note}" for note in table.notes)
+    if table.failed_resumes:
+        lines += ["", FAILED_RESUMES]
+        lines.extend(f"- {note}" for note in table.failed_resumes)
     return "\n".join(lines) + "\n"

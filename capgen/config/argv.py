@@ -28,6 +28,15 @@ from hydra.errors import HydraException
 from ..runs.folders import held_run, is_run, not_a_run, run_data_choice
 from . import CONF_DIR
 
+# The data configs' path settings (conf/data/*.yaml): quoted, `data.root=~/pets` reaches the
+# source, which expands `~`, instead of stopping Hydra's lexer, and a comma stays in the path.
+DATA_PATH_KEYS = ("data.root", "data.cache_dir", "data.source.path", "data.source.captions", "data.source.karpathy_json",
+                  "data.source.image_dir")
+# The keys whose values are paths, quoted for Hydra's override parser (see quote_paths); here, not
+# in command_line.py, so that capgen-compare gives a run's command line without importing the rest.
+PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from", *DATA_PATH_KEYS), "eval": ("run", "ckpt_path", *DATA_PATH_KEYS),
+             "caption": ("ckpt_path", "images"), "demo": ("run", "ckpt_path"), "prepare": ("cache_dir", *DATA_PATH_KEYS)}
+
 # Hydra's own command-line flags that take a value as the next argument (`--cfg job`,
 # `-p pkg`, ...): that value is not an override. `--info` takes one of INFO_CHOICES, or none.
 HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -282,7 +291,9 @@ def with_run_data_choice(args: list[str]) -> list[str]:
 
     Hydra checks data.* overrides against the data config it composes; without this, a
     setting that only the run's data config has (data.root=... for a COCO run) would be
-    refused as unknown before the run's config is even read.
+    refused as unknown before the run's config is even read. A checkpoint without its run
+    folder given data.* settings: the data config it records it was trained on (capgen-eval
+    lays them over the recorded settings, capgen.commands.eval.data).
     """
     try:
         parsed = OverridesParser.create().parse_overrides(command_overrides(args))
@@ -298,16 +309,10 @@ def with_run_data_choice(args: list[str]) -> list[str]:
     if not isinstance(value, str):
         return args
     choice = run_data_choice(value)
+    if choice is None and any(k.lstrip("+~").startswith("data.") for k in given) and Path(value).is_file():
+        from ..runs.checkpoint import recorded_data_choice  # here: torch only for this case
+
+        choice = recorded_data_choice(value)
     if choice is None or not (Path(CONF_DIR) / "data" / f"{choice}.yaml").is_file():
         return args
     return [*args, f"data={choice}"]
-
-
-def as_typed(override: str, keys: Iterable[str]) -> str:
-    """A path override as the user typed it: each command quotes the values of its path settings
-    (`keys`: resume=, data.root=, ...) for Hydra (quote_paths), and Hydra saves them so; the
-    quotes are left out, for a command line shown to the user (which quotes for the shell)."""
-    key, sep, value = override.partition("=")
-    if key.lstrip("+") in set(keys) and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
-        return f"{key}{sep}{value[1:-1]}"
-    return override

@@ -10,7 +10,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from ..runs.lock import hold, record_holder, release
-from .argv import (
+from .argv import (  # PATH_KEYS: imported from here too
+    PATH_KEYS,
     make_named_run_dir,
     named_run_dir,
     output_dir_as_run_dir,
@@ -22,17 +23,11 @@ from .argv import (
     with_run_data_choice,
 )
 from .checks import check_command_keys
+from .new_folder import made_for_run
 from .plugins import require_logger_packages, require_plugins
 from .registry import LAUNCH_TIME_ENV
 from .resume_argv import DDP_CHILD, resume_argv
 
-# The data configs' path settings (conf/data/*.yaml): quoted, `data.root=~/pets` reaches the
-# source, which expands `~`, instead of stopping Hydra's lexer, and a comma stays in the path.
-DATA_PATH_KEYS = ("data.root", "data.cache_dir", "data.source.path", "data.source.captions", "data.source.karpathy_json",
-                  "data.source.image_dir")
-# The keys whose values are paths, quoted for Hydra's override parser (see quote_paths).
-PATH_KEYS = {"train": ("resume", "ckpt_path", "init_from", *DATA_PATH_KEYS), "eval": ("run", "ckpt_path", *DATA_PATH_KEYS),
-             "caption": ("ckpt_path", "images"), "demo": ("run", "ckpt_path"), "prepare": ("cache_dir", *DATA_PATH_KEYS)}
 # The keys that may hold a list of paths: an ensemble's checkpoints (capgen.lightning.inference).
 LIST_KEYS = {"eval": ("run", "ckpt_path"), "caption": ("ckpt_path",), "demo": ("run", "ckpt_path")}
 # The keys whose value may be several paths separated by commas: capgen-demo's models side by
@@ -72,7 +67,8 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
        is locked before resume_argv copies its .hydra/ aside and before Hydra writes into it
        (capgen.runs.lock), held until the process ends; one that does not exist yet is made
        first (make_named_run_dir, an exclusive mkdir: of two commands naming it at once,
-       one gets it), and removed again if a later step refuses the command; a new run (no
+       one gets it), and removed again if a later step refuses the command, or when the
+       command ends with nothing but its .lock in it (capgen.config.new_folder); a new run (no
        resume=) given a folder that holds a run is refused (require_new_run_folder);
     8. resume_argv (train): `resume=<run>` as the run's own overrides and folder, checked (the
        composed config also by `check_values`, capgen-train's own checks, handed in by its main);
@@ -81,6 +77,7 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
        own error would say to add +, which fails later);
     10. record_holder (train): accepted, so this process is named as the folder's writer.
     """
+    typed = list(args)  # as the user typed it: the command a failed resume says to run again
     if command in PATH_KEYS:
         swept = [k for k in PATH_KEYS[command] if k not in COMMA_LIST_KEYS.get(command, ())]
         refuse_swept_paths(args, swept, LIST_KEYS.get(command, ()), command)
@@ -106,7 +103,7 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
         if folder is not None:
             hold(folder, record=False)  # until this process ends; nothing written before the checks
             require_new_run_folder(args, folder)  # after the lock: a run still writing there is named as such
-        args = resume_argv(args, check_values)
+        args = resume_argv(args, check_values, typed)
         check_command_keys(args)
     except BaseException:
         if made:  # a refused command leaves no folder of its own making behind
@@ -116,4 +113,5 @@ def command_line(command: str, args: list[str], check_values: Callable[[DictConf
         raise
     if folder is not None:
         record_holder(folder)
+    made_for_run(made[::-1])  # outermost first: removed innermost first if Hydra writes nothing there
     return args

@@ -18,6 +18,13 @@ their launcher's folder. Lightning names it on their command line: a run's as hy
 (from the composed config), a sweep's as the sys.argv it re-runs, to which the sweep's
 folder is added below. (Hydra turns an exception in a callback into a warning: a folder that
 cannot be made is then Hydra's own mkdir's to report, as before.)
+
+A folder this process made for its run (here, or a new one named on capgen-train's command
+line, capgen.config.command_line) that the command leaves holding nothing but the .lock it
+wrote itself is removed when the command ends (`remove_unused`): a mistyped config group that
+Hydra refuses once the folder is made, or a Ctrl-C while the command starts, would otherwise
+leave a "run" of one .lock file that capgen-compare passes over. A folder holding anything
+else, written by the run, by Hydra or by the user, is kept as it is.
 """
 
 from __future__ import annotations
@@ -30,10 +37,32 @@ from hydra.experimental.callback import Callback
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from ..runs.lock import LOCK_FILE, remove_own_lock_file
 from .argv import quote_paths
 
 # What a folder named by the launch time holds in its unresolved name (conf/hydra/default.yaml).
 DATED = "${capgen.launch_time:"
+# The folders this process made for its run, in the order made (remove_unused).
+_made: list[Path] = []
+
+
+def made_for_run(folders: list[Path]) -> None:
+    """Note folders this process made for its run (before Hydra writes into them), for remove_unused."""
+    _made.extend(folders)
+
+
+def remove_unused() -> None:
+    """Remove each folder noted by made_for_run that holds nothing but, at most, the .lock this
+    process wrote (see the module docstring), the innermost first; nothing else is touched."""
+    while _made:
+        folder = _made.pop()
+        try:
+            if set(os.listdir(folder)) - {LOCK_FILE}:
+                continue  # Hydra, the run or the user wrote into it: it is a run folder now, kept
+            if remove_own_lock_file(folder):
+                folder.rmdir()  # fails, and is kept, if anything was written into it meanwhile
+        except OSError:
+            continue
 
 
 def reserve(folder: Path) -> Path:
@@ -57,6 +86,7 @@ def _reserve_dated(config: DictConfig, mode: str) -> str | None:
     if rank_zero_only.rank != 0 or DATED not in str(OmegaConf.to_container(node, resolve=False)["dir"]):
         return None
     folder = str(reserve(Path(node.dir)))
+    made_for_run([Path(folder)])
     with read_write(config.hydra):
         node.dir = folder
     return folder

@@ -9,8 +9,8 @@ from __future__ import annotations
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from .argv import as_typed
-from .command_line import DATA_PATH_KEYS
+from ..runs.folders import as_typed
+from .argv import DATA_PATH_KEYS
 
 # data.* settings that change nothing capgen-prepare writes (how batches are drawn), or that
 # capgen-prepare gives its own way (cache_dir=, features=true).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,10 +49,12 @@ def said_before_logging() -> list[str]:
     return said
 
 
-def resume_argv(args: list[str], check_values: Callable[[DictConfig], None] | None = None) -> list[str]:
+def resume_argv(args: list[str], check_values: Callable[[DictConfig], None] | None = None,
+                typed: list[str] | None = None) -> list[str]:
     """`args` (sys.argv[1:]) rewritten for `resume=<run dir>` as the module docstring says.
     check_values: capgen-train's checks of a composed config (check_train_config), handed down
-    by the command, whose layer is above this one."""
+    by the command, whose layer is above this one. typed: the command line as the user typed it
+    (before its paths were quoted for Hydra; default `args`), for the note a failed resume leaves."""
     overrides = command_overrides(args)
     given = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(overrides)}
     if "resume" not in given or given["resume"].value() in (None, "null") or any(a.startswith(DDP_CHILD) for a in args):
@@ -71,7 +74,9 @@ def resume_argv(args: list[str], check_values: Callable[[DictConfig], None] | No
     # leaves the folder as it was, so the plain `resume=<run>` still works afterwards.
     fallback = check_resume(run, own, overrides, check_values)
     if os.environ.get("RANK", "0") == "0":
-        keep_before_resume(run)
+        # The resume to run again if it fails, as typed but for the run folder, given in full.
+        rest = [a for a in (typed if typed is not None else args) if a.partition("=")[0] != "resume"]
+        keep_before_resume(run, shlex.join(["capgen-train", f"resume={run}", *rest]))
     extra = [f'ckpt_path="{fallback}"'] if fallback else []
     return [*own, *args, *extra, f'hydra.run.dir="{run}"']
 

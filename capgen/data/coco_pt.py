@@ -56,6 +56,9 @@ class CocoPtSource:
     the mapping.
     """
 
+    # The file's own fields are its splits: no setting moves an image between them (see ImageFileSource).
+    SPLIT_SETTINGS: tuple[str, ...] = ()
+
     def __init__(self, path: str, split: str):
         if split not in SPLIT_FIELDS:
             raise ValueError(f"split must be one of {tuple(SPLIT_FIELDS)}, got {split!r}")

@@ -70,6 +70,8 @@ class CustomSource(ImageFileSource):
     """
 
     how_to_get = _HOW_TO_GET
+    # What draws the splits of a captions file without a split column (ImageFileSource.SPLIT_SETTINGS).
+    SPLIT_SETTINGS = ("split_fractions", "split_seed")
 
     def __init__(
         self,

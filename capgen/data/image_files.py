@@ -59,6 +59,10 @@ class ImageFileSource:
     """
 
     how_to_get: str  # each source's own: where the user gets its data
+    # The constructor arguments that decide which image is in which split, recorded in every
+    # checkpoint (capgen.runs.provenance) so that an evaluation cannot move a training image
+    # into the split it scores. None here: Karpathy's file, or the official one, gives each its split.
+    SPLIT_SETTINGS: tuple[str, ...] = ()
 
     def __init__(self, root: str, split: str, image_size: int, on_bad_sample: str, exclude_ids: Iterable[int] | None):
         if split not in SPLITS:

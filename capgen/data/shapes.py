@@ -117,6 +117,10 @@ class Scene:
 class ShapesSource:
     """One split of the dataset."""
 
+    # Each split's scenes come from a stream of their own, (seed, split, index): no setting puts
+    # a training scene in another split (see image_files.ImageFileSource.SPLIT_SETTINGS).
+    SPLIT_SETTINGS: tuple[str, ...] = ()
+
     def __init__(
         self,
         split: str,

@@ -25,7 +25,7 @@ import torch
 from .. import __version__
 from ..vocab import Vocabulary
 from .folders import run_data_choice
-from .provenance import TrainedOn, trained_on
+from .provenance import KEY, TrainedOn, trained_on
 
 # The layout of a capgen checkpoint: Lightning's keys plus "vocab" and hyper_parameters with
 # "net_config". Raise it when that layout changes so that older code refuses newer files.
@@ -101,9 +101,7 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> Chec
         raise UnreadableCheckpoint(
             f"{setting}={path}: {reason}. Use another checkpoint of the run, e.g. one in its checkpoints/ folder.", reason)
     try:
-        # weights_only: a checkpoint is data, never code (capgen keeps only tensors and plain
-        # values in it, the module's metric lists included).
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        ckpt = _load(p)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
         reason = (f"not a checkpoint torch can read ({type(e).__name__}: {' '.join(str(e).split())}); it may be truncated "
                   "(a copy or download that stopped early)")
@@ -131,3 +129,22 @@ def read_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> Chec
         )
     trained = trained_on(ckpt, run_data_choice(str(p)))
     return Checkpoint(p, vocab, hparams, ckpt["state_dict"], int(ckpt.get("global_step", 0)), trained)
+
+
+def recorded_data_choice(path: str | os.PathLike) -> str | None:
+    """The data config a checkpoint records it was trained on (capgen.runs.provenance), read
+    before Hydra starts, its weights memory-mapped rather than read; None when it records none
+    or cannot be read so (read_checkpoint says why when the command loads it)."""
+    try:
+        ckpt = _load(path, mmap=True)
+    except Exception:  # not a file, not a zip archive, damaged: the command's own reading says so
+        return None
+    entry = ckpt.get(KEY) if isinstance(ckpt, dict) else None
+    name = entry.get("data") if isinstance(entry, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _load(path: str | os.PathLike, mmap: bool = False) -> Any:
+    # weights_only: a checkpoint is data, never code (capgen keeps only tensors and plain
+    # values in it, the module's metric lists included). mmap: the tensors mapped, not read.
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)

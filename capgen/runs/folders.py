@@ -10,6 +10,7 @@ import inspect
 import logging
 import re
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 import hydra
@@ -90,6 +91,42 @@ def run_overrides(run: Path) -> list[str]:
     if not isinstance(overrides, ListConfig):
         raise UnreadableRecord(f"{path}: not a list of overrides")
     return [str(o) for o in overrides]
+
+
+def start_again(run: Path, path_keys: tuple[str, ...] = (), in_its_folder: bool = False) -> str:
+    """The capgen-train command line that starts the run again, its overrides as typed (quoted
+    for the shell); `path_keys`: the settings whose values capgen-train quotes for Hydra itself
+    (capgen.config.argv.PATH_KEYS), saved so and left out. With `in_its_folder` (a run that left
+    no checkpoint, whose folder a new run may take), in the same folder where the user named it
+    (hydra.run.dir=, or paths.output_dir=, which capgen gives Hydra as hydra.run.dir): a dated
+    one is a new folder again."""
+    try:
+        overrides = run_overrides(run)
+    except UnreadableRecord:
+        overrides = []
+    words = [shlex.quote(as_typed(o, path_keys)) for o in overrides]
+    if in_its_folder and _named_folder(run):
+        words.append(shlex.quote(f"hydra.run.dir={run}"))
+    return f"capgen-train {' '.join(words)}".rstrip()
+
+
+def _named_folder(run: Path) -> bool:
+    """Whether the run's folder was named on its command line (its Hydra overrides, .hydra/hydra.yaml)."""
+    try:
+        given = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.overrides.hydra", default=None)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return any(str(o).startswith("hydra.run.dir=") for o in (given or []))
+
+
+def as_typed(override: str, path_keys: Iterable[str]) -> str:
+    """A path override as the user typed it: each command quotes the values of its path settings
+    (`path_keys`: resume=, data.root=, ...) for Hydra (capgen.config.argv.quote_paths), and Hydra
+    saves them so; the quotes are left out, for a command line shown to the user (quoted for the shell)."""
+    key, sep, value = override.partition("=")
+    if key.lstrip("+") in set(path_keys) and len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+        return f"{key}{sep}{value[1:-1]}"
+    return override
 
 
 def best_checkpoint(run: Path) -> Path:

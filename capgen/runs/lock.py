@@ -96,6 +96,24 @@ def release(folder: Path) -> None:
     os.close(_held.pop(folder.resolve()))
 
 
+def remove_own_lock_file(folder: Path) -> bool:
+    """Give up this process's lock on `folder`, if it holds it, and remove `<folder>/.lock` when
+    the file names this process (record_holder wrote it): for a folder this process made and
+    leaves with nothing else in it. Whether no .lock is left (False: another process's, kept)."""
+    if folder.resolve() in _held:
+        release(folder)
+    path = folder / LOCK_FILE
+    try:
+        if path.read_text(errors="replace").split()[:2] != [str(os.getpid()), socket.gethostname()]:
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 @contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
     """`folder` locked for the block, unless this process held it already (then it stays held)."""

@@ -6,8 +6,12 @@ their saved config: capgen.runs.folders).
                           or {"status": "failed", "error": "<type>: <message>", "traceback": "error.txt"}
                           or {"status": "interrupted", "signal": "SIGTERM", "resume": "capgen-train resume=<run>"}
                           a failed or interrupted run that measured something also has the "metrics" (train/* and
-                          the best epoch's val/*) and the "best_checkpoint" it had when it stopped
+                          the best epoch's val/*) and the "best_checkpoint" it had when it stopped;
+                          after a resume that failed before it changed a checkpoint, the run's own summary
+                          (its status that of the run, not of the resume) with "resume_failed": {"error",
+                          "traceback": "error.resume-<time>.txt", "command": the resume as typed}
     <run>/error.txt       the full traceback of a failed run (error.rank<N>.txt from DDP rank N > 0)
+    <run>/error.resume-<time>.txt   the traceback of a resume that failed and left the run as it was
     <run>/test_captions.jsonl  the test of the best checkpoint, per image (capgen.runs.tested)
 
 A run folder without summary.json is still running, or was stopped before it could write one.
@@ -39,8 +43,9 @@ SUMMARY = "summary.json"
 
 
 # The runs this process resumes (capgen.config.resume_argv, before Hydra starts): run folder ->
-# where its records were kept before the resume, and its checkpoints' sizes and times then.
-_before_resume: dict[Path, tuple[Path, dict[str, tuple[int, int]]]] = {}
+# where its records were kept before the resume, its checkpoints' sizes and times then, and the
+# resume's command line as typed.
+_before_resume: dict[Path, tuple[Path, dict[str, tuple[int, int]], str]] = {}
 
 
 # What the run this process trains had measured when it stopped (measured_on_stop): run folder ->
@@ -143,6 +148,11 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
     Hydra's launchers catch a job's exception and go on with the sweep's other jobs, but keep
     the exception until the sweep ends and then only report the first one; so each job keeps
     its own traceback, and capgen-compare can list it as failed.
+
+    A resume that fails before it changes a checkpoint leaves the run as it was (its records put
+    back: the run's result is still the one they describe), and its traceback beside them in a
+    file of its own, error.resume-<time>.txt, with a "resume_failed" entry in summary.json: the
+    run's error.txt and status stay those of the run itself.
     """
     run = Path(cfg.paths.output_dir)
     before = _before_resume.pop(run.absolute(), None)
@@ -167,50 +177,72 @@ def run_recording_failure(fn: Callable[[DictConfig], dict], cfg: DictConfig) -> 
         error_file = run / ("error.txt" if rank == 0 else f"error.rank{rank}.txt")
         text = "".join(traceback.format_exception(e))
         message = one_paragraph(e)
-        where = f"traceback in {error_file}"
         so_far = _so_far(run)
+        what = "run failed"
         try:
-            write_atomically(error_file, text.encode())
-            if before is not None and _restore_before_resume(run, *before):
-                where += (f"; the resume failed before it changed the run's checkpoints, so the run folder was left as it "
-                          f"was (its summary.json and .hydra/ settings put back): with the cause fixed, capgen-train "
-                          f"resume={shlex.quote(str(run))} resumes it")
-            elif rank == 0:
-                _write_json(run / SUMMARY, {"status": "failed", "error": message, "traceback": error_file.name, **so_far})
+            keep, checkpoints, command = before or (None, None, "")
+            if keep is not None and _restore_before_resume(run, keep, checkpoints):
+                # The run is as it was: its error.txt (if it failed before) and status stay its own.
+                error_file = run / f"error.{keep.name.removeprefix('before-')}.txt"
+                write_atomically(error_file, text.encode())
+                _note_failed_resume(run, message, error_file.name, command)
+                what = "resume failed"
+                where = (f"traceback in {error_file}; the resume failed before it changed the run's checkpoints, so "
+                         f"the run folder was left as it was (its summary.json and .hydra/ settings put back): with the "
+                         f"cause fixed, run the resume again: {command}")
+            else:
+                write_atomically(error_file, text.encode())
+                where = f"traceback in {error_file}"
+                if rank == 0:
+                    _write_json(run / SUMMARY, {"status": "failed", "error": message, "traceback": error_file.name, **so_far})
         except OSError as write_error:
             # A full disk is often why the run failed: its records cannot be written then, but the
             # run's own error stays the one raised, with the write's error next to it.
             where = f"its records could not be written: {write_error}"
         # The text, not exc_info: a log handler that keeps records would keep the exception.
         if where.startswith("traceback in"):
-            log.error("run failed: %s (%s)", message, where)  # one paragraph; error.txt has the traceback
+            log.error("%s: %s (%s)", what, message, where)  # one paragraph; error.txt has the traceback
         else:
-            log.error("run failed; %s\n%s", where, text.rstrip())  # the traceback's only copy
+            log.error("%s; %s\n%s", what, where, text.rstrip())  # the traceback's only copy
     # Raised outside the except block so the original exception, and through its traceback the
     # failed run's frames (its model, and on a GPU its memory), are freed before Hydra starts
     # the sweep's next job: Hydra holds on to the exception it is given until the sweep ends.
     raise RunFailed(f"{message} (run {run}; {where})")
 
 
-def keep_before_resume(run: Path) -> None:
+def keep_before_resume(run: Path, command: str = "") -> None:
     """Copy the run's .hydra/*.yaml and summary.json to .hydra/before-resume-<time>/ before a
     resume: Hydra rewrites the first when the resumed job starts. If the resume then fails
     before it changes the run's checkpoints, run_recording_failure puts them back, since the
     run's result is still the one they describe (a failed summary would hide it from
-    capgen-eval run=, and overrides.yaml would keep the setting that failed for the next resume)."""
+    capgen-eval run=, and overrides.yaml would keep the setting that failed for the next resume).
+    `command`: the resume's command line as typed, for the note of its failure."""
     keep = run / ".hydra" / f"before-resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     keep.mkdir(parents=True, exist_ok=True)
     for f in [*(run / ".hydra").glob("*.yaml"), run / SUMMARY]:
         if f.is_file():
             shutil.copy2(f, keep / f.name)
-    _before_resume[run.absolute()] = (keep, _checkpoints(run))
+    _before_resume[run.absolute()] = (keep, _checkpoints(run),
+                                      command or f"capgen-train resume={shlex.quote(str(run.absolute()))}")
+
+
+def _note_failed_resume(run: Path, message: str, traceback_file: str, command: str) -> None:
+    """The run's own summary.json, put back, with the resume that failed noted in it (see
+    run_recording_failure); none is written for a run that had none (it stopped before writing one)."""
+    try:
+        summary = read_summary(run)
+    except UnreadableRecord:
+        return
+    if summary is not None:
+        _write_json(run / SUMMARY, {**summary, "resume_failed": {"error": message, "traceback": traceback_file,
+                                                                  "command": command}})
 
 
 def set_aside_old_errors(run: Path) -> None:
     """A resumed run that completed: the error.txt (and error.rank<N>.txt) of the failure it
-    resumed from is moved beside the records the resume kept (.hydra/before-resume-<time>/,
-    the newest), so that the folder of a completed run holds no traceback of a failure it got
-    over; nothing is deleted."""
+    resumed from, and the error.resume-<time>.txt of earlier resumes that failed, are moved
+    beside the records the resume kept (.hydra/before-resume-<time>/, the newest), so that the
+    folder of a completed run holds no traceback of a failure it got over; nothing is deleted."""
     old = [f for f in run.glob("error*.txt") if f.is_file()]
     kept = sorted((run / ".hydra").glob("before-resume-*"))  # the newest last: named by the time
     if not old or not kept:

@@ -1,5 +1,5 @@
 """capgen-eval: `evaluate(cfg, overrides)` and the command's Hydra job `run(cfg)` (evaluate.py),
-and the statistics it adds to the scores (statistics.py)."""
+the data config it scores on (data.py) and the statistics it adds to the scores (statistics.py)."""
 
 from .evaluate import evaluate, run
 

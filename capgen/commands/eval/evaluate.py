@@ -3,11 +3,10 @@ capgen-train's test: one evaluation loop, one rule for which scores run.
 
 The data config comes from the run that made the checkpoint: a checkpoint in
 <run>/checkpoints/ has the run's saved config in <run>/.hydra/config.yaml, and its `data`
-node is used as it was trained, with the user's data.* overrides on top. A `data=<name>`
-naming another data config replaces it. Without a saved run config the data config is
-composed from conf/eval.yaml (and a warning says so). A data config composed so resizes its
-images to the side the checkpoint was trained at (recorded in it by capgen-train), unless
-data.source.image_size is given.
+node is used as it was trained, with the user's data.* overrides on top; a checkpoint
+without its run folder records the data config it trained with; a `data=<name>` naming
+another data config replaces it; split settings that differ from the ones the checkpoint
+records are refused (capgen.commands.eval.data).
 
 Ensembles: `ckpt_path=[a.ckpt,b.ckpt]` (or `run=[<run>,<run>]`, each run's best checkpoint)
 evaluates the checkpoints as one model, the normalised geometric mean of their word
@@ -50,8 +49,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from ...atomic import write_atomically
 from ...config.checks import check_numbers
@@ -69,10 +67,10 @@ from ...runs.folders import (
     run_data_choice,
     run_of_checkpoint,
     run_overrides,
-    takes_image_size,
 )
 from ...runs.records import UnreadableRecord
 from ..failure import one_paragraph_on_failure
+from .data import eval_data_config
 from .features import checkpoint_encoder_weights
 from .statistics import corpus_statistics, diversity
 
@@ -81,77 +79,6 @@ log = logging.getLogger(__name__)
 # A captions.jsonl row's fields, in this order, those a row has (diversity only with several captions).
 CAPTION_KEYS = ("image_id", "caption", "cut", "references", "logprob", "BLEU-4", "CIDEr", "captions", "logprobs", "Div-1",
                 "Div-2", "mBLEU-4", "self-CIDEr")
-
-
-def apply_data_overrides(data: DictConfig, overrides: list[str]) -> DictConfig:
-    """Apply the data.* command-line overrides to `data` (a data config node) as Hydra would:
-    `key=v` sets an existing key (a dict value merges in), `+key=v` adds one, `++key=v` sets
-    or adds, `~key` deletes. Unknown keys fail with the override named."""
-    root = OmegaConf.create({"data": data})
-    OmegaConf.set_struct(root, True)  # so a key the run's data config lacks is an error
-    for o in OverridesParser.create().parse_overrides(overrides):
-        if not o.key_or_group.startswith("data."):
-            continue
-        key = o.key_or_group
-        try:
-            if o.is_delete():
-                parent, _, leaf = key.rpartition(".")
-                node = OmegaConf.select(root, parent)
-                if node is None or leaf not in node:
-                    raise KeyError(leaf)
-                with open_dict(node):
-                    del node[leaf]
-            elif o.is_add() or o.is_force_add():
-                if o.is_add() and OmegaConf.select(root, key, default=None) is not None:
-                    raise ValueError(f"{key} already exists; use {key}=... to change it")
-                OmegaConf.update(root, key, o.value(), merge=True, force_add=True)
-            else:
-                OmegaConf.update(root, key, o.value(), merge=True)
-        except (KeyError, AttributeError, ValueError) as e:
-            raise ValueError(
-                f"could not apply {o.input_line} to the run's saved data config ({e}); its keys are "
-                f"{sorted(data.keys())}; use +{key}=... to add a key"
-            ) from None
-    OmegaConf.set_struct(root, False)
-    return root.data
-
-
-def eval_data_config(cfg: DictConfig, overrides: list[str], run_cfg: DictConfig | None, run_choice: str | None,
-                     trained_image_size: int | None = None, trained_data: str | None = None) -> DictConfig:
-    """The data config to evaluate on (see the module docstring). `trained_image_size`: the side
-    the checkpoint records its training images were resized to; a data config composed here
-    (not the run's own) resizes to it unless the command line gives data.source.image_size.
-    `trained_data`: the data config the checkpoint records it was trained on; without a run
-    config and without data= given, a checkpoint of other data than the default is refused."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    data_override = next((o for o in parsed if o.key_or_group == "data"), None)
-    # `data=<name>` replaces the run's data unless it names the very config the run used
-    # (which is also what with_run_data_choice adds when none is given).
-    replaced = data_override is not None and data_override.value() != run_choice
-    if run_cfg is None or "data" not in run_cfg or replaced:
-        default = "shapes"  # conf/eval.yaml's data
-        if run_cfg is None and data_override is None and trained_data not in (None, default):
-            # Scoring it on the default synthetic data says nothing of it: most likely its data was meant.
-            raise ValueError(
-                f"ckpt_path={cfg.ckpt_path}: no saved run config is beside it (<run>/.hydra/config.yaml), and it was "
-                f"trained on data={trained_data}, so the default data={default} would score it on other data. Give its "
-                f"data: capgen-eval ckpt_path=... data={trained_data} data.root=<its folder> (with the settings it trained "
-                f"with), or data={default} to score it on {default} all the same."
-            )
-        if run_cfg is None:
-            log.warning("no saved run config beside the checkpoint (<run>/.hydra/config.yaml): using data=%s "
-                        "as composed from conf/eval.yaml and the command line",
-                        data_override.value() if data_override else "shapes")
-        given = any(o.key_or_group == "data.source.image_size" for o in parsed)
-        source = cfg.data.get("source")
-        if trained_image_size and not given and takes_image_size(source) and source.get("image_size") != trained_image_size:
-            with open_dict(source):
-                source.image_size = trained_image_size
-            log.info("data.source.image_size=%d: the side the checkpoint was trained at (recorded in it)", trained_image_size)
-        return cfg.data
-    # Resolved inside the run's config, so ${seed} and the like take the run's values.
-    data = OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
-    return apply_data_overrides(data, overrides)
 
 
 def eval_prepare_args(overrides: list[str], ckpt_path: str | None) -> list[str] | None:
@@ -212,9 +139,9 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> dict:
     decode = command_settings(cfg, module.decoding["test"], module.vocab.max_len)
     module.configure_test(decode=decode, metrics=cfg.metrics or default_metrics())
     run_cfg = run_config(ckpt_path)
+    trained = module.trained_on
     data_cfg = eval_data_config(cfg, overrides, run_cfg, run_data_choice(ckpt_path) if run_cfg else None,
-                                module.trained_on.image_size if module.trained_on else None,
-                                module.trained_on.data if module.trained_on else None)
+                                trained.image_size if trained else None, trained.data if trained else None, trained)
     if run_cfg is not None:  # a relative data path of the run's, read from another directory: other files
         run = run_of_checkpoint(ckpt_path)
         # Absolute: the command it suggests runs from the run's own directory (cd there first).

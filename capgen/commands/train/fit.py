@@ -151,9 +151,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module: CaptioningModule = instantiate(
         cfg.model.module, net=net, vocab=vocab, net_config=net_config, _recursive_=False
     )
+    # The resolved data config too: a checkpoint copied out of the run is scored on its own splits.
     module.training_data = provenance.record(provenance.data_name(cfg.data, choice),
                                              str(OmegaConf.select(cfg, "data.source._target_", default="")),
-                                             training_image_size(cfg))
+                                             training_image_size(cfg), OmegaConf.to_container(cfg.data, resolve=True))
     module.set_references("val", datamodule.references("val"))
     if module.uses_scst:
         module.set_train_references(datamodule.references("train"))

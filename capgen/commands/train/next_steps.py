@@ -7,12 +7,8 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-from omegaconf import OmegaConf
-
-from ...config.argv import as_typed
-from ...config.command_line import PATH_KEYS
-from ...runs.folders import run_overrides
+from ...config.argv import PATH_KEYS
+from ...runs.folders import start_again
 from ...runs.records import SUMMARY, UnreadableRecord, read_summary
 
 
@@ -29,6 +25,12 @@ def what_next(run: Path, monitor: str = "val/CIDEr", fast_dev_run: bool = False,
         return [f"run folder: {run}", f"its record cannot be read: {e}"]
     if summary is None:
         return [f"run folder: {run}", f"the run ended before writing {SUMMARY}; its log is {run / 'train.log'}"]
+    failed_resume = summary.get("resume_failed")
+    if isinstance(failed_resume, dict):  # this resume failed and left the run as it was: not its outcome
+        traceback_file = run / str(failed_resume.get("traceback", ""))
+        return [f"run folder: {run} (this resume failed, traceback in {traceback_file}; the run is as it was before "
+                f"it: {summary['status']})",
+                f"next: fix the cause, then run the resume again: {failed_resume.get('command') or f'capgen-train resume={folder}'}"]
     lines = [f"run folder: {run} ({summary['status']})"]
     if summary["status"] in ("failed", "interrupted"):
         lines += _best_so_far(run, summary, monitor, _scored_on(without_images))
@@ -98,27 +100,5 @@ def _best_so_far(run: Path, summary: dict, monitor: str, split: str | None = "te
 
 
 def _again(run: Path, in_its_folder: bool = False) -> str:
-    """The capgen-train command line that starts the run again, its overrides as typed; with
-    `in_its_folder` (a run that left no checkpoint, whose folder a new run may take), in the
-    same folder where the user named it (hydra.run.dir=, or paths.output_dir=, which capgen
-    gives Hydra as hydra.run.dir): a dated one is a new folder again."""
-    words = [shlex.quote(as_typed(o, PATH_KEYS["train"])) for o in _overrides(run)]
-    if in_its_folder and _named_folder(run):
-        words.append(shlex.quote(f"hydra.run.dir={run}"))
-    return f"capgen-train {' '.join(words)}".rstrip()
-
-
-def _named_folder(run: Path) -> bool:
-    """Whether the run's folder was named on its command line (its Hydra overrides, .hydra/hydra.yaml)."""
-    try:
-        given = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.overrides.hydra", default=None)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return any(str(o).startswith("hydra.run.dir=") for o in (given or []))
-
-
-def _overrides(run: Path) -> list[str]:
-    try:
-        return run_overrides(run)
-    except UnreadableRecord:
-        return []
+    """The command line that starts the run again (capgen.runs.folders.start_again)."""
+    return start_again(run, PATH_KEYS["train"], in_its_folder)

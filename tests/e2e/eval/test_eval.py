@@ -118,12 +118,13 @@ def test_eval_of_an_empty_split_is_refused_naming_it(ckpt, tmp_path):
         run_eval(tmp_path / "none", f"ckpt_path={ckpt}", "decode=greedy", "data.source.sizes.test=0")
 
 
-def test_eval_without_a_saved_run_config_uses_eval_yaml_data(ckpt, tmp_path):
+def test_eval_without_a_saved_run_config_uses_the_data_the_checkpoint_records(ckpt, tmp_path):
     lone = tmp_path / "lone.ckpt"  # a checkpoint away from its run dir
     lone.write_bytes(Path(ckpt).read_bytes())
     run_eval(tmp_path / "out", f"ckpt_path={lone}", "decode=greedy", "data.source.sizes.test=3")
     data = OmegaConf.load(tmp_path / "out" / "data.yaml")
-    assert data.source.sizes == {"train": 10000, "val": 500, "test": 3}  # conf/data/shapes.yaml's
+    # The run's (not conf/data/shapes.yaml's 10000/500/500 and batch size 64), the override on top.
+    assert data.source.sizes == {"train": 64, "val": 12, "test": 3} and data.batch_size == 8
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())) == 3
 
 

@@ -20,6 +20,7 @@ from capgen.config.argv import with_run_data_choice
 from capgen.data.cache import CachedImages
 from capgen.lightning.module import CaptioningModule
 
+from helpers.commands import run_eval
 from helpers.fixtures_real import make_custom
 
 SPLITS = ("train", "val", "test")
@@ -83,6 +84,14 @@ def test_custom_data_trains_prepares_evaluates_and_captions(tmp_path, form):
     rows = [json.loads(line) for line in (tmp_path / "eval" / "captions.jsonl").read_text().splitlines()]
     by_id = {facts["ids"][f]: f for f in facts["splits"]["test"]}
     assert all(r["references"] == facts["captions"][by_id[r["image_id"]]] for r in rows)
+
+    # capgen-eval of the checkpoint copied out of its run: the data settings it records (data.root in
+    # full, the splits), so the same test images, with no data= given
+    lone = tmp_path / "alone" / "pets.ckpt"
+    lone.parent.mkdir()
+    lone.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    alone = run_eval(tmp_path / "eval-alone", f"ckpt_path={lone}", "decode=greedy")
+    assert alone["images"] == len(test_ids) and alone["CIDEr"] == report["CIDEr"]
 
     # capgen-caption on the data set's image folder, at the run's image size
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

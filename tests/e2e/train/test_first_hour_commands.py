@@ -122,6 +122,9 @@ def test_a_checkpoint_knows_its_training_data_and_caption_warns_on_a_photograph(
 
     saved = torch.load(ckpt, weights_only=True)
     assert saved["training_data"]["data"] == "shapes" and saved["training_data"]["source"].endswith("ShapesSource")
+    # The resolved data config too (${seed} resolved), and no setting of shapes decides its splits.
+    assert saved["training_data"]["config"]["source"]["sizes"]["train"] > 0
+    assert isinstance(saved["training_data"]["config"]["seed"], int) and saved["training_data"]["splits_by"] == {}
     trained = read_checkpoint(ckpt).trained
     assert trained.describe() == "shapes, 1 epoch" and trained.steps == 3
 

@@ -384,6 +384,41 @@ def test_a_failed_run_with_a_best_epoch_is_a_row_with_its_scores_and_says_how_to
     assert compare([Path("outputs")]).notes[0] == f"fail 2: failed: best so far: checkpoints/epoch001-best0.313.ckpt; error: {error}"
 
 
+def test_a_run_interrupted_before_its_first_checkpoint_is_given_the_command_that_starts_it_again(tmp_path):
+    """Nothing to resume: its command line, quoted for the shell, its paths as typed, in its own
+    folder where that was named (as capgen-train's own last lines say, capgen.commands.train.next_steps)."""
+    early = make_run_folder(tmp_path / "early run", ["model=lstm", "data.source.sizes={train:8,val:4,test:4}",
+                                                     "data.root='/data/my pets'"],
+                            {"status": "interrupted", "signal": "SIGINT", "checkpoint": None})
+    (early / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  overrides:\n    hydra:\n    - hydra.run.dir={early}\n")
+    command = (f"capgen-train model=lstm 'data.source.sizes={{train:8,val:4,test:4}}' 'data.root=/data/my pets' "
+               f"'hydra.run.dir={early}'")
+    table = compare([early])
+    assert table.notes == [f"early run: interrupted: SIGINT; stopped before its first checkpoint; start it again: {command}"]
+    lines = as_text(table, width=60).splitlines()
+    assert lines[lines.index("runs that did not complete:") + 1].endswith(command)  # whole, past the width
+
+
+def test_a_run_whose_resume_failed_keeps_its_row_and_the_failed_resume_is_listed_with_its_command(tmp_path):
+    """A resume that failed before it changed a checkpoint left the run as it was (capgen.runs.records):
+    the run is still a completed row; below the table, the resume's error and its command to run again."""
+    command = f"capgen-train resume={tmp_path / 'a'} trainer.max_epochs=4"
+    failed = {"error": "FileNotFoundError: data root /d does not exist " + "and more " * 20,
+              "traceback": "error.resume-2026-01-02_03-04-05.txt", "command": command}
+    make_run_folder(tmp_path / "a", ["model=lstm"], {"status": "completed", "metrics": {"val/CIDEr": 0.5},
+                                                     "resume_failed": failed})
+    make_run_folder(tmp_path / "b", ["model=attn"], {"status": "completed", "metrics": {"val/CIDEr": 0.4}})
+    table = compare([tmp_path], ["val/CIDEr"])
+    assert [row[1:] for row in table.rows] == [["completed", "0.5000", "a"], ["completed", "0.4000", "b"]]
+    assert table.notes == []  # it completed
+    assert table.failed_resumes == [f"a: fix the cause, then run it again: {command}; error: {failed['error']}"]
+    lines = as_text(table, width=100).splitlines()
+    at = lines.index("resumes that failed (each run is as it was before it, its status and scores its own):")
+    assert lines[at + 1].startswith(f"  a: fix the cause, then run it again: {command}; error: File")
+    assert lines[at + 1].endswith("…")  # the error cut, the command whole
+    assert f"- a: fix the cause, then run it again: {command}" in as_markdown(table)
+
+
 def test_a_key_set_again_at_resume_is_one_column_with_its_value_now(tmp_path):
     from capgen.commands.compare import load_run
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import capgen.commands.caption as caption
-from capgen.commands.eval.evaluate import eval_data_config
+from capgen.commands.eval.data import eval_data_config
 
 from helpers.commands import run_caption
 from helpers.fakes import write_checkpoint

@@ -120,3 +120,19 @@ def test_the_splits_a_run_leaves_out_are_checked_for_images_raw_and_one_that_can
     assert splits_without_images(cfg, hydra.utils.instantiate(cfg.data)) == ["test"]  # val is used: it has images
     datamodule.source_factory = functools.partial(ShapesSource, sizes={"test": -1})  # its error is capgen-eval's to say
     assert splits_without_images(cfg, datamodule) == []
+
+
+def test_the_end_of_a_resume_that_failed_and_left_the_run_as_it_was_claims_no_outcome_of_its_own(tmp_path):
+    """Its records put back (capgen.runs.records), the run still says completed; the resume failed,
+    so the end names that, the traceback and the resume to run again, not the completed run's next steps."""
+    from capgen.commands.train.next_steps import what_next
+
+    command = f"capgen-train resume={tmp_path / 'run'} trainer.max_epochs=4"
+    run = _write_run(tmp_path / "run", {"status": "completed", "best_checkpoint": "checkpoints/b.ckpt", "metrics": {},
+                                        "resume_failed": {"error": "FileNotFoundError: data root /d does not exist",
+                                                          "traceback": "error.resume-2026-01-02_03-04-05.txt",
+                                                          "command": command}}, ["model=lstm"])
+    assert what_next(run) == [
+        f"run folder: {run} (this resume failed, traceback in {run / 'error.resume-2026-01-02_03-04-05.txt'}; the run is "
+        "as it was before it: completed)",
+        f"next: fix the cause, then run the resume again: {command}"]

@@ -92,6 +92,23 @@ def test_resume_argv_reuses_the_runs_overrides_and_folder_and_keeps_its_config(t
     assert resume_argv(child) == child
 
 
+def test_a_resume_keeps_its_command_as_typed_for_the_note_of_its_failure(tmp_path, monkeypatch):
+    """The command a failed resume says to run again (capgen.runs.records): as the user typed it,
+    not as quoted for Hydra, the run folder in full."""
+    monkeypatch.setattr("capgen.config.resume_argv.check_resume", lambda run, own, given, check_values=None: None)
+    kept = {}
+    monkeypatch.setattr("capgen.config.resume_argv.keep_before_resume", lambda run, command: kept.update(command=command))
+    run = tmp_path / "run x"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / ".hydra" / "overrides.yaml").write_text("- model=lstm\n")
+    monkeypatch.chdir(tmp_path)
+    typed = ["resume=run x", "trainer.max_epochs=4", "data.root=~/pets dir"]
+    resume_argv(quote_paths(typed, ["resume", "data.root"]), typed=typed)
+    assert kept["command"] == f"capgen-train 'resume={run}' trainer.max_epochs=4 'data.root=~/pets dir'"
+
+
 def test_a_key_the_run_added_with_plus_may_be_given_with_plus_again_at_resume(tmp_path, monkeypatch):
     checked = {}
     monkeypatch.setattr("capgen.config.resume_argv.check_resume",
@@ -246,6 +263,20 @@ def test_an_ensembles_data_choice_is_its_first_checkpoints_runs(tmp_path):
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"data": "shapes"}}}}), run / ".hydra" / "hydra.yaml")
     args = quote_paths([f"ckpt_path=[{run}/checkpoints/last.ckpt,{tmp_path}/other.ckpt]"], ["ckpt_path"], ["ckpt_path"])
     assert with_run_data_choice(args) == [*args, "data=shapes"]
+
+
+def test_a_lone_checkpoints_data_choice_given_data_settings_is_the_one_it_records(tmp_path):
+    """Hydra checks data.* against the data config it composes: data.source.split_seed=3 for a
+    data=custom checkpoint without its run folder would be refused as a key shapes lacks."""
+    from capgen.config.argv import with_run_data_choice
+
+    from helpers.fakes import write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "a.ckpt", training_data={"data": "custom", "source": "capgen.data.custom.CustomSource"})
+    args = quote_paths([f"ckpt_path={ckpt}", "data.source.split_seed=3"], ["ckpt_path"])
+    assert with_run_data_choice(args) == [*args, "data=custom"]
+    assert with_run_data_choice(args[:1]) == args[:1]  # no data setting given: the command uses the record itself
+    assert with_run_data_choice(quote_paths([f"ckpt_path={tmp_path}/gone.ckpt", "data.root=x"], ["ckpt_path"]))[-1] == "data.root=x"
 
 
 @pytest.mark.parametrize("command, setting", [("train", "data.root"), ("train", "data.cache_dir"),

@@ -135,3 +135,52 @@ def test_reserve_takes_the_first_free_name_and_never_one_that_exists(tmp_path):
     assert reserve(folder) == folder.with_name(f"{STAMP}_2")
     assert reserve(folder) == folder.with_name(f"{STAMP}_3")
     assert all(p.is_dir() for p in (folder, folder.with_name(f"{STAMP}_2"), folder.with_name(f"{STAMP}_3")))
+
+
+def test_a_folder_made_for_a_run_and_left_with_nothing_but_its_lock_is_removed_and_any_other_kept(monkeypatch, tmp_path):
+    """remove_unused takes away what this process made and wrote, nothing else: a folder holding a
+    file of anyone else's, a .lock another process wrote, a folder it did not make."""
+    import os
+
+    from capgen.config import new_folder
+    from capgen.runs.lock import LOCK_FILE, hold
+
+    monkeypatch.setattr(new_folder, "_made", [])
+    empty, locked, written, foreign = (tmp_path / "a" / name for name in ("empty", "locked", "written", "foreign"))
+    for folder in (empty, locked, written, foreign):
+        folder.mkdir(parents=True)
+    hold(locked)  # holds its lock and names this process in its .lock
+    hold(written)
+    (written / "notes.txt").write_text("the user's")
+    (foreign / LOCK_FILE).write_text(f"{os.getpid() + 1} elsewhere\n")
+    untouched = tmp_path / "not made here"
+    untouched.mkdir()
+    new_folder.made_for_run([tmp_path / "a", empty, locked, written, foreign])
+    new_folder.remove_unused()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["foreign", "written"]  # so "a" is kept too
+    assert (written / "notes.txt").is_file() and (written / LOCK_FILE).is_file() and (foreign / LOCK_FILE).is_file()
+    assert untouched.is_dir() and new_folder._made == []
+
+
+@pytest.mark.parametrize("how", ["a config group Hydra refuses", "Ctrl-C as Hydra starts"])
+def test_capgen_train_stopped_before_hydra_writes_its_named_folder_leaves_no_folder(monkeypatch, tmp_path, how):
+    """A new folder named on the command line is made and locked before Hydra starts (its .lock
+    written); stopped before Hydra writes into it, it is not left behind holding only .lock."""
+    import capgen.cli.train as cli
+    from capgen.config import new_folder
+
+    monkeypatch.setattr(new_folder, "_made", [])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    run = tmp_path / "runs" / "new"
+    args = ["model=lsmt"] if how.startswith("a config") else []
+    if how.startswith("Ctrl-C"):
+        def interrupted():
+            assert (run / ".lock").is_file()  # made and locked by the command line's checks
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(cli, "_main", interrupted)
+    monkeypatch.setattr(sys, "argv", ["capgen-train", *args, f"hydra.run.dir={run}", *QUIET])
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    assert ended.value.code == (1 if args else 130)
+    assert not (tmp_path / "runs").exists()  # its parent made for it too

@@ -5,6 +5,7 @@ import builtins
 import errno
 import json
 import os
+import re
 import weakref
 
 import pytest
@@ -184,13 +185,18 @@ def test_an_ordinary_exit_is_not_taken_for_an_interruption(tmp_path):
     assert ended.value.code == 3 and read_summary(run) is None
 
 
-def _resumed_run(tmp_path):
-    """A completed run with a checkpoint, kept before a resume that then rewrites its overrides as Hydra does."""
-    run = make_run_folder(tmp_path / "run", ["model=lstm"], {"status": "completed", "metrics": {"val/CIDEr": 0.5}})
+def _resumed_run(tmp_path, earlier="completed"):
+    """A completed (or failed) run with a checkpoint, kept before a resume that then rewrites its
+    overrides as Hydra does."""
+    summary = ({"status": "completed", "metrics": {"val/CIDEr": 0.5}} if earlier == "completed"
+               else {"status": "failed", "error": "OSError: disk full", "traceback": "error.txt"})
+    run = make_run_folder(tmp_path / "run", ["model=lstm"], summary)
+    if earlier == "failed":
+        (run / "error.txt").write_text("Traceback: the run's own failure\n")
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"step 10")
     before = snapshot(run)
-    keep_before_resume(run)
+    keep_before_resume(run, f"capgen-train resume={run} data.batch_size=0")
     OmegaConf.save(OmegaConf.create(["model=lstm", "data.batch_size=0"]), run / ".hydra" / "overrides.yaml")
     return run, before
 
@@ -199,16 +205,24 @@ def _fail(cfg):
     raise ValueError("data.batch_size=0: must be a whole number of at least 1")
 
 
-def test_a_resume_that_fails_before_changing_a_checkpoint_leaves_the_run_as_it_was(tmp_path):
-    run, before = _resumed_run(tmp_path)
-    # "with the cause fixed": the same resume may fail again for a cause in the run's own
-    # settings (a feature cache remade since), so no promise that it resumes as it is.
-    with pytest.raises(RunFailed, match=r"the run folder was left as it was \(.*\): with the cause fixed, capgen-train "
-                                        r"resume=\S+ resumes it"):
+@pytest.mark.parametrize("earlier", ["completed", "failed"])
+def test_a_resume_that_fails_before_changing_a_checkpoint_leaves_the_run_as_it_was(tmp_path, earlier):
+    """The run's records as they were, its own error.txt too; the resume's failure beside them in
+    error.resume-<time>.txt and noted in summary.json, with the resume to run again."""
+    run, before = _resumed_run(tmp_path, earlier)
+    command = f"capgen-train resume={run} data.batch_size=0"
+    with pytest.raises(RunFailed, match=r"the run folder was left as it was \(.*\): with the cause fixed, run the "
+                                        rf"resume again: {re.escape(command)}\)$"):
         run_recording_failure(_fail, OmegaConf.create({"paths": {"output_dir": str(run)}}))
     after = snapshot(run)
-    assert "data.batch_size=0" in after.pop("error.txt").decode()  # the traceback stays
-    assert after == before  # summary.json completed, overrides.yaml without the failed value, no before-resume copy
+    (traceback_file,) = [name for name in after if name.startswith("error.resume-")]
+    assert re.fullmatch(r"error\.resume-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.txt", traceback_file)
+    assert "data.batch_size=0" in after.pop(traceback_file).decode()  # the traceback, in a file of its own
+    summary = json.loads(after.pop("summary.json"))
+    assert summary.pop("resume_failed") == {"error": "ValueError: data.batch_size=0: must be a whole number of at least 1",
+                                            "traceback": traceback_file, "command": command}
+    assert summary == json.loads(before.pop("summary.json"))  # the run's own status and scores
+    assert after == before  # its error.txt if it had one, overrides.yaml without the failed value, no before-resume copy
 
 
 def test_a_resume_that_fails_after_writing_a_checkpoint_is_recorded_as_failed(tmp_path):
