@@ -33,6 +33,7 @@ from capgen.runs.folders import best_checkpoint
 from helpers import procs
 from helpers.paths import REPO
 
+pytestmark = pytest.mark.slow  # real capgen-demo servers and their trained checkpoints
 SCREENSHOT = REPO / "scripts" / "demo_screenshot.py"
 # The script's start_demo (capgen-demo on a free port, once its page answers) starts the tests' server too.
 _spec = importlib.util.spec_from_file_location("demo_screenshot", SCREENSHOT)

@@ -40,7 +40,7 @@ from helpers.runs import SIZES, assert_equals_uninterrupted, cheap, compose_trai
 EPOCHS = 10
 OVERRIDES = cheap("debug=fast", "model=lstm", f"trainer.max_epochs={EPOCHS}", "test=false", SIZES, "logger=tensorboard")
 STEPS = EPOCHS * 3  # epochs x batches (debug=fast)
-STOPS = 7
+STOPS = 5
 # The ways to stop a process. The first three are each drawn among the first four stops (a
 # stop may come after the run's end, when it has already gone far); the rest at random.
 KINDS = ("SIGTERM", "SIGUSR1", "SIGKILL in a write", "SIGKILL")

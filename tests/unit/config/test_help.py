@@ -53,5 +53,3 @@ def test_help_lists_the_commands_groups_with_their_yaml_options_and_no_generated
     assert evaluate["decode"] == sorted([*yaml_options("decode"), "run"])  # run: generated, and a user's choice
     assert "_settings" not in evaluate["decode"]
     assert "_datamodule" not in evaluate["data"]
-    # An override changes the config, not the list.
-    assert groups_in_help(monkeypatch, capsys, "train", "model=lstm", "experiment=shapes_scst") == train
