@@ -55,17 +55,6 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files holding long tests first (marked slow), then the other end-to-end files, then the
-    unit ones, each file's tests in their order. pytest-xdist hands out whole files in this order
-    (`--dist loadfile --no-loadscope-reorder` in pyproject.toml), so the long files start early
-    and the many short unit files fill in at the end. xdist's own order (most tests first) left
-    the long few-test end-to-end files for last: one worker then ran the soak or the benchmark
-    alone for minutes while the other idled."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: 0 if item.path in slow_files else 1 if "e2e" in item.path.parts else 2)  # stable
-
-
 def pytest_unconfigure(config):
     procs.end_all()
 
