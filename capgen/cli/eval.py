@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from .. import config
 from ..commands import eval as evaluate
-from ..commands.failure import one_line_on_ctrl_c, refused_at_start
+from ..commands.failure import hydra_refusals, one_line_on_ctrl_c, refused_at_start
 from ..config.command_line import command_line
 
 config.register()
@@ -31,7 +31,8 @@ def main() -> None:
     with one_line_on_ctrl_c("capgen-eval"):  # a Ctrl-C outside the job, too
         with refused_at_start("capgen-eval"):  # one paragraph, not a traceback, for what is refused here
             sys.argv[1:] = command_line("eval", sys.argv[1:])
-        _main()
+        with hydra_refusals("capgen-eval"):  # --help with a config Hydra cannot compose
+            _main()
 
 
 if __name__ == "__main__":

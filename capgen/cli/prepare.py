@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from .. import config
 from ..commands import prepare
-from ..commands.failure import one_line_on_ctrl_c, refused_at_start
+from ..commands.failure import hydra_refusals, one_line_on_ctrl_c, refused_at_start
 from ..config.command_line import command_line
 
 config.register()
@@ -27,7 +27,8 @@ def main() -> None:
     with one_line_on_ctrl_c("capgen-prepare"):  # a Ctrl-C outside the job, too
         with refused_at_start("capgen-prepare"):  # one paragraph, not a traceback, for what is refused here
             sys.argv[1:] = command_line("prepare", sys.argv[1:])
-        _main()
+        with hydra_refusals("capgen-prepare"):  # --help with a config Hydra cannot compose
+            _main()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from .. import config
 from ..commands import train
-from ..commands.failure import one_line_on_ctrl_c, refused_at_start
+from ..commands.failure import hydra_refusals, one_line_on_ctrl_c, refused_at_start
 from ..config.command_line import command_line
 from ..config.new_folder import remove_unused
 
@@ -27,7 +27,8 @@ def main() -> None:
         with refused_at_start("capgen-train"):  # one paragraph, not a traceback, for what is refused here
             sys.argv[1:] = command_line("train", sys.argv[1:], check_values=train.check_train_config)
         try:
-            _main()
+            with hydra_refusals("capgen-train"):  # --help with a config Hydra cannot compose
+                _main()
         finally:  # however it ends: a run folder it made and left with nothing in it is not left behind
             remove_unused()
 

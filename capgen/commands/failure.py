@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 
 from ..atomic import write_atomically
@@ -116,6 +117,18 @@ def refused_at_start(command: str) -> Iterator[None]:
         raise
     except Exception as e:
         # Also with HYDRA_FULL_ERROR=1: these are refusals, each one paragraph; the file has the traceback.
+        raise SystemExit(f"{command}: {one_paragraph(e)} ({_keep_traceback(command, e)})") from None
+
+
+@contextmanager
+def hydra_refusals(command: str) -> Iterator[None]:
+    """Hydra's main, as a command runs it: Hydra reports its own errors for a job (one line,
+    HYDRA_FULL_ERROR=1 for the traceback), but composes the config for `--help` outside that
+    report, so `--help model=lsmt` ended in a traceback. A Hydra error that reaches here is
+    such a refusal: one paragraph, the traceback kept in a file."""
+    try:
+        yield
+    except HydraException as e:
         raise SystemExit(f"{command}: {one_paragraph(e)} ({_keep_traceback(command, e)})") from None
 
 
