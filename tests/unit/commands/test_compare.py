@@ -240,7 +240,7 @@ def test_compare_on_a_mixed_folder_fits_120_columns_but_for_telling_runs_apart_a
             (path / "summary.json").write_text(json.dumps(summary))
 
     scores = {"val/CIDEr": 2.91, "val/BLEU-4": 0.61, "test/CIDEr": 2.87, "test/BLEU-4": 0.6}
-    long_root = "data.root=/mnt/shared/datasets/coco2014/a/very/long/path/that/goes/on/and/on"
+    long_root = "data.root=/mnt/team/datasets/coco2014/a/very/long/path/that/goes/on/and/on"
     for job, (model, seed) in enumerate([("attn", 1), ("attn", 2), ("lstm", 1), ("lstm", 2)]):
         overrides = [f"model={model}", f"seed={seed}", "model.decoder.hidden_dim=512", long_root,
                      "trainer.max_epochs=2"]
@@ -308,10 +308,10 @@ def test_the_run_column_is_cut_no_further_than_tells_the_rows_apart(tmp_path):
     # The run folder is the only thing naming a row: cut from its end it read "2026-12…" in every row.
     scores = {"val/CIDEr": 0.8, "val/BLEU-4": 0.2, "test/CIDEr": 0.5, "test/BLEU-4": 0.2}
     for i, name in enumerate(["2026-12-05_13-26-52", "2026-12-05_13-27-27"]):
-        make_run(tmp_path / name, [f"data.root=/mnt/shared/datasets/coco2014/{i}"], {k: v - i / 10 for k, v in scores.items()})
+        make_run(tmp_path / name, [f"data.root=/mnt/team/datasets/coco2014/{i}"], {k: v - i / 10 for k, v in scores.items()})
     rows = as_text(compare([tmp_path]), width=80).splitlines()[1:]
     assert [row.split()[-1] for row in rows] == ["…26-52", "…27-27"]  # their shared start cut, at a separator
-    make_run(tmp_path / "2026-12-06_09-00-00", ["data.root=/mnt/shared/datasets/coco2014/2"], {"val/CIDEr": 0.1})
+    make_run(tmp_path / "2026-12-06_09-00-00", ["data.root=/mnt/team/datasets/coco2014/2"], {"val/CIDEr": 0.1})
     rows = as_text(compare([tmp_path]), width=40).splitlines()[1:]
     assert [row.split()[-1] for row in rows] == ["…5_13-26…", "…5_13-27…", "…6_09-00…"]  # not "…5_13-2…" twice
 
