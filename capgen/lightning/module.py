@@ -22,9 +22,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.datamodule import Batch, Scenes
-from ..metrics import CaptionScores, GroundingScores, ImageMeanLoss, default_metrics
-from ..metrics.captions import METRICS
+from ..metrics.captions import METRICS, CaptionScores, default_metrics
 from ..metrics.cider_reward import CiderDReward
+from ..metrics.grounding import GroundingScores
+from ..metrics.loss import ImageMeanLoss
 from ..metrics.per_image import PerImageMetric
 from ..models import scst
 from ..models.captioner import Captioner, build_captioner

@@ -58,7 +58,7 @@ from ...config.prepare_args import prepare_args
 from ...lightning.callbacks import FollowFreeCores
 from ...lightning.hardware import encoder_settings
 from ...lightning.inference import checkpoint_list, load_checkpoints, resolve_device
-from ...metrics import default_metrics
+from ...metrics.captions import default_metrics
 from ...models.search import DecodeSettings
 from ...runs.folders import (
     best_checkpoint,

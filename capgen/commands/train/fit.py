@@ -35,7 +35,7 @@ from ...lightning.hardware import configure_encoder, cpu_precision, encoder_sett
 from ...lightning.hparams import log_final_hparams
 from ...lightning.loggers import build_loggers, check_logger_packages, logger_runs
 from ...lightning.module import CaptioningModule
-from ...metrics import default_metrics
+from ...metrics.captions import default_metrics
 from ...models.captioner import build_captioner
 from ...runs import provenance
 from ...runs.folders import training_image_size

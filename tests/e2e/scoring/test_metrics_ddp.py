@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from capgen.metrics import CaptionScores, score_captions, score_captions_per_image
+from capgen.metrics.captions import CaptionScores, score_captions, score_captions_per_image
 from capgen.vocab import Vocabulary
 
 REFS = {i: [f"a {c} {s} left of a {c2} square", f"there is a {c} {s}"]

@@ -93,7 +93,7 @@ def test_every_run_logs_the_same_sample_images_each_epoch(sweep):
 
 
 def test_compare_lists_the_runs_with_their_overrides_and_metrics(sweep, tmp_path):
-    done = capgen("compare", str(sweep), "--markdown", str(tmp_path / "runs.md"), cwd=tmp_path)
+    done = procs.compare_without_torch(str(sweep), "--markdown", str(tmp_path / "runs.md"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if line.split()[:1] == ["model"])  # the settings of all runs above it
@@ -132,7 +132,7 @@ def test_eval_of_a_run_folder_uses_its_best_checkpoint_data_and_model_settings(s
 
 def test_compare_paired_compares_two_jobs_on_their_per_image_test_scores(sweep, tmp_path):
     attn, lstm = ([j for j in job_dirs(sweep) if j.name.endswith(f"model={m}")][0] for m in ("attn", "lstm"))
-    done = capgen("compare", "--paired", str(attn), str(lstm), "--resamples", "500", cwd=tmp_path)
+    done = procs.compare_without_torch("--paired", str(attn), str(lstm), "--resamples", "500", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "over the 16 test images both were tested on (A 16, B 16), 500 resamples, seed 0" in lines[2]
@@ -171,7 +171,7 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert traceback.startswith("Traceback") and "capgen/models/decoders.py" in traceback
 
     # The failed job is no row of the table (its setting makes no column): it is listed below it.
-    listed = capgen("compare", str(tmp_path), cwd=tmp_path).stdout.splitlines()
+    listed = procs.compare_without_torch(str(tmp_path), cwd=tmp_path).stdout.splitlines()
     header = next(i for i, line in enumerate(listed) if line.startswith("status"))
     assert [line.split()[0] for line in listed[header + 1:-2]] == ["completed"]
     assert "model.decoder.hidden_dim=16" in " ".join(listed[:header])  # shared by every row: above the table

@@ -12,8 +12,8 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
 from capgen.commands.eval.statistics import corpus_statistics, diversity
-from capgen.metrics import CaptionScores, score_captions, score_captions_per_image
 from capgen.metrics.caption_stats import caption_statistics
+from capgen.metrics.captions import CaptionScores, score_captions, score_captions_per_image
 from capgen.metrics.diversity import diversity_statistics
 from capgen.vocab import Vocabulary
 

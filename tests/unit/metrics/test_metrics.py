@@ -5,7 +5,7 @@ import torch
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from capgen.metrics import CaptionScores, score_captions
+from capgen.metrics.captions import CaptionScores, score_captions
 from capgen.vocab import Vocabulary
 
 from helpers.fakes import tiny_vocab
@@ -63,7 +63,8 @@ def test_metric_rejects_unknown_metrics_and_tokenizers_when_built():
 
 
 def test_per_image_rows_count_each_image_once_whatever_the_batches():
-    from capgen.metrics import GroundingScores, ImageMeanLoss
+    from capgen.metrics.grounding import GroundingScores
+    from capgen.metrics.loss import ImageMeanLoss
 
     ids = torch.tensor([7, 3, 9, 3, 1])  # image 3 repeated, as DDP's sampler repeats images
     sums = torch.tensor([2.0, 1.0, 4.0, 1.0, 0.5], dtype=torch.float64)
@@ -123,7 +124,7 @@ def test_loading_a_checkpoint_says_nothing_of_spice_the_metrics_of_a_test_are_ch
 
 
 def test_scored_captions_say_which_were_cut():
-    from capgen.metrics import CaptionScores
+    from capgen.metrics.captions import CaptionScores
 
     vocab = tiny_vocab()
     red, circle = vocab.stoi["red"], vocab.stoi["circle"]
