@@ -6,7 +6,7 @@ settings (those of the most used self-critical captioning code).
     python scripts/benchmark.py --config reference --sections train,decode
     python scripts/benchmark.py --config peer                 # the peer settings' steps and table
     python scripts/benchmark.py --device cuda                 # on a GPU, bf16-mixed
-    python scripts/benchmark.py --quick                       # a smoke run: tiny sizes, 1 repeat
+    python scripts/benchmark.py --quick                       # a smoke run: tiny sizes, 1 repeat, one child per config
     python scripts/benchmark.py --sections startup            # start-up at COCO scale (not in the default set)
 
 Prints tables and writes every number to --out (JSON).
@@ -36,7 +36,7 @@ Sections
            cache) and finetune (shapes: the SmallCNN trains, as by default; reference:
            ResNet-101's last 3 stages, as the tutorial's fine-tuning). Each runs in a fresh
            child process, so its peak memory (max RSS on CPU, max allocated on CUDA) is its
-           own. peer: the attention model from the feature cache only, on the 50 images x 5
+           own (--quick: a configuration's steps in one child). peer: the attention model from the feature cache only, on the 50 images x 5
            captions.
   decode   captions/s of greedy, beam 3 and beam 5 from encoder features at several batch
            sizes; the batch decoded at once vs one image at a time; images/s of the other
@@ -130,7 +130,7 @@ from capgen.data.shapes import ShapesSource
 from capgen.lightning import hardware, threads
 from capgen.lightning.module import CaptioningModule
 from capgen.lightning.threads import FreeCoreThreads
-from capgen.metrics import score_captions
+from capgen.metrics.captions import score_captions
 from capgen.metrics.cider_reward import CiderDReward
 from capgen.models import build_captioner, scst
 from capgen.models.search import DecodeSettings
@@ -301,21 +301,28 @@ def train_section(config: str, args) -> dict:
     results = {"batch_size": batch_size}
     if config == "peer":  # 5 captions per image, cached features, the attention model: the peer's att2in recipe
         results["captions_per_image"] = PEER["captions_per_image"]
+    specs = {}
     for decoder in args.decoders:
         for mode in MODES:
             if config == "shapes" and mode == "frozen":
                 continue  # the SmallCNN is trained with its decoder: finetune is the default
             if config == "peer" and (decoder, mode) != ("attn", "features"):
                 continue
-            spec = {"config": config, "decoder": decoder, "mode": mode, "batch_size": batch_size, "device": args.device,
-                    "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
-                    "channels_last": args.channels_last, "encoder_precision": args.encoder_precision}
-            threads = ["--threads", args.threads]
-            run = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec), *threads], capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"training-step child {spec} failed:\n{run.stderr[-3000:]}")
-            results[f"{decoder}/{mode}"] = json.loads(run.stdout.strip().splitlines()[-1])
-            r = results[f"{decoder}/{mode}"]
+            specs[f"{decoder}/{mode}"] = {
+                "config": config, "decoder": decoder, "mode": mode, "batch_size": batch_size, "device": args.device,
+                "precision": args.precision, "repeats": args.repeats, "quick": args.quick, "compile": args.compile,
+                "channels_last": args.channels_last, "encoder_precision": args.encoder_precision}
+    # A child process per measurement, so that each peak RSS is that step's own. --quick (a check
+    # that the harness runs) measures a configuration's steps in one child: each child is a torch
+    # start-up of about 6 s, and quick sizes make no peak RSS worth comparing.
+    for keys in [list(specs)] if args.quick else [[key] for key in specs]:
+        child = [sys.executable, __file__, "--child", json.dumps([specs[k] for k in keys]), "--threads", args.threads]
+        run = subprocess.run(child, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"training-step child {keys} failed:\n{run.stderr[-3000:]}")
+        for key, r in zip(keys, json.loads(run.stdout.strip().splitlines()[-1]), strict=True):
+            results[key] = r
+            decoder, mode = key.split("/")
             print(f"  {config} {decoder:4} {mode:8} {r['step_s']:8.3f} s/step  peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)
     return results
 
@@ -1069,8 +1076,8 @@ def main() -> None:
         torch.set_num_threads(int(args.threads))
     else:
         ap.error(f"--threads {args.threads}: give a number of threads or auto")
-    if args.child:  # one training-step measurement, for the parent process
-        print(json.dumps(train_step_child(json.loads(args.child))))
+    if args.child:  # training-step measurements (a JSON list of specs), for the parent process
+        print(json.dumps([train_step_child(spec) for spec in json.loads(args.child)]))
         return
     if args.startup_child:  # one measurement of the start-up phases, in a fresh process
         print(json.dumps(startup_child(args.startup_child)))
