@@ -1,5 +1,5 @@
 """`trainer=ddp_cpu`: two gloo processes train and validate, score exactly like one process,
-resume exactly, train self-critically and run under a multirun sweep."""
+resume exactly, train self-critically on cached features and run under a multirun sweep."""
 
 from pathlib import Path
 
@@ -126,31 +126,22 @@ def test_ddp_cpu_crash_and_resume_equals_one_uninterrupted_run(whole, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_cpu_self_critical_training(tmp_path):
+def test_ddp_cpu_trains_self_critically_on_cached_features_with_a_trainable_encoder(tmp_path):
     """SCST needs nothing across processes beyond DDP's gradients: each rank samples and
-    rewards its own images against the training references it holds."""
-    run = tmp_path / "run"
-    done = capgen("train", *DDP_RUN, "model.module.objective.name=scst", "model.module.objective.scst.samples=3", f"hydra.run.dir={run}",
-                  cwd=tmp_path)
-    assert done.returncode == 0, why(done)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
-    logged = scalars(run)
-    for tag in ("train/reward", "train/baseline", "train/sample_len"):
-        assert [s for s, _ in logged[tag]] == [0, 1, 2], tag
-
-
-@pytest.mark.slow
-def test_ddp_cpu_trains_on_cached_features_with_a_trainable_encoder(tmp_path):
-    """The default small_cnn trains with its decoder, but on cached features it never runs: its
-    weights get no gradient, which DDP refuses unless it looks for unused parameters."""
+    rewards its own images against the training references it holds. The default small_cnn
+    trains with its decoder, but on cached features it never runs: its weights get no
+    gradient, which DDP refuses unless it looks for unused parameters. One run checks both."""
     from capgen.commands.prepare import prepare
 
     from helpers.runs import compose_command
 
     cache, run = tmp_path / "cache", tmp_path / "run"
     prepare(compose_command("prepare", f"cache_dir={cache}", "features=true", "data.source.sizes={train:64,val:15,test:16}"))
-    done = capgen("train", *DDP_RUN, f"data.cache_dir={cache}", "data.use_features=true", f"hydra.run.dir={run}",
-                  cwd=tmp_path)
+    done = capgen("train", *DDP_RUN, "model.module.objective.name=scst", "model.module.objective.scst.samples=3",
+                  f"data.cache_dir={cache}", "data.use_features=true", f"hydra.run.dir={run}", cwd=tmp_path)
     assert done.returncode == 0, why(done)
     assert "trainer.strategy=ddp_find_unused_parameters_true" in (run / "train.log").read_text()
     assert checkpoint(run)["global_step"] == 3 and (run / "train_ddp_process_1.log").is_file()
+    logged = scalars(run)
+    for tag in ("train/reward", "train/baseline", "train/sample_len"):
+        assert [s for s, _ in logged[tag]] == [0, 1, 2], tag
