@@ -51,6 +51,7 @@ from ...runs.records import (
 )
 from ...runs.resume import check_resume_checkpoint, resume_checkpoint
 from ...runs.tested import EarlierTest, forget_test_captions, write_test_captions
+from ...vocab import Vocabulary
 from ..failure import one_paragraph_on_failure, to_log_files
 from .consistency import check_consistency
 from .features import run_encoder_weights
@@ -204,8 +205,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # MLflow / W&B runs started here, ended with the run's outcome; a run that stops before it
     # completes keeps what it measured for its failed or interrupted summary.json.
     with logger_runs(out, loggers), measured_on_stop(out, measured):
-        # Written once everything is built: a setting a constructor refuses leaves the folder untouched.
-        vocab.save(out / "vocab.json")
+        save_run_vocab(out, vocab)  # once everything is built: a setting a constructor refuses leaves the folder untouched
         for logger in loggers.values():
             if isinstance(logger, TensorBoardLogger):
                 # TensorBoard's CUSTOM SCALARS, the first screen: at the step this run's events start
@@ -330,6 +330,14 @@ def check_train_batches(datamodule: CaptionDataModule, world_size: int) -> None:
         f"and training drops an epoch's incomplete last batch, so the run would train on nothing and still report "
         f"itself completed. Lower data.batch_size to {each} or less, or give the train split more images."
     )
+
+
+@rank_zero_only
+def save_run_vocab(out: Path, vocab: Vocabulary) -> None:
+    """<out>/vocab.json, written by rank 0 alone: two DDP processes writing it at once shared
+    vocab.json.tmp (capgen.atomic), and one's rename found the file gone (FileNotFoundError:
+    the run failed at its start, seen in a two-process sweep job)."""
+    vocab.save(out / "vocab.json")
 
 
 def check_train_config(cfg: DictConfig) -> None:
