@@ -37,7 +37,7 @@ from hydra.experimental.callback import Callback
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from ..runs.lock import LOCK_FILE, remove_own_lock_file
+from ..runs.lock import LOCK_FILE, release_all, remove_own_lock_file
 from .argv import quote_paths
 
 # What a folder named by the launch time holds in its unresolved name (conf/hydra/default.yaml).
@@ -63,6 +63,15 @@ def remove_unused() -> None:
                 folder.rmdir()  # fails, and is kept, if anything was written into it meanwhile
         except OSError:
             continue
+
+
+def leave_folders() -> None:
+    """A command's end, however it ends: the folders it made and left unused removed
+    (remove_unused), and every run-folder lock it holds given up. The end of the process would
+    release those locks; main() run in a process that goes on (a notebook, a test) kept a run
+    that a resume= was refused on locked, and the next command there was refused as in use."""
+    remove_unused()
+    release_all()
 
 
 def reserve(folder: Path) -> Path:

@@ -96,6 +96,13 @@ def release(folder: Path) -> None:
     os.close(_held.pop(folder.resolve()))
 
 
+def release_all() -> None:
+    """Give up every lock this process holds: where a command's main() ends without its process
+    ending (a notebook, a test), so that the folders are not left locked until the process exits."""
+    for folder in list(_held):
+        release(folder)
+
+
 def remove_own_lock_file(folder: Path) -> bool:
     """Give up this process's lock on `folder`, if it holds it, and remove `<folder>/.lock` when
     the file names this process (record_holder wrote it): for a folder this process made and

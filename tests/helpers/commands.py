@@ -30,3 +30,21 @@ def run_caption(out: Path, *overrides: str) -> list[dict]:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("caption", overrides=[*overrides, f"paths.output_dir={out}"])
     return caption_images(cfg)
+
+
+def main_in_process(command: str, *args: str, cwd: Path, monkeypatch) -> int | str | None:
+    """`capgen-<command> args...` through the command's own main() in this process (its argument
+    checks, Hydra, the job and its one-paragraph refusals), from `cwd`: how it exited, the
+    SystemExit code (a refusal's paragraph, or a status), None when it returned. A process start
+    costs about 6 s of imports (torch, Lightning, torchmetrics); tests whose point is not the
+    process itself take this instead. The console's output is the caller's capsys."""
+    import importlib
+    import sys
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [f"capgen-{command}", *args])
+    try:
+        importlib.import_module(f"capgen.cli.{command}").main()
+    except SystemExit as e:
+        return e.code
+    return None

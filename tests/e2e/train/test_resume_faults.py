@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from capgen.commands.train.fit import train
 from capgen.config.resume_argv import resume_argv
 
+from helpers.commands import main_in_process
 from helpers.procs import capgen
 from helpers.runs import snapshot, train_run
 
@@ -24,13 +25,13 @@ def run(tiny_lstm_run, copy_run) -> Path:
 
 
 @pytest.mark.slow
-def test_a_refused_resume_leaves_the_run_byte_for_byte_and_the_plain_resume_still_works(run, tmp_path):
+def test_a_refused_resume_leaves_the_run_byte_for_byte_and_the_plain_resume_still_works(run, tmp_path, monkeypatch):
     before = snapshot(run)
-    for change in (["model.decoder.hidden_dim=512"], ["model=attn"]):
-        done = capgen("train", f"resume={run}", *change, cwd=tmp_path)
-        assert done.returncode != 0
-        assert "would build another network than the run trained" in done.stderr
-        assert f"capgen-train resume={run}" in done.stderr  # the command that works
+    for change in (["model.decoder.hidden_dim=512"], ["model=attn"]):  # refused by main() in this process
+        said = main_in_process("train", f"resume={run}", *change, cwd=tmp_path, monkeypatch=monkeypatch)
+        assert isinstance(said, str), said  # SystemExit with the paragraph: exit status 1
+        assert "would build another network than the run trained" in said
+        assert f"capgen-train resume={run}" in said  # the command that works
         assert snapshot(run) == before, change
     done = capgen("train", f"resume={run}", "trainer.max_epochs=2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
