@@ -78,9 +78,8 @@ from capgen.config.resume_argv import resume_argv
 from capgen.data.images import BadSampleError
 from capgen.vocab import Vocabulary
 
-from helpers.commands import run_caption, run_eval
+from helpers.commands import main_in_process, run_caption, run_eval
 from helpers.fixtures_real import edit_json, make_flickr, make_odd_images
-from helpers.procs import capgen
 from helpers.runs import snapshot
 
 
@@ -306,37 +305,37 @@ def test_an_empty_split_the_run_does_not_use_is_fine(make_cfg):
     assert "val/CIDEr" in metrics
 
 
-def test_a_bad_setting_is_one_paragraph_on_the_console_and_in_summary_json(tmp_path):
-    """capgen-train as a user runs it: the console ends with the paragraph (no traceback:
-    error.txt keeps it), the exit status is 1, and nothing but the run's records is written.
+def test_a_bad_setting_is_one_paragraph_on_the_console_and_in_summary_json(tmp_path, monkeypatch, capsys):
+    """capgen-train's main() as a user's command line reaches it: it exits with the paragraph
+    (status 1, no traceback: error.txt keeps it), and nothing but the run's records is written.
     The folder is named by paths.output_dir, so its .hydra/ lands there too (capgen.config.argv)."""
     run = tmp_path / "run"
-    done = capgen("train", "debug=fast", "model.module.optimizer.lr=abc", f"paths.output_dir={run}", cwd=tmp_path,
-                  env={"HYDRA_FULL_ERROR": "0"})
-    assert done.returncode == 1
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("capgen-train: ValueError: model.module.optimizer.lr='abc': must be a number"), done.stderr
-    assert "Traceback" not in done.stderr
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    said = main_in_process("train", "debug=fast", "model.module.optimizer.lr=abc", f"paths.output_dir={run}",
+                           cwd=tmp_path, monkeypatch=monkeypatch)
+    assert isinstance(said, str), said  # SystemExit with a message: printed to stderr, exit status 1
+    assert said.startswith("capgen-train: ValueError: model.module.optimizer.lr='abc': must be a number"), said
+    assert "\n" not in said and "Traceback" not in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == [".hydra", ".lock", "error.txt", "summary.json", "train.log"]
     assert "Traceback" in (run / "error.txt").read_text()
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
 
 
-def test_hydra_flags_with_values_work(tmp_path):
-    done = capgen("train", "--cfg", "job", "model=lstm", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "_target_: capgen.models.LSTMDecoder" in done.stdout
+def test_hydra_flags_with_values_work(tmp_path, monkeypatch, capsys):
+    assert main_in_process("train", "--cfg", "job", "model=lstm", cwd=tmp_path, monkeypatch=monkeypatch) in (None, 0)
+    assert "_target_: capgen.models.LSTMDecoder" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command, args, says", [
     ("eval", ["decode.beam_size=0"], "capgen-eval: ValueError: decode.beam_size=0"),
     ("caption", ["images=no_such_folder"], "capgen-caption: "),
 ])
-def test_eval_and_caption_failures_end_with_one_paragraph_and_keep_the_traceback(lstm_run, tmp_path, command, args, says):
+def test_eval_and_caption_failures_end_with_one_paragraph_and_keep_the_traceback(lstm_run, tmp_path, monkeypatch, capsys,
+                                                                                command, args, says):
     out = tmp_path / "out"
-    done = capgen(command, f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", *args, f"paths.output_dir={out}",
-                  cwd=tmp_path, env={"HYDRA_FULL_ERROR": "0"})
-    assert done.returncode == 1 and (out / ".hydra" / "config.yaml").is_file()
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(says) and last.endswith(f"(traceback in {out / 'error.txt'})"), done.stderr
-    assert "Traceback" not in done.stderr and "Traceback" in (out / "error.txt").read_text()
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    said = main_in_process(command, f"ckpt_path={lstm_run / 'checkpoints' / 'last.ckpt'}", *args,
+                           f"paths.output_dir={out}", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert isinstance(said, str) and (out / ".hydra" / "config.yaml").is_file(), said  # exit status 1
+    assert said.startswith(says) and said.endswith(f"(traceback in {out / 'error.txt'})"), said
+    assert "Traceback" not in capsys.readouterr().err and "Traceback" in (out / "error.txt").read_text()
