@@ -2,26 +2,19 @@
 new run from another run's checkpoint, a refused resume, a misspelt setting."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from capgen.cli.train import main as train_main
-
+from helpers.commands import main_in_process
 from helpers.runs import SIZES
 
 
 def capgen_train(monkeypatch, cwd: Path, *args: str) -> str | None:
     """capgen-train args... in this process; the message it exits with (None: it ended normally)."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["capgen-train", *args])
-    try:
-        train_main()
-    except SystemExit as e:
-        return str(e.code)
-    return None
+    said = main_in_process("train", *args, cwd=cwd, monkeypatch=monkeypatch)
+    return None if said is None else str(said)
 
 
 def files(folder: Path) -> dict[str, int]:
