@@ -1,5 +1,6 @@
-"""capgen-eval and capgen-caption in the test process, from the same overrides their main()
-hands on (paths quoted, the run's data choice added), so the tests skip a process start."""
+"""capgen commands in the test process, so the tests skip a process start (about 6 s of imports):
+capgen-eval and capgen-caption from the same overrides their main() hands on (paths quoted, the
+run's data choice added), and any command through its own main() (main_in_process)."""
 
 from __future__ import annotations
 
